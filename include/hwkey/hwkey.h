@@ -1,0 +1,32 @@
+/*
+ * hwkey public header: names an application may use to talk to the hwkey
+ * provider (configuration parameters, environment variables, PEM labels).
+ */
+#ifndef HWKEY_HWKEY_H
+#define HWKEY_HWKEY_H
+
+#define HWKEY_PROVIDER_NAME "hwkey"
+
+/* openssl.cnf provider-section parameters; the environment variable wins. */
+#define HWKEY_PARAM_TPM2_TCTI "tpm2-tcti"
+#define HWKEY_PARAM_TPM2_PARENT "tpm2-parent"
+#define HWKEY_PARAM_PKCS11_MODULE "pkcs11-module"
+#define HWKEY_PARAM_PKCS11_PIN_SOURCE "pkcs11-pin-source"
+#define HWKEY_PARAM_PKCS11_QUIRKS "pkcs11-quirks"
+#define HWKEY_PARAM_LOG_LEVEL "log-level"
+
+#define HWKEY_ENV_TPM2_TCTI "HWKEY_TPM2_TCTI"
+#define HWKEY_ENV_TPM2_PARENT "HWKEY_TPM2_PARENT"
+#define HWKEY_ENV_PKCS11_MODULE "HWKEY_PKCS11_MODULE"
+#define HWKEY_ENV_PKCS11_PIN_SOURCE "HWKEY_PKCS11_PIN_SOURCE"
+#define HWKEY_ENV_PKCS11_QUIRKS "HWKEY_PKCS11_QUIRKS"
+#define HWKEY_ENV_LOG_LEVEL "HWKEY_LOG"
+
+/* PEM labels of the key files hwkey reads and writes. */
+#define HWKEY_PEM_TSS2_PRIVATE_KEY "TSS2 PRIVATE KEY"
+#define HWKEY_PEM_PKCS11_URI "PKCS#11 PROVIDER URI"
+
+/* Store URI scheme for persistent TPM keys: handle:0x81000002 */
+#define HWKEY_HANDLE_SCHEME "handle"
+
+#endif

@@ -1,0 +1,194 @@
+/*
+ * Backend registry: which backend resolves which reference, and one device
+ * context per backend, opened on first use and shared by every key.
+ */
+#include "backend/backend.h"
+
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "util/error.h"
+
+static const HWKEY_BACKEND *const real_backends[] = {
+    &hwkey_tpm2_backend,
+#ifdef HWKEY_HAVE_PKCS11
+    &hwkey_pkcs11_backend,
+#endif
+};
+#define N_BACKENDS (sizeof(real_backends) / sizeof(real_backends[0]))
+
+static const HWKEY_BACKEND *override_backend;
+
+struct hwkey_devices {
+    CRYPTO_RWLOCK *lock;
+    const HWKEY_CONFIG *cfg;
+    size_t n;
+    const HWKEY_BACKEND *backends[N_BACKENDS];
+    HWKEY_DEVICE *devices[N_BACKENDS];
+};
+
+void hwkey_backend_set_override(const HWKEY_BACKEND *backend)
+{
+    override_backend = backend;
+}
+
+HWKEY_DEVICES *hwkey_devices_new(const HWKEY_CONFIG *cfg)
+{
+    HWKEY_DEVICES *devs = OPENSSL_zalloc(sizeof(*devs));
+
+    if (devs == NULL || (devs->lock = CRYPTO_THREAD_lock_new()) == NULL) {
+        OPENSSL_free(devs);
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "allocating the device registry");
+        return NULL;
+    }
+    devs->cfg = cfg;
+    if (override_backend != NULL) {
+        devs->backends[0] = override_backend;
+        devs->n = 1;
+    } else {
+        for (size_t i = 0; i < N_BACKENDS; i++)
+            devs->backends[i] = real_backends[i];
+        devs->n = N_BACKENDS;
+    }
+    return devs;
+}
+
+void hwkey_devices_free(HWKEY_DEVICES *devs)
+{
+    if (devs == NULL)
+        return;
+    for (size_t i = 0; i < devs->n; i++)
+        if (devs->devices[i] != NULL)
+            devs->backends[i]->close(devs->devices[i]);
+    CRYPTO_THREAD_lock_free(devs->lock);
+    OPENSSL_free(devs);
+}
+
+static HWKEY_DEVICE *device_at(HWKEY_DEVICES *devs, size_t i)
+{
+    HWKEY_DEVICE *dev;
+
+    if (!CRYPTO_THREAD_read_lock(devs->lock))
+        return NULL;
+    dev = devs->devices[i];
+    CRYPTO_THREAD_unlock(devs->lock);
+    if (dev != NULL)
+        return dev;
+
+    if (!CRYPTO_THREAD_write_lock(devs->lock))
+        return NULL;
+    if (devs->devices[i] == NULL)
+        devs->devices[i] = devs->backends[i]->open(devs->cfg);
+    dev = devs->devices[i];
+    CRYPTO_THREAD_unlock(devs->lock);
+    return dev;
+}
+
+HWKEY_DEVICE *hwkey_devices_for_kind(HWKEY_DEVICES *devs, HWKEY_REF_KIND kind)
+{
+    for (size_t i = 0; i < devs->n; i++)
+        if (devs->backends[i]->handles(kind))
+            return device_at(devs, i);
+    hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "no backend handles key references of kind %d",
+                (int)kind);
+    return NULL;
+}
+
+HWKEY_DEVICE *hwkey_devices_by_name(HWKEY_DEVICES *devs, const char *name)
+{
+    for (size_t i = 0; i < devs->n; i++)
+        if (strcmp(devs->backends[i]->name, name) == 0)
+            return device_at(devs, i);
+    hwkey_raise(HWKEY_R_BAD_ARGUMENT, "no backend named \"%s\"", name);
+    return NULL;
+}
+
+int hwkey_devices_foreach(HWKEY_DEVICES *devs, int (*cb)(HWKEY_DEVICE *dev, void *arg), void *arg)
+{
+    int any = 0;
+
+    for (size_t i = 0; i < devs->n; i++) {
+        HWKEY_DEVICE *dev = device_at(devs, i);
+
+        if (dev != NULL && cb(dev, arg))
+            any = 1;
+    }
+    return any;
+}
+
+HWKEY_REF_KIND hwkey_ref_kind_of_string(const char *s)
+{
+    if (strncmp(s, "handle:", 7) == 0)
+        return HWKEY_REF_TPM2_HANDLE;
+    if (strncmp(s, "pkcs11:", 7) == 0)
+        return HWKEY_REF_PKCS11_URI;
+    return 0;
+}
+
+/* --- wrappers ------------------------------------------------------------ */
+
+int hwkey_backend_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                           OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out)
+{
+    return dev->backend->key_load(dev, ref, pw_cb, pw_arg, out);
+}
+
+void hwkey_backend_key_free(HWKEY_BKEY *key)
+{
+    if (key != NULL)
+        key->backend->key_free(key);
+}
+
+EVP_PKEY *hwkey_backend_key_public(HWKEY_BKEY *key, OSSL_LIB_CTX *libctx, const char *propq)
+{
+    return key->backend->key_public(key, libctx, propq);
+}
+
+static int not_capable(HWKEY_BKEY *key, unsigned int flag, const char *what)
+{
+    if ((key->info.flags & flag) != 0)
+        return 0;
+    hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "this %s key cannot %s", key->backend->name, what);
+    return 1;
+}
+
+int hwkey_backend_sign(HWKEY_BKEY *key, const HWKEY_SIGN_PARAMS *params,
+                       const unsigned char *tbs, size_t tbslen, unsigned char *sig,
+                       size_t *siglen)
+{
+    if (key->backend->sign == NULL || not_capable(key, HWKEY_KEYF_SIGN, "sign"))
+        return 0;
+    return key->backend->sign(key, params, tbs, tbslen, sig, siglen);
+}
+
+int hwkey_backend_rsa_private(HWKEY_BKEY *key, const unsigned char *in, size_t inlen,
+                              unsigned char *out, size_t *outlen)
+{
+    if (key->backend->rsa_private == NULL
+        || not_capable(key, HWKEY_KEYF_RSA_RAW, "do the raw RSA private operation"))
+        return 0;
+    return key->backend->rsa_private(key, in, inlen, out, outlen);
+}
+
+int hwkey_backend_rsa_decrypt(HWKEY_BKEY *key, const HWKEY_DECRYPT_PARAMS *params,
+                              const unsigned char *in, size_t inlen, unsigned char *out,
+                              size_t *outlen)
+{
+    if (key->backend->rsa_decrypt == NULL || not_capable(key, HWKEY_KEYF_DECRYPT, "decrypt"))
+        return 0;
+    return key->backend->rsa_decrypt(key, params, in, inlen, out, outlen);
+}
+
+int hwkey_backend_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen,
+                       unsigned char *out, size_t *outlen)
+{
+    if (key->backend->ecdh == NULL || not_capable(key, HWKEY_KEYF_DERIVE, "derive"))
+        return 0;
+    return key->backend->ecdh(key, peer, peerlen, out, outlen);
+}
+
+int hwkey_backend_supports(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec)
+{
+    return dev->backend->supports == NULL || dev->backend->supports(dev, spec);
+}

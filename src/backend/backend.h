@@ -1,0 +1,214 @@
+/*
+ * The seam between "what OpenSSL asked" and "which device does it".
+ *
+ * Every backend (tpm2, pkcs11, the unit tests' fake) fills one HWKEY_BACKEND
+ * vtable; nothing above this header knows which device it talks to, and
+ * nothing else switches on the backend type.  Locking, sessions, fork
+ * re-initialisation and retries live inside each backend: every function here
+ * may be called from several threads at once and in a forked child.
+ *
+ * Conventions: functions return 1 on success and 0 on failure, having raised
+ * exactly one error with hwkey_raise() that names the device's own decoded
+ * code (TPM_RC_..., CKR_...).  Output buffers come with their size in *outlen;
+ * passing out == NULL asks for the size only.
+ */
+#ifndef HWKEY_BACKEND_BACKEND_H
+#define HWKEY_BACKEND_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/bio.h>
+#include <openssl/core.h>
+#include <openssl/evp.h>
+
+#include "util/config.h"
+
+typedef struct hwkey_backend HWKEY_BACKEND;
+
+/* An open device context.  Backends embed this as their first member. */
+typedef struct hwkey_device {
+    const HWKEY_BACKEND *backend;
+} HWKEY_DEVICE;
+
+typedef enum { HWKEY_ALG_EC = 1, HWKEY_ALG_RSA, HWKEY_ALG_ED25519 } HWKEY_ALG;
+
+/* What a key can do, filled by the backend when it resolves a key. */
+#define HWKEY_KEYF_SIGN 0x01u      /* digest signatures through ->sign */
+#define HWKEY_KEYF_DECRYPT 0x02u   /* RSA decryption through ->rsa_decrypt */
+#define HWKEY_KEYF_DERIVE 0x04u    /* ECDH through ->ecdh */
+#define HWKEY_KEYF_RSA_RAW 0x08u   /* raw RSA private op (m^d) through ->rsa_private:
+                                    * the caller pads, any PSS salt length works */
+
+typedef struct {
+    HWKEY_ALG alg;
+    int bits;                      /* modulus or field size */
+    int curve_nid;                 /* EC: NID_X9_62_prime256v1, NID_secp384r1, ... */
+    unsigned int flags;            /* HWKEY_KEYF_* */
+} HWKEY_KEYINFO;
+
+/* A resolved key handle.  Backends embed this as their first member. */
+typedef struct hwkey_bkey {
+    const HWKEY_BACKEND *backend;
+    HWKEY_DEVICE *device;
+    HWKEY_KEYINFO info;
+} HWKEY_BKEY;
+
+/* How a key is referred to. */
+typedef enum {
+    HWKEY_REF_TSS2_KEYFILE = 1,    /* data: DER of a TSS2 PRIVATE KEY */
+    HWKEY_REF_TPM2_HANDLE,         /* data: "handle:0x81000002" */
+    HWKEY_REF_PKCS11_URI,          /* data: "pkcs11:..." */
+} HWKEY_REF_KIND;
+
+typedef struct {
+    HWKEY_REF_KIND kind;
+    const unsigned char *data;
+    size_t len;
+} HWKEY_KEYREF;
+
+/* A key reference produced by generate/import: same kinds as HWKEY_KEYREF. */
+typedef struct {
+    HWKEY_REF_KIND kind;
+    unsigned char *data;           /* OPENSSL_free */
+    size_t len;
+} HWKEY_REFBLOB;
+
+/* What to generate. */
+typedef struct {
+    HWKEY_ALG alg;
+    int bits;                      /* RSA: 2048, 3072, 4096 */
+    int curve_nid;                 /* EC */
+} HWKEY_KEYSPEC;
+
+/* Options of generate/import. */
+typedef struct {
+    const char *uri;               /* pkcs11: where to create it (token, label, id) */
+    uint32_t persist_handle;       /* tpm2: 0, or 0x81xxxxxx to make it persistent */
+    const char *auth;              /* key auth value / NULL for none */
+    size_t auth_len;
+} HWKEY_GENOPTS;
+
+typedef enum {
+    HWKEY_SIG_ECDSA = 1,           /* tbs = digest; sig = DER ECDSA-Sig-Value */
+    HWKEY_SIG_RSA_PKCS1,           /* tbs = digest; device does PKCS#1 v1.5 */
+    HWKEY_SIG_RSA_PSS,             /* tbs = digest; device does PSS with salt_len */
+    HWKEY_SIG_EDDSA,               /* tbs = message */
+} HWKEY_SIG_SCHEME;
+
+typedef struct {
+    HWKEY_SIG_SCHEME scheme;
+    int md_nid;                    /* digest that produced tbs (NID_sha256 ...) */
+    int mgf1_md_nid;               /* PSS */
+    int salt_len;                  /* PSS, in bytes, already resolved */
+} HWKEY_SIGN_PARAMS;
+
+typedef enum {
+    HWKEY_PAD_PKCS1 = 1,           /* RSAES-PKCS1-v1_5 */
+    HWKEY_PAD_OAEP,
+} HWKEY_PAD;
+
+typedef struct {
+    HWKEY_PAD padding;
+    int oaep_md_nid;
+    int mgf1_md_nid;
+    const unsigned char *label;
+    size_t label_len;
+} HWKEY_DECRYPT_PARAMS;
+
+/* One line of `hwkey list`. */
+typedef struct {
+    const char *ref;               /* "handle:0x81000002", "pkcs11:...;object=web" */
+    HWKEY_KEYINFO info;
+    const char *label;             /* may be NULL */
+} HWKEY_LISTED_KEY;
+typedef int (*hwkey_list_cb)(const HWKEY_LISTED_KEY *key, void *arg);
+
+struct hwkey_backend {
+    const char *name;                                   /* "tpm2", "pkcs11", "fake" */
+    /* 1 if this backend resolves references of this kind. */
+    int (*handles)(HWKEY_REF_KIND kind);
+
+    /* Open a device context from configuration.  May connect lazily. */
+    HWKEY_DEVICE *(*open)(const HWKEY_CONFIG *cfg);
+    void (*close)(HWKEY_DEVICE *dev);
+    /* Capability predicate for the algorithm catalogue: can the device do spec? */
+    int (*supports)(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec);
+    /* `hwkey info`: human-readable description of the device(s). */
+    int (*describe)(HWKEY_DEVICE *dev, BIO *out);
+
+    /*
+     * Resolve a reference.  pw_cb is asked for the key's auth value or PIN
+     * when one is needed and none is given; it may be NULL.
+     */
+    int (*key_load)(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw_cb,
+                    void *pw_arg, HWKEY_BKEY **out);
+    void (*key_free)(HWKEY_BKEY *key);
+    /* The public half as a software key in libctx (verification, encryption). */
+    EVP_PKEY *(*key_public)(HWKEY_BKEY *key, OSSL_LIB_CTX *libctx, const char *propq);
+
+    int (*key_generate)(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec, const HWKEY_GENOPTS *opts,
+                        HWKEY_REFBLOB *out);
+    /* Wrap a software private key into the device. */
+    int (*key_import)(HWKEY_DEVICE *dev, EVP_PKEY *soft, const HWKEY_GENOPTS *opts,
+                      HWKEY_REFBLOB *out);
+    int (*key_delete)(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref);
+    int (*key_list)(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, void *arg);
+
+    /* Private-key operations: exactly one device command in steady state. */
+    int (*sign)(HWKEY_BKEY *key, const HWKEY_SIGN_PARAMS *params, const unsigned char *tbs,
+                size_t tbslen, unsigned char *sig, size_t *siglen);
+    int (*rsa_private)(HWKEY_BKEY *key, const unsigned char *in, size_t inlen, unsigned char *out,
+                       size_t *outlen);
+    int (*rsa_decrypt)(HWKEY_BKEY *key, const HWKEY_DECRYPT_PARAMS *params,
+                       const unsigned char *in, size_t inlen, unsigned char *out, size_t *outlen);
+    /* peer: uncompressed EC point (04||X||Y); out: the shared X coordinate. */
+    int (*ecdh)(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen, unsigned char *out,
+                size_t *outlen);
+    int (*random)(HWKEY_DEVICE *dev, unsigned char *buf, size_t len);
+};
+
+/* --- The registry: one lazily opened device per backend ------------------ */
+
+typedef struct hwkey_devices HWKEY_DEVICES;
+
+HWKEY_DEVICES *hwkey_devices_new(const HWKEY_CONFIG *cfg);
+void hwkey_devices_free(HWKEY_DEVICES *devs);
+/* The device that resolves references of this kind, opened on first use. */
+HWKEY_DEVICE *hwkey_devices_for_kind(HWKEY_DEVICES *devs, HWKEY_REF_KIND kind);
+/* The device of the backend with this name ("tpm2", "pkcs11"), opened on first use. */
+HWKEY_DEVICE *hwkey_devices_by_name(HWKEY_DEVICES *devs, const char *name);
+/* Calls cb for every backend's device that opens; used by the catalogue and `hwkey info`. */
+int hwkey_devices_foreach(HWKEY_DEVICES *devs, int (*cb)(HWKEY_DEVICE *dev, void *arg), void *arg);
+
+/*
+ * Unit tests: route every reference kind to this backend instead of the
+ * real ones (NULL restores).  Must be called before hwkey_devices_new().
+ */
+void hwkey_backend_set_override(const HWKEY_BACKEND *backend);
+
+/* Classify a reference string: "handle:..." / "pkcs11:..."; 0 if neither. */
+HWKEY_REF_KIND hwkey_ref_kind_of_string(const char *s);
+
+/* --- Thin wrappers so callers never touch the vtable directly ----------- */
+
+int hwkey_backend_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                           OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out);
+void hwkey_backend_key_free(HWKEY_BKEY *key);
+EVP_PKEY *hwkey_backend_key_public(HWKEY_BKEY *key, OSSL_LIB_CTX *libctx, const char *propq);
+int hwkey_backend_sign(HWKEY_BKEY *key, const HWKEY_SIGN_PARAMS *params,
+                       const unsigned char *tbs, size_t tbslen, unsigned char *sig,
+                       size_t *siglen);
+int hwkey_backend_rsa_private(HWKEY_BKEY *key, const unsigned char *in, size_t inlen,
+                              unsigned char *out, size_t *outlen);
+int hwkey_backend_rsa_decrypt(HWKEY_BKEY *key, const HWKEY_DECRYPT_PARAMS *params,
+                              const unsigned char *in, size_t inlen, unsigned char *out,
+                              size_t *outlen);
+int hwkey_backend_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen,
+                       unsigned char *out, size_t *outlen);
+int hwkey_backend_supports(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec);
+
+/* The real backends, defined in backend/<name>/. */
+extern const HWKEY_BACKEND hwkey_tpm2_backend;
+
+#endif

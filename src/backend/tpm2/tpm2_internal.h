@@ -1,0 +1,5 @@
+/* STUB */
+#ifndef HWKEY_TPM2_INTERNAL_H
+#define HWKEY_TPM2_INTERNAL_H
+#include "backend/backend.h"
+#endif

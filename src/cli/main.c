@@ -1,0 +1,7 @@
+/* STUB */
+#include <stdio.h>
+int main(void)
+{
+    fprintf(stderr, "hwkey: not implemented yet\n");
+    return 1;
+}

@@ -1,0 +1,117 @@
+#include "key/key.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/obj_mac.h>
+
+#include "util/error.h"
+
+static HWKEY_KEY *key_new(void)
+{
+    HWKEY_KEY *key = OPENSSL_zalloc(sizeof(*key));
+
+    if (key == NULL || (key->lock = CRYPTO_THREAD_lock_new()) == NULL) {
+        OPENSSL_free(key);
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "allocating a key");
+        return NULL;
+    }
+    key->refcount = 1;
+    return key;
+}
+
+/* Fills alg/bits/curve from the software public key. */
+static int describe_from_public(HWKEY_KEY *key)
+{
+    char group[64];
+
+    key->bits = EVP_PKEY_get_bits(key->pub);
+    if (EVP_PKEY_is_a(key->pub, "RSA")) {
+        key->alg = HWKEY_ALG_RSA;
+        return 1;
+    }
+    if (EVP_PKEY_is_a(key->pub, "ED25519")) {
+        key->alg = HWKEY_ALG_ED25519;
+        return 1;
+    }
+    if (EVP_PKEY_is_a(key->pub, "EC")
+        && EVP_PKEY_get_utf8_string_param(key->pub, OSSL_PKEY_PARAM_GROUP_NAME, group,
+                                          sizeof(group), NULL)) {
+        key->alg = HWKEY_ALG_EC;
+        key->curve_nid = OBJ_txt2nid(group);
+        if (key->curve_nid == NID_undef)
+            key->curve_nid = EC_curve_nist2nid(group);
+        return key->curve_nid != NID_undef;
+    }
+    hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "public key of type %s",
+                EVP_PKEY_get0_type_name(key->pub));
+    return 0;
+}
+
+HWKEY_KEY *hwkey_key_load(HWKEY_DEVICES *devs, OSSL_LIB_CTX *swctx, const HWKEY_KEYREF *ref,
+                          OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
+{
+    HWKEY_DEVICE *dev = hwkey_devices_for_kind(devs, ref->kind);
+    HWKEY_KEY *key = NULL;
+
+    if (dev == NULL || (key = key_new()) == NULL)
+        return NULL;
+    if (!hwkey_backend_key_load(dev, ref, pw_cb, pw_arg, &key->bkey))
+        goto err;
+    key->pub = hwkey_backend_key_public(key->bkey, swctx, NULL);
+    if (key->pub == NULL || !describe_from_public(key))
+        goto err;
+    return key;
+err:
+    hwkey_key_free(key);
+    return NULL;
+}
+
+HWKEY_KEY *hwkey_key_from_public(EVP_PKEY *pub)
+{
+    HWKEY_KEY *key = key_new();
+
+    if (key == NULL) {
+        EVP_PKEY_free(pub);
+        return NULL;
+    }
+    key->pub = pub;
+    if (!describe_from_public(key)) {
+        hwkey_key_free(key);
+        return NULL;
+    }
+    return key;
+}
+
+int hwkey_key_up_ref(HWKEY_KEY *key)
+{
+    int n;
+
+    return CRYPTO_atomic_add(&key->refcount, 1, &n, key->lock);
+}
+
+void hwkey_key_free(HWKEY_KEY *key)
+{
+    int n;
+
+    if (key == NULL)
+        return;
+    if (!CRYPTO_atomic_add(&key->refcount, -1, &n, key->lock) || n > 0)
+        return;
+    hwkey_backend_key_free(key->bkey);
+    EVP_PKEY_free(key->pub);
+    CRYPTO_THREAD_lock_free(key->lock);
+    OPENSSL_free(key);
+}
+
+int hwkey_key_can(const HWKEY_KEY *key, unsigned int flag)
+{
+    return key->bkey != NULL && (key->bkey->info.flags & flag) != 0;
+}
+
+size_t hwkey_key_max_size(const HWKEY_KEY *key)
+{
+    int n = key->pub != NULL ? EVP_PKEY_get_size(key->pub) : 0;
+
+    return n > 0 ? (size_t)n : 0;
+}

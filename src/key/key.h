@@ -1,0 +1,44 @@
+/*
+ * The backend-neutral key object behind every EVP_PKEY of hwkey's keymgmt.
+ *
+ * A key is either a device key (bkey != NULL: private operations go to the
+ * device) or a public-only key (imported from another provider, e.g. the
+ * certificate's key when libssl checks that key and certificate match).
+ * The public half is always cached as a software EVP_PKEY in the provider's
+ * own library context, which holds only OpenSSL's default provider, so
+ * verification and encryption never reach the device nor recurse into hwkey.
+ */
+#ifndef HWKEY_KEY_KEY_H
+#define HWKEY_KEY_KEY_H
+
+#include <openssl/evp.h>
+
+#include "backend/backend.h"
+
+typedef struct hwkey_key {
+    int refcount;                 /* atomic, CRYPTO_atomic_add */
+    CRYPTO_RWLOCK *lock;          /* for the refcount where atomics are emulated */
+    HWKEY_BKEY *bkey;             /* NULL: public-only key */
+    EVP_PKEY *pub;                /* software public key in the provider's swctx */
+    HWKEY_ALG alg;
+    int bits;
+    int curve_nid;                /* EC */
+} HWKEY_KEY;
+
+/*
+ * Resolves ref on the device of its kind and caches the public key.
+ * swctx: the provider's software-only library context.
+ */
+HWKEY_KEY *hwkey_key_load(HWKEY_DEVICES *devs, OSSL_LIB_CTX *swctx, const HWKEY_KEYREF *ref,
+                          OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg);
+/* A public-only key around pub (takes ownership of pub). */
+HWKEY_KEY *hwkey_key_from_public(EVP_PKEY *pub);
+int hwkey_key_up_ref(HWKEY_KEY *key);
+void hwkey_key_free(HWKEY_KEY *key);
+
+/* 1 if key can do the private operation named by flag (HWKEY_KEYF_*). */
+int hwkey_key_can(const HWKEY_KEY *key, unsigned int flag);
+/* Maximum signature / ciphertext size in bytes. */
+size_t hwkey_key_max_size(const HWKEY_KEY *key);
+
+#endif

@@ -1,0 +1,28 @@
+/*
+ * Dispatch tables of every operation hwkey implements; the provider's
+ * catalogue (src/provider/catalogue.c) lists them.
+ */
+#ifndef HWKEY_OPS_OPS_H
+#define HWKEY_OPS_OPS_H
+
+#include <openssl/core_dispatch.h>
+
+/* keymgmt_ec.c, keymgmt_rsa.c */
+extern const OSSL_DISPATCH hwkey_ec_keymgmt_functions[];
+extern const OSSL_DISPATCH hwkey_rsa_keymgmt_functions[];
+/* signature_ecdsa.c, signature_rsa.c */
+extern const OSSL_DISPATCH hwkey_ecdsa_signature_functions[];
+extern const OSSL_DISPATCH hwkey_rsa_signature_functions[];
+/* asym_cipher_rsa.c */
+extern const OSSL_DISPATCH hwkey_rsa_asym_cipher_functions[];
+/* keyexch_ecdh.c */
+extern const OSSL_DISPATCH hwkey_ecdh_keyexch_functions[];
+/* decoder.c: TSS2 PRIVATE KEY (PEM and DER) and pkcs11 URI reference files */
+extern const OSSL_DISPATCH hwkey_ec_pem_decoder_functions[];
+extern const OSSL_DISPATCH hwkey_rsa_pem_decoder_functions[];
+extern const OSSL_DISPATCH hwkey_ec_der_decoder_functions[];
+extern const OSSL_DISPATCH hwkey_rsa_der_decoder_functions[];
+/* store_handle.c: handle:0x81xxxxxx */
+extern const OSSL_DISPATCH hwkey_handle_store_functions[];
+
+#endif

@@ -1,0 +1,4 @@
+/* STUB */
+#ifndef HWKEY_OPS_SIGNATURE_H
+#define HWKEY_OPS_SIGNATURE_H
+#endif

@@ -1,0 +1,143 @@
+/*
+ * The algorithm catalogue: one table of everything hwkey implements, each
+ * entry with the key type it needs.  On the first query the devices are asked
+ * (backend ->supports, from TPM2_GetCapability / C_GetMechanismList) and only
+ * what some device can do is advertised.  When no device answers at all, the
+ * whole table is advertised so that loading a key fails later with the
+ * device's own error ("cannot connect to the TPM") rather than a puzzling
+ * "unsupported".
+ *
+ * No digests, MACs, KDFs, RNGs or ciphers are ever offered here without
+ * provider=hwkey: see docs/traps.md (SoftHSM re-entry deadlock).
+ */
+#include "provider/provider.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/obj_mac.h>
+
+#include "ops/ops.h"
+#include "util/error.h"
+
+#define PROPS "provider=hwkey"
+
+typedef struct {
+    int operation_id;
+    OSSL_ALGORITHM alg;
+    HWKEY_ALG needs;      /* 0: always offered */
+} CATALOGUE_ENTRY;
+
+#define ENTRY(op, names, props, fns, needs) {op, {names, props, fns, NULL}, needs}
+
+static const CATALOGUE_ENTRY catalogue[] = {
+    ENTRY(OSSL_OP_KEYMGMT, "EC:id-ecPublicKey:1.2.840.10045.2.1", PROPS,
+          hwkey_ec_keymgmt_functions, HWKEY_ALG_EC),
+    ENTRY(OSSL_OP_KEYMGMT, "RSA:rsaEncryption:1.2.840.113549.1.1.1", PROPS,
+          hwkey_rsa_keymgmt_functions, HWKEY_ALG_RSA),
+    ENTRY(OSSL_OP_SIGNATURE, "ECDSA", PROPS, hwkey_ecdsa_signature_functions, HWKEY_ALG_EC),
+    ENTRY(OSSL_OP_SIGNATURE, "RSA:rsaEncryption:1.2.840.113549.1.1.1", PROPS,
+          hwkey_rsa_signature_functions, HWKEY_ALG_RSA),
+    ENTRY(OSSL_OP_ASYM_CIPHER, "RSA:rsaEncryption:1.2.840.113549.1.1.1", PROPS,
+          hwkey_rsa_asym_cipher_functions, HWKEY_ALG_RSA),
+    ENTRY(OSSL_OP_KEYEXCH, "ECDH", PROPS, hwkey_ecdh_keyexch_functions, HWKEY_ALG_EC),
+    ENTRY(OSSL_OP_DECODER, "EC", PROPS ",input=pem", hwkey_ec_pem_decoder_functions, 0),
+    ENTRY(OSSL_OP_DECODER, "RSA", PROPS ",input=pem", hwkey_rsa_pem_decoder_functions, 0),
+    ENTRY(OSSL_OP_DECODER, "EC", PROPS ",input=der,structure=TSS2", hwkey_ec_der_decoder_functions,
+          0),
+    ENTRY(OSSL_OP_DECODER, "RSA", PROPS ",input=der,structure=TSS2",
+          hwkey_rsa_der_decoder_functions, 0),
+    ENTRY(OSSL_OP_STORE, "handle", PROPS, hwkey_handle_store_functions, 0),
+};
+#define N_ENTRIES (sizeof(catalogue) / sizeof(catalogue[0]))
+
+struct hwkey_catalogue {
+    int device_answered;
+    int supported[HWKEY_ALG_ED25519 + 1];
+    /* Per operation: filtered, NULL-terminated copies of the table. */
+    OSSL_ALGORITHM *by_op[OSSL_OP__HIGHEST + 1];
+};
+
+typedef struct {
+    struct hwkey_catalogue *cat;
+} PROBE;
+
+static int probe_device(HWKEY_DEVICE *dev, void *arg)
+{
+    static const HWKEY_KEYSPEC probes[] = {
+        {.alg = HWKEY_ALG_EC, .curve_nid = NID_X9_62_prime256v1},
+        {.alg = HWKEY_ALG_EC, .curve_nid = NID_secp384r1},
+        {.alg = HWKEY_ALG_RSA, .bits = 2048},
+        {.alg = HWKEY_ALG_RSA, .bits = 3072},
+        {.alg = HWKEY_ALG_ED25519},
+    };
+    struct hwkey_catalogue *cat = ((PROBE *)arg)->cat;
+
+    cat->device_answered = 1;
+    for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++)
+        if (hwkey_backend_supports(dev, &probes[i]))
+            cat->supported[probes[i].alg] = 1;
+    return 1;
+}
+
+static struct hwkey_catalogue *catalogue_build(HWKEY_PROVCTX *provctx)
+{
+    struct hwkey_catalogue *cat = OPENSSL_zalloc(sizeof(*cat));
+    PROBE probe = {cat};
+
+    if (cat == NULL)
+        return NULL;
+    /* A device that cannot be reached raises; that is not this query's error. */
+    ERR_set_mark();
+    hwkey_devices_foreach(provctx->devices, probe_device, &probe);
+    ERR_pop_to_mark();
+
+    for (int op = 1; op <= OSSL_OP__HIGHEST; op++) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < N_ENTRIES; i++)
+            if (catalogue[i].operation_id == op)
+                n++;
+        if (n == 0)
+            continue;
+        cat->by_op[op] = OPENSSL_zalloc((n + 1) * sizeof(OSSL_ALGORITHM));
+        if (cat->by_op[op] == NULL)
+            continue;
+        n = 0;
+        for (size_t i = 0; i < N_ENTRIES; i++) {
+            const CATALOGUE_ENTRY *e = &catalogue[i];
+
+            if (e->operation_id != op)
+                continue;
+            if (e->needs != 0 && cat->device_answered && !cat->supported[e->needs])
+                continue;
+            cat->by_op[op][n++] = e->alg;
+        }
+    }
+    return cat;
+}
+
+const OSSL_ALGORITHM *hwkey_catalogue_query(HWKEY_PROVCTX *provctx, int operation_id)
+{
+    if (operation_id <= 0 || operation_id > OSSL_OP__HIGHEST)
+        return NULL;
+    /* Queries come from one thread at a time per provider in practice; the
+     * core serialises method construction under its store lock. */
+    if (provctx->catalogue == NULL)
+        provctx->catalogue = catalogue_build(provctx);
+    if (provctx->catalogue == NULL)
+        return NULL;
+    return provctx->catalogue->by_op[operation_id];
+}
+
+void hwkey_catalogue_free(HWKEY_PROVCTX *provctx)
+{
+    struct hwkey_catalogue *cat = provctx->catalogue;
+
+    if (cat == NULL)
+        return;
+    for (int op = 0; op <= OSSL_OP__HIGHEST; op++)
+        OPENSSL_free(cat->by_op[op]);
+    OPENSSL_free(cat);
+    provctx->catalogue = NULL;
+}
