@@ -24,6 +24,7 @@ typedef struct hwkey_provctx {
     HWKEY_CONFIG cfg;
     HWKEY_DEVICES *devices;
     struct hwkey_catalogue *catalogue; /* provider/catalogue.c, built on first query */
+    CRYPTO_RWLOCK *catalogue_lock;
 } HWKEY_PROVCTX;
 
 /*

@@ -121,13 +121,17 @@ const OSSL_ALGORITHM *hwkey_catalogue_query(HWKEY_PROVCTX *provctx, int operatio
 {
     if (operation_id <= 0 || operation_id > OSSL_OP__HIGHEST)
         return NULL;
-    /* Queries come from one thread at a time per provider in practice; the
-     * core serialises method construction under its store lock. */
+    const OSSL_ALGORITHM *algs = NULL;
+
+    /* Two threads may fetch for the first time at once: build once. */
+    if (!CRYPTO_THREAD_write_lock(provctx->catalogue_lock))
+        return NULL;
     if (provctx->catalogue == NULL)
         provctx->catalogue = catalogue_build(provctx);
-    if (provctx->catalogue == NULL)
-        return NULL;
-    return provctx->catalogue->by_op[operation_id];
+    if (provctx->catalogue != NULL)
+        algs = provctx->catalogue->by_op[operation_id];
+    CRYPTO_THREAD_unlock(provctx->catalogue_lock);
+    return algs;
 }
 
 void hwkey_catalogue_free(HWKEY_PROVCTX *provctx)

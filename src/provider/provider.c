@@ -71,6 +71,7 @@ static void provctx_free(HWKEY_PROVCTX *ctx)
     if (ctx == NULL)
         return;
     hwkey_catalogue_free(ctx);
+    CRYPTO_THREAD_lock_free(ctx->catalogue_lock);
     hwkey_devices_free(ctx->devices);
     OSSL_LIB_CTX_free(ctx->swctx);
     OSSL_LIB_CTX_free(ctx->libctx);
@@ -132,6 +133,11 @@ int hwkey_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
         return 0;
     }
     ctx->core = handle;
+    ctx->catalogue_lock = CRYPTO_THREAD_lock_new();
+    if (ctx->catalogue_lock == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "allocating a lock");
+        goto err;
+    }
     if (!read_configuration(handle, in, &ctx->cfg))
         goto err;
     ctx->libctx = OSSL_LIB_CTX_new_from_dispatch(handle, in);

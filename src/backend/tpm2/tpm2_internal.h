@@ -1,5 +1,208 @@
-/* STUB */
+/*
+ * Internal API of the TPM 2.0 backend (src/backend/tpm2/ only; nothing
+ * outside this folder includes it).
+ *
+ * Files:
+ *   tpm2_backend.c   the vtable, open/close, key_load/free/public
+ *   tpm2_context.c   TCTI + ESAPI context: lazy connect, lock, fork, retry
+ *   tpm2_parent.c    parent resolution: configured handle, SRK 0x81000001,
+ *                    or the owner-hierarchy primary (tpm2-openssl's template)
+ *   tpm2_sign.c      sign / rsa_private / rsa_decrypt / ecdh
+ *   tpm2_public.c    TPMT_PUBLIC -> EVP_PKEY / HWKEY_KEYINFO, key templates
+ *   tpm2_error.c     TSS2_RC -> reason + decoded text
+ *   tpm2_manage.c    (engineer "tpm2mgmt") key_generate, key_delete,
+ *                    key_list, describe, supports, random
+ *
+ * Locking rule: every ESAPI call happens between hwkey_tpm2_acquire() and
+ * hwkey_tpm2_release() of the same device; the pair holds the device mutex.
+ * Nothing in this header takes the lock by itself except acquire.
+ *
+ * Slot rule (ARCHITECTURE.md §7): with dev->rm_mode == 0 (swtpm, mssim,
+ * /dev/tpm0) no transient object may survive a release(): flush everything
+ * you loaded or created (hwkey_tpm2_parent_put() does it for the parent).
+ * With a resource manager the backend keeps keys and the primary loaded.
+ */
 #ifndef HWKEY_TPM2_INTERNAL_H
 #define HWKEY_TPM2_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <tss2/tss2_esys.h>
+#include <tss2/tss2_tcti.h>
+
 #include "backend/backend.h"
+
+/* The parent handle a key file records for "the standard owner primary". */
+#define HWKEY_TPM2_PARENT_OWNER TPM2_RH_OWNER      /* 0x40000001 */
+/* The TCG well-known SRK handle, used as default parent when present. */
+#define HWKEY_TPM2_SRK_HANDLE 0x81000001u
+#define HWKEY_TPM2_DEFAULT_TCTI "device:/dev/tpmrm0"
+
+typedef struct hwkey_tpm2_device {
+    HWKEY_DEVICE base;            /* first member (backend.h) */
+    pthread_mutex_t lock;         /* around every ESAPI use */
+    char *tcti_conf;              /* TCTI string as configured (for messages) */
+    int rm_mode;                  /* 1: resource manager in front of the TPM */
+    uint32_t cfg_parent;          /* tpm2-parent from config, 0 = default */
+
+    /* Connection: created lazily by acquire(), recreated after fork. */
+    TSS2_TCTI_CONTEXT *tcti;      /* owned unless tcti_external */
+    int tcti_external;            /* opened with hwkey_tpm2_open_with_tcti */
+    ESYS_CONTEXT *esys;
+    pid_t pid;                    /* process that created esys */
+    /* Bumped whenever esys is replaced: ESYS_TRs of older generations are dead. */
+    uint64_t generation;
+
+    /* Parent cache (tpm2_parent.c). */
+    int default_parent_known;     /* default_parent is resolved */
+    uint32_t default_parent;      /* 0x81000001 or HWKEY_TPM2_PARENT_OWNER */
+    ESYS_TR primary_tr;           /* RM mode: the owner primary, kept loaded */
+    uint64_t primary_gen;         /* generation of primary_tr */
+    TPMS_CONTEXT *primary_saved;  /* no-RM mode: saved context of the primary */
+} HWKEY_TPM2_DEVICE;
+
+/* A loaded key (tpm2_backend.c). */
+typedef struct hwkey_tpm2_key {
+    HWKEY_BKEY base;              /* first member (backend.h) */
+    TPM2B_PUBLIC pub;
+    TPM2B_PRIVATE priv;           /* blob to reload from; size 0 for handle: keys */
+    uint32_t parent;              /* parent handle as recorded in the file */
+    uint32_t persistent;          /* 0x81xxxxxx for handle: keys, else 0 */
+    int has_auth;
+    TPM2B_AUTH *auth;             /* hwkey_secmem memory; NULL when has_auth == 0 */
+    ESYS_TR tr;                   /* RM mode: loaded object (or persistent TR) */
+    uint64_t tr_gen;              /* device generation tr belongs to */
+    TPMS_CONTEXT *saved;          /* no-RM mode: saved context of the key */
+} HWKEY_TPM2_KEY;
+
+/* ---- tpm2_context.c -------------------------------------------------- */
+
+/*
+ * Lock the device, detect fork (abandon the parent process's ESAPI context
+ * without flushing through it), connect on first use.  Returns the live
+ * context with the lock held, or NULL with the lock released and one error
+ * raised (HWKEY_R_DEVICE_UNREACHABLE naming the TCTI and the decoded code).
+ */
+ESYS_CONTEXT *hwkey_tpm2_acquire(HWKEY_TPM2_DEVICE *dev);
+void hwkey_tpm2_release(HWKEY_TPM2_DEVICE *dev);
+
+/*
+ * Open a device on a caller-supplied TCTI (unit tests' fake TCTI).  The TCTI
+ * stays the caller's: close() does not finalize it.  After fork the
+ * connection cannot be recreated for such a device.
+ */
+HWKEY_DEVICE *hwkey_tpm2_open_with_tcti(TSS2_TCTI_CONTEXT *tcti, int rm_mode);
+
+/* 1 if the TCTI string goes through a resource manager (tpmrm, tabrmd). */
+int hwkey_tpm2_tcti_is_rm(const char *tcti_conf);
+
+/*
+ * Bounded randomized backoff for TPM_RC_OBJECT_MEMORY, TPM_RC_RETRY,
+ * TPM_RC_YIELDED, TPM_RC_TESTING (about 5 s in total).  Use as
+ *
+ *     HWKEY_TPM2_RETRY retry = {0};
+ *     do {
+ *         rc = Esys_Something(...);
+ *     } while (hwkey_tpm2_retry(&retry, rc));
+ *
+ * Returns 1 (after sleeping) when rc is retryable and budget remains.
+ */
+typedef struct {
+    unsigned int attempts;
+    unsigned long slept_ms;
+} HWKEY_TPM2_RETRY;
+int hwkey_tpm2_retry(HWKEY_TPM2_RETRY *retry, TSS2_RC rc);
+
+/* Flush a transient object / forget a TR, ignoring errors (cleanup paths). */
+void hwkey_tpm2_flush_quiet(ESYS_CONTEXT *esys, ESYS_TR *tr);
+
+/* ---- tpm2_parent.c (call between acquire and release) --------------- */
+
+/*
+ * The parent to load/create keys under.  handle == 0 means the default
+ * (config tpm2-parent, else SRK 0x81000001 if present, else the owner
+ * primary).  *recorded is what a key file must store as its parent
+ * (0x81xxxxxx or HWKEY_TPM2_PARENT_OWNER).  Pair every successful get with
+ * parent_put(): it flushes the primary in no-RM mode.
+ */
+int hwkey_tpm2_parent_get(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, uint32_t handle,
+                          ESYS_TR *tr, uint32_t *recorded);
+void hwkey_tpm2_parent_put(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, ESYS_TR *tr);
+/* Forget cached parent state (after fork, on close). */
+void hwkey_tpm2_parent_reset(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys_or_null);
+
+/* ---- tpm2_error.c ---------------------------------------------------- */
+
+/* HWKEY_R_* for a TSS2_RC (see ARCHITECTURE.md: auth, unreachable, busy ...). */
+int hwkey_tpm2_reason(TSS2_RC rc);
+/*
+ * Raise one error: "<what>: <Tss2_RC_Decode text> (0x...)"; reason from
+ * hwkey_tpm2_reason().  Returns 0 so callers can `return hwkey_tpm2_raise_rc(...)`.
+ */
+int hwkey_tpm2_raise_rc(TSS2_RC rc, const char *what);
+/* Same, on a Load/ContextLoad: integrity/size/value errors become KEY_FILE_INVALID. */
+int hwkey_tpm2_raise_load_rc(TSS2_RC rc, const char *what);
+/* The TPM_RC_ code without handle/session/parameter number (format-1 aware). */
+TSS2_RC hwkey_tpm2_rc_base(TSS2_RC rc);
+
+/* ---- tpm2_public.c --------------------------------------------------- */
+
+/* Fill alg/bits/curve/flags from a public area; 0 + error if unsupported. */
+int hwkey_tpm2_public_info(const TPMT_PUBLIC *pub, HWKEY_KEYINFO *info);
+/* The public key as a software EVP_PKEY in libctx (RSA exponent 0 = 65537). */
+EVP_PKEY *hwkey_tpm2_public_to_pkey(const TPMT_PUBLIC *pub, OSSL_LIB_CTX *libctx,
+                                    const char *propq);
+/*
+ * Template for a new key under our parent: fixedTPM, fixedParent,
+ * sensitiveDataOrigin, userWithAuth, sign + decrypt, scheme NULL (so the
+ * raw RSA op and every signature scheme are available).  0 + error if the
+ * spec is not representable.
+ */
+int hwkey_tpm2_key_template(const HWKEY_KEYSPEC *spec, TPM2B_PUBLIC *tmpl);
+/* The owner primary's template (ECC P-256, AES-128-CFB, empty unique: tpm2-openssl's). */
+void hwkey_tpm2_primary_template(TPM2B_PUBLIC *tmpl);
+/* TPM hash algorithm of an OpenSSL digest NID, TPM2_ALG_ERROR if none. */
+TPMI_ALG_HASH hwkey_tpm2_hash_alg(int md_nid);
+/* OpenSSL curve NID of a TPM curve and back; NID_undef / TPM2_ECC_NONE if none. */
+int hwkey_tpm2_curve_nid(TPMI_ECC_CURVE curve);
+TPMI_ECC_CURVE hwkey_tpm2_curve_id(int nid);
+
+/* ---- tpm2_backend.c -------------------------------------------------- */
+
+/* Parse "handle:0x81xxxxxx" (also decimal); 0 + HWKEY_R_BAD_ARGUMENT if malformed. */
+int hwkey_tpm2_parse_handle(const unsigned char *data, size_t len, uint32_t *handle);
+
+/* ---- tpm2_manage.c (engineer "tpm2mgmt") ----------------------------- */
+
+int hwkey_tpm2_supports(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec);
+int hwkey_tpm2_describe(HWKEY_DEVICE *dev, BIO *out);
+int hwkey_tpm2_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
+                            const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out);
+int hwkey_tpm2_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref);
+int hwkey_tpm2_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, void *arg);
+int hwkey_tpm2_random(HWKEY_DEVICE *dev, unsigned char *buf, size_t len);
+
+/* ---- tpm2_sign.c ----------------------------------------------------- */
+
+int hwkey_tpm2_sign(HWKEY_BKEY *key, const HWKEY_SIGN_PARAMS *params, const unsigned char *tbs,
+                    size_t tbslen, unsigned char *sig, size_t *siglen);
+int hwkey_tpm2_rsa_private(HWKEY_BKEY *key, const unsigned char *in, size_t inlen,
+                           unsigned char *out, size_t *outlen);
+int hwkey_tpm2_rsa_decrypt(HWKEY_BKEY *key, const HWKEY_DECRYPT_PARAMS *params,
+                           const unsigned char *in, size_t inlen, unsigned char *out,
+                           size_t *outlen);
+int hwkey_tpm2_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen,
+                    unsigned char *out, size_t *outlen);
+
+/*
+ * Make the key usable in the current connection and return its ESYS_TR
+ * (auth set).  RM mode: loads once per generation and keeps it.  No-RM mode:
+ * ContextLoad of the saved context (or a full reload from the blob);
+ * the caller must hwkey_tpm2_key_put() after its one command.
+ */
+int hwkey_tpm2_key_get(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr);
+void hwkey_tpm2_key_put(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr);
+
 #endif
