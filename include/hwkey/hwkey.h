@@ -25,6 +25,12 @@
 /* PEM labels of the key files hwkey reads and writes. */
 #define HWKEY_PEM_TSS2_PRIVATE_KEY "TSS2 PRIVATE KEY"
 #define HWKEY_PEM_PKCS11_URI "PKCS#11 PROVIDER URI"
+/*
+ * hwkey's own reference file: same body as pkcs11-provider's
+ * (SEQUENCE { desc VisibleString, uri UTF8String }), and the URI may also be
+ * handle:0x81xxxxxx, so persistent TPM keys can be named by a file too.
+ */
+#define HWKEY_PEM_KEY_URI "HWKEY KEY URI"
 
 /* Store URI scheme for persistent TPM keys: handle:0x81000002 */
 #define HWKEY_HANDLE_SCHEME "handle"

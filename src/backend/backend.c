@@ -192,3 +192,41 @@ int hwkey_backend_supports(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec)
 {
     return dev->backend->supports == NULL || dev->backend->supports(dev, spec);
 }
+
+static int lacks(HWKEY_DEVICE *dev, const void *fn, const char *what)
+{
+    if (fn != NULL)
+        return 0;
+    hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "the %s backend cannot %s", dev->backend->name,
+                what);
+    return 1;
+}
+
+int hwkey_backend_describe(HWKEY_DEVICE *dev, BIO *out)
+{
+    if (lacks(dev, (const void *)dev->backend->describe, "describe its device"))
+        return 0;
+    return dev->backend->describe(dev, out);
+}
+
+int hwkey_backend_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
+                               const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out)
+{
+    if (lacks(dev, (const void *)dev->backend->key_generate, "generate keys"))
+        return 0;
+    return dev->backend->key_generate(dev, spec, opts, out);
+}
+
+int hwkey_backend_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref)
+{
+    if (lacks(dev, (const void *)dev->backend->key_delete, "delete keys"))
+        return 0;
+    return dev->backend->key_delete(dev, ref);
+}
+
+int hwkey_backend_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, void *arg)
+{
+    if (lacks(dev, (const void *)dev->backend->key_list, "list keys"))
+        return 0;
+    return dev->backend->key_list(dev, filter, cb, arg);
+}

@@ -207,8 +207,15 @@ int hwkey_backend_rsa_decrypt(HWKEY_BKEY *key, const HWKEY_DECRYPT_PARAMS *param
 int hwkey_backend_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen,
                        unsigned char *out, size_t *outlen);
 int hwkey_backend_supports(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec);
+/* Management (the CLI): raise HWKEY_R_UNSUPPORTED_ALGORITHM if the backend lacks the function. */
+int hwkey_backend_describe(HWKEY_DEVICE *dev, BIO *out);
+int hwkey_backend_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
+                               const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out);
+int hwkey_backend_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref);
+int hwkey_backend_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, void *arg);
 
 /* The real backends, defined in backend/<name>/. */
 extern const HWKEY_BACKEND hwkey_tpm2_backend;
+extern const HWKEY_BACKEND hwkey_pkcs11_backend;
 
 #endif

@@ -1,4 +1,92 @@
-/* STUB */
+/*
+ * The hwkey command: shared state and helpers of the subcommands
+ * (one file per subcommand, cmd_<name>.c).  The CLI talks to the backend
+ * registry directly, never through the provider: cli -> backend, util.
+ *
+ * Exit codes: 0 success, 1 operation failure, 2 usage error.  Every failure
+ * prints exactly one line on stderr,
+ *     hwkey: <what failed>: <reason>: <detail with the device's decoded code>
+ * built from the first hwkey error on the error queue.
+ */
 #ifndef HWKEY_CLI_CLI_H
 #define HWKEY_CLI_CLI_H
+
+#include <stddef.h>
+
+#include <openssl/core.h>
+
+#include "backend/backend.h"
+#include "util/config.h"
+
+enum { HWKEY_CLI_OK = 0, HWKEY_CLI_FAIL = 1, HWKEY_CLI_USAGE = 2 };
+
+typedef struct {
+    HWKEY_CONFIG cfg;
+    HWKEY_DEVICES *devs;      /* created on first use */
+    char *tcti;               /* --tcti, wins over HWKEY_TPM2_TCTI */
+    char *auth;               /* --auth-file contents, hwkey_secmem memory */
+    size_t auth_len;
+} HWKEY_CLI;
+
+/* Prints the one failure line from the error queue (then cleared); returns 1. */
+int hwkey_cli_fail(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+/* Prints "hwkey: <cmd>: usage error: <text> (see hwkey <cmd> --help)"; returns 2. */
+int hwkey_cli_usage(const char *cmd, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Option parsing shared by the subcommands: the options every one accepts. */
+#define HWKEY_CLI_OPT_TCTI 1000
+#define HWKEY_CLI_OPT_AUTH_FILE 1001
+/* 1: handled a common option; 0: not a common one; -1: failed (usage printed). */
+int hwkey_cli_common_option(HWKEY_CLI *cli, int opt, const char *arg);
+int hwkey_cli_set_tcti(HWKEY_CLI *cli, const char *tcti);
+/* Reads --auth-file into protected memory (one trailing newline dropped). */
+int hwkey_cli_read_auth(HWKEY_CLI *cli, const char *path);
+/* Answers the backend's request for a key auth value with --auth-file. */
+OSSL_PASSPHRASE_CALLBACK hwkey_cli_pw_cb;
+
+/* The registry, built from the environment and the options on first use. */
+HWKEY_DEVICES *hwkey_cli_devices(HWKEY_CLI *cli);
+
+/* KEY argument: TSS2 key file (PEM/DER), reference file, handle:, pkcs11: */
+typedef struct {
+    HWKEY_KEYREF ref;
+    unsigned char *buf;       /* what ref.data points into */
+    size_t buflen;
+} HWKEY_CLI_KEYREF;
+int hwkey_cli_keyref_open(const char *arg, HWKEY_CLI_KEYREF *out);
+void hwkey_cli_keyref_clear(HWKEY_CLI_KEYREF *r);
+
+/*
+ * Output files are never half-written: a temporary file in the target's
+ * directory, written, fsync'ed, then renamed over (with force) or linked to
+ * the name (without force, so an existing file is never replaced).
+ */
+typedef struct {
+    char *path;
+    char *tmp;
+    int fd;
+    int force;
+} HWKEY_CLI_OUTFILE;
+int hwkey_cli_out_begin(HWKEY_CLI_OUTFILE *o, const char *path, int force);
+int hwkey_cli_out_commit(HWKEY_CLI_OUTFILE *o, const void *data, size_t len);
+/* Removes the temporary file if commit did not happen; safe to call twice. */
+void hwkey_cli_out_abort(HWKEY_CLI_OUTFILE *o);
+
+/* "ec:P-256", "rsa:2048" for a key description. */
+void hwkey_cli_describe_alg(const HWKEY_KEYINFO *info, char *buf, size_t bufsz);
+
+int hwkey_cmd_info(HWKEY_CLI *cli, int argc, char **argv);
+int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv);
+int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv);
+int hwkey_cmd_list(HWKEY_CLI *cli, int argc, char **argv);
+int hwkey_cmd_delete(HWKEY_CLI *cli, int argc, char **argv);
+
 #endif

@@ -56,6 +56,7 @@ HWKEY_KEY *hwkey_key_load(HWKEY_DEVICES *devs, OSSL_LIB_CTX *swctx, const HWKEY_
 
     if (dev == NULL || (key = key_new()) == NULL)
         return NULL;
+    key->swctx = swctx;
     if (!hwkey_backend_key_load(dev, ref, pw_cb, pw_arg, &key->bkey))
         goto err;
     key->pub = hwkey_backend_key_public(key->bkey, swctx, NULL);
@@ -114,4 +115,29 @@ size_t hwkey_key_max_size(const HWKEY_KEY *key)
     int n = key->pub != NULL ? EVP_PKEY_get_size(key->pub) : 0;
 
     return n > 0 ? (size_t)n : 0;
+}
+
+HWKEY_KEY *hwkey_key_new(OSSL_LIB_CTX *swctx)
+{
+    HWKEY_KEY *key = key_new();
+
+    if (key != NULL)
+        key->swctx = swctx;
+    return key;
+}
+
+int hwkey_key_set_public(HWKEY_KEY *key, EVP_PKEY *pub)
+{
+    if (key->pub != NULL || key->bkey != NULL) {
+        EVP_PKEY_free(pub);
+        hwkey_raise(HWKEY_R_INTERNAL, "the key already has a public half");
+        return 0;
+    }
+    key->pub = pub;
+    if (!describe_from_public(key)) {
+        key->pub = NULL;
+        EVP_PKEY_free(pub);
+        return 0;
+    }
+    return 1;
 }

@@ -15,6 +15,21 @@
 
 #include "backend/backend.h"
 
+/*
+ * Contract between the decoders/stores (ops/decoder.c, ops/store_handle.c)
+ * and keymgmt (ops/keymgmt*.c):
+ *
+ * A decoder or store hands a device key to OpenSSL with an object callback
+ * whose OSSL_OBJECT_PARAM_REFERENCE is the address of a `HWKEY_KEY *`
+ * variable (reference size == sizeof(HWKEY_KEY *)), OSSL_OBJECT_PARAM_TYPE
+ * OSSL_OBJECT_PKEY and OSSL_OBJECT_PARAM_DATA_TYPE "EC" or "RSA".  keymgmt's
+ * OSSL_FUNC_keymgmt_load takes over that reference: it returns the key as
+ * its keydata and sets the variable to NULL.  After the callback returns,
+ * the decoder frees whatever is still in the variable with hwkey_key_free()
+ * (the load did not happen, e.g. no keymgmt matched).  Keydata of both EC
+ * and RSA keymgmt is a HWKEY_KEY *.
+ */
+
 typedef struct hwkey_key {
     int refcount;                 /* atomic, CRYPTO_atomic_add */
     CRYPTO_RWLOCK *lock;          /* for the refcount where atomics are emulated */
@@ -23,6 +38,7 @@ typedef struct hwkey_key {
     HWKEY_ALG alg;
     int bits;
     int curve_nid;                /* EC */
+    OSSL_LIB_CTX *swctx;          /* where pub lives and import() builds it; not owned */
 } HWKEY_KEY;
 
 /*
@@ -33,6 +49,13 @@ HWKEY_KEY *hwkey_key_load(HWKEY_DEVICES *devs, OSSL_LIB_CTX *swctx, const HWKEY_
                           OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg);
 /* A public-only key around pub (takes ownership of pub). */
 HWKEY_KEY *hwkey_key_from_public(EVP_PKEY *pub);
+/*
+ * An empty key (no public, no device half): what keymgmt's new() returns
+ * before import() fills it with hwkey_key_set_public().
+ */
+HWKEY_KEY *hwkey_key_new(OSSL_LIB_CTX *swctx);
+/* Gives an empty key its public half (takes ownership of pub, also on failure). */
+int hwkey_key_set_public(HWKEY_KEY *key, EVP_PKEY *pub);
 int hwkey_key_up_ref(HWKEY_KEY *key);
 void hwkey_key_free(HWKEY_KEY *key);
 

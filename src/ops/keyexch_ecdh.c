@@ -1,3 +1,264 @@
-/* STUB */
+/*
+ * ECDH with a device key: the peer's public point goes to the device, the
+ * shared X coordinate comes back.  The peer may come from any provider:
+ * OpenSSL imports it into our keymgmt as a public-only key first.  No KDF:
+ * the raw shared secret is what TLS and most applications want.
+ */
+#include <string.h>
+
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/objects.h>
+#include <openssl/params.h>
+
+#include "key/key.h"
 #include "ops/ops.h"
-const OSSL_DISPATCH hwkey_ecdh_keyexch_functions[] = {{0, NULL}};
+#include "ops/provctx.h"
+#include "util/error.h"
+
+/* 04 || X || Y of P-521, the largest curve. */
+#define MAX_POINT (1 + 2 * 66)
+
+typedef struct {
+    HWKEY_PROVCTX *provctx;
+    HWKEY_KEY *key;
+    unsigned char peer[MAX_POINT];
+    size_t peer_len;
+    int cofactor_mode;
+} ECDH_CTX;
+
+static OSSL_FUNC_keyexch_newctx_fn ecdh_newctx;
+static OSSL_FUNC_keyexch_init_fn ecdh_init;
+static OSSL_FUNC_keyexch_set_peer_fn ecdh_set_peer;
+static OSSL_FUNC_keyexch_derive_fn ecdh_derive;
+static OSSL_FUNC_keyexch_freectx_fn ecdh_freectx;
+static OSSL_FUNC_keyexch_dupctx_fn ecdh_dupctx;
+static OSSL_FUNC_keyexch_set_ctx_params_fn ecdh_set_ctx_params;
+static OSSL_FUNC_keyexch_settable_ctx_params_fn ecdh_settable_ctx_params;
+static OSSL_FUNC_keyexch_get_ctx_params_fn ecdh_get_ctx_params;
+static OSSL_FUNC_keyexch_gettable_ctx_params_fn ecdh_gettable_ctx_params;
+
+static size_t field_bytes(const HWKEY_KEY *key)
+{
+    return ((size_t)key->bits + 7) / 8;
+}
+
+static void *ecdh_newctx(void *provctx)
+{
+    ECDH_CTX *ctx = OPENSSL_zalloc(sizeof(*ctx));
+
+    if (ctx == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "allocating an ECDH context");
+        return NULL;
+    }
+    ctx->provctx = provctx;
+    ctx->cofactor_mode = -1;
+    return ctx;
+}
+
+static void ecdh_freectx(void *vctx)
+{
+    ECDH_CTX *ctx = vctx;
+
+    if (ctx == NULL)
+        return;
+    hwkey_key_free(ctx->key);
+    OPENSSL_free(ctx);
+}
+
+static void *ecdh_dupctx(void *vctx)
+{
+    const ECDH_CTX *src = vctx;
+    ECDH_CTX *dst = OPENSSL_memdup(src, sizeof(*src));
+
+    if (dst == NULL || (src->key != NULL && !hwkey_key_up_ref(src->key))) {
+        OPENSSL_free(dst);
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "duplicating an ECDH context");
+        return NULL;
+    }
+    return dst;
+}
+
+static int ecdh_init(void *vctx, void *provkey, const OSSL_PARAM params[])
+{
+    ECDH_CTX *ctx = vctx;
+    HWKEY_KEY *key = provkey;
+
+    if (key == NULL || key->alg != HWKEY_ALG_EC || key->pub == NULL) {
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "ECDH without an EC key");
+        return 0;
+    }
+    if (key->bkey == NULL) {
+        hwkey_raise(HWKEY_R_NO_PRIVATE_KEY,
+                    "this EC key is public only (imported, not loaded from a device): it "
+                    "cannot derive");
+        return 0;
+    }
+    if (!hwkey_key_up_ref(key))
+        return 0;
+    hwkey_key_free(ctx->key);
+    ctx->key = key;
+    ctx->peer_len = 0;
+    return ecdh_set_ctx_params(ctx, params);
+}
+
+/* Writes bn big-endian into out[0..len), left-padded. */
+static int coordinate(const EVP_PKEY *pub, const char *name, unsigned char *out, size_t len)
+{
+    BIGNUM *bn = NULL;
+    int ok = EVP_PKEY_get_bn_param(pub, name, &bn) && BN_bn2binpad(bn, out, (int)len) == (int)len;
+
+    BN_free(bn);
+    return ok;
+}
+
+static int ecdh_set_peer(void *vctx, void *provkey)
+{
+    ECDH_CTX *ctx = vctx;
+    HWKEY_KEY *peer = provkey;
+    size_t n;
+
+    if (ctx->key == NULL) {
+        hwkey_raise(HWKEY_R_OPERATION_NOT_INITIALISED, "ECDH peer set before init");
+        return 0;
+    }
+    if (peer == NULL || peer->alg != HWKEY_ALG_EC || peer->pub == NULL) {
+        hwkey_raise(HWKEY_R_INVALID_PEER_KEY, "the ECDH peer is not an EC public key");
+        return 0;
+    }
+    if (peer->curve_nid != ctx->key->curve_nid) {
+        hwkey_raise(HWKEY_R_INVALID_PEER_KEY, "the ECDH peer is on %s, our key on %s",
+                    OBJ_nid2sn(peer->curve_nid), OBJ_nid2sn(ctx->key->curve_nid));
+        return 0;
+    }
+    /* Uncompressed whatever form the peer was given in: what backends take. */
+    n = field_bytes(ctx->key);
+    if (1 + 2 * n > sizeof(ctx->peer)
+        || !coordinate(peer->pub, OSSL_PKEY_PARAM_EC_PUB_X, ctx->peer + 1, n)
+        || !coordinate(peer->pub, OSSL_PKEY_PARAM_EC_PUB_Y, ctx->peer + 1 + n, n)) {
+        hwkey_raise(HWKEY_R_INVALID_PEER_KEY, "the ECDH peer has no public point");
+        return 0;
+    }
+    ctx->peer[0] = 0x04;
+    ctx->peer_len = 1 + 2 * n;
+    return 1;
+}
+
+static int ecdh_derive(void *vctx, unsigned char *secret, size_t *secretlen, size_t outlen)
+{
+    ECDH_CTX *ctx = vctx;
+    size_t n;
+
+    if (ctx->key == NULL || ctx->peer_len == 0) {
+        hwkey_raise(HWKEY_R_OPERATION_NOT_INITIALISED, "ECDH derive without %s",
+                    ctx->key == NULL ? "a key" : "a peer");
+        return 0;
+    }
+    n = field_bytes(ctx->key);
+    if (secret == NULL) {
+        *secretlen = n;
+        return 1;
+    }
+    if (outlen < n) {
+        hwkey_raise(HWKEY_R_BUFFER_TOO_SMALL, "the ECDH secret needs %zu bytes, %zu given", n,
+                    outlen);
+        return 0;
+    }
+    *secretlen = outlen;
+    return hwkey_backend_ecdh(ctx->key->bkey, ctx->peer, ctx->peer_len, secret, secretlen);
+}
+
+static int ecdh_set_ctx_params(void *vctx, const OSSL_PARAM params[])
+{
+    ECDH_CTX *ctx = vctx;
+    const OSSL_PARAM *p;
+
+    if (params == NULL)
+        return 1;
+    p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_EC_ECDH_COFACTOR_MODE);
+    if (p != NULL) {
+        int mode = 0;
+
+        /*
+         * Every curve a device offers here (P-256, P-384, P-521) has
+         * cofactor 1, where cofactor ECDH is plain ECDH: all modes agree.
+         */
+        if (!OSSL_PARAM_get_int(p, &mode) || mode < -1 || mode > 1) {
+            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "ECDH cofactor mode must be -1, 0 or 1");
+            return 0;
+        }
+        ctx->cofactor_mode = mode;
+    }
+    p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_TYPE);
+    if (p != NULL) {
+        const char *name = NULL;
+
+        if (!OSSL_PARAM_get_utf8_string_ptr(p, &name) || name[0] != '\0') {
+            hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                        "hwkey ECDH has no KDF: it returns the raw shared secret (derive a key "
+                        "from it with EVP_KDF)");
+            return 0;
+        }
+    }
+    if (OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_DIGEST) != NULL
+        || OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_OUTLEN) != NULL
+        || OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_UKM) != NULL) {
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                    "hwkey ECDH has no KDF: KDF digest, length and UKM cannot be set");
+        return 0;
+    }
+    return 1;
+}
+
+static int ecdh_get_ctx_params(void *vctx, OSSL_PARAM params[])
+{
+    ECDH_CTX *ctx = vctx;
+    OSSL_PARAM *p;
+
+    p = OSSL_PARAM_locate(params, OSSL_EXCHANGE_PARAM_EC_ECDH_COFACTOR_MODE);
+    if (p != NULL && !OSSL_PARAM_set_int(p, ctx->cofactor_mode < 0 ? 0 : ctx->cofactor_mode))
+        return 0;
+    p = OSSL_PARAM_locate(params, OSSL_EXCHANGE_PARAM_KDF_TYPE);
+    if (p != NULL && !OSSL_PARAM_set_utf8_string(p, ""))
+        return 0;
+    return 1;
+}
+
+static const OSSL_PARAM settable[] = {
+    OSSL_PARAM_int(OSSL_EXCHANGE_PARAM_EC_ECDH_COFACTOR_MODE, NULL),
+    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_TYPE, NULL, 0),
+    OSSL_PARAM_END};
+
+static const OSSL_PARAM gettable[] = {
+    OSSL_PARAM_int(OSSL_EXCHANGE_PARAM_EC_ECDH_COFACTOR_MODE, NULL),
+    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_TYPE, NULL, 0),
+    OSSL_PARAM_END};
+
+static const OSSL_PARAM *ecdh_settable_ctx_params(void *ctx, void *provctx)
+{
+    (void)ctx;
+    (void)provctx;
+    return settable;
+}
+
+static const OSSL_PARAM *ecdh_gettable_ctx_params(void *ctx, void *provctx)
+{
+    (void)ctx;
+    (void)provctx;
+    return gettable;
+}
+
+#define KEYEXCH_FN(id, fn) {OSSL_FUNC_KEYEXCH_##id, (void (*)(void))(fn)}
+
+const OSSL_DISPATCH hwkey_ecdh_keyexch_functions[] = {
+    KEYEXCH_FN(NEWCTX, ecdh_newctx),
+    KEYEXCH_FN(INIT, ecdh_init),
+    KEYEXCH_FN(SET_PEER, ecdh_set_peer),
+    KEYEXCH_FN(DERIVE, ecdh_derive),
+    KEYEXCH_FN(FREECTX, ecdh_freectx),
+    KEYEXCH_FN(DUPCTX, ecdh_dupctx),
+    KEYEXCH_FN(SET_CTX_PARAMS, ecdh_set_ctx_params),
+    KEYEXCH_FN(SETTABLE_CTX_PARAMS, ecdh_settable_ctx_params),
+    KEYEXCH_FN(GET_CTX_PARAMS, ecdh_get_ctx_params),
+    KEYEXCH_FN(GETTABLE_CTX_PARAMS, ecdh_gettable_ctx_params),
+    {0, NULL}};

@@ -22,6 +22,8 @@ extern const OSSL_DISPATCH hwkey_ec_pem_decoder_functions[];
 extern const OSSL_DISPATCH hwkey_rsa_pem_decoder_functions[];
 extern const OSSL_DISPATCH hwkey_ec_der_decoder_functions[];
 extern const OSSL_DISPATCH hwkey_rsa_der_decoder_functions[];
+/* decoder.c: "DER" from our PEM labels, for the 'file:' store's decoder chain */
+extern const OSSL_DISPATCH hwkey_pem2der_decoder_functions[];
 /* store_handle.c: handle:0x81xxxxxx */
 extern const OSSL_DISPATCH hwkey_handle_store_functions[];
 

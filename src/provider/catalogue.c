@@ -47,6 +47,8 @@ static const CATALOGUE_ENTRY catalogue[] = {
           0),
     ENTRY(OSSL_OP_DECODER, "RSA", PROPS ",input=der,structure=TSS2",
           hwkey_rsa_der_decoder_functions, 0),
+    /* The 'file:' store only chains decoders that produce DER: docs/traps-openssl.md */
+    ENTRY(OSSL_OP_DECODER, "DER", PROPS ",input=pem", hwkey_pem2der_decoder_functions, 0),
     ENTRY(OSSL_OP_STORE, "handle", PROPS, hwkey_handle_store_functions, 0),
 };
 #define N_ENTRIES (sizeof(catalogue) / sizeof(catalogue[0]))

@@ -1,12 +1,289 @@
-/* STUB: replaced by the TPM 2.0 backend. */
+/*
+ * The TPM 2.0 backend's vtable and key objects: resolving a TSS2 key file
+ * or a persistent handle into a key, its capabilities and its public half.
+ * The operations live in tpm2_sign.c, provisioning in tpm2_manage.c.
+ */
+#define _GNU_SOURCE /* MADV_DONTDUMP */
 #include "backend/tpm2/tpm2_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <openssl/core_names.h>
+#include <openssl/params.h>
+#include <tss2/tss2_mu.h>
+
+#include "util/error.h"
+#include "util/secmem.h"
+#include "util/tss2_keyfile.h"
 
 static int tpm2_handles(HWKEY_REF_KIND kind)
 {
     return kind == HWKEY_REF_TSS2_KEYFILE || kind == HWKEY_REF_TPM2_HANDLE;
 }
 
+int hwkey_tpm2_parse_handle(const unsigned char *data, size_t len, uint32_t *handle)
+{
+    char buf[32];
+    char *end = NULL;
+    unsigned long v;
+
+    if (len < 8 || len >= sizeof(buf) || memcmp(data, "handle:", 7) != 0)
+        goto bad;
+    memcpy(buf, data + 7, len - 7);
+    buf[len - 7] = '\0';
+    errno = 0;
+    v = strtoul(buf, &end, 0);
+    if (errno != 0 || end == buf || *end != '\0' || (v >> 24) != TPM2_HT_PERSISTENT
+        || v > 0xfffffffful)
+        goto bad;
+    *handle = (uint32_t)v;
+    return 1;
+bad:
+    hwkey_raise(HWKEY_R_BAD_ARGUMENT, "\"%.*s\" is not a persistent TPM handle "
+                                      "(handle:0x81000000 .. handle:0x81ffffff)",
+                (int)(len > 40 ? 40 : len), (const char *)data);
+    return 0;
+}
+
+/*
+ * The key's auth value must survive fork: nginx loads keys in the master and
+ * signs in the workers, and the passphrase callback is gone by then.
+ * hwkey_secmem memory reads as zeros in a child (MADV_WIPEONFORK), so the
+ * auth lives in its own locked, non-dumpable page that a child inherits.
+ */
+static TPM2B_AUTH *auth_alloc(void)
+{
+    size_t len = (size_t)sysconf(_SC_PAGESIZE);
+    void *p;
+
+    if (sizeof(TPM2B_AUTH) > len)
+        len = sizeof(TPM2B_AUTH);
+    p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "mapping a page for the TPM key's auth value");
+        return NULL;
+    }
+    (void)mlock(p, len);               /* best effort: RLIMIT_MEMLOCK may be small */
+    (void)madvise(p, len, MADV_DONTDUMP);
+    return p;
+}
+
+static void auth_free(TPM2B_AUTH *auth)
+{
+    size_t len = (size_t)sysconf(_SC_PAGESIZE);
+
+    if (auth == NULL)
+        return;
+    if (sizeof(TPM2B_AUTH) > len)
+        len = sizeof(TPM2B_AUTH);
+    OPENSSL_cleanse(auth, sizeof(*auth));
+    munlock(auth, len);
+    munmap(auth, len);
+}
+
+static int ask_auth(HWKEY_TPM2_KEY *key, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
+{
+    char *pass = NULL;
+    size_t pass_len = 0;
+    const size_t max = sizeof(key->auth->buffer);
+    OSSL_PARAM params[2];
+    int ok = 0;
+
+    if (pw_cb == NULL) {
+        hwkey_raise(HWKEY_R_AUTH_FAILED,
+                    "the TPM key needs an auth value and no passphrase callback was given");
+        return 0;
+    }
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PASSPHRASE_PARAM_INFO,
+                                                 (char *)"TPM key auth value", 0);
+    params[1] = OSSL_PARAM_construct_end();
+    if ((pass = hwkey_secmem_alloc(max + 1)) == NULL
+        || (key->auth = auth_alloc()) == NULL)
+        goto end;
+    if (!pw_cb(pass, max + 1, &pass_len, params, pw_arg)) {
+        hwkey_raise(HWKEY_R_AUTH_FAILED, "no auth value given for the TPM key");
+        goto end;
+    }
+    if (pass_len > max) {
+        hwkey_raise(HWKEY_R_AUTH_FAILED, "TPM key auth value longer than %zu bytes", max);
+        goto end;
+    }
+    key->auth->size = (UINT16)pass_len;
+    memcpy(key->auth->buffer, pass, pass_len);
+    key->has_auth = 1;
+    ok = 1;
+end:
+    hwkey_secmem_free(pass);
+    return ok;
+}
+
+static int from_keyfile(HWKEY_TPM2_KEY *key, const HWKEY_KEYREF *ref,
+                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
+{
+    HWKEY_TSS2_KEYFILE kf;
+    size_t off = 0;
+    TSS2_RC rc;
+    int ok = 0;
+
+    memset(&kf, 0, sizeof(kf));
+    if (!hwkey_tss2_keyfile_decode(ref->data, ref->len, &kf))
+        return 0;
+    if (kf.type != HWKEY_TSS2_LOADABLE) {
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
+                    "only loadable TSS2 keys (2.23.133.10.1.3) can be used; import it first");
+        goto end;
+    }
+    if (kf.has_policy) {
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "TSS2 key files with a policy are not "
+                                                   "supported");
+        goto end;
+    }
+    rc = Tss2_MU_TPM2B_PUBLIC_Unmarshal(kf.pubkey, kf.pubkey_len, &off, &key->pub);
+    if (rc != TSS2_RC_SUCCESS || off != kf.pubkey_len) {
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "the key file's public area is malformed");
+        goto end;
+    }
+    off = 0;
+    rc = Tss2_MU_TPM2B_PRIVATE_Unmarshal(kf.privkey, kf.privkey_len, &off, &key->priv);
+    if (rc != TSS2_RC_SUCCESS || off != kf.privkey_len || key->priv.size == 0) {
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "the key file's private blob is malformed");
+        goto end;
+    }
+    /* tpm2-openssl writes 0 for "the owner primary" in old files. */
+    key->parent = kf.parent != 0 ? kf.parent : HWKEY_TPM2_PARENT_OWNER;
+    if (!kf.empty_auth && !ask_auth(key, pw_cb, pw_arg))
+        goto end;
+    ok = 1;
+end:
+    hwkey_tss2_keyfile_clear(&kf);
+    return ok;
+}
+
+static int read_persistent_public(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys)
+{
+    TPM2B_PUBLIC *pub = NULL;
+    HWKEY_TPM2_RETRY retry = {0};
+    TSS2_RC rc;
+
+    do {
+        rc = Esys_ReadPublic(esys, key->tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub,
+                             NULL, NULL);
+    } while (hwkey_tpm2_retry(&retry, rc));
+    if (rc != TSS2_RC_SUCCESS)
+        return hwkey_tpm2_raise_rc(rc, "reading the persistent key's public area");
+    key->pub = *pub;
+    Esys_Free(pub);
+    return 1;
+}
+
+static void key_destroy(HWKEY_TPM2_KEY *key)
+{
+    HWKEY_TPM2_DEVICE *dev = (HWKEY_TPM2_DEVICE *)key->base.device;
+
+    if (key->tr != ESYS_TR_NONE) {
+        pthread_mutex_lock(&dev->lock);
+        /* Only through our own live connection: never flush a parent process's object. */
+        if (dev->pid == getpid() && dev->esys != NULL && key->tr_gen == dev->generation) {
+            if (key->persistent != 0)
+                Esys_TR_Close(dev->esys, &key->tr);
+            else
+                hwkey_tpm2_flush_quiet(dev->esys, &key->tr);
+        }
+        pthread_mutex_unlock(&dev->lock);
+    }
+    Esys_Free(key->saved);
+    auth_free(key->auth);
+    OPENSSL_clear_free(key, sizeof(*key));
+}
+
+static int tpm2_key_load(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref,
+                         OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out)
+{
+    HWKEY_TPM2_DEVICE *dev = (HWKEY_TPM2_DEVICE *)base;
+    HWKEY_TPM2_KEY *key = OPENSSL_zalloc(sizeof(*key));
+    ESYS_CONTEXT *esys = NULL;
+    int ok = 0;
+
+    *out = NULL;
+    if (key == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "allocating a TPM key");
+        return 0;
+    }
+    key->base.backend = &hwkey_tpm2_backend;
+    key->base.device = base;
+    key->tr = ESYS_TR_NONE;
+    switch (ref->kind) {
+    case HWKEY_REF_TSS2_KEYFILE:
+        if (!from_keyfile(key, ref, pw_cb, pw_arg))
+            goto end;
+        break;
+    case HWKEY_REF_TPM2_HANDLE:
+        if (!hwkey_tpm2_parse_handle(ref->data, ref->len, &key->persistent))
+            goto end;
+        break;
+    default:
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the TPM backend cannot resolve this key reference");
+        goto end;
+    }
+    if ((esys = hwkey_tpm2_acquire(dev)) == NULL)
+        goto end;
+    /* Load now: a key file of another TPM fails here, not at the first handshake. */
+    ok = hwkey_tpm2_key_prepare(key, esys)
+         && (key->persistent == 0 || read_persistent_public(key, esys));
+    hwkey_tpm2_release(dev);
+    if (ok)
+        ok = hwkey_tpm2_public_info(&key->pub.publicArea, &key->base.info);
+end:
+    if (!ok) {
+        key_destroy(key);
+        return 0;
+    }
+    *out = &key->base;
+    return 1;
+}
+
+static void tpm2_key_free(HWKEY_BKEY *base)
+{
+    if (base != NULL)
+        key_destroy((HWKEY_TPM2_KEY *)base);
+}
+
+static EVP_PKEY *tpm2_key_public(HWKEY_BKEY *base, OSSL_LIB_CTX *libctx, const char *propq)
+{
+    HWKEY_TPM2_KEY *key = (HWKEY_TPM2_KEY *)base;
+
+    return hwkey_tpm2_public_to_pkey(&key->pub.publicArea, libctx, propq);
+}
+
+static int tpm2_key_import(HWKEY_DEVICE *dev, EVP_PKEY *soft, const HWKEY_GENOPTS *opts,
+                           HWKEY_REFBLOB *out)
+{
+    hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "importing software keys into the TPM is not "
+                                               "supported yet");
+    return 0;
+}
+
 const HWKEY_BACKEND hwkey_tpm2_backend = {
     .name = "tpm2",
     .handles = tpm2_handles,
+    .open = hwkey_tpm2_device_open,
+    .close = hwkey_tpm2_device_close,
+    .supports = hwkey_tpm2_supports,
+    .describe = hwkey_tpm2_describe,
+    .key_load = tpm2_key_load,
+    .key_free = tpm2_key_free,
+    .key_public = tpm2_key_public,
+    .key_generate = hwkey_tpm2_key_generate,
+    .key_import = tpm2_key_import,
+    .key_delete = hwkey_tpm2_key_delete,
+    .key_list = hwkey_tpm2_key_list,
+    .sign = hwkey_tpm2_sign,
+    .rsa_private = hwkey_tpm2_rsa_private,
+    .rsa_decrypt = hwkey_tpm2_rsa_decrypt,
+    .ecdh = hwkey_tpm2_ecdh,
+    .random = hwkey_tpm2_random,
 };

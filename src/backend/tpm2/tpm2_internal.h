@@ -7,11 +7,13 @@
  *   tpm2_context.c   TCTI + ESAPI context: lazy connect, lock, fork, retry
  *   tpm2_parent.c    parent resolution: configured handle, SRK 0x81000001,
  *                    or the owner-hierarchy primary (tpm2-openssl's template)
+ *   tpm2_keyload.c   key in the TPM for one operation; auth sessions
  *   tpm2_sign.c      sign / rsa_private / rsa_decrypt / ecdh
  *   tpm2_public.c    TPMT_PUBLIC -> EVP_PKEY / HWKEY_KEYINFO, key templates
  *   tpm2_error.c     TSS2_RC -> reason + decoded text
  *   tpm2_manage.c    (engineer "tpm2mgmt") key_generate, key_delete,
- *                    key_list, describe, supports, random
+ *                    key_list, random
+ *   tpm2_info.c      (engineer "tpm2mgmt") supports + capability cache, describe
  *
  * Locking rule: every ESAPI call happens between hwkey_tpm2_acquire() and
  * hwkey_tpm2_release() of the same device; the pair holds the device mutex.
@@ -61,6 +63,16 @@ typedef struct hwkey_tpm2_device {
     ESYS_TR primary_tr;           /* RM mode: the owner primary, kept loaded */
     uint64_t primary_gen;         /* generation of primary_tr */
     TPMS_CONTEXT *primary_saved;  /* no-RM mode: saved context of the primary */
+
+    /*
+     * Capability cache (tpm2_info.c, added by "tpm2mgmt"): filled under the
+     * lock on the first supports()/describe(); plain values, nothing to free,
+     * still valid after fork (same TPM).
+     */
+    int caps_known;               /* the fields below are filled */
+    int caps_rsa, caps_ecc;       /* TPM2_ALG_RSA / TPM2_ALG_ECC listed */
+    unsigned int caps_rsa_bits;   /* bit i: rsa_sizes[i] of tpm2_info.c passes TestParms */
+    unsigned int caps_curves;     /* bit i: curve i of tpm2_info.c's table listed */
 } HWKEY_TPM2_DEVICE;
 
 /* A loaded key (tpm2_backend.c). */
@@ -71,13 +83,17 @@ typedef struct hwkey_tpm2_key {
     uint32_t parent;              /* parent handle as recorded in the file */
     uint32_t persistent;          /* 0x81xxxxxx for handle: keys, else 0 */
     int has_auth;
-    TPM2B_AUTH *auth;             /* hwkey_secmem memory; NULL when has_auth == 0 */
+    TPM2B_AUTH *auth;             /* locked page kept across fork; NULL if !has_auth */
     ESYS_TR tr;                   /* RM mode: loaded object (or persistent TR) */
     uint64_t tr_gen;              /* device generation tr belongs to */
     TPMS_CONTEXT *saved;          /* no-RM mode: saved context of the key */
 } HWKEY_TPM2_KEY;
 
 /* ---- tpm2_context.c -------------------------------------------------- */
+
+/* The vtable's open/close: no connection is made until the first acquire. */
+HWKEY_DEVICE *hwkey_tpm2_device_open(const HWKEY_CONFIG *cfg);
+void hwkey_tpm2_device_close(HWKEY_DEVICE *dev);
 
 /*
  * Lock the device, detect fork (abandon the parent process's ESAPI context
@@ -87,6 +103,12 @@ typedef struct hwkey_tpm2_key {
  */
 ESYS_CONTEXT *hwkey_tpm2_acquire(HWKEY_TPM2_DEVICE *dev);
 void hwkey_tpm2_release(HWKEY_TPM2_DEVICE *dev);
+/*
+ * Call (lock held) with the rc of a failed command: on a transport failure
+ * (HWKEY_R_DEVICE_UNREACHABLE) the context is dropped and the next acquire
+ * reconnects, re-loading keys from their blobs / saved contexts.
+ */
+void hwkey_tpm2_note_rc(HWKEY_TPM2_DEVICE *dev, TSS2_RC rc);
 
 /*
  * Open a device on a caller-supplied TCTI (unit tests' fake TCTI).  The TCTI
@@ -174,7 +196,7 @@ TPMI_ECC_CURVE hwkey_tpm2_curve_id(int nid);
 /* Parse "handle:0x81xxxxxx" (also decimal); 0 + HWKEY_R_BAD_ARGUMENT if malformed. */
 int hwkey_tpm2_parse_handle(const unsigned char *data, size_t len, uint32_t *handle);
 
-/* ---- tpm2_manage.c (engineer "tpm2mgmt") ----------------------------- */
+/* ---- tpm2_manage.c + tpm2_info.c (engineer "tpm2mgmt") ---------------- */
 
 int hwkey_tpm2_supports(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec);
 int hwkey_tpm2_describe(HWKEY_DEVICE *dev, BIO *out);
@@ -204,5 +226,14 @@ int hwkey_tpm2_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen,
  */
 int hwkey_tpm2_key_get(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr);
 void hwkey_tpm2_key_put(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr);
+/* First load at key_load time (RM: keep; no RM: ContextSave + flush). */
+int hwkey_tpm2_key_prepare(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys);
+/*
+ * The authorization session for one command on the key: ESYS_TR_PASSWORD
+ * for keys without auth, else a one-shot HMAC session (the auth value never
+ * crosses the bus).  session_end() with the command's rc cleans it up.
+ */
+int hwkey_tpm2_session_start(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *session);
+void hwkey_tpm2_session_end(ESYS_CONTEXT *esys, ESYS_TR *session, TSS2_RC cmd_rc);
 
 #endif

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian 12 machine:
+#   dependencies, autoreconf, configure --enable-werror, make, make check.
+# Builds out of tree in ./build (BUILD_DIR overrides) so the source tree stays
+# clean.  Unit tests (CMocka) need no device; integration tests start their
+# own swtpm, tpm2-abrmd and nginx on free loopback ports and stop them.
+# Ends with the automake summary (# TOTAL / # PASS / ... / # FAIL); the exit
+# status is make check's.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+src=$PWD
+build=${BUILD_DIR:-$src/build}
+jobs=${JOBS:-2}
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "install dependencies"
+scripts/install-deps.sh
+
+step "autoreconf -fi"
+autoreconf -fi
+
+step "configure --enable-werror (in $build)"
+mkdir -p "$build"
+cd "$build"
+"$src/configure" --enable-werror
+
+step "make -j$jobs"
+make -j"$jobs"
+
+step "make check"
+rc=0
+make -j"$jobs" check AM_COLOR_TESTS=no || rc=$?
+
+summary() {
+    # The header of test-suite.log is automake's summary of every test,
+    # CMocka programs and shell scripts alike (one line per result kind).
+    echo "============================================================================"
+    echo "Testsuite summary for hwkey (scripts/test.sh)"
+    echo "============================================================================"
+    grep -E '^# (TOTAL|PASS|SKIP|XFAIL|FAIL|XPASS|ERROR):' test-suite.log || true
+    echo "============================================================================"
+}
+
+if ((rc != 0)); then
+    step "logs of the tests that did not pass"
+    if [[ -f test-suite.log ]]; then
+        cat test-suite.log
+    else
+        echo "(no test-suite.log: the build of the tests failed)"
+    fi
+fi
+if [[ -f test-suite.log ]]; then
+    step "result"
+    # Each CMocka program's own closing line, so its individual cases count too.
+    for log in test/unit/*.log; do
+        [[ -f $log && $log != *test-suite.log ]] || continue
+        line=$(grep -E '^\[ +(PASSED|FAILED) +\]' "$log" | tail -2 | tr '\n' ' ' || true)
+        [[ -z $line ]] || printf '%-40s %s\n' "${log%.log}" "$line"
+    done
+    summary
+fi
+exit "$rc"

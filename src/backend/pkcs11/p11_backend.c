@@ -1,0 +1,247 @@
+/*
+ * The PKCS#11 backend's vtable and its device: configuration, describe,
+ * supports, random.  Modules load lazily on first use, so a provider
+ * configured for a token that is not there still starts (and says why the
+ * first key fails to load).
+ */
+#include "backend/pkcs11/p11_internal.h"
+
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/objects.h>
+
+#include "util/error.h"
+#include "util/secmem.h"
+
+static int p11_handles(HWKEY_REF_KIND kind)
+{
+    return kind == HWKEY_REF_PKCS11_URI;
+}
+
+static void p11_close(HWKEY_DEVICE *base);
+
+static HWKEY_DEVICE *p11_open(const HWKEY_CONFIG *cfg)
+{
+    HWKEY_P11_DEVICE *dev = OPENSSL_zalloc(sizeof(*dev));
+
+    if (dev == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "allocating the pkcs11 device");
+        return NULL;
+    }
+    dev->base.backend = &hwkey_pkcs11_backend;
+    pthread_mutex_init(&dev->lock, NULL);
+    if (cfg != NULL) {
+        if ((cfg->pkcs11_module != NULL
+             && (dev->module_path = OPENSSL_strdup(cfg->pkcs11_module)) == NULL)
+            || (cfg->pkcs11_pin_source != NULL
+                && (dev->pin_source = OPENSSL_strdup(cfg->pkcs11_pin_source)) == NULL)) {
+            hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying the pkcs11 configuration");
+            goto err;
+        }
+        if (!hwkey_p11_quirks_parse(cfg->pkcs11_quirks, &dev->quirks))
+            goto err;
+    }
+    hwkey_p11_fork_init();
+    return &dev->base;
+err:
+    p11_close(&dev->base);
+    return NULL;
+}
+
+/*
+ * Memory only: no C_CloseSession, no C_Finalize, no dlclose.  This runs from
+ * provider teardown, possibly inside exit() after SoftHSM's own destructors
+ * (TRAPS.md); the process's end releases the module's resources.
+ */
+static void p11_close(HWKEY_DEVICE *base)
+{
+    HWKEY_P11_DEVICE *dev = (HWKEY_P11_DEVICE *)base;
+    HWKEY_P11_MODULE *mod, *nmod;
+
+    if (dev == NULL)
+        return;
+    for (mod = dev->modules; mod != NULL; mod = nmod) {
+        HWKEY_P11_TOKEN *tok, *ntok;
+
+        nmod = mod->next;
+        for (tok = mod->tokens; tok != NULL; tok = ntok) {
+            ntok = tok->next;
+            hwkey_p11_fork_untrack(tok);
+            hwkey_secmem_free(tok->pin);
+            OPENSSL_cleanse(tok->rejected, sizeof(tok->rejected));
+            OPENSSL_free(tok->idle);
+            OPENSSL_free(tok->mechs);
+            pthread_cond_destroy(&tok->cond);
+            pthread_mutex_destroy(&tok->lock);
+            OPENSSL_free(tok);
+        }
+        pthread_mutex_destroy(&mod->lock);
+        OPENSSL_free(mod->path);
+        OPENSSL_free(mod);
+    }
+    OPENSSL_free(dev->module_path);
+    OPENSSL_free(dev->pin_source);
+    pthread_mutex_destroy(&dev->lock);
+    OPENSSL_free(dev);
+}
+
+static const struct {
+    CK_MECHANISM_TYPE m;
+    const char *name;
+} mech_names[] = {
+    {CKM_RSA_PKCS_KEY_PAIR_GEN, "RSA-PKCS-KEY-PAIR-GEN"}, {CKM_RSA_PKCS, "RSA-PKCS"},
+    {CKM_RSA_X_509, "RSA-X-509"}, {CKM_RSA_PKCS_OAEP, "RSA-PKCS-OAEP"},
+    {CKM_RSA_PKCS_PSS, "RSA-PKCS-PSS"}, {CKM_EC_KEY_PAIR_GEN, "EC-KEY-PAIR-GEN"},
+    {CKM_ECDSA, "ECDSA"}, {CKM_ECDH1_DERIVE, "ECDH1-DERIVE"},
+    {CKM_EC_EDWARDS_KEY_PAIR_GEN, "EC-EDWARDS-KEY-PAIR-GEN"}, {CKM_EDDSA, "EDDSA"},
+    {CKM_AES_KEY_WRAP, "AES-KEY-WRAP"}, {CKM_AES_KEY_WRAP_PAD, "AES-KEY-WRAP-PAD"},
+    {CKM_AES_GCM, "AES-GCM"},
+};
+
+/* PKCS#11 text fields are space-padded, not NUL-terminated: print them trimmed. */
+static int field_len(const unsigned char *f, int n)
+{
+    while (n > 0 && (f[n - 1] == ' ' || f[n - 1] == 0))
+        n--;
+    return n;
+}
+#define FIELD(f) field_len((f), (int)sizeof(f)), (const char *)(f)
+
+static void describe_token(HWKEY_P11_MODULE *mod, CK_SLOT_ID slot, BIO *out)
+{
+    CK_TOKEN_INFO ti;
+    CK_MECHANISM_TYPE mechs[512];
+    CK_ULONG n = 512;
+
+    if (mod->fl->C_GetTokenInfo(slot, &ti) != CKR_OK)
+        return;
+    BIO_printf(out, "    token: label \"%.*s\" manufacturer \"%.*s\" model \"%.*s\" "
+               "serial \"%.*s\"\n", FIELD(ti.label), FIELD(ti.manufacturerID), FIELD(ti.model),
+               FIELD(ti.serialNumber));
+    BIO_printf(out, "      flags 0x%lx%s%s%s, max sessions %ld\n", (unsigned long)ti.flags,
+               (ti.flags & CKF_LOGIN_REQUIRED) ? " login-required" : "",
+               (ti.flags & CKF_USER_PIN_FINAL_TRY) ? " pin-final-try" : "",
+               (ti.flags & CKF_USER_PIN_LOCKED) ? " pin-locked" : "",
+               (long)ti.ulMaxSessionCount);
+    if (mod->fl->C_GetMechanismList(slot, mechs, &n) != CKR_OK)
+        return;
+    BIO_printf(out, "      mechanisms used by hwkey:");
+    for (CK_ULONG i = 0; i < n; i++)
+        for (size_t j = 0; j < sizeof(mech_names) / sizeof(mech_names[0]); j++)
+            if (mech_names[j].m == mechs[i])
+                BIO_printf(out, " %s", mech_names[j].name);
+    BIO_printf(out, " (%lu in all)\n", (unsigned long)n);
+}
+
+static int p11_describe(HWKEY_DEVICE *base, BIO *out)
+{
+    HWKEY_P11_MODULE *mod = hwkey_p11_module_get((HWKEY_P11_DEVICE *)base, NULL);
+    CK_SLOT_ID slots[64];
+    CK_ULONG n = 64;
+    CK_INFO info;
+
+    if (mod == NULL || !hwkey_p11_module_check(mod))
+        return 0;
+    if (mod->fl->C_GetInfo(&info) == CKR_OK)
+        BIO_printf(out, "pkcs11: module %s: \"%.*s\" \"%.*s\" version %d.%d, Cryptoki %d.%d\n",
+                   mod->path, FIELD(info.manufacturerID), FIELD(info.libraryDescription),
+                   info.libraryVersion.major,
+                   info.libraryVersion.minor, info.cryptokiVersion.major,
+                   info.cryptokiVersion.minor);
+    if (mod->fl->C_GetSlotList(CK_FALSE, slots, &n) != CKR_OK)
+        return 0;
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_SLOT_INFO si;
+
+        if (mod->fl->C_GetSlotInfo(slots[i], &si) != CKR_OK)
+            continue;
+        BIO_printf(out, "  slot %lu: \"%.*s\"%s\n", (unsigned long)slots[i],
+                   FIELD(si.slotDescription),
+                   (si.flags & CKF_TOKEN_PRESENT) ? "" : " (no token)");
+        if (si.flags & CKF_TOKEN_PRESENT)
+            describe_token(mod, slots[i], out);
+    }
+    return 1;
+}
+
+/* The default token: the configured module's first initialised token. */
+static HWKEY_P11_TOKEN *default_token(HWKEY_DEVICE *base)
+{
+    HWKEY_P11_MODULE *mod = hwkey_p11_module_get((HWKEY_P11_DEVICE *)base, NULL);
+
+    return mod != NULL ? hwkey_p11_token_find(mod, NULL) : NULL;
+}
+
+static int p11_supports(HWKEY_DEVICE *base, const HWKEY_KEYSPEC *spec)
+{
+    HWKEY_P11_TOKEN *tok;
+    int ok = 0;
+
+    /* A capability question: its failure is an answer, not an error. */
+    ERR_set_mark();
+    tok = default_token(base);
+    ERR_pop_to_mark();
+    if (tok == NULL)
+        return 0;
+    switch (spec->alg) {
+    case HWKEY_ALG_RSA:
+        ok = hwkey_p11_token_has_mech(tok, CKM_RSA_PKCS);
+        break;
+    case HWKEY_ALG_EC:
+        ok = hwkey_p11_token_has_mech(tok, CKM_ECDSA);
+        break;
+    case HWKEY_ALG_ED25519:
+        ok = hwkey_p11_token_has_mech(tok, CKM_EDDSA);
+        break;
+    }
+    return ok;
+}
+
+static int p11_random(HWKEY_DEVICE *base, unsigned char *buf, size_t len)
+{
+    HWKEY_P11_TOKEN *tok = default_token(base);
+    CK_SESSION_HANDLE s;
+    uint64_t epoch;
+    CK_RV rv;
+
+    if (tok == NULL || !hwkey_p11_session_get(tok, &s, &epoch))
+        return 0;
+    rv = tok->mod->fl->C_GenerateRandom(s, buf, len);
+    hwkey_p11_session_put(tok, s, epoch, hwkey_p11_rv_session_dead(rv));
+    if (rv != CKR_OK) {
+        hwkey_raise(hwkey_p11_rv_reason(rv), "C_GenerateRandom failed: %s",
+                    hwkey_p11_rv_name(rv));
+        return 0;
+    }
+    return 1;
+}
+
+static int p11_key_import(HWKEY_DEVICE *dev, EVP_PKEY *soft, const HWKEY_GENOPTS *opts,
+                          HWKEY_REFBLOB *out)
+{
+    hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "importing software keys into a PKCS#11 token "
+                "is not implemented yet");
+    return 0;
+}
+
+const HWKEY_BACKEND hwkey_pkcs11_backend = {
+    .name = "pkcs11",
+    .handles = p11_handles,
+    .open = p11_open,
+    .close = p11_close,
+    .supports = p11_supports,
+    .describe = p11_describe,
+    .key_load = hwkey_p11_key_load,
+    .key_free = hwkey_p11_key_free,
+    .key_public = hwkey_p11_key_public,
+    .key_generate = hwkey_p11_key_generate,
+    .key_import = p11_key_import,
+    .key_delete = hwkey_p11_key_delete,
+    .key_list = hwkey_p11_key_list,
+    .sign = hwkey_p11_sign,
+    .rsa_private = hwkey_p11_rsa_private,
+    .rsa_decrypt = hwkey_p11_rsa_decrypt,
+    .ecdh = hwkey_p11_ecdh,
+    .random = p11_random,
+};

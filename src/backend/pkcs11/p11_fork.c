@@ -1,0 +1,171 @@
+/*
+ * Fork: nginx and Apache load keys in a master, then fork workers.  In the
+ * child every session, login and object handle the parent had is either gone
+ * (a module that resets on fork, a remote HSM) or a copy that must not be
+ * trusted; PKCS#11 §6.7.7 says the child calls C_Initialize again.  A counter
+ * bumped by a pthread_atfork child handler tells each module that it lives in
+ * a new process; the first use there re-initialises it and bumps every
+ * token's epoch, which makes the session pool start empty, the login happen
+ * again and every key re-find its object from its stored id/label/class.
+ *
+ * PINs live in protected memory, which a child sees zeroed (util/secmem.h).
+ * A module that resets on fork needs the PIN again in the child, and the
+ * application's passphrase callback cannot be asked there; so the atfork
+ * prepare handler copies each token's PIN to ordinary memory for the length
+ * of the fork() call only: the parent wipes its copy right after, the child
+ * moves it back into protected memory on first use.  The prepare handler also
+ * holds every token lock across fork(), so no child inherits a pool or login
+ * state that another thread was halfway through changing.
+ */
+#include "backend/pkcs11/p11_internal.h"
+
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "util/secmem.h"
+
+#include "util/error.h"
+#include "util/log.h"
+
+static uint64_t fork_generation;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
+static HWKEY_P11_TOKEN *all_tokens;
+
+void hwkey_p11_fork_track(HWKEY_P11_TOKEN *tok)
+{
+    pthread_mutex_lock(&all_lock);
+    tok->all_next = all_tokens;
+    all_tokens = tok;
+    pthread_mutex_unlock(&all_lock);
+}
+
+void hwkey_p11_fork_untrack(HWKEY_P11_TOKEN *tok)
+{
+    pthread_mutex_lock(&all_lock);
+    for (HWKEY_P11_TOKEN **pp = &all_tokens; *pp != NULL; pp = &(*pp)->all_next) {
+        if (*pp == tok) {
+            *pp = tok->all_next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&all_lock);
+}
+
+static void drop_carry(HWKEY_P11_TOKEN *tok)
+{
+    if (tok->pin_carry != NULL) {
+        OPENSSL_cleanse(tok->pin_carry, strlen(tok->pin_carry));
+        OPENSSL_free(tok->pin_carry);
+        tok->pin_carry = NULL;
+    }
+}
+
+static void on_fork_prepare(void)
+{
+    pthread_mutex_lock(&all_lock);
+    for (HWKEY_P11_TOKEN *tok = all_tokens; tok != NULL; tok = tok->all_next) {
+        pthread_mutex_lock(&tok->lock);
+        if (tok->pin != NULL && tok->pin[0] != '\0')
+            tok->pin_carry = OPENSSL_strdup(tok->pin);
+    }
+}
+
+static void on_fork_parent(void)
+{
+    for (HWKEY_P11_TOKEN *tok = all_tokens; tok != NULL; tok = tok->all_next) {
+        drop_carry(tok);
+        pthread_mutex_unlock(&tok->lock);
+    }
+    pthread_mutex_unlock(&all_lock);
+}
+
+static void on_fork_child(void)
+{
+    __atomic_add_fetch(&fork_generation, 1, __ATOMIC_SEQ_CST);
+    /* pin_carry stays until hwkey_p11_module_check() runs here: no allocation now. */
+    for (HWKEY_P11_TOKEN *tok = all_tokens; tok != NULL; tok = tok->all_next)
+        pthread_mutex_unlock(&tok->lock);
+    pthread_mutex_unlock(&all_lock);
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
+}
+
+/* Slot ids may change when a module re-initialises (SoftHSM numbers them afresh). */
+static void reresolve_slot(HWKEY_P11_TOKEN *tok)
+{
+    CK_FUNCTION_LIST *fl = tok->mod->fl;
+    CK_SLOT_ID slots[64];
+    CK_ULONG n = 64;
+
+    if (fl->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
+        return;
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_TOKEN_INFO ti;
+
+        if (fl->C_GetTokenInfo(slots[i], &ti) == CKR_OK
+            && memcmp(ti.label, tok->info.label, sizeof(ti.label)) == 0
+            && memcmp(ti.serialNumber, tok->info.serialNumber, sizeof(ti.serialNumber)) == 0) {
+            tok->slot = slots[i];
+            return;
+        }
+    }
+    hwkey_log(HWKEY_LOG_INFO, "pkcs11: token \"%s\" not among %lu slots after re-initialisation",
+              tok->name, (unsigned long)n);
+}
+
+void hwkey_p11_fork_init(void)
+{
+    pthread_once(&fork_once, register_atfork);
+}
+
+uint64_t hwkey_p11_fork_generation(void)
+{
+    return __atomic_load_n(&fork_generation, __ATOMIC_ACQUIRE);
+}
+
+int hwkey_p11_module_check(HWKEY_P11_MODULE *mod)
+{
+    uint64_t gen = hwkey_p11_fork_generation();
+    CK_RV rv;
+    int ok = 1;
+
+    if (__atomic_load_n(&mod->fork_gen, __ATOMIC_ACQUIRE) == gen)
+        return 1;
+    pthread_mutex_lock(&mod->lock);
+    if (mod->fork_gen == gen)
+        goto end;
+    rv = hwkey_p11_module_reinitialize(mod);
+    if (rv != CKR_OK) {
+        hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "C_Initialize of %s in a forked child "
+                    "failed: %s", mod->path, hwkey_p11_rv_name(rv));
+        ok = 0;
+        goto end;
+    }
+    for (HWKEY_P11_TOKEN *tok = mod->tokens; tok != NULL; tok = tok->next) {
+        pthread_mutex_lock(&tok->lock);
+        reresolve_slot(tok);
+        if (tok->pin_carry != NULL) {
+            /* The inherited protected block reads as zeros here: replace it. */
+            hwkey_secmem_free(tok->pin);
+            tok->pin = hwkey_secmem_strndup(tok->pin_carry, strlen(tok->pin_carry));
+            drop_carry(tok);
+        }
+        /* The parent's sessions are not ours to close: forget them. */
+        tok->n_idle = 0;
+        tok->n_open = 0;
+        tok->logged_in = 0;
+        tok->epoch++;
+        pthread_mutex_unlock(&tok->lock);
+    }
+    __atomic_store_n(&mod->fork_gen, gen, __ATOMIC_RELEASE);
+    hwkey_log(HWKEY_LOG_INFO, "pkcs11: re-initialised %s after fork", mod->path);
+end:
+    pthread_mutex_unlock(&mod->lock);
+    return ok;
+}

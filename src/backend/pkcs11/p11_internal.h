@@ -1,0 +1,253 @@
+/*
+ * Internal API of the PKCS#11 backend (src/backend/pkcs11/ only; the unit
+ * tests include it too, nothing else does).
+ *
+ * Files:
+ *   p11_backend.c  the vtable: open/close, describe, supports, random
+ *   p11_module.c   dlopen + C_GetFunctionList, C_Initialize (OS locking),
+ *                  slot/token lookup, CKR_* names, quirks
+ *   p11_uri.c      RFC 7512 URIs through p11_kit_uri_parse, plus the checks
+ *                  p11-kit leaves out (duplicates, unknown attributes)
+ *   p11_login.c    PIN sources, C_Login policy (never retry a rejected PIN)
+ *   p11_session.c  per-token session pool
+ *   p11_fork.c     fork generation; re-initialising a module in a child
+ *   p11_keys.c     key_load/free, generate, delete, list
+ *   p11_pubkey.c   object lookup, attributes, the public half as an EVP_PKEY
+ *   p11_ops.c      sign, rsa_private, rsa_decrypt, ecdh
+ *
+ * Objects: a device owns modules (one per module path); a module owns its
+ * tokens (one per slot used); a key points at its token.  Modules and
+ * tokens live until the device closes; nothing is ever C_Finalize'd (see
+ * p11_module.c: SoftHSM tears itself down in its own destructors).
+ *
+ * Fork: a module remembers the fork generation it was initialised in.
+ * hwkey_p11_module_check() (called by every session acquire) re-runs
+ * C_Initialize in a child and bumps each token's epoch; sessions, logins and
+ * object handles of an older epoch are dead and are re-made on next use.
+ */
+#ifndef HWKEY_P11_INTERNAL_H
+#define HWKEY_P11_INTERNAL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "backend/backend.h"
+
+/* CloudHSM quirks (pkcs11-quirks, comma list). */
+#define HWKEY_P11_QUIRK_NO_SESSION_CALLBACKS 0x01u /* never pass Notify to C_OpenSession */
+#define HWKEY_P11_QUIRK_NO_OPERATION_STATE 0x02u   /* never call C_GetOperationState */
+#define HWKEY_P11_QUIRK_PIN_USER_PASSWORD 0x04u    /* PIN must read "user:password" */
+#define HWKEY_P11_QUIRK_SINGLE_PART_ONLY 0x08u     /* no C_SignUpdate/C_SignFinal */
+
+#define HWKEY_P11_PROXY_MODULE "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so"
+#define HWKEY_P11_MAX_SESSIONS 64  /* cap when the token reports no limit */
+
+/* --- URIs (p11_uri.c) ---------------------------------------------------- */
+
+typedef struct {
+    char *token, *manufacturer, *model, *serial; /* NULL when absent */
+    int has_slot_id;
+    CK_SLOT_ID slot_id;
+    char *object;                                /* CKA_LABEL */
+    unsigned char *id;                           /* CKA_ID, decoded */
+    size_t id_len;
+    int has_id;
+    int has_class;
+    CK_OBJECT_CLASS klass;                       /* type= */
+    char *pin_source;
+    char *pin_value;                             /* protected memory */
+    char *module_path;
+    char *module_name;
+} HWKEY_P11_URI;
+
+/* Parses s[0..len); on failure raises HWKEY_R_INVALID_URI naming the problem. */
+int hwkey_p11_uri_parse(const char *s, size_t len, HWKEY_P11_URI **out);
+void hwkey_p11_uri_free(HWKEY_P11_URI *uri);
+/*
+ * The URI of one object: the token's label/manufacturer/model/serial, id,
+ * label, type; module-path/pin-source/pin-value only if base (the URI the
+ * user gave, may be NULL) had them.  OPENSSL_free the result.
+ */
+char *hwkey_p11_uri_for_object(const CK_TOKEN_INFO *ti, const unsigned char *id, size_t id_len,
+                               const char *label, CK_OBJECT_CLASS klass,
+                               const HWKEY_P11_URI *base);
+
+/* --- module, tokens (p11_module.c) --------------------------------------- */
+
+typedef struct hwkey_p11_module HWKEY_P11_MODULE;
+typedef struct hwkey_p11_token HWKEY_P11_TOKEN;
+
+typedef struct {
+    HWKEY_DEVICE base;               /* first member (backend.h) */
+    pthread_mutex_t lock;            /* the module list */
+    char *module_path;               /* pkcs11-module, NULL: URI's or the proxy */
+    char *pin_source;                /* pkcs11-pin-source */
+    unsigned int quirks;             /* HWKEY_P11_QUIRK_* */
+    HWKEY_P11_MODULE *modules;
+} HWKEY_P11_DEVICE;
+
+struct hwkey_p11_module {
+    HWKEY_P11_DEVICE *dev;
+    char *path;
+    void *dl;                        /* dlopen handle, never dlclose'd */
+    CK_FUNCTION_LIST *fl;
+    pthread_mutex_t lock;            /* token list, (re)initialisation */
+    uint64_t fork_gen;               /* generation C_Initialize ran in */
+    unsigned long initialize_calls;  /* tests: C_Initialize count */
+    HWKEY_P11_TOKEN *tokens;
+    HWKEY_P11_MODULE *next;
+};
+
+struct hwkey_p11_token {
+    HWKEY_P11_MODULE *mod;
+    CK_SLOT_ID slot;
+    CK_TOKEN_INFO info;              /* as of first use (label etc.) */
+    char name[33];                   /* the label without its padding, for messages */
+    CK_MECHANISM_TYPE *mechs;
+    CK_ULONG n_mechs;
+
+    /* Session pool (p11_session.c); all below under lock. */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    CK_SESSION_HANDLE *idle;
+    size_t n_idle, n_open, max_open;
+    uint64_t epoch;                  /* bumped by re-initialisation after fork */
+
+    /* Login state (p11_login.c), under lock. */
+    int logged_in;
+    char *pin;                       /* protected memory: PIN that worked */
+    unsigned char rejected[32];      /* SHA-256 of the last PIN the token refused */
+    int have_rejected;
+    unsigned long login_calls;       /* tests: C_Login(CKU_USER) count */
+    char *pin_carry;                 /* plain copy of pin across one fork() (p11_fork.c) */
+    HWKEY_P11_TOKEN *all_next;       /* process-wide token list (p11_fork.c) */
+
+    HWKEY_P11_TOKEN *next;
+};
+
+/* Quirk list "a,b" -> flags; unknown names raise HWKEY_R_CONFIG_INVALID. */
+int hwkey_p11_quirks_parse(const char *list, unsigned int *out);
+/* The module at path (or configured/default when path is NULL), loaded once. */
+HWKEY_P11_MODULE *hwkey_p11_module_get(HWKEY_P11_DEVICE *dev, const char *path);
+/* Tests: adopt an already-initialised function list under a pseudo path. */
+HWKEY_P11_MODULE *hwkey_p11_module_adopt(HWKEY_P11_DEVICE *dev, const char *path,
+                                         CK_FUNCTION_LIST *fl);
+/* The first token matching uri (NULL: first token present). */
+HWKEY_P11_TOKEN *hwkey_p11_token_find(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI *uri);
+int hwkey_p11_token_has_mech(const HWKEY_P11_TOKEN *tok, CK_MECHANISM_TYPE m);
+/* C_Initialize again (ALREADY_INITIALIZED counts as success); caller holds mod->lock. */
+CK_RV hwkey_p11_module_reinitialize(HWKEY_P11_MODULE *mod);
+/* "CKR_PIN_INCORRECT" or "CKR_0x...": static or thread-local text. */
+const char *hwkey_p11_rv_name(CK_RV rv);
+/* The hwkey reason for a CKR code (device errors, auth, not found...). */
+int hwkey_p11_rv_reason(CK_RV rv);
+
+/* --- fork (p11_fork.c) -------------------------------------------------- */
+
+void hwkey_p11_fork_init(void);      /* registers the atfork handlers once */
+/* Tokens whose PIN must survive fork (protected memory is wiped in a child). */
+void hwkey_p11_fork_track(HWKEY_P11_TOKEN *tok);
+void hwkey_p11_fork_untrack(HWKEY_P11_TOKEN *tok);
+uint64_t hwkey_p11_fork_generation(void);
+/* Re-initialises mod in a forked child; 1 if usable. */
+int hwkey_p11_module_check(HWKEY_P11_MODULE *mod);
+
+/* --- sessions (p11_session.c) ------------------------------------------- */
+
+/*
+ * Takes a session of tok (waits while the pool is at its limit); *epoch is
+ * the token epoch it belongs to.  put() returns it; broken != 0 closes it.
+ */
+int hwkey_p11_session_get(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE *s, uint64_t *epoch);
+void hwkey_p11_session_put(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, uint64_t epoch,
+                           int broken);
+/* 1 if rv means the session itself is gone (close it, do not reuse). */
+int hwkey_p11_rv_session_dead(CK_RV rv);
+
+/* --- login (p11_login.c) ------------------------------------------------ */
+
+typedef struct {
+    const HWKEY_P11_URI *uri;        /* pin-value / pin-source, may be NULL */
+    const char *cfg_pin_source;      /* pkcs11-pin-source, may be NULL */
+    OSSL_PASSPHRASE_CALLBACK *pw_cb; /* may be NULL */
+    void *pw_arg;
+    unsigned int quirks;
+} HWKEY_P11_PINSRC;
+
+/* Reads a pin-source ("file:/path", "env:NAME", or a bare path) into protected memory. */
+char *hwkey_p11_pin_from_source(const char *source);
+/* Logs tok's user in through session s unless it already is. */
+int hwkey_p11_login(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P11_PINSRC *src);
+/* CKA_ALWAYS_AUTHENTICATE keys: C_Login(CKU_CONTEXT_SPECIFIC) with the cached PIN. */
+int hwkey_p11_login_context(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s);
+
+/* --- keys (p11_keys.c) -------------------------------------------------- */
+
+typedef struct {
+    HWKEY_BKEY base;                 /* first member (backend.h) */
+    HWKEY_P11_TOKEN *tok;
+    HWKEY_P11_URI *uri;              /* as given: PIN sources for re-login */
+    const char *cfg_pin_source;
+    CK_KEY_TYPE ktype;
+    int always_auth;
+    /* Stored reference: how to re-find the object after fork. */
+    unsigned char *id;
+    size_t id_len;
+    char *label;
+    /* Object handle, valid for the token epoch it was found in. */
+    pthread_mutex_t lock;
+    CK_OBJECT_HANDLE priv;
+    uint64_t priv_epoch;
+    unsigned long finds;             /* tests: how often the object was looked up */
+    /* Public half: RSA n/e, or EC/EdDSA params (DER OID) and raw point. */
+    unsigned char *pub_a, *pub_b;
+    size_t pub_a_len, pub_b_len;
+} HWKEY_P11_KEY;
+
+int hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out);
+void hwkey_p11_key_free(HWKEY_BKEY *key);
+EVP_PKEY *hwkey_p11_key_public(HWKEY_BKEY *key, OSSL_LIB_CTX *libctx, const char *propq);
+int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
+                           const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out);
+int hwkey_p11_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref);
+int hwkey_p11_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, void *arg);
+/*
+ * A logged-in session and the key's current object handle (re-found when the
+ * token epoch changed).  Release with hwkey_p11_session_put().
+ */
+int hwkey_p11_key_acquire(HWKEY_P11_KEY *key, CK_SESSION_HANDLE *s, uint64_t *epoch,
+                          CK_OBJECT_HANDLE *obj);
+/* After CKR_OBJECT_HANDLE_INVALID / CKR_KEY_HANDLE_INVALID: force a re-find. */
+void hwkey_p11_key_forget_handle(HWKEY_P11_KEY *key);
+
+/* --- objects and public keys (p11_pubkey.c) -------------------------------- */
+
+/* One attribute into a fresh OPENSSL_malloc'd buffer (NUL-terminated); 0 if absent. */
+int hwkey_p11_attr_get(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+                       CK_ATTRIBUTE_TYPE type, unsigned char **buf, size_t *len);
+/* Up to max objects of class klass with this id (if has_id) and label (if non-NULL). */
+int hwkey_p11_find(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass,
+                   const unsigned char *id, size_t id_len, int has_id, const char *label,
+                   CK_OBJECT_HANDLE *objs, CK_ULONG max, CK_ULONG *n);
+/* NID of a DER CKA_EC_PARAMS (OID, or the "edwards25519" PrintableString). */
+int hwkey_p11_curve_nid(const unsigned char *params, size_t len);
+/* Fills key->pub_* and key->base.info alg/bits/curve from the token. */
+int hwkey_p11_pub_read(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE priv);
+
+/* --- operations (p11_ops.c) --------------------------------------------- */
+
+int hwkey_p11_sign(HWKEY_BKEY *key, const HWKEY_SIGN_PARAMS *params, const unsigned char *tbs,
+                   size_t tbslen, unsigned char *sig, size_t *siglen);
+int hwkey_p11_rsa_private(HWKEY_BKEY *key, const unsigned char *in, size_t inlen,
+                          unsigned char *out, size_t *outlen);
+int hwkey_p11_rsa_decrypt(HWKEY_BKEY *key, const HWKEY_DECRYPT_PARAMS *params,
+                          const unsigned char *in, size_t inlen, unsigned char *out,
+                          size_t *outlen);
+int hwkey_p11_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen,
+                   unsigned char *out, size_t *outlen);
+
+#endif

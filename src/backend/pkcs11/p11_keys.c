@@ -1,0 +1,502 @@
+/*
+ * Token keys: resolving a pkcs11: URI to a private key object, generating,
+ * deleting and listing.  A key remembers how it was found (CKA_ID, CKA_LABEL,
+ * CKO_PRIVATE_KEY) rather than trusting its object handle forever: handles
+ * die with the session epoch (fork, module re-initialisation) and are
+ * re-found on first use in the new epoch.
+ */
+#include "backend/pkcs11/p11_internal.h"
+
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/objects.h>
+#include <openssl/rand.h>
+
+#include "util/error.h"
+
+static void pinsrc_of(HWKEY_P11_PINSRC *src, const HWKEY_P11_DEVICE *dev,
+                      const HWKEY_P11_URI *uri, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
+{
+    src->uri = uri;
+    src->cfg_pin_source = dev->pin_source;
+    src->pw_cb = pw_cb;
+    src->pw_arg = pw_arg;
+    src->quirks = dev->quirks;
+}
+
+/* Parses a reference, finds its module and token, opens a logged-in session. */
+static int open_ref(HWKEY_P11_DEVICE *dev, const char *text, size_t len,
+                    OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_P11_URI **uri,
+                    HWKEY_P11_TOKEN **tok, CK_SESSION_HANDLE *s, uint64_t *epoch)
+{
+    HWKEY_P11_MODULE *mod;
+    HWKEY_P11_PINSRC src;
+
+    *tok = NULL;
+    if (!hwkey_p11_uri_parse(text, len, uri))
+        return 0;
+    if ((mod = hwkey_p11_module_get(dev, (*uri)->module_path)) == NULL
+        || (*tok = hwkey_p11_token_find(mod, *uri)) == NULL
+        || !hwkey_p11_session_get(*tok, s, epoch))
+        goto err;
+    pinsrc_of(&src, dev, *uri, pw_cb, pw_arg);
+    if (!hwkey_p11_login(*tok, *s, &src)) {
+        hwkey_p11_session_put(*tok, *s, *epoch, 0);
+        goto err;
+    }
+    return 1;
+err:
+    *tok = NULL;
+    hwkey_p11_uri_free(*uri);
+    *uri = NULL;
+    return 0;
+}
+
+static int bool_attr(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
+                     CK_ATTRIBUTE_TYPE type)
+{
+    CK_BBOOL v = CK_FALSE;
+    CK_ATTRIBUTE a = {type, &v, sizeof(v)};
+
+    return tok->mod->fl->C_GetAttributeValue(s, o, &a, 1) == CKR_OK && v == CK_TRUE;
+}
+
+static const char *describe_ref(const HWKEY_P11_URI *u)
+{
+    return u->object != NULL ? u->object : (u->has_id ? "(by id)" : "(any)");
+}
+
+/* Exactly one private key matching key->id/label, or an error naming the problem. */
+static int find_private(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, int has_id,
+                        CK_OBJECT_HANDLE *obj)
+{
+    CK_OBJECT_HANDLE objs[2];
+    CK_ULONG n = 0;
+
+    key->finds++;
+    if (!hwkey_p11_find(key->tok, s, CKO_PRIVATE_KEY, key->id, key->id_len, has_id, key->label,
+                        objs, 2, &n))
+        return 0;
+    if (n != 1) {
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, n == 0 ? "no private key with object=\"%s\" on "
+                    "token \"%s\"" : "several private keys match object=\"%s\" on token "
+                    "\"%s\"; add id= to the URI", key->label != NULL ? key->label : "",
+                    key->tok->name);
+        return 0;
+    }
+    *obj = objs[0];
+    return 1;
+}
+
+int hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out)
+{
+    HWKEY_P11_DEVICE *pdev = (HWKEY_P11_DEVICE *)dev;
+    HWKEY_P11_KEY *key = NULL;
+    HWKEY_P11_URI *uri = NULL;
+    HWKEY_P11_TOKEN *tok = NULL;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_ATTRIBUTE a;
+    uint64_t epoch = 0;
+    CK_OBJECT_HANDLE obj;
+    unsigned char *buf = NULL;
+    size_t len;
+    int ok = 0;
+
+    *out = NULL;
+    if (ref->kind != HWKEY_REF_PKCS11_URI) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the pkcs11 backend resolves pkcs11: URIs only");
+        return 0;
+    }
+    if (!open_ref(pdev, (const char *)ref->data, ref->len, pw_cb, pw_arg, &uri, &tok, &s, &epoch))
+        return 0;
+    if (uri->object == NULL && !uri->has_id) {
+        hwkey_raise(HWKEY_R_INVALID_URI, "the key URI names no object= nor id=");
+        goto end;
+    }
+    if ((key = OPENSSL_zalloc(sizeof(*key))) == NULL)
+        goto oom;
+    pthread_mutex_init(&key->lock, NULL);
+    key->base.device = dev;
+    key->base.backend = dev->backend;
+    key->tok = tok;
+    key->uri = uri;
+    key->cfg_pin_source = pdev->pin_source;
+    if ((uri->object != NULL && (key->label = OPENSSL_strdup(uri->object)) == NULL)
+        || (uri->id_len > 0 && (key->id = OPENSSL_memdup(uri->id, uri->id_len)) == NULL))
+        goto oom;
+    key->id_len = uri->id_len;
+    if (!find_private(key, s, uri->has_id, &obj))
+        goto end;
+    /* Store the object's own id and label: the exact reference to re-find it by. */
+    if (hwkey_p11_attr_get(tok, s, obj, CKA_ID, &buf, &len) && len > 0) {
+        OPENSSL_free(key->id);
+        key->id = buf;
+        key->id_len = len;
+        buf = NULL;
+    }
+    OPENSSL_free(buf);
+    if (key->id == NULL && key->label == NULL
+        && hwkey_p11_attr_get(tok, s, obj, CKA_LABEL, &buf, &len)) {
+        key->label = (char *)buf;
+        buf = NULL;
+    }
+    a.type = CKA_KEY_TYPE;
+    a.pValue = &key->ktype;
+    a.ulValueLen = sizeof(key->ktype);
+    if (tok->mod->fl->C_GetAttributeValue(s, obj, &a, 1) != CKR_OK) {
+        hwkey_raise(HWKEY_R_DEVICE_ERROR, "cannot read CKA_KEY_TYPE of \"%s\"", describe_ref(uri));
+        goto end;
+    }
+    if (!hwkey_p11_pub_read(key, s, obj))
+        goto end;
+    key->always_auth = bool_attr(tok, s, obj, CKA_ALWAYS_AUTHENTICATE);
+    if (bool_attr(tok, s, obj, CKA_SIGN))
+        key->base.info.flags |= HWKEY_KEYF_SIGN;
+    if (key->ktype == CKK_RSA && bool_attr(tok, s, obj, CKA_DECRYPT))
+        key->base.info.flags |= HWKEY_KEYF_DECRYPT;
+    if (key->ktype == CKK_EC && bool_attr(tok, s, obj, CKA_DERIVE)
+        && hwkey_p11_token_has_mech(tok, CKM_ECDH1_DERIVE))
+        key->base.info.flags |= HWKEY_KEYF_DERIVE;
+    if (key->ktype == CKK_RSA && (key->base.info.flags & HWKEY_KEYF_SIGN) != 0
+        && hwkey_p11_token_has_mech(tok, CKM_RSA_X_509))
+        key->base.info.flags |= HWKEY_KEYF_RSA_RAW;
+    key->priv = obj;
+    key->priv_epoch = epoch;
+    *out = &key->base;
+    key = NULL;
+    uri = NULL;
+    ok = 1;
+    goto end;
+oom:
+    hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "allocating a PKCS#11 key");
+end:
+    hwkey_p11_session_put(tok, s, epoch, 0);
+    if (key != NULL) {
+        key->uri = NULL;               /* freed below */
+        hwkey_p11_key_free(&key->base);
+    }
+    hwkey_p11_uri_free(uri);
+    return ok;
+}
+
+void hwkey_p11_key_free(HWKEY_BKEY *bkey)
+{
+    HWKEY_P11_KEY *key = (HWKEY_P11_KEY *)bkey;
+
+    if (key == NULL)
+        return;
+    /* The object stays on the token; only our memory of it goes. */
+    pthread_mutex_destroy(&key->lock);
+    hwkey_p11_uri_free(key->uri);
+    OPENSSL_free(key->id);
+    OPENSSL_free(key->label);
+    OPENSSL_free(key->pub_a);
+    OPENSSL_free(key->pub_b);
+    OPENSSL_free(key);
+}
+
+int hwkey_p11_key_acquire(HWKEY_P11_KEY *key, CK_SESSION_HANDLE *s, uint64_t *epoch,
+                          CK_OBJECT_HANDLE *obj)
+{
+    HWKEY_P11_DEVICE *dev = (HWKEY_P11_DEVICE *)key->base.device;
+    HWKEY_P11_PINSRC src;
+    int ok = 1;
+
+    if (!hwkey_p11_session_get(key->tok, s, epoch))
+        return 0;
+    /* After fork or a lost session the token is logged out: log in again, no prompt. */
+    pinsrc_of(&src, dev, key->uri, NULL, NULL);
+    if (!hwkey_p11_login(key->tok, *s, &src)) {
+        hwkey_p11_session_put(key->tok, *s, *epoch, 0);
+        return 0;
+    }
+    pthread_mutex_lock(&key->lock);
+    if (key->priv_epoch != *epoch || key->priv == CK_INVALID_HANDLE) {
+        ok = find_private(key, *s, key->id != NULL, &key->priv);
+        key->priv_epoch = *epoch;
+        if (!ok)
+            key->priv = CK_INVALID_HANDLE;
+    }
+    *obj = key->priv;
+    pthread_mutex_unlock(&key->lock);
+    if (!ok)
+        hwkey_p11_session_put(key->tok, *s, *epoch, 0);
+    return ok;
+}
+
+void hwkey_p11_key_forget_handle(HWKEY_P11_KEY *key)
+{
+    pthread_mutex_lock(&key->lock);
+    key->priv = CK_INVALID_HANDLE;
+    pthread_mutex_unlock(&key->lock);
+}
+
+/* --- generate, delete, list ---------------------------------------------- */
+
+typedef struct {
+    const char *auth;
+    size_t auth_len;
+} AUTH_ARG;
+
+/* HWKEY_GENOPTS.auth, when given, is the PIN (the CLI's --pin). */
+static int auth_as_pin(char *pass, size_t size, size_t *len, const OSSL_PARAM params[], void *arg)
+{
+    const AUTH_ARG *a = arg;
+
+    if (a->auth_len > size)
+        return 0;
+    memcpy(pass, a->auth, a->auth_len);
+    *len = a->auth_len;
+    return 1;
+}
+
+static int ec_params_der(int nid, unsigned char **der, int *len)
+{
+    ASN1_OBJECT *obj = OBJ_nid2obj(nid);
+
+    *der = NULL;
+    *len = obj != NULL ? i2d_ASN1_OBJECT(obj, der) : 0;
+    return *len > 0;
+}
+
+int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
+                           const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out)
+{
+    HWKEY_P11_DEVICE *pdev = (HWKEY_P11_DEVICE *)dev;
+    static CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ULONG bits = (CK_ULONG)spec->bits;
+    unsigned char exp[3] = {0x01, 0x00, 0x01}, rid[16], *params = NULL;
+    AUTH_ARG auth = {opts->auth, opts->auth_len};
+    CK_MECHANISM mech = {0, NULL, 0};
+    CK_ATTRIBUTE pub[8], priv[10];
+    CK_ULONG npub = 0, npriv = 0, n = 0;
+    CK_OBJECT_HANDLE hpub, hpriv, dup[1];
+    HWKEY_P11_URI *uri = NULL;
+    HWKEY_P11_TOKEN *tok = NULL;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    const unsigned char *id;
+    uint64_t epoch = 0;
+    size_t id_len;
+    char *text = NULL;
+    int plen = 0, ok = 0;
+    CK_RV rv;
+
+    if (opts == NULL || opts->uri == NULL) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "generating a token key needs a pkcs11: URI");
+        return 0;
+    }
+    if (!open_ref(pdev, opts->uri, strlen(opts->uri), opts->auth != NULL ? auth_as_pin : NULL,
+                  &auth, &uri, &tok, &s, &epoch))
+        return 0;
+#define ADD(t, ty, p, l) (t[n##t].type = (ty), t[n##t].pValue = (void *)(p), t[n##t++].ulValueLen = (l))
+    switch (spec->alg) {
+    case HWKEY_ALG_RSA:
+        if (spec->bits != 2048 && spec->bits != 3072 && spec->bits != 4096)
+            goto badspec;
+        mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
+        ADD(pub, CKA_MODULUS_BITS, &bits, sizeof(bits));
+        ADD(pub, CKA_PUBLIC_EXPONENT, exp, sizeof(exp));
+        ADD(pub, CKA_ENCRYPT, &yes, sizeof(yes));
+        ADD(priv, CKA_DECRYPT, &yes, sizeof(yes));
+        break;
+    case HWKEY_ALG_EC:
+        if (spec->curve_nid != NID_X9_62_prime256v1 && spec->curve_nid != NID_secp384r1
+            && spec->curve_nid != NID_secp521r1)
+            goto badspec;
+        mech.mechanism = CKM_EC_KEY_PAIR_GEN;
+        if (!ec_params_der(spec->curve_nid, &params, &plen))
+            goto badspec;
+        ADD(pub, CKA_EC_PARAMS, params, (CK_ULONG)plen);
+        ADD(priv, CKA_DERIVE, &yes, sizeof(yes));
+        break;
+    case HWKEY_ALG_ED25519:
+        mech.mechanism = CKM_EC_EDWARDS_KEY_PAIR_GEN;
+        if (!ec_params_der(NID_ED25519, &params, &plen))
+            goto badspec;
+        ADD(pub, CKA_EC_PARAMS, params, (CK_ULONG)plen);
+        break;
+    default:
+        goto badspec;
+    }
+    if (!hwkey_p11_token_has_mech(tok, mech.mechanism)) {
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "token \"%s\" has no key-pair generation "
+                    "mechanism 0x%lx for this algorithm", tok->name,
+                    (unsigned long)mech.mechanism);
+        goto end;
+    }
+    if (uri->has_id && uri->id_len > 0) {
+        id = uri->id;
+        id_len = uri->id_len;
+    } else {
+        if (RAND_bytes(rid, sizeof(rid)) != 1) {
+            hwkey_raise(HWKEY_R_INTERNAL, "RAND_bytes failed making a CKA_ID");
+            goto end;
+        }
+        id = rid;
+        id_len = sizeof(rid);
+    }
+    /* Two keys under one reference would make every later load ambiguous. */
+    if (!hwkey_p11_find(tok, s, CKO_PRIVATE_KEY, id, id_len, 1, NULL, dup, 1, &n))
+        goto end;
+    if (n == 0 && uri->object != NULL
+        && !hwkey_p11_find(tok, s, CKO_PRIVATE_KEY, NULL, 0, 0, uri->object, dup, 1, &n))
+        goto end;
+    if (n > 0) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "token \"%s\" already has a private key with this "
+                    "id or object=\"%s\"", tok->name,
+                    uri->object != NULL ? uri->object : "");
+        goto end;
+    }
+    ADD(pub, CKA_TOKEN, &yes, sizeof(yes));
+    ADD(pub, CKA_VERIFY, &yes, sizeof(yes));
+    ADD(pub, CKA_ID, id, id_len);
+    ADD(priv, CKA_TOKEN, &yes, sizeof(yes));
+    ADD(priv, CKA_PRIVATE, &yes, sizeof(yes));
+    ADD(priv, CKA_SENSITIVE, &yes, sizeof(yes));
+    ADD(priv, CKA_EXTRACTABLE, &no, sizeof(no));
+    ADD(priv, CKA_SIGN, &yes, sizeof(yes));
+    ADD(priv, CKA_ID, id, id_len);
+    if (uri->object != NULL) {
+        ADD(pub, CKA_LABEL, uri->object, strlen(uri->object));
+        ADD(priv, CKA_LABEL, uri->object, strlen(uri->object));
+    }
+#undef ADD
+    rv = tok->mod->fl->C_GenerateKeyPair(s, &mech, pub, npub, priv, npriv, &hpub, &hpriv);
+    if (rv != CKR_OK) {
+        hwkey_raise(hwkey_p11_rv_reason(rv), "C_GenerateKeyPair on token \"%s\" failed: %s",
+                    tok->name, hwkey_p11_rv_name(rv));
+        goto end;
+    }
+    text = hwkey_p11_uri_for_object(&tok->info, id, id_len, uri->object, CKO_PRIVATE_KEY, uri);
+    if (text == NULL)
+        goto end;
+    out->kind = HWKEY_REF_PKCS11_URI;
+    out->data = (unsigned char *)text;
+    out->len = strlen(text);
+    ok = 1;
+    goto end;
+badspec:
+    hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "pkcs11 keys are RSA 2048/3072/4096, EC "
+                "P-256/P-384/P-521 or Ed25519 (asked: alg %d, %d bits, curve NID %d)",
+                (int)spec->alg, spec->bits, spec->curve_nid);
+end:
+    OPENSSL_free(params);
+    if (tok != NULL)
+        hwkey_p11_session_put(tok, s, epoch, 0);
+    hwkey_p11_uri_free(uri);
+    return ok;
+}
+
+int hwkey_p11_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref)
+{
+    static const CK_OBJECT_CLASS classes[] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
+    HWKEY_P11_URI *uri = NULL;
+    HWKEY_P11_TOKEN *tok = NULL;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_OBJECT_HANDLE objs[8];
+    uint64_t epoch = 0;
+    size_t privs = 0;
+    int ok = 0;
+
+    if (!open_ref((HWKEY_P11_DEVICE *)dev, (const char *)ref->data, ref->len, NULL, NULL, &uri,
+                  &tok, &s, &epoch))
+        return 0;
+    if (uri->object == NULL && !uri->has_id) {
+        hwkey_raise(HWKEY_R_INVALID_URI, "refusing to delete: the URI names no object= nor id=");
+        goto end;
+    }
+    for (size_t c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
+        CK_ULONG n = 0;
+
+        if (!hwkey_p11_find(tok, s, classes[c], uri->id, uri->id_len, uri->has_id, uri->object,
+                            objs, 8, &n))
+            goto end;
+        if (c == 0 && n == 0) {
+            hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no private key \"%s\" to delete on token "
+                        "\"%s\"", describe_ref(uri), tok->name);
+            goto end;
+        }
+        if (c == 0 && n > 1) {
+            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the URI matches %lu private keys; refusing to "
+                        "delete them all", (unsigned long)n);
+            goto end;
+        }
+        for (CK_ULONG i = 0; i < n; i++) {
+            CK_RV rv = tok->mod->fl->C_DestroyObject(s, objs[i]);
+
+            if (rv != CKR_OK) {
+                hwkey_raise(hwkey_p11_rv_reason(rv), "C_DestroyObject failed: %s",
+                            hwkey_p11_rv_name(rv));
+                goto end;
+            }
+        }
+        privs += c == 0 ? n : 0;
+    }
+    ok = privs == 1;
+end:
+    hwkey_p11_session_put(tok, s, epoch, 0);
+    hwkey_p11_uri_free(uri);
+    return ok;
+}
+
+int hwkey_p11_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, void *arg)
+{
+    const char *all = "pkcs11:";
+    HWKEY_P11_URI *uri = NULL;
+    HWKEY_P11_TOKEN *tok = NULL;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_OBJECT_HANDLE objs[256];
+    CK_ULONG n = 0;
+    uint64_t epoch = 0;
+    int ok = 0;
+
+    if (filter == NULL)
+        filter = all;
+    if (!open_ref((HWKEY_P11_DEVICE *)dev, filter, strlen(filter), NULL, NULL, &uri, &tok, &s,
+                  &epoch))
+        return 0;
+    if (!hwkey_p11_find(tok, s, CKO_PRIVATE_KEY, uri->id, uri->id_len, uri->has_id, uri->object,
+                        objs, 256, &n))
+        goto end;
+    ok = 1;
+    for (CK_ULONG i = 0; i < n && ok; i++) {
+        HWKEY_P11_KEY k;
+        HWKEY_LISTED_KEY lk;
+        CK_ATTRIBUTE a = {CKA_KEY_TYPE, &k.ktype, sizeof(k.ktype)};
+        char *ref;
+
+        memset(&k, 0, sizeof(k));
+        k.tok = tok;
+        hwkey_p11_attr_get(tok, s, objs[i], CKA_ID, &k.id, &k.id_len);
+        hwkey_p11_attr_get(tok, s, objs[i], CKA_LABEL, (unsigned char **)&k.label, &(size_t){0});
+        if (k.id_len == 0) {
+            OPENSSL_free(k.id);
+            k.id = NULL;
+        }
+        ERR_set_mark();
+        if (tok->mod->fl->C_GetAttributeValue(s, objs[i], &a, 1) != CKR_OK
+            || !hwkey_p11_pub_read(&k, s, objs[i]))
+            ERR_pop_to_mark();         /* listed with what is known */
+        else
+            ERR_clear_last_mark();
+        if (bool_attr(tok, s, objs[i], CKA_SIGN))
+            k.base.info.flags |= HWKEY_KEYF_SIGN;
+        ref = hwkey_p11_uri_for_object(&tok->info, k.id, k.id_len, k.label, CKO_PRIVATE_KEY,
+                                       NULL);
+        lk.ref = ref;
+        lk.info = k.base.info;
+        lk.label = k.label;
+        ok = ref != NULL && cb(&lk, arg);
+        OPENSSL_free(ref);
+        OPENSSL_free(k.id);
+        OPENSSL_free(k.label);
+        OPENSSL_free(k.pub_a);
+        OPENSSL_free(k.pub_b);
+    }
+end:
+    hwkey_p11_session_put(tok, s, epoch, 0);
+    hwkey_p11_uri_free(uri);
+    return ok;
+}

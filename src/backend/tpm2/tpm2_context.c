@@ -1,0 +1,310 @@
+/*
+ * The TCTI and ESAPI context of a TPM device: lazy connect (a provider load
+ * without a TPM must not fail), one mutex around every ESAPI use, fork
+ * detection, and the bounded retry of transient TPM conditions.
+ */
+#include "backend/tpm2/tpm2_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <tss2/tss2_rc.h>
+#include <tss2/tss2_tctildr.h>
+
+#include "util/error.h"
+#include "util/log.h"
+
+/* Total sleep budget of one retried command (ARCHITECTURE.md §7). */
+#define RETRY_BUDGET_MS 5000ul
+#define RETRY_FIRST_MS 10ul
+#define RETRY_MAX_STEP_MS 500ul
+
+int hwkey_tpm2_tcti_is_rm(const char *conf)
+{
+    /* The pcap: TCTI only records; what matters is the TCTI it wraps. */
+    while (strncmp(conf, "pcap:", 5) == 0)
+        conf += 5;
+    if (strncmp(conf, "tabrmd", 6) == 0)
+        return 1;
+    /* "device:/dev/tpmrm0" (and a bare "/dev/tpmrm0" some users write). */
+    if (strncmp(conf, "device:", 7) == 0)
+        conf += 7;
+    return strncmp(conf, "/dev/tpmrm", 10) == 0;
+}
+
+static HWKEY_TPM2_DEVICE *device_new(void)
+{
+    HWKEY_TPM2_DEVICE *dev = OPENSSL_zalloc(sizeof(*dev));
+
+    if (dev == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "allocating the TPM device context");
+        return NULL;
+    }
+    if (pthread_mutex_init(&dev->lock, NULL) != 0) {
+        OPENSSL_free(dev);
+        hwkey_raise(HWKEY_R_INTERNAL, "creating the TPM device mutex");
+        return NULL;
+    }
+    dev->base.backend = &hwkey_tpm2_backend;
+    dev->primary_tr = ESYS_TR_NONE;
+    dev->pid = getpid();
+    return dev;
+}
+
+/*
+ * tpm2-tss logs its own errors to stderr (ERROR:tcti:...); a user must see
+ * one line per failure, ours, so silence the library unless the user asked
+ * for its log or for our trace level.
+ */
+static void quiet_tss2_log(void)
+{
+    if (getenv("TSS2_LOG") == NULL && hwkey_log_level() < HWKEY_LOG_TRACE)
+        setenv("TSS2_LOG", "all+NONE", 0);
+}
+
+static int parse_parent(const char *s, uint32_t *out)
+{
+    char *end = NULL;
+    unsigned long v;
+
+    errno = 0;
+    v = strtoul(s, &end, 0);
+    if (errno != 0 || end == s || *end != '\0' || v == 0 || v > 0xfffffffful) {
+        hwkey_raise(HWKEY_R_CONFIG_INVALID,
+                    "tpm2-parent \"%s\" is not a TPM handle (e.g. 0x81000001)", s);
+        return 0;
+    }
+    *out = (uint32_t)v;
+    return 1;
+}
+
+HWKEY_DEVICE *hwkey_tpm2_device_open(const HWKEY_CONFIG *cfg)
+{
+    const char *conf = cfg != NULL && cfg->tpm2_tcti != NULL && cfg->tpm2_tcti[0] != '\0'
+                           ? cfg->tpm2_tcti
+                           : HWKEY_TPM2_DEFAULT_TCTI;
+    HWKEY_TPM2_DEVICE *dev = device_new();
+
+    if (dev == NULL)
+        return NULL;
+    if ((dev->tcti_conf = OPENSSL_strdup(conf)) == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying the TCTI string");
+        goto err;
+    }
+    if (cfg != NULL && cfg->tpm2_parent != NULL && cfg->tpm2_parent[0] != '\0'
+        && !parse_parent(cfg->tpm2_parent, &dev->cfg_parent))
+        goto err;
+    dev->rm_mode = hwkey_tpm2_tcti_is_rm(conf);
+    quiet_tss2_log();
+    hwkey_log(HWKEY_LOG_INFO, "tpm2: TCTI \"%s\", %s", conf,
+              dev->rm_mode ? "resource manager: keys stay loaded"
+                           : "no resource manager: load-use-flush");
+    return &dev->base;
+err:
+    hwkey_tpm2_device_close(&dev->base);
+    return NULL;
+}
+
+HWKEY_DEVICE *hwkey_tpm2_open_with_tcti(TSS2_TCTI_CONTEXT *tcti, int rm_mode)
+{
+    HWKEY_TPM2_DEVICE *dev = device_new();
+
+    if (dev == NULL)
+        return NULL;
+    if ((dev->tcti_conf = OPENSSL_strdup("(caller-supplied TCTI)")) == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying the TCTI string");
+        hwkey_tpm2_device_close(&dev->base);
+        return NULL;
+    }
+    dev->tcti = tcti;
+    dev->tcti_external = 1;
+    dev->rm_mode = rm_mode;
+    return &dev->base;
+}
+
+static int connect_locked(HWKEY_TPM2_DEVICE *dev)
+{
+    TSS2_RC rc;
+    char what[512];
+
+    if (dev->tcti == NULL) {
+        if (dev->tcti_external) {
+            hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE,
+                        "cannot reconnect a caller-supplied TCTI after fork");
+            return 0;
+        }
+        rc = Tss2_TctiLdr_Initialize(dev->tcti_conf, &dev->tcti);
+        if (rc != TSS2_RC_SUCCESS) {
+            dev->tcti = NULL;
+            snprintf(what, sizeof(what), "cannot connect to the TPM through TCTI \"%s\"",
+                     dev->tcti_conf);
+            hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "%s: %s (0x%x)", what,
+                        Tss2_RC_Decode(rc), (unsigned int)rc);
+            return 0;
+        }
+    }
+    rc = Esys_Initialize(&dev->esys, dev->tcti, NULL);
+    if (rc != TSS2_RC_SUCCESS) {
+        dev->esys = NULL;
+        snprintf(what, sizeof(what), "cannot start ESAPI on TCTI \"%s\"", dev->tcti_conf);
+        if (!dev->tcti_external) {
+            Tss2_TctiLdr_Finalize(&dev->tcti);
+            dev->tcti = NULL;
+        }
+        return hwkey_tpm2_raise_rc(rc, what);
+    }
+    dev->generation++;
+    return 1;
+}
+
+/*
+ * In a forked child the parent's ESAPI context and TCTI are shared with the
+ * parent (same socket / same /dev/tpmrm0 open file): finalizing them could
+ * send session-end messages (mssim) or flush the parent's objects through the
+ * shared RM connection.  Abandon them (a one-off leak per fork) and let the
+ * next acquire connect afresh.  Saved contexts stay valid TPM-side.
+ */
+static void abandon_after_fork(HWKEY_TPM2_DEVICE *dev)
+{
+    hwkey_log(HWKEY_LOG_INFO, "tpm2: fork detected (pid %ld -> %ld), reconnecting",
+              (long)dev->pid, (long)getpid());
+    dev->esys = NULL;
+    dev->tcti = NULL; /* a caller-supplied TCTI is the parent's connection too */
+    dev->pid = getpid();
+    dev->generation++;
+    hwkey_tpm2_parent_reset(dev, NULL);
+}
+
+void hwkey_tpm2_note_rc(HWKEY_TPM2_DEVICE *dev, TSS2_RC rc)
+{
+    if (rc == TSS2_RC_SUCCESS || hwkey_tpm2_reason(rc) != HWKEY_R_DEVICE_UNREACHABLE
+        || dev->esys == NULL)
+        return;
+    /*
+     * The transport broke (swtpm or tpm2-abrmd restarted, socket closed):
+     * ESAPI cannot resume a half-done exchange, so drop the context and let
+     * the next acquire reconnect.  Nothing can be flushed through it.
+     */
+    hwkey_log(HWKEY_LOG_INFO, "tpm2: connection through \"%s\" lost, will reconnect",
+              dev->tcti_conf);
+    Esys_Finalize(&dev->esys);
+    dev->esys = NULL;
+    if (!dev->tcti_external && dev->tcti != NULL) {
+        Tss2_TctiLdr_Finalize(&dev->tcti);
+        dev->tcti = NULL;
+    }
+    dev->generation++;
+    hwkey_tpm2_parent_reset(dev, NULL);
+}
+
+ESYS_CONTEXT *hwkey_tpm2_acquire(HWKEY_TPM2_DEVICE *dev)
+{
+    if (pthread_mutex_lock(&dev->lock) != 0) {
+        hwkey_raise(HWKEY_R_INTERNAL, "locking the TPM device");
+        return NULL;
+    }
+    if (dev->pid != getpid())
+        abandon_after_fork(dev);
+    if (dev->esys == NULL && !connect_locked(dev)) {
+        pthread_mutex_unlock(&dev->lock);
+        return NULL;
+    }
+    return dev->esys;
+}
+
+void hwkey_tpm2_release(HWKEY_TPM2_DEVICE *dev)
+{
+    pthread_mutex_unlock(&dev->lock);
+}
+
+void hwkey_tpm2_device_close(HWKEY_DEVICE *base)
+{
+    HWKEY_TPM2_DEVICE *dev = (HWKEY_TPM2_DEVICE *)base;
+
+    if (dev == NULL)
+        return;
+    pthread_mutex_lock(&dev->lock);
+    if (dev->pid == getpid() && dev->esys != NULL) {
+        /* Flush the primary we keep in RM mode; keys were flushed by key_free. */
+        hwkey_tpm2_parent_reset(dev, dev->esys);
+        Esys_Finalize(&dev->esys);
+        if (!dev->tcti_external && dev->tcti != NULL)
+            Tss2_TctiLdr_Finalize(&dev->tcti);
+    } else {
+        hwkey_tpm2_parent_reset(dev, NULL);
+    }
+    pthread_mutex_unlock(&dev->lock);
+    pthread_mutex_destroy(&dev->lock);
+    OPENSSL_free(dev->tcti_conf);
+    OPENSSL_free(dev);
+}
+
+/* --- retry --------------------------------------------------------------- */
+
+static int retryable(TSS2_RC rc)
+{
+    TSS2_RC layer = rc & TSS2_RC_LAYER_MASK;
+
+    if (layer != TSS2_TPM_RC_LAYER && layer != TSS2_RESMGR_TPM_RC_LAYER)
+        return 0;
+    switch (hwkey_tpm2_rc_base(rc)) {
+    case TPM2_RC_OBJECT_MEMORY:
+    case TPM2_RC_SESSION_MEMORY:
+    case TPM2_RC_MEMORY:
+    case TPM2_RC_RETRY:
+    case TPM2_RC_YIELDED:
+    case TPM2_RC_TESTING:
+    case TPM2_RC_NV_RATE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static void sleep_ms(unsigned long ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+int hwkey_tpm2_retry(HWKEY_TPM2_RETRY *retry, TSS2_RC rc)
+{
+    unsigned long step, jitter = 0;
+    unsigned int r = 0;
+
+    if (rc == TSS2_RC_SUCCESS || !retryable(rc) || retry->slept_ms >= RETRY_BUDGET_MS)
+        return 0;
+    step = RETRY_FIRST_MS << (retry->attempts < 6 ? retry->attempts : 6);
+    if (step > RETRY_MAX_STEP_MS)
+        step = RETRY_MAX_STEP_MS;
+    /*
+     * Randomized so that many processes competing for swtpm's three object
+     * slots do not retry in lock-step.  Jitter only, not a secret.
+     */
+    if (RAND_bytes((unsigned char *)&r, sizeof(r)) == 1)
+        jitter = r % (step + 1);
+    step = step / 2 + jitter;
+    if (retry->slept_ms + step > RETRY_BUDGET_MS)
+        step = RETRY_BUDGET_MS - retry->slept_ms;
+    hwkey_log(HWKEY_LOG_TRACE, "tpm2: 0x%x, retrying in %lu ms", (unsigned int)rc, step);
+    sleep_ms(step);
+    retry->slept_ms += step;
+    retry->attempts++;
+    return 1;
+}
+
+void hwkey_tpm2_flush_quiet(ESYS_CONTEXT *esys, ESYS_TR *tr)
+{
+    if (*tr == ESYS_TR_NONE)
+        return;
+    if (Esys_FlushContext(esys, *tr) != TSS2_RC_SUCCESS)
+        Esys_TR_Close(esys, tr);
+    *tr = ESYS_TR_NONE;
+}

@@ -1,0 +1,229 @@
+/*
+ * Getting a key into the TPM for one operation, and the authorization
+ * session that goes with it.
+ *
+ * Behind a resource manager a key is loaded once per connection (generation)
+ * and stays: one TPM command per operation.  Without one, swtpm and
+ * /dev/tpm0 have three transient slots shared by every process, so a key is
+ * kept only as a saved context (TPM-encrypted, valid until TPM reset) and
+ * each operation is ContextLoad + command + FlushContext; if the saved
+ * context is refused (TPM restarted) the key is loaded again from its blob.
+ */
+#include "backend/tpm2/tpm2_internal.h"
+
+#include <stdio.h>
+
+#include "util/error.h"
+#include "util/log.h"
+
+static HWKEY_TPM2_DEVICE *dev_of(HWKEY_TPM2_KEY *key)
+{
+    return (HWKEY_TPM2_DEVICE *)key->base.device;
+}
+
+static int set_auth(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR tr)
+{
+    TSS2_RC rc;
+
+    if (!key->has_auth)
+        return 1;
+    rc = Esys_TR_SetAuth(esys, tr, key->auth);
+    if (rc != TSS2_RC_SUCCESS)
+        return hwkey_tpm2_raise_rc(rc, "setting the key's auth value");
+    return 1;
+}
+
+static int open_persistent(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
+{
+    HWKEY_TPM2_RETRY retry = {0};
+    TSS2_RC rc;
+    char what[64];
+
+    do {
+        rc = Esys_TR_FromTPMPublic(esys, key->persistent, ESYS_TR_NONE, ESYS_TR_NONE,
+                                   ESYS_TR_NONE, tr);
+    } while (hwkey_tpm2_retry(&retry, rc));
+    if (rc != TSS2_RC_SUCCESS) {
+        *tr = ESYS_TR_NONE;
+        snprintf(what, sizeof(what), "opening the TPM key handle:0x%08x",
+                 (unsigned int)key->persistent);
+        hwkey_tpm2_raise_rc(rc, what);
+        hwkey_tpm2_note_rc(dev_of(key), rc);
+        return 0;
+    }
+    return 1;
+}
+
+/* Load from the blob under the parent; returns a fresh transient TR. */
+static int load_blob(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
+{
+    HWKEY_TPM2_DEVICE *dev = dev_of(key);
+    HWKEY_TPM2_RETRY retry = {0};
+    ESYS_TR parent = ESYS_TR_NONE;
+    TSS2_RC rc;
+    char what[80];
+    int ok = 0;
+
+    *tr = ESYS_TR_NONE;
+    if (!hwkey_tpm2_parent_get(dev, esys, key->parent, &parent, NULL))
+        return 0;
+    do {
+        rc = Esys_Load(esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &key->priv,
+                       &key->pub, tr);
+    } while (hwkey_tpm2_retry(&retry, rc));
+    if (rc != TSS2_RC_SUCCESS) {
+        *tr = ESYS_TR_NONE;
+        snprintf(what, sizeof(what), "loading the key under parent 0x%08x",
+                 (unsigned int)key->parent);
+        hwkey_tpm2_raise_load_rc(rc, what);
+        hwkey_tpm2_note_rc(dev, rc);
+        if (dev->esys != esys)
+            return 0; /* connection dropped: nothing to flush through it */
+        goto end;
+    }
+    ok = 1;
+end:
+    hwkey_tpm2_parent_put(dev, esys, &parent);
+    return ok;
+}
+
+int hwkey_tpm2_key_prepare(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys)
+{
+    HWKEY_TPM2_DEVICE *dev = dev_of(key);
+    HWKEY_TPM2_RETRY retry = {0};
+    ESYS_TR tr = ESYS_TR_NONE;
+    TSS2_RC rc;
+
+    if (key->persistent != 0) {
+        if (!open_persistent(key, esys, &tr))
+            return 0;
+        key->tr = tr;
+        key->tr_gen = dev->generation;
+        return 1;
+    }
+    if (!load_blob(key, esys, &tr))
+        return 0;
+    if (dev->rm_mode) {
+        key->tr = tr;
+        key->tr_gen = dev->generation;
+        return 1;
+    }
+    /* No RM: keep only the saved context, free the slot now. */
+    Esys_Free(key->saved);
+    key->saved = NULL;
+    do {
+        rc = Esys_ContextSave(esys, tr, &key->saved);
+    } while (hwkey_tpm2_retry(&retry, rc));
+    hwkey_tpm2_flush_quiet(esys, &tr);
+    if (rc != TSS2_RC_SUCCESS) {
+        key->saved = NULL;
+        return hwkey_tpm2_raise_rc(rc, "saving the key's context");
+    }
+    return 1;
+}
+
+int hwkey_tpm2_key_get(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
+{
+    HWKEY_TPM2_DEVICE *dev = dev_of(key);
+    HWKEY_TPM2_RETRY retry = {0};
+    TSS2_RC rc = TSS2_RC_SUCCESS;
+
+    *tr = ESYS_TR_NONE;
+    if (key->persistent != 0 || dev->rm_mode) {
+        if (key->tr == ESYS_TR_NONE || key->tr_gen != dev->generation) {
+            /* First use in this connection (or in a forked child): the old TR is dead. */
+            key->tr = ESYS_TR_NONE;
+            if (!hwkey_tpm2_key_prepare(key, esys))
+                return 0;
+        }
+        *tr = key->tr;
+        return set_auth(key, esys, *tr);
+    }
+    if (key->saved != NULL) {
+        do {
+            rc = Esys_ContextLoad(esys, key->saved, tr);
+        } while (hwkey_tpm2_retry(&retry, rc));
+    }
+    if (key->saved == NULL || rc != TSS2_RC_SUCCESS) {
+        int reason = hwkey_tpm2_reason(rc);
+
+        if (key->saved != NULL
+            && (reason == HWKEY_R_DEVICE_BUSY || reason == HWKEY_R_DEVICE_UNREACHABLE)) {
+            hwkey_tpm2_raise_rc(rc, "loading the key's saved context");
+            hwkey_tpm2_note_rc(dev, rc);
+            return 0;
+        }
+        if (key->saved != NULL)
+            hwkey_log(HWKEY_LOG_INFO, "tpm2: saved key context refused (0x%x), reloading",
+                      (unsigned int)rc);
+        /* Reload from the blob, then ContextLoad the fresh saved context. */
+        if (!hwkey_tpm2_key_prepare(key, esys))
+            return 0;
+        retry = (HWKEY_TPM2_RETRY){0};
+        do {
+            rc = Esys_ContextLoad(esys, key->saved, tr);
+        } while (hwkey_tpm2_retry(&retry, rc));
+        if (rc != TSS2_RC_SUCCESS) {
+            *tr = ESYS_TR_NONE;
+            return hwkey_tpm2_raise_load_rc(rc, "loading the key's saved context");
+        }
+    }
+    if (!set_auth(key, esys, *tr)) {
+        hwkey_tpm2_flush_quiet(esys, tr);
+        return 0;
+    }
+    return 1;
+}
+
+void hwkey_tpm2_key_put(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
+{
+    if (*tr == ESYS_TR_NONE)
+        return;
+    if (key->persistent == 0 && !dev_of(key)->rm_mode)
+        hwkey_tpm2_flush_quiet(esys, tr);
+    *tr = ESYS_TR_NONE;
+}
+
+/*
+ * A key with an auth value is used through an unsalted HMAC session, so the
+ * value itself never crosses the bus (a password session would send it in
+ * the clear).  continueSession is clear: the TPM ends the session with the
+ * command.  Keys without auth use the password session with an empty value.
+ */
+int hwkey_tpm2_session_start(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *session)
+{
+    const TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_NULL};
+    HWKEY_TPM2_RETRY retry = {0};
+    TSS2_RC rc;
+
+    *session = ESYS_TR_PASSWORD;
+    if (!key->has_auth)
+        return 1;
+    do {
+        rc = Esys_StartAuthSession(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                   ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
+                                   session);
+    } while (hwkey_tpm2_retry(&retry, rc));
+    if (rc != TSS2_RC_SUCCESS) {
+        *session = ESYS_TR_NONE;
+        return hwkey_tpm2_raise_rc(rc, "starting the key's HMAC session");
+    }
+    rc = Esys_TRSess_SetAttributes(esys, *session, 0, TPMA_SESSION_CONTINUESESSION);
+    if (rc != TSS2_RC_SUCCESS) {
+        hwkey_tpm2_flush_quiet(esys, session);
+        return hwkey_tpm2_raise_rc(rc, "setting the session attributes");
+    }
+    return 1;
+}
+
+void hwkey_tpm2_session_end(ESYS_CONTEXT *esys, ESYS_TR *session, TSS2_RC cmd_rc)
+{
+    if (*session == ESYS_TR_NONE || *session == ESYS_TR_PASSWORD)
+        return;
+    /* After success the TPM already ended it; after failure it may still exist. */
+    if (cmd_rc == TSS2_RC_SUCCESS)
+        Esys_TR_Close(esys, session);
+    else
+        hwkey_tpm2_flush_quiet(esys, session);
+    *session = ESYS_TR_NONE;
+}

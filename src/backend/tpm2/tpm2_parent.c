@@ -1,0 +1,179 @@
+/*
+ * The parent keys live under: a configured handle, the SRK at 0x81000001
+ * when the TPM was provisioned with one, or else a primary key in the owner
+ * hierarchy created from tpm2-openssl's template (so that key files recording
+ * parent 0x40000001 load in both tools).  Creating an ECC primary costs tens
+ * of milliseconds, so it is created once per process: kept loaded behind a
+ * resource manager, otherwise kept as a saved context and flushed after use.
+ */
+#include "backend/tpm2/tpm2_internal.h"
+
+#include <stdio.h>
+
+#include "util/error.h"
+#include "util/log.h"
+
+static int srk_present(ESYS_CONTEXT *esys, int *present)
+{
+    TPMS_CAPABILITY_DATA *cap = NULL;
+    TPMI_YES_NO more;
+    HWKEY_TPM2_RETRY retry = {0};
+    TSS2_RC rc;
+
+    do {
+        rc = Esys_GetCapability(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                TPM2_CAP_HANDLES, HWKEY_TPM2_SRK_HANDLE, 1, &more, &cap);
+    } while (hwkey_tpm2_retry(&retry, rc));
+    if (rc != TSS2_RC_SUCCESS)
+        return hwkey_tpm2_raise_rc(rc, "looking for the SRK 0x81000001");
+    *present = cap->data.handles.count > 0
+               && cap->data.handles.handle[0] == HWKEY_TPM2_SRK_HANDLE;
+    Esys_Free(cap);
+    return 1;
+}
+
+static int create_primary(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, ESYS_TR *tr)
+{
+    TPM2B_PUBLIC tmpl;
+    const TPM2B_SENSITIVE_CREATE sensitive = {0};
+    const TPM2B_DATA outside = {0};
+    const TPML_PCR_SELECTION pcrs = {0};
+    HWKEY_TPM2_RETRY retry = {0};
+    TSS2_RC rc;
+
+    hwkey_tpm2_primary_template(&tmpl);
+    do {
+        rc = Esys_CreatePrimary(esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                ESYS_TR_NONE, &sensitive, &tmpl, &outside, &pcrs, tr, NULL, NULL,
+                                NULL, NULL);
+    } while (hwkey_tpm2_retry(&retry, rc));
+    if (rc != TSS2_RC_SUCCESS) {
+        *tr = ESYS_TR_NONE;
+        return hwkey_tpm2_raise_rc(rc, "creating the owner primary key (parent 0x40000001)");
+    }
+    hwkey_log(HWKEY_LOG_INFO, "tpm2: created the owner primary key");
+    if (!dev->rm_mode && dev->primary_saved == NULL) {
+        retry = (HWKEY_TPM2_RETRY){0};
+        do {
+            rc = Esys_ContextSave(esys, *tr, &dev->primary_saved);
+        } while (hwkey_tpm2_retry(&retry, rc));
+        if (rc != TSS2_RC_SUCCESS) {
+            /* Not fatal: the next use creates the primary again. */
+            dev->primary_saved = NULL;
+            hwkey_log(HWKEY_LOG_INFO, "tpm2: cannot save the primary's context: 0x%x",
+                      (unsigned int)rc);
+        }
+    }
+    return 1;
+}
+
+static int owner_primary(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, ESYS_TR *tr)
+{
+    HWKEY_TPM2_RETRY retry = {0};
+    TSS2_RC rc;
+
+    if (dev->rm_mode) {
+        if (dev->primary_tr != ESYS_TR_NONE && dev->primary_gen == dev->generation) {
+            *tr = dev->primary_tr;
+            return 1;
+        }
+        if (!create_primary(dev, esys, tr))
+            return 0;
+        dev->primary_tr = *tr;
+        dev->primary_gen = dev->generation;
+        return 1;
+    }
+    if (dev->primary_saved != NULL) {
+        do {
+            rc = Esys_ContextLoad(esys, dev->primary_saved, tr);
+        } while (hwkey_tpm2_retry(&retry, rc));
+        if (rc == TSS2_RC_SUCCESS)
+            return 1;
+        /* The TPM was restarted or the context went stale: recreate. */
+        hwkey_log(HWKEY_LOG_INFO, "tpm2: saved primary context rejected (0x%x), recreating",
+                  (unsigned int)rc);
+        Esys_Free(dev->primary_saved);
+        dev->primary_saved = NULL;
+    }
+    return create_primary(dev, esys, tr);
+}
+
+static int persistent_parent(ESYS_CONTEXT *esys, uint32_t handle, ESYS_TR *tr)
+{
+    HWKEY_TPM2_RETRY retry = {0};
+    TSS2_RC rc;
+    char what[64];
+
+    do {
+        rc = Esys_TR_FromTPMPublic(esys, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, tr);
+    } while (hwkey_tpm2_retry(&retry, rc));
+    if (rc != TSS2_RC_SUCCESS) {
+        *tr = ESYS_TR_NONE;
+        snprintf(what, sizeof(what), "opening the parent key 0x%08x", (unsigned int)handle);
+        return hwkey_tpm2_raise_rc(rc, what);
+    }
+    return 1;
+}
+
+int hwkey_tpm2_parent_get(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, uint32_t handle,
+                          ESYS_TR *tr, uint32_t *recorded)
+{
+    *tr = ESYS_TR_NONE;
+    if (handle == 0)
+        handle = dev->cfg_parent;
+    if (handle == 0) {
+        if (!dev->default_parent_known) {
+            int present = 0;
+
+            if (!srk_present(esys, &present))
+                return 0;
+            dev->default_parent = present ? HWKEY_TPM2_SRK_HANDLE : HWKEY_TPM2_PARENT_OWNER;
+            dev->default_parent_known = 1;
+        }
+        handle = dev->default_parent;
+    }
+    if (recorded != NULL)
+        *recorded = handle;
+    if (handle == HWKEY_TPM2_PARENT_OWNER)
+        return owner_primary(dev, esys, tr);
+    if ((handle >> 24) == TPM2_HT_PERSISTENT)
+        return persistent_parent(esys, handle, tr);
+    hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                "parent handle 0x%08x is neither 0x40000001 (owner primary) nor persistent",
+                (unsigned int)handle);
+    return 0;
+}
+
+void hwkey_tpm2_parent_put(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, ESYS_TR *tr)
+{
+    if (*tr == ESYS_TR_NONE)
+        return;
+    if (*tr == dev->primary_tr) {
+        /* RM mode keeps the primary for the next load. */
+        *tr = ESYS_TR_NONE;
+        return;
+    }
+    /* Persistent parent: forget the TR; transient primary (no RM): flush. */
+    TPM2_HANDLE h = 0;
+
+    if (Esys_TR_GetTpmHandle(esys, *tr, &h) == TSS2_RC_SUCCESS
+        && (h >> 24) == TPM2_HT_PERSISTENT) {
+        Esys_TR_Close(esys, tr);
+        *tr = ESYS_TR_NONE;
+        return;
+    }
+    hwkey_tpm2_flush_quiet(esys, tr);
+}
+
+void hwkey_tpm2_parent_reset(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys_or_null)
+{
+    if (esys_or_null != NULL && dev->primary_tr != ESYS_TR_NONE
+        && dev->primary_gen == dev->generation)
+        hwkey_tpm2_flush_quiet(esys_or_null, &dev->primary_tr);
+    dev->primary_tr = ESYS_TR_NONE;
+    /* A TPM-side saved context stays valid across fork: keep primary_saved. */
+    if (esys_or_null != NULL) {
+        Esys_Free(dev->primary_saved);
+        dev->primary_saved = NULL;
+    }
+}

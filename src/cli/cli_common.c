@@ -1,0 +1,437 @@
+/* Helpers shared by the hwkey subcommands: errors, options, key arguments, output files. */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
+#include "hwkey/hwkey.h"
+#include "util/error.h"
+#include "util/keyref.h"
+#include "util/secmem.h"
+#include "util/tss2_keyfile.h"
+
+/* Key files and reference files are small; anything bigger is refused unread. */
+#define KEY_ARG_MAX (HWKEY_TSS2_KEYFILE_MAX * 2 + 256)
+#define AUTH_MAX 128
+
+static void print_clean(const char *s)
+{
+    for (; *s != '\0'; s++)
+        fputc(*s == '\n' || *s == '\r' ? ' ' : *s, stderr);
+}
+
+int hwkey_cli_fail(const char *fmt, ...)
+{
+    unsigned long e, chosen = 0, last = 0;
+    const char *data, *chosen_data = NULL, *last_data = NULL;
+    int flags, chosen_flags = 0, last_flags = 0;
+    char what[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    /* hwkey raises once, where the failure is found: the first of ours is the cause. */
+    while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
+        if (chosen == 0 && ERR_GET_LIB(e) == ERR_LIB_USER) {
+            chosen = e;
+            chosen_data = (flags & ERR_TXT_STRING) != 0 ? OPENSSL_strdup(data) : NULL;
+            chosen_flags = 1;
+        }
+        last = e;
+        OPENSSL_free((char *)last_data);
+        last_data = (flags & ERR_TXT_STRING) != 0 ? OPENSSL_strdup(data) : NULL;
+        last_flags = 1;
+    }
+    fprintf(stderr, "hwkey: %s: ", what);
+    if (chosen != 0) {
+        fputs(hwkey_reason_string(ERR_GET_REASON(chosen)), stderr);
+        if (chosen_data != NULL && *chosen_data != '\0') {
+            fputs(": ", stderr);
+            print_clean(chosen_data);
+        }
+    } else if (last != 0) {
+        const char *reason = ERR_reason_error_string(last);
+
+        if (reason != NULL)
+            fputs(reason, stderr);
+        else
+            fprintf(stderr, "error %08lX", last);
+        if (last_data != NULL && *last_data != '\0') {
+            fputs(": ", stderr);
+            print_clean(last_data);
+        }
+    } else {
+        fputs("unknown error", stderr);
+    }
+    fputc('\n', stderr);
+    (void)chosen_flags;
+    (void)last_flags;
+    OPENSSL_free((char *)chosen_data);
+    OPENSSL_free((char *)last_data);
+    return HWKEY_CLI_FAIL;
+}
+
+int hwkey_cli_usage(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "hwkey: %s%susage error: ", cmd != NULL ? cmd : "",
+            cmd != NULL ? ": " : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see hwkey %s%s--help)\n", cmd != NULL ? cmd : "", cmd != NULL ? " " : "");
+    ERR_clear_error();
+    return HWKEY_CLI_USAGE;
+}
+
+int hwkey_cli_set_tcti(HWKEY_CLI *cli, const char *tcti)
+{
+    OPENSSL_free(cli->tcti);
+    cli->tcti = OPENSSL_strdup(tcti);
+    return cli->tcti != NULL;
+}
+
+int hwkey_cli_read_auth(HWKEY_CLI *cli, const char *path)
+{
+    char buf[AUTH_MAX + 2];
+    size_t n = 0;
+    FILE *f = fopen(path, "rb");
+    int ok = 0;
+
+    if (f == NULL) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "cannot open auth file %s: %s", path, strerror(errno));
+        return 0;
+    }
+    n = fread(buf, 1, sizeof(buf), f);
+    if (ferror(f)) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "cannot read auth file %s: %s", path, strerror(errno));
+        goto end;
+    }
+    if (n > 0 && buf[n - 1] == '\n')
+        n--;
+    if (n > 0 && buf[n - 1] == '\r')
+        n--;
+    if (n == 0 || n > AUTH_MAX) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "auth file %s must hold 1..%d bytes", path, AUTH_MAX);
+        goto end;
+    }
+    hwkey_secmem_free(cli->auth);
+    cli->auth = hwkey_secmem_alloc(n + 1);
+    if (cli->auth == NULL)
+        goto end;
+    memcpy(cli->auth, buf, n);
+    cli->auth_len = n;
+    ok = 1;
+end:
+    OPENSSL_cleanse(buf, sizeof(buf));
+    fclose(f);
+    return ok;
+}
+
+int hwkey_cli_pw_cb(char *pass, size_t pass_size, size_t *pass_len, const OSSL_PARAM params[],
+                    void *arg)
+{
+    HWKEY_CLI *cli = arg;
+
+    (void)params;
+    if (cli == NULL || cli->auth == NULL) {
+        hwkey_raise(HWKEY_R_AUTH_FAILED, "the key needs an auth value: give --auth-file");
+        return 0;
+    }
+    if (cli->auth_len > pass_size) {
+        hwkey_raise(HWKEY_R_BUFFER_TOO_SMALL, "auth value of %zu bytes", cli->auth_len);
+        return 0;
+    }
+    memcpy(pass, cli->auth, cli->auth_len);
+    *pass_len = cli->auth_len;
+    return 1;
+}
+
+int hwkey_cli_common_option(HWKEY_CLI *cli, int opt, const char *arg)
+{
+    switch (opt) {
+    case HWKEY_CLI_OPT_TCTI:
+        if (!hwkey_cli_set_tcti(cli, arg)) {
+            hwkey_cli_fail("--tcti");
+            return -1;
+        }
+        return 1;
+    case HWKEY_CLI_OPT_AUTH_FILE:
+        if (!hwkey_cli_read_auth(cli, arg)) {
+            hwkey_cli_fail("--auth-file");
+            return -1;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+HWKEY_DEVICES *hwkey_cli_devices(HWKEY_CLI *cli)
+{
+    if (cli->devs != NULL)
+        return cli->devs;
+    /* --tcti first: hwkey_config_apply_env() fills only what is still unset. */
+    if (cli->tcti != NULL && cli->cfg.tpm2_tcti == NULL
+        && (cli->cfg.tpm2_tcti = OPENSSL_strdup(cli->tcti)) == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying --tcti");
+        return NULL;
+    }
+    if (!hwkey_config_apply_env(&cli->cfg))
+        return NULL;
+    cli->devs = hwkey_devices_new(&cli->cfg);
+    return cli->devs;
+}
+
+/* --- KEY arguments ---------------------------------------------------------- */
+
+static int read_small_file(const char *path, unsigned char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char *buf = NULL;
+    size_t n;
+
+    if (f == NULL) {
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "cannot open %s: %s", path, strerror(errno));
+        return 0;
+    }
+    buf = OPENSSL_malloc(KEY_ARG_MAX + 1);
+    if (buf == NULL) {
+        fclose(f);
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "reading %s", path);
+        return 0;
+    }
+    n = fread(buf, 1, KEY_ARG_MAX + 1, f);
+    if (ferror(f) || n > KEY_ARG_MAX || n == 0) {
+        if (ferror(f))
+            hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "cannot read %s: %s", path, strerror(errno));
+        else
+            hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "%s is %s", path,
+                        n == 0 ? "empty" : "too large for a key file");
+        fclose(f);
+        OPENSSL_free(buf);
+        return 0;
+    }
+    fclose(f);
+    *out = buf;
+    *len = n;
+    return 1;
+}
+
+/* A PEM file: one of our labels, else a clear refusal. */
+static int keyref_from_pem(const char *path, HWKEY_CLI_KEYREF *r)
+{
+    BIO *mem = BIO_new_mem_buf(r->buf, (int)r->buflen);
+    char *label = NULL, *header = NULL;
+    unsigned char *data = NULL;
+    const char *uri;
+    size_t uri_len;
+    long len = 0;
+    int ok = 0;
+
+    ERR_set_mark();
+    if (mem == NULL || PEM_read_bio(mem, &label, &header, &data, &len) <= 0) {
+        ERR_pop_to_mark();
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "%s: no complete PEM block (truncated or corrupt)",
+                    path);
+        goto end;
+    }
+    ERR_pop_to_mark();
+    OPENSSL_clear_free(r->buf, r->buflen);
+    r->buf = data;
+    r->buflen = (size_t)len;
+    data = NULL;
+    if (strcmp(label, HWKEY_PEM_TSS2_PRIVATE_KEY) == 0) {
+        r->ref.kind = HWKEY_REF_TSS2_KEYFILE;
+        r->ref.data = r->buf;
+        r->ref.len = r->buflen;
+        ok = 1;
+    } else if (strcmp(label, HWKEY_PEM_PKCS11_URI) == 0 || strcmp(label, HWKEY_PEM_KEY_URI) == 0) {
+        unsigned char *copy;
+
+        if (!hwkey_keyref_uri_parse(r->buf, r->buflen, &uri, &uri_len)
+            || (copy = OPENSSL_zalloc(uri_len + 1)) == NULL) {
+            hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "%s: \"%s\" block holds no key URI", path,
+                        label);
+            goto end;
+        }
+        memcpy(copy, uri, uri_len);
+        OPENSSL_free(r->buf);
+        r->buf = copy;
+        r->buflen = uri_len;
+        r->ref.kind = hwkey_ref_kind_of_string((char *)copy);
+        r->ref.data = copy;
+        r->ref.len = uri_len;
+        ok = r->ref.kind != 0;
+        if (!ok)
+            hwkey_raise(HWKEY_R_INVALID_URI, "%s: unknown URI scheme in \"%s\"", path,
+                        (char *)copy);
+    } else {
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
+                    "%s holds a \"%s\" PEM block, not a TSS2 key or a key reference", path, label);
+    }
+end:
+    OPENSSL_free(label);
+    OPENSSL_free(header);
+    OPENSSL_free(data);
+    BIO_free(mem);
+    return ok;
+}
+
+int hwkey_cli_keyref_open(const char *arg, HWKEY_CLI_KEYREF *r)
+{
+    HWKEY_TSS2_KEYFILE kf;
+    int ok;
+
+    memset(r, 0, sizeof(*r));
+    r->ref.kind = hwkey_ref_kind_of_string(arg);
+    if (r->ref.kind != 0) {
+        r->ref.data = (const unsigned char *)arg;
+        r->ref.len = strlen(arg);
+        return 1;
+    }
+    if (!read_small_file(arg, &r->buf, &r->buflen))
+        return 0;
+    if (r->buflen > 11 && memcmp(r->buf, "-----BEGIN ", 11) == 0) {
+        if (!keyref_from_pem(arg, r))
+            goto err;
+    } else {
+        r->ref.kind = HWKEY_REF_TSS2_KEYFILE;
+        r->ref.data = r->buf;
+        r->ref.len = r->buflen;
+    }
+    if (r->ref.kind != HWKEY_REF_TSS2_KEYFILE)
+        return 1;
+    /* Check the file here, so a corrupt one is named even when no TPM answers. */
+    memset(&kf, 0, sizeof(kf));
+    ok = hwkey_tss2_keyfile_decode(r->ref.data, r->ref.len, &kf);
+    hwkey_tss2_keyfile_clear(&kf);
+    if (ok)
+        return 1;
+err:
+    hwkey_cli_keyref_clear(r);
+    return 0;
+}
+
+void hwkey_cli_keyref_clear(HWKEY_CLI_KEYREF *r)
+{
+    OPENSSL_clear_free(r->buf, r->buflen);
+    memset(r, 0, sizeof(*r));
+}
+
+/* --- output files ------------------------------------------------------------ */
+
+int hwkey_cli_out_begin(HWKEY_CLI_OUTFILE *o, const char *path, int force)
+{
+    char *dircopy = NULL;
+    struct stat st;
+    size_t n;
+
+    memset(o, 0, sizeof(*o));
+    o->fd = -1;
+    o->force = force;
+    if (!force && lstat(path, &st) == 0) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "%s exists; use --force to replace it", path);
+        return 0;
+    }
+    dircopy = OPENSSL_strdup(path);
+    o->path = OPENSSL_strdup(path);
+    n = strlen(path) + 32;
+    o->tmp = OPENSSL_malloc(n);
+    if (dircopy == NULL || o->path == NULL || o->tmp == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "preparing %s", path);
+        goto err;
+    }
+    /* Same directory as the target, so rename/link never crosses file systems. */
+    snprintf(o->tmp, n, "%s/.hwkey-tmp-XXXXXX", dirname(dircopy));
+    o->fd = mkstemp(o->tmp);
+    if (o->fd < 0) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "cannot create a file next to %s: %s", path,
+                    strerror(errno));
+        goto err;
+    }
+    OPENSSL_free(dircopy);
+    return 1;
+err:
+    OPENSSL_free(dircopy);
+    OPENSSL_free(o->tmp);
+    OPENSSL_free(o->path);
+    o->tmp = o->path = NULL;
+    return 0;
+}
+
+int hwkey_cli_out_commit(HWKEY_CLI_OUTFILE *o, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    size_t done = 0;
+
+    while (done < len) {
+        ssize_t n = write(o->fd, p + done, len - done);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "writing %s: %s", o->path, strerror(errno));
+            return 0;
+        }
+        done += (size_t)n;
+    }
+    if (fsync(o->fd) != 0 || close(o->fd) != 0) {
+        o->fd = -1;
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "writing %s: %s", o->path, strerror(errno));
+        return 0;
+    }
+    o->fd = -1;
+    if (o->force ? rename(o->tmp, o->path) != 0 : link(o->tmp, o->path) != 0) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "cannot create %s: %s%s", o->path, strerror(errno),
+                    errno == EEXIST ? " (use --force to replace it)" : "");
+        return 0;
+    }
+    if (!o->force)
+        unlink(o->tmp);
+    OPENSSL_free(o->tmp);
+    o->tmp = NULL;
+    return 1;
+}
+
+void hwkey_cli_out_abort(HWKEY_CLI_OUTFILE *o)
+{
+    if (o->fd >= 0)
+        close(o->fd);
+    o->fd = -1;
+    if (o->tmp != NULL)
+        unlink(o->tmp);
+    OPENSSL_free(o->tmp);
+    OPENSSL_free(o->path);
+    o->tmp = o->path = NULL;
+}
+
+void hwkey_cli_describe_alg(const HWKEY_KEYINFO *info, char *buf, size_t bufsz)
+{
+    const char *curve;
+
+    switch (info->alg) {
+    case HWKEY_ALG_EC:
+        curve = EC_curve_nid2nist(info->curve_nid);
+        snprintf(buf, bufsz, "ec:%s", curve != NULL ? curve : OBJ_nid2sn(info->curve_nid));
+        return;
+    case HWKEY_ALG_RSA:
+        snprintf(buf, bufsz, "rsa:%d", info->bits);
+        return;
+    case HWKEY_ALG_ED25519:
+        snprintf(buf, bufsz, "ed25519");
+        return;
+    }
+    snprintf(buf, bufsz, "unknown");
+}

@@ -1,0 +1,180 @@
+/* hwkey keygen ALG --out FILE [--persist 0x81xxxxxx] [--auth-file F] [--force] */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/bio.h>
+#include <openssl/obj_mac.h>
+
+#include "cli/cli.h"
+#include "util/error.h"
+#include "util/keyref.h"
+#include "util/tss2_keyfile.h"
+
+static const struct {
+    const char *name;
+    HWKEY_KEYSPEC spec;
+} algs[] = {
+    {"ec:P-256", {.alg = HWKEY_ALG_EC, .curve_nid = NID_X9_62_prime256v1, .bits = 256}},
+    {"ec:P-384", {.alg = HWKEY_ALG_EC, .curve_nid = NID_secp384r1, .bits = 384}},
+    {"rsa:2048", {.alg = HWKEY_ALG_RSA, .bits = 2048}},
+    {"rsa:3072", {.alg = HWKEY_ALG_RSA, .bits = 3072}},
+};
+
+static void keygen_usage(void)
+{
+    printf("usage: hwkey keygen ALG --out FILE [--persist 0x81xxxxxx] [--auth-file F] [--force]\n"
+           "       hwkey keygen ALG --uri 'pkcs11:...' [--out FILE]\n\n"
+           "ALG: ec:P-256 ec:P-384 rsa:2048 rsa:3072\n\n"
+           "  --out FILE        TSS2 PRIVATE KEY file to write (PEM); with --persist or\n"
+           "                    --uri, a key reference file naming the key\n"
+           "  --persist HANDLE  also make the key persistent at HANDLE (0x81000000..0x81FFFFFF)\n"
+           "  --auth-file F     the key's auth value (first line of F); default: none\n"
+           "  --uri URI         generate on the PKCS#11 token named by URI\n"
+           "  --force           replace an existing --out file\n"
+           "  --tcti STRING     TPM transport (see hwkey --help)\n");
+}
+
+static int parse_handle(const char *s, uint32_t *out)
+{
+    char *end = NULL;
+    unsigned long v;
+
+    if (strncasecmp(s, "0x", 2) != 0)
+        return 0;
+    v = strtoul(s, &end, 16);
+    if (end == s || *end != '\0' || v < 0x81000000UL || v > 0x81FFFFFFUL)
+        return 0;
+    *out = (uint32_t)v;
+    return 1;
+}
+
+/* The file for the new key: the TSS2 key itself, or a reference to it. */
+static int render_keyfile(const HWKEY_REFBLOB *blob, BIO *mem)
+{
+    HWKEY_TSS2_KEYFILE kf;
+    char uri[HWKEY_KEYREF_URI_MAX + 1];
+    int ok;
+
+    if (blob->kind != HWKEY_REF_TSS2_KEYFILE) {
+        if (blob->len == 0 || blob->len > HWKEY_KEYREF_URI_MAX) {
+            hwkey_raise(HWKEY_R_INTERNAL, "the backend returned a key reference of %zu bytes",
+                        blob->len);
+            return 0;
+        }
+        memcpy(uri, blob->data, blob->len);
+        uri[blob->len] = '\0';
+        return hwkey_keyref_write_pem(mem, uri, "hwkey key reference");
+    }
+    memset(&kf, 0, sizeof(kf));
+    ok = hwkey_tss2_keyfile_decode(blob->data, blob->len, &kf)
+         && hwkey_tss2_keyfile_write_pem(mem, &kf);
+    hwkey_tss2_keyfile_clear(&kf);
+    return ok;
+}
+
+int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
+{
+    enum { OPT_OUT = 1, OPT_PERSIST, OPT_URI, OPT_FORCE };
+    static const struct option opts[] = {
+        {"out", required_argument, NULL, OPT_OUT},
+        {"persist", required_argument, NULL, OPT_PERSIST},
+        {"uri", required_argument, NULL, OPT_URI},
+        {"force", no_argument, NULL, OPT_FORCE},
+        {"auth-file", required_argument, NULL, HWKEY_CLI_OPT_AUTH_FILE},
+        {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    const char *out_path = NULL, *uri = NULL, *alg_name;
+    const HWKEY_KEYSPEC *spec = NULL;
+    HWKEY_GENOPTS gen;
+    HWKEY_REFBLOB blob = {0};
+    HWKEY_CLI_OUTFILE out = {.fd = -1};
+    HWKEY_DEVICES *devs;
+    HWKEY_DEVICE *dev;
+    BIO *mem = NULL;
+    char *data;
+    long datalen;
+    int opt, c, force = 0, rc = HWKEY_CLI_FAIL;
+
+    memset(&gen, 0, sizeof(gen));
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'h':
+            keygen_usage();
+            return HWKEY_CLI_OK;
+        case OPT_OUT:
+            out_path = optarg;
+            break;
+        case OPT_PERSIST:
+            if (!parse_handle(optarg, &gen.persist_handle))
+                return hwkey_cli_usage("keygen", "--persist %s: expected 0x81000000..0x81FFFFFF",
+                                       optarg);
+            break;
+        case OPT_URI:
+            uri = optarg;
+            break;
+        case OPT_FORCE:
+            force = 1;
+            break;
+        default:
+            if ((c = hwkey_cli_common_option(cli, opt, optarg)) < 0)
+                return HWKEY_CLI_FAIL;
+            if (c == 0)
+                return hwkey_cli_usage("keygen", "unknown or incomplete option %s",
+                                       argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 1)
+        return hwkey_cli_usage("keygen", "expected exactly one ALG (ec:P-256 ec:P-384 rsa:2048 "
+                                         "rsa:3072)");
+    alg_name = argv[optind];
+    for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++)
+        if (strcasecmp(alg_name, algs[i].name) == 0)
+            spec = &algs[i].spec;
+    if (spec == NULL)
+        return hwkey_cli_usage("keygen", "unknown algorithm \"%s\" (ec:P-256 ec:P-384 rsa:2048 "
+                                         "rsa:3072)", alg_name);
+    if (out_path == NULL && uri == NULL && gen.persist_handle == 0)
+        return hwkey_cli_usage("keygen", "--out FILE is required");
+    if (uri != NULL && gen.persist_handle != 0)
+        return hwkey_cli_usage("keygen", "--persist is for TPM keys, --uri for PKCS#11 keys");
+    gen.uri = uri;
+    gen.auth = cli->auth;
+    gen.auth_len = cli->auth_len;
+
+    /* The output file first: an unwritable place fails before the device works. */
+    if (out_path != NULL && !hwkey_cli_out_begin(&out, out_path, force))
+        goto fail;
+    if ((devs = hwkey_cli_devices(cli)) == NULL)
+        goto fail;
+    dev = uri != NULL ? hwkey_devices_for_kind(devs, HWKEY_REF_PKCS11_URI)
+                      : hwkey_devices_by_name(devs, "tpm2");
+    if (dev == NULL)
+        goto fail;
+    if (spec->alg == HWKEY_ALG_RSA)
+        fprintf(stderr, "hwkey: generating %s in the %s, this can take a few seconds...\n",
+                alg_name, uri != NULL ? "token" : "TPM");
+    if (!hwkey_backend_key_generate(dev, spec, &gen, &blob))
+        goto fail;
+    if (out_path != NULL) {
+        if ((mem = BIO_new(BIO_s_mem())) == NULL || !render_keyfile(&blob, mem)
+            || (datalen = BIO_get_mem_data(mem, &data)) <= 0
+            || !hwkey_cli_out_commit(&out, data, (size_t)datalen))
+            goto fail;
+    }
+    if (blob.kind != HWKEY_REF_TSS2_KEYFILE)
+        printf("%.*s\n", (int)blob.len, (const char *)blob.data);
+    rc = HWKEY_CLI_OK;
+    goto end;
+fail:
+    rc = hwkey_cli_fail("keygen %s", alg_name);
+end:
+    hwkey_cli_out_abort(&out);
+    BIO_free(mem);
+    OPENSSL_free(blob.data);
+    return rc;
+}

@@ -1,0 +1,73 @@
+/* hwkey pubkey KEY: the public key of a device key, PEM on stdout. */
+#include <getopt.h>
+#include <stdio.h>
+
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+
+#include "cli/cli.h"
+
+static void pubkey_usage(void)
+{
+    printf("usage: hwkey pubkey [--auth-file F] [--tcti STRING] KEY\n\n"
+           "Prints the public key of KEY as PEM on stdout.  KEY is a TSS2 key file\n"
+           "(PEM or DER), a key reference file, handle:0x81xxxxxx or a pkcs11: URI.\n");
+}
+
+int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"auth-file", required_argument, NULL, HWKEY_CLI_OPT_AUTH_FILE},
+        {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    HWKEY_CLI_KEYREF kr = {0};
+    HWKEY_DEVICES *devs;
+    HWKEY_DEVICE *dev;
+    HWKEY_BKEY *bkey = NULL;
+    EVP_PKEY *pub = NULL;
+    BIO *mem = NULL;
+    char *pem;
+    long pemlen;
+    int opt, c, rc = HWKEY_CLI_FAIL;
+
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (opt == 'h') {
+            pubkey_usage();
+            return HWKEY_CLI_OK;
+        }
+        if ((c = hwkey_cli_common_option(cli, opt, optarg)) < 0)
+            return HWKEY_CLI_FAIL;
+        if (c == 0)
+            return hwkey_cli_usage("pubkey", "unknown or incomplete option %s", argv[optind - 1]);
+    }
+    if (argc - optind != 1)
+        return hwkey_cli_usage("pubkey", "expected exactly one KEY");
+
+    if (!hwkey_cli_keyref_open(argv[optind], &kr)
+        || (devs = hwkey_cli_devices(cli)) == NULL
+        || (dev = hwkey_devices_for_kind(devs, kr.ref.kind)) == NULL
+        || !hwkey_backend_key_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, &bkey)
+        || (pub = hwkey_backend_key_public(bkey, NULL, NULL)) == NULL) {
+        rc = hwkey_cli_fail("pubkey %s", argv[optind]);
+        goto end;
+    }
+    /* Render first, then write once: no half-written PEM on stdout. */
+    if ((mem = BIO_new(BIO_s_mem())) == NULL || !PEM_write_bio_PUBKEY(mem, pub)
+        || (pemlen = BIO_get_mem_data(mem, &pem)) <= 0) {
+        rc = hwkey_cli_fail("pubkey %s: encoding the public key", argv[optind]);
+        goto end;
+    }
+    if (fwrite(pem, 1, (size_t)pemlen, stdout) != (size_t)pemlen || fflush(stdout) != 0) {
+        fprintf(stderr, "hwkey: pubkey %s: cannot write to stdout\n", argv[optind]);
+        goto end;
+    }
+    rc = HWKEY_CLI_OK;
+end:
+    BIO_free(mem);
+    EVP_PKEY_free(pub);
+    hwkey_backend_key_free(bkey);
+    hwkey_cli_keyref_clear(&kr);
+    return rc;
+}

@@ -1,0 +1,30 @@
+/*
+ * Key reference files: a PEM block that holds a key URI and no secret, for
+ * programs that only accept a key file (nginx's ssl_certificate_key).  The
+ * body is pkcs11-provider's
+ *     P11PROV-PK11-URI ::= SEQUENCE { desc VisibleString, uri UTF8String }
+ * under the label "PKCS#11 PROVIDER URI" (pkcs11: URIs, files that
+ * pkcs11-provider reads too) or "HWKEY KEY URI" (also handle: URIs).
+ */
+#ifndef HWKEY_UTIL_KEYREF_H
+#define HWKEY_UTIL_KEYREF_H
+
+#include <stddef.h>
+
+#include <openssl/bio.h>
+
+/* A URI longer than this is not a key reference. */
+#define HWKEY_KEYREF_URI_MAX 4096
+
+/*
+ * The URI in a reference file body (also accepts the bare URI text).
+ * *uri points into der, not NUL-terminated.  Returns 0 and raises nothing
+ * when der is not such a body, so callers can use it to recognise one.
+ */
+int hwkey_keyref_uri_parse(const unsigned char *der, size_t len, const char **uri,
+                           size_t *uri_len);
+
+/* Writes a reference file for uri: the label follows the URI's scheme. */
+int hwkey_keyref_write_pem(BIO *out, const char *uri, const char *desc);
+
+#endif

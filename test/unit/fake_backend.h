@@ -1,0 +1,46 @@
+/*
+ * A software HWKEY_BACKEND for unit tests (name "fake").  It resolves
+ * HWKEY_REF_TSS2_KEYFILE references whose privkey TPM2B holds a DER PKCS#8
+ * software private key (hwkey_fake_keyfile() writes them), and does every
+ * private operation with OpenSSL's default provider in its own library
+ * context.  It counts calls per operation and can be told to fail an
+ * operation with a given reason, so tests can assert what reaches the error
+ * queue.  Not thread-safe in its knobs: set them before the calls.
+ */
+#ifndef HWKEY_TEST_FAKE_BACKEND_H
+#define HWKEY_TEST_FAKE_BACKEND_H
+
+#include <openssl/evp.h>
+
+#include "backend/backend.h"
+
+extern const HWKEY_BACKEND hwkey_fake_backend;
+
+typedef enum {
+    HWKEY_FAKE_OP_LOAD,
+    HWKEY_FAKE_OP_SIGN,
+    HWKEY_FAKE_OP_RSA_PRIVATE,
+    HWKEY_FAKE_OP_RSA_DECRYPT,
+    HWKEY_FAKE_OP_ECDH,
+    HWKEY_FAKE_OP_N
+} HWKEY_FAKE_OP;
+
+/* Counters to zero, no injected failure, RSA keys with RSA_RAW. */
+void hwkey_fake_reset(void);
+int hwkey_fake_calls(HWKEY_FAKE_OP op);
+/*
+ * Every later call of op fails with reason (HWKEY_R_*) and a text naming
+ * device_code (e.g. "TPM_RC_AUTH_FAIL"), until hwkey_fake_reset().
+ */
+void hwkey_fake_inject(HWKEY_FAKE_OP op, int reason, const char *device_code);
+/*
+ * RSA keys loaded afterwards offer the raw private operation (1, default)
+ * or not (0): then the fake pads itself and, like a TPM, only does PSS with
+ * a salt as long as the digest.
+ */
+void hwkey_fake_set_rsa_raw(int on);
+
+/* A TSS2 key file (DER) holding soft's private key for the fake backend. */
+int hwkey_fake_keyfile(EVP_PKEY *soft, unsigned char **der, size_t *der_len);
+
+#endif
