@@ -75,12 +75,14 @@ const char *bench_cc_name(uint32_t cc);
 
 /* ---- tpm2_bench.c / bench_report.c: the run and its results --------------- */
 
-#define MAX_MODES 2
-#define MAX_ALGS 2
-#define ERRLEN 512
+#define BENCH_MAX_MODES 2
+#define BENCH_MAX_ALGS 2
+#define BENCH_ERRLEN 512
+#define BENCH_MAX_ROUNDS 400
+#define BENCH_SLICE_SECONDS 0.25 /* default slice: short, so bursts of load hit all alike */
 
-#define TARGET_VS_BARE 0.9
-#define TARGET_VS_TPM2_OPENSSL 1.2
+#define BENCH_TARGET_VS_BARE 0.9
+#define BENCH_TARGET_VS_TPM2_OPENSSL 1.2
 
 typedef struct {
     const char *label;
@@ -103,9 +105,11 @@ typedef struct {
     int dev_counted; /* behind the resource manager too */
     BENCH_CMD_COUNT dev_cmds;
     unsigned long count_sigs;
-    char err[ERRLEN];       /* first failure of the timed run, empty if none */
-    char count_err[ERRLEN]; /* failure of the counting pass */
-    int alone;              /* timed alone, not interleaved (the group crashed) */
+    char err[BENCH_ERRLEN];       /* first failure of the timed run, empty if none */
+    char count_err[BENCH_ERRLEN]; /* failure of the counting pass */
+    int alone;                    /* timed alone, not interleaved (the group crashed) */
+    int nslices;                  /* slice_rate[round]: signatures/s in that round's slice */
+    float slice_rate[BENCH_MAX_ROUNDS];
 } BENCH_RESULT;
 
 typedef struct {
@@ -121,11 +125,11 @@ typedef struct {
      * commands that really reach the TPM behind it are counted too. */
     const char *rm_count_tcti;
     const char *rm_device_pcap;
-    BENCH_MODE modes[MAX_MODES];
+    BENCH_MODE modes[BENCH_MAX_MODES];
     int nmodes;
-    BENCH_ALG algs[MAX_ALGS];
+    BENCH_ALG algs[BENCH_MAX_ALGS];
     int nalgs;
-    BENCH_RESULT res[MAX_MODES][MAX_ALGS][BENCH_KIND_MAX];
+    BENCH_RESULT res[BENCH_MAX_MODES][BENCH_MAX_ALGS][BENCH_KIND_MAX];
 } BENCH;
 
 /* Prints both tables; returns the number of targets missed (through the RM). */

@@ -25,7 +25,7 @@ while [[ $# -gt 0 ]]; do
     --keys) keys=${2:?--keys needs hwkey or tpm2-openssl}; shift 2 ;;
     --keep) keep=1; shift ;;
     --) shift; break ;;
-    -h | --help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run-tpm2-bench: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done

@@ -145,12 +145,26 @@ static int in_child(BENCH *b, int m, int a, int k, int timing)
         _exit(n == (ssize_t)want ? 0 : 3);
     }
     close(fds[1]);
-    n = read(fds[0], got, want);
+    for (size_t done = 0;;) { /* several KB: a pipe may deliver them in pieces */
+        ssize_t got_now = read(fds[0], (char *)got + done, want - done);
+
+        if (got_now < 0 && errno == EINTR)
+            continue;
+        if (got_now <= 0) {
+            n = (ssize_t)done;
+            break;
+        }
+        done += (size_t)got_now;
+        if (done == want) {
+            n = (ssize_t)done;
+            break;
+        }
+    }
     close(fds[0]);
     waitpid(pid, &status, 0);
     for (int j = 0; j < BENCH_KIND_MAX; j++) {
         BENCH_RESULT *res = &b->res[m][a][j];
-        char died[ERRLEN];
+        char died[BENCH_ERRLEN];
 
         if (k >= 0 && j != k)
             continue;
@@ -181,6 +195,8 @@ static int in_child(BENCH *b, int m, int a, int k, int timing)
             res->ran = got[j].ran;
             res->sigs = got[j].sigs;
             res->secs = got[j].secs;
+            res->nslices = got[j].nslices;
+            memcpy(res->slice_rate, got[j].slice_rate, sizeof(res->slice_rate));
             memcpy(res->err, got[j].err, sizeof(res->err));
             res->alone = k >= 0;
         }
@@ -199,7 +215,7 @@ static void fail(BENCH_RESULT *r, const char *what, const char *why)
 static void run_throughput(BENCH *b, int m, int a, int only)
 {
     BENCH_CONTENDER *c[BENCH_KIND_MAX] = {0};
-    char err[ERRLEN];
+    char err[BENCH_ERRLEN];
     int kinds[BENCH_KIND_MAX], nk = 0;
     double slice = b->seconds / b->rounds;
 
@@ -266,6 +282,8 @@ static void run_throughput(BENCH *b, int m, int a, int only)
             } while (t1 < deadline);
             r->sigs += sigs;
             r->secs += t1 - t0;
+            r->slice_rate[round] = (float)(sigs / (t1 - t0));
+            r->nslices = round + 1;
             if (!bench_contender_suspend(c[k], err, sizeof(err))) {
                 fail(r, "suspend", err);
                 goto drop;
@@ -305,12 +323,13 @@ static void usage(FILE *f)
             "                        TCTI is pcap:...; with --rm-device-pcap FILE (its capture)\n"
             "                        the commands reaching the TPM behind it are counted too\n"
             "  -t SECONDS            time per contender per (mode, key) (default 5)\n"
-            "  --rounds N            interleaved slices per contender (default 5)\n"
+            "  --rounds N            interleaved slices per contender (default: slices of\n"
+            "                        0.25 s); ratios are medians of the rounds' paired rates\n"
             "  --count N             signatures counted for commands/signature (default 50)\n"
             "  --warmup N            signatures before measuring (default 5)\n"
             "  --msg-len BYTES       message signed each time (default 130, about a TLS 1.3\n"
             "                        CertificateVerify)\n"
-            "  --quick               -t 1 --rounds 2 --count 10 --warmup 2\n"
+            "  --quick               -t 1 --count 10 --warmup 2\n"
             "  --workdir DIR         where captures go (default: a new directory in /tmp)\n"
             "  --strict              exit 1 when a target is missed\n"
             "At least one TCTI and one key file are needed.\n");
@@ -345,7 +364,7 @@ int main(int argc, char **argv)
     int opt, direct_t2 = 0, own_workdir = 0, failures = 0, misses;
 
     b.seconds = 5;
-    b.rounds = 5;
+    b.rounds = 0; /* from -t */
     b.count_sigs = 50;
     b.warmup = 5;
     b.msg_len = 130;
@@ -397,7 +416,6 @@ int main(int argc, char **argv)
             break;
         case 'q':
             b.seconds = 1;
-            b.rounds = 2;
             b.count_sigs = 10;
             b.warmup = 2;
             break;
@@ -416,10 +434,14 @@ int main(int argc, char **argv)
         }
     }
     if (optind != argc || (rm_tcti == NULL && direct_tcti == NULL) || (ec == NULL && rsa == NULL) ||
-        b.seconds <= 0 || b.rounds < 1 || b.count_sigs < 1 || b.warmup < 0 ||
-        b.msg_len > 1024 * 1024) {
+        b.seconds <= 0 || b.rounds < 0 || b.rounds > BENCH_MAX_ROUNDS || b.count_sigs < 1 ||
+        b.warmup < 0 || b.msg_len > 1024 * 1024) {
         usage(stderr);
         return 2;
+    }
+    if (b.rounds == 0) {
+        b.rounds = (int)(b.seconds / BENCH_SLICE_SECONDS + 0.5);
+        b.rounds = b.rounds < 2 ? 2 : b.rounds > BENCH_MAX_ROUNDS ? BENCH_MAX_ROUNDS : b.rounds;
     }
     /* OpenSSL resolves a relative module name against its modules directory. */
     for (int k = BENCH_HWKEY; k < BENCH_KIND_MAX; k++) {

@@ -135,10 +135,17 @@ fails_cleanly 1 "auth file" keygen ec:P-256 --out auth.pem --auth-file empty-aut
 fails_cleanly 1 "cannot create a file" keygen ec:P-256 --out /nonexistent-dir/k.pem
 no_temp_files
 
-# a key with an auth value: made, and its public key readable without the auth
+# A key with an auth value: the TPM enforces the value keygen was given.
 printf 'correct horse\n' >auth-file
 run_cli 0 authk.out authk.err keygen ec:P-256 --out authkey.pem --auth-file auth-file
-run_cli 0 authk.pub authk.err pubkey authkey.pem
+run_cli 0 authk.pub authk.err pubkey --auth-file auth-file authkey.pem
+printf 'message\n' >msg
+ossl pkeyutl -sign -rawin -digest sha256 -in msg -inkey authkey.pem -passin 'pass:correct horse' \
+    -out auth.sig 2>auth.err || hw_fail "signing with the right auth value: $(cat auth.err)"
+sw pkeyutl -verify -rawin -digest sha256 -in msg -pubin -inkey authk.pub -sigfile auth.sig \
+    >/dev/null 2>&1 || hw_fail "signature made with the auth key does not verify"
+hw_expect_fail "authorization failed.*TPM_RC_(AUTH_FAIL|BAD_AUTH)" "signing with a wrong auth value" \
+    ossl pkeyutl -sign -rawin -digest sha256 -in msg -inkey authkey.pem -passin pass:wrong -out bad.sig
 
 # --- bad inputs: usage errors (exit 2) ----------------------------------------
 fails_cleanly 2 "usage error: unknown algorithm" keygen ec:P-999 --out bad-alg.pem

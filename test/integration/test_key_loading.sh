@@ -31,10 +31,11 @@ check() {
 }
 
 for cnf in "$OPENSSL_CONF" "$HW_DIR/pref.cnf"; do
-    for key in ec.pem rsa.pem ec.der handle.ref; do
+    for key in ec.pem rsa.pem handle.ref; do
         check "$cnf" pem "$key"
         check "$cnf" store "$key"
     done
+    check "$cnf" store ec.der
     check "$cnf" store "handle:$H"
 done
 

@@ -20,6 +20,7 @@
 #include "backend/pkcs11/p11_internal.h"
 
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
@@ -96,15 +97,14 @@ static void register_atfork(void)
     pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
 }
 
-/* Slot ids may change when a module re-initialises (SoftHSM numbers them afresh). */
-static void reresolve_slot(HWKEY_P11_TOKEN *tok)
+static int find_slot(HWKEY_P11_TOKEN *tok)
 {
     CK_FUNCTION_LIST *fl = tok->mod->fl;
     CK_SLOT_ID slots[64];
     CK_ULONG n = 64;
 
     if (fl->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
-        return;
+        return 0;
     for (CK_ULONG i = 0; i < n; i++) {
         CK_TOKEN_INFO ti;
 
@@ -112,11 +112,28 @@ static void reresolve_slot(HWKEY_P11_TOKEN *tok)
             && memcmp(ti.label, tok->info.label, sizeof(ti.label)) == 0
             && memcmp(ti.serialNumber, tok->info.serialNumber, sizeof(ti.serialNumber)) == 0) {
             tok->slot = slots[i];
-            return;
+            return 1;
         }
     }
-    hwkey_log(HWKEY_LOG_INFO, "pkcs11: token \"%s\" not among %lu slots after re-initialisation",
-              tok->name, (unsigned long)n);
+    return 0;
+}
+
+/*
+ * Slot ids may change when a module re-initialises.  And SoftHSM's file store
+ * sometimes misses a token that a sibling process is writing at that moment
+ * (seen: 1 child in 4 forked at once): re-initialise and look again, briefly.
+ */
+static void reresolve_slot(HWKEY_P11_TOKEN *tok)
+{
+    for (int i = 0; i < 50; i++) {
+        if (find_slot(tok))
+            return;
+        usleep(10000);
+        tok->mod->fl->C_Finalize(NULL);   /* a child's first use, never at exit */
+        hwkey_p11_module_reinitialize(tok->mod);
+    }
+    hwkey_log(HWKEY_LOG_ERROR, "pkcs11: token \"%s\" not found again after re-initialisation",
+              tok->name);
 }
 
 void hwkey_p11_fork_init(void)

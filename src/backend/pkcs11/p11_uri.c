@@ -30,13 +30,20 @@ static int known(const char *const *names, const char *name, size_t n)
     for (; *names != NULL; names++)
         if (strlen(*names) == n && memcmp(*names, name, n) == 0)
             return 1;
-    /* RFC 7512 §2.3: vendor attributes carry an "x-" prefix; ignore them. */
+    return 0;
+}
+
+/* RFC 7512 §2.3: vendor attributes carry an "x-" prefix; they are ignored. */
+static int vendor(const char *name, size_t n)
+{
     return n > 2 && memcmp(name, "x-", 2) == 0;
 }
 
+static const char *const type_values[] = {"public", "private", "cert", "secret-key", "data", NULL};
+
 /* Checks one ';'- or '&'-separated list of name=value for unknowns and repeats. */
 static int check_attrs(const char *s, size_t len, char sep, const char *const *names,
-                       const char *part)
+                       const char *part, int *vendor_seen)
 {
     const char *seen[16];
     size_t seen_len[16], n_seen = 0;
@@ -61,9 +68,20 @@ static int check_attrs(const char *s, size_t len, char sep, const char *const *n
             return 0;
         }
         nlen = (size_t)(eq - p);
+        if (vendor(p, nlen)) {
+            *vendor_seen = 1;
+            p = next + 1;
+            continue;
+        }
         if (!known(names, p, nlen)) {
             hwkey_raise(HWKEY_R_INVALID_URI, "unknown URI %s attribute \"%.*s\"", part,
                         (int)nlen, p);
+            return 0;
+        }
+        if (nlen == 4 && memcmp(p, "type", 4) == 0
+            && !known(type_values, eq + 1, (size_t)(next - eq - 1))) {
+            hwkey_raise(HWKEY_R_INVALID_URI, "URI type=\"%.*s\" is not one of public, private, "
+                        "cert, secret-key, data", (int)(next - eq - 1), eq + 1);
             return 0;
         }
         for (size_t i = 0; i < n_seen; i++) {
@@ -116,7 +134,7 @@ int hwkey_p11_uri_parse(const char *s, size_t len, HWKEY_P11_URI **out)
     CK_TOKEN_INFO *ti;
     CK_ATTRIBUTE *a;
     CK_SLOT_ID slot;
-    int rc, ok = 0;
+    int rc, ok = 0, vendor_seen = 0;
 
     *out = NULL;
     if (len > URI_MAX_LEN || memchr(s, '\0', len) != NULL) {
@@ -134,9 +152,10 @@ int hwkey_p11_uri_parse(const char *s, size_t len, HWKEY_P11_URI **out)
     path = text + 7;
     query = strchr(path, '?');
     if (!check_attrs(path, query != NULL ? (size_t)(query - path) : strlen(path), ';',
-                     path_attrs, "path"))
+                     path_attrs, "path", &vendor_seen))
         goto end;
-    if (query != NULL && !check_attrs(query + 1, strlen(query + 1), '&', query_attrs, "query"))
+    if (query != NULL && !check_attrs(query + 1, strlen(query + 1), '&', query_attrs, "query",
+                                      &vendor_seen))
         goto end;
 
     if ((pu = p11_kit_uri_new()) == NULL || (u = OPENSSL_zalloc(sizeof(*u))) == NULL) {
@@ -148,10 +167,10 @@ int hwkey_p11_uri_parse(const char *s, size_t len, HWKEY_P11_URI **out)
         hwkey_raise(HWKEY_R_INVALID_URI, "p11-kit rejects the URI: %s", p11_kit_uri_message(rc));
         goto end;
     }
-    if (p11_kit_uri_any_unrecognized(pu)) {
-        /* Known names only reach here with a value p11-kit cannot take (type=bogus). */
+    if (p11_kit_uri_any_unrecognized(pu) && !vendor_seen) {
+        /* Names were checked above: p11-kit refused a value. */
         hwkey_raise(HWKEY_R_INVALID_URI, "URI has an attribute value p11-kit does not "
-                                         "recognise (e.g. an unknown type=)");
+                                         "recognise");
         goto end;
     }
     if (p11_kit_uri_get_pin_value(pu) != NULL && p11_kit_uri_get_pin_source(pu) != NULL) {

@@ -3,13 +3,11 @@
  * or a persistent handle into a key, its capabilities and its public half.
  * The operations live in tpm2_sign.c, provisioning in tpm2_manage.c.
  */
-#define _GNU_SOURCE /* MADV_DONTDUMP */
 #include "backend/tpm2/tpm2_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <openssl/core_names.h>
@@ -49,42 +47,6 @@ bad:
     return 0;
 }
 
-/*
- * The key's auth value must survive fork: nginx loads keys in the master and
- * signs in the workers, and the passphrase callback is gone by then.
- * hwkey_secmem memory reads as zeros in a child (MADV_WIPEONFORK), so the
- * auth lives in its own locked, non-dumpable page that a child inherits.
- */
-static TPM2B_AUTH *auth_alloc(void)
-{
-    size_t len = (size_t)sysconf(_SC_PAGESIZE);
-    void *p;
-
-    if (sizeof(TPM2B_AUTH) > len)
-        len = sizeof(TPM2B_AUTH);
-    p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "mapping a page for the TPM key's auth value");
-        return NULL;
-    }
-    (void)mlock(p, len);               /* best effort: RLIMIT_MEMLOCK may be small */
-    (void)madvise(p, len, MADV_DONTDUMP);
-    return p;
-}
-
-static void auth_free(TPM2B_AUTH *auth)
-{
-    size_t len = (size_t)sysconf(_SC_PAGESIZE);
-
-    if (auth == NULL)
-        return;
-    if (sizeof(TPM2B_AUTH) > len)
-        len = sizeof(TPM2B_AUTH);
-    OPENSSL_cleanse(auth, sizeof(*auth));
-    munlock(auth, len);
-    munmap(auth, len);
-}
-
 static int ask_auth(HWKEY_TPM2_KEY *key, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
 {
     char *pass = NULL;
@@ -101,8 +63,12 @@ static int ask_auth(HWKEY_TPM2_KEY *key, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PASSPHRASE_PARAM_INFO,
                                                  (char *)"TPM key auth value", 0);
     params[1] = OSSL_PARAM_construct_end();
+    /*
+     * The auth value must survive fork: nginx loads keys in the master and
+     * signs in the workers, when the passphrase callback is long gone.
+     */
     if ((pass = hwkey_secmem_alloc(max + 1)) == NULL
-        || (key->auth = auth_alloc()) == NULL)
+        || (key->auth = hwkey_secmem_alloc_inherited(sizeof(*key->auth))) == NULL)
         goto end;
     if (!pw_cb(pass, max + 1, &pass_len, params, pw_arg)) {
         hwkey_raise(HWKEY_R_AUTH_FAILED, "no auth value given for the TPM key");
@@ -196,7 +162,7 @@ static void key_destroy(HWKEY_TPM2_KEY *key)
         pthread_mutex_unlock(&dev->lock);
     }
     Esys_Free(key->saved);
-    auth_free(key->auth);
+    hwkey_secmem_free(key->auth);
     OPENSSL_clear_free(key, sizeof(*key));
 }
 

@@ -238,6 +238,8 @@ void hwkey_tpm2_device_close(HWKEY_DEVICE *base)
     } else {
         hwkey_tpm2_parent_reset(dev, NULL);
     }
+    Esys_Free(dev->primary_saved); /* plain memory; the TPM holds nothing for it */
+    dev->primary_saved = NULL;
     pthread_mutex_unlock(&dev->lock);
     pthread_mutex_destroy(&dev->lock);
     OPENSSL_free(dev->tcti_conf);

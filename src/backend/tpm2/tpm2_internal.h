@@ -83,7 +83,7 @@ typedef struct hwkey_tpm2_key {
     uint32_t parent;              /* parent handle as recorded in the file */
     uint32_t persistent;          /* 0x81xxxxxx for handle: keys, else 0 */
     int has_auth;
-    TPM2B_AUTH *auth;             /* locked page kept across fork; NULL if !has_auth */
+    TPM2B_AUTH *auth;             /* hwkey_secmem_alloc_inherited; NULL if !has_auth */
     ESYS_TR tr;                   /* RM mode: loaded object (or persistent TR) */
     uint64_t tr_gen;              /* device generation tr belongs to */
     TPMS_CONTEXT *saved;          /* no-RM mode: saved context of the key */
