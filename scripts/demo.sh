@@ -101,7 +101,7 @@ printf '    $ openssl s_client -connect 127.0.0.1:%s -tls1_3 -CAfile cert.pem\n'
 printf 'GET /hello.txt HTTP/1.0\r\n\r\n' |
     OPENSSL_CONF=$work/software.cnf openssl s_client -connect "127.0.0.1:$tls_port" -tls1_3 \
         -CAfile cert.pem -verify_return_error -servername hwkey-demo -ign_eof >s_client.log 2>&1
-grep -E 'New, TLSv1.3|Peer signature type|Verify return code' s_client.log | sort -u | sed 's/^ */    /'
+grep -E 'New, TLSv1.3|Peer signature type|Verify return code' s_client.log | sed 's/^ */    /' | sort -u
 grep -q 'hello from a TPM-backed' s_client.log || { echo "demo: no data through TLS" >&2; exit 1; }
 echo "    received: $(grep 'hello from' s_client.log)"
 
@@ -158,6 +158,7 @@ if [[ -x $src/scripts/softhsm-setup.sh ]]; then
         OPENSSL_CONF=$work/software.cnf openssl pkeyutl -verify -pubin -inkey p11key.pub -rawin \
             -digest sha256 -in document.bin -sigfile p11.sig 2>>p11.err; then
         echo "    key generated on the token, reference file p11key.pem, signature verified in software"
+        p11_done=1
     else
         echo "    (skipped: the PKCS#11 path is not available in this build: $(head -1 p11.err 2>/dev/null))"
     fi
@@ -169,6 +170,7 @@ cat <<TXT
     - openssl(1) signed a file through hwkey; the default provider verified it
     - a self-signed certificate was signed by the TPM key
     - a TLS 1.3 handshake completed with the TPM key in openssl s_server
-    - nginx served HTTPS with the TPM key file as ssl_certificate_key
+    - nginx served HTTPS with the TPM key file as ssl_certificate_key${p11_done:+
+    - a SoftHSM token generated a P-256 key; openssl signed through its PKCS#11 reference file}
     Stopping swtpm and removing $work.
 TXT

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by the scripts and the integration tests (sourced, not run).
 # Free loopback ports and stopping processes by pid, never by name.
 

@@ -22,9 +22,9 @@ enum { HWKEY_CLI_OK = 0, HWKEY_CLI_FAIL = 1, HWKEY_CLI_USAGE = 2 };
 
 typedef struct {
     HWKEY_CONFIG cfg;
-    HWKEY_DEVICES *devs;      /* created on first use */
-    char *tcti;               /* --tcti, wins over HWKEY_TPM2_TCTI */
-    char *auth;               /* --auth-file contents, hwkey_secmem memory */
+    HWKEY_DEVICES *devs; /* created on first use */
+    char *tcti;          /* --tcti, wins over HWKEY_TPM2_TCTI */
+    char *auth;          /* --auth-file contents, hwkey_secmem memory */
     size_t auth_len;
 } HWKEY_CLI;
 
@@ -58,7 +58,7 @@ HWKEY_DEVICES *hwkey_cli_devices(HWKEY_CLI *cli);
 /* KEY argument: TSS2 key file (PEM/DER), reference file, handle:, pkcs11: */
 typedef struct {
     HWKEY_KEYREF ref;
-    unsigned char *buf;       /* what ref.data points into */
+    unsigned char *buf; /* what ref.data points into */
     size_t buflen;
 } HWKEY_CLI_KEYREF;
 int hwkey_cli_keyref_open(const char *arg, HWKEY_CLI_KEYREF *out);

@@ -34,7 +34,7 @@ int hwkey_cli_fail(const char *fmt, ...)
 {
     unsigned long e, chosen = 0, last = 0;
     const char *data, *chosen_data = NULL, *last_data = NULL;
-    int flags, chosen_flags = 0, last_flags = 0;
+    int flags;
     char what[512];
     va_list ap;
 
@@ -46,12 +46,10 @@ int hwkey_cli_fail(const char *fmt, ...)
         if (chosen == 0 && ERR_GET_LIB(e) == ERR_LIB_USER) {
             chosen = e;
             chosen_data = (flags & ERR_TXT_STRING) != 0 ? OPENSSL_strdup(data) : NULL;
-            chosen_flags = 1;
         }
         last = e;
         OPENSSL_free((char *)last_data);
         last_data = (flags & ERR_TXT_STRING) != 0 ? OPENSSL_strdup(data) : NULL;
-        last_flags = 1;
     }
     fprintf(stderr, "hwkey: %s: ", what);
     if (chosen != 0) {
@@ -75,8 +73,6 @@ int hwkey_cli_fail(const char *fmt, ...)
         fputs("unknown error", stderr);
     }
     fputc('\n', stderr);
-    (void)chosen_flags;
-    (void)last_flags;
     OPENSSL_free((char *)chosen_data);
     OPENSSL_free((char *)last_data);
     return HWKEY_CLI_FAIL;
@@ -86,8 +82,7 @@ int hwkey_cli_usage(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
 
-    fprintf(stderr, "hwkey: %s%susage error: ", cmd != NULL ? cmd : "",
-            cmd != NULL ? ": " : "");
+    fprintf(stderr, "hwkey: %s%susage error: ", cmd != NULL ? cmd : "", cmd != NULL ? ": " : "");
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -183,8 +178,8 @@ HWKEY_DEVICES *hwkey_cli_devices(HWKEY_CLI *cli)
     if (cli->devs != NULL)
         return cli->devs;
     /* --tcti first: hwkey_config_apply_env() fills only what is still unset. */
-    if (cli->tcti != NULL && cli->cfg.tpm2_tcti == NULL
-        && (cli->cfg.tpm2_tcti = OPENSSL_strdup(cli->tcti)) == NULL) {
+    if (cli->tcti != NULL && cli->cfg.tpm2_tcti == NULL &&
+        (cli->cfg.tpm2_tcti = OPENSSL_strdup(cli->tcti)) == NULL) {
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying --tcti");
         return NULL;
     }
@@ -260,10 +255,9 @@ static int keyref_from_pem(const char *path, HWKEY_CLI_KEYREF *r)
     } else if (strcmp(label, HWKEY_PEM_PKCS11_URI) == 0 || strcmp(label, HWKEY_PEM_KEY_URI) == 0) {
         unsigned char *copy;
 
-        if (!hwkey_keyref_uri_parse(r->buf, r->buflen, &uri, &uri_len)
-            || (copy = OPENSSL_zalloc(uri_len + 1)) == NULL) {
-            hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "%s: \"%s\" block holds no key URI", path,
-                        label);
+        if (!hwkey_keyref_uri_parse(r->buf, r->buflen, &uri, &uri_len) ||
+            (copy = OPENSSL_zalloc(uri_len + 1)) == NULL) {
+            hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "%s: \"%s\" block holds no key URI", path, label);
             goto end;
         }
         memcpy(copy, uri, uri_len);

@@ -14,10 +14,9 @@ static void delete_usage(void)
 
 int hwkey_cmd_delete(HWKEY_CLI *cli, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     HWKEY_CLI_KEYREF kr = {0};
     HWKEY_DEVICES *devs;
     HWKEY_DEVICE *dev;
@@ -36,9 +35,9 @@ int hwkey_cmd_delete(HWKEY_CLI *cli, int argc, char **argv)
     }
     if (argc - optind != 1)
         return hwkey_cli_usage("delete", "expected exactly one KEY");
-    if (!hwkey_cli_keyref_open(argv[optind], &kr) || (devs = hwkey_cli_devices(cli)) == NULL
-        || (dev = hwkey_devices_for_kind(devs, kr.ref.kind)) == NULL
-        || !hwkey_backend_key_delete(dev, &kr.ref)) {
+    if (!hwkey_cli_keyref_open(argv[optind], &kr) || (devs = hwkey_cli_devices(cli)) == NULL ||
+        (dev = hwkey_devices_for_kind(devs, kr.ref.kind)) == NULL ||
+        !hwkey_backend_key_delete(dev, &kr.ref)) {
         rc = hwkey_cli_fail("delete %s", argv[optind]);
         goto end;
     }

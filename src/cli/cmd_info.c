@@ -17,10 +17,9 @@ static void info_usage(void)
 int hwkey_cmd_info(HWKEY_CLI *cli, int argc, char **argv)
 {
     static const char *const backends[] = {"tpm2", "pkcs11"};
-    static const struct option opts[] = {
-        {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     HWKEY_DEVICES *devs;
     int opt, c, described = 0, failed = 0;
 
@@ -49,8 +48,8 @@ int hwkey_cmd_info(HWKEY_CLI *cli, int argc, char **argv)
         if (failed)
             ERR_set_mark();
         dev = hwkey_devices_by_name(devs, backends[i]);
-        if (mem != NULL && dev != NULL && hwkey_backend_describe(dev, mem)
-            && (n = BIO_get_mem_data(mem, &text)) > 0) {
+        if (mem != NULL && dev != NULL && hwkey_backend_describe(dev, mem) &&
+            (n = BIO_get_mem_data(mem, &text)) > 0) {
             printf("%s:\n%.*s%s", backends[i], (int)n, text, text[n - 1] == '\n' ? "" : "\n");
             described = 1;
         } else if (!failed) {

@@ -69,8 +69,8 @@ static int render_keyfile(const HWKEY_REFBLOB *blob, BIO *mem)
         return hwkey_keyref_write_pem(mem, uri, "hwkey key reference");
     }
     memset(&kf, 0, sizeof(kf));
-    ok = hwkey_tss2_keyfile_decode(blob->data, blob->len, &kf)
-         && hwkey_tss2_keyfile_write_pem(mem, &kf);
+    ok = hwkey_tss2_keyfile_decode(blob->data, blob->len, &kf) &&
+         hwkey_tss2_keyfile_write_pem(mem, &kf);
     hwkey_tss2_keyfile_clear(&kf);
     return ok;
 }
@@ -136,8 +136,10 @@ int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
         if (strcasecmp(alg_name, algs[i].name) == 0)
             spec = &algs[i].spec;
     if (spec == NULL)
-        return hwkey_cli_usage("keygen", "unknown algorithm \"%s\" (ec:P-256 ec:P-384 rsa:2048 "
-                                         "rsa:3072)", alg_name);
+        return hwkey_cli_usage("keygen",
+                               "unknown algorithm \"%s\" (ec:P-256 ec:P-384 rsa:2048 "
+                               "rsa:3072)",
+                               alg_name);
     if (out_path == NULL && uri == NULL && gen.persist_handle == 0)
         return hwkey_cli_usage("keygen", "--out FILE is required");
     if (uri != NULL && gen.persist_handle != 0)
@@ -155,15 +157,19 @@ int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
                       : hwkey_devices_by_name(devs, "tpm2");
     if (dev == NULL)
         goto fail;
-    if (spec->alg == HWKEY_ALG_RSA)
+    /*
+     * The progress line only once the device answered and can do it: a TPM
+     * that is unreachable or lacks the size fails below with one line.
+     */
+    if (spec->alg == HWKEY_ALG_RSA && hwkey_backend_supports(dev, spec))
         fprintf(stderr, "hwkey: generating %s in the %s, this can take a few seconds...\n",
                 alg_name, uri != NULL ? "token" : "TPM");
     if (!hwkey_backend_key_generate(dev, spec, &gen, &blob))
         goto fail;
     if (out_path != NULL) {
-        if ((mem = BIO_new(BIO_s_mem())) == NULL || !render_keyfile(&blob, mem)
-            || (datalen = BIO_get_mem_data(mem, &data)) <= 0
-            || !hwkey_cli_out_commit(&out, data, (size_t)datalen))
+        if ((mem = BIO_new(BIO_s_mem())) == NULL || !render_keyfile(&blob, mem) ||
+            (datalen = BIO_get_mem_data(mem, &data)) <= 0 ||
+            !hwkey_cli_out_commit(&out, data, (size_t)datalen))
             goto fail;
     }
     if (blob.kind != HWKEY_REF_TSS2_KEYFILE)

@@ -24,12 +24,11 @@ static int print_key(const HWKEY_LISTED_KEY *key, void *arg)
 int hwkey_cmd_list(HWKEY_CLI *cli, int argc, char **argv)
 {
     enum { OPT_TPM2 = 1, OPT_URI };
-    static const struct option opts[] = {
-        {"tpm2", no_argument, NULL, OPT_TPM2},
-        {"uri", required_argument, NULL, OPT_URI},
-        {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"tpm2", no_argument, NULL, OPT_TPM2},
+                                         {"uri", required_argument, NULL, OPT_URI},
+                                         {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *uri = NULL;
     HWKEY_DEVICES *devs;
     HWKEY_DEVICE *dev;
@@ -51,18 +50,17 @@ int hwkey_cmd_list(HWKEY_CLI *cli, int argc, char **argv)
             if ((c = hwkey_cli_common_option(cli, opt, optarg)) < 0)
                 return HWKEY_CLI_FAIL;
             if (c == 0)
-                return hwkey_cli_usage("list", "unknown or incomplete option %s",
-                                       argv[optind - 1]);
+                return hwkey_cli_usage("list", "unknown or incomplete option %s", argv[optind - 1]);
         }
     }
     if (optind != argc)
         return hwkey_cli_usage("list", "unexpected argument \"%s\"", argv[optind]);
     if (tpm2 && uri != NULL)
         return hwkey_cli_usage("list", "give --tpm2 or --uri, not both");
-    if ((devs = hwkey_cli_devices(cli)) == NULL
-        || (dev = uri != NULL ? hwkey_devices_for_kind(devs, HWKEY_REF_PKCS11_URI)
-                              : hwkey_devices_by_name(devs, "tpm2")) == NULL
-        || !hwkey_backend_key_list(dev, uri, print_key, NULL))
+    if ((devs = hwkey_cli_devices(cli)) == NULL ||
+        (dev = uri != NULL ? hwkey_devices_for_kind(devs, HWKEY_REF_PKCS11_URI)
+                           : hwkey_devices_by_name(devs, "tpm2")) == NULL ||
+        !hwkey_backend_key_list(dev, uri, print_key, NULL))
         return hwkey_cli_fail("list %s", uri != NULL ? uri : "--tpm2");
     return HWKEY_CLI_OK;
 }

@@ -45,17 +45,16 @@ int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
     if (argc - optind != 1)
         return hwkey_cli_usage("pubkey", "expected exactly one KEY");
 
-    if (!hwkey_cli_keyref_open(argv[optind], &kr)
-        || (devs = hwkey_cli_devices(cli)) == NULL
-        || (dev = hwkey_devices_for_kind(devs, kr.ref.kind)) == NULL
-        || !hwkey_backend_key_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, &bkey)
-        || (pub = hwkey_backend_key_public(bkey, NULL, NULL)) == NULL) {
+    if (!hwkey_cli_keyref_open(argv[optind], &kr) || (devs = hwkey_cli_devices(cli)) == NULL ||
+        (dev = hwkey_devices_for_kind(devs, kr.ref.kind)) == NULL ||
+        !hwkey_backend_key_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, &bkey) ||
+        (pub = hwkey_backend_key_public(bkey, NULL, NULL)) == NULL) {
         rc = hwkey_cli_fail("pubkey %s", argv[optind]);
         goto end;
     }
     /* Render first, then write once: no half-written PEM on stdout. */
-    if ((mem = BIO_new(BIO_s_mem())) == NULL || !PEM_write_bio_PUBKEY(mem, pub)
-        || (pemlen = BIO_get_mem_data(mem, &pem)) <= 0) {
+    if ((mem = BIO_new(BIO_s_mem())) == NULL || !PEM_write_bio_PUBKEY(mem, pub) ||
+        (pemlen = BIO_get_mem_data(mem, &pem)) <= 0) {
         rc = hwkey_cli_fail("pubkey %s: encoding the public key", argv[optind]);
         goto end;
     }

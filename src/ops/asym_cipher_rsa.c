@@ -223,22 +223,26 @@ static int tls_premaster_via_device(RSA_CIPHER_CTX *ctx, unsigned char *out, siz
                                     size_t k)
 {
     HWKEY_DECRYPT_PARAMS params = {.padding = HWKEY_PAD_PKCS1};
-    unsigned char premaster[HWKEY_TLS_PREMASTER_LEN];
-    size_t n = sizeof(premaster);
-    int ok;
+    /* Devices (and the default provider) want room for a whole block. */
+    unsigned char *plain = hwkey_secmem_alloc(k);
+    size_t n = k;
+    int ok, ret;
 
+    if (plain == NULL)
+        return -1;
     ERR_set_mark();
-    ok = hwkey_backend_rsa_decrypt(ctx->key->bkey, &params, in, inlen, premaster, &n);
+    ok = hwkey_backend_rsa_decrypt(ctx->key->bkey, &params, in, inlen, plain, &n);
     ERR_pop_to_mark();
     memset(em, 0, k);
     if (ok && n == HWKEY_TLS_PREMASTER_LEN) {
         em[1] = 0x02;
         memset(em + 2, 0xff, k - HWKEY_TLS_PREMASTER_LEN - 3);
-        memcpy(em + k - HWKEY_TLS_PREMASTER_LEN, premaster, HWKEY_TLS_PREMASTER_LEN);
+        memcpy(em + k - HWKEY_TLS_PREMASTER_LEN, plain, HWKEY_TLS_PREMASTER_LEN);
     }
-    OPENSSL_cleanse(premaster, sizeof(premaster));
-    return hwkey_rsa_decode_pkcs1_tls(ctx->provctx->swctx, out, outsize, em, k,
-                                      ctx->client_version, ctx->alt_version);
+    ret = hwkey_rsa_decode_pkcs1_tls(ctx->provctx->swctx, out, outsize, em, k,
+                                     ctx->client_version, ctx->alt_version);
+    hwkey_secmem_free(plain);
+    return ret;
 }
 
 static int rsa_cipher_decrypt(void *vctx, unsigned char *out, size_t *outlen, size_t outsize,

@@ -55,7 +55,7 @@
 
 typedef struct {
     HWKEY_PROVCTX *provctx;
-    HWKEY_ALG want;            /* 0: the pem2der decoder */
+    HWKEY_ALG want; /* 0: the pem2der decoder */
 } HWKEY_DECODER_CTX;
 
 static OSSL_FUNC_decoder_newctx_fn ec_newctx;
@@ -116,41 +116,42 @@ static int tss2_der_is_ours(const unsigned char *der, size_t len)
     if (len < 2 || len > HWKEY_TSS2_KEYFILE_MAX)
         return 0;
     /* 0x80 = error bit; a truncated body (0x80 too) is still ours: decode names it. */
-    if ((ASN1_get_object(&p, &inner_len, &tag, &xclass, (long)len) & 0x20) == 0
-        || tag != V_ASN1_SEQUENCE || xclass != V_ASN1_UNIVERSAL)
+    if ((ASN1_get_object(&p, &inner_len, &tag, &xclass, (long)len) & 0x20) == 0 ||
+        tag != V_ASN1_SEQUENCE || xclass != V_ASN1_UNIVERSAL)
         return 0;
     if ((size_t)(p - der) + sizeof(oid_prefix) + 1 > len)
         return 0;
-    return memcmp(p, oid_prefix, sizeof(oid_prefix)) == 0 && p[sizeof(oid_prefix)] >= 3
-           && p[sizeof(oid_prefix)] <= 5;
+    return memcmp(p, oid_prefix, sizeof(oid_prefix)) == 0 && p[sizeof(oid_prefix)] >= 3 &&
+           p[sizeof(oid_prefix)] <= 5;
 }
 
 /*
- * The key type from the key file's TPM2B_PUBLIC (size, then TPMT_PUBLIC.type:
- * TPM2_ALG_RSA 0x0001, TPM2_ALG_ECC 0x0023), so that the decoder of the other
- * type neither touches the device nor asks for the auth value a second time.
- * 0 when the file cannot say; the type is checked again after loading.
+ * Checks a TSS2 key file before any device is asked (a corrupt file is named
+ * as such even when no TPM answers) and reads the key type from its
+ * TPM2B_PUBLIC (size, then TPMT_PUBLIC.type: TPM2_ALG_RSA 0x0001,
+ * TPM2_ALG_ECC 0x0023), so that the decoder of the other type neither
+ * touches the device nor asks for the auth value a second time.  *alg = 0
+ * when the file cannot say; the type is checked again after loading.
  */
-static HWKEY_ALG tss2_der_peek_alg(const unsigned char *der, size_t len)
+static int tss2_der_check(const unsigned char *der, size_t len, HWKEY_ALG *alg)
 {
     HWKEY_TSS2_KEYFILE kf;
-    HWKEY_ALG alg = 0;
 
     memset(&kf, 0, sizeof(kf));
-    ERR_set_mark();
-    if (hwkey_tss2_keyfile_decode(der, len, &kf) && kf.pubkey_len >= 4) {
+    *alg = 0;
+    if (!hwkey_tss2_keyfile_decode(der, len, &kf))
+        return 0;
+    if (kf.pubkey_len >= 4) {
         unsigned int type = ((unsigned int)kf.pubkey[2] << 8) | kf.pubkey[3];
 
-        alg = type == 0x0001 ? HWKEY_ALG_RSA : type == 0x0023 ? HWKEY_ALG_EC : 0;
+        *alg = type == 0x0001 ? HWKEY_ALG_RSA : type == 0x0023 ? HWKEY_ALG_EC : 0;
     }
-    ERR_pop_to_mark();
     hwkey_tss2_keyfile_clear(&kf);
-    return alg;
+    return 1;
 }
 
 /* Fills ref from a URI; 0 (nothing raised) if it is no kind we know. */
-static int uri_to_ref(const char *uri, size_t uri_len, HWKEY_KEYREF *ref, char *buf,
-                      size_t bufsz)
+static int uri_to_ref(const char *uri, size_t uri_len, HWKEY_KEYREF *ref, char *buf, size_t bufsz)
 {
     if (uri_len >= bufsz || memchr(uri, '\0', uri_len) != NULL)
         return 0;
@@ -198,25 +199,28 @@ static int decode_blob(HWKEY_DECODER_CTX *ctx, const char *label, const unsigned
     char uribuf[URI_MAX + 1];
     const char *uri;
     size_t uri_len;
+    HWKEY_ALG hint;
 
     memset(&ref, 0, sizeof(ref));
     /* label NULL: DER that der_decode recognised as a TSS2 key file. */
     if (label == NULL || strcmp(label, LABEL_TSS2) == 0) {
         if (len > HWKEY_TSS2_KEYFILE_MAX) {
-            hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "TSS2 key file of %zu bytes (at most %d)",
-                        len, HWKEY_TSS2_KEYFILE_MAX);
+            hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "TSS2 key file of %zu bytes (at most %d)", len,
+                        HWKEY_TSS2_KEYFILE_MAX);
             return 0;
         }
+        if (!tss2_der_check(data, len, &hint))
+            return 0;
         ref.kind = HWKEY_REF_TSS2_KEYFILE;
         ref.data = data;
         ref.len = len;
-        return resolve_and_emit(ctx, &ref, tss2_der_peek_alg(data, len), data_cb, data_cbarg,
-                                pw_cb, pw_cbarg);
+        return resolve_and_emit(ctx, &ref, hint, data_cb, data_cbarg, pw_cb, pw_cbarg);
     }
     if (strcmp(label, LABEL_P11_URI) != 0 && strcmp(label, LABEL_KEY_URI) != 0)
         return 1;
-    if (!hwkey_keyref_uri_parse(data, len, &uri, &uri_len) || !uri_to_ref(uri, uri_len, &ref, uribuf, sizeof(uribuf))
-        || (strcmp(label, LABEL_P11_URI) == 0 && ref.kind != HWKEY_REF_PKCS11_URI)) {
+    if (!hwkey_keyref_uri_parse(data, len, &uri, &uri_len) ||
+        !uri_to_ref(uri, uri_len, &ref, uribuf, sizeof(uribuf)) ||
+        (strcmp(label, LABEL_P11_URI) == 0 && ref.kind != HWKEY_REF_PKCS11_URI)) {
         hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "\"%s\" PEM block holds no pkcs11: or handle: URI",
                     label);
         return 0;
@@ -226,13 +230,13 @@ static int decode_blob(HWKEY_DECODER_CTX *ctx, const char *label, const unsigned
 
 static int is_our_label(const char *label)
 {
-    return strcmp(label, LABEL_TSS2) == 0 || strcmp(label, LABEL_P11_URI) == 0
-           || strcmp(label, LABEL_KEY_URI) == 0;
+    return strcmp(label, LABEL_TSS2) == 0 || strcmp(label, LABEL_P11_URI) == 0 ||
+           strcmp(label, LABEL_KEY_URI) == 0;
 }
 
 /* Reads one PEM block; 0 with no error left if the input is no PEM. */
-static int read_pem(HWKEY_DECODER_CTX *ctx, OSSL_CORE_BIO *cin, char **label,
-                    unsigned char **data, long *len)
+static int read_pem(HWKEY_DECODER_CTX *ctx, OSSL_CORE_BIO *cin, char **label, unsigned char **data,
+                    long *len)
 {
     BIO *in = BIO_new_from_core_bio(ctx->provctx->libctx, cin);
     char *header = NULL;
@@ -266,8 +270,8 @@ static int pem_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBA
 }
 
 /* Reads at most max bytes; *len = max + 1 when there is more. */
-static int read_der(HWKEY_DECODER_CTX *ctx, OSSL_CORE_BIO *cin, unsigned char **out,
-                    size_t *len, size_t max)
+static int read_der(HWKEY_DECODER_CTX *ctx, OSSL_CORE_BIO *cin, unsigned char **out, size_t *len,
+                    size_t max)
 {
     BIO *in = BIO_new_from_core_bio(ctx->provctx->libctx, cin);
     unsigned char *buf = OPENSSL_malloc(max + 1);
@@ -360,12 +364,12 @@ static int decoder_export_object(void *vctx, const void *reference, size_t refer
     return hwkey_objref_export_public(reference, reference_sz, export_cb, export_cbarg);
 }
 
-#define DECODER_TABLE(name, newctx, decode)                                                   \
-    const OSSL_DISPATCH name[] = {                                                            \
-        {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void))newctx},                                   \
-        {OSSL_FUNC_DECODER_FREECTX, (void (*)(void))decoder_freectx},                         \
-        {OSSL_FUNC_DECODER_DECODE, (void (*)(void))decode},                                   \
-        {OSSL_FUNC_DECODER_EXPORT_OBJECT, (void (*)(void))decoder_export_object},             \
+#define DECODER_TABLE(name, newctx, decode)                                                        \
+    const OSSL_DISPATCH name[] = {                                                                 \
+        {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void))newctx},                                        \
+        {OSSL_FUNC_DECODER_FREECTX, (void (*)(void))decoder_freectx},                              \
+        {OSSL_FUNC_DECODER_DECODE, (void (*)(void))decode},                                        \
+        {OSSL_FUNC_DECODER_EXPORT_OBJECT, (void (*)(void))decoder_export_object},                  \
         {0, NULL}}
 
 DECODER_TABLE(hwkey_ec_pem_decoder_functions, ec_newctx, pem_decode);

@@ -52,8 +52,7 @@ int hwkey_objref_emit(HWKEY_KEY **keyp, OSSL_CALLBACK *cb, void *cbarg)
     }
     params[0] = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &object_type);
     params[1] = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_TYPE, (char *)type, 0);
-    params[2] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_REFERENCE, keyp,
-                                                  sizeof(*keyp));
+    params[2] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_REFERENCE, keyp, sizeof(*keyp));
     params[3] = OSSL_PARAM_construct_end();
     ok = cb(params, cbarg);
 end:
@@ -77,8 +76,8 @@ HWKEY_KEY *hwkey_objref_get(const void *reference, size_t reference_sz)
     return key;
 }
 
-int hwkey_objref_export_public(const void *reference, size_t reference_sz,
-                               OSSL_CALLBACK *export_cb, void *export_cbarg)
+int hwkey_objref_export_public(const void *reference, size_t reference_sz, OSSL_CALLBACK *export_cb,
+                               void *export_cbarg)
 {
     HWKEY_KEY *key = hwkey_objref_get(reference, reference_sz);
     OSSL_PARAM *params = NULL;

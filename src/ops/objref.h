@@ -29,8 +29,8 @@ int hwkey_objref_emit(HWKEY_KEY **keyp, OSSL_CALLBACK *cb, void *cbarg);
  * export_object for decoders: the public half of the referenced key as
  * OSSL_PARAMs (never a private part: the device holds it).
  */
-int hwkey_objref_export_public(const void *reference, size_t reference_sz,
-                               OSSL_CALLBACK *export_cb, void *export_cbarg);
+int hwkey_objref_export_public(const void *reference, size_t reference_sz, OSSL_CALLBACK *export_cb,
+                               void *export_cbarg);
 
 /* The key behind a reference, or NULL (raised) if it is not one of ours. */
 HWKEY_KEY *hwkey_objref_get(const void *reference, size_t reference_sz);

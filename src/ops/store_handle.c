@@ -33,7 +33,7 @@
 typedef struct {
     HWKEY_PROVCTX *provctx;
     char *uri;
-    int expect;            /* OSSL_STORE_INFO_*, 0 = anything */
+    int expect; /* OSSL_STORE_INFO_*, 0 = anything */
     int eof;
 } HWKEY_STORE_CTX;
 
@@ -89,9 +89,8 @@ static void *handle_open(void *provctx, const char *uri)
 
 static const OSSL_PARAM *handle_settable_ctx_params(void *provctx)
 {
-    static const OSSL_PARAM settable[] = {
-        OSSL_PARAM_int(OSSL_STORE_PARAM_EXPECT, NULL),
-        OSSL_PARAM_END};
+    static const OSSL_PARAM settable[] = {OSSL_PARAM_int(OSSL_STORE_PARAM_EXPECT, NULL),
+                                          OSSL_PARAM_END};
 
     (void)provctx;
     return settable;
@@ -121,15 +120,15 @@ static int handle_load(void *vctx, OSSL_CALLBACK *object_cb, void *object_cbarg,
         return 0;
     ctx->eof = 1;
     /* A handle holds a key pair: nothing to give a caller that wants certificates. */
-    if (ctx->expect != 0 && ctx->expect != OSSL_STORE_INFO_PKEY
-        && ctx->expect != OSSL_STORE_INFO_PUBKEY)
+    if (ctx->expect != 0 && ctx->expect != OSSL_STORE_INFO_PKEY &&
+        ctx->expect != OSSL_STORE_INFO_PUBKEY)
         return 0;
     ref.kind = HWKEY_REF_TPM2_HANDLE;
     ref.data = (const unsigned char *)ctx->uri;
     ref.len = strlen(ctx->uri);
     key = hwkey_key_load(ctx->provctx->devices, ctx->provctx->swctx, &ref, pw_cb, pw_cbarg);
     if (key == NULL) {
-        ctx->eof = 0;          /* an error, not the end: OSSL_STORE_error() says so */
+        ctx->eof = 0; /* an error, not the end: OSSL_STORE_error() says so */
         return 0;
     }
     return hwkey_objref_emit(&key, object_cb, object_cbarg);

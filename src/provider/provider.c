@@ -73,6 +73,7 @@ static void provctx_free(HWKEY_PROVCTX *ctx)
     hwkey_catalogue_free(ctx);
     CRYPTO_THREAD_lock_free(ctx->catalogue_lock);
     hwkey_devices_free(ctx->devices);
+    OSSL_PROVIDER_unload(ctx->swdefault);
     OSSL_LIB_CTX_free(ctx->swctx);
     OSSL_LIB_CTX_free(ctx->libctx);
     hwkey_config_clear(&ctx->cfg);
@@ -143,7 +144,7 @@ int hwkey_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
     ctx->libctx = OSSL_LIB_CTX_new_from_dispatch(handle, in);
     ctx->swctx = OSSL_LIB_CTX_new();
     if (ctx->libctx == NULL || ctx->swctx == NULL
-        || OSSL_PROVIDER_load(ctx->swctx, "default") == NULL) {
+        || (ctx->swdefault = OSSL_PROVIDER_load(ctx->swctx, "default")) == NULL) {
         hwkey_raise(HWKEY_R_INTERNAL, "cannot create the software library context");
         goto err;
     }

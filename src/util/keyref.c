@@ -9,8 +9,7 @@
 #include "hwkey/hwkey.h"
 #include "util/error.h"
 
-int hwkey_keyref_uri_parse(const unsigned char *der, size_t len, const char **uri,
-                           size_t *uri_len)
+int hwkey_keyref_uri_parse(const unsigned char *der, size_t len, const char **uri, size_t *uri_len)
 {
     const unsigned char *p = der, *end = der + len;
     long l;
@@ -30,8 +29,8 @@ int hwkey_keyref_uri_parse(const unsigned char *der, size_t len, const char **ur
     if (ASN1_get_object(&p, &l, &tag, &xclass, end - p) != 0 || tag != V_ASN1_VISIBLESTRING)
         goto end;
     p += l;
-    if (p >= end || ASN1_get_object(&p, &l, &tag, &xclass, end - p) != 0
-        || tag != V_ASN1_UTF8STRING || l <= 0 || l > HWKEY_KEYREF_URI_MAX)
+    if (p >= end || ASN1_get_object(&p, &l, &tag, &xclass, end - p) != 0 ||
+        tag != V_ASN1_UTF8STRING || l <= 0 || l > HWKEY_KEYREF_URI_MAX)
         goto end;
     *uri = (const char *)p;
     *uri_len = (size_t)l;

@@ -21,8 +21,7 @@
  * *uri points into der, not NUL-terminated.  Returns 0 and raises nothing
  * when der is not such a body, so callers can use it to recognise one.
  */
-int hwkey_keyref_uri_parse(const unsigned char *der, size_t len, const char **uri,
-                           size_t *uri_len);
+int hwkey_keyref_uri_parse(const unsigned char *der, size_t len, const char **uri, size_t *uri_len);
 
 /* Writes a reference file for uri: the label follows the URI's scheme. */
 int hwkey_keyref_write_pem(BIO *out, const char *uri, const char *desc);

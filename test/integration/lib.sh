@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # variables set here are used by the tests
 # Sourced by every integration test (bash).  Runs under `make check`, where
 # top_builddir/top_srcdir are exported, or standalone:
 #   top_builddir=/path/to/build test/integration/test_x.sh

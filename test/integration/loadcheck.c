@@ -52,13 +52,13 @@ static int sign_verify(EVP_PKEY *pkey)
     unsigned char sig[1024];
     size_t siglen = sizeof(sig);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int ok = md != NULL && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pkey) == 1
-             && EVP_DigestSign(md, sig, &siglen, msg, sizeof(msg)) == 1;
+    int ok = md != NULL && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pkey) == 1 &&
+             EVP_DigestSign(md, sig, &siglen, msg, sizeof(msg)) == 1;
 
     EVP_MD_CTX_free(md);
     md = EVP_MD_CTX_new();
-    ok = ok && md != NULL && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pkey) == 1
-         && EVP_DigestVerify(md, sig, siglen, msg, sizeof(msg)) == 1;
+    ok = ok && md != NULL && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pkey) == 1 &&
+         EVP_DigestVerify(md, sig, siglen, msg, sizeof(msg)) == 1;
     EVP_MD_CTX_free(md);
     return ok;
 }

@@ -126,6 +126,7 @@ fails_cleanly 1 "invalid key file: .*PRIVATE KEY" pubkey soft.pem
 fails_cleanly 1 "key not found" pubkey does-not-exist.pem
 fails_cleanly 1 "device unreachable" --tcti "$DEAD_TCTI" pubkey key-ec-P-384.pem
 fails_cleanly 1 "device unreachable" --tcti "$DEAD_TCTI" keygen ec:P-256 --out unreachable.pem
+fails_cleanly 1 "device unreachable" --tcti "$DEAD_TCTI" keygen rsa:3072 --out unreachable.pem
 [[ ! -e unreachable.pem ]] || hw_fail "keygen with an unreachable TPM left unreachable.pem"
 fails_cleanly 1 "device unreachable" --tcti "$DEAD_TCTI" list --tpm2
 fails_cleanly 1 "auth file" keygen ec:P-256 --out auth.pem --auth-file does-not-exist

@@ -64,7 +64,7 @@ run_storm "swtpm, no resource manager"
 
 hw_tabrmd
 hw_write_cnf "$HW_DIR/openssl-tabrmd.cnf" "$HW_TABRMD_TCTI"
-OPENSSL_CONF=$HW_DIR/openssl-tabrmd.cnf
+export OPENSSL_CONF=$HW_DIR/openssl-tabrmd.cnf
 run_storm "through tpm2-abrmd"
 
 echo "PASS: $HW_TEST"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Debian's nginx serves HTTPS with TPM keys (EC P-256 and RSA 2048), the
-# provider loaded from openssl.cnf.  nginx loads the keys in the master and
+# Debian's nginx serves HTTPS with TPM keys (EC P-256, RSA 2048, and a P-256
+# key with an auth value given through ssl_password_file), the provider
+# loaded from openssl.cnf.  nginx loads the keys in the master and
 # forks 2 workers, which do every handshake: the fork path of ARCHITECTURE.md §7.
 # curl fetches pages over many new connections; nginx is stopped by pid.
 [ -n "$BASH_VERSION" ] || exec bash "$0" "$@"
@@ -18,10 +19,17 @@ for i in 1 2 3 4 5; do echo "page $i $RANDOM$RANDOM" >"www/page$i.html"; done
 chmod -R a+rX www
 
 declare -A PORT
-for alg in ec:P-256 rsa:2048; do
-    key=key-${alg/:/-}.pem
-    hw_keygen "$alg" "$key"
-    ossl req -x509 -new -key "$key" -subj /CN=hwkey.test -days 2 \
+printf 'nginx auth %s\n' "$RANDOM$RANDOM" >pw.txt
+for alg in ec:P-256 rsa:2048 auth:ec:P-256; do
+    key=key-${alg//:/-}.pem
+    pass=()
+    if [[ $alg == auth:* ]]; then
+        hw_keygen "${alg#auth:}" "$key" --auth-file pw.txt
+        pass=(-passin file:pw.txt)
+    else
+        hw_keygen "$alg" "$key"
+    fi
+    ossl req -x509 -new -key "$key" "${pass[@]}" -subj /CN=hwkey.test -days 2 \
         -addext "subjectAltName=DNS:hwkey.test,IP:127.0.0.1" -out "${key%.pem}.crt" ||
         hw_fail "$alg: cannot make a certificate"
 done
@@ -56,6 +64,13 @@ http {
         ssl_certificate_key $HW_DIR/key-rsa-2048.pem;
         root $HW_DIR/www;
     }
+    server {
+        listen 127.0.0.1:${PORT[auth]} ssl;
+        ssl_certificate $HW_DIR/key-auth-ec-P-256.crt;
+        ssl_certificate_key $HW_DIR/key-auth-ec-P-256.pem;
+        ssl_password_file $HW_DIR/pw.txt;
+        root $HW_DIR/www;
+    }
 }
 CONF
 }
@@ -64,7 +79,8 @@ started=0
 for ((attempt = 0; attempt < 5 && started == 0; attempt++)); do
     PORT[ec]=$(hw_free_port)
     PORT[rsa]=$(hw_free_port)
-    [[ ${PORT[ec]} != "${PORT[rsa]}" ]] || continue
+    PORT[auth]=$(hw_free_port)
+    [[ $(printf '%s\n' "${PORT[@]}" | sort -u | wc -l) == 3 ]] || continue
     write_conf
     "$NGINX" -t -p "$HW_DIR" -c "$HW_DIR/nginx.conf" -e "$HW_DIR/logs/error.log" >nginx-t.log 2>&1 ||
         hw_fail "nginx -t rejects the configuration (key not loaded?): $(cat nginx-t.log)"
@@ -72,7 +88,11 @@ for ((attempt = 0; attempt < 5 && started == 0; attempt++)); do
     NGINX_PID=$!
     hw_register_pid "$NGINX_PID"
     for ((i = 0; i < 100; i++)); do
-        if hwkey_port_busy "${PORT[ec]}" && hwkey_port_busy "${PORT[rsa]}"; then started=1; break; fi
+        if hwkey_port_busy "${PORT[ec]}" && hwkey_port_busy "${PORT[rsa]}" &&
+            hwkey_port_busy "${PORT[auth]}"; then
+            started=1
+            break
+        fi
         kill -0 "$NGINX_PID" 2>/dev/null || break
         sleep 0.1
     done
@@ -90,8 +110,9 @@ for ((i = 0; i < 50; i++)); do
 done
 ((workers == 2)) || hw_fail "expected 2 nginx workers, found $workers"
 
-for kind in ec rsa; do
-    crt=$([[ $kind == ec ]] && echo key-ec-P-256.crt || echo key-rsa-2048.crt)
+declare -A CRT=([ec]=key-ec-P-256.crt [rsa]=key-rsa-2048.crt [auth]=key-auth-ec-P-256.crt)
+for kind in ec rsa auth; do
+    crt=${CRT[$kind]}
     for round in 1 2 3; do
         for i in 1 2 3 4 5; do
             # a new curl process each time: a new TCP connection, a full handshake

@@ -145,7 +145,7 @@ run_flows() {
 
 run_flows plain
 hw_write_cnf "$HW_DIR/openssl-prefer-default.cnf" "$HW_TCTI" '?provider=default'
-OPENSSL_CONF=$HW_DIR/openssl-prefer-default.cnf
+export OPENSSL_CONF=$HW_DIR/openssl-prefer-default.cnf
 run_flows prefer-default
 
 [[ -z $(hw_transient_handles) ]] || hw_fail "transient objects left in the TPM: $(hw_transient_handles | tr '\n' ' ')"

@@ -59,15 +59,16 @@ for spec in EC:prime256v1:11:ec256 EC:secp384r1:12:ec384 EC:secp521r1:13:ec521 \
         openssl pkey -pubin -inform DER -in "$tmp/$label.der" | cmp -s - "$tmp/$label.pem" \
             && pass "public key of $label equals pkcs11-tool's" || failed "public key of $label"
     else
-        # pkcs11-tool 0.23 cannot export P-384 keys as DER: compare the EC point it lists.
+        # pkcs11-tool 0.23 cannot export P-384 keys as DER: find our point among the
+        # EC_POINTs it lists (it does not filter --list-objects by label).
         theirs=$(pkcs11-tool --module "$module" --token-label hwkey-test --list-objects \
-            --type pubkey --label "$label" 2>/dev/null | sed -n 's/^ *EC_POINT: *//p')
+            --type pubkey 2>/dev/null | sed -n 's/^ *EC_POINT: *//p')
         ours=$(openssl pkey -pubin -in "$tmp/$label.pem" -text -noout \
             | sed -n '/^pub:/,/^ASN1 OID/p' | grep '^ ' | tr -d ' :\n')
         case $theirs in
-            *"$ours") [ -n "$ours" ] && pass "EC point of $label equals pkcs11-tool's" \
-                || failed "EC point of $label empty" ;;
-            *) failed "EC point of $label: ours $ours theirs $theirs" ;;
+            *"$ours"*) [ ${#ours} -gt 100 ] && pass "EC point of $label is on the token" \
+                || failed "EC point of $label too short: $ours" ;;
+            *) failed "EC point of $label: ours $ours not among $theirs" ;;
         esac
     fi
 done

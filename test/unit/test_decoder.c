@@ -45,9 +45,8 @@ static int group_setup(void **state)
     soft_rsa = EVP_PKEY_Q_keygen(lib, "provider=default", "RSA", (size_t)2048);
     if (mkdtemp(tmpdir) == NULL)
         return -1;
-    return prov_default != NULL && prov_hwkey != NULL && soft_ec != NULL && soft_rsa != NULL
-               ? 0
-               : -1;
+    return prov_default != NULL && prov_hwkey != NULL && soft_ec != NULL && soft_rsa != NULL ? 0
+                                                                                             : -1;
 }
 
 static int group_teardown(void **state)
@@ -162,9 +161,8 @@ static void assert_signs_as(EVP_PKEY *pkey, EVP_PKEY *soft)
     assert_int_equal(EVP_DigestSign(md, sig, &siglen, msg, sizeof(msg)), 1);
     EVP_MD_CTX_free(md);
     md = EVP_MD_CTX_new();
-    assert_int_equal(EVP_DigestVerifyInit_ex(md, NULL, "SHA256", lib, "provider=default", soft,
-                                             NULL),
-                     1);
+    assert_int_equal(
+        EVP_DigestVerifyInit_ex(md, NULL, "SHA256", lib, "provider=default", soft, NULL), 1);
     assert_int_equal(EVP_DigestVerify(md, sig, siglen, msg, sizeof(msg)), 1);
     EVP_MD_CTX_free(md);
 }
@@ -203,8 +201,8 @@ static void run_load_case(const LOAD_CASE *c)
     /* the other type's decoder read the type from the file, not the device */
     assert_int_equal(hwkey_fake_calls(HWKEY_FAKE_OP_LOAD), 1);
     assert_signs_as(pkey, soft);
-    assert_int_equal(hwkey_fake_calls(HWKEY_FAKE_OP_SIGN) > 0
-                         || hwkey_fake_calls(HWKEY_FAKE_OP_RSA_PRIVATE) > 0,
+    assert_int_equal(hwkey_fake_calls(HWKEY_FAKE_OP_SIGN) > 0 ||
+                         hwkey_fake_calls(HWKEY_FAKE_OP_RSA_PRIVATE) > 0,
                      1);
     EVP_PKEY_free(pkey);
 }
@@ -275,9 +273,9 @@ static void test_truncated_keyfile(void **state)
 static void test_reference_file_without_backend(void **state)
 {
     /* SEQUENCE { VisibleString "t", UTF8String "pkcs11:object=k" } */
-    static const unsigned char ref[] = {0x30, 0x14, 0x1a, 0x01, 't', 0x0c, 0x0f, 'p', 'k',
-                                        'c',  's',  '1',  '1',  ':', 'o',  'b',  'j', 'e',
-                                        'c',  't',  '=',  'k'};
+    static const unsigned char ref[] = {0x30, 0x14, 0x1a, 0x01, 't', 0x0c, 0x0f, 'p',
+                                        'k',  'c',  's',  '1',  '1', ':',  'o',  'b',
+                                        'j',  'e',  'c',  't',  '=', 'k'};
     const char *path = write_pem("ref", "PKCS#11 PROVIDER URI", ref, sizeof(ref));
 
     (void)state;

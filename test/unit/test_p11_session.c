@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <openssl/err.h>
@@ -72,6 +73,7 @@ static void *worker(void *arg)
         /* A real module call on it, so the session is used, not just counted. */
         if (mod->fl->C_GetSessionInfo(s, &si) != CKR_OK)
             return (void *)1;
+        usleep(100);                     /* hold it a while: makes the threads overlap */
         pthread_mutex_lock(&held_lock);
         for (int j = 0; j < n_held; j++)
             if (held[j] == s) {

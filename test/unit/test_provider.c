@@ -619,3 +619,234 @@ static void test_auth_failure_reaches_queue(void **state)
         EVP_PKEY_free(hw);
     }
 }
+
+/* --- key management ------------------------------------------------------------ */
+
+static void test_pkey_eq(void **state)
+{
+    static const int keys[] = {EC256, EC384, RSA2048};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        EVP_PKEY *hw = hw_key_of(soft[keys[i]]);
+        EVP_PKEY *pub = public_of(soft[keys[i]]);
+        EVP_PKEY *hw_pub = hw_public_of(soft[keys[i]]);
+        EVP_PKEY *other = keys[i] == RSA2048 ? EVP_PKEY_Q_keygen(lib, SOFT, "RSA", (size_t)2048)
+                                             : EVP_PKEY_Q_keygen(lib, SOFT, "EC",
+                                                                 keys[i] == EC256 ? "P-256"
+                                                                                  : "P-384");
+        EVP_PKEY *other_pub;
+
+        assert_non_null(other);
+        other_pub = public_of(other);
+        /* What X509_check_private_key asks: the device key and the certificate's key. */
+        assert_int_equal(EVP_PKEY_eq(hw, pub), 1);
+        assert_int_equal(EVP_PKEY_eq(pub, hw), 1);
+        assert_int_equal(EVP_PKEY_eq(hw, hw_pub), 1);
+        assert_int_equal(EVP_PKEY_eq(hw, other_pub), 0);
+        assert_int_equal(EVP_PKEY_eq(other_pub, hw), 0);
+        ERR_clear_error();
+        EVP_PKEY_free(hw);
+        EVP_PKEY_free(pub);
+        EVP_PKEY_free(hw_pub);
+        EVP_PKEY_free(other);
+        EVP_PKEY_free(other_pub);
+    }
+}
+
+static char *pubkey_pem(EVP_PKEY *pkey)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data = NULL, *copy;
+    long n;
+
+    assert_non_null(bio);
+    assert_int_equal(PEM_write_bio_PUBKEY(bio, pkey), 1);
+    n = BIO_get_mem_data(bio, &data);
+    copy = OPENSSL_strndup(data, (size_t)n);
+    BIO_free(bio);
+    return copy;
+}
+
+static void test_key_params(void **state)
+{
+    static const struct {
+        int key;
+        int bits;
+        int security_bits;
+        const char *group;
+    } cases[] = {{EC256, 256, 128, "prime256v1"}, {EC384, 384, 192, "secp384r1"},
+                 {RSA2048, 2048, 112, NULL}};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        EVP_PKEY *hw = hw_key_of(soft[cases[i].key]);
+        char name[64], *pem_hw, *pem_sw;
+        unsigned char enc_hw[200], enc_sw[200];
+        size_t len_hw = 0, len_sw = 0;
+        BIO *bio;
+
+        assert_int_equal(EVP_PKEY_get_bits(hw), cases[i].bits);
+        assert_int_equal(EVP_PKEY_get_security_bits(hw), cases[i].security_bits);
+        assert_int_equal(EVP_PKEY_get_size(hw), EVP_PKEY_get_size(soft[cases[i].key]));
+        /* 1: advisory, as the default provider answers for the software key. */
+        assert_int_equal(EVP_PKEY_get_default_digest_name(hw, name, sizeof(name)), 1);
+        assert_string_equal(name, "SHA256");
+        if (cases[i].group != NULL) {
+            assert_int_equal(EVP_PKEY_get_group_name(hw, name, sizeof(name), NULL), 1);
+            assert_string_equal(name, cases[i].group);
+            assert_int_equal(EVP_PKEY_get_octet_string_param(
+                                 hw, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, enc_hw, sizeof(enc_hw),
+                                 &len_hw),
+                             1);
+            assert_int_equal(EVP_PKEY_get_octet_string_param(
+                                 soft[cases[i].key], OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, enc_sw,
+                                 sizeof(enc_sw), &len_sw),
+                             1);
+            assert_int_equal(len_hw, len_sw);
+            assert_memory_equal(enc_hw, enc_sw, len_sw);
+        } else {
+            BIGNUM *n_hw = NULL, *n_sw = NULL;
+
+            assert_int_equal(EVP_PKEY_get_bn_param(hw, OSSL_PKEY_PARAM_RSA_N, &n_hw), 1);
+            assert_int_equal(EVP_PKEY_get_bn_param(soft[cases[i].key], OSSL_PKEY_PARAM_RSA_N, &n_sw), 1);
+            assert_int_equal(BN_cmp(n_hw, n_sw), 0);
+            BN_free(n_hw);
+            BN_free(n_sw);
+        }
+        /* The public key encodes as the software one does; the private key does not leave. */
+        pem_hw = pubkey_pem(hw);
+        pem_sw = pubkey_pem(soft[cases[i].key]);
+        assert_string_equal(pem_hw, pem_sw);
+        OPENSSL_free(pem_hw);
+        OPENSSL_free(pem_sw);
+        bio = BIO_new(BIO_s_mem());
+        assert_int_not_equal(PEM_write_bio_PrivateKey(bio, hw, NULL, NULL, 0, NULL, NULL), 1);
+        BIO_free(bio);
+        ERR_clear_error();
+        EVP_PKEY_free(hw);
+    }
+}
+
+/* --- X.509: the AlgorithmIdentifier and the key/certificate match -------------- */
+
+typedef struct {
+    const char *name;
+    int key;
+    const char *md;
+    int pad;
+    int salt;
+    int sig_nid;
+} CERT_CASE;
+
+static const CERT_CASE cert_cases[] = {
+    {"ECDSA P-256 SHA-256", EC256, "SHA256", 0, 0, NID_ecdsa_with_SHA256},
+    {"ECDSA P-384 SHA-384", EC384, "SHA384", 0, 0, NID_ecdsa_with_SHA384},
+    {"RSA PKCS1 SHA-256", RSA2048, "SHA256", RSA_PKCS1_PADDING, 0, NID_sha256WithRSAEncryption},
+    {"RSA PKCS1 SHA-512", RSA2048, "SHA512", RSA_PKCS1_PADDING, 0, NID_sha512WithRSAEncryption},
+    {"RSA PSS SHA-256 salt=digest", RSA2048, "SHA256", RSA_PKCS1_PSS_PADDING,
+     RSA_PSS_SALTLEN_DIGEST, NID_rsassaPss},
+    {"RSA PSS SHA-384 salt=max", RSA2048, "SHA384", RSA_PKCS1_PSS_PADDING, RSA_PSS_SALTLEN_MAX,
+     NID_rsassaPss},
+};
+
+static void test_self_signed_certificate(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(cert_cases) / sizeof(cert_cases[0]); i++) {
+        const CERT_CASE *c = &cert_cases[i];
+        X509 *x = X509_new_ex(lib, NULL);
+        X509_NAME *name = X509_NAME_new();
+        EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+        EVP_PKEY_CTX *pctx = NULL;
+        EVP_PKEY *hw, *pub;
+
+        print_message("  %s\n", c->name);
+        hwkey_fake_reset();
+        hw = hw_key_of(soft[c->key]);
+        pub = public_of(soft[c->key]);
+        assert_non_null(x);
+        assert_non_null(name);
+        assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                                    (const unsigned char *)"hwkey test", -1, -1, 0),
+                         1);
+        assert_int_equal(X509_set_version(x, X509_VERSION_3), 1);
+        assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), (long)i + 1), 1);
+        assert_int_equal(X509_set_subject_name(x, name), 1);
+        assert_int_equal(X509_set_issuer_name(x, name), 1);
+        assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
+        assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), 3600));
+        assert_int_equal(X509_set_pubkey(x, hw), 1);
+
+        assert_int_equal(EVP_DigestSignInit_ex(mctx, &pctx, c->md, lib, NULL, hw, NULL), 1);
+        set_rsa(pctx, c->pad, c->salt);
+        if (X509_sign_ctx(x, mctx) <= 0)
+            ERR_print_errors_fp(stderr);
+        assert_true(X509_get_signature_nid(x) == c->sig_nid);
+        assert_int_equal(device_calls(), 1);
+        /* The default provider checks signature and algorithm parameters (PSS salt too). */
+        assert_int_equal(X509_verify(x, pub), 1);
+        assert_int_equal(X509_check_private_key(x, hw), 1);
+        ERR_clear_error();
+
+        EVP_MD_CTX_free(mctx);
+        X509_NAME_free(name);
+        X509_free(x);
+        EVP_PKEY_free(hw);
+        EVP_PKEY_free(pub);
+    }
+}
+
+/* --- set-up --------------------------------------------------------------------- */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    hwkey_backend_set_override(&hwkey_fake_backend);
+    lib = OSSL_LIB_CTX_new();
+    if (lib == NULL || !OSSL_PROVIDER_add_builtin(lib, "hwkey", hwkey_provider_init))
+        return -1;
+    prov_default = OSSL_PROVIDER_load(lib, "default");
+    prov_hwkey = OSSL_PROVIDER_load(lib, "hwkey");
+    if (prov_default == NULL || prov_hwkey == NULL)
+        return -1;
+    soft[EC256] = EVP_PKEY_Q_keygen(lib, SOFT, "EC", "P-256");
+    soft[EC384] = EVP_PKEY_Q_keygen(lib, SOFT, "EC", "P-384");
+    soft[RSA2048] = EVP_PKEY_Q_keygen(lib, SOFT, "RSA", (size_t)2048);
+    for (int i = 0; i < N_SOFT; i++)
+        if (soft[i] == NULL)
+            return -1;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N_SOFT; i++)
+        EVP_PKEY_free(soft[i]);
+    OSSL_PROVIDER_unload(prov_hwkey);
+    OSSL_PROVIDER_unload(prov_default);
+    OSSL_LIB_CTX_free(lib);
+    hwkey_backend_set_override(NULL);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sign_verify),
+        cmocka_unit_test(test_pss_salt_refused),
+        cmocka_unit_test(test_decrypt),
+        cmocka_unit_test(test_decrypt_tls_premaster),
+        cmocka_unit_test(test_ecdh),
+        cmocka_unit_test(test_ecdh_other_curve),
+        cmocka_unit_test(test_public_only_cannot_sign),
+        cmocka_unit_test(test_import_refuses_private_key),
+        cmocka_unit_test(test_auth_failure_reaches_queue),
+        cmocka_unit_test(test_pkey_eq),
+        cmocka_unit_test(test_key_params),
+        cmocka_unit_test(test_self_signed_certificate),
+    };
+
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

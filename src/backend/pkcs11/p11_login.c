@@ -136,7 +136,13 @@ static int login_locked(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P
         tok->logged_in = 1;
         return 1;
     }
-    rv = fl->C_GetTokenInfo(tok->slot, &ti);
+    /* Retried for the same SoftHSM multi-process reason as C_Login below. */
+    for (int attempt = 0; attempt < 5; attempt++) {
+        rv = fl->C_GetTokenInfo(tok->slot, &ti);
+        if (rv != CKR_GENERAL_ERROR)
+            break;
+        usleep(20000);
+    }
     if (rv != CKR_OK) {
         hwkey_raise(hwkey_p11_rv_reason(rv), "C_GetTokenInfo on slot %lu failed: %s",
                     (unsigned long)tok->slot, hwkey_p11_rv_name(rv));
@@ -188,8 +194,18 @@ static int login_locked(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P
             goto end;
         }
     }
-    tok->login_calls++;
-    rv = fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)pin, pin != NULL ? strlen(pin) : 0);
+    /*
+     * SoftHSM answers CKR_GENERAL_ERROR when a sibling process writes the
+     * token file at that moment (seen: forked workers logging in at once).
+     * Such an answer judged no PIN, so a short retry costs no PIN try.
+     */
+    for (int attempt = 0; attempt < 5; attempt++) {
+        tok->login_calls++;
+        rv = fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)pin, pin != NULL ? strlen(pin) : 0);
+        if (rv != CKR_GENERAL_ERROR && rv != CKR_FUNCTION_FAILED)
+            break;
+        usleep(20000);
+    }
     if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
         tok->logged_in = 1;
         tok->have_rejected = 0;
