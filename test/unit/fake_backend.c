@@ -23,6 +23,7 @@
 typedef struct {
     HWKEY_DEVICE base;
     OSSL_LIB_CTX *libctx;
+    OSSL_PROVIDER *deflt;       /* unloaded before the context, or it leaks */
 } FAKE_DEVICE;
 
 typedef struct {
@@ -128,7 +129,7 @@ static HWKEY_DEVICE *fake_open(const HWKEY_CONFIG *cfg)
 
     (void)cfg;
     if (dev == NULL || (dev->libctx = OSSL_LIB_CTX_new()) == NULL
-        || OSSL_PROVIDER_load(dev->libctx, "default") == NULL) {
+        || (dev->deflt = OSSL_PROVIDER_load(dev->libctx, "default")) == NULL) {
         if (dev != NULL)
             OSSL_LIB_CTX_free(dev->libctx);
         OPENSSL_free(dev);
@@ -145,6 +146,7 @@ static void fake_close(HWKEY_DEVICE *d)
 
     if (dev == NULL)
         return;
+    OSSL_PROVIDER_unload(dev->deflt);
     OSSL_LIB_CTX_free(dev->libctx);
     OPENSSL_free(dev);
 }

@@ -178,6 +178,14 @@ static int p11_supports(HWKEY_DEVICE *base, const HWKEY_KEYSPEC *spec)
     HWKEY_P11_TOKEN *tok;
     int ok = 0;
 
+    /*
+     * Asked by the catalogue at provider start in every application: never
+     * load the p11-kit proxy (every registered module, SoftHSM with its
+     * in-process OpenSSL among them) just to answer it.
+     */
+    if (((HWKEY_P11_DEVICE *)base)->module_path == NULL
+        && ((HWKEY_P11_DEVICE *)base)->modules == NULL)
+        return 0;
     /* A capability question: its failure is an answer, not an error. */
     ERR_set_mark();
     tok = default_token(base);
