@@ -101,6 +101,7 @@ typedef struct {
     int counted; /* commands counted */
     unsigned long sigs;
     double secs;
+    double cpu_secs; /* this process's CPU time (all threads) while signing */
     BENCH_CMD_COUNT cmds;
     int dev_counted; /* behind the resource manager too */
     BENCH_CMD_COUNT dev_cmds;

@@ -83,8 +83,9 @@ int bench_report(const BENCH *b)
 {
     int misses = 0, have_rm = 0, failed = 0;
 
-    printf("\n%-6s %-9s %-13s %8s %9s %8s  %s\n", "mode", "key", "contender", "sig/s", "cmds/sig",
-           "at TPM", "commands per signature, steady state [at the TPM, behind the RM]");
+    printf("\n%-6s %-9s %-13s %8s %7s %9s %8s  %s\n", "mode", "key", "contender", "sig/s", "cpu us",
+           "cmds/sig", "at TPM",
+           "commands per signature, steady state [at the TPM, behind the RM]");
     for (int m = 0; m < b->nmodes; m++) {
         for (int a = 0; a < b->nalgs; a++) {
             for (int k = 0; k < BENCH_KIND_MAX; k++) {
@@ -95,9 +96,9 @@ int bench_report(const BENCH *b)
                 printf("%-6s %-9s %-13s ", b->modes[m].label, b->algs[a].label,
                        bench_kind_names[k]);
                 if (r->ran)
-                    printf("%8.1f ", rate(r));
+                    printf("%8.1f %7.0f ", rate(r), r->cpu_secs * 1e6 / (double)r->sigs);
                 else
-                    printf("%8s ", "-");
+                    printf("%8s %7s ", "-", "-");
                 if (r->counted) {
                     printf("%9.2f ", per_sig(r, &r->cmds));
                     if (r->dev_counted)

@@ -28,12 +28,12 @@ typedef struct {
     HWKEY_KEY *key;
     int decrypting;
     int pad_mode;
-    EVP_MD *oaep_md;                 /* NULL: SHA-1 */
-    EVP_MD *mgf1_md;                 /* NULL: the OAEP digest */
+    EVP_MD *oaep_md; /* NULL: SHA-1 */
+    EVP_MD *mgf1_md; /* NULL: the OAEP digest */
     unsigned char *label;
     size_t label_len;
-    unsigned int client_version;     /* TLS: ClientHello.client_version */
-    unsigned int alt_version;        /* TLS: the negotiated one, for the rollback bug */
+    unsigned int client_version; /* TLS: ClientHello.client_version */
+    unsigned int alt_version;    /* TLS: the negotiated one, for the rollback bug */
 } RSA_CIPHER_CTX;
 
 static OSSL_FUNC_asym_cipher_newctx_fn rsa_cipher_newctx;
@@ -84,9 +84,9 @@ static void *rsa_cipher_dupctx(void *vctx)
     dst->key = NULL;
     dst->oaep_md = dst->mgf1_md = NULL;
     dst->label = NULL;
-    if ((src->key != NULL && !hwkey_key_up_ref(src->key))
-        || (src->oaep_md != NULL && !EVP_MD_up_ref(src->oaep_md))
-        || (src->mgf1_md != NULL && !EVP_MD_up_ref(src->mgf1_md))) {
+    if ((src->key != NULL && !hwkey_key_up_ref(src->key)) ||
+        (src->oaep_md != NULL && !EVP_MD_up_ref(src->oaep_md)) ||
+        (src->mgf1_md != NULL && !EVP_MD_up_ref(src->mgf1_md))) {
         OPENSSL_free(dst);
         goto err;
     }
@@ -169,7 +169,8 @@ static int rsa_cipher_encrypt(void *vctx, unsigned char *out, size_t *outlen, si
                                                  ctx->label_len);
     *p = OSSL_PARAM_construct_end();
     pctx = EVP_PKEY_CTX_new_from_pkey(ctx->provctx->swctx, ctx->key->pub, NULL);
-    if (pctx == NULL || EVP_PKEY_encrypt_init(pctx) <= 0 || !EVP_PKEY_CTX_set_params(pctx, params)) {
+    if (pctx == NULL || EVP_PKEY_encrypt_init(pctx) <= 0 ||
+        !EVP_PKEY_CTX_set_params(pctx, params)) {
         hwkey_raise(HWKEY_R_INTERNAL, "cannot set up a software RSA encryption");
         goto end;
     }
@@ -200,8 +201,8 @@ static int raw_private(RSA_CIPHER_CTX *ctx, const unsigned char *in, size_t inle
     if (!hwkey_backend_rsa_private(ctx->key->bkey, block, k, em, &n))
         goto end;
     if (n > k) {
-        hwkey_raise(HWKEY_R_DEVICE_ERROR, "the device returned %zu bytes for a %zu-byte modulus",
-                    n, k);
+        hwkey_raise(HWKEY_R_DEVICE_ERROR, "the device returned %zu bytes for a %zu-byte modulus", n,
+                    k);
         goto end;
     }
     memmove(em + (k - n), em, n);
@@ -239,8 +240,8 @@ static int tls_premaster_via_device(RSA_CIPHER_CTX *ctx, unsigned char *out, siz
         memset(em + 2, 0xff, k - HWKEY_TLS_PREMASTER_LEN - 3);
         memcpy(em + k - HWKEY_TLS_PREMASTER_LEN, plain, HWKEY_TLS_PREMASTER_LEN);
     }
-    ret = hwkey_rsa_decode_pkcs1_tls(ctx->provctx->swctx, out, outsize, em, k,
-                                     ctx->client_version, ctx->alt_version);
+    ret = hwkey_rsa_decode_pkcs1_tls(ctx->provctx->swctx, out, outsize, em, k, ctx->client_version,
+                                     ctx->alt_version);
     hwkey_secmem_free(plain);
     return ret;
 }
@@ -266,8 +267,7 @@ static int rsa_cipher_decrypt(void *vctx, unsigned char *out, size_t *outlen, si
     }
     /* Publicly visible faults may be told apart. */
     if (inlen > k || inlen == 0) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "a %zu-byte ciphertext for a %zu-byte modulus", inlen,
-                    k);
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "a %zu-byte ciphertext for a %zu-byte modulus", inlen, k);
         return 0;
     }
     if (tls && (ctx->client_version == 0 || outsize < HWKEY_TLS_PREMASTER_LEN)) {
@@ -283,7 +283,7 @@ static int rsa_cipher_decrypt(void *vctx, unsigned char *out, size_t *outlen, si
         HWKEY_DECRYPT_PARAMS params = {
             .padding = ctx->pad_mode == RSA_PKCS1_OAEP_PADDING ? HWKEY_PAD_OAEP : HWKEY_PAD_PKCS1,
             .oaep_md_nid = md != NULL ? EVP_MD_get_type(md) : NID_undef,
-            .mgf1_md_nid = md == NULL ? NID_undef
+            .mgf1_md_nid = md == NULL             ? NID_undef
                            : ctx->mgf1_md != NULL ? EVP_MD_get_type(ctx->mgf1_md)
                                                   : EVP_MD_get_type(md),
             .label = ctx->label,
@@ -356,9 +356,9 @@ static int rsa_cipher_set_ctx_params(void *vctx, const OSSL_PARAM params[])
     if (p != NULL) {
         int mode = -1;
 
-        if (!hwkey_rsa_pad_mode_get(p, &mode)
-            || (mode != RSA_PKCS1_PADDING && mode != RSA_PKCS1_OAEP_PADDING
-                && mode != RSA_PKCS1_WITH_TLS_PADDING)) {
+        if (!hwkey_rsa_pad_mode_get(p, &mode) ||
+            (mode != RSA_PKCS1_PADDING && mode != RSA_PKCS1_OAEP_PADDING &&
+             mode != RSA_PKCS1_WITH_TLS_PADDING)) {
             hwkey_raise(HWKEY_R_UNSUPPORTED_PADDING,
                         "RSA encryption padding %s is not supported (pkcs1 or oaep only)",
                         hwkey_rsa_pad_mode_name(mode));
@@ -408,13 +408,11 @@ static int rsa_cipher_get_ctx_params(void *vctx, OSSL_PARAM params[])
     if (p != NULL && !hwkey_rsa_pad_mode_set(p, ctx->pad_mode))
         return 0;
     p = OSSL_PARAM_locate(params, OSSL_ASYM_CIPHER_PARAM_OAEP_DIGEST);
-    if (p != NULL
-        && !OSSL_PARAM_set_utf8_string(p, ctx->oaep_md != NULL ? EVP_MD_get0_name(ctx->oaep_md)
-                                                               : "SHA1"))
+    if (p != NULL && !OSSL_PARAM_set_utf8_string(
+                         p, ctx->oaep_md != NULL ? EVP_MD_get0_name(ctx->oaep_md) : "SHA1"))
         return 0;
     p = OSSL_PARAM_locate(params, OSSL_ASYM_CIPHER_PARAM_MGF1_DIGEST);
-    if (p != NULL
-        && !OSSL_PARAM_set_utf8_string(p, mgf1 != NULL ? EVP_MD_get0_name(mgf1) : "SHA1"))
+    if (p != NULL && !OSSL_PARAM_set_utf8_string(p, mgf1 != NULL ? EVP_MD_get0_name(mgf1) : "SHA1"))
         return 0;
     p = OSSL_PARAM_locate(params, OSSL_ASYM_CIPHER_PARAM_OAEP_LABEL);
     if (p != NULL && !OSSL_PARAM_set_octet_ptr(p, ctx->label, ctx->label_len))
@@ -462,7 +460,10 @@ static const OSSL_PARAM *rsa_cipher_gettable_ctx_params(void *ctx, void *provctx
     return gettable;
 }
 
-#define CIPHER_FN(id, fn) {OSSL_FUNC_ASYM_CIPHER_##id, (void (*)(void))(fn)}
+#define CIPHER_FN(id, fn)                                                                          \
+    {                                                                                              \
+        OSSL_FUNC_ASYM_CIPHER_##id, (void (*)(void))(fn)                                           \
+    }
 
 const OSSL_DISPATCH hwkey_rsa_asym_cipher_functions[] = {
     CIPHER_FN(NEWCTX, rsa_cipher_newctx),

@@ -133,9 +133,9 @@ static int ecdh_set_peer(void *vctx, void *provkey)
     }
     /* Uncompressed whatever form the peer was given in: what backends take. */
     n = field_bytes(ctx->key);
-    if (1 + 2 * n > sizeof(ctx->peer)
-        || !coordinate(peer->pub, OSSL_PKEY_PARAM_EC_PUB_X, ctx->peer + 1, n)
-        || !coordinate(peer->pub, OSSL_PKEY_PARAM_EC_PUB_Y, ctx->peer + 1 + n, n)) {
+    if (1 + 2 * n > sizeof(ctx->peer) ||
+        !coordinate(peer->pub, OSSL_PKEY_PARAM_EC_PUB_X, ctx->peer + 1, n) ||
+        !coordinate(peer->pub, OSSL_PKEY_PARAM_EC_PUB_Y, ctx->peer + 1 + n, n)) {
         hwkey_raise(HWKEY_R_INVALID_PEER_KEY, "the ECDH peer has no public point");
         return 0;
     }
@@ -200,9 +200,9 @@ static int ecdh_set_ctx_params(void *vctx, const OSSL_PARAM params[])
             return 0;
         }
     }
-    if (OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_DIGEST) != NULL
-        || OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_OUTLEN) != NULL
-        || OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_UKM) != NULL) {
+    if (OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_DIGEST) != NULL ||
+        OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_OUTLEN) != NULL ||
+        OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_UKM) != NULL) {
         hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
                     "hwkey ECDH has no KDF: KDF digest, length and UKM cannot be set");
         return 0;
@@ -226,13 +226,11 @@ static int ecdh_get_ctx_params(void *vctx, OSSL_PARAM params[])
 
 static const OSSL_PARAM settable[] = {
     OSSL_PARAM_int(OSSL_EXCHANGE_PARAM_EC_ECDH_COFACTOR_MODE, NULL),
-    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_TYPE, NULL, 0),
-    OSSL_PARAM_END};
+    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_TYPE, NULL, 0), OSSL_PARAM_END};
 
 static const OSSL_PARAM gettable[] = {
     OSSL_PARAM_int(OSSL_EXCHANGE_PARAM_EC_ECDH_COFACTOR_MODE, NULL),
-    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_TYPE, NULL, 0),
-    OSSL_PARAM_END};
+    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_TYPE, NULL, 0), OSSL_PARAM_END};
 
 static const OSSL_PARAM *ecdh_settable_ctx_params(void *ctx, void *provctx)
 {
@@ -248,7 +246,10 @@ static const OSSL_PARAM *ecdh_gettable_ctx_params(void *ctx, void *provctx)
     return gettable;
 }
 
-#define KEYEXCH_FN(id, fn) {OSSL_FUNC_KEYEXCH_##id, (void (*)(void))(fn)}
+#define KEYEXCH_FN(id, fn)                                                                         \
+    {                                                                                              \
+        OSSL_FUNC_KEYEXCH_##id, (void (*)(void))(fn)                                               \
+    }
 
 const OSSL_DISPATCH hwkey_ecdh_keyexch_functions[] = {
     KEYEXCH_FN(NEWCTX, ecdh_newctx),

@@ -47,8 +47,8 @@ void *hwkey_keymgmt_load(HWKEY_ALG alg, const void *reference, size_t reference_
     HWKEY_KEY *key;
 
     if (slot == NULL || reference_sz != sizeof(*slot) || *slot == NULL) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT,
-                    "key reference of %zu bytes is not a hwkey key object", reference_sz);
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "key reference of %zu bytes is not a hwkey key object",
+                    reference_sz);
         return NULL;
     }
     key = *slot;
@@ -81,9 +81,9 @@ static int has_public_point(const HWKEY_KEY *key)
         return 0;
     if (key->alg != HWKEY_ALG_EC)
         return 1;
-    return EVP_PKEY_get_octet_string_param(key->pub, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL,
-                                           0, &len)
-           && len > 0;
+    return EVP_PKEY_get_octet_string_param(key->pub, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0,
+                                           &len) &&
+           len > 0;
 }
 
 int hwkey_keymgmt_has(const void *keydata, int selection)
@@ -141,8 +141,8 @@ int hwkey_keymgmt_get_params(void *keydata, OSSL_PARAM params[])
 static int holds_private_material(const OSSL_PARAM params[])
 {
     static const char *const prefixes[] = {
-        OSSL_PKEY_PARAM_PRIV_KEY, OSSL_PKEY_PARAM_RSA_D, "rsa-factor", "rsa-exponent",
-        "rsa-coefficient",
+        OSSL_PKEY_PARAM_PRIV_KEY, OSSL_PKEY_PARAM_RSA_D, "rsa-factor",
+        "rsa-exponent",           "rsa-coefficient",
     };
 
     for (const OSSL_PARAM *p = params; p != NULL && p->key != NULL; p++)
@@ -156,8 +156,7 @@ static int holds_private_material(const OSSL_PARAM params[])
     return 0;
 }
 
-int hwkey_keymgmt_import(const char *type, void *keydata, int selection,
-                         const OSSL_PARAM params[])
+int hwkey_keymgmt_import(const char *type, void *keydata, int selection, const OSSL_PARAM params[])
 {
     HWKEY_KEY *key = keydata;
     EVP_PKEY_CTX *pctx = NULL;
@@ -179,19 +178,18 @@ int hwkey_keymgmt_import(const char *type, void *keydata, int selection,
                     "the device with `hwkey import` and load the key file it writes");
         return 0;
     }
-    if ((selection & (OSSL_KEYMGMT_SELECT_PUBLIC_KEY | OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS))
-        == 0) {
+    if ((selection & (OSSL_KEYMGMT_SELECT_PUBLIC_KEY | OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS)) ==
+        0) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "import of an %s key without its public part", type);
         return 0;
     }
     pctx = EVP_PKEY_CTX_new_from_name(key->swctx, type, NULL);
-    if (pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0
-        || EVP_PKEY_fromdata(pctx, &pub,
-                             (selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) != 0
-                                 ? EVP_PKEY_PUBLIC_KEY
-                                 : EVP_PKEY_KEY_PARAMETERS,
-                             (OSSL_PARAM *)params)
-               <= 0) {
+    if (pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
+        EVP_PKEY_fromdata(pctx, &pub,
+                          (selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) != 0
+                              ? EVP_PKEY_PUBLIC_KEY
+                              : EVP_PKEY_KEY_PARAMETERS,
+                          (OSSL_PARAM *)params) <= 0) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the %s public key parameters do not form a key", type);
         goto end;
     }

@@ -24,9 +24,11 @@ OSSL_FUNC_keymgmt_export_fn hwkey_keymgmt_export;
 /* load and import need to know which table called them. */
 void *hwkey_keymgmt_load(HWKEY_ALG alg, const void *reference, size_t reference_sz);
 /* type: "EC" or "RSA", the software keymgmt that builds the public key. */
-int hwkey_keymgmt_import(const char *type, void *keydata, int selection,
-                         const OSSL_PARAM params[]);
+int hwkey_keymgmt_import(const char *type, void *keydata, int selection, const OSSL_PARAM params[]);
 
-#define HWKEY_KEYMGMT_FN(id, fn) {OSSL_FUNC_KEYMGMT_##id, (void (*)(void))(fn)}
+#define HWKEY_KEYMGMT_FN(id, fn)                                                                   \
+    {                                                                                              \
+        OSSL_FUNC_KEYMGMT_##id, (void (*)(void))(fn)                                               \
+    }
 
 #endif

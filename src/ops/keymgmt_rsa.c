@@ -25,10 +25,9 @@ static int rsa_import(void *keydata, int selection, const OSSL_PARAM params[])
     return hwkey_keymgmt_import("RSA", keydata, selection, params);
 }
 
-static const OSSL_PARAM rsa_public_types[] = {
-    OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_N, NULL, 0),
-    OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_E, NULL, 0),
-    OSSL_PARAM_END};
+static const OSSL_PARAM rsa_public_types[] = {OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_N, NULL, 0),
+                                              OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_E, NULL, 0),
+                                              OSSL_PARAM_END};
 
 /* Private key selections get no types: hwkey imports and exports no private key. */
 static const OSSL_PARAM *rsa_types(int selection)

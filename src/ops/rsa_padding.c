@@ -70,9 +70,9 @@ static const struct {
     unsigned char oid_last;
     unsigned char len;
 } nist_digests[] = {
-    {NID_sha256, 0x01, 32},     {NID_sha384, 0x02, 48},     {NID_sha512, 0x03, 64},
-    {NID_sha224, 0x04, 28},     {NID_sha512_224, 0x05, 28}, {NID_sha512_256, 0x06, 32},
-    {NID_sha3_224, 0x07, 28},   {NID_sha3_256, 0x08, 32},   {NID_sha3_384, 0x09, 48},
+    {NID_sha256, 0x01, 32},   {NID_sha384, 0x02, 48},     {NID_sha512, 0x03, 64},
+    {NID_sha224, 0x04, 28},   {NID_sha512_224, 0x05, 28}, {NID_sha512_256, 0x06, 32},
+    {NID_sha3_224, 0x07, 28}, {NID_sha3_256, 0x08, 32},   {NID_sha3_384, 0x09, 48},
     {NID_sha3_512, 0x0a, 64},
 };
 static const unsigned char sha1_prefix[] = {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e,
@@ -167,8 +167,8 @@ int hwkey_rsa_mgf1(unsigned char *mask, size_t len, const unsigned char *seed, s
                                 (unsigned char)(counter >> 8), (unsigned char)counter};
         size_t n = len - done < (size_t)md_len ? len - done : (size_t)md_len;
 
-        if (!EVP_DigestInit_ex(c, md, NULL) || !EVP_DigestUpdate(c, seed, seed_len)
-            || !EVP_DigestUpdate(c, cnt, sizeof(cnt)) || !EVP_DigestFinal_ex(c, block, NULL))
+        if (!EVP_DigestInit_ex(c, md, NULL) || !EVP_DigestUpdate(c, seed, seed_len) ||
+            !EVP_DigestUpdate(c, cnt, sizeof(cnt)) || !EVP_DigestFinal_ex(c, block, NULL))
             goto end;
         memcpy(mask + done, block, n);
         done += (uint32_t)n;
@@ -208,10 +208,10 @@ int hwkey_rsa_encode_pss(OSSL_LIB_CTX *libctx, unsigned char *em, size_t k, int 
         goto end;
     /* H = Hash(00*8 || mHash || salt). */
     c = EVP_MD_CTX_new();
-    if (c == NULL || !EVP_DigestInit_ex(c, md, NULL) || !EVP_DigestUpdate(c, zeros, sizeof(zeros))
-        || !EVP_DigestUpdate(c, mhash, hlen)
-        || !EVP_DigestUpdate(c, db + db_len - salt_len, salt_len)
-        || !EVP_DigestFinal_ex(c, hash, NULL))
+    if (c == NULL || !EVP_DigestInit_ex(c, md, NULL) ||
+        !EVP_DigestUpdate(c, zeros, sizeof(zeros)) || !EVP_DigestUpdate(c, mhash, hlen) ||
+        !EVP_DigestUpdate(c, db + db_len - salt_len, salt_len) ||
+        !EVP_DigestFinal_ex(c, hash, NULL))
         goto end;
     /* maskedDB = DB xor MGF1(H): mask into a scratch copy, then xor. */
     {

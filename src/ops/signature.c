@@ -73,9 +73,9 @@ void *hwkey_sig_dupctx(void *vctx)
     dst->md = NULL;
     dst->mdctx = NULL;
     dst->rsa.mgf1_md = NULL;
-    if ((src->key != NULL && !hwkey_key_up_ref(src->key))
-        || (src->md != NULL && !EVP_MD_up_ref(src->md))
-        || (src->rsa.mgf1_md != NULL && !EVP_MD_up_ref(src->rsa.mgf1_md))) {
+    if ((src->key != NULL && !hwkey_key_up_ref(src->key)) ||
+        (src->md != NULL && !EVP_MD_up_ref(src->md)) ||
+        (src->rsa.mgf1_md != NULL && !EVP_MD_up_ref(src->rsa.mgf1_md))) {
         OPENSSL_free(dst);
         hwkey_raise(HWKEY_R_INTERNAL, "duplicating a signature context");
         return NULL;
@@ -121,8 +121,7 @@ static int sig_set_md(HWKEY_SIG_CTX *ctx, const char *name)
                     "the digest cannot change while a message is being digested");
         return 0;
     }
-    md = hwkey_sig_fetch_md(ctx, name,
-                            ctx->meth->alg == HWKEY_ALG_RSA); /* MD5-SHA1: TLS 1.0/1.1 */
+    md = hwkey_sig_fetch_md(ctx, name, ctx->meth->alg == HWKEY_ALG_RSA); /* MD5-SHA1: TLS 1.0/1.1 */
     if (md == NULL)
         return 0;
     EVP_MD_free(ctx->md);
@@ -184,8 +183,7 @@ int hwkey_sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsiz
     size_t max = ctx->key != NULL ? hwkey_key_max_size(ctx->key) : 0;
 
     if (ctx->key == NULL || !ctx->signing) {
-        hwkey_raise(HWKEY_R_OPERATION_NOT_INITIALISED, "%s sign before sign_init",
-                    ctx->meth->name);
+        hwkey_raise(HWKEY_R_OPERATION_NOT_INITIALISED, "%s sign before sign_init", ctx->meth->name);
         return 0;
     }
     if (sig == NULL) {
@@ -205,8 +203,8 @@ int hwkey_sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsiz
     return ctx->meth->sign(ctx, sig, siglen, sigsize, tbs, tbslen);
 }
 
-int hwkey_sig_verify(void *vctx, const unsigned char *sig, size_t siglen,
-                     const unsigned char *tbs, size_t tbslen)
+int hwkey_sig_verify(void *vctx, const unsigned char *sig, size_t siglen, const unsigned char *tbs,
+                     size_t tbslen)
 {
     HWKEY_SIG_CTX *ctx = vctx;
     OSSL_PARAM params[8], *p = params;
@@ -225,10 +223,9 @@ int hwkey_sig_verify(void *vctx, const unsigned char *sig, size_t siglen,
         p += ctx->meth->verify_params(ctx, p);
     *p = OSSL_PARAM_construct_end();
     vpctx = EVP_PKEY_CTX_new_from_pkey(ctx->provctx->swctx, ctx->key->pub, NULL);
-    if (vpctx == NULL || EVP_PKEY_verify_init(vpctx) <= 0
-        || !EVP_PKEY_CTX_set_params(vpctx, params)) {
-        hwkey_raise(HWKEY_R_INTERNAL, "cannot set up a software %s verification",
-                    ctx->meth->name);
+    if (vpctx == NULL || EVP_PKEY_verify_init(vpctx) <= 0 ||
+        !EVP_PKEY_CTX_set_params(vpctx, params)) {
+        hwkey_raise(HWKEY_R_INTERNAL, "cannot set up a software %s verification", ctx->meth->name);
         goto end;
     }
     /* A bad signature is an answer, not an error: OpenSSL's own providers leave its reason. */
@@ -241,9 +238,9 @@ end:
 static int sig_digest_init(HWKEY_SIG_CTX *ctx, const char *mdname, void *provkey,
                            const OSSL_PARAM params[], int signing)
 {
-    if (!sig_init(ctx, provkey, NULL, signing)
-        || !sig_set_md(ctx, mdname != NULL && mdname[0] != '\0' ? mdname : DEFAULT_DIGEST)
-        || !hwkey_sig_set_ctx_params(ctx, params))
+    if (!sig_init(ctx, provkey, NULL, signing) ||
+        !sig_set_md(ctx, mdname != NULL && mdname[0] != '\0' ? mdname : DEFAULT_DIGEST) ||
+        !hwkey_sig_set_ctx_params(ctx, params))
         return 0;
     ctx->mdctx = EVP_MD_CTX_new();
     if (ctx->mdctx == NULL || !EVP_DigestInit_ex2(ctx->mdctx, ctx->md, NULL)) {
@@ -298,8 +295,8 @@ int hwkey_sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen, 
     /* Size query: the digest in progress stays untouched. */
     if (sig == NULL)
         return hwkey_sig_sign(ctx, NULL, siglen, 0, NULL, 0);
-    return sig_digest_final(ctx, digest, &len)
-           && hwkey_sig_sign(ctx, sig, siglen, sigsize, digest, len);
+    return sig_digest_final(ctx, digest, &len) &&
+           hwkey_sig_sign(ctx, sig, siglen, sigsize, digest, len);
 }
 
 int hwkey_sig_digest_verify_final(void *vctx, const unsigned char *sig, size_t siglen)
@@ -342,8 +339,8 @@ int hwkey_sig_get_ctx_params(void *vctx, OSSL_PARAM params[])
     if (p != NULL && ctx->md != NULL && ctx->key != NULL) {
         unsigned char *der = NULL;
         size_t der_len = 0;
-        int ok = ctx->meth->algorithm_id(ctx, &der, &der_len)
-                 && OSSL_PARAM_set_octet_string(p, der, der_len);
+        int ok = ctx->meth->algorithm_id(ctx, &der, &der_len) &&
+                 OSSL_PARAM_set_octet_string(p, der, der_len);
 
         OPENSSL_free(der);
         if (!ok)

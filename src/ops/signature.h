@@ -18,7 +18,7 @@ typedef struct hwkey_sig_ctx HWKEY_SIG_CTX;
 
 typedef struct {
     HWKEY_ALG alg;
-    const char *name;                 /* "ECDSA", "RSA": for messages */
+    const char *name; /* "ECDSA", "RSA": for messages */
     /* tbs is a digest (of ctx->md when set); sig has room for sigsize bytes. */
     int (*sign)(HWKEY_SIG_CTX *ctx, unsigned char *sig, size_t *siglen, size_t sigsize,
                 const unsigned char *tbs, size_t tbslen);
@@ -33,20 +33,20 @@ typedef struct {
 
 /* RSA state; unused by ECDSA. */
 typedef struct {
-    int pad_mode;                     /* RSA_PKCS1_PADDING, RSA_PKCS1_PSS_PADDING */
-    int salt_len;                     /* bytes, or RSA_PSS_SALTLEN_* */
-    EVP_MD *mgf1_md;                  /* NULL: the signature's digest */
+    int pad_mode;    /* RSA_PKCS1_PADDING, RSA_PKCS1_PSS_PADDING */
+    int salt_len;    /* bytes, or RSA_PSS_SALTLEN_* */
+    EVP_MD *mgf1_md; /* NULL: the signature's digest */
 } HWKEY_SIG_RSA_STATE;
 
 struct hwkey_sig_ctx {
     const HWKEY_SIG_METHOD *meth;
     HWKEY_PROVCTX *provctx;
     HWKEY_KEY *key;
-    int signing;                      /* 1 sign, 0 verify */
-    EVP_MD *md;                       /* fetched from provctx->swctx; NULL until set */
+    int signing; /* 1 sign, 0 verify */
+    EVP_MD *md;  /* fetched from provctx->swctx; NULL until set */
     int md_nid;
     size_t md_size;
-    EVP_MD_CTX *mdctx;                /* digest_sign / digest_verify in progress */
+    EVP_MD_CTX *mdctx; /* digest_sign / digest_verify in progress */
     HWKEY_SIG_RSA_STATE rsa;
 };
 
@@ -71,23 +71,23 @@ EVP_MD *hwkey_sig_fetch_md(HWKEY_SIG_CTX *ctx, const char *name, int allow_md5_s
 /* DER of alg; frees alg. */
 int hwkey_sig_algor_der(X509_ALGOR *alg, unsigned char **der, size_t *der_len);
 
-#define HWKEY_SIG_FN(id, fn) {OSSL_FUNC_SIGNATURE_##id, (void (*)(void))(fn)}
+#define HWKEY_SIG_FN(id, fn)                                                                       \
+    {                                                                                              \
+        OSSL_FUNC_SIGNATURE_##id, (void (*)(void))(fn)                                             \
+    }
 
 /* The entries every signature table has. */
-#define HWKEY_SIG_COMMON_FNS                                                  \
-    HWKEY_SIG_FN(FREECTX, hwkey_sig_freectx),                                 \
-    HWKEY_SIG_FN(DUPCTX, hwkey_sig_dupctx),                                   \
-    HWKEY_SIG_FN(SIGN_INIT, hwkey_sig_sign_init),                             \
-    HWKEY_SIG_FN(SIGN, hwkey_sig_sign),                                       \
-    HWKEY_SIG_FN(VERIFY_INIT, hwkey_sig_verify_init),                         \
-    HWKEY_SIG_FN(VERIFY, hwkey_sig_verify),                                   \
-    HWKEY_SIG_FN(DIGEST_SIGN_INIT, hwkey_sig_digest_sign_init),               \
-    HWKEY_SIG_FN(DIGEST_SIGN_UPDATE, hwkey_sig_digest_update),                \
-    HWKEY_SIG_FN(DIGEST_SIGN_FINAL, hwkey_sig_digest_sign_final),             \
-    HWKEY_SIG_FN(DIGEST_VERIFY_INIT, hwkey_sig_digest_verify_init),           \
-    HWKEY_SIG_FN(DIGEST_VERIFY_UPDATE, hwkey_sig_digest_update),              \
-    HWKEY_SIG_FN(DIGEST_VERIFY_FINAL, hwkey_sig_digest_verify_final),         \
-    HWKEY_SIG_FN(GET_CTX_PARAMS, hwkey_sig_get_ctx_params),                   \
-    HWKEY_SIG_FN(SET_CTX_PARAMS, hwkey_sig_set_ctx_params)
+#define HWKEY_SIG_COMMON_FNS                                                                       \
+    HWKEY_SIG_FN(FREECTX, hwkey_sig_freectx), HWKEY_SIG_FN(DUPCTX, hwkey_sig_dupctx),              \
+        HWKEY_SIG_FN(SIGN_INIT, hwkey_sig_sign_init), HWKEY_SIG_FN(SIGN, hwkey_sig_sign),          \
+        HWKEY_SIG_FN(VERIFY_INIT, hwkey_sig_verify_init), HWKEY_SIG_FN(VERIFY, hwkey_sig_verify),  \
+        HWKEY_SIG_FN(DIGEST_SIGN_INIT, hwkey_sig_digest_sign_init),                                \
+        HWKEY_SIG_FN(DIGEST_SIGN_UPDATE, hwkey_sig_digest_update),                                 \
+        HWKEY_SIG_FN(DIGEST_SIGN_FINAL, hwkey_sig_digest_sign_final),                              \
+        HWKEY_SIG_FN(DIGEST_VERIFY_INIT, hwkey_sig_digest_verify_init),                            \
+        HWKEY_SIG_FN(DIGEST_VERIFY_UPDATE, hwkey_sig_digest_update),                               \
+        HWKEY_SIG_FN(DIGEST_VERIFY_FINAL, hwkey_sig_digest_verify_final),                          \
+        HWKEY_SIG_FN(GET_CTX_PARAMS, hwkey_sig_get_ctx_params),                                    \
+        HWKEY_SIG_FN(SET_CTX_PARAMS, hwkey_sig_set_ctx_params)
 
 #endif

@@ -53,8 +53,8 @@ static int rsa_pss_salt(HWKEY_SIG_CTX *ctx, int *salt)
     }
     if (s < 0 || s > max) {
         hwkey_raise(HWKEY_R_INVALID_SALT_LENGTH,
-                    "a PSS salt of %d bytes does not fit a %d-bit RSA key with %s (at most %d)",
-                    s, ctx->key->bits, EVP_MD_get0_name(ctx->md), max);
+                    "a PSS salt of %d bytes does not fit a %d-bit RSA key with %s (at most %d)", s,
+                    ctx->key->bits, EVP_MD_get0_name(ctx->md), max);
         return 0;
     }
     *salt = s;
@@ -75,8 +75,8 @@ static int rsa_raw_sign(HWKEY_SIG_CTX *ctx, const unsigned char *em, size_t k, u
     if (!hwkey_backend_rsa_private(ctx->key->bkey, em, k, sig, &n))
         return 0;
     if (n > k) {
-        hwkey_raise(HWKEY_R_DEVICE_ERROR, "the device returned %zu bytes for a %zu-byte modulus",
-                    n, k);
+        hwkey_raise(HWKEY_R_DEVICE_ERROR, "the device returned %zu bytes for a %zu-byte modulus", n,
+                    k);
         return 0;
     }
     memmove(sig + (k - n), sig, n);
@@ -178,18 +178,17 @@ static int rsa_algorithm_id(HWKEY_SIG_CTX *ctx, unsigned char **der, size_t *der
             goto err;
         X509_ALGOR_set_md(mgf1_alg, mgf1_of(ctx));
         packed = ASN1_item_pack(mgf1_alg, ASN1_ITEM_rptr(X509_ALGOR), NULL);
-        if (packed == NULL || (pss->maskGenAlgorithm = X509_ALGOR_new()) == NULL
-            || !X509_ALGOR_set0(pss->maskGenAlgorithm, OBJ_nid2obj(NID_mgf1), V_ASN1_SEQUENCE,
-                                packed))
+        if (packed == NULL || (pss->maskGenAlgorithm = X509_ALGOR_new()) == NULL ||
+            !X509_ALGOR_set0(pss->maskGenAlgorithm, OBJ_nid2obj(NID_mgf1), V_ASN1_SEQUENCE, packed))
             goto err;
         packed = NULL;
     }
-    if (salt != 20
-        && ((pss->saltLength = ASN1_INTEGER_new()) == NULL
-            || !ASN1_INTEGER_set(pss->saltLength, salt)))
+    if (salt != 20 && ((pss->saltLength = ASN1_INTEGER_new()) == NULL ||
+                       !ASN1_INTEGER_set(pss->saltLength, salt)))
         goto err;
     packed = ASN1_item_pack(pss, ASN1_ITEM_rptr(RSA_PSS_PARAMS), NULL);
-    if (packed == NULL || !X509_ALGOR_set0(alg, OBJ_nid2obj(NID_rsassaPss), V_ASN1_SEQUENCE, packed))
+    if (packed == NULL ||
+        !X509_ALGOR_set0(alg, OBJ_nid2obj(NID_rsassaPss), V_ASN1_SEQUENCE, packed))
         goto err;
     X509_ALGOR_free(mgf1_alg);
     RSA_PSS_PARAMS_free(pss);
@@ -234,8 +233,8 @@ static int rsa_set_params(HWKEY_SIG_CTX *ctx, const OSSL_PARAM params[])
     if (p != NULL) {
         int mode = 0;
 
-        if (!hwkey_rsa_pad_mode_get(p, &mode)
-            || (mode != RSA_PKCS1_PADDING && mode != RSA_PKCS1_PSS_PADDING)) {
+        if (!hwkey_rsa_pad_mode_get(p, &mode) ||
+            (mode != RSA_PKCS1_PADDING && mode != RSA_PKCS1_PSS_PADDING)) {
             hwkey_raise(HWKEY_R_UNSUPPORTED_PADDING,
                         "RSA signature padding %s is not supported (pkcs1 or pss only)",
                         hwkey_rsa_pad_mode_name(mode));
@@ -247,8 +246,7 @@ static int rsa_set_params(HWKEY_SIG_CTX *ctx, const OSSL_PARAM params[])
     if (p != NULL) {
         int salt = 0;
 
-        if (!get_salt_len(p, &salt)
-            || salt < RSA_PSS_SALTLEN_MAX) {
+        if (!get_salt_len(p, &salt) || salt < RSA_PSS_SALTLEN_MAX) {
             hwkey_raise(HWKEY_R_INVALID_SALT_LENGTH,
                         "PSS salt length must be a byte count, \"digest\", \"max\" or \"auto\"");
             return 0;
@@ -300,8 +298,8 @@ static int rsa_get_params(HWKEY_SIG_CTX *ctx, OSSL_PARAM params[])
         }
     }
     p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_MGF1_DIGEST);
-    if (p != NULL && mgf1_of(ctx) != NULL
-        && !OSSL_PARAM_set_utf8_string(p, EVP_MD_get0_name(mgf1_of(ctx))))
+    if (p != NULL && mgf1_of(ctx) != NULL &&
+        !OSSL_PARAM_set_utf8_string(p, EVP_MD_get0_name(mgf1_of(ctx))))
         return 0;
     return 1;
 }

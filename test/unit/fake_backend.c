@@ -23,7 +23,7 @@
 typedef struct {
     HWKEY_DEVICE base;
     OSSL_LIB_CTX *libctx;
-    OSSL_PROVIDER *deflt;       /* unloaded before the context, or it leaks */
+    OSSL_PROVIDER *deflt; /* unloaded before the context, or it leaks */
 } FAKE_DEVICE;
 
 typedef struct {
@@ -128,8 +128,8 @@ static HWKEY_DEVICE *fake_open(const HWKEY_CONFIG *cfg)
     FAKE_DEVICE *dev = OPENSSL_zalloc(sizeof(*dev));
 
     (void)cfg;
-    if (dev == NULL || (dev->libctx = OSSL_LIB_CTX_new()) == NULL
-        || (dev->deflt = OSSL_PROVIDER_load(dev->libctx, "default")) == NULL) {
+    if (dev == NULL || (dev->libctx = OSSL_LIB_CTX_new()) == NULL ||
+        (dev->deflt = OSSL_PROVIDER_load(dev->libctx, "default")) == NULL) {
         if (dev != NULL)
             OSSL_LIB_CTX_free(dev->libctx);
         OPENSSL_free(dev);
@@ -173,9 +173,9 @@ static int describe_soft(EVP_PKEY *soft, HWKEY_KEYINFO *info)
         info->flags = HWKEY_KEYF_SIGN | HWKEY_KEYF_DECRYPT | (rsa_raw ? HWKEY_KEYF_RSA_RAW : 0);
         return 1;
     }
-    if (EVP_PKEY_is_a(soft, "EC")
-        && EVP_PKEY_get_utf8_string_param(soft, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-                                          NULL)) {
+    if (EVP_PKEY_is_a(soft, "EC") &&
+        EVP_PKEY_get_utf8_string_param(soft, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                       NULL)) {
         info->alg = HWKEY_ALG_EC;
         info->curve_nid = OBJ_sn2nid(group);
         info->flags = HWKEY_KEYF_SIGN | HWKEY_KEYF_DERIVE;
@@ -294,8 +294,8 @@ static int fake_sign(HWKEY_BKEY *k, const HWKEY_SIGN_PARAMS *params, const unsig
     }
     *q = OSSL_PARAM_construct_end();
     ctx = op_ctx(key);
-    if (ctx == NULL || EVP_PKEY_sign_init(ctx) <= 0 || !EVP_PKEY_CTX_set_params(ctx, p)
-        || EVP_PKEY_sign(ctx, sig, siglen, tbs, tbslen) <= 0) {
+    if (ctx == NULL || EVP_PKEY_sign_init(ctx) <= 0 || !EVP_PKEY_CTX_set_params(ctx, p) ||
+        EVP_PKEY_sign(ctx, sig, siglen, tbs, tbslen) <= 0) {
         hwkey_raise(HWKEY_R_DEVICE_ERROR, "fake device: signing failed");
         goto end;
     }
@@ -324,8 +324,8 @@ static int fake_decrypt(FAKE_KEY *key, int pad, const HWKEY_DECRYPT_PARAMS *para
     }
     *q = OSSL_PARAM_construct_end();
     ctx = op_ctx(key);
-    if (ctx == NULL || EVP_PKEY_decrypt_init(ctx) <= 0 || !EVP_PKEY_CTX_set_params(ctx, p)
-        || EVP_PKEY_decrypt(ctx, out, outlen, in, inlen) <= 0) {
+    if (ctx == NULL || EVP_PKEY_decrypt_init(ctx) <= 0 || !EVP_PKEY_CTX_set_params(ctx, p) ||
+        EVP_PKEY_decrypt(ctx, out, outlen, in, inlen) <= 0) {
         hwkey_raise(HWKEY_R_DECRYPTION_FAILED, "fake device: decryption failed");
         goto end;
     }
@@ -355,8 +355,8 @@ static int fake_rsa_decrypt(HWKEY_BKEY *k, const HWKEY_DECRYPT_PARAMS *params,
                         params, in, inlen, out, outlen);
 }
 
-static int fake_ecdh(HWKEY_BKEY *k, const unsigned char *peer, size_t peerlen,
-                     unsigned char *out, size_t *outlen)
+static int fake_ecdh(HWKEY_BKEY *k, const unsigned char *peer, size_t peerlen, unsigned char *out,
+                     size_t *outlen)
 {
     FAKE_KEY *key = (FAKE_KEY *)k;
     char group[64];
@@ -367,20 +367,19 @@ static int fake_ecdh(HWKEY_BKEY *k, const unsigned char *peer, size_t peerlen,
 
     if (!fake_enter(HWKEY_FAKE_OP_ECDH))
         return 0;
-    if (!EVP_PKEY_get_utf8_string_param(key->soft, OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                        sizeof(group), NULL))
+    if (!EVP_PKEY_get_utf8_string_param(key->soft, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                        NULL))
         goto end;
     p[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0);
     p[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)peer, peerlen);
     p[2] = OSSL_PARAM_construct_end();
     pctx = EVP_PKEY_CTX_new_from_name(key->libctx, "EC", NULL);
-    if (pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0
-        || EVP_PKEY_fromdata(pctx, &peer_key, EVP_PKEY_PUBLIC_KEY, p) <= 0)
+    if (pctx == NULL || EVP_PKEY_fromdata_init(pctx) <= 0 ||
+        EVP_PKEY_fromdata(pctx, &peer_key, EVP_PKEY_PUBLIC_KEY, p) <= 0)
         goto end;
     dctx = op_ctx(key);
-    if (dctx == NULL || EVP_PKEY_derive_init(dctx) <= 0
-        || EVP_PKEY_derive_set_peer(dctx, peer_key) <= 0
-        || EVP_PKEY_derive(dctx, out, outlen) <= 0)
+    if (dctx == NULL || EVP_PKEY_derive_init(dctx) <= 0 ||
+        EVP_PKEY_derive_set_peer(dctx, peer_key) <= 0 || EVP_PKEY_derive(dctx, out, outlen) <= 0)
         goto end;
     ok = 1;
 end:
@@ -409,8 +408,8 @@ static int refblob_of(EVP_PKEY *soft, HWKEY_REFBLOB *out)
     return 1;
 }
 
-static int fake_key_generate(HWKEY_DEVICE *d, const HWKEY_KEYSPEC *spec,
-                             const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out)
+static int fake_key_generate(HWKEY_DEVICE *d, const HWKEY_KEYSPEC *spec, const HWKEY_GENOPTS *opts,
+                             HWKEY_REFBLOB *out)
 {
     OSSL_LIB_CTX *libctx = ((FAKE_DEVICE *)d)->libctx;
     EVP_PKEY *soft;

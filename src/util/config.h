@@ -1,0 +1,27 @@
+/*
+ * The provider's configuration (ARCHITECTURE.md §5): openssl.cnf parameters
+ * with environment overrides.  Plain strings; each backend interprets its own.
+ */
+#ifndef HWKEY_UTIL_CONFIG_H
+#define HWKEY_UTIL_CONFIG_H
+
+typedef struct hwkey_config {
+    char *tpm2_tcti;         /* NULL: device:/dev/tpmrm0 */
+    char *tpm2_parent;       /* NULL: SRK 0x81000001 if present, else a primary */
+    char *pkcs11_module;
+    char *pkcs11_pin_source; /* file:/path or env:NAME */
+    char *pkcs11_quirks;
+    int log_level;
+} HWKEY_CONFIG;
+
+/*
+ * Sets one value by its openssl.cnf name (HWKEY_PARAM_*); the environment
+ * variable, when set, wins over the value given.  Unknown names are ignored.
+ * Returns 0 on a malformed value (error raised).
+ */
+int hwkey_config_set(HWKEY_CONFIG *cfg, const char *name, const char *value);
+/* Applies environment overrides for every value not set through _set(). */
+int hwkey_config_apply_env(HWKEY_CONFIG *cfg);
+void hwkey_config_clear(HWKEY_CONFIG *cfg);
+
+#endif
