@@ -179,8 +179,12 @@ static int resolve_and_emit(HWKEY_DECODER_CTX *ctx, const HWKEY_KEYREF *ref, HWK
         return 1;
     key = hwkey_key_load(ctx->provctx->devices, ctx->provctx->swctx, ref, pw_cb, pw_cbarg);
     if (key == NULL) {
-        /* libcrypto's store drops decoder errors; keep a trace for HWKEY_LOG. */
-        hwkey_log(HWKEY_LOG_ERROR, "decoder: loading a device key failed");
+        /*
+         * OpenSSL 3.0's 'file:' store drops decoder errors and reports only
+         * "unsupported" (docs/traps-openssl.md): say here, once, why the
+         * device key did not load.  HWKEY_LOG=0 silences it.
+         */
+        hwkey_log_last_error("cannot load the device key");
         return 0;
     }
     if (key->alg != ctx->want) {
@@ -339,6 +343,23 @@ static int pem2der_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CA
     (void)pw_cbarg;
     if (!read_pem(ctx, cin, &label, &data, &len) || !is_our_label(label))
         goto end;
+    if (strcmp(label, LABEL_TSS2) == 0) {
+        HWKEY_ALG ignored;
+
+        /*
+         * The label says this is a TPM key file: if its body is not one, say
+         * so here, where it is known (the DER decoders would not recognise
+         * it as ours and OpenSSL would only say "unsupported").
+         */
+        if ((size_t)len > HWKEY_TSS2_KEYFILE_MAX || !tss2_der_check(data, (size_t)len, &ignored)) {
+            if ((size_t)len > HWKEY_TSS2_KEYFILE_MAX)
+                hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "TSS2 key file of %ld bytes (at most %d)",
+                            len, HWKEY_TSS2_KEYFILE_MAX);
+            hwkey_log_last_error("cannot load the key file");
+            ok = 0;
+            goto end;
+        }
+    }
     *p++ = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &object_type);
     if (strcmp(label, LABEL_TSS2) == 0)
         *p++ = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_STRUCTURE, "TSS2", 0);

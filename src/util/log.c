@@ -4,7 +4,11 @@
 #include <stdio.h>
 #include <unistd.h>
 
-static int current_level = HWKEY_LOG_OFF;
+#include <openssl/err.h>
+
+#include "util/error.h"
+
+static int current_level = HWKEY_LOG_ERROR;
 
 void hwkey_log_set_level(int level)
 {
@@ -35,4 +39,23 @@ void hwkey_log(int level, const char *fmt, ...)
     va_end(ap);
     /* One fprintf per line so lines of several threads do not interleave. */
     fprintf(stderr, "%s\n", line);
+}
+
+void hwkey_log_last_error(const char *what)
+{
+    const char *data = NULL;
+    int flags = 0;
+    unsigned long e;
+
+    if (current_level < HWKEY_LOG_ERROR)
+        return;
+    e = ERR_peek_last_error_data(&data, &flags);
+    if (e == 0) {
+        fprintf(stderr, "hwkey: %s\n", what);
+        return;
+    }
+    if ((flags & ERR_TXT_STRING) == 0 || data == NULL)
+        data = "";
+    fprintf(stderr, "hwkey: %s: %s%s%s\n", what, hwkey_reason_string(ERR_GET_REASON(e)),
+            *data != '\0' ? ": " : "", data);
 }

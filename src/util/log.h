@@ -1,6 +1,7 @@
 /*
- * Diagnostic logging to stderr, levels 0 (off, default) .. 3 (trace), set by
- * the log-level parameter or HWKEY_LOG.  Never pass a secret to it.
+ * Diagnostic logging to stderr, levels 0 (off) .. 3 (trace), set by the
+ * log-level parameter or HWKEY_LOG.  The default, 1, prints only errors that
+ * OpenSSL would otherwise swallow.  Never pass a secret to it.
  */
 #ifndef HWKEY_UTIL_LOG_H
 #define HWKEY_UTIL_LOG_H
@@ -14,5 +15,11 @@ void hwkey_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+
+/*
+ * At level >= 1: one line "hwkey: <what>: <reason>: <detail>" from the newest
+ * error in this thread's error queue (left in place).
+ */
+void hwkey_log_last_error(const char *what);
 
 #endif

@@ -203,3 +203,109 @@ hw_flip_byte() {
 hw_transient_handles() {
     TPM2TOOLS_TCTI=$HW_TCTI timeout 30 tpm2_getcap handles-transient | grep -o '0x[0-9a-fA-F]*' || true
 }
+
+# ---------------------------------------------------------------------------
+# PKCS#11 on SoftHSM (test_pkcs11_*.sh).  hw_p11_setup is hw_setup's
+# counterpart without a TPM: temp dir, a fresh SoftHSM token (scripts/
+# softhsm-setup.sh, SOFTHSM2_CONF exported), a PIN file, and openssl.cnf
+# with default + hwkey (pkcs11-module, pkcs11-pin-source = file:PIN),
+# OPENSSL_CONF exported.  Sets HW_P11_MODULE, HW_P11_TOKEN, HW_P11_PIN,
+# HW_P11_PIN_FILE, HW_SW_CNF.  The TPM backend gets a TCTI that nothing
+# listens on, so no test depends on a host TPM.
+HW_P11_MODULE=/usr/lib/softhsm/libsofthsm2.so
+HW_P11_TOKEN=hwkey-test
+HW_P11_PIN=1234
+
+# hw_write_p11_cnf FILE [ORDER] [MODULE] [PIN_SOURCE]: ORDER = after (default
+# provider listed first, the default) | before (hwkey first) | noconf (hwkey
+# without any pkcs11 parameter).  MODULE/PIN_SOURCE default to the test's.
+hw_write_p11_cnf() {
+    local file=$1 order=${2:-after} module=${3:-$HW_P11_MODULE} pinsrc=${4:-file:$HW_P11_PIN_FILE}
+    {
+        echo "openssl_conf = openssl_init"
+        echo "[openssl_init]"
+        echo "providers = provider_sect"
+        echo "[provider_sect]"
+        [[ $order == before ]] && echo "hwkey = hwkey_sect"
+        echo "default = default_sect"
+        [[ $order != before ]] && echo "hwkey = hwkey_sect"
+        echo "[default_sect]"
+        echo "activate = 1"
+        echo "[hwkey_sect]"
+        echo "module = $HWKEY_SO"
+        echo "tpm2-tcti = $HW_P11_NO_TPM"
+        if [[ $order != noconf ]]; then
+            echo "pkcs11-module = $module"
+            echo "pkcs11-pin-source = $pinsrc"
+        fi
+        echo "activate = 1"
+    } >"$file"
+}
+
+hw_p11_setup() {
+    skip_if_missing openssl pkcs11-tool softhsm2-util timeout
+    if [[ ! -f $HW_P11_MODULE ]]; then
+        printf 'SKIP: %s: %s not installed (softhsm2)\n' "$HW_TEST" "$HW_P11_MODULE" >&2
+        exit 77
+    fi
+    [[ -f $HWKEY_SO ]] || hw_fail "$HWKEY_SO not built (set top_builddir, run make)"
+    [[ -x $HWKEY_BIN ]] || hw_fail "$HWKEY_BIN not built (set top_builddir, run make)"
+    HW_DIR=$(mktemp -d "${TMPDIR:-/tmp}/hwkey-$HW_TEST.XXXXXX")
+    trap hw_cleanup EXIT
+    local env
+    env=$(HWKEY_SOFTHSM_LABEL=$HW_P11_TOKEN HWKEY_SOFTHSM_PIN=$HW_P11_PIN \
+        "$top_srcdir/scripts/softhsm-setup.sh" "$HW_DIR/softhsm") || hw_fail "cannot create a SoftHSM token"
+    eval "$env"
+    HW_P11_PIN_FILE=$HW_DIR/user.pin
+    printf '%s\n' "$HW_P11_PIN" >"$HW_P11_PIN_FILE"
+    HW_P11_NO_TPM="swtpm:host=127.0.0.1,port=$(hw_free_port 2)"
+    hw_write_p11_cnf "$HW_DIR/openssl.cnf"
+    hw_write_sw_cnf "$HW_DIR/openssl-sw.cnf"
+    export OPENSSL_CONF=$HW_DIR/openssl.cnf
+    HW_SW_CNF=$HW_DIR/openssl-sw.cnf
+    cd "$HW_DIR"
+}
+
+# p11tool ARGS...: pkcs11-tool on the test token, logged in, with the
+# software-only openssl.cnf (pkcs11-tool itself uses OpenSSL).
+p11tool() {
+    OPENSSL_CONF=$HW_SW_CNF timeout -k 5 "$HW_TIMEOUT" pkcs11-tool --module "$HW_P11_MODULE" \
+        --token-label "$HW_P11_TOKEN" --login --pin "$HW_P11_PIN" "$@"
+}
+
+# hw_p11_hwkey ARGS...: the CLI with the token's module and PIN file.
+hw_p11_hwkey() {
+    HWKEY_PKCS11_MODULE=$HW_P11_MODULE HWKEY_PKCS11_PIN_SOURCE=file:$HW_P11_PIN_FILE \
+        timeout -k 5 "$HW_TIMEOUT" "$HWKEY_BIN" "$@"
+}
+
+# hw_p11_keygen ALG LABEL FILE: a key on the token through `hwkey keygen
+# --uri`, FILE = the reference file it writes.
+hw_p11_keygen() {
+    local alg=$1 label=$2 file=$3
+    hw_p11_hwkey keygen "$alg" --uri "pkcs11:token=$HW_P11_TOKEN;object=$label" --out "$file" \
+        >"$file.out" 2>"$file.err" || hw_fail "hwkey keygen $alg --uri ...object=$label: $(cat "$file.err")"
+    grep -q -- "-----BEGIN PKCS#11 PROVIDER URI-----" "$file" ||
+        hw_fail "hwkey keygen $alg --uri wrote no PKCS#11 PROVIDER URI reference file"
+}
+
+# hw_p11_ref URI FILE: a reference file made by hand (docs/pkcs11.md), the
+# body pkcs11-provider's SEQUENCE { VisibleString desc, UTF8String uri }.
+hw_p11_ref() {
+    local uri=$1 file=$2
+    printf 'asn1 = SEQUENCE:ref\n[ref]\ndesc = VISIBLESTRING:hwkey test key\nuri = UTF8:%s\n' \
+        "$uri" >"$file.asn1"
+    {
+        echo "-----BEGIN PKCS#11 PROVIDER URI-----"
+        OPENSSL_CONF=$HW_SW_CNF openssl asn1parse -genconf "$file.asn1" -noout -out - | base64 -w 64
+        echo "-----END PKCS#11 PROVIDER URI-----"
+    } >"$file" || hw_fail "cannot write the reference file $file"
+}
+
+# hw_p11_store_supported: true once `openssl pkey -in 'pkcs11:...'` is
+# served by an OSSL_STORE loader for the pkcs11: scheme.
+hw_p11_store_supported() {
+    local uri=$1
+    ossl pkey -in "$uri" -pubout -out "$HW_DIR/store-probe.pub" 2>"$HW_DIR/store-probe.err" && return 0
+    ! grep -q 'unregistered scheme:.*scheme=pkcs11' "$HW_DIR/store-probe.err"
+}

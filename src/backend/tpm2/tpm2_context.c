@@ -20,7 +20,7 @@
 #include "util/log.h"
 
 /* Total sleep budget of one retried command (ARCHITECTURE.md §7). */
-#define RETRY_BUDGET_MS 5000ul
+#define RETRY_BUDGET_MS 10000ul
 #define RETRY_FIRST_MS 10ul
 #define RETRY_MAX_STEP_MS 500ul
 

@@ -54,7 +54,15 @@ static int open_persistent(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
     return 1;
 }
 
-/* Load from the blob under the parent; returns a fresh transient TR. */
+/*
+ * Load from the blob under the parent; returns a fresh transient TR.
+ *
+ * Without a resource manager the parent and the key need two of swtpm's
+ * three slots at once.  A process that waits for the second slot while
+ * holding the first can starve everyone (eight processes, three parents
+ * loaded, nobody can load a key), so on a retryable failure the parent is
+ * released before backing off, and both are taken again.
+ */
 static int load_blob(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
 {
     HWKEY_TPM2_DEVICE *dev = dev_of(key);
@@ -62,29 +70,29 @@ static int load_blob(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
     ESYS_TR parent = ESYS_TR_NONE;
     TSS2_RC rc;
     char what[80];
-    int ok = 0;
 
     *tr = ESYS_TR_NONE;
-    if (!hwkey_tpm2_parent_get(dev, esys, key->parent, &parent, NULL))
-        return 0;
-    do {
+    for (;;) {
+        if (!hwkey_tpm2_parent_get(dev, esys, key->parent, &parent, NULL))
+            return 0;
         rc = Esys_Load(esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &key->priv,
                        &key->pub, tr);
-    } while (hwkey_tpm2_retry(&retry, rc));
-    if (rc != TSS2_RC_SUCCESS) {
+        if (rc == TSS2_RC_SUCCESS)
+            break;
         *tr = ESYS_TR_NONE;
-        snprintf(what, sizeof(what), "loading the key under parent 0x%08x",
-                 (unsigned int)key->parent);
-        hwkey_tpm2_raise_load_rc(rc, what);
-        hwkey_tpm2_note_rc(dev, rc);
         if (dev->esys != esys)
-            return 0; /* connection dropped: nothing to flush through it */
-        goto end;
+            goto fail; /* connection dropped: nothing to flush through it */
+        hwkey_tpm2_parent_put(dev, esys, &parent);
+        if (!hwkey_tpm2_retry(&retry, rc))
+            goto fail;
     }
-    ok = 1;
-end:
     hwkey_tpm2_parent_put(dev, esys, &parent);
-    return ok;
+    return 1;
+fail:
+    snprintf(what, sizeof(what), "loading the key under parent 0x%08x", (unsigned int)key->parent);
+    hwkey_tpm2_raise_load_rc(rc, what);
+    hwkey_tpm2_note_rc(dev, rc);
+    return 0;
 }
 
 int hwkey_tpm2_key_prepare(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys)
