@@ -200,7 +200,7 @@ static int direct_new(P11B_CONTENDER *c, const P11B_SETUP *s, char *info, size_t
 {
     CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
     CK_C_GetFunctionList get_list;
-    CK_SLOT_ID slot;
+    CK_SLOT_ID slot = 0;
     CK_INFO ci;
     CK_RV rv;
     void *lib = dlopen(s->module, RTLD_NOW | RTLD_LOCAL);
@@ -218,9 +218,14 @@ static int direct_new(P11B_CONTENDER *c, const P11B_SETUP *s, char *info, size_t
         return ck_fail("C_GetFunctionList", rv, err, errlen);
     if ((rv = c->fl->C_Initialize(&args)) != CKR_OK)
         return ck_fail("C_Initialize", rv, err, errlen);
-    if (c->fl->C_GetInfo(&ci) == CKR_OK)
-        snprintf(info, infolen, "%.32s %u.%u", (const char *)ci.manufacturerID,
+    if (c->fl->C_GetInfo(&ci) == CKR_OK) {
+        int n = (int)sizeof(ci.libraryDescription);
+
+        while (n > 0 && ci.libraryDescription[n - 1] == ' ')
+            n--; /* blank-padded, not NUL-terminated */
+        snprintf(info, infolen, "%.*s %u.%u", n, (const char *)ci.libraryDescription,
                  ci.libraryVersion.major, ci.libraryVersion.minor);
+    }
     if (!direct_find_slot(c, s->token, &slot, err, errlen))
         return 0;
     for (int i = 0; i < c->nthreads; i++)

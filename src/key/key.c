@@ -1,5 +1,7 @@
 #include "key/key.h"
 
+#include <string.h>
+
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
@@ -48,6 +50,49 @@ static int describe_from_public(HWKEY_KEY *key)
     return 0;
 }
 
+/*
+ * Keeps a copy of ref for encoders.  A PIN never goes into the copy: the
+ * query attribute pin-value of a pkcs11: URI (RFC 7512 section 2.4) is
+ * dropped, so a reference file written back names the key and, at most,
+ * where its PIN comes from (pin-source), never the PIN itself.
+ */
+static int keep_ref(HWKEY_KEY *key, const HWKEY_KEYREF *ref)
+{
+    const char *src = (const char *)ref->data;
+    const char *q = ref->kind == HWKEY_REF_PKCS11_URI ? memchr(src, '?', ref->len) : NULL;
+    unsigned char *copy = OPENSSL_malloc(ref->len + 1);
+    size_t n;
+
+    if (copy == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying a key reference of %zu bytes", ref->len);
+        return 0;
+    }
+    n = q != NULL ? (size_t)(q - src) : ref->len;
+    memcpy(copy, src, n);
+    if (q != NULL) {
+        const char *end = src + ref->len, *attr = q + 1;
+        char sep = '?';
+
+        while (attr < end) {
+            const char *amp = memchr(attr, '&', (size_t)(end - attr));
+            size_t alen = (size_t)((amp != NULL ? amp : end) - attr);
+
+            if (!(alen >= 10 && memcmp(attr, "pin-value=", 10) == 0) && alen > 0) {
+                copy[n++] = (unsigned char)sep;
+                memcpy(copy + n, attr, alen);
+                n += alen;
+                sep = '&';
+            }
+            attr += alen + 1;
+        }
+    }
+    copy[n] = '\0'; /* URIs stay printable C strings; len excludes the NUL */
+    key->ref.kind = ref->kind;
+    key->ref.data = copy;
+    key->ref.len = n;
+    return 1;
+}
+
 HWKEY_KEY *hwkey_key_load(HWKEY_DEVICES *devs, OSSL_LIB_CTX *swctx, const HWKEY_KEYREF *ref,
                           OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
 {
@@ -57,7 +102,7 @@ HWKEY_KEY *hwkey_key_load(HWKEY_DEVICES *devs, OSSL_LIB_CTX *swctx, const HWKEY_
     if (dev == NULL || (key = key_new()) == NULL)
         return NULL;
     key->swctx = swctx;
-    if (!hwkey_backend_key_load(dev, ref, pw_cb, pw_arg, &key->bkey))
+    if (!hwkey_backend_key_load(dev, ref, pw_cb, pw_arg, &key->bkey) || !keep_ref(key, ref))
         goto err;
     key->pub = hwkey_backend_key_public(key->bkey, swctx, NULL);
     if (key->pub == NULL || !describe_from_public(key))
@@ -101,6 +146,7 @@ void hwkey_key_free(HWKEY_KEY *key)
         return;
     hwkey_backend_key_free(key->bkey);
     EVP_PKEY_free(key->pub);
+    OPENSSL_clear_free(key->ref.data, key->ref.len + 1);
     CRYPTO_THREAD_lock_free(key->lock);
     OPENSSL_free(key);
 }

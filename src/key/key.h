@@ -39,11 +39,19 @@ typedef struct hwkey_key {
     int bits;
     int curve_nid;                /* EC */
     OSSL_LIB_CTX *swctx;          /* where pub lives and import() builds it; not owned */
+    /*
+     * A copy of the reference the key was loaded from (kind 0 / data NULL
+     * for public-only keys), so encoders can write the key file back out:
+     * TSS2 key-file DER, "handle:0x81..." or a "pkcs11:..." URI (without any
+     * pin-value, see hwkey_key_load).  Owned; freed with the key.
+     */
+    HWKEY_REFBLOB ref;
 } HWKEY_KEY;
 
 /*
- * Resolves ref on the device of its kind and caches the public key.
- * swctx: the provider's software-only library context.
+ * Resolves ref on the device of its kind, caches the public key and keeps a
+ * copy of ref in key->ref.  swctx: the provider's software-only library
+ * context.
  */
 HWKEY_KEY *hwkey_key_load(HWKEY_DEVICES *devs, OSSL_LIB_CTX *swctx, const HWKEY_KEYREF *ref,
                           OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg);
