@@ -35,4 +35,12 @@
 /* Store URI scheme for persistent TPM keys: handle:0x81000002 */
 #define HWKEY_HANDLE_SCHEME "handle"
 
+/*
+ * Key generation parameters of hwkey's EC and RSA keymgmt, beside OpenSSL's
+ * own ("group", "bits"): `openssl genpkey -propquery provider=hwkey
+ * -pkeyopt hwkey-persist:0x81000010` or `-pkeyopt hwkey-uri:pkcs11:...`.
+ */
+#define HWKEY_GEN_PARAM_URI "hwkey-uri"         /* pkcs11: URI: generate on that token */
+#define HWKEY_GEN_PARAM_PERSIST "hwkey-persist" /* "0x81xxxxxx": persistent TPM key */
+
 #endif

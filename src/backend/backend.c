@@ -230,3 +230,30 @@ int hwkey_backend_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb 
         return 0;
     return dev->backend->key_list(dev, filter, cb, arg);
 }
+
+/* A backend without such objects has none to find: "absent", not "broken". */
+EVP_PKEY *hwkey_backend_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                    OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                    OSSL_LIB_CTX *libctx, const char *propq)
+{
+    if (dev->backend->pubkey_load == NULL) {
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "the %s backend holds no public key objects",
+                    dev->backend->name);
+        return NULL;
+    }
+    return dev->backend->pubkey_load(dev, ref, pw_cb, pw_arg, libctx, propq);
+}
+
+int hwkey_backend_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                            OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
+                            size_t *derlen)
+{
+    *der = NULL;
+    *derlen = 0;
+    if (dev->backend->cert_load == NULL) {
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "the %s backend holds no certificates",
+                    dev->backend->name);
+        return 0;
+    }
+    return dev->backend->cert_load(dev, ref, pw_cb, pw_arg, der, derlen);
+}

@@ -166,6 +166,24 @@ struct hwkey_backend {
     int (*ecdh)(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen, unsigned char *out,
                 size_t *outlen);
     int (*random)(HWKEY_DEVICE *dev, unsigned char *buf, size_t len);
+
+    /*
+     * Objects other than private keys, for the pkcs11: store and `hwkey
+     * pubkey`; NULL in backends that have none.  Both raise
+     * HWKEY_R_KEY_NOT_FOUND (and only that) when nothing matches, so a
+     * caller trying several kinds can tell "absent" from a real failure.
+     *
+     * pubkey_load: the public key ref names: a public-key object, else the
+     * public key of a matching certificate, else the public half of the
+     * matching private key (only this last one needs a login).  A ref whose
+     * type= names one class looks only there.
+     */
+    EVP_PKEY *(*pubkey_load)(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                             OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, OSSL_LIB_CTX *libctx,
+                             const char *propq);
+    /* cert_load: the DER (OPENSSL_free) of the certificate ref names. */
+    int (*cert_load)(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw_cb,
+                     void *pw_arg, unsigned char **der, size_t *derlen);
 };
 
 /* --- The registry: one lazily opened device per backend ------------------ */
@@ -213,6 +231,13 @@ int hwkey_backend_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
                                const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out);
 int hwkey_backend_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref);
 int hwkey_backend_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, void *arg);
+/* Public keys and certificates (see the vtable); HWKEY_R_KEY_NOT_FOUND if absent or unsupported. */
+EVP_PKEY *hwkey_backend_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                    OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                    OSSL_LIB_CTX *libctx, const char *propq);
+int hwkey_backend_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                            OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
+                            size_t *derlen);
 
 /* The real backends, defined in backend/<name>/. */
 extern const HWKEY_BACKEND hwkey_tpm2_backend;

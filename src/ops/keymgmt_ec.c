@@ -3,6 +3,7 @@
 #include <openssl/params.h>
 
 #include "ops/keymgmt.h"
+#include "ops/keymgmt_gen.h"
 #include "ops/ops.h"
 
 static OSSL_FUNC_keymgmt_load_fn ec_load;
@@ -102,4 +103,9 @@ const OSSL_DISPATCH hwkey_ec_keymgmt_functions[] = {
     HWKEY_KEYMGMT_FN(EXPORT, hwkey_keymgmt_export),
     HWKEY_KEYMGMT_FN(EXPORT_TYPES, ec_export_types),
     HWKEY_KEYMGMT_FN(QUERY_OPERATION_NAME, ec_query_operation_name),
+    HWKEY_KEYMGMT_FN(GEN_INIT, hwkey_ec_gen_init),
+    HWKEY_KEYMGMT_FN(GEN_SET_PARAMS, hwkey_keymgmt_gen_set_params),
+    HWKEY_KEYMGMT_FN(GEN_SETTABLE_PARAMS, hwkey_ec_gen_settable_params),
+    HWKEY_KEYMGMT_FN(GEN, hwkey_keymgmt_gen),
+    HWKEY_KEYMGMT_FN(GEN_CLEANUP, hwkey_keymgmt_gen_cleanup),
     {0, NULL}};

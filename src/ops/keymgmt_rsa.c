@@ -3,6 +3,7 @@
 #include <openssl/params.h>
 
 #include "ops/keymgmt.h"
+#include "ops/keymgmt_gen.h"
 #include "ops/ops.h"
 
 static OSSL_FUNC_keymgmt_load_fn rsa_load;
@@ -84,4 +85,9 @@ const OSSL_DISPATCH hwkey_rsa_keymgmt_functions[] = {
     HWKEY_KEYMGMT_FN(EXPORT, hwkey_keymgmt_export),
     HWKEY_KEYMGMT_FN(EXPORT_TYPES, rsa_export_types),
     HWKEY_KEYMGMT_FN(QUERY_OPERATION_NAME, rsa_query_operation_name),
+    HWKEY_KEYMGMT_FN(GEN_INIT, hwkey_rsa_gen_init),
+    HWKEY_KEYMGMT_FN(GEN_SET_PARAMS, hwkey_keymgmt_gen_set_params),
+    HWKEY_KEYMGMT_FN(GEN_SETTABLE_PARAMS, hwkey_rsa_gen_settable_params),
+    HWKEY_KEYMGMT_FN(GEN, hwkey_keymgmt_gen),
+    HWKEY_KEYMGMT_FN(GEN_CLEANUP, hwkey_keymgmt_gen_cleanup),
     {0, NULL}};

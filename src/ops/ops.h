@@ -26,5 +26,13 @@ extern const OSSL_DISPATCH hwkey_rsa_der_decoder_functions[];
 extern const OSSL_DISPATCH hwkey_pem2der_decoder_functions[];
 /* store_handle.c: handle:0x81xxxxxx */
 extern const OSSL_DISPATCH hwkey_handle_store_functions[];
+/* store_pkcs11.c: pkcs11: URIs (private keys, public keys, certificates) */
+extern const OSSL_DISPATCH hwkey_pkcs11_store_functions[];
+/* keymgmt_ed25519.c, signature_eddsa.c: only where a device has EdDSA */
+extern const OSSL_DISPATCH hwkey_ed25519_keymgmt_functions[];
+extern const OSSL_DISPATCH hwkey_ed25519_signature_functions[];
+/* decoder.c: Ed25519 keys named by reference files */
+extern const OSSL_DISPATCH hwkey_ed25519_pem_decoder_functions[];
+extern const OSSL_DISPATCH hwkey_ed25519_der_decoder_functions[];
 
 #endif

@@ -23,7 +23,6 @@ head -c 4000 /dev/urandom >msg
 p11tool --keypairgen --key-type EC:prime256v1 --label iso-tool --id 71 >/dev/null 2>&1 ||
     hw_fail "pkcs11-tool --keypairgen on the server side"
 SOCK=$HW_DIR/p11kit.sock
-SERVER_CONF=$SOFTHSM2_CONF
 p11-kit server --provider "$HW_P11_MODULE" -f -n "$SOCK" "pkcs11:token=$HW_P11_TOKEN" \
     >server.env 2>server.err &
 SERVER_PID=$!

@@ -214,6 +214,31 @@ else
     hw_log "SKIP (store): openssl pkey -in 'pkcs11:...' is not supported yet (no pkcs11: OSSL_STORE loader): $(grep -m1 -o 'unregistered scheme.*scheme=pkcs11' store-probe.err || head -1 store-probe.err)"
 fi
 
+# --- a reference file that names its module and PIN source, no pkcs11 config ------
+mark
+hw_write_p11_cnf noconf.cnf noconf
+hw_p11_ref "$T;object=t-ec256;type=private?module-path=$HW_P11_MODULE&pin-source=file:$HW_P11_PIN_FILE" self.pem
+rm -f self.sig
+if ! OPENSSL_CONF=$HW_DIR/noconf.cnf ossl dgst -sha256 -sign self.pem -out self.sig msg 2>err; then
+    bad "reference file with module-path and pin-source, no pkcs11-module configured: dgst -sign: $(head -2 err)"
+elif ! sw dgst -sha256 -verify t-ec256.pub -signature self.sig msg >/dev/null 2>&1; then
+    bad "reference file with module-path: signature does not verify"
+fi
+ok "reference file naming module-path and pin-source, with no pkcs11 parameter in openssl.cnf"
+
+# --- CloudHSM quirks (docs/cloudhsm.md), on SoftHSM ------------------------------
+mark
+for k in t-ec384 t-rsa2048; do
+    rm -f q.sig
+    if ! HWKEY_PKCS11_QUIRKS=no-session-callbacks,no-operation-state,single-part-only \
+        ossl dgst -sha256 -sign "$k.pem" -out q.sig msg 2>err; then
+        bad "$k with the CloudHSM quirks: dgst -sign: $(head -3 err)"
+    elif ! sw dgst -sha256 -verify "$k.pub" -signature q.sig msg >/dev/null 2>&1; then
+        bad "$k with the CloudHSM quirks: signature does not verify"
+    fi
+done
+ok "signing with pkcs11-quirks=no-session-callbacks,no-operation-state,single-part-only"
+
 # --- errors ----------------------------------------------------------------------
 # expect_error REGEX WHAT CMD...: non-zero, no crash, stderr matches REGEX.
 expect_error() {
@@ -250,6 +275,10 @@ OPENSSL_CONF=$HW_DIR/nomodule.cnf expect_error 'no/such/libpkcs11\.so' "missing 
     ossl dgst -sha256 -sign t-ec256.pem -out x.sig msg
 HWKEY_PKCS11_MODULE=$HW_DIR/no/such/libpkcs11.so HWKEY_PKCS11_PIN_SOURCE=file:$HW_P11_PIN_FILE \
     expect_error 'no/such/libpkcs11\.so' "missing module, hwkey pubkey" timeout 60 "$HWKEY_BIN" pubkey t-ec256.pem
+
+# pin-user-password: a PIN that is not user:password is refused before any login.
+HWKEY_PKCS11_QUIRKS=pin-user-password expect_error 'user:password' \
+    "quirk pin-user-password with PIN 1234, hwkey pubkey" hw_p11_hwkey pubkey t-ec256.pem
 
 # Locked user PIN.  SoftHSM 2.6 counts wrong logins (CKF_USER_PIN_COUNT_LOW)
 # but never locks: check that, then lock the token the way a token that does

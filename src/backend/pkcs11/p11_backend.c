@@ -252,4 +252,6 @@ const HWKEY_BACKEND hwkey_pkcs11_backend = {
     .rsa_decrypt = hwkey_p11_rsa_decrypt,
     .ecdh = hwkey_p11_ecdh,
     .random = p11_random,
+    .pubkey_load = hwkey_p11_pubkey_load,
+    .cert_load = hwkey_p11_cert_load,
 };

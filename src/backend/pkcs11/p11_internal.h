@@ -14,6 +14,7 @@
  *   p11_keys.c     key_load/free, generate, delete, list
  *   p11_pubkey.c   object lookup, attributes, the public half as an EVP_PKEY
  *   p11_ops.c      sign, rsa_private, rsa_decrypt, ecdh
+ *   p11_objects.c  public keys and certificates by URI (the pkcs11: store)
  *
  * Objects: a device owns modules (one per module path); a module owns its
  * tokens (one per slot used); a key points at its token.  Modules and
@@ -237,6 +238,17 @@ int hwkey_p11_find(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS kl
 int hwkey_p11_curve_nid(const unsigned char *params, size_t len);
 /* Fills key->pub_* and key->base.info alg/bits/curve from the token. */
 int hwkey_p11_pub_read(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE priv);
+/* The same from a public-key object (key->tok set): CKA_KEY_TYPE, n/e or params/point. */
+int hwkey_p11_pub_read_object(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub);
+
+/* --- public keys and certificates by URI (p11_objects.c) -------------------- */
+
+EVP_PKEY *hwkey_p11_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                OSSL_LIB_CTX *libctx, const char *propq);
+int hwkey_p11_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
+                        size_t *derlen);
 
 /* --- operations (p11_ops.c) --------------------------------------------- */
 

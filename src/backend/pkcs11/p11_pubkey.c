@@ -130,6 +130,76 @@ static int point_from_cert(const unsigned char *der, size_t len, unsigned char *
     return ok;
 }
 
+/* CKA_EC_PARAMS of obj into key->pub_a, and the curve into key->base.info. */
+static int read_curve(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj)
+{
+    HWKEY_KEYINFO *info = &key->base.info;
+
+    if (key->ktype != CKK_EC && key->ktype != CKK_EC_EDWARDS) {
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "key type CKK 0x%lx is neither RSA, EC nor "
+                    "EC Edwards", (unsigned long)key->ktype);
+        return 0;
+    }
+    if (!hwkey_p11_attr_get(key->tok, s, obj, CKA_EC_PARAMS, &key->pub_a, &key->pub_a_len)) {
+        hwkey_raise(HWKEY_R_DEVICE_ERROR, "token \"%s\": the key \"%s\" has no CKA_EC_PARAMS",
+                    key->tok->name, key->label != NULL ? key->label : "");
+        return 0;
+    }
+    info->curve_nid = hwkey_p11_curve_nid(key->pub_a, key->pub_a_len);
+    switch (info->curve_nid) {
+    case NID_X9_62_prime256v1: info->alg = HWKEY_ALG_EC; info->bits = 256; break;
+    case NID_secp384r1: info->alg = HWKEY_ALG_EC; info->bits = 384; break;
+    case NID_secp521r1: info->alg = HWKEY_ALG_EC; info->bits = 521; break;
+    case NID_ED25519: info->alg = HWKEY_ALG_ED25519; info->bits = 256; break;
+    default:
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "the key's curve (NID %d) is not one of "
+                    "P-256, P-384, P-521, Ed25519", info->curve_nid);
+        return 0;
+    }
+    return 1;
+}
+
+static void strip_leading_zeros(HWKEY_P11_KEY *key)
+{
+    while (key->pub_a_len > 0 && key->pub_a[0] == 0)
+        memmove(key->pub_a, key->pub_a + 1, --key->pub_a_len);
+}
+
+int hwkey_p11_pub_read_object(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE pub)
+{
+    HWKEY_P11_TOKEN *tok = key->tok;
+    CK_ATTRIBUTE a = {CKA_KEY_TYPE, &key->ktype, sizeof(key->ktype)};
+    CK_RV rv = tok->mod->fl->C_GetAttributeValue(s, pub, &a, 1);
+
+    if (rv != CKR_OK) {
+        hwkey_raise(hwkey_p11_rv_reason(rv), "reading CKA_KEY_TYPE of a public key on token "
+                    "\"%s\": %s", tok->name, hwkey_p11_rv_name(rv));
+        return 0;
+    }
+    if (key->ktype == CKK_RSA) {
+        key->base.info.alg = HWKEY_ALG_RSA;
+        if (!hwkey_p11_attr_get(tok, s, pub, CKA_MODULUS, &key->pub_a, &key->pub_a_len)
+            || !hwkey_p11_attr_get(tok, s, pub, CKA_PUBLIC_EXPONENT, &key->pub_b,
+                                   &key->pub_b_len)) {
+            hwkey_raise(HWKEY_R_DEVICE_ERROR, "token \"%s\": an RSA public key without "
+                        "CKA_MODULUS/CKA_PUBLIC_EXPONENT", tok->name);
+            return 0;
+        }
+        strip_leading_zeros(key);
+        key->base.info.bits = (int)key->pub_a_len * 8;
+        return 1;
+    }
+    if (!read_curve(key, s, pub))
+        return 0;
+    if (!hwkey_p11_attr_get(tok, s, pub, CKA_EC_POINT, &key->pub_b, &key->pub_b_len)
+        || !unwrap_point(&key->pub_b, &key->pub_b_len)) {
+        hwkey_raise(HWKEY_R_DEVICE_ERROR, "token \"%s\": an EC public key without a readable "
+                    "CKA_EC_POINT", tok->name);
+        return 0;
+    }
+    return 1;
+}
+
 int hwkey_p11_pub_read(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE priv)
 {
     HWKEY_P11_TOKEN *tok = key->tok;
@@ -155,30 +225,12 @@ int hwkey_p11_pub_read(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE
                                        &key->pub_b_len))
                 goto nopub;
         }
-        while (key->pub_a_len > 0 && key->pub_a[0] == 0) {
-            memmove(key->pub_a, key->pub_a + 1, --key->pub_a_len);
-        }
+        strip_leading_zeros(key);
         info->bits = (int)key->pub_a_len * 8;
         return 1;
     }
-    if (key->ktype != CKK_EC && key->ktype != CKK_EC_EDWARDS) {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "key type CKK 0x%lx is neither RSA, EC nor "
-                    "EC Edwards", (unsigned long)key->ktype);
+    if (!read_curve(key, s, priv))
         return 0;
-    }
-    if (!hwkey_p11_attr_get(tok, s, priv, CKA_EC_PARAMS, &key->pub_a, &key->pub_a_len))
-        goto nopub;
-    info->curve_nid = hwkey_p11_curve_nid(key->pub_a, key->pub_a_len);
-    switch (info->curve_nid) {
-    case NID_X9_62_prime256v1: info->alg = HWKEY_ALG_EC; info->bits = 256; break;
-    case NID_secp384r1: info->alg = HWKEY_ALG_EC; info->bits = 384; break;
-    case NID_secp521r1: info->alg = HWKEY_ALG_EC; info->bits = 521; break;
-    case NID_ED25519: info->alg = HWKEY_ALG_ED25519; info->bits = 256; break;
-    default:
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "the key's curve (NID %d) is not one of "
-                    "P-256, P-384, P-521, Ed25519", info->curve_nid);
-        return 0;
-    }
     if (hwkey_p11_find(tok, s, CKO_PUBLIC_KEY, key->id, key->id_len, key->id != NULL, key->label,
                        &other, 1, &n) && n == 1
         && hwkey_p11_attr_get(tok, s, other, CKA_EC_POINT, &key->pub_b, &key->pub_b_len)) {
