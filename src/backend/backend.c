@@ -190,7 +190,7 @@ int hwkey_backend_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerle
 
 int hwkey_backend_supports(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec)
 {
-    return dev->backend->supports == NULL || dev->backend->supports(dev, spec);
+    return dev->backend->supports == NULL ? -1 : dev->backend->supports(dev, spec);
 }
 
 static int lacks(HWKEY_DEVICE *dev, const void *fn, const char *what)

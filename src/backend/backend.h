@@ -133,6 +133,8 @@ struct hwkey_backend {
     HWKEY_DEVICE *(*open)(const HWKEY_CONFIG *cfg);
     void (*close)(HWKEY_DEVICE *dev);
     /* Capability predicate for the algorithm catalogue: can the device do spec? */
+    /* 1: yes, 0: no, -1: cannot tell (unreachable, or asking could re-enter the module).
+     * Must be cheap and must never load a PKCS#11 module. */
     int (*supports)(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec);
     /* `hwkey info`: human-readable description of the device(s). */
     int (*describe)(HWKEY_DEVICE *dev, BIO *out);

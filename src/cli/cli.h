@@ -44,6 +44,7 @@ int hwkey_cli_usage(const char *cmd, const char *fmt, ...)
 /* Option parsing shared by the subcommands: the options every one accepts. */
 #define HWKEY_CLI_OPT_TCTI 1000
 #define HWKEY_CLI_OPT_AUTH_FILE 1001
+#define HWKEY_CLI_OPT_PIN_SOURCE 1002 /* --pin-source file:/path|env:NAME (token user PIN) */
 /* 1: handled a common option; 0: not a common one; -1: failed (usage printed). */
 int hwkey_cli_common_option(HWKEY_CLI *cli, int opt, const char *arg);
 int hwkey_cli_set_tcti(HWKEY_CLI *cli, const char *tcti);

@@ -163,6 +163,15 @@ int hwkey_cli_common_option(HWKEY_CLI *cli, int opt, const char *arg)
             return -1;
         }
         return 1;
+    case HWKEY_CLI_OPT_PIN_SOURCE:
+        /* Wins over HWKEY_PKCS11_PIN_SOURCE: apply_env fills only what is unset. */
+        OPENSSL_free(cli->cfg.pkcs11_pin_source);
+        if ((cli->cfg.pkcs11_pin_source = OPENSSL_strdup(arg)) == NULL) {
+            hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying --pin-source");
+            hwkey_cli_fail("--pin-source");
+            return -1;
+        }
+        return 1;
     case HWKEY_CLI_OPT_AUTH_FILE:
         if (!hwkey_cli_read_auth(cli, arg)) {
             hwkey_cli_fail("--auth-file");

@@ -6,7 +6,7 @@
 
 static void delete_usage(void)
 {
-    printf("usage: hwkey delete [--tcti STRING] KEY\n\n"
+    printf("usage: hwkey delete [--pin-source SRC] [--tcti STRING] KEY\n\n"
            "Deletes the key KEY names from the device: handle:0x81xxxxxx, a pkcs11: URI\n"
            "or a reference file naming one.  A TSS2 key file's key lives only in the\n"
            "file: remove the file instead.\n");
@@ -15,6 +15,7 @@ static void delete_usage(void)
 int hwkey_cmd_delete(HWKEY_CLI *cli, int argc, char **argv)
 {
     static const struct option opts[] = {{"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
+        {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     HWKEY_CLI_KEYREF kr = {0};

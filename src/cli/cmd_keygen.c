@@ -21,18 +21,27 @@ static const struct {
     {"ec:P-384", {.alg = HWKEY_ALG_EC, .curve_nid = NID_secp384r1, .bits = 384}},
     {"rsa:2048", {.alg = HWKEY_ALG_RSA, .bits = 2048}},
     {"rsa:3072", {.alg = HWKEY_ALG_RSA, .bits = 3072}},
+    /* PKCS#11 tokens only (swtpm and most TPMs have neither; the TPM says so). */
+    {"ec:P-521", {.alg = HWKEY_ALG_EC, .curve_nid = NID_secp521r1, .bits = 521}},
+    {"rsa:4096", {.alg = HWKEY_ALG_RSA, .bits = 4096}},
+    {"ed25519", {.alg = HWKEY_ALG_ED25519, .bits = 256}},
 };
+#define ALG_LIST "ec:P-256 ec:P-384 ec:P-521 rsa:2048 rsa:3072 rsa:4096 ed25519"
 
 static void keygen_usage(void)
 {
     printf("usage: hwkey keygen ALG --out FILE [--persist 0x81xxxxxx] [--auth-file F] [--force]\n"
-           "       hwkey keygen ALG --uri 'pkcs11:...' [--out FILE]\n\n"
-           "ALG: ec:P-256 ec:P-384 rsa:2048 rsa:3072\n\n"
+           "       hwkey keygen ALG --uri 'pkcs11:...' [--out FILE] [--pin-source SRC]\n\n"
+           "ALG: ec:P-256 ec:P-384 rsa:2048 rsa:3072 (TPM and token);\n"
+           "     ec:P-521 rsa:4096 ed25519 (tokens that have them)\n\n"
            "  --out FILE        TSS2 PRIVATE KEY file to write (PEM); with --persist or\n"
            "                    --uri, a key reference file naming the key\n"
            "  --persist HANDLE  also make the key persistent at HANDLE (0x81000000..0x81FFFFFF)\n"
            "  --auth-file F     the key's auth value (first line of F); default: none\n"
-           "  --uri URI         generate on the PKCS#11 token named by URI\n"
+           "  --uri URI         generate on the PKCS#11 token named by URI (token=, object=,\n"
+           "                    id=); the key is sensitive, non-extractable and private\n"
+           "  --pin-source SRC  the token's user PIN: file:/path or env:NAME (default: the\n"
+           "                    URI's pin-source/pin-value, else $HWKEY_PKCS11_PIN_SOURCE)\n"
            "  --force           replace an existing --out file\n"
            "  --tcti STRING     TPM transport (see hwkey --help)\n");
 }
@@ -85,6 +94,7 @@ int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
         {"force", no_argument, NULL, OPT_FORCE},
         {"auth-file", required_argument, NULL, HWKEY_CLI_OPT_AUTH_FILE},
         {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
+        {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *out_path = NULL, *uri = NULL, *alg_name;
@@ -129,17 +139,13 @@ int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
         }
     }
     if (argc - optind != 1)
-        return hwkey_cli_usage("keygen", "expected exactly one ALG (ec:P-256 ec:P-384 rsa:2048 "
-                                         "rsa:3072)");
+        return hwkey_cli_usage("keygen", "expected exactly one ALG (" ALG_LIST ")");
     alg_name = argv[optind];
     for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++)
         if (strcasecmp(alg_name, algs[i].name) == 0)
             spec = &algs[i].spec;
     if (spec == NULL)
-        return hwkey_cli_usage("keygen",
-                               "unknown algorithm \"%s\" (ec:P-256 ec:P-384 rsa:2048 "
-                               "rsa:3072)",
-                               alg_name);
+        return hwkey_cli_usage("keygen", "unknown algorithm \"%s\" (" ALG_LIST ")", alg_name);
     if (out_path == NULL && uri == NULL && gen.persist_handle == 0)
         return hwkey_cli_usage("keygen", "--out FILE is required");
     if (uri != NULL && gen.persist_handle != 0)

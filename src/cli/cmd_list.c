@@ -6,7 +6,8 @@
 
 static void list_usage(void)
 {
-    printf("usage: hwkey list [--tpm2 | --uri 'pkcs11:token=...'] [--tcti STRING]\n\n"
+    printf("usage: hwkey list [--tpm2 | --uri 'pkcs11:token=...' [--pin-source SRC]]\n"
+           "                  [--tcti STRING]\n\n"
            "Lists persistent TPM keys (--tpm2, the default) or the keys of a PKCS#11\n"
            "token, one per line: REFERENCE<TAB>ALG<TAB>LABEL.\n");
 }
@@ -27,6 +28,7 @@ int hwkey_cmd_list(HWKEY_CLI *cli, int argc, char **argv)
     static const struct option opts[] = {{"tpm2", no_argument, NULL, OPT_TPM2},
                                          {"uri", required_argument, NULL, OPT_URI},
                                          {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
+        {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *uri = NULL;

@@ -9,9 +9,12 @@
 
 static void pubkey_usage(void)
 {
-    printf("usage: hwkey pubkey [--auth-file F] [--tcti STRING] KEY\n\n"
+    printf("usage: hwkey pubkey [--auth-file F] [--pin-source SRC] [--tcti STRING] KEY\n\n"
            "Prints the public key of KEY as PEM on stdout.  KEY is a TSS2 key file\n"
-           "(PEM or DER), a key reference file, handle:0x81xxxxxx or a pkcs11: URI.\n");
+           "(PEM or DER), a key reference file, handle:0x81xxxxxx or a pkcs11: URI\n"
+           "(of a private key, a public key or a certificate: type=private/public/cert;\n"
+           "without type=, a public key object, else a certificate, else the private\n"
+           "key).  --pin-source file:/path|env:NAME: the token's user PIN, if needed.\n");
 }
 
 int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
@@ -19,6 +22,7 @@ int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
     static const struct option opts[] = {
         {"auth-file", required_argument, NULL, HWKEY_CLI_OPT_AUTH_FILE},
         {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
+        {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     HWKEY_CLI_KEYREF kr = {0};
@@ -46,9 +50,20 @@ int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
         return hwkey_cli_usage("pubkey", "expected exactly one KEY");
 
     if (!hwkey_cli_keyref_open(argv[optind], &kr) || (devs = hwkey_cli_devices(cli)) == NULL ||
-        (dev = hwkey_devices_for_kind(devs, kr.ref.kind)) == NULL ||
-        !hwkey_backend_key_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, &bkey) ||
-        (pub = hwkey_backend_key_public(bkey, NULL, NULL)) == NULL) {
+        (dev = hwkey_devices_for_kind(devs, kr.ref.kind)) == NULL) {
+        rc = hwkey_cli_fail("pubkey %s", argv[optind]);
+        goto end;
+    }
+    /*
+     * A token URI may name a public key or certificate (type=public/cert) as
+     * well as a private key, and public objects need no PIN: ask for the
+     * public key itself.  TPM keys are resolved as keys.
+     */
+    if (kr.ref.kind == HWKEY_REF_PKCS11_URI)
+        pub = hwkey_backend_pubkey_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, NULL, NULL);
+    else if (hwkey_backend_key_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, &bkey))
+        pub = hwkey_backend_key_public(bkey, NULL, NULL);
+    if (pub == NULL) {
         rc = hwkey_cli_fail("pubkey %s", argv[optind]);
         goto end;
     }

@@ -60,6 +60,7 @@ typedef struct {
 
 static OSSL_FUNC_decoder_newctx_fn ec_newctx;
 static OSSL_FUNC_decoder_newctx_fn rsa_newctx;
+static OSSL_FUNC_decoder_newctx_fn ed25519_newctx;
 static OSSL_FUNC_decoder_newctx_fn pem2der_newctx;
 static OSSL_FUNC_decoder_freectx_fn decoder_freectx;
 static OSSL_FUNC_decoder_decode_fn pem_decode;
@@ -88,6 +89,12 @@ static void *ec_newctx(void *provctx)
 static void *rsa_newctx(void *provctx)
 {
     return decoder_newctx(provctx, HWKEY_ALG_RSA);
+}
+
+/* Ed25519 keys exist only on PKCS#11 tokens: reached through reference files. */
+static void *ed25519_newctx(void *provctx)
+{
+    return decoder_newctx(provctx, HWKEY_ALG_ED25519);
 }
 
 static void *pem2der_newctx(void *provctx)
@@ -397,4 +404,6 @@ DECODER_TABLE(hwkey_ec_pem_decoder_functions, ec_newctx, pem_decode);
 DECODER_TABLE(hwkey_rsa_pem_decoder_functions, rsa_newctx, pem_decode);
 DECODER_TABLE(hwkey_ec_der_decoder_functions, ec_newctx, der_decode);
 DECODER_TABLE(hwkey_rsa_der_decoder_functions, rsa_newctx, der_decode);
+DECODER_TABLE(hwkey_ed25519_pem_decoder_functions, ed25519_newctx, pem_decode);
+DECODER_TABLE(hwkey_ed25519_der_decoder_functions, ed25519_newctx, der_decode);
 DECODER_TABLE(hwkey_pem2der_decoder_functions, pem2der_newctx, pem2der_decode);

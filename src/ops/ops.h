@@ -26,6 +26,10 @@ extern const OSSL_DISPATCH hwkey_rsa_der_decoder_functions[];
 extern const OSSL_DISPATCH hwkey_pem2der_decoder_functions[];
 /* store_handle.c: handle:0x81xxxxxx */
 extern const OSSL_DISPATCH hwkey_handle_store_functions[];
+/* encoder.c: a device key's file (TSS2 PEM/DER or reference file) and its text form */
+extern const OSSL_DISPATCH hwkey_privkey_pem_encoder_functions[];
+extern const OSSL_DISPATCH hwkey_privkey_der_encoder_functions[];
+extern const OSSL_DISPATCH hwkey_text_encoder_functions[];
 /* store_pkcs11.c: pkcs11: URIs (private keys, public keys, certificates) */
 extern const OSSL_DISPATCH hwkey_pkcs11_store_functions[];
 /* keymgmt_ed25519.c, signature_eddsa.c: only where a device has EdDSA */

@@ -1,11 +1,13 @@
 /*
  * The algorithm catalogue: one table of everything hwkey implements, each
  * entry with the key type it needs.  On the first query the devices are asked
- * (backend ->supports, from TPM2_GetCapability / C_GetMechanismList) and only
- * what some device can do is advertised.  When no device answers at all, the
- * whole table is advertised so that loading a key fails later with the
- * device's own error ("cannot connect to the TPM") rather than a puzzling
- * "unsupported".
+ * (backend ->supports, from TPM2_GetCapability) and only what some device can
+ * do, or cannot rule out, is advertised.  An unreachable TPM answers "cannot
+ * tell", so loading a key fails later with the device's own error ("cannot
+ * connect to the TPM") rather than a puzzling "unsupported".  The PKCS#11
+ * backend never loads its module to answer: the catalogue is built inside
+ * whatever OpenSSL call comes first, which may be SoftHSM's own C_Initialize
+ * (docs/traps-openssl.md, test_pkcs11_deadlock.sh).
  *
  * No digests, MACs, KDFs, RNGs or ciphers are ever offered here without
  * provider=hwkey: see docs/traps.md (SoftHSM re-entry deadlock).
@@ -50,6 +52,33 @@ static const CATALOGUE_ENTRY catalogue[] = {
     /* The 'file:' store only chains decoders that produce DER: docs/traps-openssl.md */
     ENTRY(OSSL_OP_DECODER, "DER", PROPS ",input=pem", hwkey_pem2der_decoder_functions, 0),
     ENTRY(OSSL_OP_STORE, "handle", PROPS, hwkey_handle_store_functions, 0),
+    ENTRY(OSSL_OP_STORE, "pkcs11", PROPS, hwkey_pkcs11_store_functions, 0),
+    /* Ed25519 only where a device has EdDSA (PKCS#11 CKM_EDDSA; no TPM has it). */
+    ENTRY(OSSL_OP_KEYMGMT, "ED25519:1.3.101.112", PROPS, hwkey_ed25519_keymgmt_functions,
+          HWKEY_ALG_ED25519),
+    ENTRY(OSSL_OP_SIGNATURE, "ED25519:1.3.101.112", PROPS, hwkey_ed25519_signature_functions,
+          HWKEY_ALG_ED25519),
+    ENTRY(OSSL_OP_DECODER, "ED25519", PROPS ",input=pem", hwkey_ed25519_pem_decoder_functions,
+          HWKEY_ALG_ED25519),
+    ENTRY(OSSL_OP_DECODER, "ED25519", PROPS ",input=der,structure=TSS2",
+          hwkey_ed25519_der_decoder_functions, HWKEY_ALG_ED25519),
+    /* Writing a device key writes its key file (PEM_write_bio_PrivateKey, i2d_PrivateKey). */
+    ENTRY(OSSL_OP_ENCODER, "EC:id-ecPublicKey:1.2.840.10045.2.1",
+          PROPS ",output=pem,structure=PrivateKeyInfo", hwkey_privkey_pem_encoder_functions,
+          HWKEY_ALG_EC),
+    ENTRY(OSSL_OP_ENCODER, "EC:id-ecPublicKey:1.2.840.10045.2.1",
+          PROPS ",output=der,structure=PrivateKeyInfo", hwkey_privkey_der_encoder_functions,
+          HWKEY_ALG_EC),
+    ENTRY(OSSL_OP_ENCODER, "EC:id-ecPublicKey:1.2.840.10045.2.1", PROPS ",output=text",
+          hwkey_text_encoder_functions, HWKEY_ALG_EC),
+    ENTRY(OSSL_OP_ENCODER, "RSA:rsaEncryption:1.2.840.113549.1.1.1",
+          PROPS ",output=pem,structure=PrivateKeyInfo", hwkey_privkey_pem_encoder_functions,
+          HWKEY_ALG_RSA),
+    ENTRY(OSSL_OP_ENCODER, "RSA:rsaEncryption:1.2.840.113549.1.1.1",
+          PROPS ",output=der,structure=PrivateKeyInfo", hwkey_privkey_der_encoder_functions,
+          HWKEY_ALG_RSA),
+    ENTRY(OSSL_OP_ENCODER, "RSA:rsaEncryption:1.2.840.113549.1.1.1", PROPS ",output=text",
+          hwkey_text_encoder_functions, HWKEY_ALG_RSA),
 };
 #define N_ENTRIES (sizeof(catalogue) / sizeof(catalogue[0]))
 
@@ -75,10 +104,15 @@ static int probe_device(HWKEY_DEVICE *dev, void *arg)
     };
     struct hwkey_catalogue *cat = ((PROBE *)arg)->cat;
 
-    cat->device_answered = 1;
-    for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++)
-        if (hwkey_backend_supports(dev, &probes[i]))
+    for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+        /* 1 yes, 0 no, -1 cannot tell (unreachable, or asking could re-enter a module). */
+        int answer = hwkey_backend_supports(dev, &probes[i]);
+
+        if (answer != 0)
             cat->supported[probes[i].alg] = 1;
+        if (answer >= 0)
+            cat->device_answered = 1;
+    }
     return 1;
 }
 

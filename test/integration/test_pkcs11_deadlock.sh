@@ -42,7 +42,7 @@ hw_p11_keygen rsa:2048 dl-rsa dl-rsa.pem
 p11tool --keypairgen --key-type rsa:2048 --label dl-tool --id 51 >/dev/null 2>&1 ||
     hw_fail "pkcs11-tool --keypairgen rsa:2048"
 
-for order in after before noconf; do
+for order in noconf after before; do
     cnf=$HW_DIR/openssl-$order.cnf
     hw_write_p11_cnf "$cnf" "$order"
     n=${#FAILS[@]}

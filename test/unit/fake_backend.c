@@ -6,6 +6,7 @@
 #include "fake_backend.h"
 
 #include <string.h>
+#include <time.h>
 
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
@@ -38,6 +39,7 @@ static struct {
     char code[64];
 } injected[HWKEY_FAKE_OP_N];
 static int rsa_raw = 1;
+static int generate_delay_ms;
 
 /* TPM2B_PUBLIC-like header the decoder peeks at: size, then TPM2_ALG_RSA/ECC. */
 #define TPM2_ALG_RSA 0x0001
@@ -49,6 +51,12 @@ void hwkey_fake_reset(void)
     memset(calls, 0, sizeof(calls));
     memset(injected, 0, sizeof(injected));
     rsa_raw = 1;
+    generate_delay_ms = 0;
+}
+
+void hwkey_fake_set_generate_delay(int ms)
+{
+    generate_delay_ms = ms;
 }
 
 int hwkey_fake_calls(HWKEY_FAKE_OP op)
@@ -416,6 +424,14 @@ static int fake_key_generate(HWKEY_DEVICE *d, const HWKEY_KEYSPEC *spec, const H
     int ok;
 
     (void)opts;
+    if (!fake_enter(HWKEY_FAKE_OP_GENERATE))
+        return 0;
+    if (generate_delay_ms > 0) {
+        struct timespec delay = {generate_delay_ms / 1000, (generate_delay_ms % 1000) * 1000000L};
+
+        while (nanosleep(&delay, &delay) != 0)
+            ;
+    }
     if (spec->alg == HWKEY_ALG_RSA)
         soft = EVP_PKEY_Q_keygen(libctx, NULL, "RSA", (size_t)spec->bits);
     else if (spec->alg == HWKEY_ALG_EC)

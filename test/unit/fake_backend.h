@@ -22,10 +22,11 @@ typedef enum {
     HWKEY_FAKE_OP_RSA_PRIVATE,
     HWKEY_FAKE_OP_RSA_DECRYPT,
     HWKEY_FAKE_OP_ECDH,
+    HWKEY_FAKE_OP_GENERATE,
     HWKEY_FAKE_OP_N
 } HWKEY_FAKE_OP;
 
-/* Counters to zero, no injected failure, RSA keys with RSA_RAW. */
+/* Counters to zero, no injected failure, RSA keys with RSA_RAW, no generate delay. */
 void hwkey_fake_reset(void);
 int hwkey_fake_calls(HWKEY_FAKE_OP op);
 /*
@@ -39,6 +40,12 @@ void hwkey_fake_inject(HWKEY_FAKE_OP op, int reason, const char *device_code);
  * a salt as long as the digest.
  */
 void hwkey_fake_set_rsa_raw(int on);
+
+/*
+ * key_generate takes at least ms milliseconds (0, default: no delay), like a
+ * TPM making an RSA key, so progress callbacks can be tested.
+ */
+void hwkey_fake_set_generate_delay(int ms);
 
 /* A TSS2 key file (DER) holding soft's private key for the fake backend. */
 int hwkey_fake_keyfile(EVP_PKEY *soft, unsigned char **der, size_t *der_len);

@@ -175,35 +175,20 @@ static HWKEY_P11_TOKEN *default_token(HWKEY_DEVICE *base)
 
 static int p11_supports(HWKEY_DEVICE *base, const HWKEY_KEYSPEC *spec)
 {
-    HWKEY_P11_TOKEN *tok;
-    int ok = 0;
-
+    (void)spec;
     /*
-     * Asked by the catalogue at provider start in every application: never
-     * load the p11-kit proxy (every registered module, SoftHSM with its
-     * in-process OpenSSL among them) just to answer it.
+     * Asked by the catalogue while OpenSSL builds its algorithm list, which
+     * can happen inside SoftHSM's own C_Initialize (SoftHSM initialises
+     * OpenSSL in-process): loading or asking the module here re-enters it
+     * and corrupts its state (seen: pkcs11-tool aborting in
+     * __pthread_tpp_change_priority).  So never touch the module: with one
+     * configured, "cannot tell"; without, "no" (a URI may still name a
+     * module-path; the TPM's answer or "cannot tell" then covers EC/RSA).
      */
     if (((HWKEY_P11_DEVICE *)base)->module_path == NULL
         && ((HWKEY_P11_DEVICE *)base)->modules == NULL)
         return 0;
-    /* A capability question: its failure is an answer, not an error. */
-    ERR_set_mark();
-    tok = default_token(base);
-    ERR_pop_to_mark();
-    if (tok == NULL)
-        return 0;
-    switch (spec->alg) {
-    case HWKEY_ALG_RSA:
-        ok = hwkey_p11_token_has_mech(tok, CKM_RSA_PKCS);
-        break;
-    case HWKEY_ALG_EC:
-        ok = hwkey_p11_token_has_mech(tok, CKM_ECDSA);
-        break;
-    case HWKEY_ALG_ED25519:
-        ok = hwkey_p11_token_has_mech(tok, CKM_EDDSA);
-        break;
-    }
-    return ok;
+    return -1;
 }
 
 static int p11_random(HWKEY_DEVICE *base, unsigned char *buf, size_t len)

@@ -8,14 +8,13 @@
  * token's epoch, which makes the session pool start empty, the login happen
  * again and every key re-find its object from its stored id/label/class.
  *
- * PINs live in protected memory, which a child sees zeroed (util/secmem.h).
  * A module that resets on fork needs the PIN again in the child, and the
- * application's passphrase callback cannot be asked there; so the atfork
- * prepare handler copies each token's PIN to ordinary memory for the length
- * of the fork() call only: the parent wipes its copy right after, the child
- * moves it back into protected memory on first use.  The prepare handler also
- * holds every token lock across fork(), so no child inherits a pool or login
- * state that another thread was halfway through changing.
+ * application's passphrase callback cannot be asked there: the PIN that
+ * worked is kept in hwkey_secmem_alloc_inherited() memory (p11_login.c),
+ * protected like every secret but copied into the child instead of wiped,
+ * so it never passes through ordinary memory.  The prepare handler holds
+ * every token lock across fork(), so no child inherits a pool or login state
+ * (or a half-replaced PIN) that another thread was halfway through changing.
  */
 #include "backend/pkcs11/p11_internal.h"
 
@@ -55,38 +54,23 @@ void hwkey_p11_fork_untrack(HWKEY_P11_TOKEN *tok)
     pthread_mutex_unlock(&all_lock);
 }
 
-static void drop_carry(HWKEY_P11_TOKEN *tok)
-{
-    if (tok->pin_carry != NULL) {
-        OPENSSL_cleanse(tok->pin_carry, strlen(tok->pin_carry));
-        OPENSSL_free(tok->pin_carry);
-        tok->pin_carry = NULL;
-    }
-}
-
 static void on_fork_prepare(void)
 {
     pthread_mutex_lock(&all_lock);
-    for (HWKEY_P11_TOKEN *tok = all_tokens; tok != NULL; tok = tok->all_next) {
+    for (HWKEY_P11_TOKEN *tok = all_tokens; tok != NULL; tok = tok->all_next)
         pthread_mutex_lock(&tok->lock);
-        if (tok->pin != NULL && tok->pin[0] != '\0')
-            tok->pin_carry = OPENSSL_strdup(tok->pin);
-    }
 }
 
 static void on_fork_parent(void)
 {
-    for (HWKEY_P11_TOKEN *tok = all_tokens; tok != NULL; tok = tok->all_next) {
-        drop_carry(tok);
+    for (HWKEY_P11_TOKEN *tok = all_tokens; tok != NULL; tok = tok->all_next)
         pthread_mutex_unlock(&tok->lock);
-    }
     pthread_mutex_unlock(&all_lock);
 }
 
 static void on_fork_child(void)
 {
     __atomic_add_fetch(&fork_generation, 1, __ATOMIC_SEQ_CST);
-    /* pin_carry stays until hwkey_p11_module_check() runs here: no allocation now. */
     for (HWKEY_P11_TOKEN *tok = all_tokens; tok != NULL; tok = tok->all_next)
         pthread_mutex_unlock(&tok->lock);
     pthread_mutex_unlock(&all_lock);
@@ -167,12 +151,6 @@ int hwkey_p11_module_check(HWKEY_P11_MODULE *mod)
     for (HWKEY_P11_TOKEN *tok = mod->tokens; tok != NULL; tok = tok->next) {
         pthread_mutex_lock(&tok->lock);
         reresolve_slot(tok);
-        if (tok->pin_carry != NULL) {
-            /* The inherited protected block reads as zeros here: replace it. */
-            hwkey_secmem_free(tok->pin);
-            tok->pin = hwkey_secmem_strndup(tok->pin_carry, strlen(tok->pin_carry));
-            drop_carry(tok);
-        }
         /* The parent's sessions are not ours to close: forget them. */
         tok->n_idle = 0;
         tok->n_open = 0;

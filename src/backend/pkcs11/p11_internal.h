@@ -119,11 +119,11 @@ struct hwkey_p11_token {
 
     /* Login state (p11_login.c), under lock. */
     int logged_in;
-    char *pin;                       /* protected memory: PIN that worked */
+    char *pin;                       /* PIN that worked: protected memory that forked
+                                      * children inherit (hwkey_secmem_alloc_inherited) */
     unsigned char rejected[32];      /* SHA-256 of the last PIN the token refused */
     int have_rejected;
     unsigned long login_calls;       /* tests: C_Login(CKU_USER) count */
-    char *pin_carry;                 /* plain copy of pin across one fork() (p11_fork.c) */
     HWKEY_P11_TOKEN *all_next;       /* process-wide token list (p11_fork.c) */
 
     HWKEY_P11_TOKEN *next;
@@ -149,7 +149,7 @@ int hwkey_p11_rv_reason(CK_RV rv);
 /* --- fork (p11_fork.c) -------------------------------------------------- */
 
 void hwkey_p11_fork_init(void);      /* registers the atfork handlers once */
-/* Tokens whose PIN must survive fork (protected memory is wiped in a child). */
+/* Tokens whose locks the atfork handlers hold across fork() (p11_fork.c). */
 void hwkey_p11_fork_track(HWKEY_P11_TOKEN *tok);
 void hwkey_p11_fork_untrack(HWKEY_P11_TOKEN *tok);
 uint64_t hwkey_p11_fork_generation(void);

@@ -270,7 +270,7 @@ int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
     unsigned char exp[3] = {0x01, 0x00, 0x01}, rid[16], *params = NULL;
     AUTH_ARG auth = {opts->auth, opts->auth_len};
     CK_MECHANISM mech = {0, NULL, 0};
-    CK_ATTRIBUTE pub[8], priv[10];
+    CK_ATTRIBUTE pub[10], priv[10];
     CK_ULONG npub = 0, npriv = 0, n = 0;
     CK_OBJECT_HANDLE hpub, hpriv, dup[1];
     HWKEY_P11_URI *uri = NULL;
@@ -350,6 +350,8 @@ int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
         goto end;
     }
     ADD(pub, CKA_TOKEN, &yes, sizeof(yes));
+    /* Readable without a login: the store and `hwkey pubkey` then need no PIN. */
+    ADD(pub, CKA_PRIVATE, &no, sizeof(no));
     ADD(pub, CKA_VERIFY, &yes, sizeof(yes));
     ADD(pub, CKA_ID, id, id_len);
     ADD(priv, CKA_TOKEN, &yes, sizeof(yes));

@@ -92,8 +92,9 @@ static char *pin_from_callback(const HWKEY_P11_TOKEN *tok, const HWKEY_P11_PINSR
 
 /*
  * The PIN to try, in protected memory; NULL with *none = 1 when no source has
- * one.  An empty candidate is skipped: in a forked child protected memory
- * reads as zeros (util/secmem.h), and sending "" would cost a retry.
+ * one.  An empty candidate is skipped: in a forked child ordinary protected
+ * memory (the URI's pin-value) reads as zeros (util/secmem.h), and sending ""
+ * would cost a retry; the kept tok->pin is inherited and still there.
  */
 static char *find_pin(HWKEY_P11_TOKEN *tok, const HWKEY_P11_PINSRC *src, int *none)
 {
@@ -117,6 +118,26 @@ static int pin_hash(const char *pin, unsigned char md[32])
     size_t mdlen = 0;
 
     return EVP_Q_digest(NULL, "SHA256", NULL, pin, strlen(pin), md, &mdlen) && mdlen == 32;
+}
+
+/*
+ * Keeps the PIN that worked for re-login (after a lost session, and in
+ * forked children: nginx workers log in again with no one to ask).  The copy
+ * is hwkey_secmem_alloc_inherited(): protected like the rest, but a forked
+ * child keeps its own copy instead of zeros.  Called with tok->lock held;
+ * on allocation failure the old PIN stays (a later re-login may then need
+ * the PIN source again), which is no reason to fail this login.
+ */
+static void keep_pin(HWKEY_P11_TOKEN *tok, const char *pin)
+{
+    size_t n = strlen(pin);
+    char *copy;
+
+    if (n > PIN_MAX || (copy = hwkey_secmem_alloc_inherited(n + 1)) == NULL)
+        return;
+    memcpy(copy, pin, n + 1);
+    hwkey_secmem_free(tok->pin);
+    tok->pin = copy;
 }
 
 /* Called with tok->lock held. */
@@ -209,11 +230,8 @@ static int login_locked(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P
     if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
         tok->logged_in = 1;
         tok->have_rejected = 0;
-        if (pin != NULL && (tok->pin == NULL || strcmp(tok->pin, pin) != 0)) {
-            hwkey_secmem_free(tok->pin);
-            tok->pin = pin;            /* kept for re-login after fork */
-            pin = NULL;
-        }
+        if (pin != NULL && (tok->pin == NULL || strcmp(tok->pin, pin) != 0))
+            keep_pin(tok, pin);
         ok = 1;
     } else if (rv == CKR_PIN_INCORRECT) {
         memcpy(tok->rejected, md, sizeof(md));

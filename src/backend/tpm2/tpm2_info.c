@@ -159,7 +159,7 @@ int hwkey_tpm2_supports(HWKEY_DEVICE *base, const HWKEY_KEYSPEC *spec)
     ERR_pop_to_mark();
     if (!ok) {
         hwkey_log(HWKEY_LOG_INFO, "tpm2: capabilities unknown (TPM unreachable?)");
-        return 0;
+        return -1;
     }
     switch (spec->alg) {
     case HWKEY_ALG_EC: {

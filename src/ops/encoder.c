@@ -1,0 +1,298 @@
+/*
+ * Encoders for device keys: writing a key back out writes its reference,
+ * never a private key.
+ *
+ *  - output=pem / output=der, structure=PrivateKeyInfo: what
+ *    PEM_write_bio_PrivateKey() and i2d_PrivateKey() ask for (`openssl
+ *    genpkey -out`, `openssl pkey -out`).  A TPM key file's key is written as
+ *    the TSS2 PRIVATE KEY it was loaded from, byte for byte (the label is not
+ *    "PRIVATE KEY": like tpm2-openssl, the structure name is only what
+ *    OpenSSL asks for).  A persistent handle or a pkcs11: URI is written as a
+ *    reference file (util/keyref.h).
+ *  - output=text: `openssl pkey -text`: the public key as OpenSSL prints it
+ *    and one line saying where the private key lives.
+ *
+ * No import_object: OpenSSL offers these encoders only keys of hwkey's own
+ * keymgmt, whose keydata is a HWKEY_KEY.  Public-key encodings
+ * (SubjectPublicKeyInfo, `-pubout`) stay with the default provider, which
+ * gets the public half through keymgmt export.
+ */
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/core_dispatch.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/params.h>
+#include <openssl/pem.h>
+
+#include "hwkey/hwkey.h"
+#include "key/key.h"
+#include "ops/ops.h"
+#include "ops/provctx.h"
+#include "util/error.h"
+#include "util/keyref.h"
+#include "util/tss2_keyfile.h"
+
+typedef enum { OUT_PEM = 1, OUT_DER, OUT_TEXT } HWKEY_ENC_OUTPUT;
+
+typedef struct {
+    HWKEY_PROVCTX *provctx;
+    HWKEY_ENC_OUTPUT output;
+    int cipher_asked;          /* the application asked for passphrase encryption */
+} HWKEY_ENCODER_CTX;
+
+static OSSL_FUNC_encoder_newctx_fn pem_newctx;
+static OSSL_FUNC_encoder_newctx_fn der_newctx;
+static OSSL_FUNC_encoder_newctx_fn text_newctx;
+static OSSL_FUNC_encoder_freectx_fn encoder_freectx;
+static OSSL_FUNC_encoder_set_ctx_params_fn encoder_set_ctx_params;
+static OSSL_FUNC_encoder_settable_ctx_params_fn encoder_settable_ctx_params;
+static OSSL_FUNC_encoder_does_selection_fn privkey_does_selection;
+static OSSL_FUNC_encoder_does_selection_fn text_does_selection;
+static OSSL_FUNC_encoder_encode_fn encoder_encode;
+
+static void *encoder_newctx(void *provctx, HWKEY_ENC_OUTPUT output)
+{
+    HWKEY_ENCODER_CTX *ctx = OPENSSL_zalloc(sizeof(*ctx));
+
+    if (ctx == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "allocating an encoder context");
+        return NULL;
+    }
+    ctx->provctx = provctx;
+    ctx->output = output;
+    return ctx;
+}
+
+static void *pem_newctx(void *provctx)
+{
+    return encoder_newctx(provctx, OUT_PEM);
+}
+
+static void *der_newctx(void *provctx)
+{
+    return encoder_newctx(provctx, OUT_DER);
+}
+
+static void *text_newctx(void *provctx)
+{
+    return encoder_newctx(provctx, OUT_TEXT);
+}
+
+static void encoder_freectx(void *vctx)
+{
+    OPENSSL_free(vctx);
+}
+
+static const OSSL_PARAM encoder_settable[] = {
+    OSSL_PARAM_utf8_string(OSSL_ENCODER_PARAM_CIPHER, NULL, 0),
+    OSSL_PARAM_utf8_string(OSSL_ENCODER_PARAM_PROPERTIES, NULL, 0), OSSL_PARAM_END};
+
+static const OSSL_PARAM *encoder_settable_ctx_params(void *provctx)
+{
+    (void)provctx;
+    return encoder_settable;
+}
+
+/*
+ * The cipher is remembered only to refuse it in encode: writing the key file
+ * unencrypted after `-aes256` would be a silent surprise.
+ */
+static int encoder_set_ctx_params(void *vctx, const OSSL_PARAM params[])
+{
+    HWKEY_ENCODER_CTX *ctx = vctx;
+    const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, OSSL_ENCODER_PARAM_CIPHER);
+    const char *name = NULL;
+
+    if (p != NULL)
+        ctx->cipher_asked = OSSL_PARAM_get_utf8_string_ptr(p, &name) && name != NULL &&
+                            name[0] != '\0';
+    return 1;
+}
+
+/* A key file is what the private half of the key is: only private selections. */
+static int privkey_does_selection(void *provctx, int selection)
+{
+    (void)provctx;
+    return (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0;
+}
+
+/* Public-only printing (-text_pub) is the default provider's. */
+static int text_does_selection(void *provctx, int selection)
+{
+    (void)provctx;
+    return (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0;
+}
+
+/* --- the key's reference as a file ------------------------------------------ */
+
+/* A NUL-terminated copy of a URI reference ("handle:..." / "pkcs11:..."). */
+static int ref_uri(const HWKEY_KEY *key, char *buf, size_t bufsz)
+{
+    if (key->ref.len == 0 || key->ref.len >= bufsz ||
+        memchr(key->ref.data, '\0', key->ref.len) != NULL) {
+        hwkey_raise(HWKEY_R_INTERNAL, "the key's reference of %zu bytes is no URI", key->ref.len);
+        return 0;
+    }
+    memcpy(buf, key->ref.data, key->ref.len);
+    buf[key->ref.len] = '\0';
+    return 1;
+}
+
+/* The PEM reference file; DER is its body, read back from the PEM writer. */
+static int write_uri_ref(BIO *out, const HWKEY_KEY *key, HWKEY_ENC_OUTPUT output)
+{
+    char uri[HWKEY_KEYREF_URI_MAX + 1];
+    BIO *mem = NULL;
+    char *name = NULL, *header = NULL;
+    unsigned char *body = NULL;
+    long len = 0;
+    int ok = 0;
+
+    if (!ref_uri(key, uri, sizeof(uri)))
+        return 0;
+    if (output == OUT_PEM)
+        return hwkey_keyref_write_pem(out, uri, "hwkey key reference");
+    /* keyref.h writes PEM only: one body encoder, so both forms always agree. */
+    if ((mem = BIO_new(BIO_s_mem())) == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "encoding a key reference");
+        goto end;
+    }
+    if (!hwkey_keyref_write_pem(mem, uri, "hwkey key reference"))
+        goto end;
+    if (PEM_read_bio(mem, &name, &header, &body, &len) <= 0 || len <= 0) {
+        hwkey_raise(HWKEY_R_INTERNAL, "cannot read back the key reference just encoded");
+        goto end;
+    }
+    if (BIO_write(out, body, (int)len) != (int)len) {
+        hwkey_raise(HWKEY_R_INTERNAL, "writing the %ld-byte key reference failed", len);
+        goto end;
+    }
+    ok = 1;
+end:
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(body);
+    BIO_free(mem);
+    return ok;
+}
+
+static int write_key_file(BIO *out, const HWKEY_KEY *key, HWKEY_ENC_OUTPUT output)
+{
+    if (key->ref.kind != HWKEY_REF_TSS2_KEYFILE)
+        return write_uri_ref(out, key, output);
+    /* The bytes it was loaded from: nothing the parser skips (policies) is lost. */
+    if (output == OUT_PEM) {
+        if (PEM_write_bio(out, HWKEY_PEM_TSS2_PRIVATE_KEY, "", key->ref.data,
+                          (long)key->ref.len) <= 0) {
+            hwkey_raise(HWKEY_R_INTERNAL, "writing the TSS2 PRIVATE KEY PEM block failed");
+            return 0;
+        }
+        return 1;
+    }
+    if (BIO_write(out, key->ref.data, (int)key->ref.len) != (int)key->ref.len) {
+        hwkey_raise(HWKEY_R_INTERNAL, "writing the %zu-byte TSS2 key file failed", key->ref.len);
+        return 0;
+    }
+    return 1;
+}
+
+/* --- text -------------------------------------------------------------------- */
+
+/* "Private key: held by ..." for where key->ref points; nothing secret in it. */
+static int print_holder(BIO *out, const HWKEY_KEY *key)
+{
+    HWKEY_TSS2_KEYFILE kf;
+    char uri[HWKEY_KEYREF_URI_MAX + 1];
+    int ok;
+
+    switch (key->ref.kind) {
+    case HWKEY_REF_TSS2_KEYFILE:
+        memset(&kf, 0, sizeof(kf));
+        if (!hwkey_tss2_keyfile_decode(key->ref.data, key->ref.len, &kf))
+            return 0;
+        ok = BIO_printf(out,
+                        "Private key: held by TPM 2.0 (TSS2 key file, parent 0x%08x, %s)\n",
+                        (unsigned int)kf.parent,
+                        kf.empty_auth ? "no auth value" : "auth value required") > 0;
+        hwkey_tss2_keyfile_clear(&kf);
+        return ok;
+    case HWKEY_REF_TPM2_HANDLE:
+        return ref_uri(key, uri, sizeof(uri)) &&
+               BIO_printf(out, "Private key: held by TPM 2.0 (persistent %s)\n", uri) > 0;
+    case HWKEY_REF_PKCS11_URI:
+        if (!ref_uri(key, uri, sizeof(uri)))
+            return 0;
+        /* The path names the object; query attributes (module, PIN source) are not printed. */
+        uri[strcspn(uri, "?")] = '\0';
+        return BIO_printf(out, "Private key: held by a PKCS#11 token (%s)\n", uri) > 0;
+    }
+    return BIO_printf(out, "Private key: held by the %s device\n",
+                      key->bkey->backend->name) > 0;
+}
+
+static int write_text(BIO *out, const HWKEY_KEY *key)
+{
+    if (EVP_PKEY_print_public(out, key->pub, 0, NULL) <= 0) {
+        hwkey_raise(HWKEY_R_INTERNAL, "printing the public key failed");
+        return 0;
+    }
+    if (key->bkey == NULL)
+        return BIO_printf(out, "Private key: none (public key only)\n") > 0;
+    return print_holder(out, key);
+}
+
+/* --- encode -------------------------------------------------------------------- */
+
+static int encoder_encode(void *vctx, OSSL_CORE_BIO *cout, const void *obj_raw,
+                          const OSSL_PARAM obj_abstract[], int selection,
+                          OSSL_PASSPHRASE_CALLBACK *cb, void *cbarg)
+{
+    HWKEY_ENCODER_CTX *ctx = vctx;
+    const HWKEY_KEY *key = obj_raw;
+    BIO *out = NULL;
+    int ok = 0;
+
+    (void)obj_abstract;
+    (void)cb;
+    (void)cbarg;
+    if (key == NULL || key->pub == NULL || (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) == 0) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "hwkey encodes private (device) keys only");
+        return 0;
+    }
+    if (ctx->output != OUT_TEXT && (key->bkey == NULL || key->ref.data == NULL)) {
+        hwkey_raise(HWKEY_R_NO_PRIVATE_KEY,
+                    "a public-only key has no device key file to write");
+        return 0;
+    }
+    if (ctx->output != OUT_TEXT && ctx->cipher_asked) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                    "a device key file holds no private key to encrypt (a TPM key file is "
+                    "wrapped by the TPM): write it without a cipher, and protect the key with an "
+                    "auth value (hwkey keygen --auth-file) instead");
+        return 0;
+    }
+    if ((out = BIO_new_from_core_bio(ctx->provctx->libctx, cout)) == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "opening the encoder's output");
+        return 0;
+    }
+    ok = ctx->output == OUT_TEXT ? write_text(out, key) : write_key_file(out, key, ctx->output);
+    BIO_free(out);
+    return ok;
+}
+
+#define ENCODER_TABLE(name, newctx, does_selection)                                                \
+    const OSSL_DISPATCH name[] = {                                                                 \
+        {OSSL_FUNC_ENCODER_NEWCTX, (void (*)(void))newctx},                                        \
+        {OSSL_FUNC_ENCODER_FREECTX, (void (*)(void))encoder_freectx},                              \
+        {OSSL_FUNC_ENCODER_SET_CTX_PARAMS, (void (*)(void))encoder_set_ctx_params},                \
+        {OSSL_FUNC_ENCODER_SETTABLE_CTX_PARAMS, (void (*)(void))encoder_settable_ctx_params},      \
+        {OSSL_FUNC_ENCODER_DOES_SELECTION, (void (*)(void))does_selection},                        \
+        {OSSL_FUNC_ENCODER_ENCODE, (void (*)(void))encoder_encode},                                \
+        {0, NULL}}
+
+ENCODER_TABLE(hwkey_privkey_pem_encoder_functions, pem_newctx, privkey_does_selection);
+ENCODER_TABLE(hwkey_privkey_der_encoder_functions, der_newctx, privkey_does_selection);
+ENCODER_TABLE(hwkey_text_encoder_functions, text_newctx, text_does_selection);

@@ -1,0 +1,340 @@
+/*
+ * OSSL_STORE loader for RFC 7512 URIs: `openssl pkey -in 'pkcs11:token=t;
+ * object=web;type=private'`, `openssl x509 -in 'pkcs11:...;type=cert'`,
+ * `OSSL_STORE_open("pkcs11:...")` in any application.
+ *
+ * What one URI yields, in this order (each only when the URI's type= and
+ * the caller's OSSL_STORE_PARAM_EXPECT allow it):
+ *   1. the private key (type=private or none; expect PKEY or anything): a
+ *      device key handed out by reference, like the decoders (ops/objref.c);
+ *   2. a public key (type=public; or expect PUBKEY with any type, where the
+ *      public half of a private key or a certificate's key does too; or no
+ *      type when no private key matched): a public-only key;
+ *   3. the certificate (type=cert or none; expect CERT or anything): DER
+ *      from CKA_VALUE as OSSL_OBJECT_CERT.
+ * A kind that is absent is skipped quietly; only when nothing at all matched
+ * does load fail, with the reason the token gave.  PINs: the URI's
+ * pin-value/pin-source, else pkcs11-pin-source, else the application's
+ * passphrase callback (openssl's -passin), asked only when a login is needed.
+ *
+ * export_object refuses to move a private key to another provider, for the
+ * same reason as the handle: store (see store_handle.c and
+ * docs/traps-openssl.md, "Store loaders"): libcrypto's try_key_ref() would
+ * otherwise make a public-only copy in the default provider and lose the
+ * private half; the refusal makes it fall back to hwkey's keymgmt.  Public
+ * keys, which hold nothing secret, are exported.
+ */
+#include <string.h>
+
+#include <openssl/core_dispatch.h>
+#include <openssl/core_names.h>
+#include <openssl/core_object.h>
+#include <openssl/err.h>
+#include <openssl/params.h>
+#include <openssl/store.h>
+
+#include "key/key.h"
+#include "ops/objref.h"
+#include "ops/ops.h"
+#include "ops/provctx.h"
+#include "util/error.h"
+
+#define SCHEME "pkcs11:"
+
+typedef enum { STEP_PRIVATE, STEP_PUBLIC, STEP_CERT, STEP_N } P11_STEP;
+
+/* The URI's type= attribute, read without the device (the backend parses it fully). */
+typedef enum { TYPE_NONE, TYPE_PRIVATE, TYPE_PUBLIC, TYPE_CERT, TYPE_OTHER } P11_TYPE;
+
+typedef struct {
+    HWKEY_PROVCTX *provctx;
+    char *uri;
+    P11_TYPE type;
+    int expect;        /* OSSL_STORE_INFO_*, 0 = anything */
+    int step;          /* next P11_STEP to try */
+    int found;         /* objects handed out */
+    int found_private;
+    int error_pending; /* last load failed: report it before saying eof */
+    char *absent;      /* the token's first "not found" text */
+} P11_STORE_CTX;
+
+static OSSL_FUNC_store_open_fn p11store_open;
+static OSSL_FUNC_store_settable_ctx_params_fn p11store_settable_ctx_params;
+static OSSL_FUNC_store_set_ctx_params_fn p11store_set_ctx_params;
+static OSSL_FUNC_store_load_fn p11store_load;
+static OSSL_FUNC_store_eof_fn p11store_eof;
+static OSSL_FUNC_store_close_fn p11store_close;
+static OSSL_FUNC_store_export_object_fn p11store_export_object;
+
+static P11_TYPE uri_type(const char *uri)
+{
+    static const struct {
+        const char *value;
+        P11_TYPE type;
+    } types[] = {{"private", TYPE_PRIVATE}, {"public", TYPE_PUBLIC}, {"cert", TYPE_CERT}};
+    const char *p = uri + strlen(SCHEME);
+    size_t path_len = strcspn(p, "?");
+
+    /* Path attributes are ';'-separated; the query (pin-value...) is not looked at. */
+    while (path_len > 0) {
+        size_t n = strcspn(p, ";?");
+
+        if (n > 5 && strncmp(p, "type=", 5) == 0) {
+            for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+                if (n - 5 == strlen(types[i].value) && strncmp(p + 5, types[i].value, n - 5) == 0)
+                    return types[i].type;
+            return TYPE_OTHER;
+        }
+        if (n >= path_len)
+            break;
+        p += n + 1;
+        path_len -= n + 1;
+    }
+    return TYPE_NONE;
+}
+
+/* The URI for messages: without its query, which may hold pin-value. */
+static int uri_shown_len(const char *uri)
+{
+    return (int)strcspn(uri, "?");
+}
+
+static void *p11store_open(void *provctx, const char *uri)
+{
+    P11_STORE_CTX *ctx;
+
+    if (uri == NULL || strncmp(uri, SCHEME, strlen(SCHEME)) != 0) {
+        hwkey_raise(HWKEY_R_INVALID_URI, "%s: not a pkcs11: URI", uri != NULL ? uri : "(null)");
+        return NULL;
+    }
+    ctx = OPENSSL_zalloc(sizeof(*ctx));
+    if (ctx == NULL || (ctx->uri = OPENSSL_strdup(uri)) == NULL) {
+        OPENSSL_free(ctx);
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "opening a pkcs11: store");
+        return NULL;
+    }
+    ctx->provctx = provctx;
+    ctx->type = uri_type(uri);
+    return ctx;
+}
+
+static const OSSL_PARAM *p11store_settable_ctx_params(void *provctx)
+{
+    static const OSSL_PARAM settable[] = {OSSL_PARAM_int(OSSL_STORE_PARAM_EXPECT, NULL),
+                                          OSSL_PARAM_END};
+
+    (void)provctx;
+    return settable;
+}
+
+static int p11store_set_ctx_params(void *vctx, const OSSL_PARAM params[])
+{
+    P11_STORE_CTX *ctx = vctx;
+    const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_EXPECT);
+
+    if (p != NULL && !OSSL_PARAM_get_int(p, &ctx->expect)) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "store parameter \"%s\" is not an integer",
+                    OSSL_STORE_PARAM_EXPECT);
+        return 0;
+    }
+    return 1;
+}
+
+static int step_allowed(const P11_STORE_CTX *ctx, P11_STEP step)
+{
+    switch (step) {
+    case STEP_PRIVATE:
+        return (ctx->type == TYPE_NONE || ctx->type == TYPE_PRIVATE) &&
+               (ctx->expect == 0 || ctx->expect == OSSL_STORE_INFO_PKEY);
+    case STEP_PUBLIC:
+        if (ctx->expect == OSSL_STORE_INFO_PUBKEY)
+            return ctx->type != TYPE_OTHER;
+        return ctx->expect == 0 &&
+               (ctx->type == TYPE_PUBLIC || (ctx->type == TYPE_NONE && !ctx->found_private));
+    case STEP_CERT:
+        return (ctx->type == TYPE_NONE || ctx->type == TYPE_CERT) &&
+               (ctx->expect == 0 || ctx->expect == OSSL_STORE_INFO_CERT);
+    case STEP_N:
+        break;
+    }
+    return 0;
+}
+
+/*
+ * After a failed lookup: -1 when the token said "no such object" (error
+ * dropped, its text kept for the final message), else 0 (error kept).
+ * The backend raises HWKEY_R_KEY_NOT_FOUND for absence and only for that
+ * (backend.h), and raises once, so the last error is the backend's.
+ */
+static int absent_or_error(P11_STORE_CTX *ctx)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *data = NULL;
+    int flags = 0;
+
+    if (e == 0 || ERR_GET_REASON(e) != HWKEY_R_KEY_NOT_FOUND) {
+        ERR_clear_last_mark();
+        return 0;
+    }
+    ERR_peek_last_error_data(&data, &flags);
+    if (ctx->absent == NULL && (flags & ERR_TXT_STRING) != 0 && data != NULL)
+        ctx->absent = OPENSSL_strdup(data);
+    ERR_pop_to_mark();
+    return -1;
+}
+
+static int emit_key(P11_STORE_CTX *ctx, HWKEY_KEY *key, OSSL_CALLBACK *cb, void *cbarg)
+{
+    ctx->found++;
+    return hwkey_objref_emit(&key, cb, cbarg);
+}
+
+static int load_private(P11_STORE_CTX *ctx, const HWKEY_KEYREF *ref, OSSL_CALLBACK *cb,
+                        void *cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+{
+    HWKEY_KEY *key;
+
+    ERR_set_mark();
+    key = hwkey_key_load(ctx->provctx->devices, ctx->provctx->swctx, ref, pw_cb, pw_cbarg);
+    if (key == NULL)
+        return absent_or_error(ctx);
+    ERR_clear_last_mark();
+    ctx->found_private = 1;
+    return emit_key(ctx, key, cb, cbarg);
+}
+
+static int load_public(P11_STORE_CTX *ctx, HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                       OSSL_CALLBACK *cb, void *cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb,
+                       void *pw_cbarg)
+{
+    EVP_PKEY *pub;
+    HWKEY_KEY *key;
+
+    ERR_set_mark();
+    pub = hwkey_backend_pubkey_load(dev, ref, pw_cb, pw_cbarg, ctx->provctx->swctx, NULL);
+    if (pub == NULL)
+        return absent_or_error(ctx);
+    ERR_clear_last_mark();
+    if ((key = hwkey_key_from_public(pub)) == NULL)
+        return 0;
+    key->swctx = ctx->provctx->swctx;
+    return emit_key(ctx, key, cb, cbarg);
+}
+
+static int load_cert(P11_STORE_CTX *ctx, HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                     OSSL_CALLBACK *cb, void *cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb,
+                     void *pw_cbarg)
+{
+    int object_type = OSSL_OBJECT_CERT;
+    unsigned char *der = NULL;
+    size_t derlen = 0;
+    OSSL_PARAM params[3];
+    int ok;
+
+    ERR_set_mark();
+    if (!hwkey_backend_cert_load(dev, ref, pw_cb, pw_cbarg, &der, &derlen))
+        return absent_or_error(ctx);
+    ERR_clear_last_mark();
+    params[0] = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &object_type);
+    params[1] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_DATA, der, derlen);
+    params[2] = OSSL_PARAM_construct_end();
+    ctx->found++;
+    ok = cb(params, cbarg);
+    OPENSSL_free(der);
+    return ok;
+}
+
+static int p11store_load(void *vctx, OSSL_CALLBACK *object_cb, void *object_cbarg,
+                         OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+{
+    P11_STORE_CTX *ctx = vctx;
+    HWKEY_KEYREF ref = {HWKEY_REF_PKCS11_URI, (const unsigned char *)ctx->uri, strlen(ctx->uri)};
+    HWKEY_DEVICE *dev;
+    int r = -1;
+
+    if (ctx->error_pending) {
+        /* The failure was reported by the previous call; now say eof. */
+        ctx->error_pending = 0;
+        return 0;
+    }
+    if (ctx->step >= STEP_N)
+        return 0;
+    if ((dev = hwkey_devices_for_kind(ctx->provctx->devices, HWKEY_REF_PKCS11_URI)) == NULL)
+        goto fail;
+    while (r < 0 && ctx->step < STEP_N) {
+        P11_STEP step = (P11_STEP)ctx->step++;
+
+        if (!step_allowed(ctx, step))
+            continue;
+        if (step == STEP_PRIVATE)
+            r = load_private(ctx, &ref, object_cb, object_cbarg, pw_cb, pw_cbarg);
+        else if (step == STEP_PUBLIC)
+            r = load_public(ctx, dev, &ref, object_cb, object_cbarg, pw_cb, pw_cbarg);
+        else
+            r = load_cert(ctx, dev, &ref, object_cb, object_cbarg, pw_cb, pw_cbarg);
+    }
+    if (r > 0)
+        return 1;
+    if (r < 0 && ctx->found > 0)
+        return 0; /* the end, after what was found */
+    if (r < 0)
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "nothing in %.*s %s: %s", uri_shown_len(ctx->uri),
+                    ctx->uri,
+                    ctx->expect == OSSL_STORE_INFO_CERT     ? "is a certificate"
+                    : ctx->expect == OSSL_STORE_INFO_PKEY   ? "is a private key"
+                    : ctx->expect == OSSL_STORE_INFO_PUBKEY ? "is a public key"
+                                                            : "matches",
+                    ctx->absent != NULL ? ctx->absent : "no such object");
+fail:
+    /* An error, not the end: OSSL_STORE_error() must see it before eof. */
+    ctx->step = STEP_N;
+    ctx->error_pending = 1;
+    return 0;
+}
+
+static int p11store_eof(void *vctx)
+{
+    P11_STORE_CTX *ctx = vctx;
+
+    return ctx->step >= STEP_N && !ctx->error_pending;
+}
+
+static int p11store_close(void *vctx)
+{
+    P11_STORE_CTX *ctx = vctx;
+
+    if (ctx != NULL) {
+        OPENSSL_free(ctx->absent);
+        OPENSSL_clear_free(ctx->uri, strlen(ctx->uri)); /* may hold pin-value */
+        OPENSSL_free(ctx);
+    }
+    return 1;
+}
+
+/* Public keys go anywhere; private keys only to hwkey's keymgmt (top of this file). */
+static int p11store_export_object(void *vctx, const void *reference, size_t reference_sz,
+                                  OSSL_CALLBACK *export_cb, void *export_cbarg)
+{
+    P11_STORE_CTX *ctx = vctx;
+    HWKEY_KEY *key = hwkey_objref_get(reference, reference_sz);
+
+    if (key == NULL)
+        return 0;
+    if (key->bkey == NULL)
+        return hwkey_objref_export_public(reference, reference_sz, export_cb, export_cbarg);
+    hwkey_raise(HWKEY_R_NO_PRIVATE_KEY,
+                "%.*s lives on the token: only hwkey's key management can hold it "
+                "(does the property query exclude provider=hwkey?)",
+                uri_shown_len(ctx->uri), ctx->uri);
+    return 0;
+}
+
+const OSSL_DISPATCH hwkey_pkcs11_store_functions[] = {
+    {OSSL_FUNC_STORE_OPEN, (void (*)(void))p11store_open},
+    {OSSL_FUNC_STORE_SETTABLE_CTX_PARAMS, (void (*)(void))p11store_settable_ctx_params},
+    {OSSL_FUNC_STORE_SET_CTX_PARAMS, (void (*)(void))p11store_set_ctx_params},
+    {OSSL_FUNC_STORE_LOAD, (void (*)(void))p11store_load},
+    {OSSL_FUNC_STORE_EOF, (void (*)(void))p11store_eof},
+    {OSSL_FUNC_STORE_CLOSE, (void (*)(void))p11store_close},
+    {OSSL_FUNC_STORE_EXPORT_OBJECT, (void (*)(void))p11store_export_object},
+    {0, NULL}};
