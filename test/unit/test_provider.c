@@ -359,8 +359,13 @@ static void test_key_params(void **state)
         assert_string_equal(pem_hw, pem_sw);
         OPENSSL_free(pem_hw);
         OPENSSL_free(pem_sw);
+        /* Writing the "private key" writes the device's key file, never a software key. */
         bio = BIO_new(BIO_s_mem());
-        assert_int_not_equal(PEM_write_bio_PrivateKey(bio, hw, NULL, NULL, 0, NULL, NULL), 1);
+        assert_int_equal(PEM_write_bio_PrivateKey(bio, hw, NULL, NULL, 0, NULL, NULL), 1);
+        assert_int_equal(BIO_write(bio, "", 1), 1);
+        assert_true(BIO_get_mem_data(bio, &pem_hw) > 0);
+        assert_non_null(strstr(pem_hw, "-----BEGIN TSS2 PRIVATE KEY-----"));
+        assert_null(strstr(pem_hw, "-----BEGIN PRIVATE KEY-----"));
         BIO_free(bio);
         ERR_clear_error();
         EVP_PKEY_free(hw);

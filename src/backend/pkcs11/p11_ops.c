@@ -176,14 +176,21 @@ static int raw_to_der(const unsigned char *raw, size_t rawlen, unsigned char *de
 
     if (sig != NULL && r != NULL && s != NULL && ECDSA_SIG_set0(sig, r, s)) {
         r = s = NULL;
-        len = i2d_ECDSA_SIG(sig, &p);
-        if (len > 0 && (size_t)len <= *derlen) {
+        /* Measure first: never write past the caller's buffer. */
+        len = i2d_ECDSA_SIG(sig, NULL);
+        if (len > 0 && (size_t)len > *derlen) {
+            hwkey_raise(HWKEY_R_BUFFER_TOO_SMALL, "signature buffer of %zu bytes, need %d",
+                        *derlen, len);
+            goto end;
+        }
+        if (len > 0 && i2d_ECDSA_SIG(sig, &p) == len) {
             *derlen = (size_t)len;
             ok = 1;
         }
     }
     if (!ok)
         hwkey_raise(HWKEY_R_INTERNAL, "encoding the token's r||s as DER failed");
+end:
     BN_free(r);
     BN_free(s);
     ECDSA_SIG_free(sig);
@@ -271,7 +278,12 @@ int hwkey_p11_sign(HWKEY_BKEY *bkey, const HWKEY_SIGN_PARAMS *params, const unsi
         *siglen = max;
         return 1;
     }
-    if (*siglen < max) {
+    /*
+     * ECDSA: the DER length is known only after signing, and callers size the
+     * buffer with OpenSSL's ECDSA_size() (139 for P-521), which is below the
+     * worst case computed here; raw_to_der() checks the real length.
+     */
+    if (params->scheme != HWKEY_SIG_ECDSA && *siglen < max) {
         hwkey_raise(HWKEY_R_BUFFER_TOO_SMALL, "signature buffer of %zu bytes, need %zu", *siglen,
                     max);
         return 0;
