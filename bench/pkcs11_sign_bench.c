@@ -55,6 +55,7 @@ typedef struct {
     int ok;
     unsigned long sigs;
     double secs;
+    double cpu; /* the child's CPU time during the slice */
     char err[P11B_ERRLEN];
 } SLICE_REPLY;
 
@@ -77,6 +78,8 @@ typedef struct {
 typedef struct {
     unsigned long sigs;
     double secs;
+    double cpu;    /* contender's CPU seconds */
+    double others; /* CPU seconds the rest of the machine used meanwhile */
     int nrates;
     double rate[MAX_ROUNDS];
     char err[P11B_ERRLEN];
@@ -103,6 +106,32 @@ static double now(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double cpu_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU seconds all processes have used since boot (/proc/stat); -1 if unknown. */
+static double machine_busy(void)
+{
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    int n = f != NULL ? fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
+                               &v[2], &v[3], &v[4], &v[5], &v[6], &v[7])
+                      : 0;
+    long hz = sysconf(_SC_CLK_TCK);
+
+    if (f != NULL)
+        fclose(f);
+    if (n != 8 || hz <= 0)
+        return -1;
+    /* user nice system [idle iowait] irq softirq steal */
+    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)hz;
 }
 
 static int io_full(int fd, void *buf, size_t len, int writing)
@@ -154,7 +183,7 @@ static void run_slice(P11B_CONTENDER *c, const CMD *cmd, SLICE_REPLY *rep)
     WORKER w[P11B_MAX_THREADS];
     pthread_t tid[P11B_MAX_THREADS];
     int started = 0;
-    double t0 = now();
+    double t0 = now(), c0 = cpu_now();
 
     memset(rep, 0, sizeof(*rep));
     memset(w, 0, sizeof(w));
@@ -171,6 +200,7 @@ static void run_slice(P11B_CONTENDER *c, const CMD *cmd, SLICE_REPLY *rep)
     for (int i = 0; i < started; i++)
         pthread_join(tid[i], NULL);
     rep->secs = now() - t0;
+    rep->cpu = cpu_now() - c0;
     rep->ok = started == cmd->threads;
     for (int i = 0; i < started; i++) {
         rep->sigs += w[i].n;
@@ -269,14 +299,19 @@ static void child_start(CHILD *kids, int k, const P11B_SETUP *s, SETUP_REPLY *re
     }
 }
 
-static int child_slice(CHILD *ch, int threads, double secs, SLICE_REPLY *sr)
+static int child_slice(CHILD *ch, int threads, double secs, SLICE_REPLY *sr, double *others)
 {
     CMD cmd = {.threads = threads, .secs = secs};
+    double busy0 = machine_busy(), busy1;
 
     if (!io_full(ch->fd, &cmd, sizeof(cmd), 1) || !io_full(ch->fd, sr, sizeof(*sr), 0)) {
         child_died(ch);
         return 0;
     }
+    busy1 = machine_busy();
+    *others = busy0 >= 0 && busy1 >= busy0 ? busy1 - busy0 - sr->cpu : 0;
+    if (*others < 0)
+        *others = 0; /* /proc/stat counts in ticks */
     return 1;
 }
 
@@ -345,6 +380,7 @@ static void run_alg(BENCH *b, int a)
     int slots[P11B_KIND_MAX * NTHR], nslots = 0;
     int rounds = (int)(b->seconds / b->slice + 0.5);
     SLICE_REPLY sr;
+    double others;
 
     memset(kids, 0, sizeof(kids));
     rounds = rounds < 1 ? 1 : rounds > MAX_ROUNDS ? MAX_ROUNDS : rounds;
@@ -387,7 +423,8 @@ static void run_alg(BENCH *b, int a)
     }
     for (int k = 0; k < P11B_KIND_MAX; k++)
         if (kids[k].ok) {
-            child_slice(&kids[k], thread_counts[NTHR - 1], b->slice < 0.2 ? b->slice : 0.2, &sr);
+            child_slice(&kids[k], thread_counts[NTHR - 1], b->slice < 0.2 ? b->slice : 0.2, &sr,
+                        &others);
             for (int t = 0; t < NTHR; t++)
                 slots[nslots++] = k * NTHR + t;
         }
@@ -398,7 +435,7 @@ static void run_alg(BENCH *b, int a)
 
             if (!kids[k].ok || c->err[0] != '\0')
                 continue;
-            if (!child_slice(&kids[k], thread_counts[t], b->slice, &sr)) {
+            if (!child_slice(&kids[k], thread_counts[t], b->slice, &sr, &others)) {
                 set_cell_err(b, a, k, kids[k].err);
                 continue;
             }
@@ -408,6 +445,8 @@ static void run_alg(BENCH *b, int a)
             }
             c->sigs += sr.sigs;
             c->secs += sr.secs;
+            c->cpu += sr.cpu;
+            c->others += others;
             c->rate[c->nrates++] = sr.secs > 0 ? (double)sr.sigs / sr.secs : 0;
         }
     }
@@ -492,6 +531,22 @@ static int report(const BENCH *b)
             print_num(paired_ratio(&b->cell[a][k][1], &b->cell[a][k][0]), 17, "x", b->run_kind[k]);
         printf("   (scaling)\n");
     }
+    printf("\nCPU cores busy during the slices (contender's CPU time / wall time; in brackets\n"
+           "the rest of the machine, from /proc/stat: other work takes the 2nd core first)\n");
+    for (int a = 0; a < NALGS; a++)
+        for (int t = 0; b->run_alg[a] && t < NTHR; t++) {
+            printf("%-9s %3d", alg_names[a], thread_counts[t]);
+            for (int k = 0; k < P11B_KIND_MAX; k++) {
+                const CELL *c = &b->cell[a][k][t];
+                char buf[32] = "-";
+
+                if (c->secs > 0)
+                    snprintf(buf, sizeof(buf), "%.2f [%.2f]", c->cpu / c->secs,
+                             c->others / c->secs);
+                printf(" %17s", buf);
+            }
+            printf("\n");
+        }
     printf("\ntargets (hwkey = EVP_DigestSign, as libssl signs):\n");
     for (int a = 0; a < NALGS; a++) {
         const CELL *h = b->cell[a][P11B_DIGESTSIGN], *d = b->cell[a][P11B_DIRECT];
