@@ -60,4 +60,49 @@ int p11b_contender_sign(P11B_CONTENDER *c, int thread, unsigned char *sig, size_
 /* DER SubjectPublicKeyInfo of the hwkey key (hwkey kinds only); 0 if none. */
 int p11b_contender_pubkey(P11B_CONTENDER *c, unsigned char *der, size_t *len);
 
+/* ---- pkcs11_sign_bench.c / pkcs11_bench_report.c: the run and its results ---- */
+
+#define P11B_NALGS 2 /* EC P-256, RSA-2048 */
+#define P11B_NTHR 2  /* 1 and 2 threads */
+#define P11B_MAX_ROUNDS 200
+#define P11B_MAX_MSG 65536
+#define P11B_TARGET_VS_DIRECT 0.9 /* hwkey >= 0.9x the direct loop, 1 thread */
+#define P11B_TARGET_SCALING 1.6   /* hwkey 2 threads >= 1.6x 1 thread */
+/* Other processes busier than this (cores) during the 2-thread slices: no scaling verdict. */
+#define P11B_BUSY_LIMIT 0.3
+
+extern const int p11b_thread_counts[P11B_NTHR];
+extern const char *const p11b_alg_names[P11B_NALGS];
+
+/* One (key, contender, thread count): its slices summed, and each round's rate. */
+typedef struct {
+    unsigned long sigs;
+    double secs;
+    double cpu;    /* contender's CPU seconds */
+    double others; /* CPU seconds the rest of the machine used meanwhile */
+    int nrates;
+    double rate[P11B_MAX_ROUNDS];
+    char err[P11B_ERRLEN];
+} P11B_CELL;
+
+typedef struct {
+    const char *module, *provider, *token, *pin_file;
+    const char *label[P11B_NALGS], *key_ref[P11B_NALGS];
+    int run_alg[P11B_NALGS];
+    int run_kind[P11B_KIND_MAX];
+    double seconds, slice;
+    size_t msg_len;
+    int strict;
+    char pin[256];
+    unsigned char msg[P11B_MAX_MSG];
+    unsigned char digest[P11B_DIGEST_LEN];
+    char info[P11B_KIND_MAX][P11B_INFOLEN];
+    P11B_CELL cell[P11B_NALGS][P11B_KIND_MAX][P11B_NTHR];
+} P11B_BENCH;
+
+/* Prints the tables; returns how many targets were missed. */
+int p11b_report(const P11B_BENCH *b);
+/* Prints one line per failed contender; returns 1 if any failed. */
+int p11b_report_failures(const P11B_BENCH *b);
+
 #endif

@@ -36,15 +36,6 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
-#define NALGS 2
-#define NTHR 2
-#define MAX_ROUNDS 200
-#define MAX_MSG 65536
-#define TARGET_VS_DIRECT 0.9
-#define TARGET_SCALING 1.6
-
-static const int thread_counts[NTHR] = {1, 2};
-static const char *const alg_names[NALGS] = {"EC P-256", "RSA-2048"};
 
 typedef struct {
     int threads; /* 0: quit */
@@ -75,30 +66,6 @@ typedef struct {
     char err[P11B_ERRLEN];
 } CHILD;
 
-typedef struct {
-    unsigned long sigs;
-    double secs;
-    double cpu;    /* contender's CPU seconds */
-    double others; /* CPU seconds the rest of the machine used meanwhile */
-    int nrates;
-    double rate[MAX_ROUNDS];
-    char err[P11B_ERRLEN];
-} CELL;
-
-typedef struct {
-    const char *module, *provider, *token, *pin_file;
-    const char *label[NALGS], *key_ref[NALGS];
-    int run_alg[NALGS];
-    int run_kind[P11B_KIND_MAX];
-    double seconds, slice;
-    size_t msg_len;
-    int strict;
-    char pin[256];
-    unsigned char msg[MAX_MSG];
-    unsigned char digest[P11B_DIGEST_LEN];
-    char info[P11B_KIND_MAX][P11B_INFOLEN];
-    CELL cell[NALGS][P11B_KIND_MAX][NTHR];
-} BENCH;
 
 static double now(void)
 {
@@ -336,7 +303,7 @@ static int ecdsa_raw_to_der(const unsigned char *raw, size_t len, unsigned char 
 }
 
 /* Checks a contender's warm-up signature in software, with OpenSSL's default provider. */
-static int verify_setup_sig(const BENCH *b, int rsa, P11B_KIND kind, const SETUP_REPLY *key,
+static int verify_setup_sig(const P11B_BENCH *b, int rsa, P11B_KIND kind, const SETUP_REPLY *key,
                             const SETUP_REPLY *rep)
 {
     const unsigned char *p = key->pub;
@@ -365,25 +332,25 @@ end:
     return ok;
 }
 
-static void set_cell_err(BENCH *b, int a, int k, const char *err)
+static void set_cell_err(P11B_BENCH *b, int a, int k, const char *err)
 {
-    for (int t = 0; t < NTHR; t++)
+    for (int t = 0; t < P11B_NTHR; t++)
         if (b->cell[a][k][t].err[0] == '\0')
             snprintf(b->cell[a][k][t].err, P11B_ERRLEN, "%s", err);
 }
 
-static void run_alg(BENCH *b, int a)
+static void run_alg(P11B_BENCH *b, int a)
 {
     CHILD kids[P11B_KIND_MAX];
     SETUP_REPLY rep[P11B_KIND_MAX];
     const SETUP_REPLY *key = NULL;
-    int slots[P11B_KIND_MAX * NTHR], nslots = 0;
+    int slots[P11B_KIND_MAX * P11B_NTHR], nslots = 0;
     int rounds = (int)(b->seconds / b->slice + 0.5);
     SLICE_REPLY sr;
     double others;
 
     memset(kids, 0, sizeof(kids));
-    rounds = rounds < 1 ? 1 : rounds > MAX_ROUNDS ? MAX_ROUNDS : rounds;
+    rounds = rounds < 1 ? 1 : rounds > P11B_MAX_ROUNDS ? P11B_MAX_ROUNDS : rounds;
     for (int k = 0; k < P11B_KIND_MAX; k++) {
         P11B_SETUP s = {
             .kind = (P11B_KIND)k,
@@ -397,7 +364,7 @@ static void run_alg(BENCH *b, int a)
             .msg = b->msg,
             .msg_len = b->msg_len,
             .digest = b->digest,
-            .max_threads = thread_counts[NTHR - 1],
+            .max_threads = p11b_thread_counts[P11B_NTHR - 1],
         };
 
         if (!b->run_kind[k]) {
@@ -423,19 +390,19 @@ static void run_alg(BENCH *b, int a)
     }
     for (int k = 0; k < P11B_KIND_MAX; k++)
         if (kids[k].ok) {
-            child_slice(&kids[k], thread_counts[NTHR - 1], b->slice < 0.2 ? b->slice : 0.2, &sr,
+            child_slice(&kids[k], p11b_thread_counts[P11B_NTHR - 1], b->slice < 0.2 ? b->slice : 0.2, &sr,
                         &others);
-            for (int t = 0; t < NTHR; t++)
-                slots[nslots++] = k * NTHR + t;
+            for (int t = 0; t < P11B_NTHR; t++)
+                slots[nslots++] = k * P11B_NTHR + t;
         }
     for (int r = 0; r < rounds; r++) {
         for (int j = 0; j < nslots; j++) {
-            int slot = slots[(j + r) % nslots], k = slot / NTHR, t = slot % NTHR;
-            CELL *c = &b->cell[a][k][t];
+            int slot = slots[(j + r) % nslots], k = slot / P11B_NTHR, t = slot % P11B_NTHR;
+            P11B_CELL *c = &b->cell[a][k][t];
 
             if (!kids[k].ok || c->err[0] != '\0')
                 continue;
-            if (!child_slice(&kids[k], thread_counts[t], b->slice, &sr, &others)) {
+            if (!child_slice(&kids[k], p11b_thread_counts[t], b->slice, &sr, &others)) {
                 set_cell_err(b, a, k, kids[k].err);
                 continue;
             }
@@ -461,140 +428,6 @@ static void run_alg(BENCH *b, int a)
     }
 }
 
-/* ---- results ------------------------------------------------------------------ */
-
-static double cell_rate(const CELL *c)
-{
-    return c->err[0] == '\0' && c->secs > 0 ? (double)c->sigs / c->secs : -1;
-}
-
-static int cmp_double(const void *x, const void *y)
-{
-    double a = *(const double *)x, b = *(const double *)y;
-
-    return a < b ? -1 : a > b;
-}
-
-/* Median over rounds of num's rate / den's rate in the same round; -1 if unknown. */
-static double paired_ratio(const CELL *num, const CELL *den)
-{
-    double q[MAX_ROUNDS];
-    int n = 0;
-
-    if (num->err[0] != '\0' || den->err[0] != '\0')
-        return -1;
-    for (int r = 0; r < num->nrates && r < den->nrates; r++)
-        if (den->rate[r] > 0)
-            q[n++] = num->rate[r] / den->rate[r];
-    if (n == 0)
-        return -1;
-    qsort(q, (size_t)n, sizeof(q[0]), cmp_double);
-    return n % 2 ? q[n / 2] : (q[n / 2 - 1] + q[n / 2]) / 2;
-}
-
-static void print_num(double v, int width, const char *suffix, int ran)
-{
-    if (!ran)
-        printf(" %*s", width, "-");
-    else if (v < 0)
-        printf(" %*s", width, "FAILED");
-    else
-        printf(" %*.*f%s", width - (int)strlen(suffix), suffix[0] ? 2 : 0, v, suffix);
-}
-
-static int report(const BENCH *b)
-{
-    int missed = 0;
-
-    printf("\nPKCS#11 signatures per second (%.1f s per contender and case, %d-byte message, "
-           "SHA-256; ratios: median of rounds)\n",
-           b->seconds, (int)b->msg_len);
-    printf("%-9s %3s", "key", "thr");
-    for (int k = 0; k < P11B_KIND_MAX; k++)
-        printf(" %17s", p11b_kind_names[k]);
-    printf(" %13s %13s\n", "DigestSign/", "PKEY_sign/");
-    printf("%-9s %3s %17s %17s %17s %13s %13s\n", "", "", "", "", "", "direct", "direct");
-    for (int a = 0; a < NALGS; a++) {
-        if (!b->run_alg[a])
-            continue;
-        for (int t = 0; t < NTHR; t++) {
-            printf("%-9s %3d", alg_names[a], thread_counts[t]);
-            for (int k = 0; k < P11B_KIND_MAX; k++)
-                print_num(cell_rate(&b->cell[a][k][t]), 17, "", b->run_kind[k]);
-            for (int k = P11B_DIGESTSIGN; k < P11B_KIND_MAX; k++)
-                print_num(paired_ratio(&b->cell[a][k][t], &b->cell[a][P11B_DIRECT][t]), 13, "x",
-                          b->run_kind[k] && b->run_kind[P11B_DIRECT]);
-            printf("\n");
-        }
-        printf("%-9s %3s", alg_names[a], "2/1");
-        for (int k = 0; k < P11B_KIND_MAX; k++)
-            print_num(paired_ratio(&b->cell[a][k][1], &b->cell[a][k][0]), 17, "x", b->run_kind[k]);
-        printf("   (scaling)\n");
-    }
-    printf("\nCPU cores busy during the slices (contender's CPU time / wall time; in brackets\n"
-           "the rest of the machine, from /proc/stat: other work takes the 2nd core first)\n");
-    for (int a = 0; a < NALGS; a++)
-        for (int t = 0; b->run_alg[a] && t < NTHR; t++) {
-            printf("%-9s %3d", alg_names[a], thread_counts[t]);
-            for (int k = 0; k < P11B_KIND_MAX; k++) {
-                const CELL *c = &b->cell[a][k][t];
-                char buf[32] = "-";
-
-                if (c->secs > 0)
-                    snprintf(buf, sizeof(buf), "%.2f [%.2f]", c->cpu / c->secs,
-                             c->others / c->secs);
-                printf(" %17s", buf);
-            }
-            printf("\n");
-        }
-    printf("\ntargets (hwkey = EVP_DigestSign, as libssl signs):\n");
-    for (int a = 0; a < NALGS; a++) {
-        const CELL *h = b->cell[a][P11B_DIGESTSIGN], *d = b->cell[a][P11B_DIRECT];
-        double vs = paired_ratio(&h[0], &d[0]), sc = paired_ratio(&h[1], &h[0]);
-        double dsc = paired_ratio(&d[1], &d[0]);
-
-        if (!b->run_alg[a] || !b->run_kind[P11B_DIGESTSIGN] || !b->run_kind[P11B_DIRECT])
-            continue;
-        printf("  %-9s hwkey/direct, 1 thread     >= %.2fx: ", alg_names[a], TARGET_VS_DIRECT);
-        if (vs < 0)
-            printf("FAILED\n");
-        else
-            printf("%.2fx  %s\n", vs, vs >= TARGET_VS_DIRECT ? "PASS" : "MISS");
-        printf("  %-9s hwkey 2 threads/1 thread   >= %.2fx: ", alg_names[a], TARGET_SCALING);
-        if (sc < 0) {
-            printf("FAILED\n");
-        } else {
-            printf("%.2fx  %s", sc, sc >= TARGET_SCALING ? "PASS" : "MISS");
-            if (dsc > 0)
-                printf("  (direct C_Sign: %.2fx%s)", dsc,
-                       sc < TARGET_SCALING && dsc < TARGET_SCALING
-                           ? ": the token, or the cores free, caps it" : "");
-            printf("\n");
-        }
-        missed += (vs < TARGET_VS_DIRECT) + (sc < TARGET_SCALING);
-    }
-    return missed;
-}
-
-static int report_failures(const BENCH *b)
-{
-    int failed = 0;
-
-    for (int a = 0; a < NALGS; a++)
-        for (int k = 0; k < P11B_KIND_MAX; k++)
-            for (int t = 0; t < NTHR; t++) {
-                const char *e = b->cell[a][k][t].err;
-
-                if (!b->run_alg[a] || !b->run_kind[k] || e[0] == '\0' ||
-                    (t > 0 && strcmp(e, b->cell[a][k][0].err) == 0))
-                    continue;
-                printf("FAILED: %s, %s, %d thread(s): %s\n", alg_names[a], p11b_kind_names[k],
-                       thread_counts[t], e);
-                failed = 1;
-            }
-    return failed;
-}
-
 /* ---- options -------------------------------------------------------------------- */
 
 static void usage(FILE *f)
@@ -618,7 +451,7 @@ static void usage(FILE *f)
         "Exit: 0 done, 1 a contender failed (or --strict and a target missed), 2 usage.\n");
 }
 
-static int parse_args(BENCH *b, int argc, char **argv)
+static int parse_args(P11B_BENCH *b, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"module", required_argument, NULL, 'm'},   {"provider", required_argument, NULL, 'p'},
@@ -678,13 +511,13 @@ static int parse_args(BENCH *b, int argc, char **argv)
     if (b->slice > b->seconds)
         b->slice = b->seconds;
     if (optind != argc || b->provider == NULL || b->pin_file == NULL || b->seconds <= 0 ||
-        b->slice < 0.01 || b->msg_len == 0 || b->msg_len > MAX_MSG ||
-        !(b->run_alg[0] || b->run_alg[1]) || b->seconds / b->slice > MAX_ROUNDS)
+        b->slice < 0.01 || b->msg_len == 0 || b->msg_len > P11B_MAX_MSG ||
+        !(b->run_alg[0] || b->run_alg[1]) || b->seconds / b->slice > P11B_MAX_ROUNDS)
         return 0;
     return 1;
 }
 
-static int read_pin(BENCH *b)
+static int read_pin(P11B_BENCH *b)
 {
     FILE *f = fopen(b->pin_file, "r");
     int ok = f != NULL && fgets(b->pin, sizeof(b->pin), f) != NULL;
@@ -697,8 +530,8 @@ static int read_pin(BENCH *b)
 
 int main(int argc, char **argv)
 {
-    static BENCH b; /* large: the per-round rates */
-    static char uri[NALGS][512], pin_source[PATH_MAX + 8];
+    static P11B_BENCH b; /* large: the per-round rates */
+    static char uri[P11B_NALGS][512], pin_source[PATH_MAX + 8];
     int failed, missed;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     double load[2][1];
@@ -718,7 +551,7 @@ int main(int argc, char **argv)
         free(abs);
         setenv("HWKEY_PKCS11_PIN_SOURCE", pin_source, 1);
     }
-    for (int a = 0; a < NALGS; a++) {
+    for (int a = 0; a < P11B_NALGS; a++) {
         if (b.key_ref[a] != NULL)
             continue;
         snprintf(uri[a], sizeof(uri[a]), "pkcs11:token=%s;object=%s;type=private", b.token,
@@ -734,10 +567,10 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (getloadavg(load[0], 1) != 1)
         load[0][0] = -1;
-    for (int a = 0; a < NALGS; a++) {
+    for (int a = 0; a < P11B_NALGS; a++) {
         if (!b.run_alg[a])
             continue;
-        fprintf(stderr, "pkcs11_sign_bench: %s ...\n", alg_names[a]);
+        fprintf(stderr, "pkcs11_sign_bench: %s ...\n", p11b_alg_names[a]);
         run_alg(&b, a);
     }
     printf("pkcs11_sign_bench: %s, token \"%s\" (%s); %s; %ld CPU(s)\n",
@@ -748,7 +581,7 @@ int main(int argc, char **argv)
     printf("  hwkey: %s; keys: EC %s, RSA %s\n", b.provider, b.key_ref[0], b.key_ref[1]);
     /* Other work on the machine takes cores from the 2-thread cases first. */
     printf("  load average (1 min) before %.2f, after %.2f\n", load[0][0], load[1][0]);
-    missed = report(&b);
-    failed = report_failures(&b);
+    missed = p11b_report(&b);
+    failed = p11b_report_failures(&b);
     return failed || (b.strict && missed) ? 1 : 0;
 }

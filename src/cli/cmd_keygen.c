@@ -165,9 +165,10 @@ int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
         goto fail;
     /*
      * The progress line only once the device answered and can do it: a TPM
-     * that is unreachable or lacks the size fails below with one line.
+     * that is unreachable or lacks the size fails below with one line
+     * (supports() says -1, "cannot tell", for those and for every token).
      */
-    if (spec->alg == HWKEY_ALG_RSA && hwkey_backend_supports(dev, spec))
+    if (spec->alg == HWKEY_ALG_RSA && hwkey_backend_supports(dev, spec) == 1)
         fprintf(stderr, "hwkey: generating %s in the %s, this can take a few seconds...\n",
                 alg_name, uri != NULL ? "token" : "TPM");
     if (!hwkey_backend_key_generate(dev, spec, &gen, &blob))

@@ -382,7 +382,8 @@ static HWKEY_DEVICE *gen_device(HWKEY_GEN_CTX *ctx)
                                                             : HWKEY_REF_TSS2_KEYFILE);
     if (dev == NULL)
         return NULL;
-    if (!hwkey_backend_supports(dev, &ctx->spec)) {
+    /* -1, cannot tell without asking: the device itself answers below. */
+    if (hwkey_backend_supports(dev, &ctx->spec) == 0) {
         if (ctx->spec.alg == HWKEY_ALG_RSA)
             hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "the %s device cannot generate RSA-%d keys",
                         dev->backend->name, ctx->spec.bits);

@@ -54,7 +54,6 @@ typedef struct {
     int step;          /* next P11_STEP to try */
     int found;         /* objects handed out */
     int found_private;
-    int error_pending; /* last load failed: report it before saying eof */
     char *absent;      /* the token's first "not found" text */
 } P11_STORE_CTX;
 
@@ -252,13 +251,12 @@ static int p11store_load(void *vctx, OSSL_CALLBACK *object_cb, void *object_cbar
     HWKEY_DEVICE *dev;
     int r = -1;
 
-    if (ctx->error_pending) {
-        /* The failure was reported by the previous call; now say eof. */
-        ctx->error_pending = 0;
-        return 0;
-    }
+    /*
+     * libcrypto (OSSL_STORE_load) counts any 0 as an error, also at the end:
+     * the end is 1 with no object, like the default provider's file: store.
+     */
     if (ctx->step >= STEP_N)
-        return 0;
+        return 1;
     if ((dev = hwkey_devices_for_kind(ctx->provctx->devices, HWKEY_REF_PKCS11_URI)) == NULL)
         goto fail;
     while (r < 0 && ctx->step < STEP_N) {
@@ -276,7 +274,7 @@ static int p11store_load(void *vctx, OSSL_CALLBACK *object_cb, void *object_cbar
     if (r > 0)
         return 1;
     if (r < 0 && ctx->found > 0)
-        return 0; /* the end, after what was found */
+        return 1; /* the end, after what was found */
     if (r < 0)
         hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "nothing in %.*s %s: %s", uri_shown_len(ctx->uri),
                     ctx->uri,
@@ -286,9 +284,8 @@ static int p11store_load(void *vctx, OSSL_CALLBACK *object_cb, void *object_cbar
                                                             : "matches",
                     ctx->absent != NULL ? ctx->absent : "no such object");
 fail:
-    /* An error, not the end: OSSL_STORE_error() must see it before eof. */
+    /* An error (OSSL_STORE_error() says so), and nothing more to come. */
     ctx->step = STEP_N;
-    ctx->error_pending = 1;
     return 0;
 }
 
@@ -296,7 +293,7 @@ static int p11store_eof(void *vctx)
 {
     P11_STORE_CTX *ctx = vctx;
 
-    return ctx->step >= STEP_N && !ctx->error_pending;
+    return ctx->step >= STEP_N;
 }
 
 static int p11store_close(void *vctx)

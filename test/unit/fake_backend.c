@@ -93,7 +93,10 @@ int hwkey_fake_keyfile(EVP_PKEY *soft, unsigned char **der, size_t *der_len)
     unsigned char *p8der = NULL, pub[2 + 2 + sizeof(fake_marker)];
     HWKEY_TSS2_KEYFILE kf;
     int n = p8 != NULL ? i2d_PKCS8_PRIV_KEY_INFO(p8, &p8der) : -1;
-    unsigned int type = EVP_PKEY_is_a(soft, "RSA") ? TPM2_ALG_RSA : TPM2_ALG_ECC;
+    /* Ed25519 (no TPM type): 0, so the decoders cannot tell the type without loading. */
+    unsigned int type = EVP_PKEY_is_a(soft, "RSA")       ? TPM2_ALG_RSA
+                        : EVP_PKEY_is_a(soft, "ED25519") ? 0
+                                                         : TPM2_ALG_ECC;
     int ok = 0;
 
     memset(&kf, 0, sizeof(kf));
@@ -126,9 +129,51 @@ end:
 
 /* --- device ------------------------------------------------------------ */
 
+/* --- pkcs11: URI objects (hwkey_fake_set_uri_object) ----------------------- */
+
+static struct {
+    char name[64];
+    EVP_PKEY *soft;
+    X509 *cert;
+    int has_private;
+} uri_obj;
+
+void hwkey_fake_set_uri_object(const char *name, EVP_PKEY *soft, X509 *cert, int has_private)
+{
+    EVP_PKEY_free(uri_obj.soft);
+    X509_free(uri_obj.cert);
+    memset(&uri_obj, 0, sizeof(uri_obj));
+    if (name == NULL)
+        return;
+    snprintf(uri_obj.name, sizeof(uri_obj.name), "%s", name);
+    if (soft != NULL && EVP_PKEY_up_ref(soft))
+        uri_obj.soft = soft;
+    if (cert != NULL && X509_up_ref(cert))
+        uri_obj.cert = cert;
+    uri_obj.has_private = has_private;
+}
+
+/* 1 if ref is "pkcs11:...object=NAME..." naming the registered object with type= absent or t. */
+static int uri_names(const HWKEY_KEYREF *ref, const char *t)
+{
+    char buf[512], want[80], *type;
+
+    if (ref->len >= sizeof(buf) || uri_obj.name[0] == '\0')
+        return 0;
+    memcpy(buf, ref->data, ref->len);
+    buf[ref->len] = '\0';
+    buf[strcspn(buf, "?")] = '\0';
+    snprintf(want, sizeof(want), "object=%s", uri_obj.name);
+    type = strstr(buf, "type=");
+    if (strstr(buf, want) == NULL || (type != NULL && strncmp(type + 5, t, strlen(t)) != 0))
+        return 0;
+    return 1;
+}
+
 static int fake_handles(HWKEY_REF_KIND kind)
 {
-    return kind == HWKEY_REF_TSS2_KEYFILE;
+    return kind == HWKEY_REF_TSS2_KEYFILE ||
+           (kind == HWKEY_REF_PKCS11_URI && uri_obj.name[0] != '\0');
 }
 
 static HWKEY_DEVICE *fake_open(const HWKEY_CONFIG *cfg)
@@ -162,7 +207,8 @@ static void fake_close(HWKEY_DEVICE *d)
 static int fake_supports(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec)
 {
     (void)dev;
-    return spec->alg == HWKEY_ALG_EC || spec->alg == HWKEY_ALG_RSA;
+    return spec->alg == HWKEY_ALG_EC || spec->alg == HWKEY_ALG_RSA ||
+           spec->alg == HWKEY_ALG_ED25519;
 }
 
 static int fake_describe(HWKEY_DEVICE *dev, BIO *out)
@@ -189,6 +235,11 @@ static int describe_soft(EVP_PKEY *soft, HWKEY_KEYINFO *info)
         info->flags = HWKEY_KEYF_SIGN | HWKEY_KEYF_DERIVE;
         return info->curve_nid != NID_undef;
     }
+    if (EVP_PKEY_is_a(soft, "ED25519")) {
+        info->alg = HWKEY_ALG_ED25519;
+        info->flags = HWKEY_KEYF_SIGN;
+        return 1;
+    }
     return 0;
 }
 
@@ -206,6 +257,23 @@ static int fake_key_load(HWKEY_DEVICE *d, const HWKEY_KEYREF *ref, OSSL_PASSPHRA
     memset(&kf, 0, sizeof(kf));
     if (!fake_enter(HWKEY_FAKE_OP_LOAD))
         return 0;
+    if (ref->kind == HWKEY_REF_PKCS11_URI) {
+        if (!uri_names(ref, "private") || !uri_obj.has_private || uri_obj.soft == NULL) {
+            hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "fake device: no private key for that URI");
+            return 0;
+        }
+        if ((key = OPENSSL_zalloc(sizeof(*key))) == NULL || !EVP_PKEY_up_ref(uri_obj.soft)) {
+            OPENSSL_free(key);
+            return 0;
+        }
+        key->soft = uri_obj.soft;
+        describe_soft(key->soft, &key->base.info);
+        key->base.backend = &hwkey_fake_backend;
+        key->base.device = d;
+        key->libctx = dev->libctx;
+        *out = &key->base;
+        return 1;
+    }
     if (ref->kind != HWKEY_REF_TSS2_KEYFILE) {
         hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "fake device: only key files");
         return 0;
@@ -244,13 +312,12 @@ static void fake_key_free(HWKEY_BKEY *k)
     OPENSSL_free(key);
 }
 
-static EVP_PKEY *fake_key_public(HWKEY_BKEY *k, OSSL_LIB_CTX *libctx, const char *propq)
+static EVP_PKEY *public_in(EVP_PKEY *soft, OSSL_LIB_CTX *libctx, const char *propq)
 {
-    FAKE_KEY *key = (FAKE_KEY *)k;
     unsigned char *der = NULL;
     const unsigned char *p;
     EVP_PKEY *pub = NULL;
-    int n = i2d_PUBKEY(key->soft, &der);
+    int n = i2d_PUBKEY(soft, &der);
 
     p = der;
     if (n > 0)
@@ -261,11 +328,66 @@ static EVP_PKEY *fake_key_public(HWKEY_BKEY *k, OSSL_LIB_CTX *libctx, const char
     return pub;
 }
 
+static EVP_PKEY *fake_key_public(HWKEY_BKEY *k, OSSL_LIB_CTX *libctx, const char *propq)
+{
+    return public_in(((FAKE_KEY *)k)->soft, libctx, propq);
+}
+
+/* Like a token: the public key object of the registered URI object, any type= but cert. */
+static EVP_PKEY *fake_pubkey_load(HWKEY_DEVICE *d, const HWKEY_KEYREF *ref,
+                                  OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                  OSSL_LIB_CTX *libctx, const char *propq)
+{
+    (void)d;
+    (void)pw_cb;
+    (void)pw_arg;
+    if (uri_obj.soft == NULL || !(uri_names(ref, "public") || uri_names(ref, "private"))) {
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "fake device: no public key for that URI");
+        return NULL;
+    }
+    return public_in(uri_obj.soft, libctx, propq);
+}
+
+static int fake_cert_load(HWKEY_DEVICE *d, const HWKEY_KEYREF *ref,
+                          OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
+                          size_t *derlen)
+{
+    int n;
+
+    (void)d;
+    (void)pw_cb;
+    (void)pw_arg;
+    if (uri_obj.cert == NULL || !uri_names(ref, "cert")) {
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "fake device: no certificate for that URI");
+        return 0;
+    }
+    *der = NULL;
+    if ((n = i2d_X509(uri_obj.cert, der)) <= 0)
+        return 0;
+    *derlen = (size_t)n;
+    return 1;
+}
+
 /* --- private operations ----------------------------------------------- */
 
 static EVP_PKEY_CTX *op_ctx(FAKE_KEY *key)
 {
     return EVP_PKEY_CTX_new_from_pkey(key->libctx, key->soft, NULL);
+}
+
+/* EdDSA signs the message, one shot (no EVP_PKEY_sign for Ed25519 in OpenSSL 3.0). */
+static int eddsa_sign(FAKE_KEY *key, const unsigned char *tbs, size_t tbslen, unsigned char *sig,
+                      size_t *siglen)
+{
+    EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+    int ok = mctx != NULL &&
+             EVP_DigestSignInit_ex(mctx, NULL, NULL, key->libctx, NULL, key->soft, NULL) == 1 &&
+             EVP_DigestSign(mctx, sig, siglen, tbs, tbslen) == 1;
+
+    EVP_MD_CTX_free(mctx);
+    if (!ok)
+        hwkey_raise(HWKEY_R_DEVICE_ERROR, "fake device: EdDSA signing failed");
+    return ok;
 }
 
 static int fake_sign(HWKEY_BKEY *k, const HWKEY_SIGN_PARAMS *params, const unsigned char *tbs,
@@ -280,6 +402,8 @@ static int fake_sign(HWKEY_BKEY *k, const HWKEY_SIGN_PARAMS *params, const unsig
 
     if (!fake_enter(HWKEY_FAKE_OP_SIGN))
         return 0;
+    if (params->scheme == HWKEY_SIG_EDDSA)
+        return eddsa_sign(key, tbs, tbslen, sig, siglen);
     if (params->md_nid != NID_undef)
         *q++ = OSSL_PARAM_construct_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST,
                                                 (char *)OBJ_nid2sn(params->md_nid), 0);
@@ -467,6 +591,8 @@ const HWKEY_BACKEND hwkey_fake_backend = {
     .key_public = fake_key_public,
     .key_generate = fake_key_generate,
     .key_import = fake_key_import,
+    .pubkey_load = fake_pubkey_load,
+    .cert_load = fake_cert_load,
     .sign = fake_sign,
     .rsa_private = fake_rsa_private,
     .rsa_decrypt = fake_rsa_decrypt,

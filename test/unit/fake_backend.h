@@ -11,6 +11,7 @@
 #define HWKEY_TEST_FAKE_BACKEND_H
 
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #include "backend/backend.h"
 
@@ -46,6 +47,15 @@ void hwkey_fake_set_rsa_raw(int on);
  * TPM making an RSA key, so progress callbacks can be tested.
  */
 void hwkey_fake_set_generate_delay(int ms);
+
+/*
+ * pkcs11: URIs with object=name (and type= absent or matching) resolve to
+ * soft's key pair (the private key only if has_private) and cert (may be
+ * NULL), for store tests; until this is called, pkcs11: references are not
+ * handled at all.  name NULL forgets the object.  Ed25519 keys sign with
+ * HWKEY_SIG_EDDSA (the whole message).
+ */
+void hwkey_fake_set_uri_object(const char *name, EVP_PKEY *soft, X509 *cert, int has_private);
 
 /* A TSS2 key file (DER) holding soft's private key for the fake backend. */
 int hwkey_fake_keyfile(EVP_PKEY *soft, unsigned char **der, size_t *der_len);
