@@ -217,6 +217,14 @@ int hwkey_backend_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
     return dev->backend->key_generate(dev, spec, opts, out);
 }
 
+int hwkey_backend_key_import(HWKEY_DEVICE *dev, EVP_PKEY *soft, const HWKEY_GENOPTS *opts,
+                             HWKEY_REFBLOB *out)
+{
+    if (lacks(dev, (const void *)dev->backend->key_import, "import software keys"))
+        return 0;
+    return dev->backend->key_import(dev, soft, opts, out);
+}
+
 int hwkey_backend_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref)
 {
     if (lacks(dev, (const void *)dev->backend->key_delete, "delete keys"))

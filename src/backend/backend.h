@@ -231,6 +231,9 @@ int hwkey_backend_supports(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec);
 int hwkey_backend_describe(HWKEY_DEVICE *dev, BIO *out);
 int hwkey_backend_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
                                const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out);
+/* Wrap a software private key into the device (key_import). */
+int hwkey_backend_key_import(HWKEY_DEVICE *dev, EVP_PKEY *soft, const HWKEY_GENOPTS *opts,
+                             HWKEY_REFBLOB *out);
 int hwkey_backend_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref);
 int hwkey_backend_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, void *arg);
 /* Public keys and certificates (see the vtable); HWKEY_R_KEY_NOT_FOUND if absent or unsupported. */

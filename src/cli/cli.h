@@ -86,6 +86,7 @@ void hwkey_cli_describe_alg(const HWKEY_KEYINFO *info, char *buf, size_t bufsz);
 
 int hwkey_cmd_info(HWKEY_CLI *cli, int argc, char **argv);
 int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv);
+int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv);
 int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv);
 int hwkey_cmd_list(HWKEY_CLI *cli, int argc, char **argv);
 int hwkey_cmd_delete(HWKEY_CLI *cli, int argc, char **argv);

@@ -18,6 +18,7 @@ static const struct {
 } commands[] = {
     {"info", hwkey_cmd_info, "describe the device(s) found"},
     {"keygen", hwkey_cmd_keygen, "generate a key in the TPM (or on a PKCS#11 token)"},
+    {"import", hwkey_cmd_import, "wrap an existing software private key into the TPM"},
     {"pubkey", hwkey_cmd_pubkey, "print a device key's public key (PEM)"},
     {"list", hwkey_cmd_list, "list persistent TPM keys / token keys"},
     {"delete", hwkey_cmd_delete, "delete a persistent TPM key / token key"},

@@ -6,7 +6,8 @@
 # curl fetches pages over many new connections; nginx is stopped by pid.
 [ -n "$BASH_VERSION" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
-NGINX=/usr/sbin/nginx
+# HWKEY_TEST_NGINX: a wrapper (scripts/asan-check.sh preloads the ASan runtime)
+NGINX=${HWKEY_TEST_NGINX:-/usr/sbin/nginx}
 [[ -x $NGINX ]] || { echo "SKIP: $NGINX not installed" >&2; exit 77; }
 skip_if_missing curl
 hw_setup

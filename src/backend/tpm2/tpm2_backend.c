@@ -4,6 +4,7 @@
  * The operations live in tpm2_sign.c, provisioning in tpm2_manage.c.
  */
 #include "backend/tpm2/tpm2_internal.h"
+#include "backend/tpm2/tpm2_dup.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -225,14 +226,6 @@ static EVP_PKEY *tpm2_key_public(HWKEY_BKEY *base, OSSL_LIB_CTX *libctx, const c
     return hwkey_tpm2_public_to_pkey(&key->pub.publicArea, libctx, propq);
 }
 
-static int tpm2_key_import(HWKEY_DEVICE *dev, EVP_PKEY *soft, const HWKEY_GENOPTS *opts,
-                           HWKEY_REFBLOB *out)
-{
-    hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "importing software keys into the TPM is not "
-                                               "supported yet");
-    return 0;
-}
-
 const HWKEY_BACKEND hwkey_tpm2_backend = {
     .name = "tpm2",
     .handles = tpm2_handles,
@@ -244,7 +237,7 @@ const HWKEY_BACKEND hwkey_tpm2_backend = {
     .key_free = tpm2_key_free,
     .key_public = tpm2_key_public,
     .key_generate = hwkey_tpm2_key_generate,
-    .key_import = tpm2_key_import,
+    .key_import = hwkey_tpm2_key_import,
     .key_delete = hwkey_tpm2_key_delete,
     .key_list = hwkey_tpm2_key_list,
     .sign = hwkey_tpm2_sign,
