@@ -3,7 +3,7 @@
 # (clang), leak detection on:
 #   scripts/asan-check.sh [BUILD_DIR [MAKE_ARGS...]]   (default /tmp/build-asan)
 #   e.g. scripts/asan-check.sh /tmp/build-asan TESTS=test/integration/test_tls.sh
-# hwkey.so is instrumented but openssl(1) and nginx are not, so they run
+# hwkey.so is instrumented but openssl(1), nginx and pkcs11-tool are not, so they run
 # through wrappers that LD_PRELOAD the ASan runtime (HWKEY_TEST_NGINX names the
 # nginx one).  Every sanitizer report goes to BUILD_DIR/sanitizer/san.PID (so a
 # test's "one error line" checks still see only the program's own stderr);
@@ -29,11 +29,26 @@ make -j"${JOBS:-2}" >/dev/null
 wrap=$build/sanitizer-wrap
 logs=$build/sanitizer
 mkdir -p "$wrap" "$logs"
+chmod 1777 "$logs"   # nginx workers run as nobody
 rm -f "$logs"/san.*
+# hwkey.so preloaded too: OpenSSL dlcloses providers at exit, before LeakSanitizer
+# runs, and a leak allocated in an unmapped module has no symbols.
+# nginx without leak checks: its workers never free their connection arrays,
+# are not dumpable after setuid (LeakSanitizer cannot read their maps, so
+# nothing is symbolized), and inherit the master's TPM connection, which
+# tpm2_context.c abandons on purpose (a one-off leak per fork).
 for prog in /usr/bin/openssl /usr/sbin/nginx; do
-    printf '#!/bin/sh\nLD_PRELOAD=%s exec %s "$@"\n' "$rt" "$prog" >"$wrap/${prog##*/}"
+    opts=
+    [[ $prog == */nginx ]] && opts='ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0" '
+    printf '#!/bin/sh\n%sLD_PRELOAD="%s %s" exec %s "$@"\n' "$opts" "$rt" \
+        "$build/.libs/hwkey.so" "$prog" >"$wrap/${prog##*/}"
     chmod +x "$wrap/${prog##*/}"
 done
+# pkcs11-tool too (SoftHSM's C_Initialize loads openssl.cnf, hence hwkey.so),
+# without leak checks: pkcs11-tool 0.23 leaks its own argument copies.
+printf '#!/bin/sh\nASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0" LD_PRELOAD=%s exec %s "$@"\n' \
+    "$rt" /usr/bin/pkcs11-tool >"$wrap/pkcs11-tool"
+chmod +x "$wrap/pkcs11-tool"
 
 export PATH=$wrap:$PATH HWKEY_TEST_NGINX=$wrap/nginx HW_TIMEOUT=${HW_TIMEOUT:-300}
 export ASAN_OPTIONS="detect_leaks=1:fast_unwind_on_malloc=0:suppressions=$src/test/asan.supp"

@@ -265,3 +265,20 @@ int hwkey_backend_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
     }
     return dev->backend->cert_load(dev, ref, pw_cb, pw_arg, der, derlen);
 }
+
+int hwkey_backend_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts,
+                                 HWKEY_REFBLOB *out)
+{
+    if (lacks(dev, (const void *)dev->backend->datakey_create, "make data keys"))
+        return 0;
+    return dev->backend->datakey_create(dev, opts, out);
+}
+
+int hwkey_backend_datakey_unwrap(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                 OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                 unsigned char key[32])
+{
+    if (lacks(dev, (const void *)dev->backend->datakey_unwrap, "unwrap data keys"))
+        return 0;
+    return dev->backend->datakey_unwrap(dev, ref, pw_cb, pw_arg, key);
+}

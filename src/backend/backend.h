@@ -186,6 +186,17 @@ struct hwkey_backend {
     /* cert_load: the DER (OPENSSL_free) of the certificate ref names. */
     int (*cert_load)(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw_cb,
                      void *pw_arg, unsigned char **der, size_t *derlen);
+
+    /*
+     * Data keys for the bulk cipher (ARCHITECTURE.md §4, docs/bulk.md); NULL
+     * in backends without them.  datakey_create: a new 32-byte AES key,
+     * returned only wrapped by the device (opts->auth: its auth value;
+     * opts->uri: a PKCS#11 key-wrapping key).  datakey_unwrap: the key, into
+     * key[32], which the caller allocated in protected memory.
+     */
+    int (*datakey_create)(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out);
+    int (*datakey_unwrap)(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                          OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char key[32]);
 };
 
 /* --- The registry: one lazily opened device per backend ------------------ */
@@ -243,6 +254,13 @@ EVP_PKEY *hwkey_backend_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
 int hwkey_backend_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
                             OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
                             size_t *derlen);
+
+/* Data keys (see the vtable); HWKEY_R_UNSUPPORTED_ALGORITHM if the backend has none. */
+int hwkey_backend_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts,
+                                 HWKEY_REFBLOB *out);
+int hwkey_backend_datakey_unwrap(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                 OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                 unsigned char key[32]);
 
 /* The real backends, defined in backend/<name>/. */
 extern const HWKEY_BACKEND hwkey_tpm2_backend;

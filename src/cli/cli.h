@@ -90,5 +90,8 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv);
 int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv);
 int hwkey_cmd_list(HWKEY_CLI *cli, int argc, char **argv);
 int hwkey_cmd_delete(HWKEY_CLI *cli, int argc, char **argv);
+int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv);
+int hwkey_cmd_encrypt(HWKEY_CLI *cli, int argc, char **argv);
+int hwkey_cmd_decrypt(HWKEY_CLI *cli, int argc, char **argv);
 
 #endif

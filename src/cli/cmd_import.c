@@ -1,10 +1,13 @@
 /*
  * hwkey import SOFTWARE_KEY --out FILE [--auth-file F] [--passin-file F] [--force]
+ * hwkey import SOFTWARE_KEY --uri 'pkcs11:...' [--out FILE] [--pin-source SRC]
  *
  * Wraps an existing software private key (PEM or DER, PKCS#8 or traditional,
  * optionally passphrase-protected) into the TPM: the key file written holds
- * only the TPM-wrapped blob.  The software key itself is left alone: hwkey
- * cannot make copies of it disappear, so the help says to delete it.
+ * only the TPM-wrapped blob.  Or creates it as a sensitive, non-extractable
+ * object on a PKCS#11 token: the file written (optional) is then a reference
+ * naming it, and the URI is printed.  The software key itself is left alone:
+ * hwkey cannot make copies of it disappear, so the help says to delete it.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -20,6 +23,7 @@
 
 #include "cli/cli.h"
 #include "util/error.h"
+#include "util/keyref.h"
 #include "util/secmem.h"
 #include "util/tss2_keyfile.h"
 
@@ -37,18 +41,28 @@ typedef struct {
 static void import_usage(void)
 {
     printf("usage: hwkey import SOFTWARE_KEY --out FILE [--auth-file F] [--passin-file F]\n"
-           "                    [--force] [--tcti STRING]\n\n"
+           "                    [--force] [--tcti STRING]\n"
+           "       hwkey import SOFTWARE_KEY --uri 'pkcs11:...' [--out FILE] [--pin-source SRC]\n"
+           "                    [--passin-file F] [--force]\n\n"
            "Wraps an existing EC (P-256, P-384) or RSA (2048, 3072) private key into the TPM\n"
            "and writes a TSS2 PRIVATE KEY file that hwkey, tpm2-openssl and\n"
            "openssl_tpm2_engine load.  The private key travels to the TPM only encrypted\n"
            "to the TPM's storage key (TPM2_Import with an outer wrapper).\n"
+           "With --uri, creates an RSA (2048..8192), EC (P-256, P-384, P-521) or Ed25519\n"
+           "key on the PKCS#11 token as a sensitive, non-extractable private key plus its\n"
+           "public key, and prints its URI.  PKCS#11 offers no wrapped path here: the key\n"
+           "crosses into the module in the clear (keygen --uri never exposes one).\n"
            "SOFTWARE_KEY: PEM or DER, PKCS#8 or traditional, optionally encrypted.\n\n"
-           "  --out FILE          TSS2 PRIVATE KEY file to write (PEM)\n"
+           "  --out FILE          TSS2 PRIVATE KEY file to write (PEM); with --uri, a key\n"
+           "                      reference file naming the token key\n"
            "  --auth-file F       give the TPM key this auth value (first line of F)\n"
            "  --passin-file F     passphrase of an encrypted SOFTWARE_KEY (first line of F);\n"
            "                      default: asked on the terminal when stdin is one\n"
            "  --force             replace an existing --out file\n"
-           "  --uri URI           import into a PKCS#11 token (not supported yet)\n"
+           "  --uri URI           import into the PKCS#11 token named by URI (token=,\n"
+           "                      object=, id=; a random id when none is given)\n"
+           "  --pin-source SRC    the token's user PIN: file:/path or env:NAME (default: the\n"
+           "                      URI's pin-source/pin-value, else $HWKEY_PKCS11_PIN_SOURCE)\n"
            "  --tcti STRING       TPM transport (see hwkey --help)\n\n"
            "The software key file is not touched: delete it (and its backups) once the\n"
            "imported key works, or the TPM protects nothing.\n");
@@ -188,11 +202,23 @@ end:
     return pkey;
 }
 
+/* The file for the imported key: the TSS2 key itself, or a reference to the token key. */
 static int render_keyfile(const HWKEY_REFBLOB *blob, BIO *mem)
 {
     HWKEY_TSS2_KEYFILE kf;
+    char uri[HWKEY_KEYREF_URI_MAX + 1];
     int ok;
 
+    if (blob->kind == HWKEY_REF_PKCS11_URI) {
+        if (blob->len == 0 || blob->len > HWKEY_KEYREF_URI_MAX) {
+            hwkey_raise(HWKEY_R_INTERNAL, "the backend returned a key reference of %zu bytes",
+                        blob->len);
+            return 0;
+        }
+        memcpy(uri, blob->data, blob->len);
+        uri[blob->len] = '\0';
+        return hwkey_keyref_write_pem(mem, uri, "hwkey key reference");
+    }
     if (blob->kind != HWKEY_REF_TSS2_KEYFILE) {
         hwkey_raise(HWKEY_R_INTERNAL, "the TPM backend returned no key file");
         return 0;
@@ -214,6 +240,7 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
         {"passin-file", required_argument, NULL, OPT_PASSIN},
         {"auth-file", required_argument, NULL, HWKEY_CLI_OPT_AUTH_FILE},
         {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
+        {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *out_path = NULL, *uri = NULL, *passin = NULL;
@@ -259,15 +286,15 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
     if (argc - optind != 1)
         return hwkey_cli_usage("import", "expected exactly one SOFTWARE_KEY file");
     pass.key_path = argv[optind];
-    /*
-     * The PKCS#11 backend's key_import is still a stub: refuse the usage up
-     * front rather than read the key and fail at the token.
-     */
-    if (uri != NULL)
-        return hwkey_cli_usage("import", "importing into a PKCS#11 token (--uri) is not "
-                                         "supported yet");
-    if (out_path == NULL)
-        return hwkey_cli_usage("import", "--out FILE is required");
+    if (uri != NULL && hwkey_ref_kind_of_string(uri) != HWKEY_REF_PKCS11_URI)
+        return hwkey_cli_usage("import", "--uri %s: expected a pkcs11: URI", uri);
+    /* A token key has no auth value of its own; its PIN comes from --pin-source. */
+    if (uri != NULL && cli->auth != NULL)
+        return hwkey_cli_usage("import", "--auth-file is for TPM keys; give the token's PIN "
+                                         "with --pin-source");
+    if (out_path == NULL && uri == NULL)
+        return hwkey_cli_usage("import", "--out FILE (TPM) or --uri URI (PKCS#11) is required");
+    gen.uri = uri;
     gen.auth = cli->auth;
     gen.auth_len = cli->auth_len;
 
@@ -275,18 +302,22 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
         goto fail;
     if ((soft = load_software_key(&pass)) == NULL)
         goto fail;
-    /* The output file before the device: an unwritable place fails before the TPM works. */
-    if (!hwkey_cli_out_begin(&out, out_path, force))
+    /* The output file before the device: an unwritable place fails before the device works. */
+    if (out_path != NULL && !hwkey_cli_out_begin(&out, out_path, force))
         goto fail;
-    if ((devs = hwkey_cli_devices(cli)) == NULL
-        || (dev = hwkey_devices_by_name(devs, "tpm2")) == NULL)
+    if ((devs = hwkey_cli_devices(cli)) == NULL)
         goto fail;
-    if (!hwkey_backend_key_import(dev, soft, &gen, &blob))
+    dev = uri != NULL ? hwkey_devices_for_kind(devs, HWKEY_REF_PKCS11_URI)
+                      : hwkey_devices_by_name(devs, "tpm2");
+    if (dev == NULL || !hwkey_backend_key_import(dev, soft, &gen, &blob))
         goto fail;
-    if ((mem = BIO_new(BIO_s_mem())) == NULL || !render_keyfile(&blob, mem)
-        || (datalen = BIO_get_mem_data(mem, &data)) <= 0
-        || !hwkey_cli_out_commit(&out, data, (size_t)datalen))
+    if (out_path != NULL
+        && ((mem = BIO_new(BIO_s_mem())) == NULL || !render_keyfile(&blob, mem)
+            || (datalen = BIO_get_mem_data(mem, &data)) <= 0
+            || !hwkey_cli_out_commit(&out, data, (size_t)datalen)))
         goto fail;
+    if (blob.kind == HWKEY_REF_PKCS11_URI)
+        printf("%.*s\n", (int)blob.len, (const char *)blob.data);
     rc = HWKEY_CLI_OK;
     goto end;
 fail:

@@ -22,6 +22,9 @@ static const struct {
     {"pubkey", hwkey_cmd_pubkey, "print a device key's public key (PEM)"},
     {"list", hwkey_cmd_list, "list persistent TPM keys / token keys"},
     {"delete", hwkey_cmd_delete, "delete a persistent TPM key / token key"},
+    {"datakey", hwkey_cmd_datakey, "make an AES-256 data key wrapped by the device"},
+    {"encrypt", hwkey_cmd_encrypt, "encrypt a file with a data key (AES-NI, AES-256-GCM)"},
+    {"decrypt", hwkey_cmd_decrypt, "decrypt and verify a file made by hwkey encrypt"},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

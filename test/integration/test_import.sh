@@ -173,7 +173,8 @@ HW_CLI_TCTI="swtpm:host=127.0.0.1,port=$dead_port" \
     expect_cli_fail 1 'unreachable|connect' out7.tss import ec-p256.soft.pem --out out7.tss
 expect_cli_fail 2 'usage error' out8.tss import ec-p256.soft.pem
 expect_cli_fail 2 'usage error' out8.tss import --out out8.tss
-expect_cli_fail 2 'not supported yet' out8.tss import ec-p256.soft.pem --uri 'pkcs11:token=x' --out out8.tss
+# (--uri imports into a token: test_import_pkcs11.sh; here only its usage check)
+expect_cli_fail 2 'expected a pkcs11: URI' out8.tss import ec-p256.soft.pem --uri 'file:x' --out out8.tss
 # An existing output file is never replaced without --force, and stays intact.
 cp ec-p256.tss keep.tss
 rc=0

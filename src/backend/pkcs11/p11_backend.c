@@ -210,14 +210,6 @@ static int p11_random(HWKEY_DEVICE *base, unsigned char *buf, size_t len)
     return 1;
 }
 
-static int p11_key_import(HWKEY_DEVICE *dev, EVP_PKEY *soft, const HWKEY_GENOPTS *opts,
-                          HWKEY_REFBLOB *out)
-{
-    hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "importing software keys into a PKCS#11 token "
-                "is not implemented yet");
-    return 0;
-}
-
 const HWKEY_BACKEND hwkey_pkcs11_backend = {
     .name = "pkcs11",
     .handles = p11_handles,
@@ -229,7 +221,7 @@ const HWKEY_BACKEND hwkey_pkcs11_backend = {
     .key_free = hwkey_p11_key_free,
     .key_public = hwkey_p11_key_public,
     .key_generate = hwkey_p11_key_generate,
-    .key_import = p11_key_import,
+    .key_import = hwkey_p11_key_import,
     .key_delete = hwkey_p11_key_delete,
     .key_list = hwkey_p11_key_list,
     .sign = hwkey_p11_sign,

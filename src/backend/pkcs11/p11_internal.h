@@ -12,6 +12,7 @@
  *   p11_session.c  per-token session pool
  *   p11_fork.c     fork generation; re-initialising a module in a child
  *   p11_keys.c     key_load/free, generate, delete, list
+ *   p11_import.c   key_import: a software key into token objects (C_CreateObject)
  *   p11_pubkey.c   object lookup, attributes, the public half as an EVP_PKEY
  *   p11_ops.c      sign, rsa_private, rsa_decrypt, ecdh
  *   p11_objects.c  public keys and certificates by URI (the pkcs11: store)
@@ -215,6 +216,10 @@ EVP_PKEY *hwkey_p11_key_public(HWKEY_BKEY *key, OSSL_LIB_CTX *libctx, const char
 int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
                            const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out);
 int hwkey_p11_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref);
+/* p11_import.c: the software key as a sensitive, non-extractable private key object plus
+ * its public key object, under the id/label of opts->uri. */
+int hwkey_p11_key_import(HWKEY_DEVICE *dev, EVP_PKEY *soft, const HWKEY_GENOPTS *opts,
+                         HWKEY_REFBLOB *out);
 int hwkey_p11_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, void *arg);
 /*
  * A logged-in session and the key's current object handle (re-found when the
@@ -224,6 +229,25 @@ int hwkey_p11_key_acquire(HWKEY_P11_KEY *key, CK_SESSION_HANDLE *s, uint64_t *ep
                           CK_OBJECT_HANDLE *obj);
 /* After CKR_OBJECT_HANDLE_INVALID / CKR_KEY_HANDLE_INVALID: force a re-find. */
 void hwkey_p11_key_forget_handle(HWKEY_P11_KEY *key);
+/* Parses text, finds its module and token, opens a session and logs in. */
+int hwkey_p11_ref_open(HWKEY_P11_DEVICE *dev, const char *text, size_t len,
+                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_P11_URI **uri,
+                       HWKEY_P11_TOKEN **tok, CK_SESSION_HANDLE *s, uint64_t *epoch);
+/* The same for generate/import ("what" names it in errors): opts->uri, opts->auth as PIN. */
+int hwkey_p11_create_open(HWKEY_P11_DEVICE *dev, const HWKEY_GENOPTS *opts, const char *what,
+                          HWKEY_P11_URI **uri, HWKEY_P11_TOKEN **tok, CK_SESSION_HANDLE *s,
+                          uint64_t *epoch);
+#define HWKEY_P11_NEW_ID_LEN 16
+/*
+ * The CKA_ID of a new key: the URI's id=, else random bytes in rid.  Fails
+ * (HWKEY_R_BAD_ARGUMENT) if a private or public key already has that id or
+ * the URI's object= label.
+ */
+int hwkey_p11_new_key_id(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P11_URI *uri,
+                         unsigned char rid[HWKEY_P11_NEW_ID_LEN], const unsigned char **id,
+                         size_t *id_len);
+/* DER of the OID of nid (CKA_EC_PARAMS); OPENSSL_free *der. */
+int hwkey_p11_ec_params_der(int nid, unsigned char **der, int *len);
 
 /* --- objects and public keys (p11_pubkey.c) -------------------------------- */
 

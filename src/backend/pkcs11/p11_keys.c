@@ -25,10 +25,9 @@ static void pinsrc_of(HWKEY_P11_PINSRC *src, const HWKEY_P11_DEVICE *dev,
     src->quirks = dev->quirks;
 }
 
-/* Parses a reference, finds its module and token, opens a logged-in session. */
-static int open_ref(HWKEY_P11_DEVICE *dev, const char *text, size_t len,
-                    OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_P11_URI **uri,
-                    HWKEY_P11_TOKEN **tok, CK_SESSION_HANDLE *s, uint64_t *epoch)
+int hwkey_p11_ref_open(HWKEY_P11_DEVICE *dev, const char *text, size_t len,
+                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_P11_URI **uri,
+                       HWKEY_P11_TOKEN **tok, CK_SESSION_HANDLE *s, uint64_t *epoch)
 {
     HWKEY_P11_MODULE *mod;
     HWKEY_P11_PINSRC src;
@@ -109,7 +108,8 @@ int hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the pkcs11 backend resolves pkcs11: URIs only");
         return 0;
     }
-    if (!open_ref(pdev, (const char *)ref->data, ref->len, pw_cb, pw_arg, &uri, &tok, &s, &epoch))
+    if (!hwkey_p11_ref_open(pdev, (const char *)ref->data, ref->len, pw_cb, pw_arg, &uri, &tok, &s,
+                            &epoch))
         return 0;
     if (uri->object == NULL && !uri->has_id) {
         hwkey_raise(HWKEY_R_INVALID_URI, "the key URI names no object= nor id=");
@@ -252,7 +252,7 @@ static int auth_as_pin(char *pass, size_t size, size_t *len, const OSSL_PARAM pa
     return 1;
 }
 
-static int ec_params_der(int nid, unsigned char **der, int *len)
+int hwkey_p11_ec_params_der(int nid, unsigned char **der, int *len)
 {
     ASN1_OBJECT *obj = OBJ_nid2obj(nid);
 
@@ -261,18 +261,75 @@ static int ec_params_der(int nid, unsigned char **der, int *len)
     return *len > 0;
 }
 
+int hwkey_p11_create_open(HWKEY_P11_DEVICE *dev, const HWKEY_GENOPTS *opts, const char *what,
+                          HWKEY_P11_URI **uri, HWKEY_P11_TOKEN **tok, CK_SESSION_HANDLE *s,
+                          uint64_t *epoch)
+{
+    AUTH_ARG auth;
+
+    if (opts == NULL || opts->uri == NULL) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "%s a token key needs a pkcs11: URI", what);
+        return 0;
+    }
+    auth.auth = opts->auth;
+    auth.auth_len = opts->auth_len;
+    /* The login happens inside, so auth need not outlive this call. */
+    return hwkey_p11_ref_open(dev, opts->uri, strlen(opts->uri),
+                              opts->auth != NULL ? auth_as_pin : NULL, &auth, uri, tok, s, epoch);
+}
+
+int hwkey_p11_new_key_id(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P11_URI *uri,
+                         unsigned char rid[HWKEY_P11_NEW_ID_LEN], const unsigned char **id,
+                         size_t *id_len)
+{
+    static const CK_OBJECT_CLASS classes[] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
+    CK_OBJECT_HANDLE dup[1];
+    CK_ULONG n = 0;
+
+    if (uri->has_id && uri->id_len > 0) {
+        *id = uri->id;
+        *id_len = uri->id_len;
+    } else {
+        if (RAND_bytes(rid, HWKEY_P11_NEW_ID_LEN) != 1) {
+            hwkey_raise(HWKEY_R_INTERNAL, "RAND_bytes failed making a CKA_ID");
+            return 0;
+        }
+        *id = rid;
+        *id_len = HWKEY_P11_NEW_ID_LEN;
+    }
+    /*
+     * Two keys under one reference would make every later load ambiguous, and
+     * a stray public key with the new key's id/label would be taken for its
+     * public half.  Certificates may share them: that is how they pair.
+     */
+    for (size_t c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
+        if (!hwkey_p11_find(tok, s, classes[c], *id, *id_len, 1, NULL, dup, 1, &n))
+            return 0;
+        if (n == 0 && uri->object != NULL
+            && !hwkey_p11_find(tok, s, classes[c], NULL, 0, 0, uri->object, dup, 1, &n))
+            return 0;
+        if (n > 0) {
+            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "token \"%s\" already has a %s key with this "
+                        "id or object=\"%s\"", tok->name,
+                        classes[c] == CKO_PRIVATE_KEY ? "private" : "public",
+                        uri->object != NULL ? uri->object : "");
+            return 0;
+        }
+    }
+    return 1;
+}
+
 int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
                            const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out)
 {
     HWKEY_P11_DEVICE *pdev = (HWKEY_P11_DEVICE *)dev;
     static CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
     CK_ULONG bits = (CK_ULONG)spec->bits;
-    unsigned char exp[3] = {0x01, 0x00, 0x01}, rid[16], *params = NULL;
-    AUTH_ARG auth = {opts->auth, opts->auth_len};
+    unsigned char exp[3] = {0x01, 0x00, 0x01}, rid[HWKEY_P11_NEW_ID_LEN], *params = NULL;
     CK_MECHANISM mech = {0, NULL, 0};
     CK_ATTRIBUTE pub[10], priv[10];
-    CK_ULONG npub = 0, npriv = 0, n = 0;
-    CK_OBJECT_HANDLE hpub, hpriv, dup[1];
+    CK_ULONG npub = 0, npriv = 0;
+    CK_OBJECT_HANDLE hpub, hpriv;
     HWKEY_P11_URI *uri = NULL;
     HWKEY_P11_TOKEN *tok = NULL;
     CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
@@ -283,12 +340,7 @@ int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
     int plen = 0, ok = 0;
     CK_RV rv;
 
-    if (opts == NULL || opts->uri == NULL) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "generating a token key needs a pkcs11: URI");
-        return 0;
-    }
-    if (!open_ref(pdev, opts->uri, strlen(opts->uri), opts->auth != NULL ? auth_as_pin : NULL,
-                  &auth, &uri, &tok, &s, &epoch))
+    if (!hwkey_p11_create_open(pdev, opts, "generating", &uri, &tok, &s, &epoch))
         return 0;
 #define ADD(t, ty, p, l) (t[n##t].type = (ty), t[n##t].pValue = (void *)(p), t[n##t++].ulValueLen = (l))
     switch (spec->alg) {
@@ -306,14 +358,14 @@ int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
             && spec->curve_nid != NID_secp521r1)
             goto badspec;
         mech.mechanism = CKM_EC_KEY_PAIR_GEN;
-        if (!ec_params_der(spec->curve_nid, &params, &plen))
+        if (!hwkey_p11_ec_params_der(spec->curve_nid, &params, &plen))
             goto badspec;
         ADD(pub, CKA_EC_PARAMS, params, (CK_ULONG)plen);
         ADD(priv, CKA_DERIVE, &yes, sizeof(yes));
         break;
     case HWKEY_ALG_ED25519:
         mech.mechanism = CKM_EC_EDWARDS_KEY_PAIR_GEN;
-        if (!ec_params_der(NID_ED25519, &params, &plen))
+        if (!hwkey_p11_ec_params_der(NID_ED25519, &params, &plen))
             goto badspec;
         ADD(pub, CKA_EC_PARAMS, params, (CK_ULONG)plen);
         break;
@@ -326,29 +378,8 @@ int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
                     (unsigned long)mech.mechanism);
         goto end;
     }
-    if (uri->has_id && uri->id_len > 0) {
-        id = uri->id;
-        id_len = uri->id_len;
-    } else {
-        if (RAND_bytes(rid, sizeof(rid)) != 1) {
-            hwkey_raise(HWKEY_R_INTERNAL, "RAND_bytes failed making a CKA_ID");
-            goto end;
-        }
-        id = rid;
-        id_len = sizeof(rid);
-    }
-    /* Two keys under one reference would make every later load ambiguous. */
-    if (!hwkey_p11_find(tok, s, CKO_PRIVATE_KEY, id, id_len, 1, NULL, dup, 1, &n))
+    if (!hwkey_p11_new_key_id(tok, s, uri, rid, &id, &id_len))
         goto end;
-    if (n == 0 && uri->object != NULL
-        && !hwkey_p11_find(tok, s, CKO_PRIVATE_KEY, NULL, 0, 0, uri->object, dup, 1, &n))
-        goto end;
-    if (n > 0) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "token \"%s\" already has a private key with this "
-                    "id or object=\"%s\"", tok->name,
-                    uri->object != NULL ? uri->object : "");
-        goto end;
-    }
     ADD(pub, CKA_TOKEN, &yes, sizeof(yes));
     /* Readable without a login: the store and `hwkey pubkey` then need no PIN. */
     ADD(pub, CKA_PRIVATE, &no, sizeof(no));
@@ -402,8 +433,8 @@ int hwkey_p11_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref)
     size_t privs = 0;
     int ok = 0;
 
-    if (!open_ref((HWKEY_P11_DEVICE *)dev, (const char *)ref->data, ref->len, NULL, NULL, &uri,
-                  &tok, &s, &epoch))
+    if (!hwkey_p11_ref_open((HWKEY_P11_DEVICE *)dev, (const char *)ref->data, ref->len, NULL, NULL,
+                            &uri, &tok, &s, &epoch))
         return 0;
     if (uri->object == NULL && !uri->has_id) {
         hwkey_raise(HWKEY_R_INVALID_URI, "refusing to delete: the URI names no object= nor id=");
@@ -456,8 +487,8 @@ int hwkey_p11_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, 
 
     if (filter == NULL)
         filter = all;
-    if (!open_ref((HWKEY_P11_DEVICE *)dev, filter, strlen(filter), NULL, NULL, &uri, &tok, &s,
-                  &epoch))
+    if (!hwkey_p11_ref_open((HWKEY_P11_DEVICE *)dev, filter, strlen(filter), NULL, NULL, &uri, &tok,
+                            &s, &epoch))
         return 0;
     if (!hwkey_p11_find(tok, s, CKO_PRIVATE_KEY, uri->id, uri->id_len, uri->has_id, uri->object,
                         objs, 256, &n))

@@ -236,4 +236,12 @@ int hwkey_tpm2_key_prepare(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys);
 int hwkey_tpm2_session_start(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *session);
 void hwkey_tpm2_session_end(ESYS_CONTEXT *esys, ESYS_TR *session, TSS2_RC cmd_rc);
 
+/* ---- tpm2_seal.c (engineer "bulk"): data keys as sealed objects ------- */
+
+int hwkey_tpm2_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts,
+                              HWKEY_REFBLOB *out);
+int hwkey_tpm2_datakey_unwrap(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                              OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                              unsigned char key[32]);
+
 #endif

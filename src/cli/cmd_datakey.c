@@ -1,0 +1,113 @@
+/* hwkey datakey --out FILE [--uri 'pkcs11:...KEK'] [--auth-file F] [--force] */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+
+#include "cli/cli.h"
+#include "hwkey/hwkey.h"
+#include "util/error.h"
+
+static void datakey_usage(void)
+{
+    printf("usage: hwkey datakey --out FILE [--auth-file F] [--force] [--tcti STRING]\n"
+           "       hwkey datakey --out FILE --uri 'pkcs11:...' (a token's key-wrapping key)\n\n"
+           "Makes a new AES-256 data key for hwkey encrypt/decrypt and writes it to FILE\n"
+           "wrapped by the device, never in the clear: with a TPM, a sealed data object\n"
+           "under the storage parent (a \"TSS2 PRIVATE KEY\" file of type sealed) that only\n"
+           "this TPM can unseal.\n\n"
+           "  --out FILE        the data key file to write (PEM)\n"
+           "  --auth-file F     an auth value the TPM will demand to unseal it (first line)\n"
+           "  --uri URI         wrap with a PKCS#11 key-wrapping key instead of the TPM\n"
+           "  --force           replace an existing FILE\n"
+           "  --tcti STRING     TPM transport (see hwkey --help)\n");
+}
+
+int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv)
+{
+    enum { OPT_OUT = 1, OPT_URI, OPT_FORCE };
+    static const struct option opts[] = {
+        {"out", required_argument, NULL, OPT_OUT},
+        {"uri", required_argument, NULL, OPT_URI},
+        {"force", no_argument, NULL, OPT_FORCE},
+        {"auth-file", required_argument, NULL, HWKEY_CLI_OPT_AUTH_FILE},
+        {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
+        {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    const char *out_path = NULL, *uri = NULL;
+    HWKEY_GENOPTS gen;
+    HWKEY_REFBLOB blob = {0};
+    HWKEY_CLI_OUTFILE out = {.fd = -1};
+    HWKEY_DEVICES *devs;
+    HWKEY_DEVICE *dev;
+    BIO *mem = NULL;
+    char *data;
+    long datalen;
+    int opt, c, force = 0, rc = HWKEY_CLI_FAIL;
+
+    memset(&gen, 0, sizeof(gen));
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'h':
+            datakey_usage();
+            return HWKEY_CLI_OK;
+        case OPT_OUT:
+            out_path = optarg;
+            break;
+        case OPT_URI:
+            uri = optarg;
+            break;
+        case OPT_FORCE:
+            force = 1;
+            break;
+        default:
+            if ((c = hwkey_cli_common_option(cli, opt, optarg)) < 0)
+                return HWKEY_CLI_FAIL;
+            if (c == 0)
+                return hwkey_cli_usage("datakey", "unknown or incomplete option %s",
+                                       argv[optind - 1]);
+        }
+    }
+    if (optind != argc)
+        return hwkey_cli_usage("datakey", "unexpected argument \"%s\"", argv[optind]);
+    if (out_path == NULL)
+        return hwkey_cli_usage("datakey", "--out FILE is required");
+    gen.uri = uri;
+    gen.auth = cli->auth;
+    gen.auth_len = cli->auth_len;
+
+    /* The output file first: an unwritable place fails before the device works. */
+    if (!hwkey_cli_out_begin(&out, out_path, force))
+        goto fail;
+    if ((devs = hwkey_cli_devices(cli)) == NULL)
+        goto fail;
+    dev = uri != NULL ? hwkey_devices_for_kind(devs, HWKEY_REF_PKCS11_URI)
+                      : hwkey_devices_by_name(devs, "tpm2");
+    if (dev == NULL || !hwkey_backend_datakey_create(dev, &gen, &blob))
+        goto fail;
+    if (blob.kind != HWKEY_REF_TSS2_KEYFILE) {
+        hwkey_raise(HWKEY_R_INTERNAL, "the backend returned a data key of an unknown kind");
+        goto fail;
+    }
+    if ((mem = BIO_new(BIO_s_mem())) == NULL
+        || PEM_write_bio(mem, HWKEY_PEM_TSS2_PRIVATE_KEY, "", blob.data, (long)blob.len) <= 0
+        || (datalen = BIO_get_mem_data(mem, &data)) <= 0) {
+        hwkey_raise(HWKEY_R_INTERNAL, "writing the data key file's PEM block");
+        goto fail;
+    }
+    if (!hwkey_cli_out_commit(&out, data, (size_t)datalen))
+        goto fail;
+    rc = HWKEY_CLI_OK;
+    goto end;
+fail:
+    rc = hwkey_cli_fail("datakey %s", out_path);
+end:
+    hwkey_cli_out_abort(&out);
+    BIO_free(mem);
+    OPENSSL_free(blob.data);
+    return rc;
+}
