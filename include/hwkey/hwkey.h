@@ -31,6 +31,8 @@
  * handle:0x81xxxxxx, so persistent TPM keys can be named by a file too.
  */
 #define HWKEY_PEM_KEY_URI "HWKEY KEY URI"
+/* A bulk data key wrapped by a PKCS#11 key-wrapping key (docs/bulk.md). */
+#define HWKEY_PEM_DATA_KEY "HWKEY DATA KEY"
 
 /* Store URI scheme for persistent TPM keys: handle:0x81000002 */
 #define HWKEY_HANDLE_SCHEME "handle"

@@ -59,6 +59,7 @@ typedef enum {
     HWKEY_REF_TSS2_KEYFILE = 1,    /* data: DER of a TSS2 PRIVATE KEY */
     HWKEY_REF_TPM2_HANDLE,         /* data: "handle:0x81000002" */
     HWKEY_REF_PKCS11_URI,          /* data: "pkcs11:..." */
+    HWKEY_REF_PKCS11_DATAKEY,      /* data: DER of an HWKEY DATA KEY (util/datakey_file.h) */
 } HWKEY_REF_KIND;
 
 typedef struct {
@@ -87,6 +88,7 @@ typedef struct {
     uint32_t persist_handle;       /* tpm2: 0, or 0x81xxxxxx to make it persistent */
     const char *auth;              /* key auth value / NULL for none */
     size_t auth_len;
+    int create_kek;                /* datakey_create, pkcs11: make the KEK uri names if absent */
 } HWKEY_GENOPTS;
 
 typedef enum {

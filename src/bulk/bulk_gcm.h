@@ -4,7 +4,7 @@
  * second; this runs at memory speed with AES-NI + PCLMULQDQ.
  *
  * One HWKEY_BULK_GCM holds one key and one message in flight.  The whole
- * object (expanded key schedule, H^1..H^4, counter, GHASH accumulator,
+ * object (expanded key schedule, H^1..H^16, counter, GHASH accumulator,
  * partial keystream) lives in hwkey_secmem memory and is wiped on free.
  * Not for concurrent use: one object per thread or per EVP context.
  *
@@ -25,11 +25,30 @@ typedef struct hwkey_bulk_gcm HWKEY_BULK_GCM;
 int hwkey_bulk_cpu_ok(void);
 
 /*
+ * The cores: 128-bit AES-NI + PCLMULQDQ (gcm_aesni.c), and 256-bit VAES +
+ * VPCLMULQDQ + AVX2 (gcm_vaes.c) for long runs.  hwkey_bulk_gcm_new() picks
+ * the fastest this CPU (and OS: XSAVE of the ymm state) has.
+ */
+enum { HWKEY_BULK_IMPL_AESNI = 1, HWKEY_BULK_IMPL_VAES = 2 };
+/* 1 if this CPU can run impl. */
+int hwkey_bulk_impl_available(int impl);
+const char *hwkey_bulk_impl_name(int impl);
+/*
+ * Forces a core on g, for tests and benchmarks (every path tested on one
+ * machine); 0 with HWKEY_R_UNSUPPORTED_ALGORITHM raised if the CPU lacks it.
+ * Call between messages only.
+ */
+int hwkey_bulk_gcm_set_impl(HWKEY_BULK_GCM *g, int impl);
+int hwkey_bulk_gcm_get_impl(const HWKEY_BULK_GCM *g);
+
+/*
  * Expands key into protected memory.  NULL with HWKEY_R_UNSUPPORTED_ALGORITHM
  * raised when the CPU lacks AES-NI/PCLMULQDQ, HWKEY_R_OUT_OF_MEMORY when no
  * protected memory is left.
  */
 HWKEY_BULK_GCM *hwkey_bulk_gcm_new(const unsigned char key[HWKEY_BULK_KEY_LEN]);
+/* A deep copy (key schedule, message in flight) in its own protected memory; NULL on failure. */
+HWKEY_BULK_GCM *hwkey_bulk_gcm_dup(const HWKEY_BULK_GCM *g);
 /* Wipes and releases; NULL is a no-op. */
 void hwkey_bulk_gcm_free(HWKEY_BULK_GCM *g);
 

@@ -1,24 +1,27 @@
 /*
- * AES-256-GCM with AES-NI and PCLMULQDQ intrinsics.
+ * AES-256-GCM with AES-NI and PCLMULQDQ intrinsics (128-bit registers).
  *
  * Built with -maes -mpclmul -msse4.1 (Makefile.am, libhwkey_aesni.la): every
  * function here may execute those instructions, so none may run before
  * bulk_gcm.c has checked the CPU; the only entry to an object is
  * hwkey_bulk_gcm_new(), which does.
  *
- * GHASH follows Intel's white paper "Intel Carry-Less Multiplication
- * Instruction and its Usage for Computing the GCM Mode" (Gueron, Kounavis):
- * blocks are byte-reflected with PSHUFB, multiplied with four PCLMULQDQs,
- * the 256-bit product shifted left by one and reduced modulo
- * x^128 + x^7 + x^2 + x + 1.  Multiplication is linear, so four blocks are
- * folded with one reduction: X' = (X^C1)*H^4 ^ C2*H^3 ^ C3*H^2 ^ C4*H, and
- * four counter blocks go through the AES rounds side by side so the AESENC
- * latency is hidden.
+ * Eight counter blocks go through the AES rounds side by side (eight
+ * independent AESENC chains hide its latency), and GHASH of eight blocks is
+ * folded with one reduction, X' = (X ^ C1)*H^8 ^ C2*H^7 ^ ... ^ C8*H, each
+ * product with three PCLMULQDQs (Karatsuba).  The GHASH of one group is
+ * stitched between the AES rounds of the next: encryption hashes the
+ * previous group's ciphertext, decryption the ciphertext it is decrypting.
+ * Where the CPU has VAES/VPCLMULQDQ, long runs go to gcm_vaes.c first.
+ *
+ * Round keys and H powers are read through pointers into the context (in
+ * protected memory) at each use, never copied into locals; the compiler
+ * still holds them in registers while they are used, and may spill
+ * temporaries, so a block's worth of key material can pass through the
+ * stack (docs/threat-model.md).
  */
-#include "bulk/gcm_aesni.h"
+#include "bulk/gcm_internal.h"
 
-#include <immintrin.h>
-#include <stdint.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -29,30 +32,21 @@
 #define GCM_MAX_MSG ((((uint64_t)1 << 32) - 2) * 16)
 #define GCM_MAX_AAD ((uint64_t)1 << 61)
 
-struct hwkey_bulk_gcm {
-    __m128i rk[15];            /* AES-256 round keys */
-    __m128i hpow[4];           /* H^1..H^4, byte-reflected */
-    __m128i xi;                /* GHASH accumulator, byte-reflected */
-    __m128i ekj0;              /* E(K, IV || 1): xored into the tag */
-    __m128i ctr0;              /* IV || 0; counter blocks set word 3 */
-    uint32_t ctr;              /* next counter value */
-    uint64_t aad_len, msg_len; /* bytes */
-    unsigned char aad_buf[16]; /* partial AAD block */
-    size_t aad_part;
-    unsigned char ks[16];      /* keystream of the partial data block */
-    unsigned char ct_buf[16];  /* its ciphertext so far, for GHASH */
-    size_t part;
-    int in_data;               /* data seen: AAD is closed */
-};
+#define ALWAYS_INLINE inline __attribute__((always_inline))
 
 size_t hwkey_gcm_aesni_ctx_size(void)
 {
     return sizeof(HWKEY_BULK_GCM);
 }
 
-static inline __m128i bswap128(__m128i x)
+void hwkey_gcm_aesni_set_impl(HWKEY_BULK_GCM *g, int impl)
 {
-    return _mm_shuffle_epi8(x, _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    g->impl = impl;
+}
+
+int hwkey_gcm_aesni_get_impl(const HWKEY_BULK_GCM *g)
+{
+    return g->impl;
 }
 
 /* ---- AES-256 ------------------------------------------------------------- */
@@ -124,99 +118,60 @@ static inline __m128i ctr_block(const HWKEY_BULK_GCM *g, uint32_t ctr)
 
 /* ---- GHASH ---------------------------------------------------------------- */
 
-/* Accumulates the unreduced 256-bit product a*b as lo, mid (middle terms), hi. */
-static inline void clmul_acc(__m128i a, __m128i b, __m128i *lo, __m128i *mid, __m128i *hi)
-{
-    *lo = _mm_xor_si128(*lo, _mm_clmulepi64_si128(a, b, 0x00));
-    *hi = _mm_xor_si128(*hi, _mm_clmulepi64_si128(a, b, 0x11));
-    *mid = _mm_xor_si128(*mid, _mm_xor_si128(_mm_clmulepi64_si128(a, b, 0x10),
-                                             _mm_clmulepi64_si128(a, b, 0x01)));
-}
-
-/* Shift the reflected 256-bit product left by one and reduce it (white paper, fig. 5). */
-static inline __m128i gf_reduce(__m128i lo, __m128i mid, __m128i hi)
-{
-    __m128i t2, t4, t5, t7, t8, t9;
-
-    lo = _mm_xor_si128(lo, _mm_slli_si128(mid, 8));
-    hi = _mm_xor_si128(hi, _mm_srli_si128(mid, 8));
-
-    t7 = _mm_srli_epi32(lo, 31);
-    t8 = _mm_srli_epi32(hi, 31);
-    lo = _mm_slli_epi32(lo, 1);
-    hi = _mm_slli_epi32(hi, 1);
-    t9 = _mm_srli_si128(t7, 12);
-    t8 = _mm_slli_si128(t8, 4);
-    t7 = _mm_slli_si128(t7, 4);
-    lo = _mm_or_si128(lo, t7);
-    hi = _mm_or_si128(hi, t8);
-    hi = _mm_or_si128(hi, t9);
-
-    t7 = _mm_slli_epi32(lo, 31);
-    t8 = _mm_slli_epi32(lo, 30);
-    t9 = _mm_slli_epi32(lo, 25);
-    t7 = _mm_xor_si128(t7, t8);
-    t7 = _mm_xor_si128(t7, t9);
-    t8 = _mm_srli_si128(t7, 4);
-    t7 = _mm_slli_si128(t7, 12);
-    lo = _mm_xor_si128(lo, t7);
-    t2 = _mm_srli_epi32(lo, 1);
-    t4 = _mm_srli_epi32(lo, 2);
-    t5 = _mm_srli_epi32(lo, 7);
-    t2 = _mm_xor_si128(t2, t4);
-    t2 = _mm_xor_si128(t2, t5);
-    t2 = _mm_xor_si128(t2, t8);
-    lo = _mm_xor_si128(lo, t2);
-    return _mm_xor_si128(hi, lo);
-}
-
 static inline __m128i gf_mul(__m128i a, __m128i b)
 {
     __m128i lo = _mm_setzero_si128(), mid = lo, hi = lo;
+    __m128i bk = _mm_xor_si128(b, _mm_shuffle_epi32(b, 0x4e));
 
-    clmul_acc(a, b, &lo, &mid, &hi);
-    return gf_reduce(lo, mid, hi);
+    gcm_kmul_acc(a, b, bk, &lo, &mid, &hi);
+    return gcm_reduce(lo, mid, hi);
 }
 
-/* xi = (xi ^ c0)*H^4 ^ c1*H^3 ^ c2*H^2 ^ c3*H; c* already byte-reflected. */
-static inline __m128i ghash4(const __m128i *hp, __m128i xi, __m128i c0, __m128i c1, __m128i c2,
-                             __m128i c3)
+/* xi = (xi ^ P1)*H^n ^ P2*H^(n-1) ^ ... ^ Pn*H, one reduction; 1 <= n <= GCM_HPOWS. */
+static inline __m128i ghash_n(const HWKEY_BULK_GCM *g, __m128i xi, const unsigned char *p,
+                              size_t n)
 {
+    const __m128i *h = GCM_HPOW(g, n), *hk = GCM_HKAR(g, n);
     __m128i lo = _mm_setzero_si128(), mid = lo, hi = lo;
 
-    clmul_acc(_mm_xor_si128(xi, c0), hp[3], &lo, &mid, &hi);
-    clmul_acc(c1, hp[2], &lo, &mid, &hi);
-    clmul_acc(c2, hp[1], &lo, &mid, &hi);
-    clmul_acc(c3, hp[0], &lo, &mid, &hi);
-    return gf_reduce(lo, mid, hi);
+    for (size_t i = 0; i < n; i++) {
+        __m128i x = gcm_bswap(_mm_loadu_si128((const __m128i *)(p + 16 * i)));
+
+        gcm_kmul_acc(i == 0 ? _mm_xor_si128(x, xi) : x, h[i], hk[i], &lo, &mid, &hi);
+    }
+    return gcm_reduce(lo, mid, hi);
+}
+
+static __m128i ghash_run(const HWKEY_BULK_GCM *g, __m128i xi, const unsigned char *p,
+                         size_t nblocks)
+{
+    for (; nblocks >= GCM_HPOWS; nblocks -= GCM_HPOWS, p += 16 * GCM_HPOWS)
+        xi = ghash_n(g, xi, p, GCM_HPOWS);
+    if (nblocks > 0)
+        xi = ghash_n(g, xi, p, nblocks);
+    return xi;
 }
 
 static void ghash_blocks(HWKEY_BULK_GCM *g, const unsigned char *p, size_t nblocks)
 {
-    __m128i xi = g->xi;
-
-    for (; nblocks >= 4; nblocks -= 4, p += 64)
-        xi = ghash4(g->hpow, xi, bswap128(_mm_loadu_si128((const __m128i *)p)),
-                    bswap128(_mm_loadu_si128((const __m128i *)(p + 16))),
-                    bswap128(_mm_loadu_si128((const __m128i *)(p + 32))),
-                    bswap128(_mm_loadu_si128((const __m128i *)(p + 48))));
-    for (; nblocks > 0; nblocks--, p += 16)
-        xi = gf_mul(_mm_xor_si128(xi, bswap128(_mm_loadu_si128((const __m128i *)p))), g->hpow[0]);
-    g->xi = xi;
+    g->xi = ghash_run(g, g->xi, p, nblocks);
 }
 
 /* ---- setup ---------------------------------------------------------------- */
 
-void hwkey_gcm_aesni_init(HWKEY_BULK_GCM *g, const unsigned char key[HWKEY_BULK_KEY_LEN])
+void hwkey_gcm_aesni_init(HWKEY_BULK_GCM *g, const unsigned char key[HWKEY_BULK_KEY_LEN],
+                          int impl)
 {
     __m128i h;
 
     aes256_expand(g->rk, key);
-    h = bswap128(aes_block(g->rk, _mm_setzero_si128()));
-    g->hpow[0] = h;
-    g->hpow[1] = gf_mul(h, h);
-    g->hpow[2] = gf_mul(g->hpow[1], h);
-    g->hpow[3] = gf_mul(g->hpow[2], h);
+    h = gcm_bswap(aes_block(g->rk, _mm_setzero_si128()));
+    *GCM_HPOW(g, 1) = h;
+    for (int n = 2; n <= GCM_HPOWS; n++)
+        *GCM_HPOW(g, n) = gf_mul(*GCM_HPOW(g, n - 1), h);
+    for (int i = 0; i < GCM_HPOWS; i++)
+        g->hkar[i] = _mm_xor_si128(g->hpow[i], _mm_shuffle_epi32(g->hpow[i], 0x4e));
+    g->impl = impl;
 }
 
 void hwkey_bulk_gcm_start(HWKEY_BULK_GCM *g, const unsigned char iv[HWKEY_BULK_IV_LEN])
@@ -283,58 +238,158 @@ static void close_aad(HWKEY_BULK_GCM *g)
 
 /* ---- CTR + GHASH over whole blocks -------------------------------------- */
 
-#define AES_ROUND4(k)                         \
+#define AES_ROUND8(k)                         \
     do {                                      \
-        b0 = _mm_aesenc_si128(b0, (k));       \
-        b1 = _mm_aesenc_si128(b1, (k));       \
-        b2 = _mm_aesenc_si128(b2, (k));       \
-        b3 = _mm_aesenc_si128(b3, (k));       \
+        const __m128i k_ = (k);               \
+        b0 = _mm_aesenc_si128(b0, k_);        \
+        b1 = _mm_aesenc_si128(b1, k_);        \
+        b2 = _mm_aesenc_si128(b2, k_);        \
+        b3 = _mm_aesenc_si128(b3, k_);        \
+        b4 = _mm_aesenc_si128(b4, k_);        \
+        b5 = _mm_aesenc_si128(b5, k_);        \
+        b6 = _mm_aesenc_si128(b6, k_);        \
+        b7 = _mm_aesenc_si128(b7, k_);        \
     } while (0)
+
+/* One block of the stitched GHASH: block i of hsrc times H^(8-i). */
+#define GHASH_STEP(i)                                                                   \
+    do {                                                                                \
+        if (hsrc != NULL) {                                                             \
+            __m128i x_ = gcm_bswap(_mm_loadu_si128((const __m128i *)(hsrc + 16 * (i)))); \
+            gcm_kmul_acc((i) == 0 ? _mm_xor_si128(x_, *xi) : x_,                         \
+                         gcm_opaque(GCM_HPOW(g, 8))[(i)], gcm_opaque(GCM_HKAR(g, 8))[(i)], \
+                         &lo, &mid, &hi);                                               \
+        }                                                                               \
+    } while (0)
+
+#define CTR_LE(i) gcm_bswap(_mm_add_epi32(*cle, _mm_set_epi32(0, 0, 0, (i))))
+#define XOR_OUT(b, i)                                                                  \
+    _mm_storeu_si128((__m128i *)(out + 16 * (i)),                                      \
+                     _mm_xor_si128(b, _mm_loadu_si128((const __m128i *)(in + 16 * (i)))))
+
+/*
+ * Eight counter blocks through AES-256, and (hsrc != NULL) the GHASH of the
+ * eight blocks at hsrc folded into *xi, one GHASH step after each of the
+ * first eight rounds and the reduction in the middle of the rest.  hsrc is
+ * read before out is written, so decryption may hash in == out in place.
+ */
+static ALWAYS_INLINE void aes8_ghash8(const HWKEY_BULK_GCM *g, __m128i *cle,
+                                      const unsigned char *in, unsigned char *out,
+                                      const unsigned char *hsrc, __m128i *xi)
+{
+    const __m128i *rk = gcm_opaque(g->rk);
+    __m128i lo = _mm_setzero_si128(), mid = lo, hi = lo;
+    __m128i b0 = _mm_xor_si128(CTR_LE(0), rk[0]), b1 = _mm_xor_si128(CTR_LE(1), rk[0]);
+    __m128i b2 = _mm_xor_si128(CTR_LE(2), rk[0]), b3 = _mm_xor_si128(CTR_LE(3), rk[0]);
+    __m128i b4 = _mm_xor_si128(CTR_LE(4), rk[0]), b5 = _mm_xor_si128(CTR_LE(5), rk[0]);
+    __m128i b6 = _mm_xor_si128(CTR_LE(6), rk[0]), b7 = _mm_xor_si128(CTR_LE(7), rk[0]);
+
+    *cle = _mm_add_epi32(*cle, _mm_set_epi32(0, 0, 0, 8));
+    AES_ROUND8(rk[1]);
+    GHASH_STEP(0);
+    AES_ROUND8(rk[2]);
+    GHASH_STEP(1);
+    AES_ROUND8(rk[3]);
+    GHASH_STEP(2);
+    AES_ROUND8(rk[4]);
+    GHASH_STEP(3);
+    AES_ROUND8(rk[5]);
+    GHASH_STEP(4);
+    AES_ROUND8(rk[6]);
+    GHASH_STEP(5);
+    AES_ROUND8(rk[7]);
+    GHASH_STEP(6);
+    AES_ROUND8(rk[8]);
+    GHASH_STEP(7);
+    AES_ROUND8(rk[9]);
+    if (hsrc != NULL)
+        *xi = gcm_reduce(lo, mid, hi);
+    AES_ROUND8(rk[10]);
+    AES_ROUND8(rk[11]);
+    AES_ROUND8(rk[12]);
+    AES_ROUND8(rk[13]);
+    XOR_OUT(_mm_aesenclast_si128(b0, rk[14]), 0);
+    XOR_OUT(_mm_aesenclast_si128(b1, rk[14]), 1);
+    XOR_OUT(_mm_aesenclast_si128(b2, rk[14]), 2);
+    XOR_OUT(_mm_aesenclast_si128(b3, rk[14]), 3);
+    XOR_OUT(_mm_aesenclast_si128(b4, rk[14]), 4);
+    XOR_OUT(_mm_aesenclast_si128(b5, rk[14]), 5);
+    XOR_OUT(_mm_aesenclast_si128(b6, rk[14]), 6);
+    XOR_OUT(_mm_aesenclast_si128(b7, rk[14]), 7);
+}
+
+/* CTR over fewer than eight blocks: four side by side, then one at a time. */
+static void ctr_tail(const HWKEY_BULK_GCM *g, __m128i *cle, const unsigned char *in,
+                     unsigned char *out, size_t nblocks)
+{
+    const __m128i *rk = g->rk;
+
+    if (nblocks >= 4) {
+        __m128i b0 = _mm_xor_si128(CTR_LE(0), rk[0]), b1 = _mm_xor_si128(CTR_LE(1), rk[0]);
+        __m128i b2 = _mm_xor_si128(CTR_LE(2), rk[0]), b3 = _mm_xor_si128(CTR_LE(3), rk[0]);
+
+        for (int r = 1; r < 14; r++) {
+            b0 = _mm_aesenc_si128(b0, rk[r]);
+            b1 = _mm_aesenc_si128(b1, rk[r]);
+            b2 = _mm_aesenc_si128(b2, rk[r]);
+            b3 = _mm_aesenc_si128(b3, rk[r]);
+        }
+        XOR_OUT(_mm_aesenclast_si128(b0, rk[14]), 0);
+        XOR_OUT(_mm_aesenclast_si128(b1, rk[14]), 1);
+        XOR_OUT(_mm_aesenclast_si128(b2, rk[14]), 2);
+        XOR_OUT(_mm_aesenclast_si128(b3, rk[14]), 3);
+        *cle = _mm_add_epi32(*cle, _mm_set_epi32(0, 0, 0, 4));
+        nblocks -= 4;
+        in += 64;
+        out += 64;
+    }
+    for (; nblocks > 0; nblocks--, in += 16, out += 16) {
+        XOR_OUT(aes_block(rk, CTR_LE(0)), 0);
+        *cle = _mm_add_epi32(*cle, _mm_set_epi32(0, 0, 0, 1));
+    }
+}
+
+/* The 128-bit core over whole blocks; g->xi and g->ctr advance. */
+static void crypt_blocks_aesni(HWKEY_BULK_GCM *g, int enc, const unsigned char *in,
+                               unsigned char *out, size_t nblocks)
+{
+    __m128i xi = g->xi, cle = gcm_ctr_le(g, g->ctr);
+
+    if (enc && nblocks >= 8) {
+        /* The first group has no predecessor to hash; the last is hashed after the loop. */
+        aes8_ghash8(g, &cle, in, out, NULL, &xi);
+        for (nblocks -= 8, in += 128, out += 128; nblocks >= 8;
+             nblocks -= 8, in += 128, out += 128)
+            aes8_ghash8(g, &cle, in, out, out - 128, &xi);
+        xi = ghash_n(g, xi, out - 128, 8);
+    } else if (!enc) {
+        for (; nblocks >= 8; nblocks -= 8, in += 128, out += 128)
+            aes8_ghash8(g, &cle, in, out, in, &xi);
+    }
+    if (nblocks > 0) {
+        /* Decryption hashes before it overwrites (in may equal out). */
+        if (!enc)
+            xi = ghash_n(g, xi, in, nblocks);
+        ctr_tail(g, &cle, in, out, nblocks);
+        if (enc)
+            xi = ghash_n(g, xi, out, nblocks);
+    }
+    g->xi = xi;
+    g->ctr = (uint32_t)_mm_cvtsi128_si32(cle);
+}
 
 static void crypt_blocks(HWKEY_BULK_GCM *g, int enc, const unsigned char *in,
                          unsigned char *out, size_t nblocks)
 {
-    const __m128i *rk = g->rk;
-    __m128i xi = g->xi;
-    uint32_t ctr = g->ctr;
+    if (g->impl == HWKEY_BULK_IMPL_VAES) {
+        size_t done = hwkey_gcm_vaes_blocks(g, enc, in, out, nblocks);
 
-    for (; nblocks >= 4; nblocks -= 4, in += 64, out += 64, ctr += 4) {
-        __m128i b0 = ctr_block(g, ctr), b1 = ctr_block(g, ctr + 1);
-        __m128i b2 = ctr_block(g, ctr + 2), b3 = ctr_block(g, ctr + 3);
-        __m128i i0 = _mm_loadu_si128((const __m128i *)in);
-        __m128i i1 = _mm_loadu_si128((const __m128i *)(in + 16));
-        __m128i i2 = _mm_loadu_si128((const __m128i *)(in + 32));
-        __m128i i3 = _mm_loadu_si128((const __m128i *)(in + 48));
-
-        /* Decryption hashes the ciphertext it was given: no wait for the AES rounds. */
-        if (!enc)
-            xi = ghash4(g->hpow, xi, bswap128(i0), bswap128(i1), bswap128(i2), bswap128(i3));
-        b0 = _mm_xor_si128(b0, rk[0]);
-        b1 = _mm_xor_si128(b1, rk[0]);
-        b2 = _mm_xor_si128(b2, rk[0]);
-        b3 = _mm_xor_si128(b3, rk[0]);
-        for (int r = 1; r < 14; r++)
-            AES_ROUND4(rk[r]);
-        b0 = _mm_xor_si128(_mm_aesenclast_si128(b0, rk[14]), i0);
-        b1 = _mm_xor_si128(_mm_aesenclast_si128(b1, rk[14]), i1);
-        b2 = _mm_xor_si128(_mm_aesenclast_si128(b2, rk[14]), i2);
-        b3 = _mm_xor_si128(_mm_aesenclast_si128(b3, rk[14]), i3);
-        _mm_storeu_si128((__m128i *)out, b0);
-        _mm_storeu_si128((__m128i *)(out + 16), b1);
-        _mm_storeu_si128((__m128i *)(out + 32), b2);
-        _mm_storeu_si128((__m128i *)(out + 48), b3);
-        if (enc)
-            xi = ghash4(g->hpow, xi, bswap128(b0), bswap128(b1), bswap128(b2), bswap128(b3));
+        in += 16 * done;
+        out += 16 * done;
+        nblocks -= done;
     }
-    for (; nblocks > 0; nblocks--, in += 16, out += 16, ctr++) {
-        __m128i i0 = _mm_loadu_si128((const __m128i *)in);
-        __m128i o0 = _mm_xor_si128(aes_block(rk, ctr_block(g, ctr)), i0);
-
-        _mm_storeu_si128((__m128i *)out, o0);
-        xi = gf_mul(_mm_xor_si128(xi, bswap128(enc ? o0 : i0)), g->hpow[0]);
-    }
-    g->xi = xi;
-    g->ctr = ctr;
+    if (nblocks > 0)
+        crypt_blocks_aesni(g, enc, in, out, nblocks);
 }
 
 int hwkey_bulk_gcm_update(HWKEY_BULK_GCM *g, int enc, const unsigned char *in,
@@ -396,7 +451,7 @@ void hwkey_bulk_gcm_tag(HWKEY_BULK_GCM *g, unsigned char tag[HWKEY_BULK_TAG_LEN]
         lens[8 + i] = (unsigned char)(cbits >> (56 - 8 * i));
     }
     ghash_blocks(g, lens, 1);
-    _mm_storeu_si128((__m128i *)tag, _mm_xor_si128(bswap128(g->xi), g->ekj0));
+    _mm_storeu_si128((__m128i *)tag, _mm_xor_si128(gcm_bswap(g->xi), g->ekj0));
     OPENSSL_cleanse(g->ks, sizeof(g->ks));
 }
 

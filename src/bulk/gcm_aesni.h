@@ -13,7 +13,14 @@
 
 /* Bytes of protected memory one HWKEY_BULK_GCM needs. */
 size_t hwkey_gcm_aesni_ctx_size(void);
-/* Expands key and H^1..H^4 into g (zeroed protected memory of ctx_size bytes). */
-void hwkey_gcm_aesni_init(HWKEY_BULK_GCM *g, const unsigned char key[HWKEY_BULK_KEY_LEN]);
+/*
+ * Expands key and H^1..H^16 into g (zeroed protected memory of ctx_size
+ * bytes) and selects impl (HWKEY_BULK_IMPL_*), which the caller has checked
+ * this CPU can run.
+ */
+void hwkey_gcm_aesni_init(HWKEY_BULK_GCM *g, const unsigned char key[HWKEY_BULK_KEY_LEN],
+                          int impl);
+void hwkey_gcm_aesni_set_impl(HWKEY_BULK_GCM *g, int impl);
+int hwkey_gcm_aesni_get_impl(const HWKEY_BULK_GCM *g);
 
 #endif

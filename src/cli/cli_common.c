@@ -15,6 +15,7 @@
 #include <openssl/pem.h>
 
 #include "hwkey/hwkey.h"
+#include "util/datakey_file.h"
 #include "util/error.h"
 #include "util/keyref.h"
 #include "util/secmem.h"
@@ -142,7 +143,8 @@ int hwkey_cli_pw_cb(char *pass, size_t pass_size, size_t *pass_len, const OSSL_P
 
     (void)params;
     if (cli == NULL || cli->auth == NULL) {
-        hwkey_raise(HWKEY_R_AUTH_FAILED, "the key needs an auth value: give --auth-file");
+        hwkey_raise(HWKEY_R_AUTH_FAILED, "the key needs an auth value or a token PIN: give "
+                    "--auth-file (a PIN also through --pin-source)");
         return 0;
     }
     if (cli->auth_len > pass_size) {
@@ -261,6 +263,15 @@ static int keyref_from_pem(const char *path, HWKEY_CLI_KEYREF *r)
         r->ref.data = r->buf;
         r->ref.len = r->buflen;
         ok = 1;
+    } else if (strcmp(label, HWKEY_PEM_DATA_KEY) == 0) {
+        HWKEY_DATAKEY_FILE dk;
+
+        /* Checked here, so a corrupt file is named before any token is asked. */
+        r->ref.kind = HWKEY_REF_PKCS11_DATAKEY;
+        r->ref.data = r->buf;
+        r->ref.len = r->buflen;
+        ok = hwkey_datakey_file_decode(r->buf, r->buflen, &dk);
+        hwkey_datakey_file_clear(&dk);
     } else if (strcmp(label, HWKEY_PEM_PKCS11_URI) == 0 || strcmp(label, HWKEY_PEM_KEY_URI) == 0) {
         unsigned char *copy;
 
@@ -282,7 +293,8 @@ static int keyref_from_pem(const char *path, HWKEY_CLI_KEYREF *r)
                         (char *)copy);
     } else {
         hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
-                    "%s holds a \"%s\" PEM block, not a TSS2 key or a key reference", path, label);
+                    "%s holds a \"%s\" PEM block, not a TSS2 key, a data key or a key "
+                    "reference", path, label);
     }
 end:
     OPENSSL_free(label);

@@ -1,4 +1,4 @@
-/* hwkey datakey --out FILE [--uri 'pkcs11:...KEK'] [--auth-file F] [--force] */
+/* hwkey datakey --out FILE [--uri 'pkcs11:...KEK' [--create-kek]] [--auth-file F] [--force] */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,25 +13,32 @@
 static void datakey_usage(void)
 {
     printf("usage: hwkey datakey --out FILE [--auth-file F] [--force] [--tcti STRING]\n"
-           "       hwkey datakey --out FILE --uri 'pkcs11:...' (a token's key-wrapping key)\n\n"
+           "       hwkey datakey --out FILE --uri 'pkcs11:token=T;object=KEK' [--create-kek]\n"
+           "                     [--pin-source file:/path|env:NAME] [--force]\n\n"
            "Makes a new AES-256 data key for hwkey encrypt/decrypt and writes it to FILE\n"
            "wrapped by the device, never in the clear: with a TPM, a sealed data object\n"
            "under the storage parent (a \"TSS2 PRIVATE KEY\" file of type sealed) that only\n"
-           "this TPM can unseal.\n\n"
+           "this TPM can unseal; with --uri, generated in the token and wrapped there by an\n"
+           "AES key-wrapping key (an \"HWKEY DATA KEY\" file naming the KEK, no PIN).\n\n"
            "  --out FILE        the data key file to write (PEM)\n"
-           "  --auth-file F     an auth value the TPM will demand to unseal it (first line)\n"
-           "  --uri URI         wrap with a PKCS#11 key-wrapping key instead of the TPM\n"
+           "  --auth-file F     TPM: an auth value it will demand to unseal the key;\n"
+           "                    PKCS#11: the token's user PIN (first line)\n"
+           "  --uri URI         wrap with this PKCS#11 key-wrapping key instead of the TPM\n"
+           "  --create-kek      create the KEK (AES-256, sensitive, non-extractable,\n"
+           "                    wrap/unwrap only) if the token has none under URI\n"
+           "  --pin-source S    the token's user PIN (default: pkcs11-pin-source)\n"
            "  --force           replace an existing FILE\n"
            "  --tcti STRING     TPM transport (see hwkey --help)\n");
 }
 
 int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv)
 {
-    enum { OPT_OUT = 1, OPT_URI, OPT_FORCE };
+    enum { OPT_OUT = 1, OPT_URI, OPT_FORCE, OPT_CREATE_KEK };
     static const struct option opts[] = {
         {"out", required_argument, NULL, OPT_OUT},
         {"uri", required_argument, NULL, OPT_URI},
         {"force", no_argument, NULL, OPT_FORCE},
+        {"create-kek", no_argument, NULL, OPT_CREATE_KEK},
         {"auth-file", required_argument, NULL, HWKEY_CLI_OPT_AUTH_FILE},
         {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
         {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},
@@ -44,6 +51,7 @@ int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv)
     HWKEY_DEVICES *devs;
     HWKEY_DEVICE *dev;
     BIO *mem = NULL;
+    const char *label;
     char *data;
     long datalen;
     int opt, c, force = 0, rc = HWKEY_CLI_FAIL;
@@ -64,6 +72,9 @@ int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv)
         case OPT_FORCE:
             force = 1;
             break;
+        case OPT_CREATE_KEK:
+            gen.create_kek = 1;
+            break;
         default:
             if ((c = hwkey_cli_common_option(cli, opt, optarg)) < 0)
                 return HWKEY_CLI_FAIL;
@@ -76,6 +87,8 @@ int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv)
         return hwkey_cli_usage("datakey", "unexpected argument \"%s\"", argv[optind]);
     if (out_path == NULL)
         return hwkey_cli_usage("datakey", "--out FILE is required");
+    if (gen.create_kek && uri == NULL)
+        return hwkey_cli_usage("datakey", "--create-kek needs --uri 'pkcs11:...'");
     gen.uri = uri;
     gen.auth = cli->auth;
     gen.auth_len = cli->auth_len;
@@ -89,12 +102,16 @@ int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv)
                       : hwkey_devices_by_name(devs, "tpm2");
     if (dev == NULL || !hwkey_backend_datakey_create(dev, &gen, &blob))
         goto fail;
-    if (blob.kind != HWKEY_REF_TSS2_KEYFILE) {
+    if (blob.kind == HWKEY_REF_TSS2_KEYFILE) {
+        label = HWKEY_PEM_TSS2_PRIVATE_KEY;
+    } else if (blob.kind == HWKEY_REF_PKCS11_DATAKEY) {
+        label = HWKEY_PEM_DATA_KEY;
+    } else {
         hwkey_raise(HWKEY_R_INTERNAL, "the backend returned a data key of an unknown kind");
         goto fail;
     }
     if ((mem = BIO_new(BIO_s_mem())) == NULL
-        || PEM_write_bio(mem, HWKEY_PEM_TSS2_PRIVATE_KEY, "", blob.data, (long)blob.len) <= 0
+        || PEM_write_bio(mem, label, "", blob.data, (long)blob.len) <= 0
         || (datalen = BIO_get_mem_data(mem, &data)) <= 0) {
         hwkey_raise(HWKEY_R_INTERNAL, "writing the data key file's PEM block");
         goto fail;

@@ -47,6 +47,8 @@ static void crypt_usage(const char *cmd)
            "                  renamed only when everything %s\n"
            "  --force         replace an existing -out file\n"
            "  --auth-file F   the data key's auth value, if it was made with one\n"
+           "                  (PKCS#11 data key: the token's user PIN)\n"
+           "  --pin-source S  PKCS#11 data key: the user PIN, file:/path or env:NAME\n"
            "  --tcti STRING   TPM transport (see hwkey --help)\n\n"
            "AES-256-GCM in 64 KiB chunks; truncation, reordering and appended data are\n"
            "detected.  Exit status: 0 success, 1 failure, 2 usage error.\n",
@@ -67,6 +69,7 @@ static int run(HWKEY_CLI *cli, int argc, char **argv, int enc)
         {"force", no_argument, NULL, OPT_FORCE},
         {"auth-file", required_argument, NULL, HWKEY_CLI_OPT_AUTH_FILE},
         {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
+        {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *cmd = enc ? "encrypt" : "decrypt";

@@ -228,6 +228,8 @@ static int print_holder(BIO *out, const HWKEY_KEY *key)
         /* The path names the object; query attributes (module, PIN source) are not printed. */
         uri[strcspn(uri, "?")] = '\0';
         return BIO_printf(out, "Private key: held by a PKCS#11 token (%s)\n", uri) > 0;
+    case HWKEY_REF_PKCS11_DATAKEY:
+        break;                     /* a data key is never a private key */
     }
     return BIO_printf(out, "Private key: held by the %s device\n",
                       key->bkey->backend->name) > 0;

@@ -38,5 +38,7 @@ extern const OSSL_DISPATCH hwkey_ed25519_signature_functions[];
 /* decoder.c: Ed25519 keys named by reference files */
 extern const OSSL_DISPATCH hwkey_ed25519_pem_decoder_functions[];
 extern const OSSL_DISPATCH hwkey_ed25519_der_decoder_functions[];
+/* cipher_aes_gcm.c: AES-256-GCM on src/bulk, only under provider=hwkey (docs/bulk.md) */
+extern const OSSL_DISPATCH hwkey_aes256gcm_cipher_functions[];
 
 #endif

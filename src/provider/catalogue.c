@@ -79,6 +79,9 @@ static const CATALOGUE_ENTRY catalogue[] = {
           HWKEY_ALG_RSA),
     ENTRY(OSSL_OP_ENCODER, "RSA:rsaEncryption:1.2.840.113549.1.1.1", PROPS ",output=text",
           hwkey_text_encoder_functions, HWKEY_ALG_RSA),
+    /* Bulk AES-NI cipher: chosen only with provider=hwkey, never implicitly (docs/bulk.md). */
+    ENTRY(OSSL_OP_CIPHER, "AES-256-GCM:id-aes256-GCM:2.16.840.1.101.3.4.1.46",
+          PROPS ",hwkey.bulk=yes", hwkey_aes256gcm_cipher_functions, 0),
 };
 #define N_ENTRIES (sizeof(catalogue) / sizeof(catalogue[0]))
 

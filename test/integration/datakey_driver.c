@@ -3,7 +3,8 @@
  * through the backend registry, exactly as hwkey encrypt does, and prints the
  * key in hex on stdout, so the test can look for its bytes where they must
  * not be (the data key file, the recorded TPM traffic).  TCTI from
- * HWKEY_TPM2_TCTI.  Usage: datakey_driver DATAKEY_FILE
+ * HWKEY_TPM2_TCTI; an "HWKEY DATA KEY" file goes to the PKCS#11 backend
+ * (HWKEY_PKCS11_MODULE, HWKEY_PKCS11_PIN_SOURCE).  Usage: datakey_driver DATAKEY_FILE
  */
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <openssl/pem.h>
 
 #include "backend/backend.h"
+#include "hwkey/hwkey.h"
 #include "util/config.h"
 #include "util/secmem.h"
 
@@ -39,8 +41,12 @@ int main(int argc, char **argv)
     }
     ref.data = der;
     ref.len = (size_t)len;
+    if (strcmp(name, HWKEY_PEM_DATA_KEY) == 0)
+        ref.kind = HWKEY_REF_PKCS11_DATAKEY;
     if (!hwkey_config_apply_env(&cfg) || (devs = hwkey_devices_new(&cfg)) == NULL
-        || (dev = hwkey_devices_by_name(devs, "tpm2")) == NULL
+        || (dev = ref.kind == HWKEY_REF_PKCS11_DATAKEY ? hwkey_devices_for_kind(devs, ref.kind)
+                                                       : hwkey_devices_by_name(devs, "tpm2"))
+               == NULL
         || (key = hwkey_secmem_alloc(32)) == NULL
         || !hwkey_backend_datakey_unwrap(dev, &ref, NULL, NULL, key)) {
         ERR_print_errors_fp(stderr);

@@ -3,6 +3,10 @@
  * a randomized cross-check against OpenSSL's EVP_aes_256_gcm for every length
  * 0..4096 (one-shot, streamed in random pieces, in place), and rejection of
  * a modified tag, ciphertext or AAD with the reason on the error queue.
+ * The whole group runs once per core this CPU has (128-bit AES-NI, 256-bit
+ * VAES), each forced with hwkey_bulk_gcm_set_impl(), so every path is
+ * tested on one machine; a last test switches cores between the pieces of
+ * one message (both keep the same state).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +25,19 @@
 #include "util/error.h"
 
 #define MAXLEN 4096
+
+/* The core under test (main() runs the group once per core). */
+static int impl_under_test;
+
+static HWKEY_BULK_GCM *new_gcm(const unsigned char *key)
+{
+    HWKEY_BULK_GCM *g = hwkey_bulk_gcm_new(key);
+
+    assert_non_null(g);
+    assert_int_equal(hwkey_bulk_gcm_set_impl(g, impl_under_test), 1);
+    assert_int_equal(hwkey_bulk_gcm_get_impl(g), impl_under_test);
+    return g;
+}
 
 static size_t unhex(const char *hex, unsigned char *out, size_t max)
 {
@@ -83,7 +100,7 @@ static void test_vectors(void **state)
         ctlen = unhex(t->ct, ct, sizeof(ct));
         assert_int_equal(unhex(t->tag, tag, sizeof(tag)), 16);
         assert_int_equal(ptlen, ctlen);
-        assert_non_null(g = hwkey_bulk_gcm_new(key));
+        g = new_gcm(key);
         assert_int_equal(hwkey_bulk_gcm_encrypt(g, iv, aad, aadlen, pt, out, ptlen, gottag), 1);
         assert_memory_equal(out, ct, ctlen);
         assert_memory_equal(gottag, tag, 16);
@@ -125,7 +142,7 @@ static void test_cross_check_openssl(void **state)
         if (len % 64 == 0) {
             hwkey_bulk_gcm_free(g);
             assert_int_equal(RAND_bytes(key, sizeof(key)), 1);
-            assert_non_null(g = hwkey_bulk_gcm_new(key));
+            g = new_gcm(key);
         }
         assert_int_equal(RAND_bytes(iv, sizeof(iv)), 1);
         assert_int_equal(RAND_bytes(aad, sizeof(aad)), 1);
@@ -155,7 +172,7 @@ static void test_streaming_pieces(void **state)
 
     (void)state;
     assert_int_equal(RAND_bytes(key, sizeof(key)), 1);
-    assert_non_null(g = hwkey_bulk_gcm_new(key));
+    g = new_gcm(key);
     for (int round = 0; round < 300; round++) {
         size_t len, done = 0, adone = 0, aadlen;
         int enc = round % 2;
@@ -231,7 +248,7 @@ static void test_bad_tag_rejected(void **state)
     assert_int_equal(RAND_bytes(iv, sizeof(iv)), 1);
     assert_int_equal(RAND_bytes(aad, sizeof(aad)), 1);
     assert_int_equal(RAND_bytes(pt, sizeof(pt)), 1);
-    assert_non_null(g = hwkey_bulk_gcm_new(key));
+    g = new_gcm(key);
     assert_int_equal(hwkey_bulk_gcm_encrypt(g, iv, aad, sizeof(aad), pt, ct, sizeof(pt), tag), 1);
 
     for (int bit = 0; bit < 128; bit += 9) { /* any bit of the tag */
@@ -250,7 +267,7 @@ static void test_bad_tag_rejected(void **state)
     expect_rejected(g, iv, aad, sizeof(aad), ct, sizeof(ct), tag);
     iv[11] ^= 1;
     key[31] ^= 1; /* another key */
-    assert_non_null(other = hwkey_bulk_gcm_new(key));
+    other = new_gcm(key);
     expect_rejected(other, iv, aad, sizeof(aad), ct, sizeof(ct), tag);
     /* The original still verifies: rejection changed no state that matters. */
     assert_int_equal(hwkey_bulk_gcm_decrypt(g, iv, aad, sizeof(aad), ct, pt, sizeof(ct), tag), 1);
@@ -258,18 +275,93 @@ static void test_bad_tag_rejected(void **state)
     hwkey_bulk_gcm_free(g);
 }
 
+/* Cores switched at random between pieces of one message still give OpenSSL's bytes. */
+static void test_mixed_cores(void **state)
+{
+    static unsigned char pt[MAXLEN], ref[MAXLEN], out[MAXLEN];
+    unsigned char key[32], iv[12], aad[20], reftag[16], tag[16], r[3];
+    HWKEY_BULK_GCM *g;
+
+    (void)state;
+    if (!hwkey_bulk_impl_available(HWKEY_BULK_IMPL_VAES))
+        skip();
+    assert_int_equal(RAND_bytes(key, sizeof(key)), 1);
+    g = new_gcm(key);
+    for (int round = 0; round < 200; round++) {
+        size_t done = 0, len = MAXLEN - (size_t)round;
+        int enc = round % 2;
+
+        assert_int_equal(RAND_bytes(iv, sizeof(iv)), 1);
+        assert_int_equal(RAND_bytes(aad, sizeof(aad)), 1);
+        assert_int_equal(RAND_bytes(pt, MAXLEN), 1);
+        openssl_gcm(key, iv, aad, sizeof(aad), pt, len, ref, reftag);
+        hwkey_bulk_gcm_start(g, iv);
+        assert_int_equal(hwkey_bulk_gcm_aad(g, aad, sizeof(aad)), 1);
+        while (done < len) {
+            size_t piece;
+
+            assert_int_equal(RAND_bytes(r, 3), 1);
+            assert_int_equal(hwkey_bulk_gcm_set_impl(g, (r[2] & 1) ? HWKEY_BULK_IMPL_VAES
+                                                                   : HWKEY_BULK_IMPL_AESNI),
+                             1);
+            piece = ((size_t)r[0] << 8 | r[1]) % 1200;
+            piece = piece > len - done ? len - done : piece;
+            assert_int_equal(hwkey_bulk_gcm_update(g, enc, enc ? pt + done : ref + done,
+                                                   out + done, piece), 1);
+            done += piece;
+        }
+        hwkey_bulk_gcm_tag(g, tag);
+        assert_memory_equal(out, enc ? ref : pt, len);
+        assert_memory_equal(tag, reftag, 16);
+    }
+    hwkey_bulk_gcm_free(g);
+}
+
+/* A core this CPU cannot run (or that does not exist) is refused with the reason. */
+static void test_unknown_core_refused(void **state)
+{
+    unsigned char key[32] = {0};
+    HWKEY_BULK_GCM *g = new_gcm(key);
+
+    (void)state;
+    ERR_clear_error();
+    assert_int_equal(hwkey_bulk_gcm_set_impl(g, 99), 0);
+    assert_int_equal(ERR_GET_REASON(ERR_peek_last_error()), HWKEY_R_UNSUPPORTED_ALGORITHM);
+    assert_int_equal(hwkey_bulk_gcm_get_impl(g), impl_under_test);
+    ERR_clear_error();
+    hwkey_bulk_gcm_free(g);
+}
+
 int main(void)
 {
+    static const int impls[] = {HWKEY_BULK_IMPL_AESNI, HWKEY_BULK_IMPL_VAES};
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vectors),
         cmocka_unit_test(test_cross_check_openssl),
         cmocka_unit_test(test_streaming_pieces),
         cmocka_unit_test(test_bad_tag_rejected),
+        cmocka_unit_test(test_unknown_core_refused),
     };
+    const struct CMUnitTest mixed[] = {
+        cmocka_unit_test(test_mixed_cores),
+    };
+    int failed = 0;
 
     if (!hwkey_bulk_cpu_ok()) {
         fprintf(stderr, "SKIP: this CPU lacks AES-NI/PCLMULQDQ\n");
         return 77;
     }
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    for (size_t i = 0; i < sizeof(impls) / sizeof(impls[0]); i++) {
+        if (!hwkey_bulk_impl_available(impls[i])) {
+            fprintf(stderr, "NOTE: this CPU lacks the %s core; not tested here\n",
+                    hwkey_bulk_impl_name(impls[i]));
+            continue;
+        }
+        impl_under_test = impls[i];
+        failed += _cmocka_run_group_tests(hwkey_bulk_impl_name(impls[i]), tests,
+                                          sizeof(tests) / sizeof(tests[0]), NULL, NULL);
+    }
+    impl_under_test = HWKEY_BULK_IMPL_AESNI;
+    failed += cmocka_run_group_tests_name("mixed cores", mixed, NULL, NULL);
+    return failed != 0;
 }

@@ -16,7 +16,7 @@
 
 static int p11_handles(HWKEY_REF_KIND kind)
 {
-    return kind == HWKEY_REF_PKCS11_URI;
+    return kind == HWKEY_REF_PKCS11_URI || kind == HWKEY_REF_PKCS11_DATAKEY;
 }
 
 static void p11_close(HWKEY_DEVICE *base);
@@ -231,4 +231,6 @@ const HWKEY_BACKEND hwkey_pkcs11_backend = {
     .random = p11_random,
     .pubkey_load = hwkey_p11_pubkey_load,
     .cert_load = hwkey_p11_cert_load,
+    .datakey_create = hwkey_p11_datakey_create,
+    .datakey_unwrap = hwkey_p11_datakey_unwrap,
 };

@@ -16,6 +16,7 @@
  *   p11_pubkey.c   object lookup, attributes, the public half as an EVP_PKEY
  *   p11_ops.c      sign, rsa_private, rsa_decrypt, ecdh
  *   p11_objects.c  public keys and certificates by URI (the pkcs11: store)
+ *   p11_datakey.c  bulk data keys wrapped by a KEK on the token (HWKEY DATA KEY)
  *
  * Objects: a device owns modules (one per module path); a module owns its
  * tokens (one per slot used); a key points at its token.  Modules and
@@ -285,5 +286,12 @@ int hwkey_p11_rsa_decrypt(HWKEY_BKEY *key, const HWKEY_DECRYPT_PARAMS *params,
                           size_t *outlen);
 int hwkey_p11_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen,
                    unsigned char *out, size_t *outlen);
+
+/* --- data keys (p11_datakey.c) ------------------------------------------ */
+
+/* opts->uri: the KEK; opts->create_kek: make it if absent; out: HWKEY_REF_PKCS11_DATAKEY. */
+int hwkey_p11_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out);
+int hwkey_p11_datakey_unwrap(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                             OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char key[32]);
 
 #endif
