@@ -20,6 +20,8 @@
 # A round counts only when wrk reports no socket errors and no non-2xx answers.
 #   --rounds N   rounds (default 3)      --seconds S  seconds per wrk run (default 3)
 #   --keep       keep the work directory (logs, configurations, keys)
+# Exit 1 when a software or hwkey contender has no valid figure (tpm2-openssl's
+# failures are expected and reported, not fatal), 2 on a usage error.
 # Builds nothing; BUILDDIR must hold a built tree (.libs/hwkey.so, hwkey).
 # Everything runs in a mktemp -d directory; every process started is stopped by
 # pid on exit.  Not a test (not in make check).  Needs root (nginx workers run
@@ -38,7 +40,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) rounds=${2:?--rounds needs a number}; shift 2 ;;
     --seconds) secs=${2:?--seconds needs a number}; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h | --help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "run-nginx-bench: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) build=$1; shift ;;
     esac
@@ -68,6 +70,7 @@ unset HWKEY_TPM2_TCTI HWKEY_TPM2_PARENT HWKEY_LOG TPM2OPENSSL_TCTI OPENSSL_MODUL
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/hwkey-nginx-bench.XXXXXX")
 PIDS=()
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
     local rc=$? i
     set +e
@@ -322,6 +325,7 @@ done
 log "$rounds rounds x ${secs} s per contender: wrk -t2 -c8 -d${secs}s -H 'Connection: close'"
 declare -A R_RATE R_ERR W_TICKS T_TICKS WALL_NS K_MS
 hz=$(getconf CLK_TCK)
+status=0
 nn=${#NAMES[@]}
 # whole-machine busy ticks (all processes, ours and others'): the context of the figures
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
@@ -395,6 +399,7 @@ for n in "${NAMES[@]}"; do
         cores=$(awk -v w="${W_TICKS[$n]}" -v t="${T_TICKS[$n]}" -v k="${K_MS[$n]}" -v ns="${WALL_NS[$n]}" -v hz="$hz" \
             'BEGIN { s = ns / 1e9; printf "%.2f/%.2f/%.2f", w / hz / s, t / hz / s, k / 1000 / s }')
     fi
+    [[ $verdict == valid || $n == tpm2o* ]] || status=1
     printf '%-16s %8s %7s  %-22s %10s  %-8s %-16s %s\n' "$n" "$med" "$rat" "$per" "${WRKERR[$n]}" "$verdict" "$cores" "${TLS[$n]:--}"
     if [[ $verdict != valid ]]; then
         [[ -z ${ERRLINE[$n]} ]] && ERRLINE[$n]=$(first_error "$n")
@@ -417,3 +422,4 @@ for t in "$tcti" ${t2o_tcti:+"$t2o_tcti"}; do
     h=$(TPM2TOOLS_TCTI=$t timeout 30 tpm2_getcap handles-transient 2>/dev/null | grep -o '0x[0-9a-fA-F]*' | tr '\n' ' ' || true)
     printf 'transient objects left in the TPM at %s after nginx stopped: %s\n' "$t" "${h:-none}"
 done
+exit "$status"

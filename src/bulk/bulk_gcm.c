@@ -8,12 +8,20 @@
 #include "bulk/gcm_aesni.h"
 
 #include <cpuid.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "util/error.h"
 #include "util/secmem.h"
 
-int hwkey_bulk_cpu_ok(void)
+/*
+ * CPUID traps to the hypervisor in a VM (thousands of cycles), and a provider
+ * cipher may be keyed per message: ask the CPU once per process.
+ */
+static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
+static int cpu_aesni, cpu_vaes;
+
+static int probe_aesni(void)
 {
     unsigned int eax, ebx, ecx, edx;
 
@@ -31,16 +39,34 @@ static unsigned long long xcr0(void)
     return ((unsigned long long)hi << 32) | lo;
 }
 
-static int cpu_has_vaes(void)
+static int probe_vaes(void)
 {
     unsigned int eax, ebx, ecx, edx;
 
-    if (!hwkey_bulk_cpu_ok() || !__get_cpuid(1, &eax, &ebx, &ecx, &edx) ||
+    if (!probe_aesni() || !__get_cpuid(1, &eax, &ebx, &ecx, &edx) ||
         (ecx & bit_OSXSAVE) == 0 || (ecx & bit_AVX) == 0 || (xcr0() & 6) != 6)
         return 0;
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx))
         return 0;
     return (ebx & bit_AVX2) != 0 && (ecx & bit_VAES) != 0 && (ecx & bit_VPCLMULQDQ) != 0;
+}
+
+static void probe_cpu(void)
+{
+    cpu_aesni = probe_aesni();
+    cpu_vaes = probe_vaes();
+}
+
+int hwkey_bulk_cpu_ok(void)
+{
+    pthread_once(&cpu_once, probe_cpu);
+    return cpu_aesni;
+}
+
+static int cpu_has_vaes(void)
+{
+    pthread_once(&cpu_once, probe_cpu);
+    return cpu_vaes;
 }
 
 int hwkey_bulk_impl_available(int impl)
@@ -99,6 +125,11 @@ HWKEY_BULK_GCM *hwkey_bulk_gcm_new(const unsigned char key[HWKEY_BULK_KEY_LEN])
     hwkey_gcm_aesni_init(g, key,
                          cpu_has_vaes() ? HWKEY_BULK_IMPL_VAES : HWKEY_BULK_IMPL_AESNI);
     return g;
+}
+
+void hwkey_bulk_gcm_rekey(HWKEY_BULK_GCM *g, const unsigned char key[HWKEY_BULK_KEY_LEN])
+{
+    hwkey_gcm_aesni_init(g, key, hwkey_gcm_aesni_get_impl(g));
 }
 
 HWKEY_BULK_GCM *hwkey_bulk_gcm_dup(const HWKEY_BULK_GCM *g)

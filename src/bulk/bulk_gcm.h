@@ -47,6 +47,8 @@ int hwkey_bulk_gcm_get_impl(const HWKEY_BULK_GCM *g);
  * protected memory is left.
  */
 HWKEY_BULK_GCM *hwkey_bulk_gcm_new(const unsigned char key[HWKEY_BULK_KEY_LEN]);
+/* A new key in g's memory (no new allocation), same core; any message in flight is dropped. */
+void hwkey_bulk_gcm_rekey(HWKEY_BULK_GCM *g, const unsigned char key[HWKEY_BULK_KEY_LEN]);
 /* A deep copy (key schedule, message in flight) in its own protected memory; NULL on failure. */
 HWKEY_BULK_GCM *hwkey_bulk_gcm_dup(const HWKEY_BULK_GCM *g);
 /* Wipes and releases; NULL is a no-op. */

@@ -129,10 +129,15 @@ static int gcm_init(GCM_CTX *ctx, int enc, const unsigned char *key, size_t keyl
                         keylen);
             return 0;
         }
-        if ((fresh = hwkey_bulk_gcm_new(key)) == NULL)
-            return 0;
-        hwkey_bulk_gcm_free(ctx->gcm);
-        ctx->gcm = fresh;
+        /* Applications may key per message (openssl speed does): reuse the protected block. */
+        if (ctx->gcm != NULL && hwkey_bulk_gcm_get_impl(ctx->gcm) != 0) {
+            hwkey_bulk_gcm_rekey(ctx->gcm, key);
+        } else {
+            if ((fresh = hwkey_bulk_gcm_new(key)) == NULL)
+                return 0;
+            hwkey_bulk_gcm_free(ctx->gcm);
+            ctx->gcm = fresh;
+        }
         ctx->started = 0;
     }
     if (iv != NULL) {
