@@ -31,17 +31,11 @@ logs=$build/sanitizer
 mkdir -p "$wrap" "$logs"
 chmod 1777 "$logs"   # nginx workers run as nobody
 rm -f "$logs"/san.*
-# hwkey.so preloaded too: OpenSSL dlcloses providers at exit, before LeakSanitizer
-# runs, and a leak allocated in an unmapped module has no symbols.
-# nginx without leak checks: its workers never free their connection arrays,
-# are not dumpable after setuid (LeakSanitizer cannot read their maps, so
-# nothing is symbolized), and inherit the master's TPM connection, which
-# tpm2_context.c abandons on purpose (a one-off leak per fork).
 for prog in /usr/bin/openssl /usr/sbin/nginx; do
     opts=
     [[ $prog == */nginx ]] && opts='ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0" '
-    printf '#!/bin/sh\n%sLD_PRELOAD="%s %s" exec %s "$@"\n' "$opts" "$rt" \
-        "$build/.libs/hwkey.so" "$prog" >"$wrap/${prog##*/}"
+    printf '#!/bin/sh\n%sLD_PRELOAD=%s exec %s "$@"\n' "$opts" "$rt" "$prog" \
+        >"$wrap/${prog##*/}"
     chmod +x "$wrap/${prog##*/}"
 done
 # pkcs11-tool too (SoftHSM's C_Initialize loads openssl.cnf, hence hwkey.so),

@@ -14,6 +14,8 @@
 #define HWKEY_PARAM_PKCS11_PIN_SOURCE "pkcs11-pin-source"
 #define HWKEY_PARAM_PKCS11_QUIRKS "pkcs11-quirks"
 #define HWKEY_PARAM_LOG_LEVEL "log-level"
+/* "yes" offers the AES-NI AES-256-GCM cipher (property provider=hwkey); default "no". */
+#define HWKEY_PARAM_BULK_CIPHER "bulk-cipher"
 
 #define HWKEY_ENV_TPM2_TCTI "HWKEY_TPM2_TCTI"
 #define HWKEY_ENV_TPM2_PARENT "HWKEY_TPM2_PARENT"
@@ -21,6 +23,7 @@
 #define HWKEY_ENV_PKCS11_PIN_SOURCE "HWKEY_PKCS11_PIN_SOURCE"
 #define HWKEY_ENV_PKCS11_QUIRKS "HWKEY_PKCS11_QUIRKS"
 #define HWKEY_ENV_LOG_LEVEL "HWKEY_LOG"
+#define HWKEY_ENV_BULK_CIPHER "HWKEY_BULK_CIPHER"
 
 /* PEM labels of the key files hwkey reads and writes. */
 #define HWKEY_PEM_TSS2_PRIVATE_KEY "TSS2 PRIVATE KEY"

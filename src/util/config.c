@@ -22,6 +22,25 @@ static const struct {
     {HWKEY_PARAM_PKCS11_QUIRKS, HWKEY_ENV_PKCS11_QUIRKS, offsetof(HWKEY_CONFIG, pkcs11_quirks)},
 };
 
+static int parse_bool(const char *name, const char *value, int *out)
+{
+    static const char *const yes[] = {"yes", "1", "true", "on"};
+    static const char *const no[] = {"no", "0", "false", "off"};
+
+    for (size_t i = 0; i < 4; i++) {
+        if (OPENSSL_strcasecmp(value, yes[i]) == 0) {
+            *out = 1;
+            return 1;
+        }
+        if (OPENSSL_strcasecmp(value, no[i]) == 0) {
+            *out = 0;
+            return 1;
+        }
+    }
+    hwkey_raise(HWKEY_R_CONFIG_INVALID, "%s must be yes or no, got \"%s\"", name, value);
+    return 0;
+}
+
 static int parse_log_level(const char *value, int *out)
 {
     char *end = NULL;
@@ -44,6 +63,11 @@ int hwkey_config_set(HWKEY_CONFIG *cfg, const char *name, const char *value)
             return 0;
         hwkey_log_set_level(cfg->log_level);
         return 1;
+    }
+    if (strcmp(name, HWKEY_PARAM_BULK_CIPHER) == 0) {
+        const char *env = getenv(HWKEY_ENV_BULK_CIPHER);
+
+        return parse_bool(name, env != NULL && *env != '\0' ? env : value, &cfg->bulk_cipher);
     }
     for (size_t i = 0; i < sizeof(string_options) / sizeof(string_options[0]); i++) {
         char **slot;
@@ -75,6 +99,9 @@ int hwkey_config_apply_env(HWKEY_CONFIG *cfg)
             return 0;
         hwkey_log_set_level(cfg->log_level);
     }
+    env = getenv(HWKEY_ENV_BULK_CIPHER);
+    if (env != NULL && *env != '\0' && !parse_bool(HWKEY_ENV_BULK_CIPHER, env, &cfg->bulk_cipher))
+        return 0;
     for (size_t i = 0; i < sizeof(string_options) / sizeof(string_options[0]); i++) {
         char **slot = (char **)((char *)cfg + string_options[i].offset);
 
@@ -99,4 +126,5 @@ void hwkey_config_clear(HWKEY_CONFIG *cfg)
         *slot = NULL;
     }
     cfg->log_level = 0;
+    cfg->bulk_cipher = 0;
 }

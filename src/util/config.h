@@ -12,6 +12,14 @@ typedef struct hwkey_config {
     char *pkcs11_pin_source; /* file:/path or env:NAME */
     char *pkcs11_quirks;
     int log_level;
+    /*
+     * 1: offer the bulk AES-256-GCM cipher.  Off by default: OpenSSL 3.0
+     * answers a fetch without properties with the first provider activated,
+     * so with hwkey listed before default every AES-256-GCM of the process
+     * (libssl's TLS 1.2 records, SoftHSM's in-process OpenSSL) would become
+     * hwkey's.  Only a user who asked for it gets it (docs/bulk.md).
+     */
+    int bulk_cipher;
 } HWKEY_CONFIG;
 
 /*
