@@ -11,9 +11,8 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 
+#include "fuzz.h"
 #include "util/tss2_keyfile.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void decode_and_reencode(const unsigned char *der, size_t len)
 {
@@ -30,7 +29,7 @@ static void decode_and_reencode(const unsigned char *der, size_t len)
     hwkey_tss2_keyfile_clear(&kf);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+int hwkey_fuzz_tss2_keyfile(const uint8_t *data, size_t size)
 {
     unsigned char *der = NULL;
     size_t der_len = 0;
@@ -47,3 +46,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ERR_clear_error();
     return 0;
 }
+
+#ifndef HWKEY_FUZZ_REPLAY
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    return hwkey_fuzz_tss2_keyfile(data, size);
+}
+#endif

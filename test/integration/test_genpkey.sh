@@ -144,8 +144,9 @@ ossl genpkey -propquery provider=hwkey -algorithm EC -pkeyopt group:P-256 \
     hw_fail "genpkey hwkey-persist: $(cat persist.err)"
 grep -q -- "-----BEGIN HWKEY KEY URI-----" persist.pem ||
     hw_fail "genpkey hwkey-persist wrote no HWKEY KEY URI reference: $(head -1 persist.pem)"
-TPM2TOOLS_TCTI=$HW_TCTI timeout 30 tpm2_getcap handles-persistent | grep -qi 0x81000a01 ||
-    hw_fail "genpkey hwkey-persist: no key at 0x81000a01"
+persistent=$(TPM2TOOLS_TCTI=$HW_TCTI timeout 30 tpm2_getcap handles-persistent 2>&1) || true
+grep -qi 0x81000a01 <<<"$persistent" ||
+    hw_fail "genpkey hwkey-persist: no key at 0x81000a01 (tpm2_getcap: $persistent)"
 ossl pkey -in persist.pem -out persist.copy 2>persist.err || hw_fail "pkey persist.pem: $(cat persist.err)"
 cmp -s persist.pem persist.copy || hw_fail "pkey -in persist.pem -out copy: not the same file"
 ossl pkey -in persist.pem -text -noout 2>persist.err | grep -q "held by TPM 2.0 (persistent handle:0x81000a01)" ||
