@@ -82,12 +82,17 @@ for order in noconf after before; do
     run "$order: openssl rand" openssl rand -hex 32 || true
     run "$order: openssl enc -aes-256-cbc" openssl enc -aes-256-cbc -pbkdf2 -pass pass:x -in msg -out msg.enc || true
     # A program that uses SoftHSM itself, with hwkey active in openssl.cnf.
+    # The key is named by label AND id: Debian 12's pkcs11-tool --sign with
+    # --label alone fails C_SignFinal with CKR_GENERAL_ERROR, depending on the
+    # order SoftHSM lists objects, once an EC key is also on the token
+    # (reproduced with keys made by pkcs11-tool only and no openssl.cnf: not
+    # hwkey); with --id it selects the same key and signs.
     run "$order: pkcs11-tool --list-objects (SoftHSM driven by the program, hwkey in openssl.cnf)" \
         pkcs11-tool --module "$HW_P11_MODULE" --token-label "$HW_P11_TOKEN" --login \
         --pin "$HW_P11_PIN" --list-objects || true
     run "$order: pkcs11-tool --sign (hwkey in openssl.cnf)" \
         pkcs11-tool --module "$HW_P11_MODULE" --token-label "$HW_P11_TOKEN" --login \
-        --pin "$HW_P11_PIN" --sign --mechanism SHA256-RSA-PKCS --label dl-tool -i msg -o p11.sig || true
+        --pin "$HW_P11_PIN" --sign --mechanism SHA256-RSA-PKCS --label dl-tool --id 51 -i msg -o p11.sig || true
     ((${#FAILS[@]} == n)) && hw_log "ok: hwkey $order default: SoftHSM signing, digests, RNG, pkcs11-tool all complete"
 done
 export OPENSSL_CONF=$HW_DIR/openssl.cnf

@@ -318,7 +318,9 @@ static HWKEY_P11_TOKEN *token_new(HWKEY_P11_MODULE *mod, CK_SLOT_ID slot, const 
     if ((tok->idle = OPENSSL_zalloc(tok->max_open * sizeof(*tok->idle))) == NULL)
         goto oom;
     if (mod->fl->C_GetMechanismList(slot, NULL, &n) == CKR_OK && n > 0
-        && (tok->mechs = OPENSSL_zalloc(n * sizeof(*tok->mechs))) != NULL
+        /* One spare element: p11-kit-client 0.24.1's mechanism_list_purge()
+         * reads one past the array it is given (fixed in later p11-kit). */
+        && (tok->mechs = OPENSSL_zalloc((n + 1) * sizeof(*tok->mechs))) != NULL
         && mod->fl->C_GetMechanismList(slot, tok->mechs, &n) == CKR_OK)
         tok->n_mechs = n;
     return tok;
