@@ -94,4 +94,7 @@ int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv);
 int hwkey_cmd_encrypt(HWKEY_CLI *cli, int argc, char **argv);
 int hwkey_cmd_decrypt(HWKEY_CLI *cli, int argc, char **argv);
 
+/* keygen/import output: TSS2 key file PEM, or a reference file for device-held keys. */
+int hwkey_cli_render_keyfile(const HWKEY_REFBLOB *blob, BIO *mem);
+
 #endif

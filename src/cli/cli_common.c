@@ -450,3 +450,30 @@ void hwkey_cli_describe_alg(const HWKEY_KEYINFO *info, char *buf, size_t bufsz)
     }
     snprintf(buf, bufsz, "unknown");
 }
+
+/*
+ * What keygen and import write: a TSS2 key file as PEM, or for a key that
+ * lives in the device (handle:, pkcs11:) a reference file naming it.
+ */
+int hwkey_cli_render_keyfile(const HWKEY_REFBLOB *blob, BIO *mem)
+{
+    HWKEY_TSS2_KEYFILE kf;
+    char uri[HWKEY_KEYREF_URI_MAX + 1];
+    int ok;
+
+    if (blob->kind != HWKEY_REF_TSS2_KEYFILE) {
+        if (blob->len == 0 || blob->len > HWKEY_KEYREF_URI_MAX) {
+            hwkey_raise(HWKEY_R_INTERNAL, "the backend returned a key reference of %zu bytes",
+                        blob->len);
+            return 0;
+        }
+        memcpy(uri, blob->data, blob->len);
+        uri[blob->len] = '\0';
+        return hwkey_keyref_write_pem(mem, uri, "hwkey key reference");
+    }
+    memset(&kf, 0, sizeof(kf));
+    ok = hwkey_tss2_keyfile_decode(blob->data, blob->len, &kf) &&
+         hwkey_tss2_keyfile_write_pem(mem, &kf);
+    hwkey_tss2_keyfile_clear(&kf);
+    return ok;
+}

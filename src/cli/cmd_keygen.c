@@ -60,30 +60,6 @@ static int parse_handle(const char *s, uint32_t *out)
     return 1;
 }
 
-/* The file for the new key: the TSS2 key itself, or a reference to it. */
-static int render_keyfile(const HWKEY_REFBLOB *blob, BIO *mem)
-{
-    HWKEY_TSS2_KEYFILE kf;
-    char uri[HWKEY_KEYREF_URI_MAX + 1];
-    int ok;
-
-    if (blob->kind != HWKEY_REF_TSS2_KEYFILE) {
-        if (blob->len == 0 || blob->len > HWKEY_KEYREF_URI_MAX) {
-            hwkey_raise(HWKEY_R_INTERNAL, "the backend returned a key reference of %zu bytes",
-                        blob->len);
-            return 0;
-        }
-        memcpy(uri, blob->data, blob->len);
-        uri[blob->len] = '\0';
-        return hwkey_keyref_write_pem(mem, uri, "hwkey key reference");
-    }
-    memset(&kf, 0, sizeof(kf));
-    ok = hwkey_tss2_keyfile_decode(blob->data, blob->len, &kf) &&
-         hwkey_tss2_keyfile_write_pem(mem, &kf);
-    hwkey_tss2_keyfile_clear(&kf);
-    return ok;
-}
-
 int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
 {
     enum { OPT_OUT = 1, OPT_PERSIST, OPT_URI, OPT_FORCE };
@@ -174,7 +150,7 @@ int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
     if (!hwkey_backend_key_generate(dev, spec, &gen, &blob))
         goto fail;
     if (out_path != NULL) {
-        if ((mem = BIO_new(BIO_s_mem())) == NULL || !render_keyfile(&blob, mem) ||
+        if ((mem = BIO_new(BIO_s_mem())) == NULL || !hwkey_cli_render_keyfile(&blob, mem) ||
             (datalen = BIO_get_mem_data(mem, &data)) <= 0 ||
             !hwkey_cli_out_commit(&out, data, (size_t)datalen))
             goto fail;

@@ -22,6 +22,7 @@
 #include <openssl/core_object.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
+#include <openssl/store.h>
 
 #include "util/error.h"
 
@@ -92,4 +93,24 @@ int hwkey_objref_export_public(const void *reference, size_t reference_sz, OSSL_
     ok = export_cb(params, export_cbarg);
     OSSL_PARAM_free(params);
     return ok;
+}
+
+const OSSL_PARAM *hwkey_store_settable_params(void)
+{
+    static const OSSL_PARAM settable[] = {OSSL_PARAM_int(OSSL_STORE_PARAM_EXPECT, NULL),
+                                          OSSL_PARAM_END};
+
+    return settable;
+}
+
+int hwkey_store_read_expect(const OSSL_PARAM params[], int *expect)
+{
+    const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_EXPECT);
+
+    if (p != NULL && !OSSL_PARAM_get_int(p, expect)) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "store parameter \"%s\" is not an integer",
+                    OSSL_STORE_PARAM_EXPECT);
+        return 0;
+    }
+    return 1;
 }

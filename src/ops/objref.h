@@ -35,4 +35,9 @@ int hwkey_objref_export_public(const void *reference, size_t reference_sz, OSSL_
 /* The key behind a reference, or NULL (raised) if it is not one of ours. */
 HWKEY_KEY *hwkey_objref_get(const void *reference, size_t reference_sz);
 
+/* The stores' one settable parameter: OSSL_STORE_PARAM_EXPECT (an int). */
+const OSSL_PARAM *hwkey_store_settable_params(void);
+/* Reads OSSL_STORE_PARAM_EXPECT into *expect when present; 0 (raised) if malformed. */
+int hwkey_store_read_expect(const OSSL_PARAM params[], int *expect);
+
 #endif

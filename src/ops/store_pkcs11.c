@@ -119,24 +119,13 @@ static void *p11store_open(void *provctx, const char *uri)
 
 static const OSSL_PARAM *p11store_settable_ctx_params(void *provctx)
 {
-    static const OSSL_PARAM settable[] = {OSSL_PARAM_int(OSSL_STORE_PARAM_EXPECT, NULL),
-                                          OSSL_PARAM_END};
-
     (void)provctx;
-    return settable;
+    return hwkey_store_settable_params();
 }
 
 static int p11store_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 {
-    P11_STORE_CTX *ctx = vctx;
-    const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_EXPECT);
-
-    if (p != NULL && !OSSL_PARAM_get_int(p, &ctx->expect)) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "store parameter \"%s\" is not an integer",
-                    OSSL_STORE_PARAM_EXPECT);
-        return 0;
-    }
-    return 1;
+    return hwkey_store_read_expect(params, &((P11_STORE_CTX *)vctx)->expect);
 }
 
 static int step_allowed(const P11_STORE_CTX *ctx, P11_STEP step)
