@@ -45,8 +45,23 @@ int hwkey_cli_usage(const char *cmd, const char *fmt, ...)
 #define HWKEY_CLI_OPT_TCTI 1000
 #define HWKEY_CLI_OPT_AUTH_FILE 1001
 #define HWKEY_CLI_OPT_PIN_SOURCE 1002 /* --pin-source file:/path|env:NAME (token user PIN) */
+/*
+ * The last entries of a subcommand's getopt_long table (needs <getopt.h>):
+ * --auth-file, --tcti, --pin-source, --help and the terminator.
+ */
+#define HWKEY_CLI_LONGOPTS_COMMON                                                  \
+    {"auth-file", required_argument, NULL, HWKEY_CLI_OPT_AUTH_FILE},               \
+        {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},                     \
+        {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},         \
+        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}
 /* 1: handled a common option; 0: not a common one; -1: failed (usage printed). */
 int hwkey_cli_common_option(HWKEY_CLI *cli, int opt, const char *arg);
+/*
+ * The default: branch of a subcommand's getopt loop (optarg, optind as
+ * getopt left them): HWKEY_CLI_OK when opt was a common option, else the
+ * exit code to return (a usage error names argv[optind - 1]).
+ */
+int hwkey_cli_other_option(HWKEY_CLI *cli, const char *cmd, int opt, char **argv);
 int hwkey_cli_set_tcti(HWKEY_CLI *cli, const char *tcti);
 /* Reads --auth-file into protected memory (one trailing newline dropped). */
 int hwkey_cli_read_auth(HWKEY_CLI *cli, const char *path);
@@ -55,6 +70,8 @@ OSSL_PASSPHRASE_CALLBACK hwkey_cli_pw_cb;
 
 /* The registry, built from the environment and the options on first use. */
 HWKEY_DEVICES *hwkey_cli_devices(HWKEY_CLI *cli);
+/* Where a new key or data key goes: the PKCS#11 token for uri, else the TPM. */
+HWKEY_DEVICE *hwkey_cli_device_for(HWKEY_CLI *cli, const char *uri);
 
 /* KEY argument: TSS2 key file (PEM/DER), reference file, handle:, pkcs11: */
 typedef struct {
@@ -64,6 +81,8 @@ typedef struct {
 } HWKEY_CLI_KEYREF;
 int hwkey_cli_keyref_open(const char *arg, HWKEY_CLI_KEYREF *out);
 void hwkey_cli_keyref_clear(HWKEY_CLI_KEYREF *r);
+/* Opens KEY argument arg into kr and finds the device that holds that kind of key. */
+HWKEY_DEVICE *hwkey_cli_keyref_device(HWKEY_CLI *cli, const char *arg, HWKEY_CLI_KEYREF *kr);
 
 /*
  * Output files are never half-written: a temporary file in the target's
@@ -96,5 +115,7 @@ int hwkey_cmd_decrypt(HWKEY_CLI *cli, int argc, char **argv);
 
 /* keygen/import output: TSS2 key file PEM, or a reference file for device-held keys. */
 int hwkey_cli_render_keyfile(const HWKEY_REFBLOB *blob, BIO *mem);
+/* Renders blob as above and commits it to o. */
+int hwkey_cli_out_commit_keyfile(HWKEY_CLI_OUTFILE *o, const HWKEY_REFBLOB *blob);
 
 #endif

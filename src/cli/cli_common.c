@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -476,4 +477,48 @@ int hwkey_cli_render_keyfile(const HWKEY_REFBLOB *blob, BIO *mem)
          hwkey_tss2_keyfile_write_pem(mem, &kf);
     hwkey_tss2_keyfile_clear(&kf);
     return ok;
+}
+
+int hwkey_cli_other_option(HWKEY_CLI *cli, const char *cmd, int opt, char **argv)
+{
+    int c = hwkey_cli_common_option(cli, opt, optarg);
+
+    if (c < 0)
+        return HWKEY_CLI_FAIL;
+    if (c == 0)
+        return hwkey_cli_usage(cmd, "unknown or incomplete option %s", argv[optind - 1]);
+    return HWKEY_CLI_OK;
+}
+
+HWKEY_DEVICE *hwkey_cli_device_for(HWKEY_CLI *cli, const char *uri)
+{
+    HWKEY_DEVICES *devs = hwkey_cli_devices(cli);
+
+    if (devs == NULL)
+        return NULL;
+    return uri != NULL ? hwkey_devices_for_kind(devs, HWKEY_REF_PKCS11_URI)
+                       : hwkey_devices_by_name(devs, "tpm2");
+}
+
+int hwkey_cli_out_commit_keyfile(HWKEY_CLI_OUTFILE *o, const HWKEY_REFBLOB *blob)
+{
+    BIO *mem = BIO_new(BIO_s_mem());
+    char *data;
+    long datalen;
+    int ok;
+
+    ok = mem != NULL && hwkey_cli_render_keyfile(blob, mem)
+         && (datalen = BIO_get_mem_data(mem, &data)) > 0
+         && hwkey_cli_out_commit(o, data, (size_t)datalen);
+    BIO_free(mem);
+    return ok;
+}
+
+HWKEY_DEVICE *hwkey_cli_keyref_device(HWKEY_CLI *cli, const char *arg, HWKEY_CLI_KEYREF *kr)
+{
+    HWKEY_DEVICES *devs;
+
+    if (!hwkey_cli_keyref_open(arg, kr) || (devs = hwkey_cli_devices(cli)) == NULL)
+        return NULL;
+    return hwkey_devices_for_kind(devs, kr->ref.kind);
 }

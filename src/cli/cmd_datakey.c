@@ -39,16 +39,11 @@ int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv)
         {"uri", required_argument, NULL, OPT_URI},
         {"force", no_argument, NULL, OPT_FORCE},
         {"create-kek", no_argument, NULL, OPT_CREATE_KEK},
-        {"auth-file", required_argument, NULL, HWKEY_CLI_OPT_AUTH_FILE},
-        {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
-        {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+        HWKEY_CLI_LONGOPTS_COMMON};
     const char *out_path = NULL, *uri = NULL;
     HWKEY_GENOPTS gen;
     HWKEY_REFBLOB blob = {0};
     HWKEY_CLI_OUTFILE out = {.fd = -1};
-    HWKEY_DEVICES *devs;
     HWKEY_DEVICE *dev;
     BIO *mem = NULL;
     const char *label;
@@ -76,11 +71,8 @@ int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv)
             gen.create_kek = 1;
             break;
         default:
-            if ((c = hwkey_cli_common_option(cli, opt, optarg)) < 0)
-                return HWKEY_CLI_FAIL;
-            if (c == 0)
-                return hwkey_cli_usage("datakey", "unknown or incomplete option %s",
-                                       argv[optind - 1]);
+            if ((c = hwkey_cli_other_option(cli, "datakey", opt, argv)) != HWKEY_CLI_OK)
+                return c;
         }
     }
     if (optind != argc)
@@ -96,11 +88,8 @@ int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv)
     /* The output file first: an unwritable place fails before the device works. */
     if (!hwkey_cli_out_begin(&out, out_path, force))
         goto fail;
-    if ((devs = hwkey_cli_devices(cli)) == NULL)
-        goto fail;
-    dev = uri != NULL ? hwkey_devices_for_kind(devs, HWKEY_REF_PKCS11_URI)
-                      : hwkey_devices_by_name(devs, "tpm2");
-    if (dev == NULL || !hwkey_backend_datakey_create(dev, &gen, &blob))
+    if ((dev = hwkey_cli_device_for(cli, uri)) == NULL
+        || !hwkey_backend_datakey_create(dev, &gen, &blob))
         goto fail;
     if (blob.kind == HWKEY_REF_TSS2_KEYFILE) {
         label = HWKEY_PEM_TSS2_PRIVATE_KEY;

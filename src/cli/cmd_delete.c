@@ -19,7 +19,6 @@ int hwkey_cmd_delete(HWKEY_CLI *cli, int argc, char **argv)
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     HWKEY_CLI_KEYREF kr = {0};
-    HWKEY_DEVICES *devs;
     HWKEY_DEVICE *dev;
     int opt, c, rc = HWKEY_CLI_FAIL;
 
@@ -29,16 +28,13 @@ int hwkey_cmd_delete(HWKEY_CLI *cli, int argc, char **argv)
             delete_usage();
             return HWKEY_CLI_OK;
         }
-        if ((c = hwkey_cli_common_option(cli, opt, optarg)) < 0)
-            return HWKEY_CLI_FAIL;
-        if (c == 0)
-            return hwkey_cli_usage("delete", "unknown or incomplete option %s", argv[optind - 1]);
+        if ((c = hwkey_cli_other_option(cli, "delete", opt, argv)) != HWKEY_CLI_OK)
+            return c;
     }
     if (argc - optind != 1)
         return hwkey_cli_usage("delete", "expected exactly one KEY");
-    if (!hwkey_cli_keyref_open(argv[optind], &kr) || (devs = hwkey_cli_devices(cli)) == NULL ||
-        (dev = hwkey_devices_for_kind(devs, kr.ref.kind)) == NULL ||
-        !hwkey_backend_key_delete(dev, &kr.ref)) {
+    if ((dev = hwkey_cli_keyref_device(cli, argv[optind], &kr)) == NULL
+        || !hwkey_backend_key_delete(dev, &kr.ref)) {
         rc = hwkey_cli_fail("delete %s", argv[optind]);
         goto end;
     }

@@ -67,18 +67,13 @@ static int run(HWKEY_CLI *cli, int argc, char **argv, int enc)
         {"in", required_argument, NULL, OPT_IN},
         {"out", required_argument, NULL, OPT_OUT},
         {"force", no_argument, NULL, OPT_FORCE},
-        {"auth-file", required_argument, NULL, HWKEY_CLI_OPT_AUTH_FILE},
-        {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
-        {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+        HWKEY_CLI_LONGOPTS_COMMON};
     const char *cmd = enc ? "encrypt" : "decrypt";
     const char *key_path = NULL, *in_path = NULL, *out_path = NULL;
     HWKEY_CLI_KEYREF ref = {0};
     HWKEY_CLI_OUTFILE out = {.fd = -1};
     PROGRESS progress = {.verb = enc ? "encrypting" : "decrypting"};
     HWKEY_BULK_GCM *g = NULL;
-    HWKEY_DEVICES *devs;
     HWKEY_DEVICE *dev;
     unsigned char *key = NULL;
     struct stat st;
@@ -104,10 +99,8 @@ static int run(HWKEY_CLI *cli, int argc, char **argv, int enc)
             force = 1;
             break;
         default:
-            if ((c = hwkey_cli_common_option(cli, opt, optarg)) < 0)
-                return HWKEY_CLI_FAIL;
-            if (c == 0)
-                return hwkey_cli_usage(cmd, "unknown or incomplete option %s", argv[optind - 1]);
+            if ((c = hwkey_cli_other_option(cli, cmd, opt, argv)) != HWKEY_CLI_OK)
+                return c;
         }
     }
     if (optind != argc)
@@ -134,8 +127,7 @@ static int run(HWKEY_CLI *cli, int argc, char **argv, int enc)
         progress.total = (unsigned long long)st.st_size;
 
     /* The data key: unwrapped by the device, held only in protected memory. */
-    if (!hwkey_cli_keyref_open(key_path, &ref) || (devs = hwkey_cli_devices(cli)) == NULL
-        || (dev = hwkey_devices_for_kind(devs, ref.ref.kind)) == NULL
+    if ((dev = hwkey_cli_keyref_device(cli, key_path, &ref)) == NULL
         || (key = hwkey_secmem_alloc(HWKEY_BULK_KEY_LEN)) == NULL
         || !hwkey_backend_datakey_unwrap(dev, &ref.ref, hwkey_cli_pw_cb, cli, key))
         goto fail;

@@ -210,22 +210,14 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
         {"uri", required_argument, NULL, OPT_URI},
         {"force", no_argument, NULL, OPT_FORCE},
         {"passin-file", required_argument, NULL, OPT_PASSIN},
-        {"auth-file", required_argument, NULL, HWKEY_CLI_OPT_AUTH_FILE},
-        {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
-        {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+        HWKEY_CLI_LONGOPTS_COMMON};
     const char *out_path = NULL, *uri = NULL, *passin = NULL;
     IMPORT_PASS pass = {0};
     HWKEY_GENOPTS gen;
     HWKEY_REFBLOB blob = {0};
     HWKEY_CLI_OUTFILE out = {.fd = -1};
-    HWKEY_DEVICES *devs;
     HWKEY_DEVICE *dev;
     EVP_PKEY *soft = NULL;
-    BIO *mem = NULL;
-    char *data;
-    long datalen;
     int opt, c, force = 0, rc = HWKEY_CLI_FAIL;
 
     memset(&gen, 0, sizeof(gen));
@@ -248,11 +240,8 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
             passin = optarg;
             break;
         default:
-            if ((c = hwkey_cli_common_option(cli, opt, optarg)) < 0)
-                return HWKEY_CLI_FAIL;
-            if (c == 0)
-                return hwkey_cli_usage("import", "unknown or incomplete option %s",
-                                       argv[optind - 1]);
+            if ((c = hwkey_cli_other_option(cli, "import", opt, argv)) != HWKEY_CLI_OK)
+                return c;
         }
     }
     if (argc - optind != 1)
@@ -277,16 +266,10 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
     /* The output file before the device: an unwritable place fails before the device works. */
     if (out_path != NULL && !hwkey_cli_out_begin(&out, out_path, force))
         goto fail;
-    if ((devs = hwkey_cli_devices(cli)) == NULL)
+    if ((dev = hwkey_cli_device_for(cli, uri)) == NULL
+        || !hwkey_backend_key_import(dev, soft, &gen, &blob))
         goto fail;
-    dev = uri != NULL ? hwkey_devices_for_kind(devs, HWKEY_REF_PKCS11_URI)
-                      : hwkey_devices_by_name(devs, "tpm2");
-    if (dev == NULL || !hwkey_backend_key_import(dev, soft, &gen, &blob))
-        goto fail;
-    if (out_path != NULL
-        && ((mem = BIO_new(BIO_s_mem())) == NULL || !hwkey_cli_render_keyfile(&blob, mem)
-            || (datalen = BIO_get_mem_data(mem, &data)) <= 0
-            || !hwkey_cli_out_commit(&out, data, (size_t)datalen)))
+    if (out_path != NULL && !hwkey_cli_out_commit_keyfile(&out, &blob))
         goto fail;
     if (blob.kind == HWKEY_REF_PKCS11_URI)
         printf("%.*s\n", (int)blob.len, (const char *)blob.data);
@@ -296,7 +279,6 @@ fail:
     rc = hwkey_cli_fail("import %s", pass.key_path);
 end:
     hwkey_cli_out_abort(&out);
-    BIO_free(mem);
     OPENSSL_free(blob.data);
     EVP_PKEY_free(soft);
     hwkey_secmem_free(pass.pass);

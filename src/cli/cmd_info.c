@@ -29,10 +29,8 @@ int hwkey_cmd_info(HWKEY_CLI *cli, int argc, char **argv)
             info_usage();
             return HWKEY_CLI_OK;
         }
-        if ((c = hwkey_cli_common_option(cli, opt, optarg)) < 0)
-            return HWKEY_CLI_FAIL;
-        if (c == 0)
-            return hwkey_cli_usage("info", "unknown or incomplete option %s", argv[optind - 1]);
+        if ((c = hwkey_cli_other_option(cli, "info", opt, argv)) != HWKEY_CLI_OK)
+            return c;
     }
     if (optind != argc)
         return hwkey_cli_usage("info", "unexpected argument \"%s\"", argv[optind]);

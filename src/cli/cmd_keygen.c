@@ -68,21 +68,13 @@ int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
         {"persist", required_argument, NULL, OPT_PERSIST},
         {"uri", required_argument, NULL, OPT_URI},
         {"force", no_argument, NULL, OPT_FORCE},
-        {"auth-file", required_argument, NULL, HWKEY_CLI_OPT_AUTH_FILE},
-        {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
-        {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+        HWKEY_CLI_LONGOPTS_COMMON};
     const char *out_path = NULL, *uri = NULL, *alg_name;
     const HWKEY_KEYSPEC *spec = NULL;
     HWKEY_GENOPTS gen;
     HWKEY_REFBLOB blob = {0};
     HWKEY_CLI_OUTFILE out = {.fd = -1};
-    HWKEY_DEVICES *devs;
     HWKEY_DEVICE *dev;
-    BIO *mem = NULL;
-    char *data;
-    long datalen;
     int opt, c, force = 0, rc = HWKEY_CLI_FAIL;
 
     memset(&gen, 0, sizeof(gen));
@@ -107,11 +99,8 @@ int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
             force = 1;
             break;
         default:
-            if ((c = hwkey_cli_common_option(cli, opt, optarg)) < 0)
-                return HWKEY_CLI_FAIL;
-            if (c == 0)
-                return hwkey_cli_usage("keygen", "unknown or incomplete option %s",
-                                       argv[optind - 1]);
+            if ((c = hwkey_cli_other_option(cli, "keygen", opt, argv)) != HWKEY_CLI_OK)
+                return c;
         }
     }
     if (argc - optind != 1)
@@ -133,11 +122,7 @@ int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
     /* The output file first: an unwritable place fails before the device works. */
     if (out_path != NULL && !hwkey_cli_out_begin(&out, out_path, force))
         goto fail;
-    if ((devs = hwkey_cli_devices(cli)) == NULL)
-        goto fail;
-    dev = uri != NULL ? hwkey_devices_for_kind(devs, HWKEY_REF_PKCS11_URI)
-                      : hwkey_devices_by_name(devs, "tpm2");
-    if (dev == NULL)
+    if ((dev = hwkey_cli_device_for(cli, uri)) == NULL)
         goto fail;
     /*
      * The progress line only once the device answered and can do it: a TPM
@@ -149,12 +134,8 @@ int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
                 alg_name, uri != NULL ? "token" : "TPM");
     if (!hwkey_backend_key_generate(dev, spec, &gen, &blob))
         goto fail;
-    if (out_path != NULL) {
-        if ((mem = BIO_new(BIO_s_mem())) == NULL || !hwkey_cli_render_keyfile(&blob, mem) ||
-            (datalen = BIO_get_mem_data(mem, &data)) <= 0 ||
-            !hwkey_cli_out_commit(&out, data, (size_t)datalen))
-            goto fail;
-    }
+    if (out_path != NULL && !hwkey_cli_out_commit_keyfile(&out, &blob))
+        goto fail;
     if (blob.kind != HWKEY_REF_TSS2_KEYFILE)
         printf("%.*s\n", (int)blob.len, (const char *)blob.data);
     rc = HWKEY_CLI_OK;
@@ -163,7 +144,6 @@ fail:
     rc = hwkey_cli_fail("keygen %s", alg_name);
 end:
     hwkey_cli_out_abort(&out);
-    BIO_free(mem);
     OPENSSL_free(blob.data);
     return rc;
 }

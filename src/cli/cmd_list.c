@@ -32,7 +32,6 @@ int hwkey_cmd_list(HWKEY_CLI *cli, int argc, char **argv)
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *uri = NULL;
-    HWKEY_DEVICES *devs;
     HWKEY_DEVICE *dev;
     int opt, c, tpm2 = 0;
 
@@ -49,20 +48,16 @@ int hwkey_cmd_list(HWKEY_CLI *cli, int argc, char **argv)
             uri = optarg;
             break;
         default:
-            if ((c = hwkey_cli_common_option(cli, opt, optarg)) < 0)
-                return HWKEY_CLI_FAIL;
-            if (c == 0)
-                return hwkey_cli_usage("list", "unknown or incomplete option %s", argv[optind - 1]);
+            if ((c = hwkey_cli_other_option(cli, "list", opt, argv)) != HWKEY_CLI_OK)
+                return c;
         }
     }
     if (optind != argc)
         return hwkey_cli_usage("list", "unexpected argument \"%s\"", argv[optind]);
     if (tpm2 && uri != NULL)
         return hwkey_cli_usage("list", "give --tpm2 or --uri, not both");
-    if ((devs = hwkey_cli_devices(cli)) == NULL ||
-        (dev = uri != NULL ? hwkey_devices_for_kind(devs, HWKEY_REF_PKCS11_URI)
-                           : hwkey_devices_by_name(devs, "tpm2")) == NULL ||
-        !hwkey_backend_key_list(dev, uri, print_key, NULL))
+    if ((dev = hwkey_cli_device_for(cli, uri)) == NULL
+        || !hwkey_backend_key_list(dev, uri, print_key, NULL))
         return hwkey_cli_fail("list %s", uri != NULL ? uri : "--tpm2");
     return HWKEY_CLI_OK;
 }

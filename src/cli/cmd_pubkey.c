@@ -20,13 +20,8 @@ static void pubkey_usage(void)
 int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"auth-file", required_argument, NULL, HWKEY_CLI_OPT_AUTH_FILE},
-        {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
-        {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+        HWKEY_CLI_LONGOPTS_COMMON};
     HWKEY_CLI_KEYREF kr = {0};
-    HWKEY_DEVICES *devs;
     HWKEY_DEVICE *dev;
     HWKEY_BKEY *bkey = NULL;
     EVP_PKEY *pub = NULL;
@@ -41,16 +36,13 @@ int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
             pubkey_usage();
             return HWKEY_CLI_OK;
         }
-        if ((c = hwkey_cli_common_option(cli, opt, optarg)) < 0)
-            return HWKEY_CLI_FAIL;
-        if (c == 0)
-            return hwkey_cli_usage("pubkey", "unknown or incomplete option %s", argv[optind - 1]);
+        if ((c = hwkey_cli_other_option(cli, "pubkey", opt, argv)) != HWKEY_CLI_OK)
+            return c;
     }
     if (argc - optind != 1)
         return hwkey_cli_usage("pubkey", "expected exactly one KEY");
 
-    if (!hwkey_cli_keyref_open(argv[optind], &kr) || (devs = hwkey_cli_devices(cli)) == NULL ||
-        (dev = hwkey_devices_for_kind(devs, kr.ref.kind)) == NULL) {
+    if ((dev = hwkey_cli_keyref_device(cli, argv[optind], &kr)) == NULL) {
         rc = hwkey_cli_fail("pubkey %s", argv[optind]);
         goto end;
     }

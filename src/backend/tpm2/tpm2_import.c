@@ -260,37 +260,6 @@ end:
     return ok;
 }
 
-static int encode_keyfile(const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv, uint32_t parent,
-                          int empty_auth, HWKEY_REFBLOB *out)
-{
-    unsigned char pubbuf[sizeof(TPM2B_PUBLIC)], privbuf[sizeof(TPM2B_PRIVATE)];
-    size_t publen = 0, privlen = 0, der_len = 0;
-    unsigned char *der = NULL;
-    HWKEY_TSS2_KEYFILE kf;
-    TSS2_RC rc;
-
-    rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, pubbuf, sizeof(pubbuf), &publen);
-    if (rc != TSS2_RC_SUCCESS)
-        return hwkey_tpm2_raise_rc(rc, "marshalling the imported key's public area");
-    rc = Tss2_MU_TPM2B_PRIVATE_Marshal(priv, privbuf, sizeof(privbuf), &privlen);
-    if (rc != TSS2_RC_SUCCESS)
-        return hwkey_tpm2_raise_rc(rc, "marshalling the imported key's private blob");
-    memset(&kf, 0, sizeof(kf));
-    kf.type = HWKEY_TSS2_LOADABLE;
-    kf.empty_auth = empty_auth;
-    kf.parent = parent;
-    kf.pubkey = pubbuf;
-    kf.pubkey_len = publen;
-    kf.privkey = privbuf;
-    kf.privkey_len = privlen;
-    if (!hwkey_tss2_keyfile_encode(&kf, &der, &der_len))
-        return 0;
-    out->kind = HWKEY_REF_TSS2_KEYFILE;
-    out->data = der;
-    out->len = der_len;
-    return 1;
-}
-
 int hwkey_tpm2_key_import(HWKEY_DEVICE *base, EVP_PKEY *soft, const HWKEY_GENOPTS *opts,
                           HWKEY_REFBLOB *out)
 {
@@ -322,7 +291,10 @@ int hwkey_tpm2_key_import(HWKEY_DEVICE *base, EVP_PKEY *soft, const HWKEY_GENOPT
     ok = import_under_parent(dev, esys, &pub, sens, &priv, &recorded);
     hwkey_tpm2_release(dev);
     if (ok)
-        ok = encode_keyfile(&pub, priv, recorded, sens->authValue.size == 0, out);
+        ok = hwkey_tpm2_keyfile_out(HWKEY_TSS2_LOADABLE, &pub, priv, recorded,
+                                    sens->authValue.size == 0,
+                                    "marshalling the imported key's public area",
+                                    "marshalling the imported key's private blob", out);
     if (ok)
         hwkey_log(HWKEY_LOG_INFO, "tpm2: imported a %s key under parent 0x%08x",
                   pub.publicArea.type == TPM2_ALG_ECC ? "EC" : "RSA", (unsigned int)recorded);

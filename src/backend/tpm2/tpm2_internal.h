@@ -35,6 +35,7 @@
 #include <tss2/tss2_tcti.h>
 
 #include "backend/backend.h"
+#include "util/tss2_keyfile.h"
 
 /* The parent handle a key file records for "the standard owner primary". */
 #define HWKEY_TPM2_PARENT_OWNER TPM2_RH_OWNER      /* 0x40000001 */
@@ -154,6 +155,28 @@ int hwkey_tpm2_parent_get(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, uint32_t h
 void hwkey_tpm2_parent_put(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, ESYS_TR *tr);
 /* Forget cached parent state (after fork, on close). */
 void hwkey_tpm2_parent_reset(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys_or_null);
+/*
+ * A one-command HMAC session salted by the parent, with parameter encryption
+ * one way (attr: TPMA_SESSION_DECRYPT or TPMA_SESSION_ENCRYPT), so secrets in
+ * the command or the response never cross the bus in the clear.  what names
+ * the failure of TPM2_StartAuthSession.
+ */
+int hwkey_tpm2_salted_session(ESYS_CONTEXT *esys, ESYS_TR parent, TPMA_SESSION attr,
+                              const char *what, ESYS_TR *session);
+/*
+ * A TSS2 key file of type (loadable or sealed) for an object created or
+ * imported under parent (as recorded by parent_get) into out, as
+ * HWKEY_REF_TSS2_KEYFILE.  pub_what/priv_what name a marshalling failure.
+ */
+/*
+ * TPM2_Create's inSensitive in protected memory (free with
+ * hwkey_secmem_free) holding opts' auth value; what names the object in
+ * the error for a value that does not fit.
+ */
+TPM2B_SENSITIVE_CREATE *hwkey_tpm2_sensitive_new(const HWKEY_GENOPTS *opts, const char *what);
+int hwkey_tpm2_keyfile_out(HWKEY_TSS2_KEYTYPE type, const TPM2B_PUBLIC *pub,
+                           const TPM2B_PRIVATE *priv, uint32_t parent, int empty_auth,
+                           const char *pub_what, const char *priv_what, HWKEY_REFBLOB *out);
 
 /* ---- tpm2_error.c ---------------------------------------------------- */
 

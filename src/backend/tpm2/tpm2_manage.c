@@ -44,56 +44,6 @@ static TSS2_RC get_cap(ESYS_CONTEXT *esys, TPM2_CAP cap, UINT32 prop, UINT32 cou
 
 /* ---- generate ------------------------------------------------------------ */
 
-/*
- * A salted HMAC session with parameter encryption, bound to nothing and
- * salted by the parent: the new key's auth value in TPM2_Create's
- * inSensitive then crosses the bus encrypted.
- */
-static int start_encrypt_session(ESYS_CONTEXT *esys, ESYS_TR parent, ESYS_TR *session)
-{
-    const TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_AES,
-                              .keyBits = {.aes = 128},
-                              .mode = {.aes = TPM2_ALG_CFB}};
-    HWKEY_TPM2_RETRY retry = {0};
-    TSS2_RC rc;
-
-    do {
-        rc = Esys_StartAuthSession(esys, parent, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                                   ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
-                                   session);
-    } while (hwkey_tpm2_retry(&retry, rc));
-    if (rc != TSS2_RC_SUCCESS) {
-        *session = ESYS_TR_NONE;
-        return hwkey_tpm2_raise_rc(rc, "starting an encrypted session with the parent key");
-    }
-    rc = Esys_TRSess_SetAttributes(esys, *session, TPMA_SESSION_DECRYPT, 0xff);
-    if (rc != TSS2_RC_SUCCESS) {
-        hwkey_tpm2_flush_quiet(esys, session);
-        return hwkey_tpm2_raise_rc(rc, "setting the session's attributes");
-    }
-    return 1;
-}
-
-static int marshal_blobs(const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
-                         HWKEY_TSS2_KEYFILE *kf, unsigned char *pubbuf, size_t pubmax,
-                         unsigned char *privbuf, size_t privmax)
-{
-    size_t off = 0;
-    TSS2_RC rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, pubbuf, pubmax, &off);
-
-    if (rc != TSS2_RC_SUCCESS)
-        return hwkey_tpm2_raise_rc(rc, "marshalling the new key's public area");
-    kf->pubkey = pubbuf;
-    kf->pubkey_len = off;
-    off = 0;
-    rc = Tss2_MU_TPM2B_PRIVATE_Marshal(priv, privbuf, privmax, &off);
-    if (rc != TSS2_RC_SUCCESS)
-        return hwkey_tpm2_raise_rc(rc, "marshalling the new key's private blob");
-    kf->privkey = privbuf;
-    kf->privkey_len = off;
-    return 1;
-}
-
 /* Load the new key and make it persistent at handle; call with the lock held. */
 static int persist_key(ESYS_CONTEXT *esys, ESYS_TR parent, ESYS_TR parent_session,
                        const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv, uint32_t handle)
@@ -150,8 +100,6 @@ int hwkey_tpm2_key_generate(HWKEY_DEVICE *base, const HWKEY_KEYSPEC *spec,
     const TPML_PCR_SELECTION pcrs = {0};
     ESYS_TR parent = ESYS_TR_NONE, session = ESYS_TR_NONE;
     ESYS_CONTEXT *esys = NULL;
-    HWKEY_TSS2_KEYFILE kf;
-    unsigned char pubbuf[sizeof(TPM2B_PUBLIC)], privbuf[sizeof(TPM2B_PRIVATE)];
     uint32_t recorded = 0, persist = opts != NULL ? opts->persist_handle : 0;
     size_t auth_len = opts != NULL && opts->auth != NULL ? opts->auth_len : 0;
     HWKEY_TPM2_RETRY retry = {0};
@@ -159,7 +107,6 @@ int hwkey_tpm2_key_generate(HWKEY_DEVICE *base, const HWKEY_KEYSPEC *spec,
     int ok = 0;
 
     memset(out, 0, sizeof(*out));
-    memset(&kf, 0, sizeof(kf));
     if (persist != 0 && (persist < PERSISTENT_FIRST || persist > PERSISTENT_LAST)) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT,
                     "0x%08x is not a persistent handle (0x81000000 .. 0x81ffffff)",
@@ -173,22 +120,21 @@ int hwkey_tpm2_key_generate(HWKEY_DEVICE *base, const HWKEY_KEYSPEC *spec,
         tmpl.publicArea.objectAttributes |= TPMA_OBJECT_NODA;
 
     /* inSensitive carries the auth value: protected memory, wiped on free. */
-    if ((sens = hwkey_secmem_alloc(sizeof(*sens))) == NULL)
+    if ((sens = hwkey_tpm2_sensitive_new(opts, "TPM key")) == NULL)
         return 0;
-    if (auth_len > sizeof(sens->sensitive.userAuth.buffer)) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "TPM key auth value longer than %zu bytes",
-                    sizeof(sens->sensitive.userAuth.buffer));
-        goto end;
-    }
-    sens->sensitive.userAuth.size = (UINT16)auth_len;
-    if (auth_len > 0)
-        memcpy(sens->sensitive.userAuth.buffer, opts->auth, auth_len);
 
     if ((esys = hwkey_tpm2_acquire(dev)) == NULL)
         goto end;
     if (!hwkey_tpm2_parent_get(dev, esys, 0, &parent, &recorded))
         goto release;
-    if (auth_len > 0 && !start_encrypt_session(esys, parent, &session))
+    /*
+     * Salted by the parent: the new key's auth value in TPM2_Create's
+     * inSensitive then crosses the bus encrypted.
+     */
+    if (auth_len > 0
+        && !hwkey_tpm2_salted_session(esys, parent, TPMA_SESSION_DECRYPT,
+                                      "starting an encrypted session with the parent key",
+                                      &session))
         goto release;
     do {
         rc = Esys_Create(esys, parent, session != ESYS_TR_NONE ? session : ESYS_TR_PASSWORD,
@@ -230,23 +176,15 @@ release:
         goto end;
     }
 
-    kf.type = HWKEY_TSS2_LOADABLE;
-    kf.empty_auth = auth_len == 0;
-    kf.parent = recorded;
-    if (marshal_blobs(pub, priv, &kf, pubbuf, sizeof(pubbuf), privbuf, sizeof(privbuf))) {
-        unsigned char *der = NULL;
-        size_t der_len = 0;
-
-        if (hwkey_tss2_keyfile_encode(&kf, &der, &der_len))
-            ok = refblob_set(out, HWKEY_REF_TSS2_KEYFILE, der, der_len);
-    }
+    ok = hwkey_tpm2_keyfile_out(HWKEY_TSS2_LOADABLE, pub, priv, recorded, auth_len == 0,
+                                "marshalling the new key's public area",
+                                "marshalling the new key's private blob", out);
 end:
     hwkey_secmem_free(sens);
     Esys_Free(pub);
     if (priv != NULL)
         OPENSSL_cleanse(priv, sizeof(*priv));
     Esys_Free(priv);
-    OPENSSL_cleanse(privbuf, sizeof(privbuf));
     return ok;
 }
 

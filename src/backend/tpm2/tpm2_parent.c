@@ -9,9 +9,15 @@
 #include "backend/tpm2/tpm2_internal.h"
 
 #include <stdio.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <tss2/tss2_mu.h>
 
 #include "util/error.h"
 #include "util/log.h"
+#include "util/secmem.h"
+#include "util/tss2_keyfile.h"
 
 static int srk_present(ESYS_CONTEXT *esys, int *present)
 {
@@ -176,4 +182,96 @@ void hwkey_tpm2_parent_reset(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys_or_null)
         Esys_Free(dev->primary_saved);
         dev->primary_saved = NULL;
     }
+}
+
+/*
+ * An HMAC session salted by the parent (its secret is unknown to anyone
+ * watching the bus) with parameter encryption in one direction: attr is
+ * TPMA_SESSION_DECRYPT (command) or TPMA_SESSION_ENCRYPT (response).
+ * continueSession is clear: the TPM ends it with its one command.
+ */
+int hwkey_tpm2_salted_session(ESYS_CONTEXT *esys, ESYS_TR parent, TPMA_SESSION attr,
+                              const char *what, ESYS_TR *session)
+{
+    const TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_AES,
+                              .keyBits = {.aes = 128},
+                              .mode = {.aes = TPM2_ALG_CFB}};
+    HWKEY_TPM2_RETRY retry = {0};
+    TSS2_RC rc;
+
+    do {
+        rc = Esys_StartAuthSession(esys, parent, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                   ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
+                                   session);
+    } while (hwkey_tpm2_retry(&retry, rc));
+    if (rc != TSS2_RC_SUCCESS) {
+        *session = ESYS_TR_NONE;
+        return hwkey_tpm2_raise_rc(rc, what);
+    }
+    rc = Esys_TRSess_SetAttributes(esys, *session, attr, 0xff);
+    if (rc != TSS2_RC_SUCCESS) {
+        hwkey_tpm2_flush_quiet(esys, session);
+        return hwkey_tpm2_raise_rc(rc, "setting the session's attributes");
+    }
+    return 1;
+}
+
+int hwkey_tpm2_keyfile_out(HWKEY_TSS2_KEYTYPE type, const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
+                           uint32_t parent, int empty_auth, const char *pub_what,
+                           const char *priv_what, HWKEY_REFBLOB *out)
+{
+    unsigned char pubbuf[sizeof(TPM2B_PUBLIC)], privbuf[sizeof(TPM2B_PRIVATE)];
+    size_t publen = 0, privlen = 0, der_len = 0;
+    unsigned char *der = NULL;
+    HWKEY_TSS2_KEYFILE kf;
+    TSS2_RC rc;
+    int ok = 0;
+
+    rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, pubbuf, sizeof(pubbuf), &publen);
+    if (rc != TSS2_RC_SUCCESS) {
+        hwkey_tpm2_raise_rc(rc, pub_what);
+        goto end;
+    }
+    rc = Tss2_MU_TPM2B_PRIVATE_Marshal(priv, privbuf, sizeof(privbuf), &privlen);
+    if (rc != TSS2_RC_SUCCESS) {
+        hwkey_tpm2_raise_rc(rc, priv_what);
+        goto end;
+    }
+    memset(&kf, 0, sizeof(kf));
+    kf.type = type;
+    kf.empty_auth = empty_auth;
+    kf.parent = parent;
+    kf.pubkey = pubbuf;
+    kf.pubkey_len = publen;
+    kf.privkey = privbuf;
+    kf.privkey_len = privlen;
+    if (!hwkey_tss2_keyfile_encode(&kf, &der, &der_len))
+        goto end;
+    out->kind = HWKEY_REF_TSS2_KEYFILE;
+    out->data = der;
+    out->len = der_len;
+    ok = 1;
+end:
+    /* The private blob is wrapped by the parent, but it is still key material. */
+    OPENSSL_cleanse(privbuf, sizeof(privbuf));
+    return ok;
+}
+
+TPM2B_SENSITIVE_CREATE *hwkey_tpm2_sensitive_new(const HWKEY_GENOPTS *opts, const char *what)
+{
+    size_t auth_len = opts != NULL && opts->auth != NULL ? opts->auth_len : 0;
+    TPM2B_SENSITIVE_CREATE *sens = hwkey_secmem_alloc(sizeof(*sens));
+
+    if (sens == NULL)
+        return NULL;
+    if (auth_len > sizeof(sens->sensitive.userAuth.buffer)) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "%s auth value longer than %zu bytes", what,
+                    sizeof(sens->sensitive.userAuth.buffer));
+        hwkey_secmem_free(sens);
+        return NULL;
+    }
+    sens->sensitive.userAuth.size = (UINT16)auth_len;
+    if (auth_len > 0)
+        memcpy(sens->sensitive.userAuth.buffer, opts->auth, auth_len);
+    return sens;
 }

@@ -29,38 +29,6 @@
 
 #define DATAKEY_LEN 32
 
-/*
- * An HMAC session salted by the parent (its secret is unknown to anyone
- * watching the bus) with parameter encryption in one direction: attr is
- * TPMA_SESSION_DECRYPT (command) or TPMA_SESSION_ENCRYPT (response).
- * continueSession is clear: the TPM ends it with its one command.
- */
-static int salted_session(ESYS_CONTEXT *esys, ESYS_TR parent, TPMA_SESSION attr,
-                          ESYS_TR *session)
-{
-    const TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_AES,
-                              .keyBits = {.aes = 128},
-                              .mode = {.aes = TPM2_ALG_CFB}};
-    HWKEY_TPM2_RETRY retry = {0};
-    TSS2_RC rc;
-
-    do {
-        rc = Esys_StartAuthSession(esys, parent, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                                   ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
-                                   session);
-    } while (hwkey_tpm2_retry(&retry, rc));
-    if (rc != TSS2_RC_SUCCESS) {
-        *session = ESYS_TR_NONE;
-        return hwkey_tpm2_raise_rc(rc, "starting a session salted by the parent key");
-    }
-    rc = Esys_TRSess_SetAttributes(esys, *session, attr, 0xff);
-    if (rc != TSS2_RC_SUCCESS) {
-        hwkey_tpm2_flush_quiet(esys, session);
-        return hwkey_tpm2_raise_rc(rc, "setting the session's attributes");
-    }
-    return 1;
-}
-
 static void sealed_template(TPM2B_PUBLIC *tmpl, int has_auth)
 {
     memset(tmpl, 0, sizeof(*tmpl));
@@ -100,36 +68,6 @@ end:
     return ok;
 }
 
-static int encode_sealed(const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv, uint32_t parent,
-                         int empty_auth, HWKEY_REFBLOB *out)
-{
-    unsigned char pubbuf[sizeof(TPM2B_PUBLIC)], privbuf[sizeof(TPM2B_PRIVATE)];
-    size_t publen = 0, privlen = 0, der_len = 0;
-    unsigned char *der = NULL;
-    HWKEY_TSS2_KEYFILE kf;
-    TSS2_RC rc;
-
-    rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, pubbuf, sizeof(pubbuf), &publen);
-    if (rc == TSS2_RC_SUCCESS)
-        rc = Tss2_MU_TPM2B_PRIVATE_Marshal(priv, privbuf, sizeof(privbuf), &privlen);
-    if (rc != TSS2_RC_SUCCESS)
-        return hwkey_tpm2_raise_rc(rc, "marshalling the sealed data key");
-    memset(&kf, 0, sizeof(kf));
-    kf.type = HWKEY_TSS2_SEALED;
-    kf.empty_auth = empty_auth;
-    kf.parent = parent;
-    kf.pubkey = pubbuf;
-    kf.pubkey_len = publen;
-    kf.privkey = privbuf;
-    kf.privkey_len = privlen;
-    if (!hwkey_tss2_keyfile_encode(&kf, &der, &der_len))
-        return 0;
-    out->kind = HWKEY_REF_TSS2_KEYFILE;
-    out->data = der;
-    out->len = der_len;
-    return 1;
-}
-
 int hwkey_tpm2_datakey_create(HWKEY_DEVICE *base, const HWKEY_GENOPTS *opts,
                               HWKEY_REFBLOB *out)
 {
@@ -153,16 +91,8 @@ int hwkey_tpm2_datakey_create(HWKEY_DEVICE *base, const HWKEY_GENOPTS *opts,
         return 0;
     }
     /* inSensitive carries the data key and its auth value: protected memory. */
-    if ((sens = hwkey_secmem_alloc(sizeof(*sens))) == NULL)
+    if ((sens = hwkey_tpm2_sensitive_new(opts, "data key")) == NULL)
         return 0;
-    if (auth_len > sizeof(sens->sensitive.userAuth.buffer)) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "data key auth value longer than %zu bytes",
-                    sizeof(sens->sensitive.userAuth.buffer));
-        goto end;
-    }
-    sens->sensitive.userAuth.size = (UINT16)auth_len;
-    if (auth_len > 0)
-        memcpy(sens->sensitive.userAuth.buffer, opts->auth, auth_len);
     sens->sensitive.data.size = DATAKEY_LEN;
     if (!make_key(base, sens->sensitive.data.buffer))
         goto end;
@@ -171,7 +101,8 @@ int hwkey_tpm2_datakey_create(HWKEY_DEVICE *base, const HWKEY_GENOPTS *opts,
     if ((esys = hwkey_tpm2_acquire(dev)) == NULL)
         goto end;
     if (!hwkey_tpm2_parent_get(dev, esys, 0, &parent, &recorded)
-        || !salted_session(esys, parent, TPMA_SESSION_DECRYPT, &session))
+        || !hwkey_tpm2_salted_session(esys, parent, TPMA_SESSION_DECRYPT,
+                                      "starting a session salted by the parent key", &session))
         goto release;
     do {
         rc = Esys_Create(esys, parent, session, ESYS_TR_NONE, ESYS_TR_NONE, sens, &tmpl,
@@ -191,7 +122,9 @@ release:
     }
     hwkey_tpm2_release(dev);
     if (ok) {
-        ok = encode_sealed(pub, priv, recorded, auth_len == 0, out);
+        ok = hwkey_tpm2_keyfile_out(HWKEY_TSS2_SEALED, pub, priv, recorded, auth_len == 0,
+                                    "marshalling the sealed data key",
+                                    "marshalling the sealed data key", out);
         if (ok)
             hwkey_log(HWKEY_LOG_INFO, "tpm2: sealed a new data key under parent 0x%08x",
                       (unsigned int)recorded);
@@ -317,7 +250,8 @@ static int load_sealed(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, SEALED *s, ES
         if (!hwkey_tpm2_retry(&retry, rc))
             goto fail;
     }
-    if (!salted_session(esys, parent, TPMA_SESSION_ENCRYPT, session)) {
+    if (!hwkey_tpm2_salted_session(esys, parent, TPMA_SESSION_ENCRYPT,
+                                   "starting a session salted by the parent key", session)) {
         hwkey_tpm2_parent_put(dev, esys, &parent);
         hwkey_tpm2_flush_quiet(esys, obj);
         return 0;
