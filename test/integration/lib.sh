@@ -309,3 +309,217 @@ hw_p11_store_supported() {
     ossl pkey -in "$uri" -pubout -out "$HW_DIR/store-probe.pub" 2>"$HW_DIR/store-probe.err" && return 0
     ! grep -q 'unregistered scheme:.*scheme=pkcs11' "$HW_DIR/store-probe.err"
 }
+
+# ---------------------------------------------------------------------------
+# TLS round trips with openssl s_server/s_client (test_tls.sh,
+# test_pkcs11_tls.sh).  hw_tls_www: a www/ directory in the test dir with
+# token.txt holding a fresh random token (HW_TLS_TOKEN = PREFIX-...).
+hw_tls_www() {
+    mkdir www
+    HW_TLS_TOKEN="$1-$RANDOM-$RANDOM-$$"
+    echo "$HW_TLS_TOKEN" >www/token.txt
+}
+
+# hw_tls_start_server KEY CERT NACCEPT: s_server in the background on a free
+# port, serving www/; sets SRV_PORT and SRV_PID.  Retries on a bind race.
+hw_tls_start_server() {
+    local key=$1 crt=$2 naccept=$3 attempt i
+    for ((attempt = 0; attempt < 5; attempt++)); do
+        SRV_PORT=$(hw_free_port)
+        (cd www && exec timeout -k 5 "$HW_TIMEOUT" openssl s_server -accept "127.0.0.1:$SRV_PORT" \
+            -key "$HW_DIR/$key" -cert "$HW_DIR/$crt" -naccept "$naccept" -WWW \
+            </dev/null >"$HW_DIR/server.$SRV_PORT.log" 2>&1) &
+        SRV_PID=$!
+        hw_register_pid "$SRV_PID"
+        for ((i = 0; i < 100; i++)); do
+            if grep -q '^ACCEPT' "$HW_DIR/server.$SRV_PORT.log" 2>/dev/null; then return 0; fi
+            kill -0 "$SRV_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        grep -q 'Address already in use' "$HW_DIR/server.$SRV_PORT.log" ||
+            hw_fail "s_server with $key did not start: $(tail -5 "$HW_DIR/server.$SRV_PORT.log")"
+    done
+    hw_fail "s_server: no free port after 5 attempts"
+}
+
+# hw_tls_client PROTO CRT [S_CLIENT ARGS...]: one connection (default
+# provider only), GET /token.txt; the token must come back.  Sets CLIENT_LOG.
+hw_tls_client() {
+    local proto=$1 crt=$2 out rc=0
+    shift 2
+    out=$HW_DIR/client.$SRV_PORT.$proto.$RANDOM.log
+    printf 'GET /token.txt HTTP/1.0\r\n\r\n' |
+        OPENSSL_CONF=$HW_SW_CNF timeout -k 5 60 openssl s_client -connect "127.0.0.1:$SRV_PORT" \
+            "-$proto" -CAfile "$crt" -verify_return_error -servername hwkey.test -ign_eof "$@" \
+            >"$out" 2>&1 || rc=$?
+    CLIENT_LOG=$out
+    ((rc == 0)) || hw_fail "s_client -$proto $*: exit $rc: $(grep -i error "$out" | head -3)
+server: $(tail -5 "$HW_DIR/server.$SRV_PORT.log")"
+    grep -q "Verify return code: 0 (ok)" "$out" || hw_fail "s_client -$proto: certificate not verified"
+    case $proto in
+        tls1_3) grep -q "New, TLSv1.3, Cipher is" "$out" || hw_fail "no TLS 1.3 handshake" ;;
+        tls1_2) grep -q "Protocol  : TLSv1.2" "$out" || hw_fail "no TLS 1.2 handshake" ;;
+    esac
+    grep -q "^HTTP/1.0 200 ok" "$out" || hw_fail "s_client -$proto $*: no HTTP answer from the server"
+    grep -qx "$HW_TLS_TOKEN" "$out" || hw_fail "s_client -$proto $*: data did not come back through TLS"
+}
+
+# hw_tls_roundtrip NAME KEY CRT: s_server with KEY/CRT; TLS 1.3 and 1.2
+# connections.  NAME starting with "rsa" (rsa:2048, rsa2048): also RSA-PSS
+# in both, PKCS#1 v1.5 in TLS 1.2 and the RSA key exchange (the key decrypts
+# the premaster secret); else an ECDSA signature is required.  The server
+# must then exit by itself (-naccept) with status 0.  NAME labels messages.
+hw_tls_roundtrip() {
+    local name=$1 key=$2 crt=$3 n i rc
+    if [[ $name == rsa* ]]; then n=6; else n=2; fi
+    hw_tls_start_server "$key" "$crt" "$n"
+    hw_tls_client tls1_3 "$crt"
+    hw_tls_client tls1_2 "$crt"
+    if [[ $name == rsa* ]]; then
+        hw_tls_client tls1_3 "$crt" -sigalgs rsa_pss_rsae_sha384
+        grep -q "Peer signature type: RSA-PSS" "$CLIENT_LOG" || hw_fail "$name: TLS 1.3 did not use RSA-PSS"
+        hw_tls_client tls1_2 "$crt" -sigalgs rsa_pkcs1_sha256
+        grep -q "Peer signature type: RSA$" "$CLIENT_LOG" || hw_fail "$name: TLS 1.2 did not use PKCS#1 v1.5"
+        hw_tls_client tls1_2 "$crt" -sigalgs rsa_pss_rsae_sha512
+        grep -q "Peer signature type: RSA-PSS" "$CLIENT_LOG" || hw_fail "$name: TLS 1.2 did not use RSA-PSS"
+        # RSA key exchange: the premaster secret is decrypted by the key's device.
+        hw_tls_client tls1_2 "$crt" -cipher AES128-GCM-SHA256
+        grep -q "Cipher is AES128-GCM-SHA256" "$CLIENT_LOG" || hw_fail "$name: RSA key exchange not used"
+    else
+        grep -q "Peer signature type: ECDSA" "$CLIENT_LOG" || hw_fail "$name: no ECDSA signature"
+    fi
+    # -naccept: the server exits by itself after the expected connections.
+    for ((i = 0; i < 100; i++)); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.1; done
+    rc=0
+    wait "$SRV_PID" || rc=$?
+    ((rc == 0)) || hw_fail "$name: s_server exit $rc: $(tail -5 "$HW_DIR/server.$SRV_PORT.log")"
+}
+
+# ---------------------------------------------------------------------------
+# nginx (test_nginx.sh, test_pkcs11_nginx.sh).  $NGINX is the binary (set by
+# the test).  Files live in the test dir: nginx.conf, logs/, tmp/, www/.
+# HW_NGINX_PORT[KIND] = the port of the server for KIND; HW_NGINX_PID.
+declare -A HW_NGINX_PORT=()
+HW_NGINX_PID=
+
+# hw_nginx_conf MAIN_EXTRA SERVER...: writes nginx.conf (2 workers, no TLS
+# session reuse: every connection is a full handshake).  MAIN_EXTRA: more
+# main-context lines (may be empty).  SERVER = KIND:CRT:KEY[:PASSWORD_FILE],
+# files relative to the test dir, listening on HW_NGINX_PORT[KIND].
+hw_nginx_conf() {
+    local extra=$1 spec kind crt key pw
+    shift
+    {
+        printf '%s\n' "daemon off;" "master_process on;" "worker_processes 2;" \
+            "pid $HW_DIR/nginx.pid;" "error_log $HW_DIR/logs/error.log info;" "env OPENSSL_CONF;"
+        [[ -z $extra ]] || printf '%s\n' "$extra"
+        cat <<CONF
+events { worker_connections 64; }
+http {
+    access_log $HW_DIR/logs/access.log;
+    client_body_temp_path $HW_DIR/tmp/body;
+    proxy_temp_path $HW_DIR/tmp/proxy;
+    fastcgi_temp_path $HW_DIR/tmp/fastcgi;
+    uwsgi_temp_path $HW_DIR/tmp/uwsgi;
+    scgi_temp_path $HW_DIR/tmp/scgi;
+    ssl_session_cache off;
+    ssl_session_tickets off;
+CONF
+        for spec in "$@"; do
+            IFS=: read -r kind crt key pw <<<"$spec"
+            echo "    server {"
+            echo "        listen 127.0.0.1:${HW_NGINX_PORT[$kind]} ssl;"
+            echo "        ssl_certificate $HW_DIR/$crt;"
+            echo "        ssl_certificate_key $HW_DIR/$key;"
+            [[ -z $pw ]] || echo "        ssl_password_file $HW_DIR/$pw;"
+            echo "        root $HW_DIR/www;"
+            echo "    }"
+        done
+        echo "}"
+    } >nginx.conf
+}
+
+# hw_nginx_start [-T SECS] KEYWHAT MAIN_EXTRA SERVER...: free ports for each
+# SERVER's KIND, nginx.conf (hw_nginx_conf), `nginx -t` (under timeout SECS
+# with -T; KEYWHAT names the keys in its message), then nginx in the
+# background until every port listens (retried on a bind race) and its 2
+# workers exist.  Sets HW_NGINX_PORT and HW_NGINX_PID.
+hw_nginx_start() {
+    local tmo=() what extra kinds=() spec attempt i started=0 up workers
+    if [[ $1 == -T ]]; then tmo=(timeout "$2"); shift 2; fi
+    what=$1 extra=$2
+    shift 2
+    for spec in "$@"; do kinds+=("${spec%%:*}"); done
+    for ((attempt = 0; attempt < 5 && started == 0; attempt++)); do
+        for spec in "${kinds[@]}"; do HW_NGINX_PORT[$spec]=$(hw_free_port); done
+        [[ $(printf '%s\n' "${HW_NGINX_PORT[@]}" | sort -u | wc -l) == "${#kinds[@]}" ]] || continue
+        hw_nginx_conf "$extra" "$@"
+        "${tmo[@]}" "$NGINX" -t -p "$HW_DIR" -c "$HW_DIR/nginx.conf" -e "$HW_DIR/logs/error.log" >nginx-t.log 2>&1 ||
+            hw_fail "nginx -t rejects the configuration ($what not loaded?): $(cat nginx-t.log)"
+        "$NGINX" -p "$HW_DIR" -c "$HW_DIR/nginx.conf" -e "$HW_DIR/logs/error.log" </dev/null >nginx.out 2>&1 &
+        HW_NGINX_PID=$!
+        hw_register_pid "$HW_NGINX_PID"
+        for ((i = 0; i < 100; i++)); do
+            up=1
+            for spec in "${kinds[@]}"; do hwkey_port_busy "${HW_NGINX_PORT[$spec]}" || { up=0; break; }; done
+            if ((up)); then
+                started=1
+                break
+            fi
+            kill -0 "$HW_NGINX_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if ((started == 0)); then
+            kill -0 "$HW_NGINX_PID" 2>/dev/null && hwkey_stop_pid "$HW_NGINX_PID" nginx
+            grep -q 'Address already in use' logs/error.log nginx.out ||
+                hw_fail "nginx did not start: $(tail -5 logs/error.log nginx.out)"
+        fi
+    done
+    ((started == 1)) || hw_fail "nginx: no free port after 5 attempts"
+    for ((i = 0; i < 50; i++)); do
+        workers=$(ps -o pid= --ppid "$HW_NGINX_PID" | wc -l)
+        ((workers < 2)) || break
+        sleep 0.1
+    done
+    ((workers == 2)) || hw_fail "expected 2 nginx workers, found $workers"
+}
+
+# hw_nginx_fetch KIND CRT: www/page1..5.html from KIND's server, 3 rounds of
+# one curl (a new TCP connection, a full handshake) per page, then the 5 in
+# one curl; every page must come back intact.
+hw_nginx_fetch() {
+    local kind=$1 crt=$2 round i body urls=()
+    for round in 1 2 3; do
+        for i in 1 2 3 4 5; do
+            # a new curl process each time: a new TCP connection, a full handshake
+            body=$(curl --silent --show-error --fail --max-time 30 --cacert "$crt" \
+                "https://127.0.0.1:${HW_NGINX_PORT[$kind]}/page$i.html" 2>curl.err) ||
+                hw_fail "$kind: curl page$i (round $round): $(cat curl.err); nginx: $(tail -3 logs/error.log)"
+            [[ $body == "$(cat "www/page$i.html")" ]] || hw_fail "$kind: page$i came back wrong"
+        done
+    done
+    # Several requests, each on its own connection, in one curl.
+    for i in 1 2 3 4 5; do urls+=("https://127.0.0.1:${HW_NGINX_PORT[$kind]}/page$i.html"); done
+    curl --silent --show-error --fail --max-time 60 --cacert "$crt" -H 'Connection: close' \
+        "${urls[@]}" >multi.out 2>curl.err || hw_fail "$kind: curl with 5 URLs: $(cat curl.err)"
+    [[ $(grep -c '^page' multi.out) == 5 ]] || hw_fail "$kind: not all 5 pages came back"
+}
+
+# hw_nginx_stop [-D] CRASH_REGEX: graceful stop (QUIT): the workers finish
+# and exit; nginx must exit 0 and its error log must not match CRASH_REGEX.
+# -D: also fail if nginx is still running 15 s after QUIT (else wait for it).
+hw_nginx_stop() {
+    local deadline=0 regex i rc=0
+    if [[ $1 == -D ]]; then deadline=1; shift; fi
+    regex=$1
+    kill -QUIT "$HW_NGINX_PID"
+    for ((i = 0; i < 150; i++)); do kill -0 "$HW_NGINX_PID" 2>/dev/null || break; sleep 0.1; done
+    if ((deadline)) && kill -0 "$HW_NGINX_PID" 2>/dev/null; then
+        hw_fail "nginx did not exit within 15 s of QUIT"
+    fi
+    wait "$HW_NGINX_PID" || rc=$?
+    ((rc == 0)) || hw_fail "nginx exited with $rc"
+    if grep -E "$regex" logs/error.log; then
+        hw_fail "nginx error log shows crashes or critical errors"
+    fi
+}
