@@ -332,24 +332,24 @@ oom:
     return NULL;
 }
 
-HWKEY_P11_TOKEN *hwkey_p11_token_find(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI *uri)
+/*
+ * One pass over the slots: the matching initialised token, or NULL with
+ * *n_out slots seen.  0 on a C_GetSlotList failure (raised).
+ */
+static int token_scan(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI *uri, HWKEY_P11_TOKEN **found,
+                      CK_ULONG *n_out)
 {
     CK_SLOT_ID *slots = NULL;
     CK_ULONG n = 0;
-    HWKEY_P11_TOKEN *tok = NULL;
     CK_RV rv;
+    int ok = 0;
 
-    if (!hwkey_p11_module_check(mod))
-        return NULL;
-    pthread_mutex_lock(&mod->lock);
-    for (tok = mod->tokens; tok != NULL; tok = tok->next)
-        if (token_matches(uri, tok->slot, &tok->info))
-            goto end;
+    *found = NULL;
     rv = mod->fl->C_GetSlotList(CK_TRUE, NULL, &n);
     if (rv == CKR_OK && n > 0) {
         if ((slots = OPENSSL_zalloc(n * sizeof(*slots))) == NULL) {
             hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "listing slots");
-            goto end;
+            return 0;
         }
         rv = mod->fl->C_GetSlotList(CK_TRUE, slots, &n);
     }
@@ -358,18 +358,51 @@ HWKEY_P11_TOKEN *hwkey_p11_token_find(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI
                     hwkey_p11_rv_name(rv));
         goto end;
     }
+    ok = 1;
+    *n_out = n;
     for (CK_ULONG i = 0; i < n; i++) {
         CK_TOKEN_INFO ti;
 
         if (mod->fl->C_GetTokenInfo(slots[i], &ti) != CKR_OK
             || (ti.flags & CKF_TOKEN_INITIALIZED) == 0 || !token_matches(uri, slots[i], &ti))
             continue;
-        if ((tok = token_new(mod, slots[i], &ti)) != NULL) {
+        if ((*found = token_new(mod, slots[i], &ti)) == NULL)
+            ok = 0;
+        break;
+    }
+end:
+    OPENSSL_free(slots);
+    return ok;
+}
+
+HWKEY_P11_TOKEN *hwkey_p11_token_find(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI *uri)
+{
+    HWKEY_P11_TOKEN *tok = NULL;
+    CK_ULONG n = 0;
+
+    if (!hwkey_p11_module_check(mod))
+        return NULL;
+    pthread_mutex_lock(&mod->lock);
+    for (tok = mod->tokens; tok != NULL; tok = tok->next)
+        if (token_matches(uri, tok->slot, &tok->info))
+            goto end;
+    /*
+     * SoftHSM keeps tokens in files that other processes rewrite (a login,
+     * a new object): a process reading at that moment can see the token as
+     * missing or uninitialised (seen: `hwkey encrypt | hwkey decrypt` on one
+     * token, about one run in five).  A token that is really absent costs
+     * the retries, 10 x 20 ms, once.
+     */
+    for (int attempt = 0; attempt < 10; attempt++) {
+        if (!token_scan(mod, uri, &tok, &n))
+            goto end;
+        if (tok != NULL) {
             tok->next = mod->tokens;
             mod->tokens = tok;
             hwkey_p11_fork_track(tok);
+            goto end;
         }
-        goto end;
+        usleep(20000);
     }
     hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no initialised token in %s matches the URI (%lu "
                 "slots with a token)%s%s", mod->path, (unsigned long)n,
@@ -377,7 +410,6 @@ HWKEY_P11_TOKEN *hwkey_p11_token_find(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI
                 uri != NULL && uri->token != NULL ? uri->token : "");
 end:
     pthread_mutex_unlock(&mod->lock);
-    OPENSSL_free(slots);
     return tok;
 }
 
