@@ -117,8 +117,12 @@ cmp -s pt.1 b1 && cmp -s pt.1 b2 && cmp -s pt.1 b3 || hw_fail "decrypt with a PI
 must_fail 1 'needs an auth value or a token PIN' "decrypt with no PIN at all" b4 \
     bare_hwkey decrypt --key dk.pem -in ct.1 -out b4
 hw_p11_hwkey encrypt --key dkpv.pem -in pt.1 -out ct.pv 2>err.txt || hw_fail "encrypt with dkpv.pem: $(cat err.txt)"
-# stdin/stdout
-hw_p11_hwkey encrypt --key dk.pem <pt.1 | hw_p11_hwkey decrypt --key dk.pem >back.pipe 2>err.txt ||
+# stdin/stdout, one after the other: two processes logging in to one SoftHSM
+# token at the same moment can read its token files mid-rewrite (a SoftHSM
+# file-store race, docs/pkcs11.md), which is not what this case tests.
+hw_p11_hwkey encrypt --key dk.pem <pt.1 >ct.pipe 2>err.txt ||
+    hw_fail "stdin/stdout round trip (encrypt): $(cat err.txt)"
+hw_p11_hwkey decrypt --key dk.pem <ct.pipe >back.pipe 2>err.txt ||
     hw_fail "stdin/stdout round trip: $(cat err.txt)"
 cmp -s pt.1 back.pipe || hw_fail "stdin/stdout round trip: wrong plaintext"
 must_fail 1 'decryption failed' "decrypt with another data key" back.x \
