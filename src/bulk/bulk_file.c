@@ -76,6 +76,24 @@ static void chunk_iv_aad(const STREAM *s, uint64_t index, int final, unsigned ch
     aad[HWKEY_BULK_FILE_HEADER_LEN + 8] = (unsigned char)(final != 0);
 }
 
+/*
+ * A chunk is final when it is short or when nothing follows it.  Reading the
+ * next record ahead into the other buffer tells which, so the final flag is
+ * known before this chunk is sealed or opened (encrypt and decrypt alike).
+ */
+static int read_ahead(STREAM *s, int fd, int next, size_t full, size_t n, size_t *m, int *final)
+{
+    *m = 0;
+    if (n < full) {
+        *final = 1;
+        return 1;
+    }
+    if (!read_full(fd, s->buf[next], full, m))
+        return 0;
+    *final = *m == 0;
+    return 1;
+}
+
 static int stream_alloc(STREAM *s)
 {
     s->buf[0] = OPENSSL_malloc(s->chunk + HWKEY_BULK_TAG_LEN);
@@ -116,13 +134,8 @@ int hwkey_bulk_file_encrypt(HWKEY_BULK_GCM *g, int in_fd, int out_fd,
         || !read_full(in_fd, s.buf[cur], s.chunk, &n))
         goto end;
     while (!final) {
-        if (n == s.chunk) {
-            if (!read_full(in_fd, s.buf[!cur], s.chunk, &m))
-                goto end;
-            final = m == 0;
-        } else {
-            final = 1;
-        }
+        if (!read_ahead(&s, in_fd, !cur, s.chunk, n, &m, &final))
+            goto end;
         if (index > CHUNKS_MAX) {
             hwkey_raise(HWKEY_R_BAD_ARGUMENT, "input too large: more than 2^32 chunks");
             goto end;
@@ -192,13 +205,8 @@ int hwkey_bulk_file_decrypt(HWKEY_BULK_GCM *g, int in_fd, int out_fd,
                         (unsigned long long)index);
             goto end;
         }
-        if (n == rec) {
-            if (!read_full(in_fd, s.buf[!cur], rec, &m))
-                goto end;
-            final = m == 0;
-        } else {
-            final = 1;
-        }
+        if (!read_ahead(&s, in_fd, !cur, rec, n, &m, &final))
+            goto end;
         if (index > CHUNKS_MAX) {
             hwkey_raise(HWKEY_R_DECRYPTION_FAILED, "more than 2^32 chunks: not a valid file");
             goto end;
