@@ -39,6 +39,7 @@
 #include <openssl/crypto.h>
 
 #include "util/error.h"
+#include "util/forkgate.h"
 #include "util/log.h"
 
 #ifndef SYS_memfd_secret
@@ -73,6 +74,11 @@ static int force_mlock;
 static int mlock_warned;
 static size_t page_size;
 
+/*
+ * Fork hooks (util/forkgate.c): the secure-memory lock is the innermost lock
+ * of the provider, taken after the fork gate, so a thread that holds a token
+ * or device lock and allocates cannot deadlock a fork.
+ */
 static void secmem_atfork_prepare(void)
 {
     pthread_mutex_lock(&secmem_lock);
@@ -126,7 +132,7 @@ static void secmem_init(void)
     long ps = sysconf(_SC_PAGESIZE);
 
     page_size = ps > 0 ? (size_t)ps : 4096;
-    pthread_atfork(secmem_atfork_prepare, secmem_atfork_parent, secmem_atfork_child);
+    hwkey_fork_hook(secmem_atfork_prepare, secmem_atfork_parent, secmem_atfork_child);
 }
 
 /* Map memfd_secret pages over data; 0 if the kernel does not offer them. */

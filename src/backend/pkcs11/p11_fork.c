@@ -26,9 +26,9 @@
 #include "util/secmem.h"
 
 #include "util/error.h"
+#include "util/forkgate.h"
 #include "util/log.h"
 
-static uint64_t fork_generation;
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
 static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -70,7 +70,6 @@ static void on_fork_parent(void)
 
 static void on_fork_child(void)
 {
-    __atomic_add_fetch(&fork_generation, 1, __ATOMIC_SEQ_CST);
     for (HWKEY_P11_TOKEN *tok = all_tokens; tok != NULL; tok = tok->all_next)
         pthread_mutex_unlock(&tok->lock);
     pthread_mutex_unlock(&all_lock);
@@ -78,7 +77,8 @@ static void on_fork_child(void)
 
 static void register_atfork(void)
 {
-    pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
+    /* One fork model for the whole provider: util/forkgate.h. */
+    hwkey_fork_hook(on_fork_prepare, on_fork_parent, on_fork_child);
 }
 
 static int find_slot(HWKEY_P11_TOKEN *tok)
@@ -127,7 +127,7 @@ void hwkey_p11_fork_init(void)
 
 uint64_t hwkey_p11_fork_generation(void)
 {
-    return __atomic_load_n(&fork_generation, __ATOMIC_ACQUIRE);
+    return hwkey_fork_generation();
 }
 
 int hwkey_p11_module_check(HWKEY_P11_MODULE *mod)

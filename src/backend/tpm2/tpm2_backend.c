@@ -16,6 +16,7 @@
 #include <tss2/tss2_mu.h>
 
 #include "util/error.h"
+#include "util/forkgate.h"
 #include "util/secmem.h"
 #include "util/tss2_keyfile.h"
 
@@ -152,6 +153,7 @@ static void key_destroy(HWKEY_TPM2_KEY *key)
     HWKEY_TPM2_DEVICE *dev = (HWKEY_TPM2_DEVICE *)key->base.device;
 
     if (key->tr != ESYS_TR_NONE) {
+        hwkey_gate_enter();
         pthread_mutex_lock(&dev->lock);
         /* Only through our own live connection: never flush a parent process's object. */
         if (dev->pid == getpid() && dev->esys != NULL && key->tr_gen == dev->generation) {
@@ -161,6 +163,7 @@ static void key_destroy(HWKEY_TPM2_KEY *key)
                 hwkey_tpm2_flush_quiet(dev->esys, &key->tr);
         }
         pthread_mutex_unlock(&dev->lock);
+        hwkey_gate_leave();
     }
     Esys_Free(key->saved);
     hwkey_secmem_free(key->auth);

@@ -17,6 +17,7 @@
 #include <tss2/tss2_tctildr.h>
 
 #include "util/error.h"
+#include "util/forkgate.h"
 #include "util/log.h"
 
 /* Total sleep budget of one retried command (ARCHITECTURE.md §7). */
@@ -204,7 +205,10 @@ void hwkey_tpm2_note_rc(HWKEY_TPM2_DEVICE *dev, TSS2_RC rc)
 
 ESYS_CONTEXT *hwkey_tpm2_acquire(HWKEY_TPM2_DEVICE *dev)
 {
+    /* The fork gate first (util/forkgate.h): fork() never splits a command. */
+    hwkey_gate_enter();
     if (pthread_mutex_lock(&dev->lock) != 0) {
+        hwkey_gate_leave();
         hwkey_raise(HWKEY_R_INTERNAL, "locking the TPM device");
         return NULL;
     }
@@ -212,6 +216,7 @@ ESYS_CONTEXT *hwkey_tpm2_acquire(HWKEY_TPM2_DEVICE *dev)
         abandon_after_fork(dev);
     if (dev->esys == NULL && !connect_locked(dev)) {
         pthread_mutex_unlock(&dev->lock);
+        hwkey_gate_leave();
         return NULL;
     }
     return dev->esys;
@@ -220,6 +225,7 @@ ESYS_CONTEXT *hwkey_tpm2_acquire(HWKEY_TPM2_DEVICE *dev)
 void hwkey_tpm2_release(HWKEY_TPM2_DEVICE *dev)
 {
     pthread_mutex_unlock(&dev->lock);
+    hwkey_gate_leave();
 }
 
 void hwkey_tpm2_device_close(HWKEY_DEVICE *base)
@@ -228,6 +234,7 @@ void hwkey_tpm2_device_close(HWKEY_DEVICE *base)
 
     if (dev == NULL)
         return;
+    hwkey_gate_enter();
     pthread_mutex_lock(&dev->lock);
     if (dev->pid == getpid() && dev->esys != NULL) {
         /* Flush the primary we keep in RM mode; keys were flushed by key_free. */
@@ -241,6 +248,7 @@ void hwkey_tpm2_device_close(HWKEY_DEVICE *base)
     Esys_Free(dev->primary_saved); /* plain memory; the TPM holds nothing for it */
     dev->primary_saved = NULL;
     pthread_mutex_unlock(&dev->lock);
+    hwkey_gate_leave();
     pthread_mutex_destroy(&dev->lock);
     OPENSSL_free(dev->tcti_conf);
     OPENSSL_free(dev);
