@@ -15,6 +15,7 @@
 #include <openssl/rsa.h>
 
 #include "key/key.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 #include "ops/provctx.h"
 #include "ops/rsa_padding.h"
@@ -460,21 +461,16 @@ static const OSSL_PARAM *rsa_cipher_gettable_ctx_params(void *ctx, void *provctx
     return gettable;
 }
 
-#define CIPHER_FN(id, fn)                                                                          \
-    {                                                                                              \
-        OSSL_FUNC_ASYM_CIPHER_##id, (void (*)(void))(fn)                                           \
-    }
-
 const OSSL_DISPATCH hwkey_rsa_asym_cipher_functions[] = {
-    CIPHER_FN(NEWCTX, rsa_cipher_newctx),
-    CIPHER_FN(FREECTX, rsa_cipher_freectx),
-    CIPHER_FN(DUPCTX, rsa_cipher_dupctx),
-    CIPHER_FN(ENCRYPT_INIT, rsa_cipher_encrypt_init),
-    CIPHER_FN(ENCRYPT, rsa_cipher_encrypt),
-    CIPHER_FN(DECRYPT_INIT, rsa_cipher_decrypt_init),
-    CIPHER_FN(DECRYPT, rsa_cipher_decrypt),
-    CIPHER_FN(GET_CTX_PARAMS, rsa_cipher_get_ctx_params),
-    CIPHER_FN(GETTABLE_CTX_PARAMS, rsa_cipher_gettable_ctx_params),
-    CIPHER_FN(SET_CTX_PARAMS, rsa_cipher_set_ctx_params),
-    CIPHER_FN(SETTABLE_CTX_PARAMS, rsa_cipher_settable_ctx_params),
+    HWKEY_ASYM_CIPHER_FN(NEWCTX, newctx, rsa_cipher_newctx),
+    HWKEY_ASYM_CIPHER_FN(FREECTX, freectx, rsa_cipher_freectx),
+    HWKEY_ASYM_CIPHER_FN(DUPCTX, dupctx, rsa_cipher_dupctx),
+    HWKEY_ASYM_CIPHER_FN(ENCRYPT_INIT, encrypt_init, rsa_cipher_encrypt_init),
+    HWKEY_ASYM_CIPHER_FN(ENCRYPT, encrypt, rsa_cipher_encrypt),
+    HWKEY_ASYM_CIPHER_FN(DECRYPT_INIT, decrypt_init, rsa_cipher_decrypt_init),
+    HWKEY_ASYM_CIPHER_FN(DECRYPT, decrypt, rsa_cipher_decrypt),
+    HWKEY_ASYM_CIPHER_FN(GET_CTX_PARAMS, get_ctx_params, rsa_cipher_get_ctx_params),
+    HWKEY_ASYM_CIPHER_FN(GETTABLE_CTX_PARAMS, gettable_ctx_params, rsa_cipher_gettable_ctx_params),
+    HWKEY_ASYM_CIPHER_FN(SET_CTX_PARAMS, set_ctx_params, rsa_cipher_set_ctx_params),
+    HWKEY_ASYM_CIPHER_FN(SETTABLE_CTX_PARAMS, settable_ctx_params, rsa_cipher_settable_ctx_params),
     {0, NULL}};

@@ -24,20 +24,21 @@
 #include <openssl/params.h>
 
 #include "bulk/bulk_gcm.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 #include "ops/provctx.h"
 #include "util/error.h"
 
 typedef struct {
     HWKEY_PROVCTX *provctx;
-    HWKEY_BULK_GCM *gcm;  /* key schedule in protected memory; NULL until a key is set */
+    HWKEY_BULK_GCM *gcm; /* key schedule in protected memory; NULL until a key is set */
     int enc;
-    int iv_set;           /* an IV is set and its message is not finished */
-    int started;          /* hwkey_bulk_gcm_start() ran for this IV */
+    int iv_set;  /* an IV is set and its message is not finished */
+    int started; /* hwkey_bulk_gcm_start() ran for this IV */
     unsigned char iv[HWKEY_BULK_IV_LEN];
     unsigned char tag[HWKEY_BULK_TAG_LEN]; /* encrypt: computed; decrypt: expected */
-    size_t taglen;        /* decrypt: length of the expected tag; 0 = not set */
-    int tag_ready;        /* encrypt: final computed the tag */
+    size_t taglen;                         /* decrypt: length of the expected tag; 0 = not set */
+    int tag_ready;                         /* encrypt: final computed the tag */
 } GCM_CTX;
 
 static OSSL_FUNC_cipher_newctx_fn gcm_newctx;
@@ -57,8 +58,8 @@ static OSSL_FUNC_cipher_settable_ctx_params_fn gcm_settable_ctx_params;
 
 /* TLS record mode parameters OpenSSL's GCM has and this one refuses. */
 static const char *const tls_params[] = {
-    OSSL_CIPHER_PARAM_AEAD_TLS1_AAD,       OSSL_CIPHER_PARAM_AEAD_TLS1_AAD_PAD,
-    OSSL_CIPHER_PARAM_AEAD_TLS1_IV_FIXED,  OSSL_CIPHER_PARAM_AEAD_TLS1_GET_IV_GEN,
+    OSSL_CIPHER_PARAM_AEAD_TLS1_AAD,        OSSL_CIPHER_PARAM_AEAD_TLS1_AAD_PAD,
+    OSSL_CIPHER_PARAM_AEAD_TLS1_IV_FIXED,   OSSL_CIPHER_PARAM_AEAD_TLS1_GET_IV_GEN,
     OSSL_CIPHER_PARAM_AEAD_TLS1_SET_IV_INV,
 };
 
@@ -429,22 +430,20 @@ static const OSSL_PARAM *gcm_settable_ctx_params(void *vctx, void *provctx)
     return table;
 }
 
-#define GCM_FN(id, fn) {OSSL_FUNC_CIPHER_##id, (void (*)(void))gcm_##fn}
-
 const OSSL_DISPATCH hwkey_aes256gcm_cipher_functions[] = {
-    GCM_FN(NEWCTX, newctx),
-    GCM_FN(FREECTX, freectx),
-    GCM_FN(DUPCTX, dupctx),
-    GCM_FN(ENCRYPT_INIT, encrypt_init),
-    GCM_FN(DECRYPT_INIT, decrypt_init),
-    GCM_FN(UPDATE, update),
-    GCM_FN(FINAL, final),
-    GCM_FN(CIPHER, cipher),
-    GCM_FN(GET_PARAMS, get_params),
-    GCM_FN(GETTABLE_PARAMS, gettable_params),
-    GCM_FN(GET_CTX_PARAMS, get_ctx_params),
-    GCM_FN(GETTABLE_CTX_PARAMS, gettable_ctx_params),
-    GCM_FN(SET_CTX_PARAMS, set_ctx_params),
-    GCM_FN(SETTABLE_CTX_PARAMS, settable_ctx_params),
+    HWKEY_CIPHER_FN(NEWCTX, newctx, gcm_newctx),
+    HWKEY_CIPHER_FN(FREECTX, freectx, gcm_freectx),
+    HWKEY_CIPHER_FN(DUPCTX, dupctx, gcm_dupctx),
+    HWKEY_CIPHER_FN(ENCRYPT_INIT, encrypt_init, gcm_encrypt_init),
+    HWKEY_CIPHER_FN(DECRYPT_INIT, decrypt_init, gcm_decrypt_init),
+    HWKEY_CIPHER_FN(UPDATE, update, gcm_update),
+    HWKEY_CIPHER_FN(FINAL, final, gcm_final),
+    HWKEY_CIPHER_FN(CIPHER, cipher, gcm_cipher),
+    HWKEY_CIPHER_FN(GET_PARAMS, get_params, gcm_get_params),
+    HWKEY_CIPHER_FN(GETTABLE_PARAMS, gettable_params, gcm_gettable_params),
+    HWKEY_CIPHER_FN(GET_CTX_PARAMS, get_ctx_params, gcm_get_ctx_params),
+    HWKEY_CIPHER_FN(GETTABLE_CTX_PARAMS, gettable_ctx_params, gcm_gettable_ctx_params),
+    HWKEY_CIPHER_FN(SET_CTX_PARAMS, set_ctx_params, gcm_set_ctx_params),
+    HWKEY_CIPHER_FN(SETTABLE_CTX_PARAMS, settable_ctx_params, gcm_settable_ctx_params),
     {0, NULL},
 };

@@ -37,6 +37,7 @@
 #include <openssl/pem.h>
 
 #include "hwkey/hwkey.h"
+#include "ops/dispatch.h"
 #include "key/key.h"
 #include "ops/objref.h"
 #include "ops/ops.h"
@@ -392,12 +393,12 @@ static int decoder_export_object(void *vctx, const void *reference, size_t refer
     return hwkey_objref_export_public(reference, reference_sz, export_cb, export_cbarg);
 }
 
-#define DECODER_TABLE(name, newctx, decode)                                                        \
-    const OSSL_DISPATCH name[] = {                                                                 \
-        {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void))newctx},                                        \
-        {OSSL_FUNC_DECODER_FREECTX, (void (*)(void))decoder_freectx},                              \
-        {OSSL_FUNC_DECODER_DECODE, (void (*)(void))decode},                                        \
-        {OSSL_FUNC_DECODER_EXPORT_OBJECT, (void (*)(void))decoder_export_object},                  \
+#define DECODER_TABLE(table, newctx_fn, decode_fn)                                                 \
+    const OSSL_DISPATCH table[] = {                                                                \
+        HWKEY_DECODER_FN(NEWCTX, newctx, newctx_fn),                                               \
+        HWKEY_DECODER_FN(FREECTX, freectx, decoder_freectx),                                       \
+        HWKEY_DECODER_FN(DECODE, decode, decode_fn),                                               \
+        HWKEY_DECODER_FN(EXPORT_OBJECT, export_object, decoder_export_object),                     \
         {0, NULL}}
 
 DECODER_TABLE(hwkey_ec_pem_decoder_functions, ec_newctx, pem_decode);

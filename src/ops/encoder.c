@@ -28,6 +28,7 @@
 #include <openssl/pem.h>
 
 #include "hwkey/hwkey.h"
+#include "ops/dispatch.h"
 #include "key/key.h"
 #include "ops/ops.h"
 #include "ops/provctx.h"
@@ -40,7 +41,7 @@ typedef enum { OUT_PEM = 1, OUT_DER, OUT_TEXT } HWKEY_ENC_OUTPUT;
 typedef struct {
     HWKEY_PROVCTX *provctx;
     HWKEY_ENC_OUTPUT output;
-    int cipher_asked;          /* the application asked for passphrase encryption */
+    int cipher_asked; /* the application asked for passphrase encryption */
 } HWKEY_ENCODER_CTX;
 
 static OSSL_FUNC_encoder_newctx_fn pem_newctx;
@@ -107,8 +108,8 @@ static int encoder_set_ctx_params(void *vctx, const OSSL_PARAM params[])
     const char *name = NULL;
 
     if (p != NULL)
-        ctx->cipher_asked = OSSL_PARAM_get_utf8_string_ptr(p, &name) && name != NULL &&
-                            name[0] != '\0';
+        ctx->cipher_asked =
+            OSSL_PARAM_get_utf8_string_ptr(p, &name) && name != NULL && name[0] != '\0';
     return 1;
 }
 
@@ -185,8 +186,8 @@ static int write_key_file(BIO *out, const HWKEY_KEY *key, HWKEY_ENC_OUTPUT outpu
         return write_uri_ref(out, key, output);
     /* The bytes it was loaded from: nothing the parser skips (policies) is lost. */
     if (output == OUT_PEM) {
-        if (PEM_write_bio(out, HWKEY_PEM_TSS2_PRIVATE_KEY, "", key->ref.data,
-                          (long)key->ref.len) <= 0) {
+        if (PEM_write_bio(out, HWKEY_PEM_TSS2_PRIVATE_KEY, "", key->ref.data, (long)key->ref.len) <=
+            0) {
             hwkey_raise(HWKEY_R_INTERNAL, "writing the TSS2 PRIVATE KEY PEM block failed");
             return 0;
         }
@@ -213,8 +214,7 @@ static int print_holder(BIO *out, const HWKEY_KEY *key)
         memset(&kf, 0, sizeof(kf));
         if (!hwkey_tss2_keyfile_decode(key->ref.data, key->ref.len, &kf))
             return 0;
-        ok = BIO_printf(out,
-                        "Private key: held by TPM 2.0 (TSS2 key file, parent 0x%08x, %s)\n",
+        ok = BIO_printf(out, "Private key: held by TPM 2.0 (TSS2 key file, parent 0x%08x, %s)\n",
                         (unsigned int)kf.parent,
                         kf.empty_auth ? "no auth value" : "auth value required") > 0;
         hwkey_tss2_keyfile_clear(&kf);
@@ -229,10 +229,9 @@ static int print_holder(BIO *out, const HWKEY_KEY *key)
         uri[strcspn(uri, "?")] = '\0';
         return BIO_printf(out, "Private key: held by a PKCS#11 token (%s)\n", uri) > 0;
     case HWKEY_REF_PKCS11_DATAKEY:
-        break;                     /* a data key is never a private key */
+        break; /* a data key is never a private key */
     }
-    return BIO_printf(out, "Private key: held by the %s device\n",
-                      key->bkey->backend->name) > 0;
+    return BIO_printf(out, "Private key: held by the %s device\n", key->bkey->backend->name) > 0;
 }
 
 static int write_text(BIO *out, const HWKEY_KEY *key)
@@ -265,8 +264,7 @@ static int encoder_encode(void *vctx, OSSL_CORE_BIO *cout, const void *obj_raw,
         return 0;
     }
     if (ctx->output != OUT_TEXT && (key->bkey == NULL || key->ref.data == NULL)) {
-        hwkey_raise(HWKEY_R_NO_PRIVATE_KEY,
-                    "a public-only key has no device key file to write");
+        hwkey_raise(HWKEY_R_NO_PRIVATE_KEY, "a public-only key has no device key file to write");
         return 0;
     }
     if (ctx->output != OUT_TEXT && ctx->cipher_asked) {
@@ -285,14 +283,14 @@ static int encoder_encode(void *vctx, OSSL_CORE_BIO *cout, const void *obj_raw,
     return ok;
 }
 
-#define ENCODER_TABLE(name, newctx, does_selection)                                                \
-    const OSSL_DISPATCH name[] = {                                                                 \
-        {OSSL_FUNC_ENCODER_NEWCTX, (void (*)(void))newctx},                                        \
-        {OSSL_FUNC_ENCODER_FREECTX, (void (*)(void))encoder_freectx},                              \
-        {OSSL_FUNC_ENCODER_SET_CTX_PARAMS, (void (*)(void))encoder_set_ctx_params},                \
-        {OSSL_FUNC_ENCODER_SETTABLE_CTX_PARAMS, (void (*)(void))encoder_settable_ctx_params},      \
-        {OSSL_FUNC_ENCODER_DOES_SELECTION, (void (*)(void))does_selection},                        \
-        {OSSL_FUNC_ENCODER_ENCODE, (void (*)(void))encoder_encode},                                \
+#define ENCODER_TABLE(table, newctx_fn, does_selection_fn)                                         \
+    const OSSL_DISPATCH table[] = {                                                                \
+        HWKEY_ENCODER_FN(NEWCTX, newctx, newctx_fn),                                               \
+        HWKEY_ENCODER_FN(FREECTX, freectx, encoder_freectx),                                       \
+        HWKEY_ENCODER_FN(SET_CTX_PARAMS, set_ctx_params, encoder_set_ctx_params),                  \
+        HWKEY_ENCODER_FN(SETTABLE_CTX_PARAMS, settable_ctx_params, encoder_settable_ctx_params),   \
+        HWKEY_ENCODER_FN(DOES_SELECTION, does_selection, does_selection_fn),                       \
+        HWKEY_ENCODER_FN(ENCODE, encode, encoder_encode),                                          \
         {0, NULL}}
 
 ENCODER_TABLE(hwkey_privkey_pem_encoder_functions, pem_newctx, privkey_does_selection);

@@ -12,6 +12,7 @@
 #include <openssl/params.h>
 
 #include "key/key.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 #include "ops/provctx.h"
 #include "util/error.h"
@@ -246,20 +247,15 @@ static const OSSL_PARAM *ecdh_gettable_ctx_params(void *ctx, void *provctx)
     return gettable;
 }
 
-#define KEYEXCH_FN(id, fn)                                                                         \
-    {                                                                                              \
-        OSSL_FUNC_KEYEXCH_##id, (void (*)(void))(fn)                                               \
-    }
-
 const OSSL_DISPATCH hwkey_ecdh_keyexch_functions[] = {
-    KEYEXCH_FN(NEWCTX, ecdh_newctx),
-    KEYEXCH_FN(INIT, ecdh_init),
-    KEYEXCH_FN(SET_PEER, ecdh_set_peer),
-    KEYEXCH_FN(DERIVE, ecdh_derive),
-    KEYEXCH_FN(FREECTX, ecdh_freectx),
-    KEYEXCH_FN(DUPCTX, ecdh_dupctx),
-    KEYEXCH_FN(SET_CTX_PARAMS, ecdh_set_ctx_params),
-    KEYEXCH_FN(SETTABLE_CTX_PARAMS, ecdh_settable_ctx_params),
-    KEYEXCH_FN(GET_CTX_PARAMS, ecdh_get_ctx_params),
-    KEYEXCH_FN(GETTABLE_CTX_PARAMS, ecdh_gettable_ctx_params),
+    HWKEY_KEYEXCH_FN(NEWCTX, newctx, ecdh_newctx),
+    HWKEY_KEYEXCH_FN(INIT, init, ecdh_init),
+    HWKEY_KEYEXCH_FN(SET_PEER, set_peer, ecdh_set_peer),
+    HWKEY_KEYEXCH_FN(DERIVE, derive, ecdh_derive),
+    HWKEY_KEYEXCH_FN(FREECTX, freectx, ecdh_freectx),
+    HWKEY_KEYEXCH_FN(DUPCTX, dupctx, ecdh_dupctx),
+    HWKEY_KEYEXCH_FN(SET_CTX_PARAMS, set_ctx_params, ecdh_set_ctx_params),
+    HWKEY_KEYEXCH_FN(SETTABLE_CTX_PARAMS, settable_ctx_params, ecdh_settable_ctx_params),
+    HWKEY_KEYEXCH_FN(GET_CTX_PARAMS, get_ctx_params, ecdh_get_ctx_params),
+    HWKEY_KEYEXCH_FN(GETTABLE_CTX_PARAMS, gettable_ctx_params, ecdh_gettable_ctx_params),
     {0, NULL}};

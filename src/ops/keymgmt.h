@@ -26,9 +26,4 @@ void *hwkey_keymgmt_load(HWKEY_ALG alg, const void *reference, size_t reference_
 /* type: "EC" or "RSA", the software keymgmt that builds the public key. */
 int hwkey_keymgmt_import(const char *type, void *keydata, int selection, const OSSL_PARAM params[]);
 
-#define HWKEY_KEYMGMT_FN(id, fn)                                                                   \
-    {                                                                                              \
-        OSSL_FUNC_KEYMGMT_##id, (void (*)(void))(fn)                                               \
-    }
-
 #endif

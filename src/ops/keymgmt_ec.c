@@ -3,6 +3,7 @@
 #include <openssl/params.h>
 
 #include "ops/keymgmt.h"
+#include "ops/dispatch.h"
 #include "ops/keymgmt_gen.h"
 #include "ops/ops.h"
 
@@ -90,22 +91,22 @@ static const char *ec_query_operation_name(int operation_id)
 }
 
 const OSSL_DISPATCH hwkey_ec_keymgmt_functions[] = {
-    HWKEY_KEYMGMT_FN(NEW, hwkey_keymgmt_new),
-    HWKEY_KEYMGMT_FN(FREE, hwkey_keymgmt_free),
-    HWKEY_KEYMGMT_FN(LOAD, ec_load),
-    HWKEY_KEYMGMT_FN(DUP, hwkey_keymgmt_dup),
-    HWKEY_KEYMGMT_FN(HAS, hwkey_keymgmt_has),
-    HWKEY_KEYMGMT_FN(MATCH, hwkey_keymgmt_match),
-    HWKEY_KEYMGMT_FN(GET_PARAMS, hwkey_keymgmt_get_params),
-    HWKEY_KEYMGMT_FN(GETTABLE_PARAMS, ec_gettable_params),
-    HWKEY_KEYMGMT_FN(IMPORT, ec_import),
-    HWKEY_KEYMGMT_FN(IMPORT_TYPES, ec_import_types),
-    HWKEY_KEYMGMT_FN(EXPORT, hwkey_keymgmt_export),
-    HWKEY_KEYMGMT_FN(EXPORT_TYPES, ec_export_types),
-    HWKEY_KEYMGMT_FN(QUERY_OPERATION_NAME, ec_query_operation_name),
-    HWKEY_KEYMGMT_FN(GEN_INIT, hwkey_ec_gen_init),
-    HWKEY_KEYMGMT_FN(GEN_SET_PARAMS, hwkey_keymgmt_gen_set_params),
-    HWKEY_KEYMGMT_FN(GEN_SETTABLE_PARAMS, hwkey_ec_gen_settable_params),
-    HWKEY_KEYMGMT_FN(GEN, hwkey_keymgmt_gen),
-    HWKEY_KEYMGMT_FN(GEN_CLEANUP, hwkey_keymgmt_gen_cleanup),
+    HWKEY_KEYMGMT_FN(NEW, new, hwkey_keymgmt_new),
+    HWKEY_KEYMGMT_FN(FREE, free, hwkey_keymgmt_free),
+    HWKEY_KEYMGMT_FN(LOAD, load, ec_load),
+    HWKEY_KEYMGMT_FN(DUP, dup, hwkey_keymgmt_dup),
+    HWKEY_KEYMGMT_FN(HAS, has, hwkey_keymgmt_has),
+    HWKEY_KEYMGMT_FN(MATCH, match, hwkey_keymgmt_match),
+    HWKEY_KEYMGMT_FN(GET_PARAMS, get_params, hwkey_keymgmt_get_params),
+    HWKEY_KEYMGMT_FN(GETTABLE_PARAMS, gettable_params, ec_gettable_params),
+    HWKEY_KEYMGMT_FN(IMPORT, import, ec_import),
+    HWKEY_KEYMGMT_FN(IMPORT_TYPES, import_types, ec_import_types),
+    HWKEY_KEYMGMT_FN(EXPORT, export, hwkey_keymgmt_export),
+    HWKEY_KEYMGMT_FN(EXPORT_TYPES, export_types, ec_export_types),
+    HWKEY_KEYMGMT_FN(QUERY_OPERATION_NAME, query_operation_name, ec_query_operation_name),
+    HWKEY_KEYMGMT_FN(GEN_INIT, gen_init, hwkey_ec_gen_init),
+    HWKEY_KEYMGMT_FN(GEN_SET_PARAMS, gen_set_params, hwkey_keymgmt_gen_set_params),
+    HWKEY_KEYMGMT_FN(GEN_SETTABLE_PARAMS, gen_settable_params, hwkey_ec_gen_settable_params),
+    HWKEY_KEYMGMT_FN(GEN, gen, hwkey_keymgmt_gen),
+    HWKEY_KEYMGMT_FN(GEN_CLEANUP, gen_cleanup, hwkey_keymgmt_gen_cleanup),
     {0, NULL}};

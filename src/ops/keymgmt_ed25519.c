@@ -8,6 +8,7 @@
 #include <openssl/params.h>
 
 #include "ops/keymgmt.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 
 static OSSL_FUNC_keymgmt_load_fn ed25519_load;
@@ -77,17 +78,17 @@ static const char *ed25519_query_operation_name(int operation_id)
 }
 
 const OSSL_DISPATCH hwkey_ed25519_keymgmt_functions[] = {
-    HWKEY_KEYMGMT_FN(NEW, hwkey_keymgmt_new),
-    HWKEY_KEYMGMT_FN(FREE, hwkey_keymgmt_free),
-    HWKEY_KEYMGMT_FN(LOAD, ed25519_load),
-    HWKEY_KEYMGMT_FN(DUP, hwkey_keymgmt_dup),
-    HWKEY_KEYMGMT_FN(HAS, hwkey_keymgmt_has),
-    HWKEY_KEYMGMT_FN(MATCH, hwkey_keymgmt_match),
-    HWKEY_KEYMGMT_FN(GET_PARAMS, hwkey_keymgmt_get_params),
-    HWKEY_KEYMGMT_FN(GETTABLE_PARAMS, ed25519_gettable_params),
-    HWKEY_KEYMGMT_FN(IMPORT, ed25519_import),
-    HWKEY_KEYMGMT_FN(IMPORT_TYPES, ed25519_import_types),
-    HWKEY_KEYMGMT_FN(EXPORT, hwkey_keymgmt_export),
-    HWKEY_KEYMGMT_FN(EXPORT_TYPES, ed25519_export_types),
-    HWKEY_KEYMGMT_FN(QUERY_OPERATION_NAME, ed25519_query_operation_name),
+    HWKEY_KEYMGMT_FN(NEW, new, hwkey_keymgmt_new),
+    HWKEY_KEYMGMT_FN(FREE, free, hwkey_keymgmt_free),
+    HWKEY_KEYMGMT_FN(LOAD, load, ed25519_load),
+    HWKEY_KEYMGMT_FN(DUP, dup, hwkey_keymgmt_dup),
+    HWKEY_KEYMGMT_FN(HAS, has, hwkey_keymgmt_has),
+    HWKEY_KEYMGMT_FN(MATCH, match, hwkey_keymgmt_match),
+    HWKEY_KEYMGMT_FN(GET_PARAMS, get_params, hwkey_keymgmt_get_params),
+    HWKEY_KEYMGMT_FN(GETTABLE_PARAMS, gettable_params, ed25519_gettable_params),
+    HWKEY_KEYMGMT_FN(IMPORT, import, ed25519_import),
+    HWKEY_KEYMGMT_FN(IMPORT_TYPES, import_types, ed25519_import_types),
+    HWKEY_KEYMGMT_FN(EXPORT, export, hwkey_keymgmt_export),
+    HWKEY_KEYMGMT_FN(EXPORT_TYPES, export_types, ed25519_export_types),
+    HWKEY_KEYMGMT_FN(QUERY_OPERATION_NAME, query_operation_name, ed25519_query_operation_name),
     {0, NULL}};

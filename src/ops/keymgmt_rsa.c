@@ -3,6 +3,7 @@
 #include <openssl/params.h>
 
 #include "ops/keymgmt.h"
+#include "ops/dispatch.h"
 #include "ops/keymgmt_gen.h"
 #include "ops/ops.h"
 
@@ -72,22 +73,22 @@ static const char *rsa_query_operation_name(int operation_id)
 }
 
 const OSSL_DISPATCH hwkey_rsa_keymgmt_functions[] = {
-    HWKEY_KEYMGMT_FN(NEW, hwkey_keymgmt_new),
-    HWKEY_KEYMGMT_FN(FREE, hwkey_keymgmt_free),
-    HWKEY_KEYMGMT_FN(LOAD, rsa_load),
-    HWKEY_KEYMGMT_FN(DUP, hwkey_keymgmt_dup),
-    HWKEY_KEYMGMT_FN(HAS, hwkey_keymgmt_has),
-    HWKEY_KEYMGMT_FN(MATCH, hwkey_keymgmt_match),
-    HWKEY_KEYMGMT_FN(GET_PARAMS, hwkey_keymgmt_get_params),
-    HWKEY_KEYMGMT_FN(GETTABLE_PARAMS, rsa_gettable_params),
-    HWKEY_KEYMGMT_FN(IMPORT, rsa_import),
-    HWKEY_KEYMGMT_FN(IMPORT_TYPES, rsa_import_types),
-    HWKEY_KEYMGMT_FN(EXPORT, hwkey_keymgmt_export),
-    HWKEY_KEYMGMT_FN(EXPORT_TYPES, rsa_export_types),
-    HWKEY_KEYMGMT_FN(QUERY_OPERATION_NAME, rsa_query_operation_name),
-    HWKEY_KEYMGMT_FN(GEN_INIT, hwkey_rsa_gen_init),
-    HWKEY_KEYMGMT_FN(GEN_SET_PARAMS, hwkey_keymgmt_gen_set_params),
-    HWKEY_KEYMGMT_FN(GEN_SETTABLE_PARAMS, hwkey_rsa_gen_settable_params),
-    HWKEY_KEYMGMT_FN(GEN, hwkey_keymgmt_gen),
-    HWKEY_KEYMGMT_FN(GEN_CLEANUP, hwkey_keymgmt_gen_cleanup),
+    HWKEY_KEYMGMT_FN(NEW, new, hwkey_keymgmt_new),
+    HWKEY_KEYMGMT_FN(FREE, free, hwkey_keymgmt_free),
+    HWKEY_KEYMGMT_FN(LOAD, load, rsa_load),
+    HWKEY_KEYMGMT_FN(DUP, dup, hwkey_keymgmt_dup),
+    HWKEY_KEYMGMT_FN(HAS, has, hwkey_keymgmt_has),
+    HWKEY_KEYMGMT_FN(MATCH, match, hwkey_keymgmt_match),
+    HWKEY_KEYMGMT_FN(GET_PARAMS, get_params, hwkey_keymgmt_get_params),
+    HWKEY_KEYMGMT_FN(GETTABLE_PARAMS, gettable_params, rsa_gettable_params),
+    HWKEY_KEYMGMT_FN(IMPORT, import, rsa_import),
+    HWKEY_KEYMGMT_FN(IMPORT_TYPES, import_types, rsa_import_types),
+    HWKEY_KEYMGMT_FN(EXPORT, export, hwkey_keymgmt_export),
+    HWKEY_KEYMGMT_FN(EXPORT_TYPES, export_types, rsa_export_types),
+    HWKEY_KEYMGMT_FN(QUERY_OPERATION_NAME, query_operation_name, rsa_query_operation_name),
+    HWKEY_KEYMGMT_FN(GEN_INIT, gen_init, hwkey_rsa_gen_init),
+    HWKEY_KEYMGMT_FN(GEN_SET_PARAMS, gen_set_params, hwkey_keymgmt_gen_set_params),
+    HWKEY_KEYMGMT_FN(GEN_SETTABLE_PARAMS, gen_settable_params, hwkey_rsa_gen_settable_params),
+    HWKEY_KEYMGMT_FN(GEN, gen, hwkey_keymgmt_gen),
+    HWKEY_KEYMGMT_FN(GEN_CLEANUP, gen_cleanup, hwkey_keymgmt_gen_cleanup),
     {0, NULL}};

@@ -12,6 +12,7 @@
 #include <openssl/x509.h>
 
 #include "key/key.h"
+#include "ops/dispatch.h"
 #include "ops/provctx.h"
 
 typedef struct hwkey_sig_ctx HWKEY_SIG_CTX;
@@ -71,23 +72,21 @@ EVP_MD *hwkey_sig_fetch_md(HWKEY_SIG_CTX *ctx, const char *name, int allow_md5_s
 /* DER of alg; frees alg. */
 int hwkey_sig_algor_der(X509_ALGOR *alg, unsigned char **der, size_t *der_len);
 
-#define HWKEY_SIG_FN(id, fn)                                                                       \
-    {                                                                                              \
-        OSSL_FUNC_SIGNATURE_##id, (void (*)(void))(fn)                                             \
-    }
-
 /* The entries every signature table has. */
 #define HWKEY_SIG_COMMON_FNS                                                                       \
-    HWKEY_SIG_FN(FREECTX, hwkey_sig_freectx), HWKEY_SIG_FN(DUPCTX, hwkey_sig_dupctx),              \
-        HWKEY_SIG_FN(SIGN_INIT, hwkey_sig_sign_init), HWKEY_SIG_FN(SIGN, hwkey_sig_sign),          \
-        HWKEY_SIG_FN(VERIFY_INIT, hwkey_sig_verify_init), HWKEY_SIG_FN(VERIFY, hwkey_sig_verify),  \
-        HWKEY_SIG_FN(DIGEST_SIGN_INIT, hwkey_sig_digest_sign_init),                                \
-        HWKEY_SIG_FN(DIGEST_SIGN_UPDATE, hwkey_sig_digest_update),                                 \
-        HWKEY_SIG_FN(DIGEST_SIGN_FINAL, hwkey_sig_digest_sign_final),                              \
-        HWKEY_SIG_FN(DIGEST_VERIFY_INIT, hwkey_sig_digest_verify_init),                            \
-        HWKEY_SIG_FN(DIGEST_VERIFY_UPDATE, hwkey_sig_digest_update),                               \
-        HWKEY_SIG_FN(DIGEST_VERIFY_FINAL, hwkey_sig_digest_verify_final),                          \
-        HWKEY_SIG_FN(GET_CTX_PARAMS, hwkey_sig_get_ctx_params),                                    \
-        HWKEY_SIG_FN(SET_CTX_PARAMS, hwkey_sig_set_ctx_params)
+    HWKEY_SIG_FN(FREECTX, freectx, hwkey_sig_freectx),                                             \
+        HWKEY_SIG_FN(DUPCTX, dupctx, hwkey_sig_dupctx),                                            \
+        HWKEY_SIG_FN(SIGN_INIT, sign_init, hwkey_sig_sign_init),                                   \
+        HWKEY_SIG_FN(SIGN, sign, hwkey_sig_sign),                                                  \
+        HWKEY_SIG_FN(VERIFY_INIT, verify_init, hwkey_sig_verify_init),                             \
+        HWKEY_SIG_FN(VERIFY, verify, hwkey_sig_verify),                                            \
+        HWKEY_SIG_FN(DIGEST_SIGN_INIT, digest_sign_init, hwkey_sig_digest_sign_init),              \
+        HWKEY_SIG_FN(DIGEST_SIGN_UPDATE, digest_sign_update, hwkey_sig_digest_update),             \
+        HWKEY_SIG_FN(DIGEST_SIGN_FINAL, digest_sign_final, hwkey_sig_digest_sign_final),           \
+        HWKEY_SIG_FN(DIGEST_VERIFY_INIT, digest_verify_init, hwkey_sig_digest_verify_init),        \
+        HWKEY_SIG_FN(DIGEST_VERIFY_UPDATE, digest_verify_update, hwkey_sig_digest_update),         \
+        HWKEY_SIG_FN(DIGEST_VERIFY_FINAL, digest_verify_final, hwkey_sig_digest_verify_final),     \
+        HWKEY_SIG_FN(GET_CTX_PARAMS, get_ctx_params, hwkey_sig_get_ctx_params),                    \
+        HWKEY_SIG_FN(SET_CTX_PARAMS, set_ctx_params, hwkey_sig_set_ctx_params)
 
 #endif

@@ -5,6 +5,7 @@
 #include <openssl/params.h>
 
 #include "ops/ops.h"
+#include "ops/dispatch.h"
 #include "ops/signature.h"
 #include "util/error.h"
 
@@ -98,8 +99,8 @@ static const OSSL_PARAM *ecdsa_gettable_ctx_params(void *ctx, void *provctx)
 }
 
 const OSSL_DISPATCH hwkey_ecdsa_signature_functions[] = {
-    HWKEY_SIG_FN(NEWCTX, ecdsa_newctx),
+    HWKEY_SIG_FN(NEWCTX, newctx, ecdsa_newctx),
     HWKEY_SIG_COMMON_FNS,
-    HWKEY_SIG_FN(SETTABLE_CTX_PARAMS, ecdsa_settable_ctx_params),
-    HWKEY_SIG_FN(GETTABLE_CTX_PARAMS, ecdsa_gettable_ctx_params),
+    HWKEY_SIG_FN(SETTABLE_CTX_PARAMS, settable_ctx_params, ecdsa_settable_ctx_params),
+    HWKEY_SIG_FN(GETTABLE_CTX_PARAMS, gettable_ctx_params, ecdsa_gettable_ctx_params),
     {0, NULL}};

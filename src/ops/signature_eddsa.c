@@ -12,6 +12,7 @@
 #include <openssl/params.h>
 
 #include "key/key.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 #include "ops/provctx.h"
 #include "util/error.h"
@@ -163,9 +164,8 @@ static int eddsa_digest_verify(void *vctx, const unsigned char *sig, size_t sigl
         return 0;
     }
     mdctx = EVP_MD_CTX_new();
-    if (mdctx == NULL ||
-        EVP_DigestVerifyInit_ex(mdctx, NULL, NULL, ctx->provctx->swctx, NULL, ctx->key->pub,
-                                NULL) != 1) {
+    if (mdctx == NULL || EVP_DigestVerifyInit_ex(mdctx, NULL, NULL, ctx->provctx->swctx, NULL,
+                                                 ctx->key->pub, NULL) != 1) {
         hwkey_raise(HWKEY_R_INTERNAL, "cannot set up a software Ed25519 verification");
         goto end;
     }
@@ -200,19 +200,14 @@ static const OSSL_PARAM *eddsa_gettable_ctx_params(void *vctx, void *provctx)
     return gettable;
 }
 
-#define EDDSA_FN(id, fn)                                                                           \
-    {                                                                                              \
-        OSSL_FUNC_SIGNATURE_##id, (void (*)(void))(fn)                                             \
-    }
-
 const OSSL_DISPATCH hwkey_ed25519_signature_functions[] = {
-    EDDSA_FN(NEWCTX, eddsa_newctx),
-    EDDSA_FN(FREECTX, eddsa_freectx),
-    EDDSA_FN(DUPCTX, eddsa_dupctx),
-    EDDSA_FN(DIGEST_SIGN_INIT, eddsa_digest_sign_init),
-    EDDSA_FN(DIGEST_SIGN, eddsa_digest_sign),
-    EDDSA_FN(DIGEST_VERIFY_INIT, eddsa_digest_verify_init),
-    EDDSA_FN(DIGEST_VERIFY, eddsa_digest_verify),
-    EDDSA_FN(GET_CTX_PARAMS, eddsa_get_ctx_params),
-    EDDSA_FN(GETTABLE_CTX_PARAMS, eddsa_gettable_ctx_params),
+    HWKEY_SIG_FN(NEWCTX, newctx, eddsa_newctx),
+    HWKEY_SIG_FN(FREECTX, freectx, eddsa_freectx),
+    HWKEY_SIG_FN(DUPCTX, dupctx, eddsa_dupctx),
+    HWKEY_SIG_FN(DIGEST_SIGN_INIT, digest_sign_init, eddsa_digest_sign_init),
+    HWKEY_SIG_FN(DIGEST_SIGN, digest_sign, eddsa_digest_sign),
+    HWKEY_SIG_FN(DIGEST_VERIFY_INIT, digest_verify_init, eddsa_digest_verify_init),
+    HWKEY_SIG_FN(DIGEST_VERIFY, digest_verify, eddsa_digest_verify),
+    HWKEY_SIG_FN(GET_CTX_PARAMS, get_ctx_params, eddsa_get_ctx_params),
+    HWKEY_SIG_FN(GETTABLE_CTX_PARAMS, gettable_ctx_params, eddsa_gettable_ctx_params),
     {0, NULL}};

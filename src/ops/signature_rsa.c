@@ -15,6 +15,7 @@
 #include <openssl/rsa.h>
 
 #include "ops/ops.h"
+#include "ops/dispatch.h"
 #include "ops/rsa_padding.h"
 #include "ops/signature.h"
 #include "util/error.h"
@@ -374,8 +375,8 @@ static const OSSL_PARAM *rsa_gettable_ctx_params(void *ctx, void *provctx)
 }
 
 const OSSL_DISPATCH hwkey_rsa_signature_functions[] = {
-    HWKEY_SIG_FN(NEWCTX, rsa_newctx),
+    HWKEY_SIG_FN(NEWCTX, newctx, rsa_newctx),
     HWKEY_SIG_COMMON_FNS,
-    HWKEY_SIG_FN(SETTABLE_CTX_PARAMS, rsa_settable_ctx_params),
-    HWKEY_SIG_FN(GETTABLE_CTX_PARAMS, rsa_gettable_ctx_params),
+    HWKEY_SIG_FN(SETTABLE_CTX_PARAMS, settable_ctx_params, rsa_settable_ctx_params),
+    HWKEY_SIG_FN(GETTABLE_CTX_PARAMS, gettable_ctx_params, rsa_gettable_ctx_params),
     {0, NULL}};

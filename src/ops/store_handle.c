@@ -21,6 +21,7 @@
 #include <openssl/store.h>
 
 #include "hwkey/hwkey.h"
+#include "ops/dispatch.h"
 #include "key/key.h"
 #include "ops/objref.h"
 #include "ops/ops.h"
@@ -162,11 +163,11 @@ static int handle_export_object(void *vctx, const void *reference, size_t refere
 }
 
 const OSSL_DISPATCH hwkey_handle_store_functions[] = {
-    {OSSL_FUNC_STORE_OPEN, (void (*)(void))handle_open},
-    {OSSL_FUNC_STORE_SETTABLE_CTX_PARAMS, (void (*)(void))handle_settable_ctx_params},
-    {OSSL_FUNC_STORE_SET_CTX_PARAMS, (void (*)(void))handle_set_ctx_params},
-    {OSSL_FUNC_STORE_LOAD, (void (*)(void))handle_load},
-    {OSSL_FUNC_STORE_EOF, (void (*)(void))handle_eof},
-    {OSSL_FUNC_STORE_CLOSE, (void (*)(void))handle_close},
-    {OSSL_FUNC_STORE_EXPORT_OBJECT, (void (*)(void))handle_export_object},
+    HWKEY_STORE_FN(OPEN, open, handle_open),
+    HWKEY_STORE_FN(SETTABLE_CTX_PARAMS, settable_ctx_params, handle_settable_ctx_params),
+    HWKEY_STORE_FN(SET_CTX_PARAMS, set_ctx_params, handle_set_ctx_params),
+    HWKEY_STORE_FN(LOAD, load, handle_load),
+    HWKEY_STORE_FN(EOF, eof, handle_eof),
+    HWKEY_STORE_FN(CLOSE, close, handle_close),
+    HWKEY_STORE_FN(EXPORT_OBJECT, export_object, handle_export_object),
     {0, NULL}};

@@ -34,6 +34,7 @@
 #include <openssl/store.h>
 
 #include "key/key.h"
+#include "ops/dispatch.h"
 #include "ops/objref.h"
 #include "ops/ops.h"
 #include "ops/provctx.h"
@@ -50,11 +51,11 @@ typedef struct {
     HWKEY_PROVCTX *provctx;
     char *uri;
     P11_TYPE type;
-    int expect;        /* OSSL_STORE_INFO_*, 0 = anything */
-    int step;          /* next P11_STEP to try */
-    int found;         /* objects handed out */
+    int expect; /* OSSL_STORE_INFO_*, 0 = anything */
+    int step;   /* next P11_STEP to try */
+    int found;  /* objects handed out */
     int found_private;
-    char *absent;      /* the token's first "not found" text */
+    char *absent; /* the token's first "not found" text */
 } P11_STORE_CTX;
 
 static OSSL_FUNC_store_open_fn p11store_open;
@@ -177,8 +178,8 @@ static int emit_key(P11_STORE_CTX *ctx, HWKEY_KEY *key, OSSL_CALLBACK *cb, void 
     return hwkey_objref_emit(&key, cb, cbarg);
 }
 
-static int load_private(P11_STORE_CTX *ctx, const HWKEY_KEYREF *ref, OSSL_CALLBACK *cb,
-                        void *cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+static int load_private(P11_STORE_CTX *ctx, const HWKEY_KEYREF *ref, OSSL_CALLBACK *cb, void *cbarg,
+                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
     HWKEY_KEY *key;
 
@@ -316,11 +317,11 @@ static int p11store_export_object(void *vctx, const void *reference, size_t refe
 }
 
 const OSSL_DISPATCH hwkey_pkcs11_store_functions[] = {
-    {OSSL_FUNC_STORE_OPEN, (void (*)(void))p11store_open},
-    {OSSL_FUNC_STORE_SETTABLE_CTX_PARAMS, (void (*)(void))p11store_settable_ctx_params},
-    {OSSL_FUNC_STORE_SET_CTX_PARAMS, (void (*)(void))p11store_set_ctx_params},
-    {OSSL_FUNC_STORE_LOAD, (void (*)(void))p11store_load},
-    {OSSL_FUNC_STORE_EOF, (void (*)(void))p11store_eof},
-    {OSSL_FUNC_STORE_CLOSE, (void (*)(void))p11store_close},
-    {OSSL_FUNC_STORE_EXPORT_OBJECT, (void (*)(void))p11store_export_object},
+    HWKEY_STORE_FN(OPEN, open, p11store_open),
+    HWKEY_STORE_FN(SETTABLE_CTX_PARAMS, settable_ctx_params, p11store_settable_ctx_params),
+    HWKEY_STORE_FN(SET_CTX_PARAMS, set_ctx_params, p11store_set_ctx_params),
+    HWKEY_STORE_FN(LOAD, load, p11store_load),
+    HWKEY_STORE_FN(EOF, eof, p11store_eof),
+    HWKEY_STORE_FN(CLOSE, close, p11store_close),
+    HWKEY_STORE_FN(EXPORT_OBJECT, export_object, p11store_export_object),
     {0, NULL}};

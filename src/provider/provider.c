@@ -1,5 +1,6 @@
 /* Provider init, parameters and teardown: tables and init only. */
 #include "config.h"
+#include "ops/dispatch.h"
 
 #include "provider/provider.h"
 
@@ -24,8 +25,7 @@ static const OSSL_PARAM gettable_params[] = {
     OSSL_PARAM_DEFN(OSSL_PROV_PARAM_NAME, OSSL_PARAM_UTF8_PTR, NULL, 0),
     OSSL_PARAM_DEFN(OSSL_PROV_PARAM_VERSION, OSSL_PARAM_UTF8_PTR, NULL, 0),
     OSSL_PARAM_DEFN(OSSL_PROV_PARAM_BUILDINFO, OSSL_PARAM_UTF8_PTR, NULL, 0),
-    OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0),
-    OSSL_PARAM_END};
+    OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0), OSSL_PARAM_END};
 
 static const OSSL_PARAM *hwkey_gettable_params(void *provctx)
 {
@@ -53,8 +53,7 @@ static int hwkey_get_params(void *provctx, OSSL_PARAM params[])
     return 1;
 }
 
-static const OSSL_ALGORITHM *hwkey_query_operation(void *provctx, int operation_id,
-                                                   int *no_cache)
+static const OSSL_ALGORITHM *hwkey_query_operation(void *provctx, int operation_id, int *no_cache)
 {
     *no_cache = 0;
     return hwkey_catalogue_query(provctx, operation_id);
@@ -88,11 +87,11 @@ static void hwkey_teardown(void *provctx)
 }
 
 static const OSSL_DISPATCH provider_functions[] = {
-    {OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))hwkey_teardown},
-    {OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))hwkey_gettable_params},
-    {OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))hwkey_get_params},
-    {OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))hwkey_query_operation},
-    {OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))hwkey_get_reason_strings},
+    HWKEY_PROVIDER_FN(TEARDOWN, teardown, hwkey_teardown),
+    HWKEY_PROVIDER_FN(GETTABLE_PARAMS, gettable_params, hwkey_gettable_params),
+    HWKEY_PROVIDER_FN(GET_PARAMS, get_params, hwkey_get_params),
+    HWKEY_PROVIDER_FN(QUERY_OPERATION, query_operation, hwkey_query_operation),
+    HWKEY_PROVIDER_FN(GET_REASON_STRINGS, get_reason_strings, hwkey_get_reason_strings),
     {0, NULL}};
 
 /* Reads the provider's openssl.cnf section through the core. */
@@ -100,7 +99,7 @@ static int read_configuration(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATC
                               HWKEY_CONFIG *cfg)
 {
     static const char *const names[] = {
-        HWKEY_PARAM_TPM2_TCTI,     HWKEY_PARAM_TPM2_PARENT,   HWKEY_PARAM_PKCS11_MODULE,
+        HWKEY_PARAM_TPM2_TCTI,         HWKEY_PARAM_TPM2_PARENT,   HWKEY_PARAM_PKCS11_MODULE,
         HWKEY_PARAM_PKCS11_PIN_SOURCE, HWKEY_PARAM_PKCS11_QUIRKS, HWKEY_PARAM_LOG_LEVEL,
         HWKEY_PARAM_BULK_CIPHER,
     };
@@ -148,8 +147,8 @@ int hwkey_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
         goto err;
     ctx->libctx = OSSL_LIB_CTX_new_from_dispatch(handle, in);
     ctx->swctx = OSSL_LIB_CTX_new();
-    if (ctx->libctx == NULL || ctx->swctx == NULL
-        || (ctx->swdefault = OSSL_PROVIDER_load(ctx->swctx, "default")) == NULL) {
+    if (ctx->libctx == NULL || ctx->swctx == NULL ||
+        (ctx->swdefault = OSSL_PROVIDER_load(ctx->swctx, "default")) == NULL) {
         hwkey_raise(HWKEY_R_INTERNAL, "cannot create the software library context");
         goto err;
     }
