@@ -1,0 +1,294 @@
+/*
+ * p11_latency.so: a PKCS#11 module for tests and benchmarks that forwards to
+ * a real module (SoftHSM) and behaves like a remote HSM: it adds a delay to
+ * every call, a larger one to each private-key operation, and it can be
+ * unplugged and plugged back while applications run.
+ *
+ *   P11_LATENCY_MODULE   the real module (default /usr/lib/softhsm/libsofthsm2.so)
+ *   P11_LATENCY_CALL_US  delay of every forwarded call, microseconds (default 0)
+ *   P11_LATENCY_OP_US    extra delay of C_Sign, C_SignFinal, C_Decrypt,
+ *                        C_DeriveKey, microseconds (default 0)
+ *   P11_LATENCY_CONTROL  a file; when it exists and starts with "unplugged",
+ *                        the device is gone (read once per call)
+ *
+ * While unplugged every call answers CKR_DEVICE_ERROR, as a network HSM's
+ * client library does when its connection is lost.  After it is plugged
+ * back, the connection stays broken (CKR_DEVICE_ERROR) until the
+ * application calls C_Finalize and C_Initialize again, which is what
+ * p11-kit's client and the vendor libraries of network HSMs do: sessions and
+ * logins of the old connection are gone (the real module is finalized and
+ * re-initialised underneath).
+ *
+ * Only the calls a TLS server and hwkey's provisioning use are wrapped;
+ * every other entry of the function list goes straight to the real module.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <p11-kit/pkcs11.h>
+
+#define DEFAULT_MODULE "/usr/lib/softhsm/libsofthsm2.so"
+
+static CK_FUNCTION_LIST *real;       /* the real module's list */
+static CK_FUNCTION_LIST wrapped;     /* ours: a copy with the wrappers */
+static unsigned long call_us, op_us;
+static const char *control;
+
+static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
+static int broken;                   /* unplugged since the last C_Initialize */
+
+static void pause_us(unsigned long us)
+{
+    struct timespec ts = {.tv_sec = (time_t)(us / 1000000), .tv_nsec = (long)(us % 1000000) * 1000};
+
+    if (us == 0)
+        return;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static int unplugged_now(void)
+{
+    char buf[16] = "";
+    FILE *f;
+
+    if (control == NULL || (f = fopen(control, "re")) == NULL)
+        return 0;
+    if (fgets(buf, sizeof(buf), f) == NULL)
+        buf[0] = '\0';
+    fclose(f);
+    return strncmp(buf, "unplugged", 9) == 0;
+}
+
+/* The common prologue of every wrapped call: latency, then the link state. */
+static CK_RV link_check(unsigned long extra_us)
+{
+    int down;
+
+    pause_us(call_us + extra_us);
+    down = unplugged_now();
+    pthread_mutex_lock(&state_lock);
+    if (down)
+        broken = 1;
+    down = broken;
+    pthread_mutex_unlock(&state_lock);
+    return down ? CKR_DEVICE_ERROR : CKR_OK;
+}
+
+#define LINK_OR_RETURN(extra)                                                                      \
+    do {                                                                                           \
+        CK_RV link_rv_ = link_check(extra);                                                        \
+        if (link_rv_ != CKR_OK)                                                                    \
+            return link_rv_;                                                                       \
+    } while (0)
+
+static CK_RV lat_Initialize(CK_VOID_PTR args)
+{
+    CK_RV rv;
+
+    pause_us(call_us);
+    if (unplugged_now())
+        return CKR_DEVICE_ERROR;
+    rv = real->C_Initialize(args);
+    if (rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+        pthread_mutex_lock(&state_lock);
+        broken = 0;
+        pthread_mutex_unlock(&state_lock);
+    }
+    return rv;
+}
+
+static CK_RV lat_Finalize(CK_VOID_PTR reserved)
+{
+    /* Always reaches the real module: a broken connection must be closable. */
+    pause_us(call_us);
+    return real->C_Finalize(reserved);
+}
+
+static CK_RV lat_GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
+{
+    LINK_OR_RETURN(0);
+    return real->C_GetSlotList(present, list, count);
+}
+
+static CK_RV lat_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
+{
+    LINK_OR_RETURN(0);
+    return real->C_GetTokenInfo(slot, info);
+}
+
+static CK_RV lat_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY notify,
+                             CK_SESSION_HANDLE_PTR session)
+{
+    LINK_OR_RETURN(0);
+    return real->C_OpenSession(slot, flags, app, notify, session);
+}
+
+static CK_RV lat_CloseSession(CK_SESSION_HANDLE session)
+{
+    LINK_OR_RETURN(0);
+    return real->C_CloseSession(session);
+}
+
+static CK_RV lat_GetSessionInfo(CK_SESSION_HANDLE session, CK_SESSION_INFO_PTR info)
+{
+    LINK_OR_RETURN(0);
+    return real->C_GetSessionInfo(session, info);
+}
+
+static CK_RV lat_Login(CK_SESSION_HANDLE session, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin,
+                       CK_ULONG len)
+{
+    LINK_OR_RETURN(0);
+    return real->C_Login(session, user, pin, len);
+}
+
+static CK_RV lat_GetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE obj,
+                                   CK_ATTRIBUTE_PTR templ, CK_ULONG count)
+{
+    LINK_OR_RETURN(0);
+    return real->C_GetAttributeValue(session, obj, templ, count);
+}
+
+static CK_RV lat_FindObjectsInit(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count)
+{
+    LINK_OR_RETURN(0);
+    return real->C_FindObjectsInit(session, templ, count);
+}
+
+static CK_RV lat_FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE_PTR objs, CK_ULONG max,
+                             CK_ULONG_PTR count)
+{
+    LINK_OR_RETURN(0);
+    return real->C_FindObjects(session, objs, max, count);
+}
+
+static CK_RV lat_FindObjectsFinal(CK_SESSION_HANDLE session)
+{
+    LINK_OR_RETURN(0);
+    return real->C_FindObjectsFinal(session);
+}
+
+static CK_RV lat_SignInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key)
+{
+    LINK_OR_RETURN(0);
+    return real->C_SignInit(session, mech, key);
+}
+
+static CK_RV lat_Sign(CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig,
+                      CK_ULONG_PTR siglen)
+{
+    /* A length query is answered by the client library, without the device. */
+    LINK_OR_RETURN(sig != NULL ? op_us : 0);
+    return real->C_Sign(session, data, len, sig, siglen);
+}
+
+static CK_RV lat_SignUpdate(CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG len)
+{
+    LINK_OR_RETURN(0);
+    return real->C_SignUpdate(session, part, len);
+}
+
+static CK_RV lat_SignFinal(CK_SESSION_HANDLE session, CK_BYTE_PTR sig, CK_ULONG_PTR siglen)
+{
+    LINK_OR_RETURN(sig != NULL ? op_us : 0);
+    return real->C_SignFinal(session, sig, siglen);
+}
+
+static CK_RV lat_DecryptInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech,
+                             CK_OBJECT_HANDLE key)
+{
+    LINK_OR_RETURN(0);
+    return real->C_DecryptInit(session, mech, key);
+}
+
+static CK_RV lat_Decrypt(CK_SESSION_HANDLE session, CK_BYTE_PTR in, CK_ULONG inlen,
+                         CK_BYTE_PTR out, CK_ULONG_PTR outlen)
+{
+    LINK_OR_RETURN(out != NULL ? op_us : 0);
+    return real->C_Decrypt(session, in, inlen, out, outlen);
+}
+
+static CK_RV lat_DeriveKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE base,
+                           CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR key)
+{
+    LINK_OR_RETURN(op_us);
+    return real->C_DeriveKey(session, mech, base, templ, count, key);
+}
+
+static unsigned long env_ulong(const char *name)
+{
+    const char *v = getenv(name);
+
+    return v != NULL ? strtoul(v, NULL, 10) : 0;
+}
+
+CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list);
+
+static CK_RV load_real(void)
+{
+    const char *path = getenv("P11_LATENCY_MODULE");
+    CK_C_GetFunctionList get;
+    void *dl;
+
+    if (real != NULL)
+        return CKR_OK;
+    if (path == NULL || path[0] == '\0')
+        path = DEFAULT_MODULE;
+    if ((dl = dlopen(path, RTLD_NOW | RTLD_LOCAL)) == NULL) {
+        fprintf(stderr, "p11_latency: cannot load %s: %s\n", path, dlerror());
+        return CKR_GENERAL_ERROR;
+    }
+    get = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList");
+    if (get == NULL || get(&real) != CKR_OK || real == NULL) {
+        fprintf(stderr, "p11_latency: %s has no usable C_GetFunctionList\n", path);
+        real = NULL;
+        return CKR_GENERAL_ERROR;
+    }
+    call_us = env_ulong("P11_LATENCY_CALL_US");
+    op_us = env_ulong("P11_LATENCY_OP_US");
+    control = getenv("P11_LATENCY_CONTROL");
+    wrapped = *real;
+    wrapped.C_GetFunctionList = C_GetFunctionList;
+    wrapped.C_Initialize = lat_Initialize;
+    wrapped.C_Finalize = lat_Finalize;
+    wrapped.C_GetSlotList = lat_GetSlotList;
+    wrapped.C_GetTokenInfo = lat_GetTokenInfo;
+    wrapped.C_OpenSession = lat_OpenSession;
+    wrapped.C_CloseSession = lat_CloseSession;
+    wrapped.C_GetSessionInfo = lat_GetSessionInfo;
+    wrapped.C_Login = lat_Login;
+    wrapped.C_GetAttributeValue = lat_GetAttributeValue;
+    wrapped.C_FindObjectsInit = lat_FindObjectsInit;
+    wrapped.C_FindObjects = lat_FindObjects;
+    wrapped.C_FindObjectsFinal = lat_FindObjectsFinal;
+    wrapped.C_SignInit = lat_SignInit;
+    wrapped.C_Sign = lat_Sign;
+    wrapped.C_SignUpdate = lat_SignUpdate;
+    wrapped.C_SignFinal = lat_SignFinal;
+    wrapped.C_DecryptInit = lat_DecryptInit;
+    wrapped.C_Decrypt = lat_Decrypt;
+    wrapped.C_DeriveKey = lat_DeriveKey;
+    return CKR_OK;
+}
+
+__attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
+{
+    static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
+    CK_RV rv;
+
+    if (list == NULL)
+        return CKR_ARGUMENTS_BAD;
+    pthread_mutex_lock(&load_lock);
+    rv = load_real();
+    pthread_mutex_unlock(&load_lock);
+    if (rv != CKR_OK)
+        return rv;
+    *list = &wrapped;
+    return CKR_OK;
+}
