@@ -9,6 +9,7 @@
 #include <openssl/crypto.h>
 
 #include "util/error.h"
+#include "util/offload.h"
 
 static const HWKEY_BACKEND *const real_backends[] = {
     &hwkey_tpm2_backend,
@@ -153,39 +154,104 @@ static int not_capable(HWKEY_BKEY *key, unsigned int flag, const char *what)
     return 1;
 }
 
+/*
+ * The four private-key operations go through hwkey_offload_run(): inside an
+ * OpenSSL ASYNC job the device call runs on a worker thread while the job
+ * waits (util/offload.h); otherwise it runs here, directly.  Each op packs
+ * its key and parameters into a small context that the request copies.
+ */
+typedef struct {
+    HWKEY_BKEY *key;
+    HWKEY_SIGN_PARAMS params;
+} SIGN_CALL;
+
+static int sign_call(void *ctx, const unsigned char *in, size_t inlen, unsigned char *out,
+                     size_t *outlen)
+{
+    SIGN_CALL *c = ctx;
+
+    return c->key->backend->sign(c->key, &c->params, in, inlen, out, outlen);
+}
+
 int hwkey_backend_sign(HWKEY_BKEY *key, const HWKEY_SIGN_PARAMS *params,
                        const unsigned char *tbs, size_t tbslen, unsigned char *sig,
                        size_t *siglen)
 {
+    SIGN_CALL c = {.key = key, .params = *params};
+    HWKEY_OFFLOAD_CALL call = {.fn = sign_call, .ctx = &c, .ctx_size = sizeof(c),
+                               .in = tbs, .inlen = tbslen, .out = sig, .outlen = siglen};
+
     if (key->backend->sign == NULL || not_capable(key, HWKEY_KEYF_SIGN, "sign"))
         return 0;
-    return key->backend->sign(key, params, tbs, tbslen, sig, siglen);
+    return hwkey_offload_run(&call);
+}
+
+static int rsa_private_call(void *ctx, const unsigned char *in, size_t inlen,
+                            unsigned char *out, size_t *outlen)
+{
+    HWKEY_BKEY *key = *(HWKEY_BKEY **)ctx;
+
+    return key->backend->rsa_private(key, in, inlen, out, outlen);
 }
 
 int hwkey_backend_rsa_private(HWKEY_BKEY *key, const unsigned char *in, size_t inlen,
                               unsigned char *out, size_t *outlen)
 {
+    HWKEY_OFFLOAD_CALL call = {.fn = rsa_private_call, .ctx = &key, .ctx_size = sizeof(key),
+                               .in = in, .inlen = inlen, .out = out, .outlen = outlen,
+                               /* the raw RSA result may be a decrypted secret */
+                               .secret_out = 1};
+
     if (key->backend->rsa_private == NULL
         || not_capable(key, HWKEY_KEYF_RSA_RAW, "do the raw RSA private operation"))
         return 0;
-    return key->backend->rsa_private(key, in, inlen, out, outlen);
+    return hwkey_offload_run(&call);
+}
+
+typedef struct {
+    HWKEY_BKEY *key;
+    HWKEY_DECRYPT_PARAMS params;  /* label points into the caller's ctx, which the job keeps */
+} DECRYPT_CALL;
+
+static int decrypt_call(void *ctx, const unsigned char *in, size_t inlen, unsigned char *out,
+                        size_t *outlen)
+{
+    DECRYPT_CALL *c = ctx;
+
+    return c->key->backend->rsa_decrypt(c->key, &c->params, in, inlen, out, outlen);
 }
 
 int hwkey_backend_rsa_decrypt(HWKEY_BKEY *key, const HWKEY_DECRYPT_PARAMS *params,
                               const unsigned char *in, size_t inlen, unsigned char *out,
                               size_t *outlen)
 {
+    DECRYPT_CALL c = {.key = key, .params = *params};
+    HWKEY_OFFLOAD_CALL call = {.fn = decrypt_call, .ctx = &c, .ctx_size = sizeof(c), .in = in,
+                               .inlen = inlen, .out = out, .outlen = outlen, .secret_out = 1};
+
     if (key->backend->rsa_decrypt == NULL || not_capable(key, HWKEY_KEYF_DECRYPT, "decrypt"))
         return 0;
-    return key->backend->rsa_decrypt(key, params, in, inlen, out, outlen);
+    return hwkey_offload_run(&call);
+}
+
+static int ecdh_call(void *ctx, const unsigned char *in, size_t inlen, unsigned char *out,
+                     size_t *outlen)
+{
+    HWKEY_BKEY *key = *(HWKEY_BKEY **)ctx;
+
+    return key->backend->ecdh(key, in, inlen, out, outlen);
 }
 
 int hwkey_backend_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen,
                        unsigned char *out, size_t *outlen)
 {
+    HWKEY_OFFLOAD_CALL call = {.fn = ecdh_call, .ctx = &key, .ctx_size = sizeof(key),
+                               .in = peer, .inlen = peerlen, .out = out, .outlen = outlen,
+                               .secret_out = 1};
+
     if (key->backend->ecdh == NULL || not_capable(key, HWKEY_KEYF_DERIVE, "derive"))
         return 0;
-    return key->backend->ecdh(key, peer, peerlen, out, outlen);
+    return hwkey_offload_run(&call);
 }
 
 int hwkey_backend_supports(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec)

@@ -14,6 +14,7 @@
 #include "hwkey/hwkey.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/offload.h"
 
 static OSSL_FUNC_provider_teardown_fn hwkey_teardown;
 static OSSL_FUNC_provider_gettable_params_fn hwkey_gettable_params;
@@ -69,6 +70,8 @@ static void provctx_free(HWKEY_PROVCTX *ctx)
 {
     if (ctx == NULL)
         return;
+    /* No worker may still be inside a device call of this instance's keys. */
+    hwkey_offload_shutdown();
     hwkey_catalogue_free(ctx);
     CRYPTO_THREAD_lock_free(ctx->catalogue_lock);
     hwkey_devices_free(ctx->devices);

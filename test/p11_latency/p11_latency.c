@@ -10,6 +10,10 @@
  *                        C_DeriveKey, microseconds (default 0)
  *   P11_LATENCY_CONTROL  a file; when it exists and starts with "unplugged",
  *                        the device is gone (read once per call)
+ *   P11_LATENCY_STATS    a file rewritten at the start and end of every
+ *                        private-key operation: "inflight=N max=M ops=K",
+ *                        so a test can see operations overlap (async) or
+ *                        wait until one is in flight (to cancel it)
  *
  * While unplugged every call answers CKR_DEVICE_ERROR, as a network HSM's
  * client library does when its connection is lost.  After it is plugged
@@ -41,6 +45,8 @@ static const char *control;
 
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
 static int broken;                   /* unplugged since the last C_Initialize */
+static const char *stats_path;
+static unsigned long inflight, max_inflight, ops_done;
 
 static void pause_us(unsigned long us)
 {
@@ -78,6 +84,36 @@ static CK_RV link_check(unsigned long extra_us)
     down = broken;
     pthread_mutex_unlock(&state_lock);
     return down ? CKR_DEVICE_ERROR : CKR_OK;
+}
+
+static void stats_write_locked(void)
+{
+    FILE *f;
+
+    if (stats_path == NULL || (f = fopen(stats_path, "we")) == NULL)
+        return;
+    fprintf(f, "inflight=%lu max=%lu ops=%lu\n", inflight, max_inflight, ops_done);
+    fclose(f);
+}
+
+/* Around a private-key operation: counts what overlaps. */
+static void op_begin(void)
+{
+    pthread_mutex_lock(&state_lock);
+    if (++inflight > max_inflight)
+        max_inflight = inflight;
+    stats_write_locked();
+    pthread_mutex_unlock(&state_lock);
+}
+
+static CK_RV op_end(CK_RV rv)
+{
+    pthread_mutex_lock(&state_lock);
+    inflight--;
+    ops_done++;
+    stats_write_locked();
+    pthread_mutex_unlock(&state_lock);
+    return rv;
 }
 
 #define LINK_OR_RETURN(extra)                                                                      \
@@ -184,8 +220,17 @@ static CK_RV lat_Sign(CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG len,
                       CK_ULONG_PTR siglen)
 {
     /* A length query is answered by the client library, without the device. */
-    LINK_OR_RETURN(sig != NULL ? op_us : 0);
-    return real->C_Sign(session, data, len, sig, siglen);
+    CK_RV rv;
+
+    if (sig == NULL) {
+        LINK_OR_RETURN(0);
+        return real->C_Sign(session, data, len, sig, siglen);
+    }
+    op_begin();
+    rv = link_check(op_us);
+    if (rv == CKR_OK)
+        rv = real->C_Sign(session, data, len, sig, siglen);
+    return op_end(rv);
 }
 
 static CK_RV lat_SignUpdate(CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG len)
@@ -210,15 +255,29 @@ static CK_RV lat_DecryptInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech,
 static CK_RV lat_Decrypt(CK_SESSION_HANDLE session, CK_BYTE_PTR in, CK_ULONG inlen,
                          CK_BYTE_PTR out, CK_ULONG_PTR outlen)
 {
-    LINK_OR_RETURN(out != NULL ? op_us : 0);
-    return real->C_Decrypt(session, in, inlen, out, outlen);
+    CK_RV rv;
+
+    if (out == NULL) {
+        LINK_OR_RETURN(0);
+        return real->C_Decrypt(session, in, inlen, out, outlen);
+    }
+    op_begin();
+    rv = link_check(op_us);
+    if (rv == CKR_OK)
+        rv = real->C_Decrypt(session, in, inlen, out, outlen);
+    return op_end(rv);
 }
 
 static CK_RV lat_DeriveKey(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE base,
                            CK_ATTRIBUTE_PTR templ, CK_ULONG count, CK_OBJECT_HANDLE_PTR key)
 {
-    LINK_OR_RETURN(op_us);
-    return real->C_DeriveKey(session, mech, base, templ, count, key);
+    CK_RV rv;
+
+    op_begin();
+    rv = link_check(op_us);
+    if (rv == CKR_OK)
+        rv = real->C_DeriveKey(session, mech, base, templ, count, key);
+    return op_end(rv);
 }
 
 static unsigned long env_ulong(const char *name)
@@ -253,6 +312,7 @@ static CK_RV load_real(void)
     call_us = env_ulong("P11_LATENCY_CALL_US");
     op_us = env_ulong("P11_LATENCY_OP_US");
     control = getenv("P11_LATENCY_CONTROL");
+    stats_path = getenv("P11_LATENCY_STATS");
     wrapped = *real;
     wrapped.C_GetFunctionList = C_GetFunctionList;
     wrapped.C_Initialize = lat_Initialize;

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Asynchronous device calls (util/offload.c) under HAProxy 2.6 with
+# ssl-mode-async and one thread: a slow token (p11_latency.so, 300 ms per
+# private-key operation) must not serialise the handshakes.
+#  - 12 clients at once, EC P-256 key: all succeed, and the token sees
+#    several operations in flight at the same time (max >= 3); without
+#    ssl-mode-async the same load never overlaps (max == 1): this is what
+#    shows the event loop no longer waits for the device.
+#  - RSA key: TLS 1.3 (RSA-PSS signature) and TLS 1.2 RSA key exchange
+#    (decryption) through async.
+#  - a client that hangs up while its signature is in flight (seen in the
+#    token's in-flight counter, not guessed with a sleep): HAProxy keeps
+#    serving, no crash.
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+skip_if_missing haproxy curl
+hw_p11_setup
+
+LAT_SO=$top_builddir/test/p11_latency/.libs/p11_latency.so
+[[ -f $LAT_SO ]] || hw_fail "$LAT_SO not built (make check builds it)"
+export P11_LATENCY_MODULE=$HW_P11_MODULE P11_LATENCY_STATS=$HW_DIR/stats
+hw_write_p11_cnf lat.cnf after "$LAT_SO"
+
+# Keys on the token, certificates, HAProxy's crt files (certificate + reference file).
+for kind in ec rsa; do
+    case $kind in ec) alg=ec:P-256 ;; rsa) alg=rsa:2048 ;; esac
+    hw_p11_keygen "$alg" "async-$kind" "key-$kind.pem"
+    OPENSSL_CONF=lat.cnf ossl req -x509 -new -key "key-$kind.pem" -subj /CN=hwkey.test -days 2 \
+        -addext subjectAltName=DNS:hwkey.test -out "crt-$kind.pem" 2>req.err \
+        || hw_fail "certificate for the $kind key: $(cat req.err)"
+    cat "crt-$kind.pem" "key-$kind.pem" >"haproxy-$kind.pem"
+done
+
+HA_PID=
+# ha_start MODE(async|sync): HAProxy, one thread, both keys on their own ports.
+ha_start() {
+    local mode=$1 i
+    PORT_EC=$(hw_free_port) PORT_RSA=$(hw_free_port)
+    {
+        echo "global"
+        echo "    nbthread 1"
+        [[ $mode == async ]] && echo "    ssl-mode-async"
+        echo "    pidfile $HW_DIR/haproxy.pid"
+        echo "defaults"
+        echo "    mode http"
+        echo "    timeout connect 10s"
+        echo "    timeout client 60s"
+        echo "    timeout server 60s"
+        echo "frontend fe_ec"
+        echo "    bind 127.0.0.1:$PORT_EC ssl crt $HW_DIR/haproxy-ec.pem"
+        echo "    http-request return status 200 content-type text/plain string ok-ec"
+        echo "frontend fe_rsa"
+        echo "    bind 127.0.0.1:$PORT_RSA ssl crt $HW_DIR/haproxy-rsa.pem ssl-min-ver TLSv1.2"
+        echo "    http-request return status 200 content-type text/plain string ok-rsa"
+    } >haproxy.cfg
+    rm -f "$P11_LATENCY_STATS"
+    OPENSSL_CONF=$HW_DIR/lat.cnf P11_LATENCY_OP_US=300000 haproxy -db -f haproxy.cfg \
+        >haproxy.$mode.log 2>&1 &
+    HA_PID=$!
+    hw_register_pid "$HA_PID"
+    for ((i = 0; i < 100; i++)); do
+        curl -sk --max-time 20 "https://127.0.0.1:$PORT_EC/" >/dev/null 2>&1 && return 0
+        kill -0 "$HA_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    hw_fail "haproxy ($mode) did not serve: $(tail -5 haproxy.$mode.log)"
+}
+
+ha_stop() {
+    kill "$HA_PID" 2>/dev/null || true
+    wait "$HA_PID" 2>/dev/null || true
+    grep -qiE 'segmentation|core dumped|abort' haproxy.*.log && hw_fail "haproxy crashed: $(tail -5 haproxy.*.log)"
+    HA_PID=
+}
+
+# burst N PORT: N clients at once, each a full handshake; prints how many got the page.
+burst() {
+    local n=$1 port=$2 i ok=0
+    local pids=()
+    for ((i = 0; i < n; i++)); do
+        curl -sk --max-time 60 -o "burst.$i" "https://127.0.0.1:$port/" &
+        pids+=($!)
+    done
+    for ((i = 0; i < n; i++)); do
+        wait "${pids[$i]}" && grep -q '^ok-' "burst.$i" && ok=$((ok + 1))
+    done
+    echo "$ok"
+}
+
+max_inflight() { sed -n 's/.*max=\([0-9]*\).*/\1/p' "$P11_LATENCY_STATS"; }
+
+# 1. Synchronous baseline: the handshakes queue behind the device.
+ha_start sync
+rm -f "$P11_LATENCY_STATS"
+ok=$(burst 6 "$PORT_EC")
+((ok == 6)) || hw_fail "sync: only $ok of 6 handshakes succeeded"
+sync_max=$(max_inflight)
+((sync_max == 1)) || hw_fail "sync: $sync_max device operations overlapped on one thread (expected 1)"
+ha_stop
+
+# 2. ssl-mode-async: the same thread keeps many device operations in flight.
+ha_start async
+rm -f "$P11_LATENCY_STATS"
+ok=$(burst 12 "$PORT_EC")
+((ok == 12)) || hw_fail "async: only $ok of 12 handshakes succeeded: $(tail -5 haproxy.async.log)"
+async_max=$(max_inflight)
+((async_max >= 3)) || hw_fail "async: at most $async_max device operation(s) in flight (expected >= 3)"
+
+# 3. RSA through async: TLS 1.3 (PSS signature) and the TLS 1.2 RSA key exchange (decrypt).
+for args in "-tls1_3" "-tls1_2 -cipher AES128-GCM-SHA256"; do
+    # shellcheck disable=SC2086
+    printf 'GET / HTTP/1.0\r\n\r\n' | OPENSSL_CONF=$HW_SW_CNF timeout -k 5 60 openssl s_client \
+        -connect "127.0.0.1:$PORT_RSA" $args -CAfile crt-rsa.pem -servername hwkey.test -ign_eof \
+        >rsa.log 2>&1 || hw_fail "async RSA ($args): $(grep -i error rsa.log | head -3)"
+    grep -q 'ok-rsa' rsa.log || hw_fail "async RSA ($args): no page"
+done
+grep -q 'Cipher is AES128-GCM-SHA256' rsa.log || hw_fail "async RSA: RSA key exchange not used"
+
+# 4. A client that hangs up while its signature is in flight.
+rm -f "$P11_LATENCY_STATS"
+(exec sleep 60 | OPENSSL_CONF=$HW_SW_CNF openssl s_client -connect "127.0.0.1:$PORT_EC" \
+    -servername hwkey.test >cancel.log 2>&1) &
+cpid=$!
+for ((i = 0; i < 200; i++)); do
+    grep -q 'inflight=1' "$P11_LATENCY_STATS" 2>/dev/null && break
+    sleep 0.05
+done
+grep -q 'inflight=1' "$P11_LATENCY_STATS" || hw_fail "the cancelled client's signature never started"
+pkill -KILL -P "$cpid" 2>/dev/null || true
+kill -KILL "$cpid" 2>/dev/null || true
+wait "$cpid" 2>/dev/null || true
+ok=$(burst 4 "$PORT_EC")
+((ok == 4)) || hw_fail "after a cancelled handshake: only $ok of 4 succeeded"
+kill -0 "$HA_PID" || hw_fail "haproxy died after a cancelled handshake"
+ha_stop
+hw_log "ssl-mode-async: 12 of 12 at once with up to $async_max device operations in flight on one thread (sync: $sync_max); RSA sign/decrypt; cancelled handshake survived"
