@@ -263,24 +263,25 @@ static void on_wait_ctx_free(ASYNC_WAIT_CTX *wctx, const void *key, OSSL_ASYNC_F
     channel_unref(chan);
 }
 
-/* This connection's channel, made and registered on first use. */
-static OFFLOAD_CHANNEL *channel_get(ASYNC_WAIT_CTX *wctx)
+/* This connection's registered channel, or NULL. */
+static OFFLOAD_CHANNEL *channel_find(ASYNC_WAIT_CTX *wctx)
 {
-    OFFLOAD_CHANNEL *chan = NULL;
     OSSL_ASYNC_FD fd;
     void *custom = NULL;
 
     if (ASYNC_WAIT_CTX_get_fd(wctx, &channel_key, &fd, &custom) && custom != NULL)
         return custom;
-    if ((chan = OPENSSL_zalloc(sizeof(*chan))) == NULL)
+    return NULL;
+}
+
+static OFFLOAD_CHANNEL *channel_new(void)
+{
+    OFFLOAD_CHANNEL *chan = OPENSSL_zalloc(sizeof(*chan));
+
+    if (chan == NULL)
         return NULL;
-    chan->refs = 1; /* the wait ctx's */
+    chan->refs = 1; /* the job's until registered, then the wait ctx's */
     if ((chan->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
-        OPENSSL_free(chan);
-        return NULL;
-    }
-    if (!ASYNC_WAIT_CTX_set_wait_fd(wctx, &channel_key, chan->fd, chan, on_wait_ctx_free)) {
-        close(chan->fd);
         OPENSSL_free(chan);
         return NULL;
     }
@@ -341,17 +342,22 @@ int hwkey_offload_run(const HWKEY_OFFLOAD_CALL *call)
     OFFLOAD_CHANNEL *chan;
     OFFLOAD_REQ *req;
     uint64_t count;
-    int ok, queued;
+    int ok, queued, registered;
 
     /* A size query (no output buffer) never reaches the device. */
     if (!hwkey_offload_wanted() || call->out == NULL)
         return call->fn(call->ctx, call->in, call->inlen, call->out, call->outlen);
     pthread_once(&hook_once, register_fork_hook);
     wctx = ASYNC_get_wait_ctx(ASYNC_get_current_job());
-    /* No wait ctx or no fd: run here, synchronously, as without a job. */
-    if (wctx == NULL || (chan = channel_get(wctx)) == NULL)
+    if (wctx == NULL)
+        return call->fn(call->ctx, call->in, call->inlen, call->out, call->outlen);
+    chan = channel_find(wctx);
+    registered = chan != NULL;
+    if (chan == NULL && (chan = channel_new()) == NULL)
         return call->fn(call->ctx, call->in, call->inlen, call->out, call->outlen);
     if ((req = req_new(call, chan)) == NULL) {
+        if (!registered)
+            channel_unref(chan);
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "preparing an asynchronous device call");
         return 0;
     }
@@ -361,12 +367,29 @@ int hwkey_offload_run(const HWKEY_OFFLOAD_CALL *call)
     pthread_mutex_unlock(&pool_lock);
     if (!queued) {
         chan->current = NULL;
-        req->refs = 1;
+        req_unref(req);          /* the worker's reference, never taken */
         req_unref(req);
+        if (!registered)
+            channel_unref(chan);
         return call->fn(call->ctx, call->in, call->inlen, call->out, call->outlen);
     }
-    /* The application may resume the job early: wait for done, not for one wake-up. */
+    /*
+     * Register the fd only when the job really pauses: an application learns
+     * of new fds when the job pauses (SSL_get_changed_async_fds after
+     * SSL_ERROR_WANT_ASYNC); one registered in a run that never paused would
+     * stay unknown to it (HAProxy then never resumes the job, and deletes an
+     * fd it never inserted).  The application may resume the job early:
+     * wait for done, not for one wake-up.
+     */
     while (!__atomic_load_n(&req->done, __ATOMIC_ACQUIRE)) {
+        if (!registered) {
+            if (!ASYNC_WAIT_CTX_set_wait_fd(wctx, &channel_key, chan->fd, chan,
+                                            on_wait_ctx_free)) {
+                wait_without_job(chan->fd);
+                continue;
+            }
+            registered = 1;
+        }
         if (!ASYNC_pause_job())
             wait_without_job(chan->fd);
     }
@@ -376,6 +399,8 @@ int hwkey_offload_run(const HWKEY_OFFLOAD_CALL *call)
         ;
     ok = deliver(req, call);
     req_unref(req);
+    if (!registered)
+        channel_unref(chan);
     return ok;
 }
 

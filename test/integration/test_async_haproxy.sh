@@ -38,6 +38,7 @@ ha_start() {
     {
         echo "global"
         echo "    nbthread 1"
+        echo "    tune.ssl.cachesize 0"
         [[ $mode == async ]] && echo "    ssl-mode-async"
         echo "    pidfile $HW_DIR/haproxy.pid"
         echo "defaults"
@@ -46,10 +47,10 @@ ha_start() {
         echo "    timeout client 60s"
         echo "    timeout server 60s"
         echo "frontend fe_ec"
-        echo "    bind 127.0.0.1:$PORT_EC ssl crt $HW_DIR/haproxy-ec.pem"
+        echo "    bind 127.0.0.1:$PORT_EC ssl crt $HW_DIR/haproxy-ec.pem no-tls-tickets"
         echo "    http-request return status 200 content-type text/plain string ok-ec"
         echo "frontend fe_rsa"
-        echo "    bind 127.0.0.1:$PORT_RSA ssl crt $HW_DIR/haproxy-rsa.pem ssl-min-ver TLSv1.2"
+        echo "    bind 127.0.0.1:$PORT_RSA ssl crt $HW_DIR/haproxy-rsa.pem no-tls-tickets ssl-min-ver TLSv1.2"
         echo "    http-request return status 200 content-type text/plain string ok-rsa"
     } >haproxy.cfg
     rm -f "$P11_LATENCY_STATS"
