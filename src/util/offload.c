@@ -328,6 +328,19 @@ static int deliver(OFFLOAD_REQ *req, const HWKEY_OFFLOAD_CALL *call)
     return ok;
 }
 
+/*
+ * Tests: HWKEY_TEST_OFFLOAD_WAIT_DELAY_US holds the job back between handing
+ * the call over and waiting for it, so the device answers first: the case
+ * that must not register a wait fd (test_offload.c), made deterministic.
+ */
+static void test_delay_before_wait(void)
+{
+    const char *v = getenv("HWKEY_TEST_OFFLOAD_WAIT_DELAY_US");
+
+    if (v != NULL)
+        usleep((useconds_t)strtoul(v, NULL, 10));
+}
+
 static void wait_without_job(int fd)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -373,6 +386,7 @@ int hwkey_offload_run(const HWKEY_OFFLOAD_CALL *call)
             channel_unref(chan);
         return call->fn(call->ctx, call->in, call->inlen, call->out, call->outlen);
     }
+    test_delay_before_wait();
     /*
      * Register the fd only when the job really pauses: an application learns
      * of new fds when the job pauses (SSL_get_changed_async_fds after

@@ -11,6 +11,9 @@
 #  - a client that hangs up while its signature is in flight (seen in the
 #    token's in-flight counter, not guessed with a sleep): HAProxy keeps
 #    serving, no crash.
+#  - load with a fast token (wrk, 32 connections, 4 s): the device often
+#    answers before the job pauses; 0 errors and HAProxy alive (a wait fd
+#    registered in a run that never paused once crashed HAProxy here).
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 skip_if_missing haproxy curl
 hw_p11_setup
@@ -31,9 +34,10 @@ for kind in ec rsa; do
 done
 
 HA_PID=
-# ha_start MODE(async|sync): HAProxy, one thread, both keys on their own ports.
+# ha_start MODE(async|sync) [OP_US]: HAProxy, one thread, both keys on their own ports;
+# the token takes OP_US (default 300 ms) per private-key operation.
 ha_start() {
-    local mode=$1 i
+    local mode=$1 op_us=${2:-300000} i
     PORT_EC=$(hw_free_port) PORT_RSA=$(hw_free_port)
     {
         echo "global"
@@ -54,7 +58,7 @@ ha_start() {
         echo "    http-request return status 200 content-type text/plain string ok-rsa"
     } >haproxy.cfg
     rm -f "$P11_LATENCY_STATS"
-    OPENSSL_CONF=$HW_DIR/lat.cnf P11_LATENCY_OP_US=300000 haproxy -db -f haproxy.cfg \
+    OPENSSL_CONF=$HW_DIR/lat.cnf P11_LATENCY_OP_US=$op_us haproxy -db -f haproxy.cfg \
         >haproxy.$mode.log 2>&1 &
     HA_PID=$!
     hw_register_pid "$HA_PID"
@@ -133,4 +137,16 @@ ok=$(burst 4 "$PORT_EC")
 ((ok == 4)) || hw_fail "after a cancelled handshake: only $ok of 4 succeeded"
 kill -0 "$HA_PID" || hw_fail "haproxy died after a cancelled handshake"
 ha_stop
+
+# 5. Load with a fast token.
+if command -v wrk >/dev/null; then
+    ha_start async 0
+    OPENSSL_CONF=$HW_SW_CNF timeout -k 5 60 wrk -t2 -c32 -d4s --timeout 10s -H 'Connection: close' \
+        "https://127.0.0.1:$PORT_EC/" >wrk.log 2>&1 || hw_fail "wrk failed: $(cat wrk.log)"
+    grep -qE 'Socket errors|Non-2xx' wrk.log && hw_fail "async under load: errors: $(cat wrk.log)"
+    reqs=$(sed -nE 's/^ *([0-9]+) requests in.*/\1/p' wrk.log)
+    ((${reqs:-0} > 100)) || hw_fail "async under load: only ${reqs:-0} handshakes in 4 s: $(cat wrk.log)"
+    kill -0 "$HA_PID" || hw_fail "haproxy died under load: $(tail -5 haproxy.async.log)"
+    ha_stop
+fi
 hw_log "ssl-mode-async: 12 of 12 at once with up to $async_max device operations in flight on one thread (sync: $sync_max); RSA sign/decrypt; cancelled handshake survived"

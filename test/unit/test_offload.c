@@ -115,6 +115,31 @@ static void call_in_job_runs_on_worker(void **state)
     ASYNC_WAIT_CTX_free(wctx);
 }
 
+/*
+ * The device answers before the job would pause: the job finishes without
+ * pausing and must leave no wait fd behind (an application only learns of
+ * fds at a pause; HAProxy aborted deleting one it had never seen).
+ */
+static void answer_before_pause_registers_no_fd(void **state)
+{
+    ASYNC_WAIT_CTX *wctx = ASYNC_WAIT_CTX_new();
+    JOB_ARGS a = {.ctx = {.delay_ms = 0}};
+    JOB_ARGS *ap = &a;
+    ASYNC_JOB *job = NULL;
+    size_t n = 99;
+    int ret = 0;
+
+    (void)state;
+    setenv("HWKEY_TEST_OFFLOAD_WAIT_DELAY_US", "100000", 1);
+    assert_int_equal(ASYNC_start_job(&job, wctx, &ret, job_main, &ap, sizeof(ap)), ASYNC_FINISH);
+    unsetenv("HWKEY_TEST_OFFLOAD_WAIT_DELAY_US");
+    assert_int_equal(ret, 1);
+    assert_int_equal(a.outlen, 4);
+    assert_true(ASYNC_WAIT_CTX_get_all_fds(wctx, NULL, &n));
+    assert_int_equal(n, 0);
+    ASYNC_WAIT_CTX_free(wctx);
+}
+
 static void worker_errors_reach_the_job(void **state)
 {
     ASYNC_WAIT_CTX *wctx = ASYNC_WAIT_CTX_new();
@@ -172,6 +197,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(call_in_job_runs_on_worker),
+        cmocka_unit_test(answer_before_pause_registers_no_fd),
         cmocka_unit_test(worker_errors_reach_the_job),
         cmocka_unit_test(hang_up_while_in_flight),
         cmocka_unit_test(outside_a_job_runs_directly),
