@@ -1,0 +1,143 @@
+/*
+ * Why a module cannot start, in words an operator can act on.  The common
+ * case: SoftHSM's token store is readable by root only, and the process that
+ * uses it runs as another user (nginx workers as nobody/www-data, Debian's
+ * /var/lib/softhsm/tokens is root:softhsm 2770, and softhsm2-util creates each
+ * token directory 0700 as root).  SoftHSM then answers CKR_GENERAL_ERROR to
+ * C_Initialize, or shows no initialised token, and says nothing else.  So we
+ * look where its configuration (SOFTHSM2_CONF) says the store is and name the
+ * path, our uid and what to change.
+ */
+#include "backend/pkcs11/p11_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/error.h"
+
+#define SOFTHSM_DEFAULT_CONF "/etc/softhsm/softhsm2.conf"
+
+static const char *user_name(uid_t uid)
+{
+    struct passwd *pw = getpwuid(uid);
+
+    return pw != NULL ? pw->pw_name : "?";
+}
+
+static const char *group_name(gid_t gid)
+{
+    struct group *gr = getgrgid(gid);
+
+    return gr != NULL ? gr->gr_name : "?";
+}
+
+/* directories.tokendir from a SoftHSM configuration file; 0 if unreadable/absent. */
+static int softhsm_tokendir(const char *conf, char *dir, size_t len, int *conf_errno)
+{
+    char line[1024];
+    FILE *f = fopen(conf, "re");
+    int found = 0;
+
+    *conf_errno = f == NULL ? errno : 0;
+    if (f == NULL)
+        return 0;
+    while (!found && fgets(line, sizeof(line), f) != NULL) {
+        char *p = line + strspn(line, " \t"), *v, *end;
+
+        if (strncmp(p, "directories.tokendir", 20) != 0)
+            continue;
+        v = p + 20 + strspn(p + 20, " \t");
+        if (*v != '=')
+            continue;
+        v += 1 + strspn(v + 1, " \t");
+        end = v + strcspn(v, "\r\n");
+        while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        *end = '\0';
+        found = *v != '\0' && snprintf(dir, len, "%s", v) < (int)len;
+    }
+    fclose(f);
+    return found;
+}
+
+/* "PATH (owner U:G, mode M) is not accessible to uid N (name), gid ...: why" */
+static int describe_denied(const char *what, const char *path, char *buf, size_t len)
+{
+    struct stat st;
+    int e;
+
+    if (access(path, R_OK | W_OK | X_OK) == 0)
+        return 0;
+    e = errno;
+    if (stat(path, &st) != 0) {
+        snprintf(buf, len, "%s %s: %s (uid %ld)", what, path, strerror(errno),
+                 (long)getuid());
+        return 1;
+    }
+    snprintf(buf, len, "%s %s (owner %s:%s, mode %04o) is not readable and writable by "
+             "this process, uid %ld (%s) gid %ld: %s; run it in group %s (nginx: `user %s %s;`, "
+             "systemd: SupplementaryGroups=%s) and make the store group-accessible "
+             "(chgrp -R %s %s; chmod -R g+rwX %s)", what, path, user_name(st.st_uid),
+             group_name(st.st_gid), (unsigned int)(st.st_mode & 07777), (long)geteuid(),
+             user_name(geteuid()), (long)getegid(), strerror(e), group_name(st.st_gid),
+             user_name(geteuid()), group_name(st.st_gid), group_name(st.st_gid),
+             group_name(st.st_gid), path, path);
+    return 1;
+}
+
+int hwkey_p11_store_hint(const char *module_path, char *buf, size_t len)
+{
+    const char *conf = getenv("SOFTHSM2_CONF");
+    char dir[768], sub[1024];
+    struct dirent *de;
+    DIR *d;
+    int conf_errno = 0, found = 0;
+
+    buf[0] = '\0';
+    if (module_path == NULL || strstr(module_path, "softhsm") == NULL)
+        return 0;
+    if (conf == NULL)
+        conf = SOFTHSM_DEFAULT_CONF;
+    if (!softhsm_tokendir(conf, dir, sizeof(dir), &conf_errno)) {
+        if (conf_errno != 0)
+            snprintf(buf, len, "SoftHSM configuration %s (SOFTHSM2_CONF) cannot be read by "
+                     "uid %ld (%s): %s", conf, (long)geteuid(), user_name(geteuid()),
+                     strerror(conf_errno));
+        return conf_errno != 0;
+    }
+    if (describe_denied("SoftHSM token store", dir, buf, len))
+        return 1;
+    /* Each token is a directory of its own, 0700 when softhsm2-util ran as root. */
+    if ((d = opendir(dir)) == NULL)
+        return 0;
+    while (!found && (de = readdir(d)) != NULL) {
+        struct stat st;
+
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name);
+        if (stat(sub, &st) == 0 && S_ISDIR(st.st_mode))
+            found = describe_denied("SoftHSM token directory", sub, buf, len);
+    }
+    closedir(d);
+    return found;
+}
+
+void hwkey_p11_raise_init_failure(HWKEY_P11_MODULE *mod, const char *what, CK_RV rv)
+{
+    char hint[1024];
+
+    if (hwkey_p11_store_hint(mod->path, hint, sizeof(hint)))
+        hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "%s of %s failed: %s: %s", what, mod->path,
+                    hwkey_p11_rv_name(rv), hint);
+    else
+        hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "%s of %s failed: %s (process uid %ld)", what,
+                    mod->path, hwkey_p11_rv_name(rv), (long)geteuid());
+}
