@@ -6,7 +6,10 @@
  */
 #include "backend/pkcs11/p11_internal.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/objects.h>
@@ -223,13 +226,56 @@ static int p11_random(HWKEY_DEVICE *base, unsigned char *buf, size_t len)
  * The passphrase callback is the one thing called from inside that leaves
  * the gate while it runs (p11_login.c).
  */
+/*
+ * SIGPIPE: p11-kit-client writes to its socket with write(2), so the first
+ * call after `p11-kit server` went away raises SIGPIPE, whose default action
+ * kills the application (seen: a signing loop died silently; nginx ignores
+ * SIGPIPE, openssl(1) and most programs do not).  A library must not change
+ * the process's disposition, so each entry blocks SIGPIPE in the calling
+ * thread and swallows one that the module raised meanwhile (libcurl's
+ * technique); the module then sees EPIPE and answers CKR_DEVICE_ERROR.
+ */
+typedef struct {
+    sigset_t old;
+    int was_pending;
+} SIGPIPE_GUARD;
+
+static void sigpipe_block(SIGPIPE_GUARD *g)
+{
+    sigset_t pipe, pending;
+
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    sigpending(&pending);
+    g->was_pending = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, &g->old);
+}
+
+static void sigpipe_restore(SIGPIPE_GUARD *g)
+{
+    static const struct timespec zero = {0, 0};
+    sigset_t pipe, pending;
+
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    sigpending(&pending);
+    /* Only ours: one that was pending before stays for the application. */
+    if (!g->was_pending && sigismember(&pending, SIGPIPE))
+        while (sigtimedwait(&pipe, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
 #define GATED(ret, name, params, args)                                                   \
     static ret gated_##name params                                                       \
     {                                                                                    \
+        SIGPIPE_GUARD g;                                                                 \
         ret r;                                                                           \
+        sigpipe_block(&g);                                                               \
         hwkey_gate_enter();                                                              \
         r = name args;                                                                   \
         hwkey_gate_leave();                                                              \
+        sigpipe_restore(&g);                                                             \
         return r;                                                                        \
     }
 
