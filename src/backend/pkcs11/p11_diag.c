@@ -24,18 +24,21 @@
 
 #define SOFTHSM_DEFAULT_CONF "/etc/softhsm/softhsm2.conf"
 
-static const char *user_name(uid_t uid)
+/* getpwuid/getgrgid return static storage: copy, one name per buffer. */
+static const char *user_name(uid_t uid, char *buf, size_t len)
 {
     struct passwd *pw = getpwuid(uid);
 
-    return pw != NULL ? pw->pw_name : "?";
+    snprintf(buf, len, "%s", pw != NULL ? pw->pw_name : "?");
+    return buf;
 }
 
-static const char *group_name(gid_t gid)
+static const char *group_name(gid_t gid, char *buf, size_t len)
 {
     struct group *gr = getgrgid(gid);
 
-    return gr != NULL ? gr->gr_name : "?";
+    snprintf(buf, len, "%s", gr != NULL ? gr->gr_name : "?");
+    return buf;
 }
 
 /* directories.tokendir from a SoftHSM configuration file; 0 if unreadable/absent. */
@@ -67,9 +70,14 @@ static int softhsm_tokendir(const char *conf, char *dir, size_t len, int *conf_e
     return found;
 }
 
-/* "PATH (owner U:G, mode M) is not accessible to uid N (name), gid ...: why" */
+/*
+ * "PATH (owner U:G, mode M) is not readable and writable by uid N (name):
+ * why; what to change".  The group to suggest is the store's own group,
+ * unless that is root's: then a dedicated one (Debian's package uses softhsm).
+ */
 static int describe_denied(const char *what, const char *path, char *buf, size_t len)
 {
+    char owner[64], group[64], me[64], fix_group[64];
     struct stat st;
     int e;
 
@@ -78,17 +86,21 @@ static int describe_denied(const char *what, const char *path, char *buf, size_t
     e = errno;
     if (stat(path, &st) != 0) {
         snprintf(buf, len, "%s %s: %s (uid %ld)", what, path, strerror(errno),
-                 (long)getuid());
+                 (long)geteuid());
         return 1;
     }
-    snprintf(buf, len, "%s %s (owner %s:%s, mode %04o) is not readable and writable by "
-             "this process, uid %ld (%s) gid %ld: %s; run it in group %s (nginx: `user %s %s;`, "
-             "systemd: SupplementaryGroups=%s) and make the store group-accessible "
-             "(chgrp -R %s %s; chmod -R g+rwX %s)", what, path, user_name(st.st_uid),
-             group_name(st.st_gid), (unsigned int)(st.st_mode & 07777), (long)geteuid(),
-             user_name(geteuid()), (long)getegid(), strerror(e), group_name(st.st_gid),
-             user_name(geteuid()), group_name(st.st_gid), group_name(st.st_gid),
-             group_name(st.st_gid), path, path);
+    user_name(st.st_uid, owner, sizeof(owner));
+    group_name(st.st_gid, group, sizeof(group));
+    user_name(geteuid(), me, sizeof(me));
+    snprintf(fix_group, sizeof(fix_group), "%s", st.st_gid == 0 ? "softhsm" : group);
+    snprintf(buf, len, "%s %s (owner %s:%s, mode %04o) is not readable and writable by this "
+             "process, uid %ld (%s) gid %ld: %s; %sput the worker user in group %s (nginx: "
+             "`user %s %s;`, systemd: SupplementaryGroups=%s) and make the store group-"
+             "accessible: chmod -R g+rwX %s (token directories made by softhsm2-util as root "
+             "are 0700)", what, path, owner, group, (unsigned int)(st.st_mode & 07777),
+             (long)geteuid(), me, (long)getegid(), strerror(e),
+             st.st_gid == 0 ? "give the store a group of its own (chgrp -R softhsm PATH), " : "",
+             fix_group, me, fix_group, fix_group, path);
     return 1;
 }
 
@@ -106,10 +118,12 @@ int hwkey_p11_store_hint(const char *module_path, char *buf, size_t len)
     if (conf == NULL)
         conf = SOFTHSM_DEFAULT_CONF;
     if (!softhsm_tokendir(conf, dir, sizeof(dir), &conf_errno)) {
+        char me[64];
+
         if (conf_errno != 0)
             snprintf(buf, len, "SoftHSM configuration %s (SOFTHSM2_CONF) cannot be read by "
-                     "uid %ld (%s): %s", conf, (long)geteuid(), user_name(geteuid()),
-                     strerror(conf_errno));
+                     "uid %ld (%s): %s", conf, (long)geteuid(),
+                     user_name(geteuid(), me, sizeof(me)), strerror(conf_errno));
         return conf_errno != 0;
     }
     if (describe_denied("SoftHSM token store", dir, buf, len))
