@@ -75,13 +75,13 @@ static int softhsm_tokendir(const char *conf, char *dir, size_t len, int *conf_e
  * why; what to change".  The group to suggest is the store's own group,
  * unless that is root's: then a dedicated one (Debian's package uses softhsm).
  */
-static int describe_denied(const char *what, const char *path, char *buf, size_t len)
+static int describe_denied(const char *what, const char *path, int need, char *buf, size_t len)
 {
     char owner[64], group[64], me[64], fix_group[64];
     struct stat st;
     int e;
 
-    if (access(path, R_OK | W_OK | X_OK) == 0)
+    if (access(path, need) == 0)
         return 0;
     e = errno;
     if (stat(path, &st) != 0) {
@@ -93,11 +93,12 @@ static int describe_denied(const char *what, const char *path, char *buf, size_t
     group_name(st.st_gid, group, sizeof(group));
     user_name(geteuid(), me, sizeof(me));
     snprintf(fix_group, sizeof(fix_group), "%s", st.st_gid == 0 ? "softhsm" : group);
-    snprintf(buf, len, "%s %s (owner %s:%s, mode %04o) is not readable and writable by this "
+    snprintf(buf, len, "%s %s (owner %s:%s, mode %04o) is not %s by this "
              "process, uid %ld (%s) gid %ld: %s; %sput the worker user in group %s (nginx: "
              "`user %s %s;`, systemd: SupplementaryGroups=%s) and make the store group-"
              "accessible: chmod -R g+rwX %s (token directories made by softhsm2-util as root "
              "are 0700)", what, path, owner, group, (unsigned int)(st.st_mode & 07777),
+             (need & W_OK) != 0 ? "readable and writable" : "readable",
              (long)geteuid(), me, (long)getegid(), strerror(e),
              st.st_gid == 0 ? "give the store a group of its own (chgrp -R softhsm PATH), " : "",
              fix_group, me, fix_group, fix_group, path);
@@ -115,6 +116,11 @@ int hwkey_p11_store_hint(const char *module_path, char *buf, size_t len)
     buf[0] = '\0';
     if (module_path == NULL || strstr(module_path, "softhsm") == NULL)
         return 0;
+    if (conf != NULL && conf[0] == '\0') {
+        snprintf(buf, len, "SOFTHSM2_CONF is set but empty (unset it to use %s, or name "
+                 "SoftHSM's configuration file)", SOFTHSM_DEFAULT_CONF);
+        return 1;
+    }
     if (conf == NULL)
         conf = SOFTHSM_DEFAULT_CONF;
     if (!softhsm_tokendir(conf, dir, sizeof(dir), &conf_errno)) {
@@ -126,7 +132,8 @@ int hwkey_p11_store_hint(const char *module_path, char *buf, size_t len)
                      user_name(geteuid(), me, sizeof(me)), strerror(conf_errno));
         return conf_errno != 0;
     }
-    if (describe_denied("SoftHSM token store", dir, buf, len))
+    /* The store itself is only read (listed) to use a token; each token is written. */
+    if (describe_denied("SoftHSM token store", dir, R_OK | X_OK, buf, len))
         return 1;
     /* Each token is a directory of its own, 0700 when softhsm2-util ran as root. */
     if ((d = opendir(dir)) == NULL)
@@ -138,7 +145,8 @@ int hwkey_p11_store_hint(const char *module_path, char *buf, size_t len)
             continue;
         snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name);
         if (stat(sub, &st) == 0 && S_ISDIR(st.st_mode))
-            found = describe_denied("SoftHSM token directory", sub, buf, len);
+            found = describe_denied("SoftHSM token directory", sub, R_OK | W_OK | X_OK, buf,
+                                    len);
     }
     closedir(d);
     return found;
