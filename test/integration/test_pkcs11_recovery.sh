@@ -89,7 +89,7 @@ ok_before=$(grep -c '^ok' outage.out || true)
 kill_server
 t_kill=$(now_ms)
 kill -CONT "$DPID"
-sleep 3                          # the outage itself (the back-off reaches its 2 s ceiling)
+sleep 3                          # the outage itself (the back-off reaches its 1.6 s ceiling)
 start_server
 t_back=$(now_ms)
 for ((i = 0; i < 200; i++)); do

@@ -35,7 +35,7 @@
  * the only place that finalizes, never at exit), bumps the epochs and retries
  * once.  If the module cannot be re-initialised it is "down": operations fail
  * at once, and a new attempt is made at most every backoff_ms (100 ms
- * doubling to 2 s).
+ * doubling to 1.6 s: a device that returns is used within 2 s).
  *
  * Locks (the numbering of util/forkgate.h, which owns the order):
  *   1. dev->lock   module list                   taken before 2..
