@@ -302,6 +302,14 @@ int hwkey_p11_key_acquire(HWKEY_P11_KEY *key, CK_SESSION_HANDLE *s, uint64_t *ep
                           CK_OBJECT_HANDLE *obj);
 /* After CKR_OBJECT_HANDLE_INVALID / CKR_KEY_HANDLE_INVALID: force a re-find. */
 void hwkey_p11_key_forget_handle(HWKEY_P11_KEY *key);
+/* p11_recover.c: */
+/*
+ * hwkey_p11_key_acquire(), re-initialising the module once (*recovered: spent)
+ * when the failure behind it was a lost device; errors of the first try are
+ * dropped (the caller set an error mark).
+ */
+int hwkey_p11_key_acquire_recovering(HWKEY_P11_KEY *key, CK_SESSION_HANDLE *s, uint64_t *epoch,
+                                     CK_OBJECT_HANDLE *obj, int *recovered);
 /* Parses text, finds its module and token, opens a session and logs in. */
 int hwkey_p11_ref_open(HWKEY_P11_DEVICE *dev, const char *text, size_t len,
                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_P11_URI **uri,

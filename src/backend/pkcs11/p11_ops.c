@@ -74,30 +74,6 @@ static CK_RV one_op(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE ob
 }
 
 /*
- * A session and the object handle, re-initialising the module once if the
- * device was lost (the failure was raised deeper; hwkey_p11_noted_rv() says
- * why).  *recovered: the one re-initialisation of this operation is spent.
- */
-static int acquire(HWKEY_P11_KEY *key, CK_SESSION_HANDLE *s, uint64_t *epoch,
-                   CK_OBJECT_HANDLE *obj, int *recovered)
-{
-    uint64_t seen = hwkey_p11_token_epoch(key->tok);
-    CK_RV lost;
-
-    hwkey_p11_note_rv(CKR_OK);
-    if (hwkey_p11_key_acquire(key, s, epoch, obj))
-        return 1;
-    lost = hwkey_p11_noted_rv();
-    if (*recovered || !hwkey_p11_rv_device_lost(lost))
-        return 0;
-    *recovered = 1;
-    /* The first failure is replaced by the outcome of the recovery: one error, not two. */
-    ERR_pop_to_mark();
-    ERR_set_mark();
-    return hwkey_p11_recover(key->tok, seen, lost) && hwkey_p11_key_acquire(key, s, epoch, obj);
-}
-
-/*
  * 1 done; 0 with *rv set when the device refused (the caller raises: decrypt
  * hides details); -1 raised.  On a stale handle, a logged-out token or a dead
  * session, repair once and retry; on a lost device (p11_recover.c)
@@ -118,7 +94,7 @@ static int run_op(HWKEY_P11_KEY *key, P11_OP *op, CK_RV *rv)
         uint64_t epoch;
         int broken = 0;
 
-        if (!acquire(key, &s, &epoch, &obj, &recovered)) {
+        if (!hwkey_p11_key_acquire_recovering(key, &s, &epoch, &obj, &recovered)) {
             r = -1;
             break;
         }

@@ -230,3 +230,27 @@ int hwkey_p11_recover(HWKEY_P11_TOKEN *tok, uint64_t seen, CK_RV rv)
     pthread_mutex_unlock(&mod->lock);
     return ok;
 }
+
+/*
+ * A session and the object handle, re-initialising the module once if the
+ * device was lost (the failure was raised deeper; hwkey_p11_noted_rv() says
+ * why).  *recovered: the one re-initialisation of this operation is spent.
+ */
+int hwkey_p11_key_acquire_recovering(HWKEY_P11_KEY *key, CK_SESSION_HANDLE *s, uint64_t *epoch,
+                                     CK_OBJECT_HANDLE *obj, int *recovered)
+{
+    uint64_t seen = hwkey_p11_token_epoch(key->tok);
+    CK_RV lost;
+
+    hwkey_p11_note_rv(CKR_OK);
+    if (hwkey_p11_key_acquire(key, s, epoch, obj))
+        return 1;
+    lost = hwkey_p11_noted_rv();
+    if (*recovered || !hwkey_p11_rv_device_lost(lost))
+        return 0;
+    *recovered = 1;
+    /* The first failure is replaced by the outcome of the recovery: one error, not two. */
+    ERR_pop_to_mark();
+    ERR_set_mark();
+    return hwkey_p11_recover(key->tok, seen, lost) && hwkey_p11_key_acquire(key, s, epoch, obj);
+}
