@@ -6,12 +6,16 @@
  */
 #include "backend/pkcs11/p11_internal.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/objects.h>
 
 #include "util/error.h"
+#include "util/forkgate.h"
 #include "util/secmem.h"
 
 static int p11_handles(HWKEY_REF_KIND kind)
@@ -42,7 +46,13 @@ static HWKEY_DEVICE *p11_open(const HWKEY_CONFIG *cfg)
         if (!hwkey_p11_quirks_parse(cfg->pkcs11_quirks, &dev->quirks))
             goto err;
     }
-    hwkey_p11_fork_init();
+    /*
+     * Installs the gate's atfork handlers (once per process) so the fork
+     * generation counts from now on, even for internal callers that never
+     * pass through a gated entry before a fork (the unit tests).
+     */
+    hwkey_gate_enter();
+    hwkey_gate_leave();
     return &dev->base;
 err:
     p11_close(&dev->base);
@@ -67,7 +77,6 @@ static void p11_close(HWKEY_DEVICE *base)
         nmod = mod->next;
         for (tok = mod->tokens; tok != NULL; tok = ntok) {
             ntok = tok->next;
-            hwkey_p11_fork_untrack(tok);
             hwkey_secmem_free(tok->pin);
             OPENSSL_cleanse(tok->rejected, sizeof(tok->rejected));
             OPENSSL_free(tok->idle);
@@ -210,27 +219,127 @@ static int p11_random(HWKEY_DEVICE *base, unsigned char *buf, size_t len)
     return 1;
 }
 
+/*
+ * Every entry that can take a backend lock runs inside the fork gate
+ * (util/forkgate.h): fork() waits until no thread is in here, so a child
+ * never inherits a lock, a half-updated pool or a half-done module call.
+ * The passphrase callback is the one thing called from inside that leaves
+ * the gate while it runs (p11_login.c).
+ */
+/*
+ * SIGPIPE: p11-kit-client writes to its socket with write(2), so the first
+ * call after `p11-kit server` went away raises SIGPIPE, whose default action
+ * kills the application (seen: a signing loop died silently; nginx ignores
+ * SIGPIPE, openssl(1) and most programs do not).  A library must not change
+ * the process's disposition, so each entry blocks SIGPIPE in the calling
+ * thread and swallows one that the module raised meanwhile (libcurl's
+ * technique); the module then sees EPIPE and answers CKR_DEVICE_ERROR.
+ */
+typedef struct {
+    sigset_t old;
+    int was_pending;
+} SIGPIPE_GUARD;
+
+static void sigpipe_block(SIGPIPE_GUARD *g)
+{
+    sigset_t pipe, pending;
+
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    sigpending(&pending);
+    g->was_pending = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, &g->old);
+}
+
+static void sigpipe_restore(SIGPIPE_GUARD *g)
+{
+    static const struct timespec zero = {0, 0};
+    sigset_t pipe, pending;
+
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    sigpending(&pending);
+    /* Only ours: one that was pending before stays for the application. */
+    if (!g->was_pending && sigismember(&pending, SIGPIPE))
+        while (sigtimedwait(&pipe, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+#define GATED(ret, name, params, args)                                                   \
+    static ret gated_##name params                                                       \
+    {                                                                                    \
+        SIGPIPE_GUARD g;                                                                 \
+        ret r;                                                                           \
+        sigpipe_block(&g);                                                               \
+        hwkey_gate_enter();                                                              \
+        r = name args;                                                                   \
+        hwkey_gate_leave();                                                              \
+        sigpipe_restore(&g);                                                             \
+        return r;                                                                        \
+    }
+
+GATED(int, p11_describe, (HWKEY_DEVICE *d, BIO *out), (d, out))
+GATED(int, hwkey_p11_key_load,
+      (HWKEY_DEVICE *d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
+       HWKEY_BKEY **out), (d, ref, cb, arg, out))
+GATED(EVP_PKEY *, hwkey_p11_key_public, (HWKEY_BKEY *k, OSSL_LIB_CTX *l, const char *pq),
+      (k, l, pq))
+GATED(int, hwkey_p11_key_generate,
+      (HWKEY_DEVICE *d, const HWKEY_KEYSPEC *sp, const HWKEY_GENOPTS *o, HWKEY_REFBLOB *out),
+      (d, sp, o, out))
+GATED(int, hwkey_p11_key_import,
+      (HWKEY_DEVICE *d, EVP_PKEY *soft, const HWKEY_GENOPTS *o, HWKEY_REFBLOB *out),
+      (d, soft, o, out))
+GATED(int, hwkey_p11_key_delete, (HWKEY_DEVICE *d, const HWKEY_KEYREF *ref), (d, ref))
+GATED(int, hwkey_p11_key_list, (HWKEY_DEVICE *d, const char *f, hwkey_list_cb cb, void *arg),
+      (d, f, cb, arg))
+GATED(int, hwkey_p11_sign,
+      (HWKEY_BKEY *k, const HWKEY_SIGN_PARAMS *p, const unsigned char *tbs, size_t tbslen,
+       unsigned char *sig, size_t *siglen), (k, p, tbs, tbslen, sig, siglen))
+GATED(int, hwkey_p11_rsa_private,
+      (HWKEY_BKEY *k, const unsigned char *in, size_t inlen, unsigned char *out,
+       size_t *outlen), (k, in, inlen, out, outlen))
+GATED(int, hwkey_p11_rsa_decrypt,
+      (HWKEY_BKEY *k, const HWKEY_DECRYPT_PARAMS *p, const unsigned char *in, size_t inlen,
+       unsigned char *out, size_t *outlen), (k, p, in, inlen, out, outlen))
+GATED(int, hwkey_p11_ecdh,
+      (HWKEY_BKEY *k, const unsigned char *peer, size_t peerlen, unsigned char *out,
+       size_t *outlen), (k, peer, peerlen, out, outlen))
+GATED(int, p11_random, (HWKEY_DEVICE *d, unsigned char *buf, size_t len), (d, buf, len))
+GATED(EVP_PKEY *, hwkey_p11_pubkey_load,
+      (HWKEY_DEVICE *d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
+       OSSL_LIB_CTX *l, const char *pq), (d, ref, cb, arg, l, pq))
+GATED(int, hwkey_p11_cert_load,
+      (HWKEY_DEVICE *d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
+       unsigned char **der, size_t *derlen), (d, ref, cb, arg, der, derlen))
+GATED(int, hwkey_p11_datakey_create,
+      (HWKEY_DEVICE *d, const HWKEY_GENOPTS *o, HWKEY_REFBLOB *out), (d, o, out))
+GATED(int, hwkey_p11_datakey_unwrap,
+      (HWKEY_DEVICE *d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
+       unsigned char key[32]), (d, ref, cb, arg, key))
+
 const HWKEY_BACKEND hwkey_pkcs11_backend = {
     .name = "pkcs11",
     .handles = p11_handles,
     .open = p11_open,
     .close = p11_close,
     .supports = p11_supports,
-    .describe = p11_describe,
-    .key_load = hwkey_p11_key_load,
+    .describe = gated_p11_describe,
+    .key_load = gated_hwkey_p11_key_load,
     .key_free = hwkey_p11_key_free,
-    .key_public = hwkey_p11_key_public,
-    .key_generate = hwkey_p11_key_generate,
-    .key_import = hwkey_p11_key_import,
-    .key_delete = hwkey_p11_key_delete,
-    .key_list = hwkey_p11_key_list,
-    .sign = hwkey_p11_sign,
-    .rsa_private = hwkey_p11_rsa_private,
-    .rsa_decrypt = hwkey_p11_rsa_decrypt,
-    .ecdh = hwkey_p11_ecdh,
-    .random = p11_random,
-    .pubkey_load = hwkey_p11_pubkey_load,
-    .cert_load = hwkey_p11_cert_load,
-    .datakey_create = hwkey_p11_datakey_create,
-    .datakey_unwrap = hwkey_p11_datakey_unwrap,
+    .key_public = gated_hwkey_p11_key_public,
+    .key_generate = gated_hwkey_p11_key_generate,
+    .key_import = gated_hwkey_p11_key_import,
+    .key_delete = gated_hwkey_p11_key_delete,
+    .key_list = gated_hwkey_p11_key_list,
+    .sign = gated_hwkey_p11_sign,
+    .rsa_private = gated_hwkey_p11_rsa_private,
+    .rsa_decrypt = gated_hwkey_p11_rsa_decrypt,
+    .ecdh = gated_hwkey_p11_ecdh,
+    .random = gated_p11_random,
+    .pubkey_load = gated_hwkey_p11_pubkey_load,
+    .cert_load = gated_hwkey_p11_cert_load,
+    .datakey_create = gated_hwkey_p11_datakey_create,
+    .datakey_unwrap = gated_hwkey_p11_datakey_unwrap,
 };

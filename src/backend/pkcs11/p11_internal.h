@@ -10,7 +10,9 @@
  *                  p11-kit leaves out (duplicates, unknown attributes)
  *   p11_login.c    PIN sources, C_Login policy (never retry a rejected PIN)
  *   p11_session.c  per-token session pool
- *   p11_fork.c     fork generation; re-initialising a module in a child
+ *   p11_fork.c     re-initialising a module in a forked child
+ *   p11_recover.c  device loss: re-initialise, log in again, re-find; back-off
+ *   p11_diag.c     why a module cannot start (SoftHSM token store permissions)
  *   p11_keys.c     key_load/free, generate, delete, list
  *   p11_import.c   key_import: a software key into token objects (C_CreateObject)
  *   p11_pubkey.c   object lookup, attributes, the public half as an EVP_PKEY
@@ -27,6 +29,28 @@
  * hwkey_p11_module_check() (called by every session acquire) re-runs
  * C_Initialize in a child and bumps each token's epoch; sessions, logins and
  * object handles of an older epoch are dead and are re-made on next use.
+ *
+ * Device loss (p11_recover.c): an operation that meets a device, session or
+ * initialisation error re-initialises the module (C_Finalize + C_Initialize:
+ * the only place that finalizes, never at exit), bumps the epochs and retries
+ * once.  If the module cannot be re-initialised it is "down": operations fail
+ * at once, and a new attempt is made at most every backoff_ms (100 ms
+ * doubling to 1.6 s: a device that returns is used within 2 s).
+ *
+ * Locks (the numbering of util/forkgate.h, which owns the order):
+ *   1. dev->lock   module list                   taken before 2..
+ *   2. mod->lock   token list, (re)initialisation, down/backoff state
+ *   3. tok->lock   session pool, login state, kept PIN (cond: tok->cond)
+ *   4. key->lock   object handle cache
+ *   7. secure memory (keep_pin allocates under tok->lock: 3 then 7)
+ * Every one is taken only inside hwkey_gate_enter()/leave() (p11_backend.c
+ * brackets each vtable entry), so fork() never copies a held lock and no
+ * atfork handler here takes one.  No module call runs under dev->lock;
+ * tok->lock is released around C_OpenSession.  Recovery holds mod->lock and
+ * waits (on tok->cond) for every checked-out session to come back before
+ * C_Finalize: a thread holding a session must never wait for mod->lock.
+ * No application callback (passphrase/PIN prompt) runs under any of these
+ * locks or inside the gate (p11_login.c reads the PIN first, gate suspended).
  */
 #ifndef HWKEY_P11_INTERNAL_H
 #define HWKEY_P11_INTERNAL_H
@@ -100,6 +124,12 @@ struct hwkey_p11_module {
     pthread_mutex_t lock;            /* token list, (re)initialisation */
     uint64_t fork_gen;               /* generation C_Initialize ran in */
     unsigned long initialize_calls;  /* tests: C_Initialize count */
+    /* Device loss (p11_recover.c), under lock. */
+    int down;                        /* the last re-initialisation failed */
+    CK_RV down_rv;                   /* the error that lost it */
+    uint64_t down_since_ms, next_try_ms; /* CLOCK_MONOTONIC */
+    unsigned int backoff_ms;
+    unsigned long recoveries;        /* tests: successful re-initialisations */
     HWKEY_P11_TOKEN *tokens;
     HWKEY_P11_MODULE *next;
 };
@@ -117,7 +147,9 @@ struct hwkey_p11_token {
     pthread_cond_t cond;
     CK_SESSION_HANDLE *idle;
     size_t n_idle, n_open, max_open;
-    uint64_t epoch;                  /* bumped by re-initialisation after fork */
+    size_t n_out;                    /* checked out or being opened (recovery waits for 0) */
+    int closing;                     /* recovery in progress: session_get waits */
+    uint64_t epoch;                  /* bumped by re-initialisation (fork, recovery) */
 
     /* Login state (p11_login.c), under lock. */
     int logged_in;
@@ -126,7 +158,6 @@ struct hwkey_p11_token {
     unsigned char rejected[32];      /* SHA-256 of the last PIN the token refused */
     int have_rejected;
     unsigned long login_calls;       /* tests: C_Login(CKU_USER) count */
-    HWKEY_P11_TOKEN *all_next;       /* process-wide token list (p11_fork.c) */
 
     HWKEY_P11_TOKEN *next;
 };
@@ -141,8 +172,12 @@ HWKEY_P11_MODULE *hwkey_p11_module_adopt(HWKEY_P11_DEVICE *dev, const char *path
 /* The first token matching uri (NULL: first token present). */
 HWKEY_P11_TOKEN *hwkey_p11_token_find(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI *uri);
 int hwkey_p11_token_has_mech(const HWKEY_P11_TOKEN *tok, CK_MECHANISM_TYPE m);
-/* C_Initialize again (ALREADY_INITIALIZED counts as success); caller holds mod->lock. */
+/* C_Initialize again (ALREADY_INITIALIZED counts as success); caller holds mod->lock.
+ * Errors a module leaves in OpenSSL's queue meanwhile (SoftHSM: "no such engine:
+ * rdrand") are dropped, so the provider's own reason comes first. */
 CK_RV hwkey_p11_module_reinitialize(HWKEY_P11_MODULE *mod);
+/* Slot of tok again after a re-initialisation (by label + serial); 1 if found. */
+int hwkey_p11_token_reresolve(HWKEY_P11_TOKEN *tok);
 /* "CKR_PIN_INCORRECT" or "CKR_0x...": static or thread-local text. */
 const char *hwkey_p11_rv_name(CK_RV rv);
 /* The hwkey reason for a CKR code (device errors, auth, not found...). */
@@ -150,13 +185,50 @@ int hwkey_p11_rv_reason(CK_RV rv);
 
 /* --- fork (p11_fork.c) -------------------------------------------------- */
 
-void hwkey_p11_fork_init(void);      /* registers the atfork handlers once */
-/* Tokens whose locks the atfork handlers hold across fork() (p11_fork.c). */
-void hwkey_p11_fork_track(HWKEY_P11_TOKEN *tok);
-void hwkey_p11_fork_untrack(HWKEY_P11_TOKEN *tok);
 uint64_t hwkey_p11_fork_generation(void);
-/* Re-initialises mod in a forked child; 1 if usable. */
+/*
+ * 1 if mod is usable now: re-initialises it in a forked child, fails fast
+ * (raised) while it is down, and tries again when its back-off has passed.
+ */
 int hwkey_p11_module_check(HWKEY_P11_MODULE *mod);
+
+/* --- device loss and recovery (p11_recover.c) ----------------------------- */
+
+/* 1 for the errors after which the module is re-initialised (issue 6 list). */
+int hwkey_p11_rv_device_lost(CK_RV rv);
+/*
+ * The last module error seen by this thread's backend call (0: none), so a
+ * caller can tell a lost device behind a failure that was raised deeper.
+ */
+void hwkey_p11_note_rv(CK_RV rv);
+CK_RV hwkey_p11_noted_rv(void);
+uint64_t hwkey_p11_token_epoch(HWKEY_P11_TOKEN *tok);
+/*
+ * tok's module answered rv in epoch seen: re-initialise it unless another
+ * thread already did (epoch moved on) or it is down and its back-off has not
+ * passed.  1: retry the operation; 0: raised.  Takes mod->lock: the caller
+ * holds no session and no lock.
+ */
+int hwkey_p11_recover(HWKEY_P11_TOKEN *tok, uint64_t seen, CK_RV rv);
+/* Called with mod->lock held: finalize + initialize + re-resolve; 1 if back. */
+int hwkey_p11_reinit_locked(HWKEY_P11_MODULE *mod, CK_RV why);
+/* Raises the fail-fast error of a module that is down (mod->lock held). */
+void hwkey_p11_raise_down(HWKEY_P11_MODULE *mod);
+/* The back-off state after a failed (ok = 0) or successful (ok = 1) attempt; logs once. */
+void hwkey_p11_mark(HWKEY_P11_MODULE *mod, int ok, CK_RV rv);
+uint64_t hwkey_p11_now_ms(void);
+
+/* --- deployment diagnostics (p11_diag.c) ---------------------------------- */
+
+/*
+ * Raises why C_Initialize of mod failed with rv, as precisely as can be told:
+ * for SoftHSM, a token store this uid cannot read (the path from
+ * SOFTHSM2_CONF's directories.tokendir) and what to change.  what: "C_Initialize",
+ * "C_Initialize in a forked child" ...
+ */
+void hwkey_p11_raise_init_failure(HWKEY_P11_MODULE *mod, const char *what, CK_RV rv);
+/* The same hint for a token that is not found (SoftHSM's 0700 token directories). */
+int hwkey_p11_store_hint(const char *module_path, char *buf, size_t len);
 
 /* --- sessions (p11_session.c) ------------------------------------------- */
 
@@ -230,6 +302,14 @@ int hwkey_p11_key_acquire(HWKEY_P11_KEY *key, CK_SESSION_HANDLE *s, uint64_t *ep
                           CK_OBJECT_HANDLE *obj);
 /* After CKR_OBJECT_HANDLE_INVALID / CKR_KEY_HANDLE_INVALID: force a re-find. */
 void hwkey_p11_key_forget_handle(HWKEY_P11_KEY *key);
+/* p11_recover.c: */
+/*
+ * hwkey_p11_key_acquire(), re-initialising the module once (*recovered: spent)
+ * when the failure behind it was a lost device; errors of the first try are
+ * dropped (the caller set an error mark).
+ */
+int hwkey_p11_key_acquire_recovering(HWKEY_P11_KEY *key, CK_SESSION_HANDLE *s, uint64_t *epoch,
+                                     CK_OBJECT_HANDLE *obj, int *recovered);
 /* Parses text, finds its module and token, opens a session and logs in. */
 int hwkey_p11_ref_open(HWKEY_P11_DEVICE *dev, const char *text, size_t len,
                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_P11_URI **uri,

@@ -22,6 +22,7 @@
 #include <openssl/params.h>
 
 #include "util/error.h"
+#include "util/forkgate.h"
 #include "util/secmem.h"
 
 #define PIN_MAX 256
@@ -68,19 +69,30 @@ err:
     return NULL;
 }
 
+/*
+ * Asks the application's passphrase callback, outside every provider lock
+ * and outside the fork gate (util/forkgate.h): a person may take minutes to
+ * type the PIN, and a callback may fork (a helper program) or call back into
+ * OpenSSL.  Called with no lock held.
+ */
 static char *pin_from_callback(const HWKEY_P11_TOKEN *tok, const HWKEY_P11_PINSRC *src)
 {
     char info[80];
     OSSL_PARAM params[2];
     size_t len = 0;
     char *pin = hwkey_secmem_alloc(PIN_MAX + 1);
+    unsigned int depth;
+    int ok;
 
     if (pin == NULL)
         return NULL;
     snprintf(info, sizeof(info), "PIN for PKCS#11 token \"%s\"", tok->name);
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PASSPHRASE_PARAM_INFO, info, 0);
     params[1] = OSSL_PARAM_construct_end();
-    if (!src->pw_cb(pin, PIN_MAX, &len, params, src->pw_arg) || len > PIN_MAX) {
+    depth = hwkey_gate_suspend();
+    ok = src->pw_cb(pin, PIN_MAX, &len, params, src->pw_arg);
+    hwkey_gate_resume(depth);
+    if (!ok || len > PIN_MAX) {
         hwkey_secmem_free(pin);
         hwkey_raise(HWKEY_R_AUTH_FAILED, "the passphrase callback gave no PIN for token "
                     "\"%s\"", tok->name);
@@ -90,13 +102,19 @@ static char *pin_from_callback(const HWKEY_P11_TOKEN *tok, const HWKEY_P11_PINSR
     return pin;
 }
 
+/* login_locked(): the PIN has to come from the callback; ask it unlocked, then again. */
+#define NEED_CALLBACK 2
+
 /*
  * The PIN to try, in protected memory; NULL with *none = 1 when no source has
- * one.  An empty candidate is skipped: in a forked child ordinary protected
- * memory (the URI's pin-value) reads as zeros (util/secmem.h), and sending ""
- * would cost a retry; the kept tok->pin is inherited and still there.
+ * one, or *none = NEED_CALLBACK when only the application's callback has one
+ * and cb_pin (its answer, read beforehand) is NULL.  An empty candidate is
+ * skipped: in a forked child ordinary protected memory (the URI's pin-value)
+ * reads as zeros (util/secmem.h), and sending "" would cost a retry; the kept
+ * tok->pin is inherited and still there.
  */
-static char *find_pin(HWKEY_P11_TOKEN *tok, const HWKEY_P11_PINSRC *src, int *none)
+static char *find_pin(HWKEY_P11_TOKEN *tok, const HWKEY_P11_PINSRC *src, const char *cb_pin,
+                      int *none)
 {
     *none = 0;
     if (src->uri != NULL && src->uri->pin_value != NULL && src->uri->pin_value[0] != '\0')
@@ -107,9 +125,9 @@ static char *find_pin(HWKEY_P11_TOKEN *tok, const HWKEY_P11_PINSRC *src, int *no
         return hwkey_p11_pin_from_source(src->cfg_pin_source);
     if (tok->pin != NULL && tok->pin[0] != '\0')
         return hwkey_secmem_strndup(tok->pin, strlen(tok->pin));
-    if (src->pw_cb != NULL)
-        return pin_from_callback(tok, src);
-    *none = 1;
+    if (src->pw_cb != NULL && cb_pin != NULL)
+        return hwkey_secmem_strndup(cb_pin, strlen(cb_pin));
+    *none = src->pw_cb != NULL ? NEED_CALLBACK : 1;
     return NULL;
 }
 
@@ -140,8 +158,12 @@ static void keep_pin(HWKEY_P11_TOKEN *tok, const char *pin)
     tok->pin = copy;
 }
 
-/* Called with tok->lock held. */
-static int login_locked(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P11_PINSRC *src)
+/*
+ * Called with tok->lock held.  1: logged in; 0: failed (raised);
+ * NEED_CALLBACK: ask the callback without the lock and call again with cb_pin.
+ */
+static int login_locked(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P11_PINSRC *src,
+                        const char *cb_pin)
 {
     CK_FUNCTION_LIST *fl = tok->mod->fl;
     CK_SESSION_INFO si;
@@ -165,6 +187,7 @@ static int login_locked(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P
         usleep(20000);
     }
     if (rv != CKR_OK) {
+        hwkey_p11_note_rv(rv);
         hwkey_raise(hwkey_p11_rv_reason(rv), "C_GetTokenInfo on slot %lu failed: %s",
                     (unsigned long)tok->slot, hwkey_p11_rv_name(rv));
         return 0;
@@ -184,9 +207,11 @@ static int login_locked(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P
                     "you trust to reset the counter", tok->name);
         return 0;
     }
-    pin = find_pin(tok, src, &none);
+    pin = find_pin(tok, src, cb_pin, &none);
     if (pin == NULL && !none)
         return 0;
+    if (pin == NULL && none == NEED_CALLBACK && (ti.flags & CKF_PROTECTED_AUTHENTICATION_PATH) == 0)
+        return NEED_CALLBACK;
     if (pin == NULL && (ti.flags & CKF_PROTECTED_AUTHENTICATION_PATH) == 0) {
         hwkey_raise(HWKEY_R_AUTH_FAILED, "token \"%s\" needs a PIN and none was given "
                     "(pin-value/pin-source in the URI, pkcs11-pin-source, or a passphrase "
@@ -239,6 +264,7 @@ static int login_locked(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P
         hwkey_raise(HWKEY_R_AUTH_FAILED, "C_Login on token \"%s\" failed: CKR_PIN_INCORRECT",
                     tok->name);
     } else {
+        hwkey_p11_note_rv(rv);
         hwkey_raise(rv == CKR_PIN_LOCKED ? HWKEY_R_PIN_LOCKED : hwkey_p11_rv_reason(rv),
                     "C_Login on token \"%s\" failed: %s", tok->name,
                     hwkey_p11_rv_name(rv));
@@ -251,12 +277,22 @@ end:
 
 int hwkey_p11_login(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P11_PINSRC *src)
 {
+    char *cb_pin = NULL;
     int ok;
 
     pthread_mutex_lock(&tok->lock);
-    ok = tok->logged_in || login_locked(tok, s, src);
+    ok = tok->logged_in ? 1 : login_locked(tok, s, src, NULL);
     pthread_mutex_unlock(&tok->lock);
-    return ok;
+    if (ok != NEED_CALLBACK)
+        return ok;
+    /* The callback runs with no lock held and the gate suspended (see pin_from_callback). */
+    if ((cb_pin = pin_from_callback(tok, src)) == NULL)
+        return 0;
+    pthread_mutex_lock(&tok->lock);
+    ok = tok->logged_in ? 1 : login_locked(tok, s, src, cb_pin);
+    pthread_mutex_unlock(&tok->lock);
+    hwkey_secmem_free(cb_pin);
+    return ok == 1;
 }
 
 int hwkey_p11_login_context(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s)

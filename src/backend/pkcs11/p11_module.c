@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 
 #include "util/error.h"
 #include "util/log.h"
@@ -148,7 +149,14 @@ static CK_RV initialize(CK_FUNCTION_LIST *fl)
     memset(&args, 0, sizeof(args));
     /* Threads use the module at once: let it use the OS's own locking. */
     args.flags = CKF_OS_LOCKING_OK;
+    /*
+     * SoftHSM runs OpenSSL in-process and leaves lines such as "no such
+     * engine: rdrand" in the error queue while it initialises: drop them,
+     * or they come before (and bury) the reason we raise if this fails.
+     */
+    ERR_set_mark();
     rv = fl->C_Initialize(&args);
+    ERR_pop_to_mark();
     /* Another user in the process (libp11, another provider) got there first: share it. */
     return rv == CKR_CRYPTOKI_ALREADY_INITIALIZED ? CKR_OK : rv;
 }
@@ -199,8 +207,7 @@ static HWKEY_P11_MODULE *module_load(HWKEY_P11_DEVICE *dev, const char *path)
     rv = initialize(mod->fl);
     mod->initialize_calls++;
     if (rv != CKR_OK) {
-        hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "C_Initialize of %s failed: %s", path,
-                    hwkey_p11_rv_name(rv));
+        hwkey_p11_raise_init_failure(mod, "C_Initialize", rv);
         goto err;
     }
     hwkey_log(HWKEY_LOG_INFO, "pkcs11: loaded %s", path);
@@ -354,6 +361,7 @@ static int token_scan(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI *uri, HWKEY_P11
         rv = mod->fl->C_GetSlotList(CK_TRUE, slots, &n);
     }
     if (rv != CKR_OK) {
+        hwkey_p11_note_rv(rv);
         hwkey_raise(hwkey_p11_rv_reason(rv), "C_GetSlotList of %s failed: %s", mod->path,
                     hwkey_p11_rv_name(rv));
         goto end;
@@ -399,15 +407,21 @@ HWKEY_P11_TOKEN *hwkey_p11_token_find(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI
         if (tok != NULL) {
             tok->next = mod->tokens;
             mod->tokens = tok;
-            hwkey_p11_fork_track(tok);
             goto end;
         }
         usleep(20000);
     }
-    hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no initialised token in %s matches the URI (%lu "
-                "slots with a token)%s%s", mod->path, (unsigned long)n,
-                uri != NULL && uri->token != NULL ? "; token=" : "",
-                uri != NULL && uri->token != NULL ? uri->token : "");
+    {
+        /* A token SoftHSM cannot read looks absent or uninitialised: say why. */
+        char hint[1024];
+        int have_hint = hwkey_p11_store_hint(mod->path, hint, sizeof(hint));
+
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no initialised token in %s matches the URI (%lu "
+                    "slots with a token)%s%s%s%s", mod->path, (unsigned long)n,
+                    uri != NULL && uri->token != NULL ? "; token=" : "",
+                    uri != NULL && uri->token != NULL ? uri->token : "",
+                    have_hint ? "; " : "", have_hint ? hint : "");
+    }
 end:
     pthread_mutex_unlock(&mod->lock);
     return tok;
@@ -425,4 +439,26 @@ CK_RV hwkey_p11_module_reinitialize(HWKEY_P11_MODULE *mod)
 {
     mod->initialize_calls++;
     return initialize(mod->fl);
+}
+
+/* Slot ids may change when a module re-initialises: find the token by label and serial. */
+int hwkey_p11_token_reresolve(HWKEY_P11_TOKEN *tok)
+{
+    CK_FUNCTION_LIST *fl = tok->mod->fl;
+    CK_SLOT_ID slots[64];
+    CK_ULONG n = 64;
+
+    if (fl->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
+        return 0;
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_TOKEN_INFO ti;
+
+        if (fl->C_GetTokenInfo(slots[i], &ti) == CKR_OK
+            && memcmp(ti.label, tok->info.label, sizeof(ti.label)) == 0
+            && memcmp(ti.serialNumber, tok->info.serialNumber, sizeof(ti.serialNumber)) == 0) {
+            tok->slot = slots[i];
+            return 1;
+        }
+    }
+    return 0;
 }

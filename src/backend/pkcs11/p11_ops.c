@@ -14,9 +14,11 @@
 #include <string.h>
 
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/obj_mac.h>
 
 #include "util/error.h"
+#include "util/testhook.h"
 #include "util/secmem.h"
 
 typedef struct {
@@ -71,35 +73,59 @@ static CK_RV one_op(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE ob
     return fl->C_Sign(s, (CK_BYTE *)op->in, op->inlen, op->out, &op->outlen);
 }
 
-/* 0 with *rv set when the device refused; the caller raises (decrypt hides details). */
+/*
+ * 1 done; 0 with *rv set when the device refused (the caller raises: decrypt
+ * hides details); -1 raised.  On a stale handle, a logged-out token or a dead
+ * session, repair once and retry; on a lost device (p11_recover.c)
+ * re-initialise the module once and retry, so a request that arrives after
+ * the device came back succeeds.  Errors of a first try that then succeeded
+ * are dropped (error mark).
+ */
 static int run_op(HWKEY_P11_KEY *key, P11_OP *op, CK_RV *rv)
 {
     CK_ULONG outlen = op->outlen;
+    int recovered = 0, r = 0;
 
     *rv = CKR_GENERAL_ERROR;
-    for (int attempt = 0; attempt < 2; attempt++) {
+    ERR_set_mark();
+    for (int attempt = 0; attempt < 3; attempt++) {
         CK_SESSION_HANDLE s;
         CK_OBJECT_HANDLE obj;
         uint64_t epoch;
         int broken = 0;
 
-        if (!hwkey_p11_key_acquire(key, &s, &epoch, &obj))
-            return -1;                 /* raised */
+        if (!hwkey_p11_key_acquire_recovering(key, &s, &epoch, &obj, &recovered)) {
+            r = -1;
+            break;
+        }
+        HWKEY_TEST_POINT("p11-sign");
         op->outlen = outlen;
         *rv = one_op(key, s, obj, op, &broken);
-        hwkey_p11_session_put(key->tok, s, epoch, broken || hwkey_p11_rv_session_dead(*rv));
-        if (*rv == CKR_OK)
+        hwkey_p11_session_put(key->tok, s, epoch,
+                              broken || hwkey_p11_rv_session_dead(*rv)
+                                  || hwkey_p11_rv_device_lost(*rv));
+        if (*rv == CKR_OK) {
+            ERR_pop_to_mark();
             return 1;
-        if (*rv == CKR_OBJECT_HANDLE_INVALID || *rv == CKR_KEY_HANDLE_INVALID)
+        }
+        if (*rv == CKR_OBJECT_HANDLE_INVALID || *rv == CKR_KEY_HANDLE_INVALID) {
             hwkey_p11_key_forget_handle(key);
-        else if (*rv == CKR_USER_NOT_LOGGED_IN && !broken) {
+        } else if (*rv == CKR_USER_NOT_LOGGED_IN && !broken) {
             pthread_mutex_lock(&key->tok->lock);
             key->tok->logged_in = 0;
             pthread_mutex_unlock(&key->tok->lock);
-        } else if (!hwkey_p11_rv_session_dead(*rv))
+        } else if (hwkey_p11_rv_device_lost(*rv) && !recovered) {
+            recovered = 1;
+            if (!hwkey_p11_recover(key->tok, epoch, *rv)) {
+                r = -1;
+                break;
+            }
+        } else {
             break;
+        }
     }
-    return 0;
+    ERR_clear_last_mark();
+    return r;
 }
 
 static int raise_rv(CK_RV rv, const HWKEY_P11_KEY *key, const char *what)

@@ -68,6 +68,7 @@ int hwkey_p11_find(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS kl
         fl->C_FindObjectsFinal(s);
     }
     if (rv != CKR_OK) {
+        hwkey_p11_note_rv(rv);
         hwkey_raise(hwkey_p11_rv_reason(rv), "C_FindObjects on token \"%s\" failed: %s",
                     tok->name, hwkey_p11_rv_name(rv));
         return 0;

@@ -42,9 +42,15 @@ int hwkey_p11_session_get(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE *s, uint64_t *
         return 0;
     pthread_mutex_lock(&tok->lock);
     for (;;) {
+        if (tok->closing) {
+            /* A re-initialisation is waiting for the sessions to come back (p11_recover.c). */
+            pthread_cond_wait(&tok->cond, &tok->lock);
+            continue;
+        }
         if (tok->n_idle > 0) {
             *s = tok->idle[--tok->n_idle];
             *epoch = tok->epoch;
+            tok->n_out++;
             ok = 1;
             break;
         }
@@ -53,15 +59,24 @@ int hwkey_p11_session_get(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE *s, uint64_t *
             CK_RV rv;
 
             tok->n_open++;                     /* reserve the slot, open unlocked */
+            tok->n_out++;
             pthread_mutex_unlock(&tok->lock);
             rv = open_session(tok, s);
             pthread_mutex_lock(&tok->lock);
+            if (rv == CKR_OK && ep != tok->epoch) {
+                /* Opened across a re-initialisation: stale; a fresh one is made next time. */
+                rv = CKR_SESSION_HANDLE_INVALID;
+            }
             if (rv == CKR_OK) {
                 *epoch = ep;
                 ok = 1;
                 break;
             }
-            tok->n_open--;
+            tok->n_out--;
+            pthread_cond_broadcast(&tok->cond);
+            if (ep == tok->epoch)
+                tok->n_open--;
+            hwkey_p11_note_rv(rv);
             if (rv == CKR_SESSION_COUNT && tok->n_open > 0) {
                 /* The token's real limit is lower than it said: wait for a session. */
                 tok->max_open = tok->n_open;
@@ -80,6 +95,8 @@ int hwkey_p11_session_get(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE *s, uint64_t *
 void hwkey_p11_session_put(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, uint64_t epoch, int broken)
 {
     pthread_mutex_lock(&tok->lock);
+    if (tok->n_out > 0)
+        tok->n_out--;
     if (epoch != tok->epoch) {
         /* A session of the parent process (pool was reset by the fork code). */
     } else if (broken) {
@@ -90,6 +107,7 @@ void hwkey_p11_session_put(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, uint64_t e
     } else if (tok->n_idle < tok->max_open) {
         tok->idle[tok->n_idle++] = s;
     }
-    pthread_cond_signal(&tok->cond);
+    /* Broadcast: a re-initialisation waiting for n_out == 0 shares the condition. */
+    pthread_cond_broadcast(&tok->cond);
     pthread_mutex_unlock(&tok->lock);
 }
