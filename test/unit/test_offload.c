@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -181,6 +182,40 @@ static void hang_up_while_in_flight(void **state)
     free(a);
 }
 
+/* A child forked after the pool ran has no workers: its first call starts them again. */
+static void fork_after_use(void **state)
+{
+    ASYNC_WAIT_CTX *wctx = ASYNC_WAIT_CTX_new();
+    JOB_ARGS a = {.ctx = {.delay_ms = 20}};
+    OSSL_ASYNC_FD fd = -1;
+    pid_t pid;
+    int status = 0;
+
+    (void)state;
+    drive(wctx, &a, &fd);
+    assert_int_equal(a.result, 1);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        ASYNC_WAIT_CTX *child_wctx = ASYNC_WAIT_CTX_new();
+        JOB_ARGS b = {.ctx = {.delay_ms = 20}};
+        JOB_ARGS *bp = &b;
+        ASYNC_JOB *job = NULL;
+        int ret = 0, rc;
+
+        alarm(10); /* a pool inherited from the parent would never answer */
+        caller_thread = pthread_self();
+        while ((rc = ASYNC_start_job(&job, child_wctx, &ret, job_main, &bp, sizeof(bp)))
+               == ASYNC_PAUSE)
+            usleep(1000);
+        _exit(rc == ASYNC_FINISH && ret == 1 && b.out[0] == 0xfe && ran_elsewhere ? 0 : 3);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    ASYNC_WAIT_CTX_free(wctx);
+}
+
 static void outside_a_job_runs_directly(void **state)
 {
     JOB_ARGS a = {.ctx = {0}};
@@ -200,6 +235,7 @@ int main(void)
         cmocka_unit_test(answer_before_pause_registers_no_fd),
         cmocka_unit_test(worker_errors_reach_the_job),
         cmocka_unit_test(hang_up_while_in_flight),
+        cmocka_unit_test(fork_after_use),
         cmocka_unit_test(outside_a_job_runs_directly),
     };
 
