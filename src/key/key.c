@@ -8,6 +8,7 @@
 #include <openssl/obj_mac.h>
 
 #include "util/error.h"
+#include "util/uri_redact.h"
 
 static HWKEY_KEY *key_new(void)
 {
@@ -58,35 +59,19 @@ static int describe_from_public(HWKEY_KEY *key)
  */
 static int keep_ref(HWKEY_KEY *key, const HWKEY_KEYREF *ref)
 {
-    const char *src = (const char *)ref->data;
-    const char *q = ref->kind == HWKEY_REF_PKCS11_URI ? memchr(src, '?', ref->len) : NULL;
-    unsigned char *copy = OPENSSL_malloc(ref->len + 1);
-    size_t n;
+    unsigned char *copy;
+    size_t n = ref->len;
 
-    if (copy == NULL) {
+    if (ref->kind == HWKEY_REF_PKCS11_URI) {
+        copy = (unsigned char *)hwkey_uri_redact((const char *)ref->data, ref->len, &n);
+    } else if ((copy = OPENSSL_malloc(ref->len + 1)) != NULL) {
+        memcpy(copy, ref->data, ref->len);
+        copy[n] = '\0'; /* URIs stay printable C strings; len excludes the NUL */
+    } else {
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying a key reference of %zu bytes", ref->len);
+    }
+    if (copy == NULL)
         return 0;
-    }
-    n = q != NULL ? (size_t)(q - src) : ref->len;
-    memcpy(copy, src, n);
-    if (q != NULL) {
-        const char *end = src + ref->len, *attr = q + 1;
-        char sep = '?';
-
-        while (attr < end) {
-            const char *amp = memchr(attr, '&', (size_t)(end - attr));
-            size_t alen = (size_t)((amp != NULL ? amp : end) - attr);
-
-            if (!(alen >= 10 && memcmp(attr, "pin-value=", 10) == 0) && alen > 0) {
-                copy[n++] = (unsigned char)sep;
-                memcpy(copy + n, attr, alen);
-                n += alen;
-                sep = '&';
-            }
-            attr += alen + 1;
-        }
-    }
-    copy[n] = '\0'; /* URIs stay printable C strings; len excludes the NUL */
     key->ref.kind = ref->kind;
     key->ref.data = copy;
     key->ref.len = n;

@@ -192,6 +192,28 @@ fails 2 "usage error.*unknown algorithm" keygen ec:P-999 --uri "$T;object=x"
 fails 2 "usage error" list --uri
 hw_log "ok: wrong PIN, missing object, missing module, missing token, duplicates: one line each"
 
+# --- a PIN given in the URI never leaves the process (issue 7.1) ---------------------
+# decoded_ref FILE: the URI inside a reference file (its DER, as text).
+decoded_ref() { sed '1d;$d' "$1" | base64 -d | strings -n 4; }
+pinned="$T;object=pinned?pin-value=$HW_P11_PIN"
+cli 0 keygen ec:P-256 --uri "$pinned" --out pinned.pem
+! grep -q 'pin-value' cli.out || hw_fail "keygen printed the PIN: $(cat cli.out)"
+grep -q 'object=pinned' cli.out || hw_fail "keygen printed no URI: $(cat cli.out)"
+! decoded_ref pinned.pem | grep -q 'pin-value' || hw_fail "keygen wrote the PIN into the reference file"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out soft.pem 2>/dev/null
+cli 0 import soft.pem --uri "$T;object=pinned-imp?pin-value=$HW_P11_PIN" --out pinned-imp.pem
+! grep -q 'pin-value' cli.out || hw_fail "import printed the PIN: $(cat cli.out)"
+! decoded_ref pinned-imp.pem | grep -q 'pin-value' || hw_fail "import wrote the PIN into the reference file"
+# The key still works with the PIN from a pin-source, and openssl writes no PIN back either.
+HWKEY_PKCS11_PIN_SOURCE=file:$HW_P11_PIN_FILE ossl pkey -in "$pinned" -out written.pem 2>pkey.err ||
+    hw_fail "openssl pkey -in URI with pin-value: $(cat pkey.err)"
+! decoded_ref written.pem | grep -q 'pin-value' || hw_fail "openssl pkey wrote the PIN into the reference file"
+decoded_ref written.pem | grep -q 'object=pinned' || hw_fail "openssl pkey wrote no reference to the key"
+# pin-source may stay: it names where the PIN is, not the PIN.
+cli 0 keygen ec:P-256 --uri "$T;object=srcpin?pin-source=file:$HW_P11_PIN_FILE" --out srcpin.pem
+decoded_ref srcpin.pem | grep -q 'pin-source' || hw_fail "keygen dropped the pin-source"
+hw_log "ok: a pin-value never reaches a reference file or stdout (keygen, import, openssl pkey); pin-source kept"
+
 # --- delete -----------------------------------------------------------------------
 cli 0 delete "$T;object=c-rsa-4096" "${PINSRC[@]}"
 cli 0 list --uri "$T" "${PINSRC[@]}"

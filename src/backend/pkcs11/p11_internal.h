@@ -95,7 +95,7 @@ int hwkey_p11_uri_parse(const char *s, size_t len, HWKEY_P11_URI **out);
 void hwkey_p11_uri_free(HWKEY_P11_URI *uri);
 /*
  * The URI of one object: the token's label/manufacturer/model/serial, id,
- * label, type; module-path/pin-source/pin-value only if base (the URI the
+ * label, type; module-path/pin-source only if base (the URI the
  * user gave, may be NULL) had them.  OPENSSL_free the result.
  */
 char *hwkey_p11_uri_for_object(const CK_TOKEN_INFO *ti, const unsigned char *id, size_t id_len,

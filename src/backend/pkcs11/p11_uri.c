@@ -289,11 +289,9 @@ char *hwkey_p11_uri_for_object(const CK_TOKEN_INFO *ti, const unsigned char *id,
     if (base != NULL) {
         if (base->module_path != NULL)
             p11_kit_uri_set_module_path(pu, base->module_path);
+        /* Where the PIN comes from may be written down; the PIN never (util/uri_redact.h). */
         if (base->pin_source != NULL)
             p11_kit_uri_set_pin_source(pu, base->pin_source);
-        /* Only because the user wrote it into the URI they gave us. */
-        if (base->pin_value != NULL)
-            p11_kit_uri_set_pin_value(pu, base->pin_value);
     }
     if (p11_kit_uri_format(pu, P11_KIT_URI_FOR_OBJECT_ON_TOKEN_AND_MODULE, &text)
         != P11_KIT_URI_OK)
