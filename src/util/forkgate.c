@@ -31,6 +31,8 @@ static uint64_t fork_generation;
 /* Set by prepare when the forking thread could take the gate. */
 static int gate_taken_for_fork;
 
+static void gate_create(void);
+
 static void on_prepare(void)
 {
     /*
@@ -68,13 +70,17 @@ static void on_child(void)
     for (unsigned int i = 0; i < n_hooks; i++)
         if (hooks[i].child != NULL)
             hooks[i].child();
-    pthread_mutex_unlock(&hooks_lock);
-    /* The child has one thread, the one that forked: it owns the write side. */
+    /*
+     * The child has one thread, the one that forked, but with a new thread
+     * id: glibc's unlock would not recognise it as the writer.  Start both
+     * locks afresh instead (nobody else can hold them here).
+     */
+    pthread_mutex_init(&hooks_lock, NULL);
     if (gate_taken_for_fork)
-        pthread_rwlock_unlock(&gate);
+        gate_create();
 }
 
-static void gate_init(void)
+static void gate_create(void)
 {
     pthread_rwlockattr_t attr;
 
@@ -87,6 +93,11 @@ static void gate_init(void)
     pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&gate, &attr);
     pthread_rwlockattr_destroy(&attr);
+}
+
+static void gate_init(void)
+{
+    gate_create();
     pthread_atfork(on_prepare, on_parent, on_child);
 }
 
