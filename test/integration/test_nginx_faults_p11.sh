@@ -15,10 +15,11 @@
 [ -n "$BASH_VERSION" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-faults.sh"
+# Each case runs on when an earlier one failed (hf_run); exit 1 if any failed.
 hf_setup p11
 hf_nginx_start
-hf_case_handshakes 2000
-hf_case_reload
-hf_case_outage "SoftHSM token store" 5
-hf_case_quit
-echo "PASS: $HW_TEST"
+hf_run hf_case_handshakes 2000
+hf_run hf_case_reload
+hf_run hf_case_outage "SoftHSM token store" 5
+hf_run hf_case_quit
+hf_finish

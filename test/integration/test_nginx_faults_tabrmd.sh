@@ -14,12 +14,13 @@
 [ -n "$BASH_VERSION" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lib-faults.sh"
+# Each case runs on when an earlier one failed (hf_run); exit 1 if any failed.
 hf_setup tabrmd
 hf_nginx_start
-hf_case_handshakes 2000
-hf_case_reload
-hf_case_outage "swtpm behind tpm2-abrmd" 5
-HF_PATH=tabrmd-rm hf_case_outage tpm2-abrmd 5
-hf_case_quit
-hf_assert_no_transient "after nginx quit"
-echo "PASS: $HW_TEST"
+hf_run hf_case_handshakes 2000
+hf_run hf_case_reload
+hf_run hf_case_outage "swtpm behind tpm2-abrmd" 5
+HF_PATH=tabrmd-rm hf_run hf_case_outage tpm2-abrmd 5
+hf_run hf_case_quit
+hf_run hf_assert_no_transient "after nginx quit"
+hf_finish
