@@ -3,7 +3,8 @@
 # and bench/run-fault-bench.sh.  Source lib.sh first, then this file.
 #
 # One "path" is one way for nginx's workers to reach the device holding the key:
-#   tpm      TPM direct: the swtpm socket TCTI (no resource manager; like /dev/tpm0)
+#   tpm      TPM direct: the swtpm socket TCTI on a Unix socket (no resource
+#            manager; like /dev/tpm0)
 #   tabrmd   TPM through tpm2-abrmd (tabrmd: TCTI), on a private D-Bus bus
 #   p11      SoftHSM loaded in-process
 #   p11kit   SoftHSM in `p11-kit server`, nginx loading p11-kit-client.so
@@ -52,7 +53,7 @@ hf_cleanup() {
     if [[ -n $HF_STOPPED_FILE && -f $HF_STOPPED_FILE ]]; then
         while read -r pid _; do kill -CONT "$pid" 2>/dev/null; done <"$HF_STOPPED_FILE"
     fi
-    [[ -z $HW_DIR ]] || touch "$HW_DIR/kill.watch.stop"
+    [[ -z $HW_DIR ]] || { touch "$HW_DIR/kill.watch.stop"; hf_stop_bg; }
     (exit "$rc")
     hw_cleanup
 }
@@ -66,23 +67,43 @@ hf_require() {
 
 # --- devices ---------------------------------------------------------------------
 
-# hf_swtpm_start: (re)start the test's swtpm from its state directory on the
-# same port pair (the TCTI strings in openssl.cnf and tpm2-abrmd name it).
+# hf_swtpm_start: (re)start the test's swtpm from its state directory on
+# Unix sockets (TCTI swtpm:path=SOCK; the control channel is SOCK.ctrl).  Not
+# TCP: swtpm binds without SO_REUSEADDR, so after it was killed its port
+# stays taken by TIME_WAIT/FIN_WAIT2 connections for up to a minute and a
+# 5-second outage could not end on the same port (the TCTI strings in
+# openssl.cnf and tpm2-abrmd name it).  The sockets are the workers' group's,
+# 0660, like /dev/tpm0 would be made for them.  --seccomp action=none:
+# swtpm 0.7.1's own seccomp filter killed it ("Bad system call") when it was
+# restarted under a connected tpm2-abrmd.
 hf_swtpm_start() {
-    local d=$HW_DIR/swtpm i
-    for ((i = 0; i < 50; i++)); do
-        rm -f "$d/swtpm.pid"
-        if swtpm socket --tpm2 --tpmstate dir="$d/tpmstate" \
-            --server type=tcp,port="$HW_PORT",bindaddr=127.0.0.1 \
-            --ctrl type=tcp,port=$((HW_PORT + 1)),bindaddr=127.0.0.1 \
-            --flags not-need-init,startup-clear --log file="$d/swtpm.log",level=1 \
-            --daemon --pid file="$d/swtpm.pid" >>"$d/swtpm.out" 2>&1; then
-            HW_SWTPM_PID=$(tr -dc '0-9' <"$d/swtpm.pid")
-            return 0
-        fi
-        sleep 0.1 # the port may still be held for a moment
+    local d=$HW_DIR/swtpm i gid
+    gid=$(getent group "$HF_GROUP" | cut -d: -f3)
+    rm -f "$d/swtpm.pid" "$d/tpm.sock" "$d/tpm.sock.ctrl"
+    swtpm socket --tpm2 --tpmstate dir="$d/tpmstate" \
+        --server type=unixio,path="$d/tpm.sock",mode=0660,gid="$gid" \
+        --ctrl type=unixio,path="$d/tpm.sock.ctrl",mode=0660,gid="$gid" \
+        --flags not-need-init,startup-clear --log file="$d/swtpm.log",level=1 \
+        --seccomp action=none \
+        --daemon --pid file="$d/swtpm.pid" >>"$d/swtpm.out" 2>&1 ||
+        hw_fail "swtpm did not start again: $(tail -3 "$d/swtpm.out")"
+    for ((i = 0; i < 50; i++)); do [[ -s $d/swtpm.pid && -S $d/tpm.sock ]] && break; sleep 0.1; done
+    HW_SWTPM_PID=$(tr -dc '0-9' <"$d/swtpm.pid")
+    for ((i = 0; i < 100; i++)); do
+        TPM2TOOLS_TCTI=swtpm:path=$d/tpm.sock timeout 10 tpm2_getcap properties-fixed >/dev/null 2>&1 && return 0
+        sleep 0.1
     done
-    hw_fail "swtpm did not start again on port $HW_PORT: $(tail -3 "$d/swtpm.out")"
+    hw_fail "swtpm (restarted on $d/tpm.sock) does not answer: $(tail -3 "$d/swtpm.out")"
+}
+
+# hf_swtpm_to_unix: hw_setup's swtpm (TCP) moved to Unix sockets, same state
+hf_swtpm_to_unix() {
+    hf_swtpm_stop
+    chmod 0755 "$HW_DIR/swtpm"
+    hf_swtpm_start
+    HW_TCTI="swtpm:path=$HW_DIR/swtpm/tpm.sock"
+    export TPM2TOOLS_TCTI=$HW_TCTI
+    hw_write_cnf "$HW_DIR/openssl.cnf" "$HW_TCTI"
 }
 
 hf_swtpm_stop() {
@@ -126,7 +147,7 @@ CONF
         HW_TABRMD_TCTI="tabrmd:bus_name=$HF_TABRMD_NAME,bus_type=session"
     fi
     tpm2-abrmd --allow-root --session --dbus-name="$HF_TABRMD_NAME" \
-        --tcti="swtpm:host=127.0.0.1,port=$HW_PORT" </dev/null >>"$d/tabrmd.log" 2>&1 &
+        --tcti="$HW_TCTI" </dev/null >>"$d/tabrmd.log" 2>&1 &
     HF_TABRMD_PID=$!
     hw_register_pid "$HF_TABRMD_PID"
     for ((i = 0; i < 100; i++)); do
@@ -231,6 +252,7 @@ hf_setup() {
     tpm | tabrmd)
         hw_setup
         trap hf_cleanup EXIT
+        hf_swtpm_to_unix
         # the no-resource-manager lock directory, as /run/hwkey (tmpfiles.d:
         # d /run/hwkey 0770 root <workers' group>)
         install -d -m 0770 -o root -g "$HF_GROUP" "$HW_DIR/run-hwkey"
@@ -412,9 +434,23 @@ hf_hs() {
         >"$HW_DIR/$name.out" 2>"$HW_DIR/$name.err"
 }
 
-hf_hs_bg() { # NAME ARGS...: hf_hs in the background; HF_HS_PID
-    hf_hs "$@" &
+# hf_hs_bg NAME ARGS...: hf_hs in the background (bound by -d); HF_HS_PID is
+# hs_client's own pid, also kept in bg.pids so that hf_run and the cleanup
+# stop a client that a failed case left behind
+hf_hs_bg() {
+    local name=$1
+    shift
+    OPENSSL_CONF=$HW_SW_CNF "$HS_CLIENT" -p "$HF_NGINX_PORT" -C "$HW_DIR/key.crt" "$@" \
+        >"$HW_DIR/$name.out" 2>"$HW_DIR/$name.err" &
     HF_HS_PID=$!
+    echo "$HF_HS_PID" >>"$HW_DIR/bg.pids"
+}
+
+hf_stop_bg() {
+    local pid
+    [[ -f $HW_DIR/bg.pids ]] || return 0
+    while read -r pid; do kill -TERM "$pid" 2>/dev/null || true; done <"$HW_DIR/bg.pids"
+    rm -f "$HW_DIR/bg.pids"
 }
 
 hf_field() { sed -nE "s/.*\\b$2=([0-9.]+).*/\\1/p" "$HW_DIR/$1.out" | head -1; }
@@ -663,7 +699,7 @@ hf_run() {
     local rc=0
     ("$@") || rc=$?
     # a case that failed half-way may have left its background client running
-    touch "$HW_DIR/reload.stop" "$HW_DIR/kill.stop" "$HW_DIR/outage.stop"
+    hf_stop_bg
     if ((rc != 0)); then
         HF_FAILED+=("$*")
         hw_log "case failed: $*"
