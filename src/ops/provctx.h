@@ -13,6 +13,8 @@
 
 typedef struct hwkey_provctx {
     const OSSL_CORE_HANDLE *core;
+    /* This instance's route to the core's error queue (util/error.h). */
+    struct hwkey_error_sink *errors;
     /* Library context built from the core's dispatch: core BIO upcalls only. */
     OSSL_LIB_CTX *libctx;
     /*

@@ -77,6 +77,8 @@ static void provctx_free(HWKEY_PROVCTX *ctx)
     OSSL_LIB_CTX_free(ctx->swctx);
     OSSL_LIB_CTX_free(ctx->libctx);
     hwkey_config_clear(&ctx->cfg);
+    /* Last: errors raised while tearing down still reach this instance's core. */
+    hwkey_error_sink_remove(ctx->errors);
     OPENSSL_free(ctx);
 }
 
@@ -126,14 +128,16 @@ static int read_configuration(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATC
 int hwkey_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
                         const OSSL_DISPATCH **out, void **provctx)
 {
+    HWKEY_ERROR_SINK *errors = hwkey_error_sink_add(handle, in);
     HWKEY_PROVCTX *ctx;
 
-    hwkey_error_set_core(handle, in);
     ctx = OPENSSL_zalloc(sizeof(*ctx));
     if (ctx == NULL) {
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "allocating the provider context");
+        hwkey_error_sink_remove(errors);
         return 0;
     }
+    ctx->errors = errors;
     ctx->core = handle;
     ctx->catalogue_lock = CRYPTO_THREAD_lock_new();
     if (ctx->catalogue_lock == NULL) {

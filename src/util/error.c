@@ -1,5 +1,6 @@
 #include "util/error.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -43,50 +44,86 @@ const char *hwkey_reason_string(int reason)
     return "unknown reason";
 }
 
-static struct {
+struct hwkey_error_sink {
     const OSSL_CORE_HANDLE *handle;
     OSSL_FUNC_core_new_error_fn *new_error;
     OSSL_FUNC_core_set_error_debug_fn *set_error_debug;
     OSSL_FUNC_core_vset_error_fn *vset_error;
-} sink;
+    HWKEY_ERROR_SINK *next;
+};
 
-void hwkey_error_set_core(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in)
+/*
+ * Live sinks, newest first.  Raising holds the read side for the whole
+ * upcall, so teardown (write side) never frees a sink in use.
+ */
+static pthread_rwlock_t sinks_lock = PTHREAD_RWLOCK_INITIALIZER;
+static HWKEY_ERROR_SINK *sinks;
+
+HWKEY_ERROR_SINK *hwkey_error_sink_add(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in)
 {
-    sink.handle = NULL;
-    sink.new_error = NULL;
-    sink.set_error_debug = NULL;
-    sink.vset_error = NULL;
+    HWKEY_ERROR_SINK *sink = OPENSSL_zalloc(sizeof(*sink));
+
+    if (sink == NULL)
+        return NULL;
     for (; in != NULL && in->function_id != 0; in++) {
         switch (in->function_id) {
         case OSSL_FUNC_CORE_NEW_ERROR:
-            sink.new_error = OSSL_FUNC_core_new_error(in);
+            sink->new_error = OSSL_FUNC_core_new_error(in);
             break;
         case OSSL_FUNC_CORE_SET_ERROR_DEBUG:
-            sink.set_error_debug = OSSL_FUNC_core_set_error_debug(in);
+            sink->set_error_debug = OSSL_FUNC_core_set_error_debug(in);
             break;
         case OSSL_FUNC_CORE_VSET_ERROR:
-            sink.vset_error = OSSL_FUNC_core_vset_error(in);
+            sink->vset_error = OSSL_FUNC_core_vset_error(in);
             break;
         }
     }
-    if (sink.new_error != NULL && sink.set_error_debug != NULL && sink.vset_error != NULL)
-        sink.handle = handle;
+    if (handle == NULL || sink->new_error == NULL || sink->set_error_debug == NULL
+        || sink->vset_error == NULL) {
+        OPENSSL_free(sink);
+        return NULL;
+    }
+    sink->handle = handle;
+    pthread_rwlock_wrlock(&sinks_lock);
+    sink->next = sinks;
+    sinks = sink;
+    pthread_rwlock_unlock(&sinks_lock);
+    return sink;
+}
+
+void hwkey_error_sink_remove(HWKEY_ERROR_SINK *sink)
+{
+    if (sink == NULL)
+        return;
+    pthread_rwlock_wrlock(&sinks_lock);
+    for (HWKEY_ERROR_SINK **pp = &sinks; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == sink) {
+            *pp = sink->next;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&sinks_lock);
+    OPENSSL_free(sink);
 }
 
 void hwkey_raise_at(const char *file, int line, const char *func, int reason,
                     const char *fmt, ...)
 {
+    HWKEY_ERROR_SINK *sink;
     va_list ap;
 
     va_start(ap, fmt);
-    if (sink.handle != NULL) {
-        sink.new_error(sink.handle);
-        sink.set_error_debug(sink.handle, file, line, func);
-        sink.vset_error(sink.handle, (uint32_t)reason, fmt, ap);
+    pthread_rwlock_rdlock(&sinks_lock);
+    sink = sinks;
+    if (sink != NULL) {
+        sink->new_error(sink->handle);
+        sink->set_error_debug(sink->handle, file, line, func);
+        sink->vset_error(sink->handle, (uint32_t)reason, fmt, ap);
     } else {
         ERR_new();
         ERR_set_debug(file, line, func);
         ERR_vset_error(ERR_LIB_USER, reason, fmt, ap);
     }
+    pthread_rwlock_unlock(&sinks_lock);
     va_end(ap);
 }

@@ -43,11 +43,20 @@ const OSSL_ITEM *hwkey_reason_strings(void);
 const char *hwkey_reason_string(int reason);
 
 /*
- * Route errors through the provider core.  Called by the provider's init with
- * its handle and the core dispatch table; NULL/NULL returns to libcrypto's
- * queue.  One sink per process: every hwkey instance has the same reasons.
+ * Route errors through the provider core, one sink per provider instance.
+ * An application may load hwkey into several library contexts and free them
+ * in any order: each instance adds its sink in init and removes it in
+ * teardown, so an error is never reported through a core handle that was
+ * freed (which printed "reason(12)" and read freed memory).  An error goes
+ * to the newest live instance; every instance registers the same reason
+ * table, so the text is right whichever one carries it.  With no instance
+ * (CLI, tests, benchmarks) errors go to libcrypto's queue under ERR_LIB_USER.
  */
-void hwkey_error_set_core(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in);
+typedef struct hwkey_error_sink HWKEY_ERROR_SINK;
+/* NULL (and nothing registered) if in lacks the error upcalls. */
+HWKEY_ERROR_SINK *hwkey_error_sink_add(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in);
+/* Unregisters and frees; NULL is a no-op.  Call before the core handle dies. */
+void hwkey_error_sink_remove(HWKEY_ERROR_SINK *sink);
 
 void hwkey_raise_at(const char *file, int line, const char *func, int reason,
                     const char *fmt, ...)
