@@ -73,16 +73,19 @@ hf_require() {
 # swtpm binds without SO_REUSEADDR: after it was killed, its port stays taken
 # by the dead server's TIME_WAIT connections for up to a minute, so the
 # listening sockets are made by reuse_listen (SO_REUSEADDR) and handed over
-# (fd=3, fd=4).  --seccomp action=none: swtpm 0.7.1's own seccomp filter
-# killed it ("Bad system call") when restarted under a connected tpm2-abrmd.
+# (fd=3, fd=4).  The devices run with the software-only openssl.cnf: swtpm
+# and SoftHSM use OpenSSL, and with the test's openssl.cnf they would load
+# hwkey, which would talk to the TPM from inside the TPM (seen: swtpm holding
+# hwkey's TPM lock and waiting for its own answer; swtpm's seccomp filter
+# killing it).
 hf_swtpm_start() {
     local d=$HW_DIR/swtpm i
     rm -f "$d/swtpm.pid"
     for ((i = 0; i < 30; i++)); do
-        "$HF_REUSE_LISTEN" "$HW_PORT" $((HW_PORT + 1)) -- swtpm socket --tpm2 --tpmstate dir="$d/tpmstate" \
-            --server type=tcp,fd=3 --ctrl type=tcp,fd=4 \
+        OPENSSL_CONF=$HW_SW_CNF "$HF_REUSE_LISTEN" "$HW_PORT" $((HW_PORT + 1)) -- \
+            swtpm socket --tpm2 --tpmstate dir="$d/tpmstate" --server type=tcp,fd=3 --ctrl type=tcp,fd=4 \
             --flags not-need-init,startup-clear --log file="$d/swtpm.log",level=1 \
-            --seccomp action=none --daemon --pid file="$d/swtpm.pid" >>"$d/swtpm.out" 2>&1 && break
+            --daemon --pid file="$d/swtpm.pid" >>"$d/swtpm.out" 2>&1 && break
         sleep 0.2
     done
     for ((i = 0; i < 50; i++)); do [[ -s $d/swtpm.pid ]] && break; sleep 0.1; done
@@ -135,7 +138,7 @@ CONF
         HF_TABRMD_NAME="com.intel.tss2.Tabrmd.hwkey_faults_$$_$RANDOM"
         HW_TABRMD_TCTI="tabrmd:bus_name=$HF_TABRMD_NAME,bus_type=session"
     fi
-    tpm2-abrmd --allow-root --session --dbus-name="$HF_TABRMD_NAME" \
+    OPENSSL_CONF=$HW_SW_CNF tpm2-abrmd --allow-root --session --dbus-name="$HF_TABRMD_NAME" \
         --tcti="$HW_TCTI" </dev/null >>"$d/tabrmd.log" 2>&1 &
     HF_TABRMD_PID=$!
     hw_register_pid "$HF_TABRMD_PID"
@@ -162,7 +165,7 @@ hf_p11kit_start() {
     # refuse root); without them the socket is root's, mode 0711.  So, as
     # docs/operations.md says: no --user/--group, and the socket opened to the
     # workers' group once it exists (ExecStartPost= in a systemd unit).
-    SOFTHSM2_CONF=$HF_SOFTHSM2_CONF p11-kit server --provider "$HW_P11_MODULE" -f -n "$sock" \
+    OPENSSL_CONF=$HW_SW_CNF SOFTHSM2_CONF=$HF_SOFTHSM2_CONF p11-kit server --provider "$HW_P11_MODULE" -f -n "$sock" \
         "pkcs11:token=$HW_P11_TOKEN" >"$HW_DIR/p11kit/server.env" 2>>"$HW_DIR/p11kit/server.err" &
     HF_P11KIT_PID=$!
     hw_register_pid "$HF_P11KIT_PID"
