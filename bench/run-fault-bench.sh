@@ -28,8 +28,8 @@
 #   crashed      workers that exited on a signal during the run
 # The device stays away --outage S seconds (default 5).
 # Needs root (nginx workers switch to nobody), a built tree (BUILDDIR with
-# .libs/hwkey.so, hwkey, test/integration/hs_client and reuse_listen: `make check` or
-# `make test/integration/hs_client test/integration/reuse_listen`).  Everything runs in mktemp -d directories
+# .libs/hwkey.so, hwkey and test/integration/hs_client: `make check` or
+# `make test/integration/hs_client`).  Everything runs in mktemp -d directories
 # on free loopback ports and is stopped by pid.  Not a test; a path whose
 # set-up fails is reported and the others still run.  Exit 0 when every path
 # gave figures, 1 otherwise, 2 on a usage error.  --keep keeps the directories.
@@ -59,8 +59,8 @@ build=$(cd "$build" && pwd) || exit 2
 for p in ${paths//,/ }; do
     case $p in tpm | tabrmd | p11 | p11kit) ;; *) echo "run-fault-bench: unknown path $p" >&2; exit 2 ;; esac
 done
-[[ -x $build/test/integration/hs_client && -x $build/test/integration/reuse_listen ]] ||
-    { echo "run-fault-bench: $build/test/integration/hs_client or reuse_listen not built (make test/integration/hs_client test/integration/reuse_listen)" >&2; exit 1; }
+[[ -x $build/test/integration/hs_client ]] ||
+    { echo "run-fault-bench: $build/test/integration/hs_client not built (make test/integration/hs_client)" >&2; exit 1; }
 ((EUID == 0)) || { echo "run-fault-bench: run as root (nginx workers switch to nobody)" >&2; exit 1; }
 
 results=$(mktemp "${TMPDIR:-/tmp}/hwkey-fault-bench.XXXXXX")

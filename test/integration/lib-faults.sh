@@ -3,7 +3,8 @@
 # and bench/run-fault-bench.sh.  Source lib.sh first, then this file.
 #
 # One "path" is one way for nginx's workers to reach the device holding the key:
-#   tpm      TPM direct: the swtpm socket TCTI (no resource manager; like /dev/tpm0)
+#   tpm      TPM direct: the swtpm socket TCTI, on a Unix socket (no resource
+#            manager; like /dev/tpm0)
 #   tabrmd   TPM through tpm2-abrmd (tabrmd: TCTI), on a private D-Bus bus
 #   p11      SoftHSM loaded in-process
 #   p11kit   SoftHSM in `p11-kit server`, nginx loading p11-kit-client.so
@@ -29,7 +30,6 @@
 
 HF_WORKERS=4
 HS_CLIENT=$top_builddir/test/integration/hs_client
-HF_REUSE_LISTEN=$top_builddir/test/integration/reuse_listen
 NGINX=${HWKEY_TEST_NGINX:-${NGINX:-/usr/sbin/nginx}}
 HF_PATH=
 HF_GROUP=nogroup
@@ -61,41 +61,50 @@ hf_cleanup() {
 hf_require() {
     [[ -x $NGINX ]] || { echo "SKIP: $HW_TEST: $NGINX not installed" >&2; exit 77; }
     ((EUID == 0)) || { echo "SKIP: $HW_TEST: needs root (nginx switches its workers to nobody)" >&2; exit 77; }
-    [[ -x $HS_CLIENT && -x $HF_REUSE_LISTEN ]] ||
-        hw_fail "$HS_CLIENT or $HF_REUSE_LISTEN not built (make check builds them; or make test/integration/hs_client test/integration/reuse_listen)"
+    [[ -x $HS_CLIENT ]] || hw_fail "$HS_CLIENT not built (make check builds it; or make test/integration/hs_client)"
     getent passwd nobody >/dev/null || { echo "SKIP: $HW_TEST: no user nobody" >&2; exit 77; }
 }
 
 # --- devices ---------------------------------------------------------------------
 
-# hf_swtpm_start: (re)start the test's swtpm from its state directory on the
-# same port pair (the TCTI strings in openssl.cnf and tpm2-abrmd name it).
-# swtpm binds without SO_REUSEADDR: after it was killed, its port stays taken
-# by the dead server's TIME_WAIT connections for up to a minute, so the
-# listening sockets are made by reuse_listen (SO_REUSEADDR) and handed over
-# (fd=3, fd=4).  The devices run with the software-only openssl.cnf: swtpm
-# and SoftHSM use OpenSSL, and with the test's openssl.cnf they would load
-# hwkey, which would talk to the TPM from inside the TPM (seen: swtpm holding
-# hwkey's TPM lock and waiting for its own answer; swtpm's seccomp filter
-# killing it).
+# hf_swtpm_start: (re)start the test's swtpm from its state directory on
+# Unix sockets (TCTI swtpm:path=SOCK; the control channel is SOCK.ctrl).  Not
+# TCP: swtpm binds without SO_REUSEADDR, so after it was killed its port
+# stays taken by TIME_WAIT/FIN_WAIT2 connections for up to a minute and a
+# 5-second outage could not end on the same port (the TCTI strings in
+# openssl.cnf and tpm2-abrmd name it).  The sockets are the workers' group's,
+# 0660, like /dev/tpm0 would be made for them.  The devices run with the
+# software-only openssl.cnf: swtpm and SoftHSM use OpenSSL, and with the
+# test's openssl.cnf they would load hwkey, which would talk to the TPM from
+# inside the TPM (seen: swtpm holding hwkey's TPM lock and waiting for its own
+# answer; swtpm's seccomp filter killing it).
 hf_swtpm_start() {
-    local d=$HW_DIR/swtpm i
-    rm -f "$d/swtpm.pid"
-    for ((i = 0; i < 30; i++)); do
-        OPENSSL_CONF=$HW_SW_CNF "$HF_REUSE_LISTEN" "$HW_PORT" $((HW_PORT + 1)) -- \
-            swtpm socket --tpm2 --tpmstate dir="$d/tpmstate" --server type=tcp,fd=3 --ctrl type=tcp,fd=4 \
-            --flags not-need-init,startup-clear --log file="$d/swtpm.log",level=1 \
-            --daemon --pid file="$d/swtpm.pid" >>"$d/swtpm.out" 2>&1 && break
-        sleep 0.2
-    done
-    for ((i = 0; i < 50; i++)); do [[ -s $d/swtpm.pid ]] && break; sleep 0.1; done
-    [[ -s $d/swtpm.pid ]] || hw_fail "swtpm did not start again on port $HW_PORT: $(tail -3 "$d/swtpm.out")"
+    local d=$HW_DIR/swtpm i gid
+    gid=$(getent group "$HF_GROUP" | cut -d: -f3)
+    rm -f "$d/swtpm.pid" "$d/tpm.sock" "$d/tpm.sock.ctrl"
+    OPENSSL_CONF=$HW_SW_CNF swtpm socket --tpm2 --tpmstate dir="$d/tpmstate" \
+        --server type=unixio,path="$d/tpm.sock",mode=0660,gid="$gid" \
+        --ctrl type=unixio,path="$d/tpm.sock.ctrl",mode=0660,gid="$gid" \
+        --flags not-need-init,startup-clear --log file="$d/swtpm.log",level=1 \
+        --daemon --pid file="$d/swtpm.pid" >>"$d/swtpm.out" 2>&1 ||
+        hw_fail "swtpm did not start again: $(tail -3 "$d/swtpm.out")"
+    for ((i = 0; i < 50; i++)); do [[ -s $d/swtpm.pid && -S $d/tpm.sock ]] && break; sleep 0.1; done
     HW_SWTPM_PID=$(tr -dc '0-9' <"$d/swtpm.pid")
-    for ((i = 0; i < 50; i++)); do
-        TPM2TOOLS_TCTI=$HW_TCTI timeout 5 tpm2_getcap properties-fixed >/dev/null 2>&1 && return 0
+    for ((i = 0; i < 100; i++)); do
+        TPM2TOOLS_TCTI=swtpm:path=$d/tpm.sock timeout 10 tpm2_getcap properties-fixed >/dev/null 2>&1 && return 0
         sleep 0.1
     done
-    hw_fail "swtpm (restarted on port $HW_PORT) does not answer: $(tail -3 "$d/swtpm.out")"
+    hw_fail "swtpm (restarted on $d/tpm.sock) does not answer: $(tail -3 "$d/swtpm.out")"
+}
+
+# hf_swtpm_to_unix: hw_setup's swtpm (TCP) moved to Unix sockets, same state
+hf_swtpm_to_unix() {
+    hf_swtpm_stop
+    chmod 0755 "$HW_DIR/swtpm"
+    hf_swtpm_start
+    HW_TCTI="swtpm:path=$HW_DIR/swtpm/tpm.sock"
+    export TPM2TOOLS_TCTI=$HW_TCTI
+    hw_write_cnf "$HW_DIR/openssl.cnf" "$HW_TCTI"
 }
 
 hf_swtpm_stop() {
@@ -244,6 +253,7 @@ hf_setup() {
     tpm | tabrmd)
         hw_setup
         trap hf_cleanup EXIT
+        hf_swtpm_to_unix
         # the no-resource-manager lock directory, as /run/hwkey (tmpfiles.d:
         # d /run/hwkey 0770 root <workers' group>)
         install -d -m 0770 -o root -g "$HF_GROUP" "$HW_DIR/run-hwkey"
