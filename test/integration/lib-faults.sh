@@ -1,4 +1,5 @@
 # shellcheck shell=bash disable=SC2034  # variables set here are used by the callers
+# shellcheck disable=SC2154  # top_builddir/top_srcdir: set by lib.sh
 # nginx under device faults: shared by test/integration/test_nginx_faults_*.sh
 # and bench/run-fault-bench.sh.  Source lib.sh first, then this file.
 #
@@ -83,8 +84,8 @@ hf_swtpm_start() {
     gid=$(getent group "$HF_GROUP" | cut -d: -f3)
     rm -f "$d/swtpm.pid" "$d/tpm.sock" "$d/tpm.sock.ctrl"
     OPENSSL_CONF=$HW_SW_CNF swtpm socket --tpm2 --tpmstate dir="$d/tpmstate" \
-        --server type=unixio,path="$d/tpm.sock",mode=0660,gid="$gid" \
-        --ctrl type=unixio,path="$d/tpm.sock.ctrl",mode=0660,gid="$gid" \
+        --server "type=unixio,path=$d/tpm.sock,mode=0660,gid=$gid" \
+        --ctrl "type=unixio,path=$d/tpm.sock.ctrl,mode=0660,gid=$gid" \
         --flags not-need-init,startup-clear --log file="$d/swtpm.log",level=1 \
         --daemon --pid file="$d/swtpm.pid" >>"$d/swtpm.out" 2>&1 ||
         hw_fail "swtpm did not start again: $(tail -3 "$d/swtpm.out")"
