@@ -77,6 +77,7 @@ one_path() {
         . "$top/test/integration/lib.sh"
         HW_TEST=fault-bench-$path
         . "$top/test/integration/lib-faults.sh"
+        HF_RECOVERY_WAIT=20
         hf_setup "$path"
         hf_nginx_start
         hf_hs before -d "$secs" -c 4 -t 5000 || true
