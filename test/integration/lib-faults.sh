@@ -55,6 +55,13 @@ hf_cleanup() {
         while read -r pid _; do kill -CONT "$pid" 2>/dev/null; done <"$HF_STOPPED_FILE"
     fi
     [[ -z $HW_DIR ]] || { touch "$HW_DIR/kill.watch.stop"; hf_stop_bg; }
+    # p11-kit server's per-connection children outlive a server stopped by TERM
+    if [[ -n $HW_DIR && -f $HW_DIR/p11kit.pids ]]; then
+        while read -r pid; do
+            # shellcheck disable=SC2046  # one pid a word
+            kill -TERM $(pgrep -P "$pid" || true) "$pid" 2>/dev/null
+        done <"$HW_DIR/p11kit.pids"
+    fi
     (exit "$rc")
     hw_cleanup
 }
@@ -179,6 +186,7 @@ hf_p11kit_start() {
         "pkcs11:token=$HW_P11_TOKEN" >"$HW_DIR/p11kit/server.env" 2>>"$HW_DIR/p11kit/server.err" &
     HF_P11KIT_PID=$!
     hw_register_pid "$HF_P11KIT_PID"
+    echo "$HF_P11KIT_PID" >>"$HW_DIR/p11kit.pids"
     for ((i = 0; i < 100; i++)); do
         if [[ -S $sock ]] && grep -q P11_KIT_SERVER_ADDRESS "$HW_DIR/p11kit/server.env"; then
             chgrp "$HF_GROUP" "$sock"
