@@ -155,7 +155,9 @@ CONF
         HF_TABRMD_NAME="com.intel.tss2.Tabrmd.hwkey_faults_$$_$RANDOM"
         HW_TABRMD_TCTI="tabrmd:bus_name=$HF_TABRMD_NAME,bus_type=session"
     fi
-    OPENSSL_CONF=$HW_SW_CNF tpm2-abrmd --allow-root --session --dbus-name="$HF_TABRMD_NAME" \
+    # --flush-all: a tpm2-abrmd killed while it had an object loaded leaves it in the
+    # TPM (nothing else may flush it); its successor clears them (docs/operations.md)
+    OPENSSL_CONF=$HW_SW_CNF tpm2-abrmd --allow-root --session --flush-all --dbus-name="$HF_TABRMD_NAME" \
         --tcti="$HW_TCTI" </dev/null >>"$d/tabrmd.log" 2>&1 &
     HF_TABRMD_PID=$!
     hw_register_pid "$HF_TABRMD_PID"
