@@ -76,8 +76,15 @@ static void on_child(void)
      * locks afresh instead (nobody else can hold them here).
      */
     pthread_mutex_init(&hooks_lock, NULL);
-    if (gate_taken_for_fork)
-        gate_create();
+    /*
+     * Always a fresh gate: after a fork from inside the gate (not taken
+     * above) the copy still counts the parent's readers, which no thread
+     * here will ever release.  The forking thread, if it was inside, holds
+     * the shared side again so that its pending leave() calls balance.
+     */
+    gate_create();
+    if (gate_depth > 0)
+        pthread_rwlock_rdlock(&gate);
 }
 
 static void gate_create(void)

@@ -138,6 +138,34 @@ static void fork_in_suspended_callback(void **state)
     assert_int_equal(hwkey_gate_depth(), 0);
 }
 
+/*
+ * A fork from inside the gate (a bug elsewhere, but it must not wedge the
+ * child): the child can leave the gate it was in, and fork again.
+ */
+static void fork_inside_gate_child_recovers(void **state)
+{
+    pid_t pid;
+
+    (void)state;
+    hwkey_gate_enter();
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        pid_t grandchild;
+        int st = 0;
+
+        alarm(5);
+        hwkey_gate_leave();
+        grandchild = fork(); /* takes the gate exclusively: must not wait forever */
+        if (grandchild == 0)
+            _exit(0);
+        waitpid(grandchild, &st, 0);
+        child_uses_device();
+    }
+    hwkey_gate_leave();
+    assert_int_equal(wait_child(pid, 10), 0);
+}
+
 static int child_hook_ran;
 static void note_child(void)
 {
@@ -163,6 +191,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fork_while_threads_operate),
         cmocka_unit_test(fork_in_suspended_callback),
+        cmocka_unit_test(fork_inside_gate_child_recovers),
         cmocka_unit_test(child_hook_runs_in_child_only),
     };
 

@@ -35,7 +35,7 @@
  * the only place that finalizes, never at exit), bumps the epochs and retries
  * once.  If the module cannot be re-initialised it is "down": operations fail
  * at once, and a new attempt is made at most every backoff_ms (100 ms
- * doubling to 1.6 s: a device that returns is used within 2 s).
+ * doubling to 800 ms: a device that returns is used within 2 s).
  *
  * Locks (the numbering of util/forkgate.h, which owns the order):
  *   1. dev->lock   module list                   taken before 2..
@@ -277,6 +277,8 @@ typedef struct {
     CK_OBJECT_HANDLE priv;
     uint64_t priv_epoch;
     unsigned long finds;             /* tests: how often the object was looked up */
+    int found_before;                /* the object was found once: a miss now means loss */
+    uint64_t vanished_ms;            /* last time a miss was reported as a device loss */
     /* Public half: RSA n/e, or EC/EdDSA params (DER OID) and raw point. */
     unsigned char *pub_a, *pub_b;
     size_t pub_a_len, pub_b_len;

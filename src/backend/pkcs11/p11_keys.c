@@ -77,6 +77,18 @@ static int find_private(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, int has_id,
     if (!hwkey_p11_find(key->tok, s, CKO_PRIVATE_KEY, key->id, key->id_len, has_id, key->label,
                         objs, 2, &n))
         return 0;
+    if (n == 0 && key->found_before && hwkey_p11_now_ms() - key->vanished_ms >= 1000u) {
+        /*
+         * A key that was there and is gone: SoftHSM whose token store went
+         * away and came back finds nothing until C_Finalize + C_Initialize
+         * (checked with SoftHSM 2.6.1).  Report it as a lost device so the
+         * caller re-initialises the module; at most once a second per key,
+         * so a key really deleted under a running server does not make
+         * every operation re-initialise the module.
+         */
+        key->vanished_ms = hwkey_p11_now_ms();
+        hwkey_p11_note_rv(CKR_TOKEN_NOT_PRESENT);
+    }
     if (n != 1) {
         hwkey_raise(HWKEY_R_KEY_NOT_FOUND, n == 0 ? "no private key with object=\"%s\" on "
                     "token \"%s\"" : "several private keys match object=\"%s\" on token "
@@ -85,6 +97,7 @@ static int find_private(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, int has_id,
         return 0;
     }
     *obj = objs[0];
+    key->found_before = 1;
     return 1;
 }
 
