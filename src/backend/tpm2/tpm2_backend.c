@@ -199,12 +199,29 @@ static int tpm2_key_load(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref,
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the TPM backend cannot resolve this key reference");
         goto end;
     }
-    if ((esys = hwkey_tpm2_acquire(dev)) == NULL)
-        goto end;
-    /* Load now: a key file of another TPM fails here, not at the first handshake. */
-    ok = hwkey_tpm2_key_prepare(key, esys)
-         && (key->persistent == 0 || read_persistent_public(key, esys));
-    hwkey_tpm2_release(dev);
+    /*
+     * A key file carries its public area: nothing to ask the TPM now.  The
+     * load happens at first use, in the process that uses the key, so a
+     * forking server's master makes no TPM connection that its workers
+     * would inherit (tpm2-abrmd's TCTI talks D-Bus through GLib, which does
+     * not survive fork).  A key of another TPM fails at first use, with
+     * "key file does not belong to this TPM or parent".
+     */
+    if (key->persistent == 0)
+        ok = 1;
+    else if ((esys = hwkey_tpm2_acquire(dev)) != NULL) {
+        ok = hwkey_tpm2_key_prepare(key, esys) && read_persistent_public(key, esys);
+        /*
+         * handle: keys need the TPM for their public area.  Close that
+         * connection before returning so that nothing made before a fork is
+         * used after it; the next operation connects afresh.
+         */
+        if (key->tr != ESYS_TR_NONE)
+            Esys_TR_Close(esys, &key->tr);
+        key->tr = ESYS_TR_NONE;
+        hwkey_tpm2_disconnect(dev, 1);
+        hwkey_tpm2_release(dev);
+    }
     if (ok)
         ok = hwkey_tpm2_public_info(&key->pub.publicArea, &key->base.info);
 end:

@@ -5,6 +5,9 @@
  * Files:
  *   tpm2_backend.c   the vtable, open/close, key_load/free/public
  *   tpm2_context.c   TCTI + ESAPI context: lazy connect, lock, fork, retry
+ *   tpm2_lock.c      no-RM mode: the per-TPM flock across processes, orphans
+ *   tpm2_tcti.c      TCTI strings: RM detection, why a connection failed,
+ *                    reconnect backoff
  *   tpm2_parent.c    parent resolution: configured handle, SRK 0x81000001,
  *                    or the owner-hierarchy primary (tpm2-openssl's template)
  *   tpm2_keyload.c   key in the TPM for one operation; auth sessions
@@ -57,6 +60,18 @@ typedef struct hwkey_tpm2_device {
     pid_t pid;                    /* process that created esys */
     /* Bumped whenever esys is replaced: ESYS_TRs of older generations are dead. */
     uint64_t generation;
+
+    /* Cross-process lock, no-RM mode only (tpm2_lock.c). */
+    int lock_fd;                  /* -1: not open yet (or dropped after fork) */
+    pid_t lock_pid;               /* process that opened lock_fd */
+    int lock_held;
+    int conn_used;                /* esys has served a command (not a fresh connect) */
+
+    /* Device lost / back (tpm2_tcti.c): fail fast while it is away. */
+    int lost;                     /* 1 after a lost line was logged, until back */
+    unsigned long backoff_ms;     /* 0, or the wait after the last failed connect */
+    uint64_t retry_at_ms;         /* monotonic ms before which connect fails at once */
+    char last_err[320];           /* why the last connect failed (repeated while away) */
 
     /* Parent cache (tpm2_parent.c). */
     int default_parent_known;     /* default_parent is resolved */
@@ -120,10 +135,47 @@ HWKEY_DEVICE *hwkey_tpm2_open_with_tcti(TSS2_TCTI_CONTEXT *tcti, int rm_mode);
 
 /* 1 if the TCTI string goes through a resource manager (tpmrm, tabrmd). */
 int hwkey_tpm2_tcti_is_rm(const char *tcti_conf);
+/*
+ * Drop the connection (lock held): the next acquire connects afresh.  Used
+ * on transport errors and by key_load of a handle: key, so that no
+ * connection made before a fork is used after it.  Objects kept loaded
+ * through a resource manager are flushed first when flush is 1.
+ */
+void hwkey_tpm2_disconnect(HWKEY_TPM2_DEVICE *dev, int flush);
+
+/* ---- tpm2_tcti.c ----------------------------------------------------- */
 
 /*
- * Bounded randomized backoff for TPM_RC_OBJECT_MEMORY, TPM_RC_RETRY,
- * TPM_RC_YIELDED, TPM_RC_TESTING (about 5 s in total).  Use as
+ * Tss2_TctiLdr_Initialize failed with rc: raise one error saying why in
+ * terms an operator can act on (unknown TCTI name, missing device, device
+ * the process may not open with its uid and the group to add).
+ */
+void hwkey_tpm2_tcti_raise(const char *conf, TSS2_RC rc);
+/* 0 + one error (the last failure, the wait left) while in backoff. */
+int hwkey_tpm2_backoff_check(HWKEY_TPM2_DEVICE *dev);
+/* After a failed connect (error raised): start/double the backoff, log once. */
+void hwkey_tpm2_backoff_failed(HWKEY_TPM2_DEVICE *dev);
+/* After a successful connect: log "back" if it was lost, reset the backoff. */
+void hwkey_tpm2_backoff_ok(HWKEY_TPM2_DEVICE *dev);
+/* The connection broke under a command: log the loss once. */
+void hwkey_tpm2_mark_lost(HWKEY_TPM2_DEVICE *dev, TSS2_RC rc);
+
+/* ---- tpm2_lock.c (no-RM mode; no-ops otherwise) ---------------------- */
+
+/* The lock file for a TCTI string ($HWKEY_TPM2_LOCK_FILE / _DIR override). */
+int hwkey_tpm2_lock_path(const char *tcti_conf, char *out, size_t len);
+int hwkey_tpm2_lock_take(HWKEY_TPM2_DEVICE *dev);
+void hwkey_tpm2_lock_drop(HWKEY_TPM2_DEVICE *dev);
+void hwkey_tpm2_lock_after_fork(HWKEY_TPM2_DEVICE *dev);
+void hwkey_tpm2_lock_close(HWKEY_TPM2_DEVICE *dev);
+/* With the lock held: flush every transient object and loaded session. */
+void hwkey_tpm2_flush_orphans(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys);
+
+/*
+ * Short bounded randomized backoff for TPM_RC_OBJECT_MEMORY, TPM_RC_RETRY,
+ * TPM_RC_YIELDED, TPM_RC_TESTING (at most 200 ms in total: an nginx worker's
+ * event loop must not stall; without a resource manager the cross-process
+ * lock and the orphan flush make slot exhaustion rare).  Use as
  *
  *     HWKEY_TPM2_RETRY retry = {0};
  *     do {

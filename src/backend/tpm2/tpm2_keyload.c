@@ -15,6 +15,7 @@
 
 #include "util/error.h"
 #include "util/log.h"
+#include "util/testhook.h"
 
 static HWKEY_TPM2_DEVICE *dev_of(HWKEY_TPM2_KEY *key)
 {
@@ -180,6 +181,8 @@ int hwkey_tpm2_key_get(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
         hwkey_tpm2_flush_quiet(esys, tr);
         return 0;
     }
+    /* Tests stop (and SIGKILL) a process here: the key occupies a slot. */
+    HWKEY_TEST_POINT("tpm2-object-loaded");
     return 1;
 }
 
