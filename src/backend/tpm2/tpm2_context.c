@@ -133,7 +133,7 @@ static int connect_locked(HWKEY_TPM2_DEVICE *dev)
             return 0;
         }
         /* While the TPM is away, fail at once rather than each caller trying. */
-        if (!hwkey_tpm2_backoff_check(dev))
+        if (!hwkey_tpm2_backoff_check(dev) || !hwkey_tpm2_glib_check(dev))
             return 0;
         rc = Tss2_TctiLdr_Initialize(dev->tcti_conf, &dev->tcti);
         if (rc != TSS2_RC_SUCCESS) {

@@ -6,6 +6,7 @@
  *   tpm2_backend.c   the vtable, open/close, key_load/free/public
  *   tpm2_context.c   TCTI + ESAPI context: lazy connect, lock, fork, retry
  *   tpm2_lock.c      no-RM mode: the per-TPM flock across processes, orphans
+ *   tpm2_helper.c    tabrmd: pre-fork questions asked from a helper process
  *   tpm2_tcti.c      TCTI strings: RM detection, why a connection failed,
  *                    reconnect backoff
  *   tpm2_parent.c    parent resolution: configured handle, SRK 0x81000001,
@@ -159,6 +160,27 @@ void hwkey_tpm2_backoff_failed(HWKEY_TPM2_DEVICE *dev);
 void hwkey_tpm2_backoff_ok(HWKEY_TPM2_DEVICE *dev);
 /* The connection broke under a command: log the loss once. */
 void hwkey_tpm2_mark_lost(HWKEY_TPM2_DEVICE *dev, TSS2_RC rc);
+
+/* ---- tpm2_helper.c (tabrmd: and fork) -------------------------------- */
+
+/*
+ * 1 if a question for the TPM should be asked from a helper process: the
+ * TCTI is tabrmd: and this process has not used GLib's D-Bus yet (it may
+ * be a server's master that forks workers later).
+ */
+int hwkey_tpm2_use_helper(const HWKEY_TPM2_DEVICE *dev);
+/*
+ * Before connecting in-process: remember that this process now uses GLib's
+ * D-Bus, or refuse (one clear error) in a child of a process that did.
+ */
+int hwkey_tpm2_glib_check(HWKEY_TPM2_DEVICE *dev);
+/*
+ * Run fn in a forked helper connected on its own (no lock held, outside the
+ * gate); the outlen bytes at out (input and output) are copied back.
+ */
+typedef int hwkey_tpm2_helper_fn(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, void *out);
+int hwkey_tpm2_run_helper(HWKEY_TPM2_DEVICE *dev, hwkey_tpm2_helper_fn *fn, void *out,
+                          size_t outlen);
 
 /* ---- tpm2_lock.c (no-RM mode; no-ops otherwise) ---------------------- */
 
