@@ -12,6 +12,11 @@
  *       killed by its own alarm (exit by signal = failure).
  *   tpm2_fork_driver sign KEY N
  *       N signatures in this process (the "another process" of a test).
+ *   tpm2_fork_driver loop KEY STOPFILE
+ *       sign every 20 ms until STOPFILE exists; one line per signature on
+ *       stdout: "ok MS WALL" or "fail MS WALL" (MS: how long it took, WALL:
+ *       when it ended, ms since the epoch, as date +%s%3N), for tests that
+ *       take the TPM away and bring it back.
  *
  * Prints one summary line; failures print the OpenSSL error queue.
  */
@@ -21,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -49,6 +55,8 @@ static EVP_PKEY *load_key(const char *ref)
     return pkey;
 }
 
+static int quiet;
+
 /* One signature over a message that names the signer, then its verification. */
 static int sign_verify(EVP_PKEY *pkey, unsigned long n)
 {
@@ -64,10 +72,20 @@ static int sign_verify(EVP_PKEY *pkey, unsigned long n)
     ok = ok && md != NULL && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pkey) == 1
          && EVP_DigestVerify(md, sig, siglen, msg, (size_t)len) == 1;
     EVP_MD_CTX_free(md);
-    if (!ok) {
+    if (!ok && !quiet) {
         fprintf(stderr, "pid %ld: signature %lu failed\n", (long)getpid(), n);
         ERR_print_errors_fp(stderr);
     }
+    return ok;
+}
+
+static int sign_quiet(EVP_PKEY *pkey, unsigned long n)
+{
+    int ok;
+
+    quiet = 1;
+    ok = sign_verify(pkey, n);
+    quiet = 0;
     return ok;
 }
 
@@ -220,6 +238,42 @@ static int run_threads(EVP_PKEY *pkey, int nthread, int nfork)
     return bad != 0 || thread_bad != 0;
 }
 
+static double now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int run_loop(EVP_PKEY *pkey, const char *stopfile)
+{
+    unsigned long n = 0;
+    int printed = 0;
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    while (access(stopfile, F_OK) != 0) {
+        double t0 = now_ms();
+        int ok;
+
+        /* Errors are counted, and only the first is printed: the test reads the log lines. */
+        ERR_set_mark();
+        ok = sign_quiet(pkey, n++);
+        if (!ok && !printed++) {
+            fprintf(stderr, "first failure:\n");
+            ERR_print_errors_fp(stderr);
+        }
+        ERR_pop_to_mark();
+        struct timespec wall;
+
+        clock_gettime(CLOCK_REALTIME, &wall);
+        printf("%s %.1f %lld\n", ok ? "ok" : "fail", now_ms() - t0,
+               (long long)wall.tv_sec * 1000 + wall.tv_nsec / 1000000);
+        usleep(20000);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     EVP_PKEY *pkey;
@@ -240,6 +294,8 @@ int main(int argc, char **argv)
     else if (strcmp(argv[1], "threads") == 0 && argc >= 5)
         rc = run_threads(pkey, atoi(argv[3]) > 16 ? 16 : atoi(argv[3]),
                          atoi(argv[4]) > 256 ? 256 : atoi(argv[4]));
+    else if (strcmp(argv[1], "loop") == 0)
+        rc = run_loop(pkey, argv[3]);
     else if (strcmp(argv[1], "sign") == 0) {
         rc = !sign_n(pkey, strtoul(argv[3], NULL, 10));
         printf("sign: %s signatures: %s\n", argv[3], rc == 0 ? "ok" : "failed");

@@ -186,6 +186,7 @@ static void abandon_after_fork(HWKEY_TPM2_DEVICE *dev)
 
 void hwkey_tpm2_disconnect(HWKEY_TPM2_DEVICE *dev, int flush)
 {
+    dev->broken = 0;
     if (dev->esys == NULL)
         return;
     hwkey_tpm2_parent_reset(dev, flush ? dev->esys : NULL);
@@ -198,10 +199,23 @@ void hwkey_tpm2_disconnect(HWKEY_TPM2_DEVICE *dev, int flush)
     dev->generation++;
 }
 
+static void drop_broken(HWKEY_TPM2_DEVICE *dev);
+
+/* The device this thread holds between acquire and release. */
+static __thread HWKEY_TPM2_DEVICE *held_dev;
+
+void hwkey_tpm2_rc_seen(TSS2_RC rc)
+{
+    if (held_dev != NULL && held_dev->esys != NULL && hwkey_tpm2_conn_broken(rc)) {
+        if (!held_dev->broken)
+            hwkey_tpm2_mark_lost(held_dev, rc);
+        held_dev->broken = 1;
+    }
+}
+
 void hwkey_tpm2_note_rc(HWKEY_TPM2_DEVICE *dev, TSS2_RC rc)
 {
-    if (rc == TSS2_RC_SUCCESS || hwkey_tpm2_reason(rc) != HWKEY_R_DEVICE_UNREACHABLE
-        || dev->esys == NULL)
+    if (rc == TSS2_RC_SUCCESS || !hwkey_tpm2_conn_broken(rc) || dev->esys == NULL)
         return;
     /*
      * The transport broke (swtpm or tpm2-abrmd restarted, socket closed):
@@ -209,12 +223,14 @@ void hwkey_tpm2_note_rc(HWKEY_TPM2_DEVICE *dev, TSS2_RC rc)
      * refuse the next command with BAD_SEQUENCE), so drop the context and
      * let the next acquire reconnect.  Nothing can be flushed through it.
      */
-    hwkey_tpm2_mark_lost(dev, rc);
-    hwkey_tpm2_disconnect(dev, 0);
+    if (!dev->broken)
+        hwkey_tpm2_mark_lost(dev, rc);
+    drop_broken(dev);
 }
 
 static void unlock_all(HWKEY_TPM2_DEVICE *dev)
 {
+    held_dev = NULL;
     hwkey_tpm2_lock_drop(dev);
     pthread_mutex_unlock(&dev->lock);
     hwkey_gate_leave();
@@ -231,25 +247,39 @@ ESYS_CONTEXT *hwkey_tpm2_acquire(HWKEY_TPM2_DEVICE *dev)
     }
     if (dev->pid != getpid())
         abandon_after_fork(dev);
-    /* No RM: the cross-process lock (a no-op behind a resource manager). */
-    if (!hwkey_tpm2_lock_take(dev)) {
-        pthread_mutex_unlock(&dev->lock);
-        hwkey_gate_leave();
-        return NULL;
-    }
-    if (dev->esys == NULL && !connect_locked(dev)) {
+    /*
+     * Connect first, then the cross-process lock (no RM only): a connect
+     * that hangs (a TPM that accepts but does not answer) must not keep
+     * every other process out.
+     */
+    if ((dev->esys == NULL && !connect_locked(dev)) || !hwkey_tpm2_lock_take(dev)) {
         unlock_all(dev);
         return NULL;
     }
+    held_dev = dev;
     /* Anything loaded now was left by a hwkey process that died holding the lock. */
     hwkey_tpm2_flush_orphans(dev, dev->esys);
     return dev->esys;
 }
 
+/* A connection that breaks before serving anything does not count as back. */
+static void drop_broken(HWKEY_TPM2_DEVICE *dev)
+{
+    if (!dev->conn_used && !dev->tcti_external)
+        hwkey_tpm2_backoff_bump(dev);
+    hwkey_tpm2_disconnect(dev, 0);
+}
+
 void hwkey_tpm2_release(HWKEY_TPM2_DEVICE *dev)
 {
-    if (dev->esys != NULL)
+    if (dev->broken)
+        drop_broken(dev);
+    if (dev->esys != NULL) {
+        /* This operation met no transport failure: the TPM answered. */
         dev->conn_used = 1;
+        if (dev->lost)
+            hwkey_tpm2_back(dev);
+    }
     unlock_all(dev);
 }
 

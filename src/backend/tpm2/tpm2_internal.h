@@ -67,6 +67,7 @@ typedef struct hwkey_tpm2_device {
     pid_t lock_pid;               /* process that opened lock_fd */
     int lock_held;
     int conn_used;                /* esys has served a command (not a fresh connect) */
+    int broken;                   /* a command failed for transport reasons: drop at release */
 
     /* Device lost / back (tpm2_tcti.c): fail fast while it is away. */
     int lost;                     /* 1 after a lost line was logged, until back */
@@ -126,6 +127,13 @@ void hwkey_tpm2_release(HWKEY_TPM2_DEVICE *dev);
  * reconnects, re-loading keys from their blobs / saved contexts.
  */
 void hwkey_tpm2_note_rc(HWKEY_TPM2_DEVICE *dev, TSS2_RC rc);
+/*
+ * Any failed command's rc (hwkey_tpm2_raise_rc calls it): if it means the
+ * connection is broken, the device this thread has acquired is marked and
+ * its context is dropped at release (not at once: the caller may still hold
+ * ESYS_TRs of it), so a command cut off mid-way never poisons the next.
+ */
+void hwkey_tpm2_rc_seen(TSS2_RC rc);
 
 /*
  * Open a device on a caller-supplied TCTI (unit tests' fake TCTI).  The TCTI
@@ -156,8 +164,12 @@ void hwkey_tpm2_tcti_raise(const char *conf, TSS2_RC rc);
 int hwkey_tpm2_backoff_check(HWKEY_TPM2_DEVICE *dev);
 /* After a failed connect (error raised): start/double the backoff, log once. */
 void hwkey_tpm2_backoff_failed(HWKEY_TPM2_DEVICE *dev);
-/* After a successful connect: log "back" if it was lost, reset the backoff. */
+/* Start/double the backoff without logging (a fresh connection broke at once). */
+void hwkey_tpm2_backoff_bump(HWKEY_TPM2_DEVICE *dev);
+/* After a successful connect: the next connect may be tried at once. */
 void hwkey_tpm2_backoff_ok(HWKEY_TPM2_DEVICE *dev);
+/* A command went through: log "back" if the TPM was lost, reset the backoff. */
+void hwkey_tpm2_back(HWKEY_TPM2_DEVICE *dev);
 /* The connection broke under a command: log the loss once. */
 void hwkey_tpm2_mark_lost(HWKEY_TPM2_DEVICE *dev, TSS2_RC rc);
 
@@ -253,6 +265,9 @@ int hwkey_tpm2_keyfile_out(HWKEY_TSS2_KEYTYPE type, const TPM2B_PUBLIC *pub,
                            const char *pub_what, const char *priv_what, HWKEY_REFBLOB *out);
 
 /* ---- tpm2_error.c ---------------------------------------------------- */
+
+/* 1 if rc means the connection is unusable (transport down, ESAPI out of step). */
+int hwkey_tpm2_conn_broken(TSS2_RC rc);
 
 /* HWKEY_R_* for a TSS2_RC (see ARCHITECTURE.md: auth, unreachable, busy ...). */
 int hwkey_tpm2_reason(TSS2_RC rc);

@@ -43,6 +43,9 @@
 #include "util/error.h"
 #include "util/log.h"
 
+/* Longest wait for another process's load-use-flush. */
+#define LOCK_WAIT_MS 2000ul
+
 static const char *lock_dir(void)
 {
     static const char *const dirs[] = {"/run/hwkey", "/run/lock"};
@@ -141,6 +144,34 @@ static int lock_open(HWKEY_TPM2_DEVICE *dev)
     return 1;
 }
 
+static int wait_lock(HWKEY_TPM2_DEVICE *dev)
+{
+    unsigned long waited_us = 0, step_us = 200;
+    char path[512];
+
+    for (;;) {
+        if (flock(dev->lock_fd, LOCK_EX | LOCK_NB) == 0)
+            return 1;
+        if (errno != EWOULDBLOCK && errno != EINTR) {
+            hwkey_raise(HWKEY_R_INTERNAL, "flock on the TPM lock file: %s", strerror(errno));
+            return 0;
+        }
+        if (waited_us >= LOCK_WAIT_MS * 1000ul)
+            break;
+        usleep((useconds_t)step_us);
+        waited_us += step_us;
+        if (step_us < 5000)
+            step_us *= 2;
+    }
+    if (!hwkey_tpm2_lock_path(dev->tcti_conf, path, sizeof(path)))
+        path[0] = '\0';
+    hwkey_raise(HWKEY_R_DEVICE_BUSY,
+                "another process has held the TPM lock %s for more than %lu ms (stopped in a "
+                "debugger, or hung inside a TPM command?)",
+                path, LOCK_WAIT_MS);
+    return 0;
+}
+
 int hwkey_tpm2_lock_take(HWKEY_TPM2_DEVICE *dev)
 {
     if (dev->rm_mode || dev->tcti_external)
@@ -150,16 +181,13 @@ int hwkey_tpm2_lock_take(HWKEY_TPM2_DEVICE *dev)
     if (dev->lock_fd < 0 && !lock_open(dev))
         return 0;
     /*
-     * Blocking: a holder keeps it for one load-use-flush (milliseconds), and
-     * a holder that dies releases it.  A SIGSTOPped holder (debugger) blocks
-     * the others until it continues: documented.
+     * A holder keeps it for one load-use-flush (milliseconds) and the
+     * kernel drops it when a holder dies.  A holder that is stopped (a
+     * debugger, SIGSTOP) or hangs must not block an event loop for good:
+     * poll with a growing pause, up to LOCK_WAIT_MS, then fail busy.
      */
-    while (flock(dev->lock_fd, LOCK_EX) != 0) {
-        if (errno != EINTR) {
-            hwkey_raise(HWKEY_R_INTERNAL, "flock on the TPM lock file: %s", strerror(errno));
-            return 0;
-        }
-    }
+    if (!wait_lock(dev))
+        return 0;
     dev->lock_held = 1;
     return 1;
 }

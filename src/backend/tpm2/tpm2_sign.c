@@ -58,10 +58,10 @@ static int run_once(HWKEY_TPM2_KEY *key, const char *name, hwkey_tpm2_cmd_fn *fn
     *cmd_rc = rc;
     ran = 1;
 end:
-    if (dev->esys == esys) {
+    if (dev->esys == esys && !dev->broken) {
         hwkey_tpm2_session_end(esys, &session, TPM2_RC_FAILURE);
         hwkey_tpm2_key_put(key, esys, &tr);
-    } else if (reused) {
+    } else if (reused && ran == 0) {
         ran = -1;
     }
     hwkey_tpm2_release(dev);

@@ -23,9 +23,9 @@
 #include "util/error.h"
 #include "util/log.h"
 
-/* Reconnect attempts: 100 ms after the first failure, doubling to 1.6 s. */
+/* Reconnect attempts: 100 ms after the first failure, doubling to 1 s. */
 #define BACKOFF_FIRST_MS 100ul
-#define BACKOFF_MAX_MS 1600ul
+#define BACKOFF_MAX_MS 1000ul
 
 static const char *skip_pcap(const char *conf)
 {
@@ -148,15 +148,20 @@ int hwkey_tpm2_backoff_check(HWKEY_TPM2_DEVICE *dev)
     return 0;
 }
 
+void hwkey_tpm2_backoff_bump(HWKEY_TPM2_DEVICE *dev)
+{
+    dev->backoff_ms = dev->backoff_ms == 0 ? BACKOFF_FIRST_MS : dev->backoff_ms * 2;
+    if (dev->backoff_ms > BACKOFF_MAX_MS)
+        dev->backoff_ms = BACKOFF_MAX_MS;
+    dev->retry_at_ms = now_ms() + dev->backoff_ms;
+}
+
 void hwkey_tpm2_backoff_failed(HWKEY_TPM2_DEVICE *dev)
 {
     const char *data = NULL;
     int flags = 0;
 
-    dev->backoff_ms = dev->backoff_ms == 0 ? BACKOFF_FIRST_MS : dev->backoff_ms * 2;
-    if (dev->backoff_ms > BACKOFF_MAX_MS)
-        dev->backoff_ms = BACKOFF_MAX_MS;
-    dev->retry_at_ms = now_ms() + dev->backoff_ms;
+    hwkey_tpm2_backoff_bump(dev);
     /* Repeat the connect's own error while in backoff: it says what to fix. */
     if (ERR_peek_last_error_data(&data, &flags) != 0 && data != NULL
         && (flags & ERR_TXT_STRING) != 0 && data[0] != '\0')
@@ -172,6 +177,16 @@ void hwkey_tpm2_backoff_failed(HWKEY_TPM2_DEVICE *dev)
 }
 
 void hwkey_tpm2_backoff_ok(HWKEY_TPM2_DEVICE *dev)
+{
+    /*
+     * A connection is not the TPM: tpm2-abrmd accepts clients while the
+     * TPM behind it is gone.  The backoff ends here; "back" is said only
+     * when a command got through (hwkey_tpm2_back).
+     */
+    dev->retry_at_ms = 0;
+}
+
+void hwkey_tpm2_back(HWKEY_TPM2_DEVICE *dev)
 {
     if (dev->lost)
         hwkey_log(HWKEY_LOG_ERROR, "tpm2: TPM back through TCTI \"%s\"", dev->tcti_conf);
