@@ -277,7 +277,7 @@ void hwkey_tpm2_release(HWKEY_TPM2_DEVICE *dev)
     if (dev->esys != NULL) {
         /* This operation met no transport failure: the TPM answered. */
         dev->conn_used = 1;
-        if (dev->lost)
+        if (dev->lost || !dev->ever_connected)
             hwkey_tpm2_back(dev);
     }
     unlock_all(dev);

@@ -71,6 +71,7 @@ typedef struct hwkey_tpm2_device {
 
     /* Device lost / back (tpm2_tcti.c): fail fast while it is away. */
     int lost;                     /* 1 after a lost line was logged, until back */
+    int ever_connected;           /* a command got through once (only then "lost") */
     unsigned long backoff_ms;     /* 0, or the wait after the last failed connect */
     uint64_t retry_at_ms;         /* monotonic ms before which connect fails at once */
     char last_err[320];           /* why the last connect failed (repeated while away) */

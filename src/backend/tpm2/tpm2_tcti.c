@@ -169,7 +169,12 @@ void hwkey_tpm2_backoff_failed(HWKEY_TPM2_DEVICE *dev)
     else
         snprintf(dev->last_err, sizeof(dev->last_err), "cannot connect through TCTI \"%s\"",
                  dev->tcti_conf);
-    if (!dev->lost) {
+    /*
+     * A TPM that was never reached is not "lost": the caller's error says it
+     * (and the CLI's contract is one line on stderr).  One that answered
+     * before gets one line now and one when it is back.
+     */
+    if (!dev->lost && dev->ever_connected) {
         dev->lost = 1;
         hwkey_log(HWKEY_LOG_ERROR, "tpm2: TPM unavailable: %s; operations fail until it is "
                   "back", dev->last_err);
@@ -188,6 +193,7 @@ void hwkey_tpm2_backoff_ok(HWKEY_TPM2_DEVICE *dev)
 
 void hwkey_tpm2_back(HWKEY_TPM2_DEVICE *dev)
 {
+    dev->ever_connected = 1;
     if (dev->lost)
         hwkey_log(HWKEY_LOG_ERROR, "tpm2: TPM back through TCTI \"%s\"", dev->tcti_conf);
     dev->lost = 0;
@@ -199,7 +205,7 @@ void hwkey_tpm2_mark_lost(HWKEY_TPM2_DEVICE *dev, TSS2_RC rc)
 {
     snprintf(dev->last_err, sizeof(dev->last_err), "lost the TPM connection through TCTI "
              "\"%s\": %s (0x%x)", dev->tcti_conf, Tss2_RC_Decode(rc), (unsigned int)rc);
-    if (!dev->lost) {
+    if (!dev->lost && dev->ever_connected) {
         dev->lost = 1;
         hwkey_log(HWKEY_LOG_ERROR, "tpm2: %s; reconnecting", dev->last_err);
     }
