@@ -6,7 +6,8 @@
 #    connection for a key file: the TPM load is deferred to first use); the
 #    same after the parent itself signed (connected) before forking; and a
 #    handle: key, which the parent must read from the TPM (connection closed
-#    before key_load returns).
+#    before key_load returns).  A key file of another TPM loads (its public key
+#    is in the file) and fails at the first signature, naming the reason.
 # 2. Fork while signing: 4 threads sign while the main thread forks 40
 #    times; every child signs once and exits 0 (a hang ends by the child's
 #    alarm and fails).
@@ -55,6 +56,17 @@ run_all() {
 }
 
 run_all "swtpm direct" 1
+
+# A key file of another TPM: loading it needs no TPM (and succeeds); the first
+# signature says what is wrong.
+out=$("$top_srcdir/scripts/swtpm-start.sh" "$HW_DIR/swtpm2") || hw_fail "cannot start a second swtpm"
+read -r port2 pid2 <<<"$out"
+hw_register_pid "$pid2"
+HW_CLI_TCTI="swtpm:host=127.0.0.1,port=$port2" hw_keygen ec:P-256 other.pem
+ossl pkey -in other.pem -pubout -out other.pub 2>other.err || hw_fail "pkey -pubout of another TPM's key: $(cat other.err)"
+hw_expect_fail "does not belong to this TPM or parent" "signing with another TPM's key" \
+    ossl pkeyutl -sign -inkey other.pem -rawin -digest sha256 -in other.pub -out other.sig
+hw_log "another TPM's key: loads (public key from the file), first signature: $(grep -o 'key file does not belong[^:]*' "$HW_LAST_ERR" | head -1)"
 
 hw_tabrmd
 hw_write_cnf "$HW_DIR/openssl-tabrmd.cnf" "$HW_TABRMD_TCTI"
