@@ -53,7 +53,7 @@ for ((k = 1; k <= 6; k++)); do
 done
 hw_log "6 signers SIGKILLed with their key loaded in the TPM"
 out=$(HWKEY_LOG=2 drv sign key.pem 100 2>after.err) || hw_fail "100 signatures after the kills: $out $(tail -5 after.err)"
-grep -q "flushed 1 object" after.err || hw_fail "the orphan flush was not logged: $(head -5 after.err)"
+grep -qE "flushed [0-9]+ object" after.err || hw_fail "the orphan flush was not logged: $(head -5 after.err)"
 left=$(tools hw_transient_handles | tr '\n' ' ')
 [[ -z $left ]] || hw_fail "transient objects left in the TPM after the kills: $left"
 hw_log "then 100 signatures in another process: ok; orphan flushed and logged; no transient object left"

@@ -206,6 +206,9 @@ static __thread HWKEY_TPM2_DEVICE *held_dev;
 
 void hwkey_tpm2_rc_seen(TSS2_RC rc)
 {
+    if (held_dev != NULL && hwkey_tpm2_reason(rc) == HWKEY_R_DEVICE_BUSY
+        && hwkey_tpm2_rc_base(rc) == TPM2_RC_SESSION_MEMORY)
+        held_dev->flush_sessions = 1;
     if (held_dev != NULL && held_dev->esys != NULL && hwkey_tpm2_conn_broken(rc)) {
         if (!held_dev->broken)
             hwkey_tpm2_mark_lost(held_dev, rc);
@@ -236,7 +239,7 @@ static void unlock_all(HWKEY_TPM2_DEVICE *dev)
     hwkey_gate_leave();
 }
 
-ESYS_CONTEXT *hwkey_tpm2_acquire(HWKEY_TPM2_DEVICE *dev)
+static ESYS_CONTEXT *acquire(HWKEY_TPM2_DEVICE *dev, int flush)
 {
     /* The fork gate first (util/forkgate.h): fork() never splits a command. */
     hwkey_gate_enter();
@@ -258,8 +261,19 @@ ESYS_CONTEXT *hwkey_tpm2_acquire(HWKEY_TPM2_DEVICE *dev)
     }
     held_dev = dev;
     /* Anything loaded now was left by a hwkey process that died holding the lock. */
-    hwkey_tpm2_flush_orphans(dev, dev->esys);
+    if (flush)
+        hwkey_tpm2_flush_orphans(dev, dev->esys);
     return dev->esys;
+}
+
+ESYS_CONTEXT *hwkey_tpm2_acquire(HWKEY_TPM2_DEVICE *dev)
+{
+    return acquire(dev, 1);
+}
+
+ESYS_CONTEXT *hwkey_tpm2_acquire_probe(HWKEY_TPM2_DEVICE *dev)
+{
+    return acquire(dev, 0);
 }
 
 /* A connection that breaks before serving anything does not count as back. */
@@ -294,6 +308,11 @@ void hwkey_tpm2_device_close(HWKEY_DEVICE *base)
     if (dev->pid == getpid() && dev->esys != NULL) {
         /* Flush the primary we keep in RM mode; keys were flushed by key_free. */
         hwkey_tpm2_parent_reset(dev, dev->esys);
+        /* No RM: leave no orphan of a dead hwkey process behind us either. */
+        if (dev->used_keys && hwkey_tpm2_lock_take(dev)) {
+            hwkey_tpm2_flush_orphans(dev, dev->esys);
+            hwkey_tpm2_lock_drop(dev);
+        }
         Esys_Finalize(&dev->esys);
         if (!dev->tcti_external && dev->tcti != NULL)
             Tss2_TctiLdr_Finalize(&dev->tcti);

@@ -181,7 +181,7 @@ static int caps_from_helper(HWKEY_TPM2_DEVICE *dev)
  */
 static int caps_in_process(HWKEY_TPM2_DEVICE *dev)
 {
-    ESYS_CONTEXT *esys = hwkey_tpm2_acquire(dev);
+    ESYS_CONTEXT *esys = hwkey_tpm2_acquire_probe(dev);
     int ok;
 
     if (esys == NULL)

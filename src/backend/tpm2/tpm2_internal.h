@@ -66,6 +66,8 @@ typedef struct hwkey_tpm2_device {
     int lock_fd;                  /* -1: not open yet (or dropped after fork) */
     pid_t lock_pid;               /* process that opened lock_fd */
     int lock_held;
+    int flush_sessions;           /* TPM_RC_SESSION_MEMORY seen: flush orphan sessions too */
+    int used_keys;                /* this process loaded keys: flush orphans at close too */
     int conn_used;                /* esys has served a command (not a fresh connect) */
     int broken;                   /* a command failed for transport reasons: drop at release */
 
@@ -121,6 +123,14 @@ void hwkey_tpm2_device_close(HWKEY_DEVICE *dev);
  * raised (HWKEY_R_DEVICE_UNREACHABLE naming the TCTI and the decoded code).
  */
 ESYS_CONTEXT *hwkey_tpm2_acquire(HWKEY_TPM2_DEVICE *dev);
+/*
+ * The same for a question that loads nothing (the catalogue's capability
+ * probe): no orphan flush.  OpenSSL asks it in any program that loads hwkey
+ * through OPENSSL_CONF, including tpm2-tools, which keeps its own objects
+ * loaded without a resource manager (seen: test_import's
+ * tpm2_createprimary + tpm2_evictcontrol lost their objects).
+ */
+ESYS_CONTEXT *hwkey_tpm2_acquire_probe(HWKEY_TPM2_DEVICE *dev);
 void hwkey_tpm2_release(HWKEY_TPM2_DEVICE *dev);
 /*
  * Call (lock held) with the rc of a failed command: on a transport failure
@@ -203,7 +213,11 @@ int hwkey_tpm2_lock_take(HWKEY_TPM2_DEVICE *dev);
 void hwkey_tpm2_lock_drop(HWKEY_TPM2_DEVICE *dev);
 void hwkey_tpm2_lock_after_fork(HWKEY_TPM2_DEVICE *dev);
 void hwkey_tpm2_lock_close(HWKEY_TPM2_DEVICE *dev);
-/* With the lock held: flush every transient object and loaded session. */
+/*
+ * With the lock held, the TPM holds nothing of a live hwkey process: flush
+ * every transient object, and the loaded sessions after a
+ * TPM_RC_SESSION_MEMORY.
+ */
 void hwkey_tpm2_flush_orphans(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys);
 
 /*

@@ -137,6 +137,8 @@ int hwkey_tpm2_key_get(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
     HWKEY_TPM2_RETRY retry = {0};
     TSS2_RC rc = TSS2_RC_SUCCESS;
 
+    dev->used_keys = 1;
+
     *tr = ESYS_TR_NONE;
     if (key->persistent != 0 || dev->rm_mode) {
         if (key->tr == ESYS_TR_NONE || key->tr_gen != dev->generation) {

@@ -252,7 +252,10 @@ void hwkey_tpm2_flush_orphans(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys)
     if (!dev->lock_held || Esys_GetSysContext(esys, &sys) != TSS2_RC_SUCCESS || sys == NULL)
         return;
     n = flush_type(esys, sys, TPM2_TRANSIENT_FIRST);
-    n += flush_type(esys, sys, TPM2_LOADED_SESSION_FIRST);
+    /* Sessions only once one was refused for lack of room (the same reason). */
+    if (dev->flush_sessions)
+        n += flush_type(esys, sys, TPM2_LOADED_SESSION_FIRST);
+    dev->flush_sessions = 0;
     if (n > 0)
         hwkey_log(HWKEY_LOG_INFO,
                   "tpm2: flushed %u object(s)/session(s) left in the TPM by a process that "
