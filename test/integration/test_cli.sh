@@ -124,7 +124,11 @@ fails_cleanly 1 "invalid key file" pubkey empty.pem
 sw genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out soft.pem 2>/dev/null
 fails_cleanly 1 "invalid key file: .*PRIVATE KEY" pubkey soft.pem
 fails_cleanly 1 "key not found" pubkey does-not-exist.pem
-fails_cleanly 1 "device unreachable" --tcti "$DEAD_TCTI" pubkey key-ec-P-384.pem
+# A key file carries its public key: no TPM needed to print it (nginx's master
+# loads keys the same way, connecting only where it signs).  A handle: needs one.
+run_cli 0 dead.pub dead.err --tcti "$DEAD_TCTI" pubkey key-ec-P-384.pem
+cmp -s dead.pub key-ec-P-384.pem.cli.pub || hw_fail "pubkey without a TPM differs"
+fails_cleanly 1 "device unreachable" --tcti "$DEAD_TCTI" pubkey handle:0x81000001
 fails_cleanly 1 "device unreachable" --tcti "$DEAD_TCTI" keygen ec:P-256 --out unreachable.pem
 fails_cleanly 1 "device unreachable" --tcti "$DEAD_TCTI" keygen rsa:3072 --out unreachable.pem
 [[ ! -e unreachable.pem ]] || hw_fail "keygen with an unreachable TPM left unreachable.pem"

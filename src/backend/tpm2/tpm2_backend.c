@@ -148,6 +148,44 @@ static int read_persistent_public(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys)
     return 1;
 }
 
+typedef struct {
+    HWKEY_TPM2_KEY key; /* in: persistent handle; out: pub */
+} HANDLE_QUERY;
+
+/* In the tabrmd: helper process (tpm2_helper.c). */
+static int public_helper(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, void *out)
+{
+    HANDLE_QUERY *q = out;
+
+    (void)dev;
+    q->key.tr = ESYS_TR_NONE;
+    q->key.base.device = NULL; /* open_persistent() only reports through it on failure */
+    if (Esys_TR_FromTPMPublic(esys, q->key.persistent, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                              &q->key.tr)
+        != TSS2_RC_SUCCESS) {
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no TPM key at handle:0x%08x",
+                    (unsigned int)q->key.persistent);
+        return 0;
+    }
+    return read_persistent_public(&q->key, esys);
+}
+
+static int persistent_public_from_helper(HWKEY_TPM2_KEY *key)
+{
+    HANDLE_QUERY *q = OPENSSL_zalloc(sizeof(*q));
+    int ok;
+
+    if (q == NULL)
+        return 0;
+    q->key.persistent = key->persistent;
+    ok = hwkey_tpm2_run_helper((HWKEY_TPM2_DEVICE *)key->base.device, public_helper, q,
+                               sizeof(*q));
+    if (ok)
+        key->pub = q->key.pub;
+    OPENSSL_free(q);
+    return ok;
+}
+
 static void key_destroy(HWKEY_TPM2_KEY *key)
 {
     HWKEY_TPM2_DEVICE *dev = (HWKEY_TPM2_DEVICE *)key->base.device;
@@ -199,12 +237,32 @@ static int tpm2_key_load(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref,
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the TPM backend cannot resolve this key reference");
         goto end;
     }
-    if ((esys = hwkey_tpm2_acquire(dev)) == NULL)
-        goto end;
-    /* Load now: a key file of another TPM fails here, not at the first handshake. */
-    ok = hwkey_tpm2_key_prepare(key, esys)
-         && (key->persistent == 0 || read_persistent_public(key, esys));
-    hwkey_tpm2_release(dev);
+    /*
+     * A key file carries its public area: nothing to ask the TPM now.  The
+     * load happens at first use, in the process that uses the key, so a
+     * forking server's master makes no TPM connection that its workers
+     * would inherit (tpm2-abrmd's TCTI talks D-Bus through GLib, which does
+     * not survive fork).  A key of another TPM fails at first use, with
+     * "key file does not belong to this TPM or parent".
+     */
+    if (key->persistent == 0)
+        ok = 1;
+    else if (hwkey_tpm2_use_helper(dev))
+        ok = persistent_public_from_helper(key);
+    else if ((esys = hwkey_tpm2_acquire(dev)) != NULL) {
+        ok = hwkey_tpm2_key_prepare(key, esys) && read_persistent_public(key, esys);
+        /*
+         * handle: keys need the TPM for their public area.  Close a
+         * connection made just for it, so that nothing made before a fork
+         * is used after it; the next operation connects afresh.
+         */
+        if (key->tr != ESYS_TR_NONE)
+            Esys_TR_Close(esys, &key->tr);
+        key->tr = ESYS_TR_NONE;
+        if (!dev->conn_used)
+            hwkey_tpm2_disconnect(dev, 1);
+        hwkey_tpm2_release(dev);
+    }
     if (ok)
         ok = hwkey_tpm2_public_info(&key->pub.publicArea, &key->base.info);
 end:

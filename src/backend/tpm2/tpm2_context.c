@@ -20,23 +20,15 @@
 #include "util/forkgate.h"
 #include "util/log.h"
 
-/* Total sleep budget of one retried command (ARCHITECTURE.md §7). */
-#define RETRY_BUDGET_MS 10000ul
-#define RETRY_FIRST_MS 10ul
-#define RETRY_MAX_STEP_MS 500ul
-
-int hwkey_tpm2_tcti_is_rm(const char *conf)
-{
-    /* The pcap: TCTI only records; what matters is the TCTI it wraps. */
-    while (strncmp(conf, "pcap:", 5) == 0)
-        conf += 5;
-    if (strncmp(conf, "tabrmd", 6) == 0)
-        return 1;
-    /* "device:/dev/tpmrm0" (and a bare "/dev/tpmrm0" some users write). */
-    if (strncmp(conf, "device:", 7) == 0)
-        conf += 7;
-    return strncmp(conf, "/dev/tpmrm", 10) == 0;
-}
+/*
+ * Total sleep budget of one retried command.  Short on purpose: the caller
+ * may be an nginx worker's event loop.  It was 10 s when processes without a
+ * resource manager waited for each other's slots; the cross-process lock
+ * (tpm2_lock.c) made that wait unnecessary.
+ */
+#define RETRY_BUDGET_MS 200ul
+#define RETRY_FIRST_MS 5ul
+#define RETRY_MAX_STEP_MS 50ul
 
 static HWKEY_TPM2_DEVICE *device_new(void)
 {
@@ -54,6 +46,7 @@ static HWKEY_TPM2_DEVICE *device_new(void)
     dev->base.backend = &hwkey_tpm2_backend;
     dev->primary_tr = ESYS_TR_NONE;
     dev->pid = getpid();
+    dev->lock_fd = -1;
     return dev;
 }
 
@@ -139,13 +132,14 @@ static int connect_locked(HWKEY_TPM2_DEVICE *dev)
                         "cannot reconnect a caller-supplied TCTI after fork");
             return 0;
         }
+        /* While the TPM is away, fail at once rather than each caller trying. */
+        if (!hwkey_tpm2_backoff_check(dev) || !hwkey_tpm2_glib_check(dev))
+            return 0;
         rc = Tss2_TctiLdr_Initialize(dev->tcti_conf, &dev->tcti);
         if (rc != TSS2_RC_SUCCESS) {
             dev->tcti = NULL;
-            snprintf(what, sizeof(what), "cannot connect to the TPM through TCTI \"%s\"",
-                     dev->tcti_conf);
-            hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "%s: %s (0x%x)", what,
-                        Tss2_RC_Decode(rc), (unsigned int)rc);
+            hwkey_tpm2_tcti_raise(dev->tcti_conf, rc);
+            hwkey_tpm2_backoff_failed(dev);
             return 0;
         }
     }
@@ -153,13 +147,17 @@ static int connect_locked(HWKEY_TPM2_DEVICE *dev)
     if (rc != TSS2_RC_SUCCESS) {
         dev->esys = NULL;
         snprintf(what, sizeof(what), "cannot start ESAPI on TCTI \"%s\"", dev->tcti_conf);
+        hwkey_tpm2_raise_rc(rc, what);
         if (!dev->tcti_external) {
             Tss2_TctiLdr_Finalize(&dev->tcti);
             dev->tcti = NULL;
+            hwkey_tpm2_backoff_failed(dev);
         }
-        return hwkey_tpm2_raise_rc(rc, what);
+        return 0;
     }
     dev->generation++;
+    dev->conn_used = 0;
+    hwkey_tpm2_backoff_ok(dev);
     return 1;
 }
 
@@ -179,20 +177,19 @@ static void abandon_after_fork(HWKEY_TPM2_DEVICE *dev)
     dev->pid = getpid();
     dev->generation++;
     hwkey_tpm2_parent_reset(dev, NULL);
+    /* The inherited lock descriptor is the parent's lock: open our own. */
+    hwkey_tpm2_lock_after_fork(dev);
+    /* A child starts afresh: no inherited backoff from the parent's failures. */
+    dev->backoff_ms = 0;
+    dev->retry_at_ms = 0;
 }
 
-void hwkey_tpm2_note_rc(HWKEY_TPM2_DEVICE *dev, TSS2_RC rc)
+void hwkey_tpm2_disconnect(HWKEY_TPM2_DEVICE *dev, int flush)
 {
-    if (rc == TSS2_RC_SUCCESS || hwkey_tpm2_reason(rc) != HWKEY_R_DEVICE_UNREACHABLE
-        || dev->esys == NULL)
+    dev->broken = 0;
+    if (dev->esys == NULL)
         return;
-    /*
-     * The transport broke (swtpm or tpm2-abrmd restarted, socket closed):
-     * ESAPI cannot resume a half-done exchange, so drop the context and let
-     * the next acquire reconnect.  Nothing can be flushed through it.
-     */
-    hwkey_log(HWKEY_LOG_INFO, "tpm2: connection through \"%s\" lost, will reconnect",
-              dev->tcti_conf);
+    hwkey_tpm2_parent_reset(dev, flush ? dev->esys : NULL);
     Esys_Finalize(&dev->esys);
     dev->esys = NULL;
     if (!dev->tcti_external && dev->tcti != NULL) {
@@ -200,10 +197,49 @@ void hwkey_tpm2_note_rc(HWKEY_TPM2_DEVICE *dev, TSS2_RC rc)
         dev->tcti = NULL;
     }
     dev->generation++;
-    hwkey_tpm2_parent_reset(dev, NULL);
 }
 
-ESYS_CONTEXT *hwkey_tpm2_acquire(HWKEY_TPM2_DEVICE *dev)
+static void drop_broken(HWKEY_TPM2_DEVICE *dev);
+
+/* The device this thread holds between acquire and release. */
+static __thread HWKEY_TPM2_DEVICE *held_dev;
+
+void hwkey_tpm2_rc_seen(TSS2_RC rc)
+{
+    if (held_dev != NULL && hwkey_tpm2_reason(rc) == HWKEY_R_DEVICE_BUSY
+        && hwkey_tpm2_rc_base(rc) == TPM2_RC_SESSION_MEMORY)
+        held_dev->flush_sessions = 1;
+    if (held_dev != NULL && held_dev->esys != NULL && hwkey_tpm2_conn_broken(rc)) {
+        if (!held_dev->broken)
+            hwkey_tpm2_mark_lost(held_dev, rc);
+        held_dev->broken = 1;
+    }
+}
+
+void hwkey_tpm2_note_rc(HWKEY_TPM2_DEVICE *dev, TSS2_RC rc)
+{
+    if (rc == TSS2_RC_SUCCESS || !hwkey_tpm2_conn_broken(rc) || dev->esys == NULL)
+        return;
+    /*
+     * The transport broke (swtpm or tpm2-abrmd restarted, socket closed):
+     * ESAPI cannot resume a half-done exchange (its state machine would
+     * refuse the next command with BAD_SEQUENCE), so drop the context and
+     * let the next acquire reconnect.  Nothing can be flushed through it.
+     */
+    if (!dev->broken)
+        hwkey_tpm2_mark_lost(dev, rc);
+    drop_broken(dev);
+}
+
+static void unlock_all(HWKEY_TPM2_DEVICE *dev)
+{
+    held_dev = NULL;
+    hwkey_tpm2_lock_drop(dev);
+    pthread_mutex_unlock(&dev->lock);
+    hwkey_gate_leave();
+}
+
+static ESYS_CONTEXT *acquire(HWKEY_TPM2_DEVICE *dev, int flush)
 {
     /* The fork gate first (util/forkgate.h): fork() never splits a command. */
     hwkey_gate_enter();
@@ -214,18 +250,51 @@ ESYS_CONTEXT *hwkey_tpm2_acquire(HWKEY_TPM2_DEVICE *dev)
     }
     if (dev->pid != getpid())
         abandon_after_fork(dev);
-    if (dev->esys == NULL && !connect_locked(dev)) {
-        pthread_mutex_unlock(&dev->lock);
-        hwkey_gate_leave();
+    /*
+     * Connect first, then the cross-process lock (no RM only): a connect
+     * that hangs (a TPM that accepts but does not answer) must not keep
+     * every other process out.
+     */
+    if ((dev->esys == NULL && !connect_locked(dev)) || !hwkey_tpm2_lock_take(dev)) {
+        unlock_all(dev);
         return NULL;
     }
+    held_dev = dev;
+    /* Anything loaded now was left by a hwkey process that died holding the lock. */
+    if (flush)
+        hwkey_tpm2_flush_orphans(dev, dev->esys);
     return dev->esys;
+}
+
+ESYS_CONTEXT *hwkey_tpm2_acquire(HWKEY_TPM2_DEVICE *dev)
+{
+    return acquire(dev, 1);
+}
+
+ESYS_CONTEXT *hwkey_tpm2_acquire_probe(HWKEY_TPM2_DEVICE *dev)
+{
+    return acquire(dev, 0);
+}
+
+/* A connection that breaks before serving anything does not count as back. */
+static void drop_broken(HWKEY_TPM2_DEVICE *dev)
+{
+    if (!dev->conn_used && !dev->tcti_external)
+        hwkey_tpm2_backoff_bump(dev);
+    hwkey_tpm2_disconnect(dev, 0);
 }
 
 void hwkey_tpm2_release(HWKEY_TPM2_DEVICE *dev)
 {
-    pthread_mutex_unlock(&dev->lock);
-    hwkey_gate_leave();
+    if (dev->broken)
+        drop_broken(dev);
+    if (dev->esys != NULL) {
+        /* This operation met no transport failure: the TPM answered. */
+        dev->conn_used = 1;
+        if (dev->lost || !dev->ever_connected)
+            hwkey_tpm2_back(dev);
+    }
+    unlock_all(dev);
 }
 
 void hwkey_tpm2_device_close(HWKEY_DEVICE *base)
@@ -239,6 +308,11 @@ void hwkey_tpm2_device_close(HWKEY_DEVICE *base)
     if (dev->pid == getpid() && dev->esys != NULL) {
         /* Flush the primary we keep in RM mode; keys were flushed by key_free. */
         hwkey_tpm2_parent_reset(dev, dev->esys);
+        /* No RM: leave no orphan of a dead hwkey process behind us either. */
+        if (dev->used_keys && hwkey_tpm2_lock_take(dev)) {
+            hwkey_tpm2_flush_orphans(dev, dev->esys);
+            hwkey_tpm2_lock_drop(dev);
+        }
         Esys_Finalize(&dev->esys);
         if (!dev->tcti_external && dev->tcti != NULL)
             Tss2_TctiLdr_Finalize(&dev->tcti);
@@ -247,6 +321,7 @@ void hwkey_tpm2_device_close(HWKEY_DEVICE *base)
     }
     Esys_Free(dev->primary_saved); /* plain memory; the TPM holds nothing for it */
     dev->primary_saved = NULL;
+    hwkey_tpm2_lock_close(dev);
     pthread_mutex_unlock(&dev->lock);
     hwkey_gate_leave();
     pthread_mutex_destroy(&dev->lock);

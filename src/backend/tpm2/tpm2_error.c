@@ -67,6 +67,32 @@ static const char *rc_name(TSS2_RC rc)
     return NULL;
 }
 
+int hwkey_tpm2_conn_broken(TSS2_RC rc)
+{
+    TSS2_RC layer = rc & TSS2_RC_LAYER_MASK;
+
+    if (rc == TSS2_RC_SUCCESS || is_tpm_layer(rc))
+        return 0;
+    /* Every TCTI failure is a transport failure. */
+    if (layer == TSS2_TCTI_RC_LAYER)
+        return 1;
+    switch (rc & 0xffffu) {
+    case TSS2_BASE_RC_IO_ERROR:
+    case TSS2_BASE_RC_NO_CONNECTION:
+    /*
+     * A command cut off mid-way leaves ESAPI's state machine waiting for a
+     * response that never comes: every later call answers BAD_SEQUENCE.
+     * Only a new context cures it.
+     */
+    case TSS2_BASE_RC_BAD_SEQUENCE:
+    case TSS2_BASE_RC_MALFORMED_RESPONSE:
+    case TSS2_BASE_RC_INSUFFICIENT_RESPONSE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 int hwkey_tpm2_reason(TSS2_RC rc)
 {
     TSS2_RC layer = rc & TSS2_RC_LAYER_MASK;
@@ -94,6 +120,8 @@ int hwkey_tpm2_reason(TSS2_RC rc)
             return HWKEY_R_DEVICE_ERROR;
         }
     }
+    if (hwkey_tpm2_conn_broken(rc))
+        return HWKEY_R_DEVICE_UNREACHABLE;
     switch (low) {
     case TSS2_BASE_RC_IO_ERROR:
     case TSS2_BASE_RC_NO_CONNECTION:
@@ -131,6 +159,7 @@ int hwkey_tpm2_raise_rc(TSS2_RC rc, const char *what)
 
     describe_rc(rc, text, sizeof(text));
     hwkey_raise(hwkey_tpm2_reason(rc), "%s: %s", what, text);
+    hwkey_tpm2_rc_seen(rc);
     return 0;
 }
 

@@ -141,25 +141,75 @@ static int curve_listed(const HWKEY_TPM2_DEVICE *dev, TPM2_ECC_CURVE id)
     return 0;
 }
 
+typedef struct {
+    int rsa, ecc;
+    unsigned int rsa_bits, curves;
+} CAPS;
+
+/* In the tabrmd: helper process (tpm2_helper.c): its own copy of dev. */
+static int caps_helper(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, void *out)
+{
+    CAPS *c = out;
+
+    if (!caps_fill(dev, esys))
+        return 0;
+    *c = (CAPS){dev->caps_rsa, dev->caps_ecc, dev->caps_rsa_bits, dev->caps_curves};
+    return 1;
+}
+
+static int caps_from_helper(HWKEY_TPM2_DEVICE *dev)
+{
+    CAPS c = {0};
+
+    if (!hwkey_tpm2_run_helper(dev, caps_helper, &c, sizeof(c)))
+        return 0;
+    pthread_mutex_lock(&dev->lock);
+    dev->caps_rsa = c.rsa;
+    dev->caps_ecc = c.ecc;
+    dev->caps_rsa_bits = c.rsa_bits;
+    dev->caps_curves = c.curves;
+    dev->caps_known = 1;
+    pthread_mutex_unlock(&dev->lock);
+    return 1;
+}
+
+/*
+ * In this process.  OpenSSL asks while a server's master reads its
+ * configuration, before it forks workers: a connection made just for this
+ * is closed again, so that no connection made before a fork is used after
+ * it (the caps stay cached; the first operation connects where it signs).
+ */
+static int caps_in_process(HWKEY_TPM2_DEVICE *dev)
+{
+    ESYS_CONTEXT *esys = hwkey_tpm2_acquire_probe(dev);
+    int ok;
+
+    if (esys == NULL)
+        return 0;
+    ok = caps_fill(dev, esys);
+    if (!dev->conn_used)
+        hwkey_tpm2_disconnect(dev, 1);
+    hwkey_tpm2_release(dev);
+    return ok;
+}
+
 int hwkey_tpm2_supports(HWKEY_DEVICE *base, const HWKEY_KEYSPEC *spec)
 {
     HWKEY_TPM2_DEVICE *dev = tpm2_dev(base);
-    ESYS_CONTEXT *esys;
     int ok;
 
     /*
      * A predicate, asked while OpenSSL enumerates algorithms: a missing TPM
      * means "no", not an error left in the application's queue.
      */
-    ERR_set_mark();
-    esys = hwkey_tpm2_acquire(dev);
-    ok = esys != NULL && caps_fill(dev, esys);
-    if (esys != NULL)
-        hwkey_tpm2_release(dev);
-    ERR_pop_to_mark();
-    if (!ok) {
-        hwkey_log(HWKEY_LOG_INFO, "tpm2: capabilities unknown (TPM unreachable?)");
-        return -1;
+    if (!__atomic_load_n(&dev->caps_known, __ATOMIC_ACQUIRE)) {
+        ERR_set_mark();
+        ok = hwkey_tpm2_use_helper(dev) ? caps_from_helper(dev) : caps_in_process(dev);
+        ERR_pop_to_mark();
+        if (!ok) {
+            hwkey_log(HWKEY_LOG_INFO, "tpm2: capabilities unknown (TPM unreachable?)");
+            return -1;
+        }
     }
     switch (spec->alg) {
     case HWKEY_ALG_EC: {

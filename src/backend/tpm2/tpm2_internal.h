@@ -5,6 +5,10 @@
  * Files:
  *   tpm2_backend.c   the vtable, open/close, key_load/free/public
  *   tpm2_context.c   TCTI + ESAPI context: lazy connect, lock, fork, retry
+ *   tpm2_lock.c      no-RM mode: the per-TPM flock across processes, orphans
+ *   tpm2_helper.c    tabrmd: pre-fork questions asked from a helper process
+ *   tpm2_tcti.c      TCTI strings: RM detection, why a connection failed,
+ *                    reconnect backoff
  *   tpm2_parent.c    parent resolution: configured handle, SRK 0x81000001,
  *                    or the owner-hierarchy primary (tpm2-openssl's template)
  *   tpm2_keyload.c   key in the TPM for one operation; auth sessions
@@ -58,6 +62,22 @@ typedef struct hwkey_tpm2_device {
     /* Bumped whenever esys is replaced: ESYS_TRs of older generations are dead. */
     uint64_t generation;
 
+    /* Cross-process lock, no-RM mode only (tpm2_lock.c). */
+    int lock_fd;                  /* -1: not open yet (or dropped after fork) */
+    pid_t lock_pid;               /* process that opened lock_fd */
+    int lock_held;
+    int flush_sessions;           /* TPM_RC_SESSION_MEMORY seen: flush orphan sessions too */
+    int used_keys;                /* this process loaded keys: flush orphans at close too */
+    int conn_used;                /* esys has served a command (not a fresh connect) */
+    int broken;                   /* a command failed for transport reasons: drop at release */
+
+    /* Device lost / back (tpm2_tcti.c): fail fast while it is away. */
+    int lost;                     /* 1 after a lost line was logged, until back */
+    int ever_connected;           /* a command got through once (only then "lost") */
+    unsigned long backoff_ms;     /* 0, or the wait after the last failed connect */
+    uint64_t retry_at_ms;         /* monotonic ms before which connect fails at once */
+    char last_err[320];           /* why the last connect failed (repeated while away) */
+
     /* Parent cache (tpm2_parent.c). */
     int default_parent_known;     /* default_parent is resolved */
     uint32_t default_parent;      /* 0x81000001 or HWKEY_TPM2_PARENT_OWNER */
@@ -103,6 +123,14 @@ void hwkey_tpm2_device_close(HWKEY_DEVICE *dev);
  * raised (HWKEY_R_DEVICE_UNREACHABLE naming the TCTI and the decoded code).
  */
 ESYS_CONTEXT *hwkey_tpm2_acquire(HWKEY_TPM2_DEVICE *dev);
+/*
+ * The same for a question that loads nothing (the catalogue's capability
+ * probe): no orphan flush.  OpenSSL asks it in any program that loads hwkey
+ * through OPENSSL_CONF, including tpm2-tools, which keeps its own objects
+ * loaded without a resource manager (seen: test_import's
+ * tpm2_createprimary + tpm2_evictcontrol lost their objects).
+ */
+ESYS_CONTEXT *hwkey_tpm2_acquire_probe(HWKEY_TPM2_DEVICE *dev);
 void hwkey_tpm2_release(HWKEY_TPM2_DEVICE *dev);
 /*
  * Call (lock held) with the rc of a failed command: on a transport failure
@@ -110,6 +138,13 @@ void hwkey_tpm2_release(HWKEY_TPM2_DEVICE *dev);
  * reconnects, re-loading keys from their blobs / saved contexts.
  */
 void hwkey_tpm2_note_rc(HWKEY_TPM2_DEVICE *dev, TSS2_RC rc);
+/*
+ * Any failed command's rc (hwkey_tpm2_raise_rc calls it): if it means the
+ * connection is broken, the device this thread has acquired is marked and
+ * its context is dropped at release (not at once: the caller may still hold
+ * ESYS_TRs of it), so a command cut off mid-way never poisons the next.
+ */
+void hwkey_tpm2_rc_seen(TSS2_RC rc);
 
 /*
  * Open a device on a caller-supplied TCTI (unit tests' fake TCTI).  The TCTI
@@ -120,10 +155,76 @@ HWKEY_DEVICE *hwkey_tpm2_open_with_tcti(TSS2_TCTI_CONTEXT *tcti, int rm_mode);
 
 /* 1 if the TCTI string goes through a resource manager (tpmrm, tabrmd). */
 int hwkey_tpm2_tcti_is_rm(const char *tcti_conf);
+/*
+ * Drop the connection (lock held): the next acquire connects afresh.  Used
+ * on transport errors and by key_load of a handle: key, so that no
+ * connection made before a fork is used after it.  Objects kept loaded
+ * through a resource manager are flushed first when flush is 1.
+ */
+void hwkey_tpm2_disconnect(HWKEY_TPM2_DEVICE *dev, int flush);
+
+/* ---- tpm2_tcti.c ----------------------------------------------------- */
 
 /*
- * Bounded randomized backoff for TPM_RC_OBJECT_MEMORY, TPM_RC_RETRY,
- * TPM_RC_YIELDED, TPM_RC_TESTING (about 5 s in total).  Use as
+ * Tss2_TctiLdr_Initialize failed with rc: raise one error saying why in
+ * terms an operator can act on (unknown TCTI name, missing device, device
+ * the process may not open with its uid and the group to add).
+ */
+void hwkey_tpm2_tcti_raise(const char *conf, TSS2_RC rc);
+/* 0 + one error (the last failure, the wait left) while in backoff. */
+int hwkey_tpm2_backoff_check(HWKEY_TPM2_DEVICE *dev);
+/* After a failed connect (error raised): start/double the backoff, log once. */
+void hwkey_tpm2_backoff_failed(HWKEY_TPM2_DEVICE *dev);
+/* Start/double the backoff without logging (a fresh connection broke at once). */
+void hwkey_tpm2_backoff_bump(HWKEY_TPM2_DEVICE *dev);
+/* After a successful connect: the next connect may be tried at once. */
+void hwkey_tpm2_backoff_ok(HWKEY_TPM2_DEVICE *dev);
+/* A command went through: log "back" if the TPM was lost, reset the backoff. */
+void hwkey_tpm2_back(HWKEY_TPM2_DEVICE *dev);
+/* The connection broke under a command: log the loss once. */
+void hwkey_tpm2_mark_lost(HWKEY_TPM2_DEVICE *dev, TSS2_RC rc);
+
+/* ---- tpm2_helper.c (tabrmd: and fork) -------------------------------- */
+
+/*
+ * 1 if a question for the TPM should be asked from a helper process: the
+ * TCTI is tabrmd: and this process has not used GLib's D-Bus yet (it may
+ * be a server's master that forks workers later).
+ */
+int hwkey_tpm2_use_helper(const HWKEY_TPM2_DEVICE *dev);
+/*
+ * Before connecting in-process: remember that this process now uses GLib's
+ * D-Bus, or refuse (one clear error) in a child of a process that did.
+ */
+int hwkey_tpm2_glib_check(HWKEY_TPM2_DEVICE *dev);
+/*
+ * Run fn in a forked helper connected on its own (no lock held, outside the
+ * gate); the outlen bytes at out (input and output) are copied back.
+ */
+typedef int hwkey_tpm2_helper_fn(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, void *out);
+int hwkey_tpm2_run_helper(HWKEY_TPM2_DEVICE *dev, hwkey_tpm2_helper_fn *fn, void *out,
+                          size_t outlen);
+
+/* ---- tpm2_lock.c (no-RM mode; no-ops otherwise) ---------------------- */
+
+/* The lock file for a TCTI string ($HWKEY_TPM2_LOCK_FILE / _DIR override). */
+int hwkey_tpm2_lock_path(const char *tcti_conf, char *out, size_t len);
+int hwkey_tpm2_lock_take(HWKEY_TPM2_DEVICE *dev);
+void hwkey_tpm2_lock_drop(HWKEY_TPM2_DEVICE *dev);
+void hwkey_tpm2_lock_after_fork(HWKEY_TPM2_DEVICE *dev);
+void hwkey_tpm2_lock_close(HWKEY_TPM2_DEVICE *dev);
+/*
+ * With the lock held, the TPM holds nothing of a live hwkey process: flush
+ * every transient object, and the loaded sessions after a
+ * TPM_RC_SESSION_MEMORY.
+ */
+void hwkey_tpm2_flush_orphans(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys);
+
+/*
+ * Short bounded randomized backoff for TPM_RC_OBJECT_MEMORY, TPM_RC_RETRY,
+ * TPM_RC_YIELDED, TPM_RC_TESTING (at most 200 ms in total: an nginx worker's
+ * event loop must not stall; without a resource manager the cross-process
+ * lock and the orphan flush make slot exhaustion rare).  Use as
  *
  *     HWKEY_TPM2_RETRY retry = {0};
  *     do {
@@ -179,6 +280,9 @@ int hwkey_tpm2_keyfile_out(HWKEY_TSS2_KEYTYPE type, const TPM2B_PUBLIC *pub,
                            const char *pub_what, const char *priv_what, HWKEY_REFBLOB *out);
 
 /* ---- tpm2_error.c ---------------------------------------------------- */
+
+/* 1 if rc means the connection is unusable (transport down, ESAPI out of step). */
+int hwkey_tpm2_conn_broken(TSS2_RC rc);
 
 /* HWKEY_R_* for a TSS2_RC (see ARCHITECTURE.md: auth, unreachable, busy ...). */
 int hwkey_tpm2_reason(TSS2_RC rc);

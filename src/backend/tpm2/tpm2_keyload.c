@@ -15,6 +15,7 @@
 
 #include "util/error.h"
 #include "util/log.h"
+#include "util/testhook.h"
 
 static HWKEY_TPM2_DEVICE *dev_of(HWKEY_TPM2_KEY *key)
 {
@@ -136,6 +137,8 @@ int hwkey_tpm2_key_get(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
     HWKEY_TPM2_RETRY retry = {0};
     TSS2_RC rc = TSS2_RC_SUCCESS;
 
+    dev->used_keys = 1;
+
     *tr = ESYS_TR_NONE;
     if (key->persistent != 0 || dev->rm_mode) {
         if (key->tr == ESYS_TR_NONE || key->tr_gen != dev->generation) {
@@ -180,6 +183,8 @@ int hwkey_tpm2_key_get(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
         hwkey_tpm2_flush_quiet(esys, tr);
         return 0;
     }
+    /* Tests stop (and SIGKILL) a process here: the key occupies a slot. */
+    HWKEY_TEST_POINT("tpm2-object-loaded");
     return 1;
 }
 

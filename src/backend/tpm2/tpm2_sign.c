@@ -9,34 +9,39 @@
 #include <string.h>
 
 #include <openssl/bn.h>
+#include <openssl/err.h>
 #include <openssl/ec.h>
 #include <openssl/obj_mac.h>
 
 #include "util/error.h"
+#include "util/testhook.h"
 
 typedef TSS2_RC hwkey_tpm2_cmd_fn(ESYS_CONTEXT *esys, ESYS_TR key, ESYS_TR session, void *arg);
 
 /*
- * Runs one command on the key with retries.  Returns 0 (error raised) when
- * the command could not be issued; 1 when it ran, with its result in *cmd_rc
- * for the caller to judge (decrypt must hide the reason).
+ * One attempt: 1 ran (result in *cmd_rc), 0 failed (error raised), -1 the
+ * connection broke under a connection made earlier (error raised): worth
+ * one more attempt on a fresh one, because swtpm or tpm2-abrmd may have
+ * restarted while we were idle.
  */
-static int run_on_key(HWKEY_TPM2_KEY *key, const char *name, hwkey_tpm2_cmd_fn *fn, void *arg,
-                      TSS2_RC *cmd_rc)
+static int run_once(HWKEY_TPM2_KEY *key, const char *name, hwkey_tpm2_cmd_fn *fn, void *arg,
+                    TSS2_RC *cmd_rc)
 {
     HWKEY_TPM2_DEVICE *dev = (HWKEY_TPM2_DEVICE *)key->base.device;
     HWKEY_TPM2_RETRY retry = {0};
     ESYS_CONTEXT *esys;
     ESYS_TR tr = ESYS_TR_NONE, session = ESYS_TR_NONE;
     TSS2_RC rc = TSS2_RC_SUCCESS;
-    int ran = 0;
+    int ran = 0, reused;
 
     if ((esys = hwkey_tpm2_acquire(dev)) == NULL)
         return 0;
+    reused = dev->conn_used;
     if (!hwkey_tpm2_key_get(key, esys, &tr))
         goto end;
     if (!hwkey_tpm2_session_start(key, esys, &session))
         goto end;
+    HWKEY_TEST_POINT("tpm2-command");
     do {
         rc = fn(esys, tr, session, arg);
     } while (hwkey_tpm2_retry(&retry, rc));
@@ -53,12 +58,36 @@ static int run_on_key(HWKEY_TPM2_KEY *key, const char *name, hwkey_tpm2_cmd_fn *
     *cmd_rc = rc;
     ran = 1;
 end:
-    if (dev->esys == esys) {
+    if (dev->esys == esys && !dev->broken) {
         hwkey_tpm2_session_end(esys, &session, TPM2_RC_FAILURE);
         hwkey_tpm2_key_put(key, esys, &tr);
+    } else if (reused && ran == 0) {
+        ran = -1;
     }
     hwkey_tpm2_release(dev);
     return ran;
+}
+
+/*
+ * Runs one command on the key with retries.  Returns 0 (error raised) when
+ * the command could not be issued; 1 when it ran, with its result in *cmd_rc
+ * for the caller to judge (decrypt must hide the reason).
+ */
+static int run_on_key(HWKEY_TPM2_KEY *key, const char *name, hwkey_tpm2_cmd_fn *fn, void *arg,
+                      TSS2_RC *cmd_rc)
+{
+    int ran;
+
+    ERR_set_mark();
+    ran = run_once(key, name, fn, arg, cmd_rc);
+    if (ran == -1) {
+        /* The first error was the stale connection: report only the retry's. */
+        ERR_pop_to_mark();
+        ran = run_once(key, name, fn, arg, cmd_rc);
+    } else {
+        ERR_clear_last_mark();
+    }
+    return ran == 1;
 }
 
 static size_t digest_size(int md_nid)
