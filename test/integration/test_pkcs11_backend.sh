@@ -99,6 +99,9 @@ for alg in ec:P-256 ec:P-384 ec:P-521 rsa:2048 rsa:3072 ed25519; do
     else
         failed "keygen $alg: $(cat "$tmp/err")"; continue
     fi
+    # The URI a keygen returns never carries the PIN it was given (util/uri_redact.h).
+    [[ $uri != *pin-value* ]] || failed "keygen $alg returned a URI with the PIN: $uri"
+    uri=$uri$PIN
     case $alg in
         ec:*) ok sign "$uri" ecdsa SHA256 ;;
         rsa:*) ok sign "$uri" pkcs1 SHA256; ok sign "$uri" pss SHA256 32 ;;
