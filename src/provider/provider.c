@@ -104,7 +104,7 @@ static int read_configuration(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATC
     static const char *const names[] = {
         HWKEY_PARAM_TPM2_TCTI,         HWKEY_PARAM_TPM2_PARENT,   HWKEY_PARAM_PKCS11_MODULE,
         HWKEY_PARAM_PKCS11_PIN_SOURCE, HWKEY_PARAM_PKCS11_QUIRKS, HWKEY_PARAM_LOG_LEVEL,
-        HWKEY_PARAM_BULK_CIPHER,
+        HWKEY_PARAM_BULK_CIPHER,       HWKEY_PARAM_PKCS11_MODULES, HWKEY_PARAM_PKCS11_FAILOVER,
     };
     enum { N = sizeof(names) / sizeof(names[0]) };
     OSSL_FUNC_core_get_params_fn *get_params = NULL;

@@ -88,47 +88,51 @@ static int find_private(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, int has_id,
     return 1;
 }
 
-int hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out)
+/* Flags from the object's attributes and the token's mechanisms. */
+static void key_flags(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj)
 {
-    HWKEY_P11_DEVICE *pdev = (HWKEY_P11_DEVICE *)dev;
+    HWKEY_P11_TOKEN *tok = key->tok;
+
+    key->always_auth = bool_attr(tok, s, obj, CKA_ALWAYS_AUTHENTICATE);
+    if (bool_attr(tok, s, obj, CKA_SIGN))
+        key->base.info.flags |= HWKEY_KEYF_SIGN;
+    if (key->ktype == CKK_RSA && bool_attr(tok, s, obj, CKA_DECRYPT))
+        key->base.info.flags |= HWKEY_KEYF_DECRYPT;
+    if (key->ktype == CKK_EC && bool_attr(tok, s, obj, CKA_DERIVE)
+        && hwkey_p11_token_has_mech(tok, CKM_ECDH1_DERIVE))
+        key->base.info.flags |= HWKEY_KEYF_DERIVE;
+    if (key->ktype == CKK_RSA && (key->base.info.flags & HWKEY_KEYF_SIGN) != 0
+        && hwkey_p11_token_has_mech(tok, CKM_RSA_X_509))
+        key->base.info.flags |= HWKEY_KEYF_RSA_RAW;
+}
+
+int hwkey_p11_key_build(HWKEY_P11_DEVICE *pdev, HWKEY_P11_TOKEN *tok, HWKEY_P11_URI *uri,
+                        CK_SESSION_HANDLE s, uint64_t epoch, HWKEY_P11_KEY **out)
+{
     HWKEY_P11_KEY *key = NULL;
-    HWKEY_P11_URI *uri = NULL;
-    HWKEY_P11_TOKEN *tok = NULL;
-    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
     CK_ATTRIBUTE a;
-    uint64_t epoch = 0;
     CK_OBJECT_HANDLE obj;
     unsigned char *buf = NULL;
     size_t len;
-    int ok = 0;
 
     *out = NULL;
-    if (ref->kind != HWKEY_REF_PKCS11_URI) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the pkcs11 backend resolves pkcs11: URIs only");
-        return 0;
-    }
-    if (!hwkey_p11_ref_open(pdev, (const char *)ref->data, ref->len, pw_cb, pw_arg, &uri, &tok, &s,
-                            &epoch))
-        return 0;
     if (uri->object == NULL && !uri->has_id) {
         hwkey_raise(HWKEY_R_INVALID_URI, "the key URI names no object= nor id=");
-        goto end;
+        return 0;
     }
     if ((key = OPENSSL_zalloc(sizeof(*key))) == NULL)
         goto oom;
     pthread_mutex_init(&key->lock, NULL);
-    key->base.device = dev;
-    key->base.backend = dev->backend;
+    key->base.device = &pdev->base;
+    key->base.backend = pdev->base.backend;
     key->tok = tok;
-    key->uri = uri;
     key->cfg_pin_source = pdev->pin_source;
     if ((uri->object != NULL && (key->label = OPENSSL_strdup(uri->object)) == NULL)
         || (uri->id_len > 0 && (key->id = OPENSSL_memdup(uri->id, uri->id_len)) == NULL))
         goto oom;
     key->id_len = uri->id_len;
     if (!find_private(key, s, uri->has_id, &obj))
-        goto end;
+        goto err;
     /* Store the object's own id and label: the exact reference to re-find it by. */
     if (hwkey_p11_attr_get(tok, s, obj, CKA_ID, &buf, &len) && len > 0) {
         OPENSSL_free(key->id);
@@ -147,37 +151,53 @@ int hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
     a.ulValueLen = sizeof(key->ktype);
     if (tok->mod->fl->C_GetAttributeValue(s, obj, &a, 1) != CKR_OK) {
         hwkey_raise(HWKEY_R_DEVICE_ERROR, "cannot read CKA_KEY_TYPE of \"%s\"", describe_ref(uri));
-        goto end;
+        goto err;
     }
     if (!hwkey_p11_pub_read(key, s, obj))
-        goto end;
-    key->always_auth = bool_attr(tok, s, obj, CKA_ALWAYS_AUTHENTICATE);
-    if (bool_attr(tok, s, obj, CKA_SIGN))
-        key->base.info.flags |= HWKEY_KEYF_SIGN;
-    if (key->ktype == CKK_RSA && bool_attr(tok, s, obj, CKA_DECRYPT))
-        key->base.info.flags |= HWKEY_KEYF_DECRYPT;
-    if (key->ktype == CKK_EC && bool_attr(tok, s, obj, CKA_DERIVE)
-        && hwkey_p11_token_has_mech(tok, CKM_ECDH1_DERIVE))
-        key->base.info.flags |= HWKEY_KEYF_DERIVE;
-    if (key->ktype == CKK_RSA && (key->base.info.flags & HWKEY_KEYF_SIGN) != 0
-        && hwkey_p11_token_has_mech(tok, CKM_RSA_X_509))
-        key->base.info.flags |= HWKEY_KEYF_RSA_RAW;
+        goto err;
+    key_flags(key, s, obj);
     key->priv = obj;
     key->priv_epoch = epoch;
-    *out = &key->base;
-    key = NULL;
-    uri = NULL;
-    ok = 1;
-    goto end;
+    key->uri = uri;
+    *out = key;
+    return 1;
 oom:
     hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "allocating a PKCS#11 key");
-end:
-    hwkey_p11_session_put(tok, s, epoch, 0);
-    if (key != NULL) {
-        key->uri = NULL;               /* freed below */
-        hwkey_p11_key_free(&key->base);
+err:
+    hwkey_p11_key_free(key ? &key->base : NULL);
+    return 0;
+}
+
+int hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out)
+{
+    HWKEY_P11_DEVICE *pdev = (HWKEY_P11_DEVICE *)dev;
+    HWKEY_P11_KEY *key = NULL;
+    HWKEY_P11_URI *uri = NULL;
+    HWKEY_P11_TOKEN *tok = NULL;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    uint64_t epoch = 0;
+    int ok;
+
+    *out = NULL;
+    if (ref->kind != HWKEY_REF_PKCS11_URI) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the pkcs11 backend resolves pkcs11: URIs only");
+        return 0;
     }
-    hwkey_p11_uri_free(uri);
+    if (pdev->failover) {
+        ok = hwkey_p11_replicas_load(pdev, (const char *)ref->data, ref->len, pw_cb, pw_arg,
+                                     &key);
+        *out = ok ? &key->base : NULL;
+        return ok;
+    }
+    if (!hwkey_p11_ref_open(pdev, (const char *)ref->data, ref->len, pw_cb, pw_arg, &uri, &tok,
+                            &s, &epoch))
+        return 0;
+    ok = hwkey_p11_key_build(pdev, tok, uri, s, epoch, &key);
+    hwkey_p11_session_put(tok, s, epoch, 0);
+    if (!ok)
+        hwkey_p11_uri_free(uri);
+    *out = ok ? &key->base : NULL;
     return ok;
 }
 
@@ -188,6 +208,7 @@ void hwkey_p11_key_free(HWKEY_BKEY *bkey)
     if (key == NULL)
         return;
     /* The object stays on the token; only our memory of it goes. */
+    hwkey_p11_replicas_free(key->reps);
     pthread_mutex_destroy(&key->lock);
     hwkey_p11_uri_free(key->uri);
     OPENSSL_free(key->id);
