@@ -407,8 +407,6 @@ void hwkey_p11_replicas_free(HWKEY_P11_REPLICAS *reps);
 typedef int HWKEY_P11_RUN_FN(HWKEY_P11_KEY *key, void *op, CK_RV *rv, int recover);
 /* The operation on the replicas of key: round robin, a lost token out, the op retried. */
 int hwkey_p11_replicas_run(HWKEY_P11_KEY *key, HWKEY_P11_RUN_FN *run, void *op, CK_RV *rv);
-/* Tests: how many replicas key has, and how many of them are out. */
-size_t hwkey_p11_replicas_count(const HWKEY_P11_KEY *key, size_t *out);
 
 /* --- data keys (p11_datakey.c) ------------------------------------------ */
 

@@ -295,7 +295,11 @@ int hwkey_p11_replicas_load(HWKEY_P11_DEVICE *dev, const char *text, size_t len,
                     uri->object != NULL ? uri->object : "(by id)");
         goto end;
     }
-    if (!set_new(keys, n)) {
+    /* One token: a plain key, with the single-key recovery (p11_recover.c). */
+    if (n == 1)
+        hwkey_log(HWKEY_LOG_INFO, "pkcs11: key \"%s\" on 1 token (failover: no other token "
+                  "holds it)", key_name(keys[0]));
+    else if (!set_new(keys, n)) {
         for (size_t i = 0; i < n; i++)
             hwkey_p11_key_free(&keys[i]->base);
         goto end;
@@ -316,23 +320,6 @@ void hwkey_p11_replicas_free(HWKEY_P11_REPLICAS *reps)
         hwkey_p11_key_free(&reps->r[i].key->base);
     pthread_mutex_destroy(&reps->lock);
     OPENSSL_free(reps);
-}
-
-size_t hwkey_p11_replicas_count(const HWKEY_P11_KEY *key, size_t *out)
-{
-    HWKEY_P11_REPLICAS *reps = key->reps;
-    size_t n_out = 0;
-
-    if (reps == NULL) {
-        *out = 0;
-        return 1;
-    }
-    pthread_mutex_lock(&reps->lock);
-    for (size_t i = 0; i < reps->n; i++)
-        n_out += reps->r[i].out != 0;
-    pthread_mutex_unlock(&reps->lock);
-    *out = n_out;
-    return reps->n;
 }
 
 /* --- running ---------------------------------------------------------------- */
@@ -421,7 +408,7 @@ int hwkey_p11_replicas_run(HWKEY_P11_KEY *key, HWKEY_P11_RUN_FN *run, void *op, 
 {
     HWKEY_P11_REPLICAS *reps = key->reps;
     unsigned int start = __atomic_fetch_add(&reps->next, 1, __ATOMIC_RELAXED);
-    int tried[MAX_REPLICAS] = {0};
+    int recovered[MAX_REPLICAS] = {0};
     int res = -1, probe;
 
     ERR_set_mark();
@@ -431,13 +418,18 @@ int hwkey_p11_replicas_run(HWKEY_P11_KEY *key, HWKEY_P11_RUN_FN *run, void *op, 
 
         if (!claim(reps, r, &probe))
             continue;
-        tried[(start + i) % reps->n] = 1;
+        recovered[(start + i) % reps->n] = probe;
         if (attempt(reps, r, run, op, rv, probe, probe, &res))
             goto done;
     }
-    /* None answered: every token is out; try each with recovery, as a single key would. */
+    /*
+     * None answered: every token is out (or failed just now); try each once
+     * with recovery, as a key on one token would, so a short outage of all
+     * of them costs no operation.  The modules' own back-off (p11_recover.c)
+     * makes this fail fast while the devices stay away.
+     */
     for (size_t i = 0; i < reps->n; i++) {
-        if (tried[i])
+        if (recovered[i])
             continue;
         if (attempt(reps, &reps->r[i], run, op, rv, 1, 0, &res))
             goto done;
