@@ -10,7 +10,7 @@
 #     signatures, it is no longer used; plugged back: used again; exactly one
 #     "out" and one "back" log line
 #  3. fork: children re-resolve both replicas and sign
-#  4. both unplugged at load: one clear error
+#  4. both unplugged at load: one clear error; bad pkcs11-modules/-failover: one line
 [ -n "$BASH_VERSION" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
 hw_p11_setup
@@ -81,6 +81,16 @@ grep -q 'no token of the 2 configured module(s) holds a usable private key' down
     hw_fail "both unplugged: unclear error: $(cat down.err)"
 fo_plug lat-a
 fo_plug lat-b
+
+# Bad configuration: one line naming the problem.
+rc=0
+HWKEY_PKCS11_MODULES="$HW_DIR/lat-a.so,,$HW_DIR/lat-b.so" timeout 30 "$HWKEY_BIN" pubkey "$URI" >bad.out 2>bad.err || rc=$?
+((rc == 1)) || hw_fail "an empty pkcs11-modules entry was accepted (rc $rc)"
+assert_one_error_line bad.err 'pkcs11-modules has an empty entry'
+rc=0
+HWKEY_PKCS11_FAILOVER=maybe timeout 30 "$HWKEY_BIN" pubkey "$URI" >bad.out 2>bad.err || rc=$?
+((rc == 1)) || hw_fail "pkcs11-failover=maybe was accepted (rc $rc)"
+assert_one_error_line bad.err 'HWKEY_PKCS11_FAILOVER must be yes or no, got "maybe"'
 
 # 5. HAProxy under load, one token unplugged during the run: 0 failed handshakes.
 if ! command -v haproxy >/dev/null || ! command -v wrk >/dev/null; then

@@ -13,7 +13,8 @@
  *   p11_fork.c     re-initialising a module in a forked child
  *   p11_recover.c  device loss: re-initialise, log in again, re-find; back-off
  *   p11_diag.c     why a module cannot start (SoftHSM token store permissions)
- *   p11_keys.c     key_load/free, generate, delete, list
+ *   p11_keys.c     key_load/free, generate
+ *   p11_keylist.c  delete, list
  *   p11_import.c   key_import: a software key into token objects (C_CreateObject)
  *   p11_pubkey.c   object lookup, attributes, the public half as an EVP_PKEY
  *   p11_ops.c      sign, rsa_private, rsa_decrypt, ecdh
