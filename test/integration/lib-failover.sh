@@ -11,7 +11,8 @@
 #
 # fo_import_same LABEL ALG: one software key imported onto both tokens.
 # fo_keygen_each LABEL: a different key under the same label on each token.
-# fo_ops lat-a|lat-b: private-key operations the copy has done (0 if none yet).
+# fo_ops lat-a|lat-b: private-key operations the copy has done (0 if none yet; summed
+# over processes when P11_LATENCY_STATS holds "%p").
 # fo_unplug / fo_plug lat-a|lat-b.
 # fo_write_cnf FILE: openssl.cnf with hwkey, pkcs11-failover = yes, both modules.
 
@@ -60,10 +61,14 @@ fo_keygen_each() {
     done
 }
 
-fo_ops() {
-    local f=$HW_DIR/$1.stats v
-    v=$(sed -n 's/.*ops=\([0-9]*\).*/\1/p' "$f" 2>/dev/null || true)
-    echo "${v:-0}"
+fo_ops() { # summed over the per-process files when P11_LATENCY_STATS has "%p"
+    local f v sum=0
+    for f in "$HW_DIR/$1.stats" "$HW_DIR/$1".[0-9]*.stats; do
+        [[ -f $f ]] || continue
+        v=$(sed -n 's/.*ops=\([0-9]*\).*/\1/p' "$f" 2>/dev/null || true)
+        sum=$((sum + ${v:-0}))
+    done
+    echo "$sum"
 }
 
 fo_unplug() { echo unplugged >"$HW_DIR/$1.link"; }

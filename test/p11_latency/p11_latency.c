@@ -13,7 +13,8 @@
  *   P11_LATENCY_STATS    a file rewritten at the start and end of every
  *                        private-key operation: "inflight=N max=M ops=K",
  *                        so a test can see operations overlap (async) or
- *                        wait until one is in flight (to cancel it)
+ *                        wait until one is in flight (to cancel it); "%p"
+ *                        in it: the writing process's id (one file per worker)
  *   P11_LATENCY_TOKEN    only the slots whose token has this label are shown
  *                        (C_GetSlotList); unset: all
  *
@@ -43,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
 
@@ -97,18 +99,34 @@ static CK_RV link_check(unsigned long extra_us)
     return down ? CKR_DEVICE_ERROR : CKR_OK;
 }
 
+/* path with "%p" replaced by the writing process's id (forked workers: one file each). */
+static int stats_file_name(char *buf, size_t len)
+{
+    const char *p = strstr(stats_path, "%p");
+    int n;
+
+    if (p == NULL)
+        n = snprintf(buf, len, "%s", stats_path);
+    else
+        n = snprintf(buf, len, "%.*s%ld%s", (int)(p - stats_path), stats_path, (long)getpid(),
+                     p + 2);
+    return n > 0 && (size_t)n < len - 4;
+}
+
 static void stats_write_locked(void)
 {
-    char tmp[4096];
+    char path[4096], tmp[4100];
     FILE *f;
 
     /* Written aside and renamed: a reader never sees a half-written (empty) file. */
-    if (stats_path == NULL || snprintf(tmp, sizeof(tmp), "%s.tmp", stats_path) >= (int)sizeof(tmp)
-        || (f = fopen(tmp, "we")) == NULL)
+    if (stats_path == NULL || !stats_file_name(path, sizeof(path)))
+        return;
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if ((f = fopen(tmp, "we")) == NULL)
         return;
     fprintf(f, "inflight=%lu max=%lu ops=%lu\n", inflight, max_inflight, ops_done);
     if (fclose(f) == 0)
-        rename(tmp, stats_path);
+        rename(tmp, path);
 }
 
 /* Around a private-key operation: counts what overlaps. */
