@@ -10,7 +10,8 @@
 # plugged back at PLUG_AT s.  Prints the handshake rate of each phase (from
 # the tokens' operation counters: one signature per handshake) and
 #   "requests=N lost=M used_again=yes|no out_lines=X back_lines=Y"
-# where lost = wrk's socket errors + non-2xx answers.
+# where lost = wrk's socket errors + non-2xx answers.  FO_ASYNC=1: HAProxy
+# with ssl-mode-async (the device calls run off the event loop, util/offload.c).
 
 fo_load_run() {
     local secs=$1 unplug_at=$2 plug_at=$3 threads=${4:-2} conns=${5:-16} port i
@@ -26,6 +27,7 @@ fo_load_run() {
 global
     nbthread $threads
     tune.ssl.cachesize 0
+$([[ ${FO_ASYNC:-0} == 1 ]] && echo "    ssl-mode-async")
     pidfile $HW_DIR/haproxy-fo.pid
 defaults
     mode http
