@@ -400,6 +400,8 @@ int hwkey_p11_paths_parse(HWKEY_P11_DEVICE *dev, const char *list);
 /* pkcs11-failover: the key on every token of every configured module that holds it. */
 int hwkey_p11_replicas_load(HWKEY_P11_DEVICE *dev, const char *text, size_t len,
                             OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_P11_KEY **out);
+/* keys[0] becomes the key of a set of n (<= 16) replicas and owns keys[1..]; unit tests too. */
+int hwkey_p11_replicas_adopt(HWKEY_P11_KEY **keys, size_t n);
 void hwkey_p11_replicas_free(HWKEY_P11_REPLICAS *reps);
 /*
  * One operation on one token's key (p11_ops.c): 1 done; 0 refused with *rv;

@@ -250,9 +250,9 @@ static void load_module(HWKEY_P11_DEVICE *dev, const char *path, const HWKEY_P11
     }
 }
 
-static int set_new(HWKEY_P11_KEY **keys, size_t n)
+int hwkey_p11_replicas_adopt(HWKEY_P11_KEY **keys, size_t n)
 {
-    HWKEY_P11_REPLICAS *reps = OPENSSL_zalloc(sizeof(*reps));
+    HWKEY_P11_REPLICAS *reps = n <= MAX_REPLICAS ? OPENSSL_zalloc(sizeof(*reps)) : NULL;
 
     if (reps == NULL) {
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "allocating a replica set");
@@ -299,7 +299,7 @@ int hwkey_p11_replicas_load(HWKEY_P11_DEVICE *dev, const char *text, size_t len,
     if (n == 1)
         hwkey_log(HWKEY_LOG_INFO, "pkcs11: key \"%s\" on 1 token (failover: no other token "
                   "holds it)", key_name(keys[0]));
-    else if (!set_new(keys, n)) {
+    else if (!hwkey_p11_replicas_adopt(keys, n)) {
         for (size_t i = 0; i < n; i++)
             hwkey_p11_key_free(&keys[i]->base);
         goto end;
@@ -349,6 +349,7 @@ static void settle(HWKEY_P11_REPLICAS *reps, REPLICA *r, int probe, int ok, CK_R
 {
     uint64_t now = hwkey_p11_now_ms();
     int went_out = 0, came_back = 0;
+    size_t n_in = 0;
     uint64_t away = 0;
 
     pthread_mutex_lock(&reps->lock);
@@ -363,6 +364,8 @@ static void settle(HWKEY_P11_REPLICAS *reps, REPLICA *r, int probe, int ok, CK_R
         r->out_since_ms = now;
         r->backoff_ms = BACKOFF_MIN_MS;
         r->next_try_ms = now + r->backoff_ms;
+        for (size_t i = 0; i < reps->n; i++)
+            n_in += !reps->r[i].out;
     } else if (!ok && probe) {
         r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
         r->next_try_ms = now + r->backoff_ms;
@@ -371,9 +374,9 @@ static void settle(HWKEY_P11_REPLICAS *reps, REPLICA *r, int probe, int ok, CK_R
     /* Logged outside the lock: one line per change, none per operation. */
     if (went_out)
         hwkey_log(HWKEY_LOG_ERROR, "pkcs11: token \"%s\" of %s out (%s): key \"%s\" continues "
-                  "on the other token(s); retrying it every %u ms at most", r->key->tok->name,
+                  "on %zu other token(s); retrying it every %u ms at most", r->key->tok->name,
                   r->key->tok->mod->path, rv != CKR_OK ? hwkey_p11_rv_name(rv) : last_error(),
-                  key_name(r->key), BACKOFF_MAX_MS);
+                  key_name(r->key), n_in, BACKOFF_MAX_MS);
     if (came_back)
         hwkey_log(HWKEY_LOG_ERROR, "pkcs11: token \"%s\" of %s back after %llu ms: key \"%s\" "
                   "uses it again", r->key->tok->name, r->key->tok->mod->path,
