@@ -6,7 +6,7 @@
  *   - a device error: the operation is done by the next replica; that token
  *     is out (no operation reaches it during its back-off); one "out" line
  *   - its retry after the back-off runs with recovery and puts it back; one
- *     "back" line; a failed retry doubles the back-off
+ *     "back" line; a failed retry doubles the back-off, up to 400 ms
  *   - an answer about the data (CKR_DATA_INVALID) is not retried elsewhere
  *   - every replica failing: each is tried once more with recovery, the
  *     operation fails with the device's code
@@ -188,6 +188,20 @@ static void test_failed_retry_backs_off(void **state)
         assert_int_equal(run_once(&rv), 1);
     assert_int_equal(calls[0], 0);            /* 120 ms < 200 ms: not tried */
     usleep(150 * 1000);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(run_once(&rv), 1);
+    assert_int_equal(recover_calls[0], 1);    /* second retry, failed: 400 ms, the cap */
+    reset_calls();
+    usleep(300 * 1000);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(run_once(&rv), 1);
+    assert_int_equal(calls[0], 0);            /* 300 ms < 400 ms */
+    usleep(150 * 1000);                       /* 450 ms: due; fails again */
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(run_once(&rv), 1);
+    assert_int_equal(recover_calls[0], 1);
+    reset_calls();
+    usleep(450 * 1000);                       /* due again: the cap held it at 400, not 800 */
     answer[0] = CKR_OK;
     for (int i = 0; i < 6; i++)
         assert_int_equal(run_once(&rv), 1);

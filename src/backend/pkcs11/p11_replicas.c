@@ -14,9 +14,9 @@
  * does so without the single-key recovery (p11_recover.c): a re-initialisation
  * of a network HSM's client can block for its connect timeout, and another
  * token is ready now.  A replica that is out is tried again by one operation
- * (the "probe") after a back-off of 100 ms doubling to 1.6 s; the probe runs
- * with the full recovery (re-initialise, log in, re-find) and puts the
- * replica back when it answers.  When every replica is out, an operation
+ * (the "probe") after a back-off of 100 ms doubling to 400 ms; the probe runs
+ * with the full recovery (re-initialise, log in, re-find; the module's own
+ * back-off paces those) and puts the replica back when it answers.  When every replica is out, an operation
  * tries each with recovery, as a key on one token would (the module's own
  * back-off keeps that cheap while the devices stay away).
  *
@@ -38,8 +38,16 @@
 #include "util/log.h"
 
 #define MAX_REPLICAS 16
+/*
+ * How often an out replica is retried: 100 ms doubling to 400 ms.  Only a
+ * cap this low: the retry of a lost device goes through the module's own
+ * back-off (p11_recover.c, 100 ms doubling to 1.6 s), which fails fast in
+ * between, so the two delays would otherwise add up (a device back for
+ * 1.6 s before a retry lands after the module's next attempt).
+ */
 #define BACKOFF_MIN_MS 100u
-#define BACKOFF_MAX_MS 1600u
+#define BACKOFF_MAX_MS 400u
+#define REINIT_MAX_MS 1600u            /* p11_recover.c's cap, for the log line */
 
 typedef struct {
     HWKEY_P11_KEY *key;              /* r[0].key is the key that owns the set */
@@ -376,7 +384,7 @@ static void settle(HWKEY_P11_REPLICAS *reps, REPLICA *r, int probe, int ok, CK_R
         hwkey_log(HWKEY_LOG_ERROR, "pkcs11: token \"%s\" of %s out (%s): key \"%s\" continues "
                   "on %zu other token(s); retrying it every %u ms at most", r->key->tok->name,
                   r->key->tok->mod->path, rv != CKR_OK ? hwkey_p11_rv_name(rv) : last_error(),
-                  key_name(r->key), n_in, BACKOFF_MAX_MS);
+                  key_name(r->key), n_in, REINIT_MAX_MS);
     if (came_back)
         hwkey_log(HWKEY_LOG_ERROR, "pkcs11: token \"%s\" of %s back after %llu ms: key \"%s\" "
                   "uses it again", r->key->tok->name, r->key->tok->mod->path,
