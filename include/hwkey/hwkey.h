@@ -13,6 +13,8 @@
 #define HWKEY_PARAM_PKCS11_MODULE "pkcs11-module"
 #define HWKEY_PARAM_PKCS11_PIN_SOURCE "pkcs11-pin-source"
 #define HWKEY_PARAM_PKCS11_QUIRKS "pkcs11-quirks"
+#define HWKEY_PARAM_PKCS11_MODULES "pkcs11-modules"   /* more modules, comma list (failover) */
+#define HWKEY_PARAM_PKCS11_FAILOVER "pkcs11-failover" /* yes: keys on every token holding them */
 #define HWKEY_PARAM_LOG_LEVEL "log-level"
 /* "yes" offers the AES-NI AES-256-GCM cipher (property provider=hwkey); default "no". */
 #define HWKEY_PARAM_BULK_CIPHER "bulk-cipher"
@@ -22,6 +24,8 @@
 #define HWKEY_ENV_PKCS11_MODULE "HWKEY_PKCS11_MODULE"
 #define HWKEY_ENV_PKCS11_PIN_SOURCE "HWKEY_PKCS11_PIN_SOURCE"
 #define HWKEY_ENV_PKCS11_QUIRKS "HWKEY_PKCS11_QUIRKS"
+#define HWKEY_ENV_PKCS11_MODULES "HWKEY_PKCS11_MODULES"
+#define HWKEY_ENV_PKCS11_FAILOVER "HWKEY_PKCS11_FAILOVER"
 #define HWKEY_ENV_LOG_LEVEL "HWKEY_LOG"
 #define HWKEY_ENV_BULK_CIPHER "HWKEY_BULK_CIPHER"
 

@@ -8,6 +8,7 @@
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/params.h>
 #include <openssl/provider.h>
 
@@ -104,7 +105,7 @@ static int read_configuration(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATC
     static const char *const names[] = {
         HWKEY_PARAM_TPM2_TCTI,         HWKEY_PARAM_TPM2_PARENT,   HWKEY_PARAM_PKCS11_MODULE,
         HWKEY_PARAM_PKCS11_PIN_SOURCE, HWKEY_PARAM_PKCS11_QUIRKS, HWKEY_PARAM_LOG_LEVEL,
-        HWKEY_PARAM_BULK_CIPHER,
+        HWKEY_PARAM_BULK_CIPHER,       HWKEY_PARAM_PKCS11_MODULES, HWKEY_PARAM_PKCS11_FAILOVER,
     };
     enum { N = sizeof(names) / sizeof(names[0]) };
     OSSL_FUNC_core_get_params_fn *get_params = NULL;
@@ -146,8 +147,16 @@ int hwkey_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "allocating a lock");
         goto err;
     }
-    if (!read_configuration(handle, in, &ctx->cfg))
+    if (!read_configuration(handle, in, &ctx->cfg)) {
+        const char *why = NULL;
+        int flags = 0;
+
+        /* openssl(1) and servers drop a provider's init error silently: say it once. */
+        ERR_peek_last_error_data(&why, &flags);
+        hwkey_log(HWKEY_LOG_ERROR, "provider not started: %s",
+                  (flags & ERR_TXT_STRING) != 0 && why != NULL ? why : "invalid configuration");
         goto err;
+    }
     ctx->libctx = OSSL_LIB_CTX_new_from_dispatch(handle, in);
     ctx->swctx = OSSL_LIB_CTX_new();
     if (ctx->libctx == NULL || ctx->swctx == NULL ||

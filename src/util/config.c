@@ -20,6 +20,19 @@ static const struct {
     {HWKEY_PARAM_PKCS11_PIN_SOURCE, HWKEY_ENV_PKCS11_PIN_SOURCE,
      offsetof(HWKEY_CONFIG, pkcs11_pin_source)},
     {HWKEY_PARAM_PKCS11_QUIRKS, HWKEY_ENV_PKCS11_QUIRKS, offsetof(HWKEY_CONFIG, pkcs11_quirks)},
+    {HWKEY_PARAM_PKCS11_MODULES, HWKEY_ENV_PKCS11_MODULES,
+     offsetof(HWKEY_CONFIG, pkcs11_modules)},
+};
+
+/* Yes/no parameters: openssl.cnf name, environment override, field. */
+static const struct {
+    const char *param;
+    const char *env;
+    size_t offset;
+} bool_options[] = {
+    {HWKEY_PARAM_BULK_CIPHER, HWKEY_ENV_BULK_CIPHER, offsetof(HWKEY_CONFIG, bulk_cipher)},
+    {HWKEY_PARAM_PKCS11_FAILOVER, HWKEY_ENV_PKCS11_FAILOVER,
+     offsetof(HWKEY_CONFIG, pkcs11_failover)},
 };
 
 static int parse_bool(const char *name, const char *value, int *out)
@@ -64,10 +77,12 @@ int hwkey_config_set(HWKEY_CONFIG *cfg, const char *name, const char *value)
         hwkey_log_set_level(cfg->log_level);
         return 1;
     }
-    if (strcmp(name, HWKEY_PARAM_BULK_CIPHER) == 0) {
-        const char *env = getenv(HWKEY_ENV_BULK_CIPHER);
+    for (size_t i = 0; i < sizeof(bool_options) / sizeof(bool_options[0]); i++) {
+        const char *env = getenv(bool_options[i].env);
 
-        return parse_bool(name, env != NULL && *env != '\0' ? env : value, &cfg->bulk_cipher);
+        if (strcmp(name, bool_options[i].param) == 0)
+            return parse_bool(name, env != NULL && *env != '\0' ? env : value,
+                              (int *)((char *)cfg + bool_options[i].offset));
     }
     for (size_t i = 0; i < sizeof(string_options) / sizeof(string_options[0]); i++) {
         char **slot;
@@ -99,9 +114,13 @@ int hwkey_config_apply_env(HWKEY_CONFIG *cfg)
             return 0;
         hwkey_log_set_level(cfg->log_level);
     }
-    env = getenv(HWKEY_ENV_BULK_CIPHER);
-    if (env != NULL && *env != '\0' && !parse_bool(HWKEY_ENV_BULK_CIPHER, env, &cfg->bulk_cipher))
-        return 0;
+    for (size_t i = 0; i < sizeof(bool_options) / sizeof(bool_options[0]); i++) {
+        env = getenv(bool_options[i].env);
+        if (env != NULL && *env != '\0'
+            && !parse_bool(bool_options[i].env, env,
+                           (int *)((char *)cfg + bool_options[i].offset)))
+            return 0;
+    }
     for (size_t i = 0; i < sizeof(string_options) / sizeof(string_options[0]); i++) {
         char **slot = (char **)((char *)cfg + string_options[i].offset);
 
@@ -127,4 +146,5 @@ void hwkey_config_clear(HWKEY_CONFIG *cfg)
     }
     cfg->log_level = 0;
     cfg->bulk_cipher = 0;
+    cfg->pkcs11_failover = 0;
 }

@@ -17,7 +17,8 @@
  *   1. PKCS#11 device (module list)        p11_module.c
  *   2. PKCS#11 module (token list, C_Initialize)
  *   3. PKCS#11 token (session pool, login state)
- *   4. PKCS#11 key (object handle cache)
+ *   4. PKCS#11 key (object handle cache); failover replica-set state
+ *      (p11_replicas.c): leaves, never held together
  *   5. TPM device (ESAPI context)           tpm2_context.c
  *   6. TPM no-RM file lock (flock, per TPM, across processes)
  *   7. secure memory (secmem.c; a leaf: never held while taking another)

@@ -13,6 +13,8 @@
  *   p11_driver load URI [TIMES]        loads TIMES (1) times, reports every failure
  *   p11_driver threads URI N COUNT     N threads x COUNT ECDSA/PKCS#1 signatures
  *   p11_driver fork URI N              load in the parent, sign in N forked children
+ *   p11_driver loop URI SECS N         N threads sign (and verify) for SECS seconds; prints
+ *                                      "loop ok=A fail=B" and a line per failure; exit 1 if B > 0
  *
  * Configuration from the environment (HWKEY_PKCS11_MODULE ...).  On failure
  * prints "FAIL <reason string>: <text>" on stderr and exits 1.
@@ -22,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/core_names.h>
@@ -339,6 +342,57 @@ static int cmd_threads(const char *uri, int n, int count)
     return ok ? (printf("ok threads %d x %d\n", n, count), 0) : fail("threads");
 }
 
+typedef struct {
+    HWKEY_BKEY *key;
+    EVP_PKEY *pub;
+    time_t until;
+    unsigned long ok, failed;
+} LOOP_ARG;
+
+static void *loop_signer(void *p)
+{
+    LOOP_ARG *a = p;
+
+    while (time(NULL) < a->until) {
+        if (sign_verify(a->key, a->pub, default_scheme(a->key), "SHA256", 0)) {
+            a->ok++;
+        } else {
+            a->failed++;
+            fprintf(stderr, "loop: signature failed at %ld:\n", (long)time(NULL));
+            ERR_print_errors_fp(stderr);
+        }
+    }
+    return NULL;
+}
+
+/* Signs without pause while a test unplugs and plugs devices; counts failures. */
+static int cmd_loop(const char *uri, int secs, int n)
+{
+    HWKEY_BKEY *key = load(uri);
+    EVP_PKEY *pub = key != NULL ? hwkey_backend_key_public(key, NULL, NULL) : NULL;
+    unsigned long ok = 0, failed = 0;
+    pthread_t th[16];
+    LOOP_ARG args[16];
+    int started = 0;
+
+    if (pub == NULL || n < 1 || n > 16)
+        return fail("loop: load");
+    for (int i = 0; i < n; i++) {
+        args[i] = (LOOP_ARG){key, pub, time(NULL) + secs, 0, 0};
+        if (pthread_create(&th[i], NULL, loop_signer, &args[i]) == 0)
+            started++;
+    }
+    for (int i = 0; i < started; i++) {
+        pthread_join(th[i], NULL);
+        ok += args[i].ok;
+        failed += args[i].failed;
+    }
+    printf("loop ok=%lu fail=%lu\n", ok, failed);
+    EVP_PKEY_free(pub);
+    hwkey_backend_key_free(key);
+    return failed == 0 && started == n && ok > 0 ? 0 : 1;
+}
+
 static int cmd_fork(const char *uri, int n)
 {
     HWKEY_BKEY *key = load(uri);
@@ -406,6 +460,8 @@ int main(int argc, char **argv)
         rc = cmd_load(argv[2], argc > 3 ? atoi(argv[3]) : 1);
     else if (strcmp(argv[1], "threads") == 0 && argc == 5)
         rc = cmd_threads(argv[2], atoi(argv[3]), atoi(argv[4]));
+    else if (strcmp(argv[1], "loop") == 0 && argc == 5)
+        rc = cmd_loop(argv[2], atoi(argv[3]), atoi(argv[4]));
     else if (strcmp(argv[1], "fork") == 0 && argc == 4)
         rc = cmd_fork(argv[2], atoi(argv[3]));
     else
@@ -413,7 +469,7 @@ int main(int argc, char **argv)
     goto end;
 usage:
     fprintf(stderr, "usage: p11_driver sign|decrypt|ecdh|pubkey|keygen|delete|list|load|"
-                    "threads|fork URI ...\n");
+                    "threads|fork|loop URI ...\n");
 end:
     hwkey_devices_free(devs);
     hwkey_config_clear(&cfg);

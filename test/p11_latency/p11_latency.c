@@ -13,7 +13,17 @@
  *   P11_LATENCY_STATS    a file rewritten at the start and end of every
  *                        private-key operation: "inflight=N max=M ops=K",
  *                        so a test can see operations overlap (async) or
- *                        wait until one is in flight (to cancel it)
+ *                        wait until one is in flight (to cancel it); "%p"
+ *                        in it: the writing process's id (one file per worker)
+ *   P11_LATENCY_TOKEN    only the slots whose token has this label are shown
+ *                        (C_GetSlotList); unset: all
+ *
+ * Several independent devices in one process (failover tests): copy this
+ * module (and the real one) to several paths; dlopen loads each copy as its
+ * own instance.  "%m" in any of the variables above (and in
+ * P11_LATENCY_MODULE) stands for this copy's file name without ".so", so
+ * P11_LATENCY_CONTROL=/t/%m.link gives /t/lat-a.link to lat-a.so and
+ * /t/lat-b.link to lat-b.so: each unplugged on its own.
  *
  * While unplugged every call answers CKR_DEVICE_ERROR, as a network HSM's
  * client library does when its connection is lost.  After it is plugged
@@ -26,6 +36,7 @@
  * Only the calls a TLS server and hwkey's provisioning use are wrapped;
  * every other entry of the function list goes straight to the real module.
  */
+#define _GNU_SOURCE                  /* dladdr */
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
@@ -33,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
 
@@ -46,6 +58,7 @@ static const char *control;
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
 static int broken;                   /* unplugged since the last C_Initialize */
 static const char *stats_path;
+static const char *token_label;
 static unsigned long inflight, max_inflight, ops_done;
 
 static void pause_us(unsigned long us)
@@ -86,14 +99,34 @@ static CK_RV link_check(unsigned long extra_us)
     return down ? CKR_DEVICE_ERROR : CKR_OK;
 }
 
+/* path with "%p" replaced by the writing process's id (forked workers: one file each). */
+static int stats_file_name(char *buf, size_t len)
+{
+    const char *p = strstr(stats_path, "%p");
+    int n;
+
+    if (p == NULL)
+        n = snprintf(buf, len, "%s", stats_path);
+    else
+        n = snprintf(buf, len, "%.*s%ld%s", (int)(p - stats_path), stats_path, (long)getpid(),
+                     p + 2);
+    return n > 0 && (size_t)n < len - 4;
+}
+
 static void stats_write_locked(void)
 {
+    char path[4096], tmp[4100];
     FILE *f;
 
-    if (stats_path == NULL || (f = fopen(stats_path, "we")) == NULL)
+    /* Written aside and renamed: a reader never sees a half-written (empty) file. */
+    if (stats_path == NULL || !stats_file_name(path, sizeof(path)))
+        return;
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if ((f = fopen(tmp, "we")) == NULL)
         return;
     fprintf(f, "inflight=%lu max=%lu ops=%lu\n", inflight, max_inflight, ops_done);
-    fclose(f);
+    if (fclose(f) == 0)
+        rename(tmp, path);
 }
 
 /* Around a private-key operation: counts what overlaps. */
@@ -146,9 +179,46 @@ static CK_RV lat_Finalize(CK_VOID_PTR reserved)
     return real->C_Finalize(reserved);
 }
 
+/* The label of a token, without its space padding, equal to want? */
+static int label_is(CK_SLOT_ID slot, const char *want)
+{
+    CK_TOKEN_INFO ti;
+    size_t n = sizeof(ti.label), wl = strlen(want);
+
+    if (real->C_GetTokenInfo(slot, &ti) != CKR_OK)
+        return 0;
+    while (n > 0 && ti.label[n - 1] == ' ')
+        n--;
+    return n == wl && memcmp(ti.label, want, n) == 0;
+}
+
+/* C_GetSlotList with the two-call convention, showing only P11_LATENCY_TOKEN's slots. */
+static CK_RV filtered_slots(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
+{
+    CK_SLOT_ID all[64];
+    CK_ULONG n = 64, kept = 0;
+    CK_RV rv = real->C_GetSlotList(present, all, &n);
+
+    if (rv != CKR_OK)
+        return rv;
+    for (CK_ULONG i = 0; i < n; i++) {
+        if (!label_is(all[i], token_label))
+            continue;
+        if (list != NULL && kept >= *count)
+            return CKR_BUFFER_TOO_SMALL;
+        if (list != NULL)
+            list[kept] = all[i];
+        kept++;
+    }
+    *count = kept;
+    return CKR_OK;
+}
+
 static CK_RV lat_GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
 {
     LINK_OR_RETURN(0);
+    if (token_label != NULL)
+        return filtered_slots(present, list, count);
     return real->C_GetSlotList(present, list, count);
 }
 
@@ -289,9 +359,51 @@ static unsigned long env_ulong(const char *name)
 
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list);
 
+/* This copy's file name without ".so": what "%m" stands for. */
+static void self_name(char *buf, size_t len)
+{
+    Dl_info info;
+    const char *base, *dot;
+
+    if (dladdr((void *)&self_name, &info) == 0 || info.dli_fname == NULL) {
+        snprintf(buf, len, "p11_latency");
+        return;
+    }
+    base = strrchr(info.dli_fname, '/');
+    base = base != NULL ? base + 1 : info.dli_fname;
+    dot = strstr(base, ".so");
+    snprintf(buf, len, "%.*s", (int)(dot != NULL ? (size_t)(dot - base) : strlen(base)), base);
+}
+
+/* getenv(name) with every "%m" replaced by this copy's name; never freed (lives with us). */
+static const char *env_expanded(const char *name)
+{
+    const char *v = getenv(name), *p;
+    char self[256], *out, *o;
+    size_t n = 0;
+
+    if (v == NULL || strstr(v, "%m") == NULL)
+        return v;
+    self_name(self, sizeof(self));
+    for (p = v; *p != '\0'; p++)
+        n += (p[0] == '%' && p[1] == 'm') ? strlen(self) : 1;
+    if ((out = o = malloc(n + 1)) == NULL)
+        return v;
+    for (p = v; *p != '\0'; p++) {
+        if (p[0] == '%' && p[1] == 'm') {
+            o = stpcpy(o, self);
+            p++;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
 static CK_RV load_real(void)
 {
-    const char *path = getenv("P11_LATENCY_MODULE");
+    const char *path = env_expanded("P11_LATENCY_MODULE");
     CK_C_GetFunctionList get;
     void *dl;
 
@@ -311,8 +423,9 @@ static CK_RV load_real(void)
     }
     call_us = env_ulong("P11_LATENCY_CALL_US");
     op_us = env_ulong("P11_LATENCY_OP_US");
-    control = getenv("P11_LATENCY_CONTROL");
-    stats_path = getenv("P11_LATENCY_STATS");
+    control = env_expanded("P11_LATENCY_CONTROL");
+    stats_path = env_expanded("P11_LATENCY_STATS");
+    token_label = env_expanded("P11_LATENCY_TOKEN");
     wrapped = *real;
     wrapped.C_GetFunctionList = C_GetFunctionList;
     wrapped.C_Initialize = lat_Initialize;

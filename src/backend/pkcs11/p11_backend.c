@@ -45,6 +45,9 @@ static HWKEY_DEVICE *p11_open(const HWKEY_CONFIG *cfg)
         }
         if (!hwkey_p11_quirks_parse(cfg->pkcs11_quirks, &dev->quirks))
             goto err;
+        dev->failover = cfg->pkcs11_failover;
+        if (!hwkey_p11_paths_parse(dev, cfg->pkcs11_modules))
+            goto err;
     }
     /*
      * Installs the gate's atfork handlers (once per process) so the fork
@@ -89,6 +92,9 @@ static void p11_close(HWKEY_DEVICE *base)
         OPENSSL_free(mod->path);
         OPENSSL_free(mod);
     }
+    for (size_t i = 0; i < dev->n_paths; i++)
+        OPENSSL_free(dev->paths[i]);
+    OPENSSL_free(dev->paths);
     OPENSSL_free(dev->module_path);
     OPENSSL_free(dev->pin_source);
     pthread_mutex_destroy(&dev->lock);

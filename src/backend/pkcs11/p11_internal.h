@@ -13,12 +13,14 @@
  *   p11_fork.c     re-initialising a module in a forked child
  *   p11_recover.c  device loss: re-initialise, log in again, re-find; back-off
  *   p11_diag.c     why a module cannot start (SoftHSM token store permissions)
- *   p11_keys.c     key_load/free, generate, delete, list
+ *   p11_keys.c     key_load/free, generate
+ *   p11_keylist.c  delete, list
  *   p11_import.c   key_import: a software key into token objects (C_CreateObject)
  *   p11_pubkey.c   object lookup, attributes, the public half as an EVP_PKEY
  *   p11_ops.c      sign, rsa_private, rsa_decrypt, ecdh
  *   p11_objects.c  public keys and certificates by URI (the pkcs11: store)
  *   p11_datakey.c  bulk data keys wrapped by a KEK on the token (HWKEY DATA KEY)
+ *   p11_replicas.c failover: one key on several tokens, round robin, out/back
  *
  * Objects: a device owns modules (one per module path); a module owns its
  * tokens (one per slot used); a key points at its token.  Modules and
@@ -41,7 +43,8 @@
  *   1. dev->lock   module list                   taken before 2..
  *   2. mod->lock   token list, (re)initialisation, down/backoff state
  *   3. tok->lock   session pool, login state, kept PIN (cond: tok->cond)
- *   4. key->lock   object handle cache
+ *   4. key->lock   object handle cache; reps->lock (failover state of a
+ *                  replica set, p11_replicas.c): leaves, never held together
  *   7. secure memory (keep_pin allocates under tok->lock: 3 then 7)
  * Every one is taken only inside hwkey_gate_enter()/leave() (p11_backend.c
  * brackets each vtable entry), so fork() never copies a held lock and no
@@ -71,6 +74,9 @@
 
 #define HWKEY_P11_PROXY_MODULE "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so"
 #define HWKEY_P11_MAX_SESSIONS 64  /* cap when the token reports no limit */
+/* Re-initialisation back-off of a lost module (p11_recover.c): 100 ms doubling to this. */
+#define HWKEY_P11_REINIT_BACKOFF_MIN_MS 100u
+#define HWKEY_P11_REINIT_BACKOFF_MAX_MS 800u
 
 /* --- URIs (p11_uri.c) ---------------------------------------------------- */
 
@@ -113,6 +119,9 @@ typedef struct {
     char *module_path;               /* pkcs11-module, NULL: URI's or the proxy */
     char *pin_source;                /* pkcs11-pin-source */
     unsigned int quirks;             /* HWKEY_P11_QUIRK_* */
+    int failover;                    /* pkcs11-failover: keys resolve to every token */
+    char **paths;                    /* failover: module_path, then pkcs11-modules */
+    size_t n_paths;
     HWKEY_P11_MODULE *modules;
 } HWKEY_P11_DEVICE;
 
@@ -171,6 +180,10 @@ HWKEY_P11_MODULE *hwkey_p11_module_adopt(HWKEY_P11_DEVICE *dev, const char *path
                                          CK_FUNCTION_LIST *fl);
 /* The first token matching uri (NULL: first token present). */
 HWKEY_P11_TOKEN *hwkey_p11_token_find(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI *uri);
+/* A token object for slot (mod->lock held by the caller, not yet linked); NULL: raised. */
+HWKEY_P11_TOKEN *hwkey_p11_token_new(HWKEY_P11_MODULE *mod, CK_SLOT_ID slot,
+                                     const CK_TOKEN_INFO *ti);
+int hwkey_p11_token_matches(const HWKEY_P11_URI *u, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti);
 int hwkey_p11_token_has_mech(const HWKEY_P11_TOKEN *tok, CK_MECHANISM_TYPE m);
 /* C_Initialize again (ALREADY_INITIALIZED counts as success); caller holds mod->lock.
  * Errors a module leaves in OpenSSL's queue meanwhile (SoftHSM: "no such engine:
@@ -216,6 +229,11 @@ int hwkey_p11_reinit_locked(HWKEY_P11_MODULE *mod, CK_RV why);
 void hwkey_p11_raise_down(HWKEY_P11_MODULE *mod);
 /* The back-off state after a failed (ok = 0) or successful (ok = 1) attempt; logs once. */
 void hwkey_p11_mark(HWKEY_P11_MODULE *mod, int ok, CK_RV rv);
+/*
+ * Failover replicas log their own "token out/back" lines: while set (this
+ * thread), hwkey_p11_mark() changes the module's state without logging.
+ */
+void hwkey_p11_recovery_quiet(int on);
 uint64_t hwkey_p11_now_ms(void);
 
 /* --- deployment diagnostics (p11_diag.c) ---------------------------------- */
@@ -261,9 +279,13 @@ int hwkey_p11_login_context(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s);
 
 /* --- keys (p11_keys.c) -------------------------------------------------- */
 
+typedef struct hwkey_p11_replicas HWKEY_P11_REPLICAS;
+
 typedef struct {
     HWKEY_BKEY base;                 /* first member (backend.h) */
     HWKEY_P11_TOKEN *tok;
+    HWKEY_P11_REPLICAS *reps;        /* failover: every token holding this key (it is the
+                                      * first); NULL for a key on one token */
     HWKEY_P11_URI *uri;              /* as given: PIN sources for re-login */
     const char *cfg_pin_source;
     CK_KEY_TYPE ktype;
@@ -286,6 +308,13 @@ typedef struct {
 
 int hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out);
+/*
+ * The key uri names on tok, through session s (logged in) of epoch: finds the
+ * one private key, reads its public half and flags.  Takes uri over on
+ * success (the key frees it), leaves it to the caller on failure.
+ */
+int hwkey_p11_key_build(HWKEY_P11_DEVICE *dev, HWKEY_P11_TOKEN *tok, HWKEY_P11_URI *uri,
+                        CK_SESSION_HANDLE s, uint64_t epoch, HWKEY_P11_KEY **out);
 void hwkey_p11_key_free(HWKEY_BKEY *key);
 EVP_PKEY *hwkey_p11_key_public(HWKEY_BKEY *key, OSSL_LIB_CTX *libctx, const char *propq);
 int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
@@ -368,6 +397,24 @@ int hwkey_p11_rsa_decrypt(HWKEY_BKEY *key, const HWKEY_DECRYPT_PARAMS *params,
                           size_t *outlen);
 int hwkey_p11_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen,
                    unsigned char *out, size_t *outlen);
+
+/* --- failover replicas (p11_replicas.c) ---------------------------------- */
+
+/* pkcs11-modules "a.so,b.so" (after module_path) into dev->paths; bad entries raise. */
+int hwkey_p11_paths_parse(HWKEY_P11_DEVICE *dev, const char *list);
+/* pkcs11-failover: the key on every token of every configured module that holds it. */
+int hwkey_p11_replicas_load(HWKEY_P11_DEVICE *dev, const char *text, size_t len,
+                            OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_P11_KEY **out);
+/* keys[0] becomes the key of a set of n (<= 16) replicas and owns keys[1..]; unit tests too. */
+int hwkey_p11_replicas_adopt(HWKEY_P11_KEY **keys, size_t n);
+void hwkey_p11_replicas_free(HWKEY_P11_REPLICAS *reps);
+/*
+ * One operation on one token's key (p11_ops.c): 1 done; 0 refused with *rv;
+ * -1 raised.  recover: re-initialise the module once on a lost device.
+ */
+typedef int HWKEY_P11_RUN_FN(HWKEY_P11_KEY *key, void *op, CK_RV *rv, int recover);
+/* The operation on the replicas of key: round robin, a lost token out, the op retried. */
+int hwkey_p11_replicas_run(HWKEY_P11_KEY *key, HWKEY_P11_RUN_FN *run, void *op, CK_RV *rv);
 
 /* --- data keys (p11_datakey.c) ------------------------------------------ */
 

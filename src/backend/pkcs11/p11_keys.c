@@ -1,6 +1,6 @@
 /*
- * Token keys: resolving a pkcs11: URI to a private key object, generating,
- * deleting and listing.  A key remembers how it was found (CKA_ID, CKA_LABEL,
+ * Token keys: resolving a pkcs11: URI to a private key object, and
+ * generating (deleting and listing: p11_keylist.c).  A key remembers how it was found (CKA_ID, CKA_LABEL,
  * CKO_PRIVATE_KEY) rather than trusting its object handle forever: handles
  * die with the session epoch (fork, module re-initialisation) and are
  * re-found on first use in the new epoch.
@@ -101,47 +101,51 @@ static int find_private(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, int has_id,
     return 1;
 }
 
-int hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out)
+/* Flags from the object's attributes and the token's mechanisms. */
+static void key_flags(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj)
 {
-    HWKEY_P11_DEVICE *pdev = (HWKEY_P11_DEVICE *)dev;
+    HWKEY_P11_TOKEN *tok = key->tok;
+
+    key->always_auth = bool_attr(tok, s, obj, CKA_ALWAYS_AUTHENTICATE);
+    if (bool_attr(tok, s, obj, CKA_SIGN))
+        key->base.info.flags |= HWKEY_KEYF_SIGN;
+    if (key->ktype == CKK_RSA && bool_attr(tok, s, obj, CKA_DECRYPT))
+        key->base.info.flags |= HWKEY_KEYF_DECRYPT;
+    if (key->ktype == CKK_EC && bool_attr(tok, s, obj, CKA_DERIVE)
+        && hwkey_p11_token_has_mech(tok, CKM_ECDH1_DERIVE))
+        key->base.info.flags |= HWKEY_KEYF_DERIVE;
+    if (key->ktype == CKK_RSA && (key->base.info.flags & HWKEY_KEYF_SIGN) != 0
+        && hwkey_p11_token_has_mech(tok, CKM_RSA_X_509))
+        key->base.info.flags |= HWKEY_KEYF_RSA_RAW;
+}
+
+int hwkey_p11_key_build(HWKEY_P11_DEVICE *pdev, HWKEY_P11_TOKEN *tok, HWKEY_P11_URI *uri,
+                        CK_SESSION_HANDLE s, uint64_t epoch, HWKEY_P11_KEY **out)
+{
     HWKEY_P11_KEY *key = NULL;
-    HWKEY_P11_URI *uri = NULL;
-    HWKEY_P11_TOKEN *tok = NULL;
-    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
     CK_ATTRIBUTE a;
-    uint64_t epoch = 0;
     CK_OBJECT_HANDLE obj;
     unsigned char *buf = NULL;
     size_t len;
-    int ok = 0;
 
     *out = NULL;
-    if (ref->kind != HWKEY_REF_PKCS11_URI) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the pkcs11 backend resolves pkcs11: URIs only");
-        return 0;
-    }
-    if (!hwkey_p11_ref_open(pdev, (const char *)ref->data, ref->len, pw_cb, pw_arg, &uri, &tok, &s,
-                            &epoch))
-        return 0;
     if (uri->object == NULL && !uri->has_id) {
         hwkey_raise(HWKEY_R_INVALID_URI, "the key URI names no object= nor id=");
-        goto end;
+        return 0;
     }
     if ((key = OPENSSL_zalloc(sizeof(*key))) == NULL)
         goto oom;
     pthread_mutex_init(&key->lock, NULL);
-    key->base.device = dev;
-    key->base.backend = dev->backend;
+    key->base.device = &pdev->base;
+    key->base.backend = pdev->base.backend;
     key->tok = tok;
-    key->uri = uri;
     key->cfg_pin_source = pdev->pin_source;
     if ((uri->object != NULL && (key->label = OPENSSL_strdup(uri->object)) == NULL)
         || (uri->id_len > 0 && (key->id = OPENSSL_memdup(uri->id, uri->id_len)) == NULL))
         goto oom;
     key->id_len = uri->id_len;
     if (!find_private(key, s, uri->has_id, &obj))
-        goto end;
+        goto err;
     /* Store the object's own id and label: the exact reference to re-find it by. */
     if (hwkey_p11_attr_get(tok, s, obj, CKA_ID, &buf, &len) && len > 0) {
         OPENSSL_free(key->id);
@@ -160,37 +164,53 @@ int hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
     a.ulValueLen = sizeof(key->ktype);
     if (tok->mod->fl->C_GetAttributeValue(s, obj, &a, 1) != CKR_OK) {
         hwkey_raise(HWKEY_R_DEVICE_ERROR, "cannot read CKA_KEY_TYPE of \"%s\"", describe_ref(uri));
-        goto end;
+        goto err;
     }
     if (!hwkey_p11_pub_read(key, s, obj))
-        goto end;
-    key->always_auth = bool_attr(tok, s, obj, CKA_ALWAYS_AUTHENTICATE);
-    if (bool_attr(tok, s, obj, CKA_SIGN))
-        key->base.info.flags |= HWKEY_KEYF_SIGN;
-    if (key->ktype == CKK_RSA && bool_attr(tok, s, obj, CKA_DECRYPT))
-        key->base.info.flags |= HWKEY_KEYF_DECRYPT;
-    if (key->ktype == CKK_EC && bool_attr(tok, s, obj, CKA_DERIVE)
-        && hwkey_p11_token_has_mech(tok, CKM_ECDH1_DERIVE))
-        key->base.info.flags |= HWKEY_KEYF_DERIVE;
-    if (key->ktype == CKK_RSA && (key->base.info.flags & HWKEY_KEYF_SIGN) != 0
-        && hwkey_p11_token_has_mech(tok, CKM_RSA_X_509))
-        key->base.info.flags |= HWKEY_KEYF_RSA_RAW;
+        goto err;
+    key_flags(key, s, obj);
     key->priv = obj;
     key->priv_epoch = epoch;
-    *out = &key->base;
-    key = NULL;
-    uri = NULL;
-    ok = 1;
-    goto end;
+    key->uri = uri;
+    *out = key;
+    return 1;
 oom:
     hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "allocating a PKCS#11 key");
-end:
-    hwkey_p11_session_put(tok, s, epoch, 0);
-    if (key != NULL) {
-        key->uri = NULL;               /* freed below */
-        hwkey_p11_key_free(&key->base);
+err:
+    hwkey_p11_key_free(key ? &key->base : NULL);
+    return 0;
+}
+
+int hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out)
+{
+    HWKEY_P11_DEVICE *pdev = (HWKEY_P11_DEVICE *)dev;
+    HWKEY_P11_KEY *key = NULL;
+    HWKEY_P11_URI *uri = NULL;
+    HWKEY_P11_TOKEN *tok = NULL;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    uint64_t epoch = 0;
+    int ok;
+
+    *out = NULL;
+    if (ref->kind != HWKEY_REF_PKCS11_URI) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the pkcs11 backend resolves pkcs11: URIs only");
+        return 0;
     }
-    hwkey_p11_uri_free(uri);
+    if (pdev->failover) {
+        ok = hwkey_p11_replicas_load(pdev, (const char *)ref->data, ref->len, pw_cb, pw_arg,
+                                     &key);
+        *out = ok ? &key->base : NULL;
+        return ok;
+    }
+    if (!hwkey_p11_ref_open(pdev, (const char *)ref->data, ref->len, pw_cb, pw_arg, &uri, &tok,
+                            &s, &epoch))
+        return 0;
+    ok = hwkey_p11_key_build(pdev, tok, uri, s, epoch, &key);
+    hwkey_p11_session_put(tok, s, epoch, 0);
+    if (!ok)
+        hwkey_p11_uri_free(uri);
+    *out = ok ? &key->base : NULL;
     return ok;
 }
 
@@ -201,6 +221,7 @@ void hwkey_p11_key_free(HWKEY_BKEY *bkey)
     if (key == NULL)
         return;
     /* The object stays on the token; only our memory of it goes. */
+    hwkey_p11_replicas_free(key->reps);
     pthread_mutex_destroy(&key->lock);
     hwkey_p11_uri_free(key->uri);
     OPENSSL_free(key->id);
@@ -431,118 +452,6 @@ end:
     OPENSSL_free(params);
     if (tok != NULL)
         hwkey_p11_session_put(tok, s, epoch, 0);
-    hwkey_p11_uri_free(uri);
-    return ok;
-}
-
-int hwkey_p11_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref)
-{
-    static const CK_OBJECT_CLASS classes[] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
-    HWKEY_P11_URI *uri = NULL;
-    HWKEY_P11_TOKEN *tok = NULL;
-    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-    CK_OBJECT_HANDLE objs[8];
-    uint64_t epoch = 0;
-    size_t privs = 0;
-    int ok = 0;
-
-    if (!hwkey_p11_ref_open((HWKEY_P11_DEVICE *)dev, (const char *)ref->data, ref->len, NULL, NULL,
-                            &uri, &tok, &s, &epoch))
-        return 0;
-    if (uri->object == NULL && !uri->has_id) {
-        hwkey_raise(HWKEY_R_INVALID_URI, "refusing to delete: the URI names no object= nor id=");
-        goto end;
-    }
-    for (size_t c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
-        CK_ULONG n = 0;
-
-        if (!hwkey_p11_find(tok, s, classes[c], uri->id, uri->id_len, uri->has_id, uri->object,
-                            objs, 8, &n))
-            goto end;
-        if (c == 0 && n == 0) {
-            hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no private key \"%s\" to delete on token "
-                        "\"%s\"", describe_ref(uri), tok->name);
-            goto end;
-        }
-        if (c == 0 && n > 1) {
-            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the URI matches %lu private keys; refusing to "
-                        "delete them all", (unsigned long)n);
-            goto end;
-        }
-        for (CK_ULONG i = 0; i < n; i++) {
-            CK_RV rv = tok->mod->fl->C_DestroyObject(s, objs[i]);
-
-            if (rv != CKR_OK) {
-                hwkey_raise(hwkey_p11_rv_reason(rv), "C_DestroyObject failed: %s",
-                            hwkey_p11_rv_name(rv));
-                goto end;
-            }
-        }
-        privs += c == 0 ? n : 0;
-    }
-    ok = privs == 1;
-end:
-    hwkey_p11_session_put(tok, s, epoch, 0);
-    hwkey_p11_uri_free(uri);
-    return ok;
-}
-
-int hwkey_p11_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, void *arg)
-{
-    const char *all = "pkcs11:";
-    HWKEY_P11_URI *uri = NULL;
-    HWKEY_P11_TOKEN *tok = NULL;
-    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-    CK_OBJECT_HANDLE objs[256];
-    CK_ULONG n = 0;
-    uint64_t epoch = 0;
-    int ok = 0;
-
-    if (filter == NULL)
-        filter = all;
-    if (!hwkey_p11_ref_open((HWKEY_P11_DEVICE *)dev, filter, strlen(filter), NULL, NULL, &uri, &tok,
-                            &s, &epoch))
-        return 0;
-    if (!hwkey_p11_find(tok, s, CKO_PRIVATE_KEY, uri->id, uri->id_len, uri->has_id, uri->object,
-                        objs, 256, &n))
-        goto end;
-    ok = 1;
-    for (CK_ULONG i = 0; i < n && ok; i++) {
-        HWKEY_P11_KEY k;
-        HWKEY_LISTED_KEY lk;
-        CK_ATTRIBUTE a = {CKA_KEY_TYPE, &k.ktype, sizeof(k.ktype)};
-        char *ref;
-
-        memset(&k, 0, sizeof(k));
-        k.tok = tok;
-        hwkey_p11_attr_get(tok, s, objs[i], CKA_ID, &k.id, &k.id_len);
-        hwkey_p11_attr_get(tok, s, objs[i], CKA_LABEL, (unsigned char **)&k.label, &(size_t){0});
-        if (k.id_len == 0) {
-            OPENSSL_free(k.id);
-            k.id = NULL;
-        }
-        ERR_set_mark();
-        if (tok->mod->fl->C_GetAttributeValue(s, objs[i], &a, 1) != CKR_OK
-            || !hwkey_p11_pub_read(&k, s, objs[i]))
-            ERR_pop_to_mark();         /* listed with what is known */
-        else
-            ERR_clear_last_mark();
-        if (bool_attr(tok, s, objs[i], CKA_SIGN))
-            k.base.info.flags |= HWKEY_KEYF_SIGN;
-        ref = hwkey_p11_uri_for_object(&tok->info, k.id, k.id_len, k.label, CKO_PRIVATE_KEY,
-                                       NULL);
-        lk.ref = ref;
-        lk.info = k.base.info;
-        lk.label = k.label;
-        ok = ref != NULL && cb(&lk, arg);
-        OPENSSL_free(ref);
-        OPENSSL_free(k.id);
-        OPENSSL_free(k.label);
-        OPENSSL_free(k.pub_a);
-        OPENSSL_free(k.pub_b);
-    }
-end:
-    hwkey_p11_session_put(tok, s, epoch, 0);
     hwkey_p11_uri_free(uri);
     return ok;
 }

@@ -282,7 +282,7 @@ static int field_eq(const unsigned char *field, size_t n, const char *want)
     return 1;
 }
 
-static int token_matches(const HWKEY_P11_URI *u, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti)
+int hwkey_p11_token_matches(const HWKEY_P11_URI *u, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti)
 {
     if (u == NULL)
         return 1;
@@ -295,7 +295,8 @@ static int token_matches(const HWKEY_P11_URI *u, CK_SLOT_ID slot, const CK_TOKEN
             || field_eq(ti->serialNumber, sizeof(ti->serialNumber), u->serial));
 }
 
-static HWKEY_P11_TOKEN *token_new(HWKEY_P11_MODULE *mod, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti)
+HWKEY_P11_TOKEN *hwkey_p11_token_new(HWKEY_P11_MODULE *mod, CK_SLOT_ID slot,
+                                     const CK_TOKEN_INFO *ti)
 {
     HWKEY_P11_TOKEN *tok = OPENSSL_zalloc(sizeof(*tok));
     CK_ULONG n = 0;
@@ -372,9 +373,9 @@ static int token_scan(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI *uri, HWKEY_P11
         CK_TOKEN_INFO ti;
 
         if (mod->fl->C_GetTokenInfo(slots[i], &ti) != CKR_OK
-            || (ti.flags & CKF_TOKEN_INITIALIZED) == 0 || !token_matches(uri, slots[i], &ti))
+            || (ti.flags & CKF_TOKEN_INITIALIZED) == 0 || !hwkey_p11_token_matches(uri, slots[i], &ti))
             continue;
-        if ((*found = token_new(mod, slots[i], &ti)) == NULL)
+        if ((*found = hwkey_p11_token_new(mod, slots[i], &ti)) == NULL)
             ok = 0;
         break;
     }
@@ -392,7 +393,7 @@ HWKEY_P11_TOKEN *hwkey_p11_token_find(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI
         return NULL;
     pthread_mutex_lock(&mod->lock);
     for (tok = mod->tokens; tok != NULL; tok = tok->next)
-        if (token_matches(uri, tok->slot, &tok->info))
+        if (hwkey_p11_token_matches(uri, tok->slot, &tok->info))
             goto end;
     /*
      * SoftHSM keeps tokens in files that other processes rewrite (a login,

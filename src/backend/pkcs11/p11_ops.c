@@ -27,6 +27,7 @@ typedef struct {
     size_t inlen;
     unsigned char *out;
     CK_ULONG outlen;
+    CK_ULONG outlen0;                /* outlen as asked: each attempt starts from it */
     int decrypt;                     /* C_Decrypt rather than C_Sign */
     CK_ULONG field;                  /* ECDH: bytes of the shared secret */
     int init_failed;                 /* C_*Init refused: mechanism/parameters, not data */
@@ -78,13 +79,14 @@ static CK_RV one_op(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE ob
  * hides details); -1 raised.  On a stale handle, a logged-out token or a dead
  * session, repair once and retry; on a lost device (p11_recover.c)
  * re-initialise the module once and retry, so a request that arrives after
- * the device came back succeeds.  Errors of a first try that then succeeded
- * are dropped (error mark).
+ * the device came back succeeds (recover = 0: a failover replica, which
+ * fails at once so that another token takes the operation).  Errors of a
+ * first try that then succeeded are dropped (error mark).
  */
-static int run_op(HWKEY_P11_KEY *key, P11_OP *op, CK_RV *rv)
+static int run_on(HWKEY_P11_KEY *key, void *vop, CK_RV *rv, int recover)
 {
-    CK_ULONG outlen = op->outlen;
-    int recovered = 0, r = 0;
+    P11_OP *op = vop;
+    int recovered = !recover, r = 0;
 
     *rv = CKR_GENERAL_ERROR;
     ERR_set_mark();
@@ -99,7 +101,7 @@ static int run_op(HWKEY_P11_KEY *key, P11_OP *op, CK_RV *rv)
             break;
         }
         HWKEY_TEST_POINT("p11-sign");
-        op->outlen = outlen;
+        op->outlen = op->outlen0;
         *rv = one_op(key, s, obj, op, &broken);
         hwkey_p11_session_put(key->tok, s, epoch,
                               broken || hwkey_p11_rv_session_dead(*rv)
@@ -126,6 +128,19 @@ static int run_op(HWKEY_P11_KEY *key, P11_OP *op, CK_RV *rv)
     }
     ERR_clear_last_mark();
     return r;
+}
+
+/*
+ * A key on several tokens (pkcs11-failover) runs on one of them, and on
+ * another if that one is lost (p11_replicas.c); recovery there is the
+ * replica set's business.
+ */
+static int run_op(HWKEY_P11_KEY *key, P11_OP *op, CK_RV *rv)
+{
+    op->outlen0 = op->outlen;
+    if (key->reps != NULL)
+        return hwkey_p11_replicas_run(key, run_on, op, rv);
+    return run_on(key, op, rv, 1);
 }
 
 static int raise_rv(CK_RV rv, const HWKEY_P11_KEY *key, const char *what)

@@ -28,12 +28,18 @@
 #include "util/error.h"
 #include "util/log.h"
 
-#define BACKOFF_MIN_MS 100u
-#define BACKOFF_MAX_MS 800u
+#define BACKOFF_MIN_MS HWKEY_P11_REINIT_BACKOFF_MIN_MS
+#define BACKOFF_MAX_MS HWKEY_P11_REINIT_BACKOFF_MAX_MS
 /* How long a re-initialisation waits for other threads' sessions to come back. */
 #define QUIESCE_MS 500u
 
 static __thread CK_RV noted_rv;
+static __thread int recovery_quiet;
+
+void hwkey_p11_recovery_quiet(int on)
+{
+    recovery_quiet = on;
+}
 
 int hwkey_p11_rv_device_lost(CK_RV rv)
 {
@@ -176,11 +182,12 @@ void hwkey_p11_mark(HWKEY_P11_MODULE *mod, int ok, CK_RV rv)
     uint64_t now = hwkey_p11_now_ms();
 
     if (ok) {
-        if (mod->down)
+        /* Under failover the replica logs "back" itself (p11_replicas.c). */
+        if (!recovery_quiet && mod->down)
             hwkey_log(HWKEY_LOG_ERROR, "pkcs11: %s is back after %llu ms: re-initialised, "
                       "logging in again", mod->path,
                       (unsigned long long)(now - mod->down_since_ms));
-        else
+        else if (!recovery_quiet)
             hwkey_log(HWKEY_LOG_ERROR, "pkcs11: %s answered %s: re-initialised it, tokens "
                       "usable again", mod->path, hwkey_p11_rv_name(rv));
         mod->recoveries++;
@@ -193,9 +200,10 @@ void hwkey_p11_mark(HWKEY_P11_MODULE *mod, int ok, CK_RV rv)
         mod->down_rv = rv;
         mod->backoff_ms = BACKOFF_MIN_MS;
         __atomic_store_n(&mod->down, 1, __ATOMIC_RELEASE);
-        hwkey_log(HWKEY_LOG_ERROR, "pkcs11: lost %s (%s): operations fail at once until it "
-                  "is back; reconnecting every %u ms at most", mod->path,
-                  hwkey_p11_rv_name(rv), BACKOFF_MAX_MS);
+        if (!recovery_quiet)
+            hwkey_log(HWKEY_LOG_ERROR, "pkcs11: lost %s (%s): operations fail at once until "
+                      "it is back; reconnecting every %u ms at most", mod->path,
+                      hwkey_p11_rv_name(rv), BACKOFF_MAX_MS);
     } else {
         mod->backoff_ms = mod->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
                                                                : mod->backoff_ms * 2;
