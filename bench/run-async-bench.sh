@@ -8,7 +8,7 @@
 #   ha-sync-0  ha-sync-2  ha-sync-10     HAProxy, synchronous (the event loop waits)
 #   ha-async-0 ha-async-2 ha-async-10    HAProxy, ssl-mode-async (hwkey offloads)
 #   ngx2-10  ngx16-10                    nginx (no async mode), 2 / 16 workers, 10 ms
-# Load: wrk -t2 -c32, "Connection: close" (every request a full handshake),
+# Load: wrk -t2 -c64, "Connection: close" (every request a full handshake),
 # from the same machine.  Contenders run in interleaved rounds; the figure is
 # the median over rounds of requests/s; a round with a socket error or a
 # non-2xx answer is not counted.  Printed ratios (issue 9's targets):
@@ -145,7 +145,7 @@ done
 # run_wrk NAME SECONDS: prints "RATE ERRORS"
 run_wrk() {
     local n=$1 s=$2 f=$work/$1.wrk.$RANDOM reqs el errs=0 non2xx=0
-    OPENSSL_CONF=$work/sw.cnf timeout -k 2 $((s + 20)) wrk -t2 -c32 -d"${s}s" --timeout 10s \
+    OPENSSL_CONF=$work/sw.cnf timeout -k 2 $((s + 20)) wrk -t2 -c64 -d"${s}s" --timeout 10s \
         -H "Connection: close" "https://127.0.0.1:${PORT[$n]}/" >"$f" 2>&1 || true
     read -r reqs el < <(sed -nE 's/^ *([0-9]+) requests in ([0-9.]+)(m?s).*/\1 \2 \3/p' "$f" |
         awk '{ t = ($3 == "ms") ? $2 / 1000 : $2; print $1, t }') || true
@@ -168,7 +168,7 @@ done
 
 printf '\nhwkey async bench: HAProxy %s (nbthread 1) and nginx %s, SoftHSM EC P-256 behind p11_latency;\n' \
     "$(haproxy -v | sed -n 's/^HAProxy version \([^ ]*\).*/\1/p')" "$("$NGINX" -v 2>&1 | sed 's|.*nginx/||')"
-printf 'wrk -t2 -c32 Connection: close, %d rounds x %d s, interleaved; machine: %s cores\n\n' "$rounds" "$secs" "$(nproc)"
+printf 'wrk -t2 -c64 Connection: close, %d rounds x %d s, interleaved; machine: %s cores\n\n' "$rounds" "$secs" "$(nproc)"
 printf '%-12s %10s  %s\n' contender 'hs/s' 'per round (rounds with errors not counted)'
 declare -A MED=()
 for n in "${NAMES[@]}"; do
