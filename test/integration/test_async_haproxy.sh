@@ -149,4 +149,22 @@ if command -v wrk >/dev/null; then
     kill -0 "$HA_PID" || hw_fail "haproxy died under load: $(tail -5 haproxy.async.log)"
     ha_stop
 fi
-hw_log "ssl-mode-async: 12 of 12 at once with up to $async_max device operations in flight on one thread (sync: $sync_max); RSA sign/decrypt; cancelled handshake survived"
+# 6. openssl s_server -async with the token keys (100 ms per operation): the job pauses on hwkey's fd.
+for kind in ec rsa; do
+    port=$(hw_free_port)
+    mkdir -p www && echo "async-$kind" >www/index.txt
+    (cd www && OPENSSL_CONF=$HW_DIR/lat.cnf P11_LATENCY_OP_US=100000 exec timeout -k 5 60 \
+        openssl s_server -async -accept "127.0.0.1:$port" -key "$HW_DIR/key-$kind.pem" \
+        -cert "$HW_DIR/crt-$kind.pem" -naccept 2 -WWW </dev/null >"$HW_DIR/s_server.$kind.log" 2>&1) &
+    spid=$!
+    hw_register_pid "$spid"
+    for ((i = 0; i < 100; i++)); do grep -q '^ACCEPT' "s_server.$kind.log" 2>/dev/null && break; sleep 0.1; done
+    for proto in 1.3 1.2; do
+        out=$(OPENSSL_CONF=$HW_SW_CNF curl -sk --max-time 30 "--tlsv$proto" --tls-max "$proto" \
+            "https://127.0.0.1:$port/index.txt" 2>&1) || hw_fail "s_server -async $kind TLS $proto: $out"
+        [[ $out == "async-$kind" ]] || hw_fail "s_server -async $kind TLS $proto: got '$out'"
+    done
+    wait "$spid" || hw_fail "s_server -async $kind: $(tail -5 "s_server.$kind.log")"
+done
+
+hw_log "ssl-mode-async: 12 of 12 at once with up to $async_max device operations in flight on one thread (sync: $sync_max); RSA sign/decrypt; cancelled handshake survived; s_server -async EC/RSA"
