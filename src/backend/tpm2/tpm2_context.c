@@ -255,7 +255,14 @@ static ESYS_CONTEXT *acquire(HWKEY_TPM2_DEVICE *dev, int flush)
      * that hangs (a TPM that accepts but does not answer) must not keep
      * every other process out.
      */
-    if ((dev->esys == NULL && !connect_locked(dev)) || !hwkey_tpm2_lock_take(dev)) {
+    /*
+     * A probe (TPM2_GetCapability) loads no object, so it needs no slot and
+     * no cross-process lock.  Taking it would also wait for ourselves: the
+     * CLI (its own copy of this code) holds the lock while tpm2-tss, inside
+     * that command, fetches from OpenSSL, which asks hwkey.so what the TPM
+     * supports (seen: 25 s per `hwkey decrypt`, the probe timing out).
+     */
+    if ((dev->esys == NULL && !connect_locked(dev)) || (flush && !hwkey_tpm2_lock_take(dev))) {
         unlock_all(dev);
         return NULL;
     }
