@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: tabrmd-start.sh DIR PORT
+# Usage: tabrmd-start.sh DIR PORT   (PORT: swtpm's TCP port, or a TCTI such as swtpm:path=SOCK)
 # Puts tpm2-abrmd (a resource manager) in front of the swtpm listening on
 # 127.0.0.1:PORT.  It runs on a private D-Bus session bus (no system bus is
 # needed) under a unique name.  Prints the client TCTI on stdout:
@@ -35,8 +35,13 @@ export DBUS_SESSION_BUS_ADDRESS="unix:path=$bus"
 # Bus names: dot-separated elements that do not start with a digit.
 name="com.intel.tss2.Tabrmd.hwkey_$$_${RANDOM}"
 tcti="tabrmd:bus_name=$name,bus_type=session"
+# PORT may also be a whole TCTI string (swtpm:path=SOCK for swtpm on a Unix socket).
+case $port in
+*:*) tpm_tcti=$port ;;
+*) tpm_tcti="swtpm:host=127.0.0.1,port=$port" ;;
+esac
 tpm2-abrmd --allow-root --session --dbus-name="$name" \
-    --tcti="swtpm:host=127.0.0.1,port=$port" \
+    --tcti="$tpm_tcti" \
     </dev/null >"$dir/tabrmd.log" 2>&1 &
 echo $! >"$dir/tabrmd.pid"
 abrmd_pid=$!

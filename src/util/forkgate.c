@@ -150,6 +150,8 @@ void hwkey_gate_resume(unsigned int depth)
 
 uint64_t hwkey_fork_generation(void)
 {
+    /* Whoever reads the count relies on forks being counted from now on. */
+    pthread_once(&gate_once, gate_init);
     return __atomic_load_n(&fork_generation, __ATOMIC_ACQUIRE);
 }
 

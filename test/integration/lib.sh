@@ -139,7 +139,8 @@ hw_tabrmd() {
     skip_if_missing tpm2-abrmd dbus-daemon
     local dir=$HW_DIR/tabrmd
     HW_TABRMD_DIRS+=("$dir")
-    HW_TABRMD_TCTI=$("$top_srcdir/scripts/tabrmd-start.sh" "$dir" "$HW_PORT") ||
+    # HW_TABRMD_TPM: the TPM's TCTI when it is not hw_setup's TCP swtpm
+    HW_TABRMD_TCTI=$("$top_srcdir/scripts/tabrmd-start.sh" "$dir" "${HW_TABRMD_TPM:-$HW_PORT}") ||
         hw_fail "cannot start tpm2-abrmd"
     . "$dir/tabrmd.env"
 }

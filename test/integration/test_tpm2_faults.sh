@@ -69,21 +69,32 @@ swtpm_stop() {
     while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
 }
 
-# swtpm_start_same: the same TPM state on the same port (retry while the port is in TIME_WAIT).
+# swtpm_start_same: the same TPM state, on a Unix socket.  Not TCP: the
+# connections of a killed swtpm leave its port in TIME_WAIT for up to 60 s,
+# and swtpm cannot bind it again meanwhile (seen in CI: "cannot restart
+# swtpm on port"; TRAPS.md "Ports after a load test").
+SWTPM_SOCK=$HW_DIR/swtpm/tpm.sock
 swtpm_start_same() {
     local i
+    rm -f "$SWTPM_SOCK" "$SWTPM_SOCK.ctrl" "$HW_DIR/swtpm/swtpm.pid"
+    tools swtpm socket --tpm2 --tpmstate dir="$SWTPM_STATE" \
+        --server type=unixio,path="$SWTPM_SOCK" --ctrl type=unixio,path="$SWTPM_SOCK.ctrl" \
+        --flags not-need-init,startup-clear --log file="$HW_DIR/swtpm/swtpm.log",level=1 \
+        --daemon --pid file="$HW_DIR/swtpm/swtpm.pid" >>"$HW_DIR/swtpm/swtpm.out" 2>&1 ||
+        hw_fail "cannot restart swtpm: $(tail -3 "$HW_DIR/swtpm/swtpm.out")"
     for ((i = 0; i < 100; i++)); do
-        if tools swtpm socket --tpm2 --tpmstate dir="$SWTPM_STATE" \
-            --server type=tcp,port="$HW_PORT",bindaddr=127.0.0.1 \
-            --ctrl type=tcp,port=$((HW_PORT + 1)),bindaddr=127.0.0.1 \
-            --flags not-need-init,startup-clear --log file="$HW_DIR/swtpm/swtpm.log",level=1 \
-            --daemon --pid file="$HW_DIR/swtpm/swtpm.pid" >>"$HW_DIR/swtpm/swtpm.out" 2>&1; then
-            return 0
-        fi
+        TPM2TOOLS_TCTI=swtpm:path=$SWTPM_SOCK tools tpm2_getcap properties-fixed >/dev/null 2>&1 && return 0
         sleep 0.1
     done
-    hw_fail "cannot restart swtpm on port $HW_PORT"
+    hw_fail "swtpm restarted on $SWTPM_SOCK does not answer"
 }
+
+# From here on the TPM is on the Unix socket (same state, same keys).
+swtpm_stop
+swtpm_start_same
+HW_TCTI=swtpm:path=$SWTPM_SOCK
+export TPM2TOOLS_TCTI=$HW_TCTI HW_TABRMD_TPM=$HW_TCTI
+hw_write_cnf "$HW_DIR/openssl.cnf" "$HW_TCTI"
 
 # outage LABEL STOP_CMD START_CMD: a signer runs through the outage; checks
 # fail-fast, one lost + one back line, and signing again after the return.
@@ -140,7 +151,7 @@ tabrmd_stop() {
 # tabrmd_start_same: the same bus name on the same private bus.
 tabrmd_start_same() {
     tools tpm2-abrmd --allow-root --session --dbus-name="$TABRMD_NAME" \
-        --tcti="swtpm:host=127.0.0.1,port=$HW_PORT" </dev/null >>"$TABRMD_DIR/tabrmd.log" 2>&1 &
+        --tcti="$HW_TCTI" </dev/null >>"$TABRMD_DIR/tabrmd.log" 2>&1 &
     echo $! >"$TABRMD_DIR/tabrmd.pid"
     local i
     for ((i = 0; i < 100; i++)); do

@@ -68,6 +68,7 @@ typedef struct hwkey_tpm2_device {
     int lock_held;
     int lock_nested;              /* held through another context of this thread (no flock) */
     int lock_counted;             /* counted in this thread's depth of the held lock */
+    unsigned long lock_released_ms; /* when this context last released it (fairness) */
     int flush_sessions;           /* TPM_RC_SESSION_MEMORY seen: flush orphan sessions too */
     int used_keys;                /* this process loaded keys: flush orphans at close too */
     int conn_used;                /* esys has served a command (not a fresh connect) */

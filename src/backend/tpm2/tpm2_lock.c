@@ -226,6 +226,14 @@ int hwkey_tpm2_lock_take(HWKEY_TPM2_DEVICE *dev)
         dev->lock_counted = 1;
         return 1;
     }
+    /*
+     * flock is not fair: a process that takes the lock again right after
+     * releasing it (a worker under load, a signing loop) wins against the
+     * waiters polling every millisecond, and they starved past the bound
+     * (seen: 4 of 8 RSA signers in CI).  Give them that millisecond.
+     */
+    if (dev->lock_released_ms != 0 && now_ms() - dev->lock_released_ms < 2)
+        usleep(LOCK_POLL_MAX_US);
     if (!wait_lock(dev))
         return 0;
     dev->lock_counted = held_depth == 0;
@@ -245,8 +253,10 @@ void hwkey_tpm2_lock_drop(HWKEY_TPM2_DEVICE *dev)
     if (dev->lock_counted && held_depth > 0)
         held_depth--;
     dev->lock_counted = 0;
-    if (!dev->lock_nested)
+    if (!dev->lock_nested) {
         flock(dev->lock_fd, LOCK_UN);
+        dev->lock_released_ms = now_ms();
+    }
     dev->lock_held = 0;
     dev->lock_nested = 0;
 }
