@@ -15,6 +15,7 @@
 #include <openssl/err.h>
 
 #include "util/error.h"
+#include "util/uri_redact.h"
 
 typedef struct {
     ASN1_INTEGER *version;
@@ -50,12 +51,10 @@ static int check_fields(long version, const char *uri, size_t uri_len, unsigned 
         return 0;
     }
     /* A PIN never belongs in a file that is copied around with the data it protects. */
-    for (size_t i = 0; i + 10 <= uri_len; i++) {
-        if (memcmp(uri + i, "pin-value=", 10) == 0) {
-            hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "the data key file's KEK URI carries a "
-                        "pin-value; refusing it (give the PIN through a pin-source)");
-            return 0;
-        }
+    if (hwkey_uri_has_pin_value(uri, uri_len)) {
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "the data key file's KEK URI carries a "
+                    "pin-value; refusing it (give the PIN through a pin-source)");
+        return 0;
     }
     if (mech != HWKEY_DATAKEY_MECH_AES_KEY_WRAP && mech != HWKEY_DATAKEY_MECH_AES_KEY_WRAP_PAD) {
         hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "the data key file names wrapping mechanism "

@@ -99,6 +99,8 @@ typedef struct {
 /* Parses s[0..len); on failure raises HWKEY_R_INVALID_URI naming the problem. */
 int hwkey_p11_uri_parse(const char *s, size_t len, HWKEY_P11_URI **out);
 void hwkey_p11_uri_free(HWKEY_P11_URI *uri);
+/* The key a URI names, for messages: its object= label, "(by id)" or "(any)". */
+const char *hwkey_p11_uri_describe(const HWKEY_P11_URI *u);
 /*
  * The URI of one object: the token's label/manufacturer/model/serial, id,
  * label, type; module-path/pin-source only if base (the URI the
@@ -366,6 +368,9 @@ int hwkey_p11_ec_params_der(int nid, unsigned char **der, int *len);
 /* One attribute into a fresh OPENSSL_malloc'd buffer (NUL-terminated); 0 if absent. */
 int hwkey_p11_attr_get(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
                        CK_ATTRIBUTE_TYPE type, unsigned char **buf, size_t *len);
+/* 1 if the boolean attribute type of obj is CK_TRUE (0 when false, absent or unreadable). */
+int hwkey_p11_attr_true(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+                        CK_ATTRIBUTE_TYPE type);
 /* Up to max objects of class klass with this id (if has_id) and label (if non-NULL). */
 int hwkey_p11_find(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass,
                    const unsigned char *id, size_t id_len, int has_id, const char *label,

@@ -10,20 +10,6 @@
 
 #include "util/error.h"
 
-static int bool_attr(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
-                     CK_ATTRIBUTE_TYPE type)
-{
-    CK_BBOOL v = CK_FALSE;
-    CK_ATTRIBUTE a = {type, &v, sizeof(v)};
-
-    return tok->mod->fl->C_GetAttributeValue(s, o, &a, 1) == CKR_OK && v == CK_TRUE;
-}
-
-static const char *describe_ref(const HWKEY_P11_URI *u)
-{
-    return u->object != NULL ? u->object : (u->has_id ? "(by id)" : "(any)");
-}
-
 int hwkey_p11_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref)
 {
     static const CK_OBJECT_CLASS classes[] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
@@ -50,7 +36,7 @@ int hwkey_p11_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref)
             goto end;
         if (c == 0 && n == 0) {
             hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no private key \"%s\" to delete on token "
-                        "\"%s\"", describe_ref(uri), tok->name);
+                        "\"%s\"", hwkey_p11_uri_describe(uri), tok->name);
             goto end;
         }
         if (c == 0 && n > 1) {
@@ -116,7 +102,7 @@ int hwkey_p11_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, 
             ERR_pop_to_mark();         /* listed with what is known */
         else
             ERR_clear_last_mark();
-        if (bool_attr(tok, s, objs[i], CKA_SIGN))
+        if (hwkey_p11_attr_true(tok, s, objs[i], CKA_SIGN))
             k.base.info.flags |= HWKEY_KEYF_SIGN;
         ref = hwkey_p11_uri_for_object(&tok->info, k.id, k.id_len, k.label, CKO_PRIVATE_KEY,
                                        NULL);

@@ -52,20 +52,6 @@ err:
     return 0;
 }
 
-static int bool_attr(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
-                     CK_ATTRIBUTE_TYPE type)
-{
-    CK_BBOOL v = CK_FALSE;
-    CK_ATTRIBUTE a = {type, &v, sizeof(v)};
-
-    return tok->mod->fl->C_GetAttributeValue(s, o, &a, 1) == CKR_OK && v == CK_TRUE;
-}
-
-static const char *describe_ref(const HWKEY_P11_URI *u)
-{
-    return u->object != NULL ? u->object : (u->has_id ? "(by id)" : "(any)");
-}
-
 /* Exactly one private key matching key->id/label, or an error naming the problem. */
 static int find_private(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, int has_id,
                         CK_OBJECT_HANDLE *obj)
@@ -106,12 +92,12 @@ static void key_flags(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE 
 {
     HWKEY_P11_TOKEN *tok = key->tok;
 
-    key->always_auth = bool_attr(tok, s, obj, CKA_ALWAYS_AUTHENTICATE);
-    if (bool_attr(tok, s, obj, CKA_SIGN))
+    key->always_auth = hwkey_p11_attr_true(tok, s, obj, CKA_ALWAYS_AUTHENTICATE);
+    if (hwkey_p11_attr_true(tok, s, obj, CKA_SIGN))
         key->base.info.flags |= HWKEY_KEYF_SIGN;
-    if (key->ktype == CKK_RSA && bool_attr(tok, s, obj, CKA_DECRYPT))
+    if (key->ktype == CKK_RSA && hwkey_p11_attr_true(tok, s, obj, CKA_DECRYPT))
         key->base.info.flags |= HWKEY_KEYF_DECRYPT;
-    if (key->ktype == CKK_EC && bool_attr(tok, s, obj, CKA_DERIVE)
+    if (key->ktype == CKK_EC && hwkey_p11_attr_true(tok, s, obj, CKA_DERIVE)
         && hwkey_p11_token_has_mech(tok, CKM_ECDH1_DERIVE))
         key->base.info.flags |= HWKEY_KEYF_DERIVE;
     if (key->ktype == CKK_RSA && (key->base.info.flags & HWKEY_KEYF_SIGN) != 0
@@ -163,7 +149,7 @@ int hwkey_p11_key_build(HWKEY_P11_DEVICE *pdev, HWKEY_P11_TOKEN *tok, HWKEY_P11_
     a.pValue = &key->ktype;
     a.ulValueLen = sizeof(key->ktype);
     if (tok->mod->fl->C_GetAttributeValue(s, obj, &a, 1) != CKR_OK) {
-        hwkey_raise(HWKEY_R_DEVICE_ERROR, "cannot read CKA_KEY_TYPE of \"%s\"", describe_ref(uri));
+        hwkey_raise(HWKEY_R_DEVICE_ERROR, "cannot read CKA_KEY_TYPE of \"%s\"", hwkey_p11_uri_describe(uri));
         goto err;
     }
     if (!hwkey_p11_pub_read(key, s, obj))

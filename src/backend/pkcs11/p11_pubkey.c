@@ -307,3 +307,12 @@ end:
     EVP_PKEY_CTX_free(ctx);
     return pkey;
 }
+
+int hwkey_p11_attr_true(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+                        CK_ATTRIBUTE_TYPE type)
+{
+    CK_BBOOL v = CK_FALSE;
+    CK_ATTRIBUTE a = {type, &v, sizeof(v)};
+
+    return tok->mod->fl->C_GetAttributeValue(s, obj, &a, 1) == CKR_OK && v == CK_TRUE;
+}

@@ -316,3 +316,8 @@ end:
     }
     return res;
 }
+
+const char *hwkey_p11_uri_describe(const HWKEY_P11_URI *u)
+{
+    return u->object != NULL ? u->object : (u->has_id ? "(by id)" : "(any)");
+}
