@@ -525,3 +525,88 @@ hw_nginx_stop() {
         hw_fail "nginx error log shows crashes or critical errors"
     fi
 }
+
+# ---------------------------------------------------------------------------
+# nginx as operators run it, for the PKCS#11 fault tests (test_pkcs11_nginx_*,
+# test_pkcs11_failover_nginx): 4 workers, no session reuse (every connection a
+# full handshake), access log lines "$pid $status".
+# hw_nginx4_conf PORT CRT KEY "USER GROUP" [ENV...]: writes nginx.conf in the
+# test dir; ENV are the variables passed to the workers besides OPENSSL_CONF.
+hw_nginx4_conf() {
+    local port=$1 crt=$2 key=$3 user=$4 name
+    shift 4
+    mkdir -p "$HW_DIR/logs" "$HW_DIR/tmp"
+    {
+        printf '%s\n' "daemon off;" "master_process on;" "worker_processes 4;" "user $user;" \
+            "pid $HW_DIR/nginx.pid;" "error_log $HW_DIR/logs/error.log info;" "env OPENSSL_CONF;"
+        for name in "$@"; do printf 'env %s;\n' "$name"; done
+        cat <<CONF
+events { worker_connections 128; }
+http {
+    log_format w '\$pid \$status';
+    access_log $HW_DIR/logs/access.log w;
+    client_body_temp_path $HW_DIR/tmp/body;
+    proxy_temp_path $HW_DIR/tmp/proxy;
+    fastcgi_temp_path $HW_DIR/tmp/fastcgi;
+    uwsgi_temp_path $HW_DIR/tmp/uwsgi;
+    scgi_temp_path $HW_DIR/tmp/scgi;
+    ssl_session_cache off;
+    ssl_session_tickets off;
+    server {
+        listen 127.0.0.1:$port ssl;
+        ssl_certificate $crt;
+        ssl_certificate_key $key;
+        root $HW_DIR/www;
+    }
+}
+CONF
+    } >"$HW_DIR/nginx.conf"
+}
+
+# hw_nginx4_start PORT: nginx -t, then nginx in the background on the test
+# dir's nginx.conf (the caller's environment); NGX = the master's pid; waits
+# until PORT listens.
+hw_nginx4_start() {
+    local port=$1 i
+    timeout 60 "$NGINX" -t -p "$HW_DIR" -c "$HW_DIR/nginx.conf" -e "$HW_DIR/logs/error.log" \
+        >"$HW_DIR/nginx-t.log" 2>&1 || hw_fail "nginx -t: $(cat "$HW_DIR/nginx-t.log")"
+    "$NGINX" -p "$HW_DIR" -c "$HW_DIR/nginx.conf" -e "$HW_DIR/logs/error.log" </dev/null \
+        >"$HW_DIR/nginx.out" 2>&1 &
+    NGX=$!
+    hw_register_pid "$NGX"
+    for ((i = 0; i < 100; i++)); do
+        hwkey_port_busy "$port" && return 0
+        kill -0 "$NGX" 2>/dev/null || break
+        sleep 0.1
+    done
+    hw_fail "nginx did not start: $(tail -5 "$HW_DIR/logs/error.log" "$HW_DIR/nginx.out")"
+}
+
+# ---------------------------------------------------------------------------
+# `p11-kit server` in front of the test's SoftHSM token (test_pkcs11_recovery,
+# test_pkcs11_nginx_recovery).  hw_p11kit_start SOCK: the server in its own
+# session (its per-connection children die with it), SoftHSM's configuration
+# as hw_p11_setup made it (HW_P11KIT_SOFTHSM2_CONF, kept even if the caller
+# later points SOFTHSM2_CONF elsewhere); sets HW_P11KIT_PID.  hw_p11kit_kill
+# kills the whole session.  The caller's EXIT trap must call hw_p11kit_kill.
+HW_P11KIT_PID=
+hw_p11kit_start() {
+    local sock=$1 i
+    : "${HW_P11KIT_SOFTHSM2_CONF:=$SOFTHSM2_CONF}"
+    rm -f "$sock"
+    SOFTHSM2_CONF=$HW_P11KIT_SOFTHSM2_CONF setsid p11-kit server --provider "$HW_P11_MODULE" -f \
+        -n "$sock" "pkcs11:token=$HW_P11_TOKEN" >"$HW_DIR/server.env" 2>>"$HW_DIR/server.err" &
+    HW_P11KIT_PID=$!
+    for ((i = 0; i < 200; i++)); do
+        [[ -S $sock ]] && return 0
+        kill -0 "$HW_P11KIT_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    hw_fail "p11-kit server did not start: $(cat "$HW_DIR/server.err")"
+}
+hw_p11kit_kill() {
+    [[ -n $HW_P11KIT_PID ]] || return 0
+    kill -KILL -- "-$HW_P11KIT_PID" 2>/dev/null || true
+    wait "$HW_P11KIT_PID" 2>/dev/null || true
+    HW_P11KIT_PID=
+}

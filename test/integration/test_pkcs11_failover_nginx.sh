@@ -28,43 +28,9 @@ rm -f "$HW_DIR"/lat-*.stats
 mkdir -p www logs tmp
 echo "failover page" >www/index.html
 PORT=$(hw_free_port)
-cat >nginx.conf <<CONF
-daemon off;
-master_process on;
-worker_processes 4;
-user root root;
-pid $HW_DIR/nginx.pid;
-error_log $HW_DIR/logs/error.log info;
-env OPENSSL_CONF;
-env SOFTHSM2_CONF;
-env P11_LATENCY_MODULE;
-env P11_LATENCY_TOKEN;
-env P11_LATENCY_CONTROL;
-env P11_LATENCY_STATS;
-events { worker_connections 128; }
-http {
-    access_log off;
-    client_body_temp_path $HW_DIR/tmp/body;
-    proxy_temp_path $HW_DIR/tmp/proxy;
-    fastcgi_temp_path $HW_DIR/tmp/fastcgi;
-    uwsgi_temp_path $HW_DIR/tmp/uwsgi;
-    scgi_temp_path $HW_DIR/tmp/scgi;
-    ssl_session_cache off;
-    ssl_session_tickets off;
-    server {
-        listen 127.0.0.1:$PORT ssl;
-        ssl_certificate $HW_DIR/web.crt;
-        ssl_certificate_key $HW_DIR/web.ref;
-        root $HW_DIR/www;
-    }
-}
-CONF
-OPENSSL_CONF=$HW_DIR/fo.cnf "$NGINX" -p "$HW_DIR" -c "$HW_DIR/nginx.conf" -e "$HW_DIR/logs/error.log" \
-    </dev/null >nginx.out 2>&1 &
-NGX=$!
-hw_register_pid "$NGX"
-for ((i = 0; i < 100; i++)); do hwkey_port_busy "$PORT" && break; kill -0 "$NGX" 2>/dev/null || break; sleep 0.1; done
-hwkey_port_busy "$PORT" || hw_fail "nginx did not start: $(tail -5 logs/error.log nginx.out)"
+hw_nginx4_conf "$PORT" "$HW_DIR/web.crt" "$HW_DIR/web.ref" "root root" SOFTHSM2_CONF \
+    P11_LATENCY_MODULE P11_LATENCY_TOKEN P11_LATENCY_CONTROL P11_LATENCY_STATS
+OPENSSL_CONF=$HW_DIR/fo.cnf hw_nginx4_start "$PORT"
 curl -s --fail --max-time 10 --cacert web.crt -o /dev/null "https://127.0.0.1:$PORT/" ||
     hw_fail "first handshake failed: $(tail -5 logs/error.log)"
 

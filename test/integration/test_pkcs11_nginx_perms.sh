@@ -33,43 +33,8 @@ echo "perm page $RANDOM" >www/index.html
 chmod -R a+rX www
 
 PORT=$(hw_free_port)
-write_conf() {
-    cat >nginx.conf <<CONF
-daemon off;
-master_process on;
-worker_processes 4;
-user nobody nogroup;
-pid $HW_DIR/nginx.pid;
-error_log $HW_DIR/logs/error.log info;
-env OPENSSL_CONF;
-env SOFTHSM2_CONF;
-events { worker_connections 64; }
-http {
-    access_log $HW_DIR/logs/access.log;
-    client_body_temp_path $HW_DIR/tmp/body;
-    proxy_temp_path $HW_DIR/tmp/proxy;
-    fastcgi_temp_path $HW_DIR/tmp/fastcgi;
-    uwsgi_temp_path $HW_DIR/tmp/uwsgi;
-    scgi_temp_path $HW_DIR/tmp/scgi;
-    ssl_session_cache off;
-    ssl_session_tickets off;
-    server {
-        listen 127.0.0.1:$PORT ssl;
-        ssl_certificate $HW_DIR/key-ec.crt;
-        ssl_certificate_key $HW_DIR/key-ec.pem;
-        root $HW_DIR/www;
-    }
-}
-CONF
-}
-write_conf
-timeout 60 "$NGINX" -t -p "$HW_DIR" -c "$HW_DIR/nginx.conf" -e "$HW_DIR/logs/error.log" >nginx-t.log 2>&1 ||
-    hw_fail "nginx -t: $(cat nginx-t.log)"
-"$NGINX" -p "$HW_DIR" -c "$HW_DIR/nginx.conf" -e "$HW_DIR/logs/error.log" </dev/null >nginx.out 2>&1 &
-NGX=$!
-hw_register_pid "$NGX"
-for ((i = 0; i < 100; i++)); do hwkey_port_busy "$PORT" && break; kill -0 "$NGX" 2>/dev/null || break; sleep 0.1; done
-hwkey_port_busy "$PORT" || hw_fail "nginx did not start: $(tail -5 logs/error.log nginx.out)"
+hw_nginx4_conf "$PORT" "$HW_DIR/key-ec.crt" "$HW_DIR/key-ec.pem" "nobody nogroup" SOFTHSM2_CONF
+hw_nginx4_start "$PORT"
 for ((i = 0; i < 50; i++)); do (($(ps -o pid= --ppid "$NGX" | wc -l) >= 4)) && break; sleep 0.1; done
 for w in $(ps -o pid= --ppid "$NGX"); do
     [[ $(stat -c %U "/proc/$w") == nobody ]] || hw_fail "worker $w does not run as nobody"

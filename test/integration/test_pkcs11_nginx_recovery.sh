@@ -22,31 +22,10 @@ hw_p11_setup
 p11tool --keypairgen --key-type EC:prime256v1 --label ngxrec --id 75 >/dev/null 2>&1 ||
     hw_fail "pkcs11-tool --keypairgen on the server side"
 SOCK=$HW_DIR/p11kit.sock
-SERVER_PID=
-SERVER_SOFTHSM2_CONF=$SOFTHSM2_CONF
-start_server() {
-    local i
-    rm -f "$SOCK"
-    SOFTHSM2_CONF=$SERVER_SOFTHSM2_CONF setsid p11-kit server --provider "$HW_P11_MODULE" -f -n "$SOCK" "pkcs11:token=$HW_P11_TOKEN" \
-        >server.env 2>>server.err &
-    SERVER_PID=$!
-    for ((i = 0; i < 200; i++)); do
-        [[ -S $SOCK ]] && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.05
-    done
-    hw_fail "p11-kit server did not start: $(cat server.err)"
-}
-kill_server() {
-    [[ -n $SERVER_PID ]] || return 0
-    kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-}
-trap 'rc=$?; kill_server; (exit $rc); hw_cleanup' EXIT
+trap 'rc=$?; hw_p11kit_kill; (exit $rc); hw_cleanup' EXIT
 now_ms() { date +%s%3N; }
 
-start_server
+hw_p11kit_start "$SOCK"
 export P11_KIT_SERVER_ADDRESS=unix:path=$SOCK
 export SOFTHSM2_CONF=$HW_DIR/no-such-softhsm2.conf      # the client side never reads the store
 hw_write_p11_cnf "$HW_DIR/openssl.cnf" after "$CLIENT_MODULE"
@@ -58,41 +37,8 @@ mkdir -p www logs tmp
 echo "recovery page $RANDOM" >www/index.html
 
 PORT=$(hw_free_port)
-cat >nginx.conf <<CONF
-daemon off;
-master_process on;
-worker_processes 4;
-user root root;
-pid $HW_DIR/nginx.pid;
-error_log $HW_DIR/logs/error.log info;
-env OPENSSL_CONF;
-env P11_KIT_SERVER_ADDRESS;
-events { worker_connections 64; }
-http {
-    log_format w '\$pid \$status';
-    access_log $HW_DIR/logs/access.log w;
-    client_body_temp_path $HW_DIR/tmp/body;
-    proxy_temp_path $HW_DIR/tmp/proxy;
-    fastcgi_temp_path $HW_DIR/tmp/fastcgi;
-    uwsgi_temp_path $HW_DIR/tmp/uwsgi;
-    scgi_temp_path $HW_DIR/tmp/scgi;
-    ssl_session_cache off;
-    ssl_session_tickets off;
-    server {
-        listen 127.0.0.1:$PORT ssl;
-        ssl_certificate $HW_DIR/key.crt;
-        ssl_certificate_key $HW_DIR/key.pem;
-        root $HW_DIR/www;
-    }
-}
-CONF
-timeout 60 "$NGINX" -t -p "$HW_DIR" -c "$HW_DIR/nginx.conf" -e "$HW_DIR/logs/error.log" >nginx-t.log 2>&1 ||
-    hw_fail "nginx -t: $(cat nginx-t.log)"
-"$NGINX" -p "$HW_DIR" -c "$HW_DIR/nginx.conf" -e "$HW_DIR/logs/error.log" </dev/null >nginx.out 2>&1 &
-NGX=$!
-hw_register_pid "$NGX"
-for ((i = 0; i < 100; i++)); do hwkey_port_busy "$PORT" && break; kill -0 "$NGX" 2>/dev/null || break; sleep 0.1; done
-hwkey_port_busy "$PORT" || hw_fail "nginx did not start: $(tail -5 logs/error.log nginx.out)"
+hw_nginx4_conf "$PORT" "$HW_DIR/key.crt" "$HW_DIR/key.pem" "root root" P11_KIT_SERVER_ADDRESS
+hw_nginx4_start "$PORT"
 
 # fetch: one handshake; prints "ok|fail SECONDS"
 fetch() {
@@ -121,7 +67,7 @@ workers_before=$(awk '$2 == 200 {print $1}' logs/access.log | sort -u | wc -l)
 hw_log "before: 80 handshakes ok, served by $workers_before workers"
 
 # --- the outage ------------------------------------------------------------
-kill_server
+hw_p11kit_kill
 t_kill=$(now_ms)
 : >outage.out
 while (($(now_ms) - t_kill < 3000)); do fetch >>outage.out; sleep 0.05; done
@@ -132,7 +78,7 @@ slowest=$(awk '{if ($2 > m) m = $2} END {print m + 0}' outage.out)
 awk '$2 >= 1.0 {bad = 1} END {exit bad}' outage.out || hw_fail "outage: handshakes took 1 s or more to fail: $(sort -k2 -n outage.out | tail -2)"
 hw_log "outage: $n_out handshakes, all failed, slowest ${slowest} s"
 
-start_server
+hw_p11kit_start "$SOCK"
 t_back=$(now_ms)
 first=
 while (($(now_ms) - t_back < 5000)); do

@@ -27,29 +27,7 @@ DRIVER=$top_builddir/test/integration/p11_faults
 p11tool --keypairgen --key-type EC:prime256v1 --label rec-ec --id 72 >/dev/null 2>&1 ||
     hw_fail "pkcs11-tool --keypairgen on the server side"
 SOCK=$HW_DIR/p11kit.sock
-SERVER_PID=
-
-# The server in its own session: its per-connection children die with it.
-start_server() {
-    local i
-    rm -f "$SOCK"
-    setsid p11-kit server --provider "$HW_P11_MODULE" -f -n "$SOCK" "pkcs11:token=$HW_P11_TOKEN" \
-        >server.env 2>>server.err &
-    SERVER_PID=$!
-    for ((i = 0; i < 200; i++)); do
-        [[ -S $SOCK ]] && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.05
-    done
-    hw_fail "p11-kit server did not start: $(cat server.err)"
-}
-kill_server() {
-    [[ -n $SERVER_PID ]] || return 0
-    kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-}
-trap 'rc=$?; kill_server; (exit $rc); hw_cleanup' EXIT
+trap 'rc=$?; hw_p11kit_kill; (exit $rc); hw_cleanup' EXIT
 now_ms() { date +%s%3N; }
 
 # run_client TAG STOP_COUNT: keepsign in the background, stopping itself at
@@ -82,15 +60,15 @@ finish_client() {
 }
 
 # --- 1. an outage of 3 s ----------------------------------------------------
-start_server
+hw_p11kit_start "$SOCK"
 run_client outage 25
 ok_before=$(grep -c '^ok' outage.out || true)
 ((ok_before >= 24)) || hw_fail "outage: only $ok_before signatures before the stop point"
-kill_server
+hw_p11kit_kill
 t_kill=$(now_ms)
 kill -CONT "$DPID"
 sleep 3                          # the outage itself (the back-off reaches its 1.6 s ceiling)
-start_server
+hw_p11kit_start "$SOCK"
 t_back=$(now_ms)
 for ((i = 0; i < 200; i++)); do
     n=$(awk -v t="$t_back" '$1 == "ok" && $2 >= t' outage.out | wc -l)
@@ -125,8 +103,8 @@ hw_log "outage: first signature ${first_ok} ms after the server's return, $after
 
 # --- 2. a blip: killed and back before the next call --------------------------
 run_client blip 10
-kill_server
-start_server
+hw_p11kit_kill
+hw_p11kit_start "$SOCK"
 kill -CONT "$DPID"
 for ((i = 0; i < 200; i++)); do
     (($(grep -c '^ok' blip.out || true) >= 20)) && break
