@@ -239,7 +239,7 @@ static void unlock_all(HWKEY_TPM2_DEVICE *dev)
     hwkey_gate_leave();
 }
 
-static ESYS_CONTEXT *acquire(HWKEY_TPM2_DEVICE *dev, int flush)
+static ESYS_CONTEXT *acquire(HWKEY_TPM2_DEVICE *dev, int loads_objects)
 {
     /* The fork gate first (util/forkgate.h): fork() never splits a command. */
     hwkey_gate_enter();
@@ -262,13 +262,14 @@ static ESYS_CONTEXT *acquire(HWKEY_TPM2_DEVICE *dev, int flush)
      * that command, fetches from OpenSSL, which asks hwkey.so what the TPM
      * supports (seen: 25 s per `hwkey decrypt`, the probe timing out).
      */
-    if ((dev->esys == NULL && !connect_locked(dev)) || (flush && !hwkey_tpm2_lock_take(dev))) {
+    if ((dev->esys == NULL && !connect_locked(dev))
+        || (loads_objects && !hwkey_tpm2_lock_take(dev))) {
         unlock_all(dev);
         return NULL;
     }
     held_dev = dev;
     /* Anything loaded now was left by a hwkey process that died holding the lock. */
-    if (flush)
+    if (loads_objects)
         hwkey_tpm2_flush_orphans(dev, dev->esys);
     return dev->esys;
 }

@@ -66,8 +66,6 @@ typedef struct hwkey_tpm2_device {
     int lock_fd;                  /* -1: not open yet (or dropped after fork) */
     pid_t lock_pid;               /* process that opened lock_fd */
     int lock_held;
-    int lock_nested;              /* held through another context of this thread (no flock) */
-    int lock_counted;             /* counted in this thread's depth of the held lock */
     unsigned long lock_released_ms; /* when this context last released it (fairness) */
     int flush_sessions;           /* TPM_RC_SESSION_MEMORY seen: flush orphan sessions too */
     int used_keys;                /* this process loaded keys: flush orphans at close too */

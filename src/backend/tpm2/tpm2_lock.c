@@ -189,14 +189,8 @@ static int wait_lock(HWKEY_TPM2_DEVICE *dev)
     return 0;
 }
 
-/* The TPM lock this thread holds (through any device context), and how deep. */
-static __thread char held_path[512];
-static __thread unsigned int held_depth;
-
 int hwkey_tpm2_lock_take(HWKEY_TPM2_DEVICE *dev)
 {
-    char path[512];
-
     if (dev->rm_mode || dev->tcti_external)
         return 1;
     if (dev->lock_fd >= 0 && dev->lock_pid != getpid())
@@ -208,25 +202,9 @@ int hwkey_tpm2_lock_take(HWKEY_TPM2_DEVICE *dev)
      * kernel drops it when a holder dies.  A holder that is stopped (a
      * debugger, SIGSTOP) or hangs must not block an event loop for good:
      * poll with a growing pause, up to LOCK_WAIT_MS, then fail busy.
+     * Only operations that load objects take it: a capability probe inside
+     * another context's operation would wait for itself (tpm2_context.c).
      *
-     * Re-entrant per thread across the device contexts of one process: the
-     * CLI holds the lock through its own context while OpenSSL, inside that
-     * operation, asks the provider (a second context on the same TPM, its
-     * own descriptor) what the TPM supports.  flock on a second descriptor
-     * would wait for ourselves until LOCK_WAIT_MS (seen: 25 s per `hwkey
-     * decrypt`).  The nested holder flushes no orphans: the objects it finds
-     * are the outer operation's.
-     */
-    if (!hwkey_tpm2_lock_path(dev->tcti_conf, path, sizeof(path)))
-        path[0] = '\0';
-    if (held_depth > 0 && strcmp(held_path, path) == 0) {
-        held_depth++;
-        dev->lock_held = 1;
-        dev->lock_nested = 1;
-        dev->lock_counted = 1;
-        return 1;
-    }
-    /*
      * flock is not fair: a process that takes the lock again right after
      * releasing it (a worker under load, a signing loop) wins against the
      * waiters polling every millisecond, and they starved past the bound
@@ -236,13 +214,7 @@ int hwkey_tpm2_lock_take(HWKEY_TPM2_DEVICE *dev)
         usleep(LOCK_POLL_MAX_US);
     if (!wait_lock(dev))
         return 0;
-    dev->lock_counted = held_depth == 0;
-    if (dev->lock_counted) {
-        snprintf(held_path, sizeof(held_path), "%s", path);
-        held_depth = 1;
-    }
     dev->lock_held = 1;
-    dev->lock_nested = 0;
     return 1;
 }
 
@@ -250,15 +222,9 @@ void hwkey_tpm2_lock_drop(HWKEY_TPM2_DEVICE *dev)
 {
     if (!dev->lock_held)
         return;
-    if (dev->lock_counted && held_depth > 0)
-        held_depth--;
-    dev->lock_counted = 0;
-    if (!dev->lock_nested) {
-        flock(dev->lock_fd, LOCK_UN);
-        dev->lock_released_ms = now_ms();
-    }
+    flock(dev->lock_fd, LOCK_UN);
+    dev->lock_released_ms = now_ms();
     dev->lock_held = 0;
-    dev->lock_nested = 0;
 }
 
 void hwkey_tpm2_lock_after_fork(HWKEY_TPM2_DEVICE *dev)
@@ -310,8 +276,7 @@ void hwkey_tpm2_flush_orphans(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys)
     TSS2_SYS_CONTEXT *sys = NULL;
     unsigned int n;
 
-    if (!dev->lock_held || dev->lock_nested
-        || Esys_GetSysContext(esys, &sys) != TSS2_RC_SUCCESS || sys == NULL)
+    if (!dev->lock_held || Esys_GetSysContext(esys, &sys) != TSS2_RC_SUCCESS || sys == NULL)
         return;
     n = flush_type(esys, sys, TPM2_TRANSIENT_FIRST);
     /* Sessions only once one was refused for lack of room (the same reason). */
