@@ -7,8 +7,10 @@
 #     (the master loads the key; no connection made before fork is used after)
 #   - nginx -s reload under load: 0 failures
 #   - the TPM behind tpm2-abrmd stopped 5 s and restarted (same state; its
-#     loaded objects are gone): every worker serves again within 2 s, the same
-#     workers, failures while away under 1 s; 400 handshakes after, 0 failures
+#     loaded objects are gone) together with tpm2-abrmd, which does not recover
+#     from its TPM restarting (lib-faults.sh, hf_device_start): every worker
+#     serves again within 2 s, the same workers, failures while away under 1 s;
+#     400 handshakes after, 0 failures
 #   - tpm2-abrmd itself killed, restarted 5 s later: the same
 #   - nginx quits cleanly; no transient object left in the TPM
 [ -n "$BASH_VERSION" ] || exec bash "$0" "$@"

@@ -204,12 +204,30 @@ static void drop_broken(HWKEY_TPM2_DEVICE *dev);
 /* The device this thread holds between acquire and release. */
 static __thread HWKEY_TPM2_DEVICE *held_dev;
 
+/*
+ * Through a resource manager, "the handle references an object that is not
+ * loaded" (TPM_RC_REFERENCE_H0..H6) means the manager forgot this
+ * connection's objects: tpm2-abrmd restarted and the tabrmd TCTI's D-Bus
+ * proxy reconnected to the new one without an error (seen: one nginx worker
+ * failing TPM2_Sign with 0x910 for good).  The connection's state is gone,
+ * as after a transport failure: drop it, reconnect, load the keys again.
+ */
+static int stale_handle(TSS2_RC rc)
+{
+    TSS2_RC base = hwkey_tpm2_rc_base(rc), layer = rc & TSS2_RC_LAYER_MASK;
+
+    return (layer == TSS2_TPM_RC_LAYER || layer == TSS2_RESMGR_TPM_RC_LAYER)
+           && base >= TPM2_RC_REFERENCE_H0
+           && base <= TPM2_RC_REFERENCE_H6;
+}
+
 void hwkey_tpm2_rc_seen(TSS2_RC rc)
 {
     if (held_dev != NULL && hwkey_tpm2_reason(rc) == HWKEY_R_DEVICE_BUSY
         && hwkey_tpm2_rc_base(rc) == TPM2_RC_SESSION_MEMORY)
         held_dev->flush_sessions = 1;
-    if (held_dev != NULL && held_dev->esys != NULL && hwkey_tpm2_conn_broken(rc)) {
+    if (held_dev != NULL && held_dev->esys != NULL
+        && (hwkey_tpm2_conn_broken(rc) || (held_dev->rm_mode && stale_handle(rc)))) {
         if (!held_dev->broken)
             hwkey_tpm2_mark_lost(held_dev, rc);
         held_dev->broken = 1;
