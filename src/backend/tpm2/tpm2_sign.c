@@ -54,6 +54,8 @@ static int run_once(HWKEY_TPM2_KEY *key, const char *name, hwkey_tpm2_cmd_fn *fn
         hwkey_tpm2_note_rc(dev, rc);
         goto end; /* nothing can be flushed through a dead context */
     }
+    /* The caller raises rc after release: let the device judge it while held (stale handles). */
+    hwkey_tpm2_rc_seen(rc);
     hwkey_tpm2_session_end(esys, &session, rc);
     *cmd_rc = rc;
     ran = 1;
