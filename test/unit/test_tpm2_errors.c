@@ -372,21 +372,28 @@ static void test_auth_fail_reason(void **state)
     static const STEP script[] = {{TPM2_CC_Sign, TPM2_RC_AUTH_FAIL + TPM2_RC_S + TPM2_RC_1}};
     FIXTURE fx;
     unsigned long err;
-    const char *data = NULL;
-    int flags = 0;
+    const char *data = NULL, *file = NULL, *func = NULL;
+    int flags = 0, line = 0;
 
     (void)state;
     open_and_load(&fx, script, 1);
     assert_int_equal(sign_once(&fx), 0);
-    err = ERR_get_error_all(NULL, NULL, NULL, &data, &flags);
+    err = ERR_get_error_all(&file, &line, &func, &data, &flags);
     assert_int_equal(ERR_GET_REASON(err), HWKEY_R_AUTH_FAILED);
     assert_non_null(strstr(data, "TPM_RC_AUTH_FAIL"));
+    /* Exactly one error, located where TPM2_Sign was called, not in tpm2_error.c. */
+    assert_int_equal(ERR_peek_error(), 0);
+    assert_non_null(strstr(file, "tpm2_sign.c"));
+    assert_true(line > 0);
     assert_int_equal(fake.n_sign, 1); /* never retried: retrying burns DA attempts */
     close_all(&fx);
 }
 
 static void test_rc_mapping(void **state)
 {
+    const char *file = NULL, *func = NULL;
+    int line = 0, expected_line;
+
     (void)state;
     assert_int_equal(hwkey_tpm2_reason(TPM2_RC_BAD_AUTH + TPM2_RC_P + TPM2_RC_2),
                      HWKEY_R_AUTH_FAILED);
@@ -396,8 +403,20 @@ static void test_rc_mapping(void **state)
     assert_int_equal(hwkey_tpm2_reason(TPM2_RC_INTEGRITY + TPM2_RC_P + TPM2_RC_1),
                      HWKEY_R_DEVICE_ERROR);
     ERR_clear_error();
+    expected_line = __LINE__ + 1;
     hwkey_tpm2_raise_load_rc(TPM2_RC_INTEGRITY + TPM2_RC_P + TPM2_RC_1, "loading");
-    assert_int_equal(ERR_GET_REASON(ERR_get_error()), HWKEY_R_KEY_FILE_INVALID);
+    assert_int_equal(ERR_GET_REASON(ERR_get_error_all(&file, &line, &func, NULL, NULL)),
+                     HWKEY_R_KEY_FILE_INVALID);
+    assert_int_equal(ERR_peek_error(), 0);
+    /* The caller's location, whichever path of the function raised it. */
+    assert_non_null(strstr(file, "test_tpm2_errors.c"));
+    assert_int_equal(line, expected_line);
+    assert_string_equal(func, "test_rc_mapping");
+    expected_line = __LINE__ + 1;
+    hwkey_tpm2_raise_load_rc(TPM2_RC_AUTH_FAIL + TPM2_RC_S + TPM2_RC_1, "loading");
+    assert_int_equal(ERR_GET_REASON(ERR_get_error_all(&file, &line, NULL, NULL, NULL)),
+                     HWKEY_R_AUTH_FAILED);
+    assert_int_equal(line, expected_line);
     assert_int_equal(hwkey_tpm2_tcti_is_rm("device:/dev/tpmrm0"), 1);
     assert_int_equal(hwkey_tpm2_tcti_is_rm("tabrmd:bus_type=session"), 1);
     assert_int_equal(hwkey_tpm2_tcti_is_rm("device:/dev/tpm0"), 0);

@@ -152,14 +152,16 @@ int hwkey_p11_store_hint(const char *module_path, char *buf, size_t len)
     return found;
 }
 
-void hwkey_p11_raise_init_failure(HWKEY_P11_MODULE *mod, const char *what, CK_RV rv)
+void hwkey_p11_raise_init_failure_at(const char *file, int line, const char *func,
+                                     HWKEY_P11_MODULE *mod, const char *what, CK_RV rv)
 {
     char hint[1024];
 
     if (hwkey_p11_store_hint(mod->path, hint, sizeof(hint)))
-        hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "%s of %s failed: %s: %s", what, mod->path,
-                    hwkey_p11_rv_name(rv), hint);
+        hwkey_raise_at(file, line, func, HWKEY_R_DEVICE_UNREACHABLE, "%s of %s failed: %s: %s",
+                       what, mod->path, hwkey_p11_rv_name(rv), hint);
     else
-        hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "%s of %s failed: %s (process uid %ld)", what,
-                    mod->path, hwkey_p11_rv_name(rv), (long)geteuid());
+        hwkey_raise_at(file, line, func, HWKEY_R_DEVICE_UNREACHABLE,
+                       "%s of %s failed: %s (process uid %ld)", what, mod->path,
+                       hwkey_p11_rv_name(rv), (long)geteuid());
 }

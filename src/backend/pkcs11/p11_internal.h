@@ -228,7 +228,9 @@ int hwkey_p11_recover(HWKEY_P11_TOKEN *tok, uint64_t seen, CK_RV rv);
 /* Called with mod->lock held: finalize + initialize + re-resolve; 1 if back. */
 int hwkey_p11_reinit_locked(HWKEY_P11_MODULE *mod, CK_RV why);
 /* Raises the fail-fast error of a module that is down (mod->lock held). */
-void hwkey_p11_raise_down(HWKEY_P11_MODULE *mod);
+void hwkey_p11_raise_down_at(const char *file, int line, const char *func, HWKEY_P11_MODULE *mod);
+#define hwkey_p11_raise_down(mod) \
+    hwkey_p11_raise_down_at(OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, (mod))
 /* The back-off state after a failed (ok = 0) or successful (ok = 1) attempt; logs once. */
 void hwkey_p11_mark(HWKEY_P11_MODULE *mod, int ok, CK_RV rv);
 /*
@@ -246,7 +248,11 @@ uint64_t hwkey_p11_now_ms(void);
  * SOFTHSM2_CONF's directories.tokendir) and what to change.  what: "C_Initialize",
  * "C_Initialize in a forked child" ...
  */
-void hwkey_p11_raise_init_failure(HWKEY_P11_MODULE *mod, const char *what, CK_RV rv);
+void hwkey_p11_raise_init_failure_at(const char *file, int line, const char *func,
+                                     HWKEY_P11_MODULE *mod, const char *what, CK_RV rv);
+/* The error's location is the caller's line (a plain expression, no hidden return). */
+#define hwkey_p11_raise_init_failure(mod, what, rv) \
+    hwkey_p11_raise_init_failure_at(OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, (mod), (what), (rv))
 /* The same hint for a token that is not found (SoftHSM's 0700 token directories). */
 int hwkey_p11_store_hint(const char *module_path, char *buf, size_t len);
 

@@ -143,12 +143,17 @@ static int run_op(HWKEY_P11_KEY *key, P11_OP *op, CK_RV *rv)
     return run_on(key, op, rv, 1);
 }
 
-static int raise_rv(CK_RV rv, const HWKEY_P11_KEY *key, const char *what)
+/* Returns 0; the macro makes the error's location the caller's line. */
+static int raise_rv_at(const char *file, int line, const char *func, CK_RV rv,
+                       const HWKEY_P11_KEY *key, const char *what)
 {
-    hwkey_raise(hwkey_p11_rv_reason(rv), "%s with token key \"%s\" failed: %s", what,
-                key->label != NULL ? key->label : "", hwkey_p11_rv_name(rv));
+    hwkey_raise_at(file, line, func, hwkey_p11_rv_reason(rv),
+                   "%s with token key \"%s\" failed: %s", what,
+                   key->label != NULL ? key->label : "", hwkey_p11_rv_name(rv));
     return 0;
 }
+#define raise_rv(rv, key, what) \
+    raise_rv_at(OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, (rv), (key), (what))
 
 static size_t modulus_bytes(const HWKEY_P11_KEY *key)
 {

@@ -211,11 +211,12 @@ void hwkey_p11_mark(HWKEY_P11_MODULE *mod, int ok, CK_RV rv)
     mod->next_try_ms = now + mod->backoff_ms;
 }
 
-void hwkey_p11_raise_down(HWKEY_P11_MODULE *mod)
+void hwkey_p11_raise_down_at(const char *file, int line, const char *func, HWKEY_P11_MODULE *mod)
 {
     uint64_t now = hwkey_p11_now_ms();
 
-    hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "PKCS#11 module %s is unreachable (lost %llu ms "
+    hwkey_raise_at(file, line, func, HWKEY_R_DEVICE_UNREACHABLE,
+                   "PKCS#11 module %s is unreachable (lost %llu ms "
                 "ago with %s); next reconnection attempt in %llu ms", mod->path,
                 (unsigned long long)(now - mod->down_since_ms), hwkey_p11_rv_name(mod->down_rv),
                 (unsigned long long)(mod->next_try_ms > now ? mod->next_try_ms - now : 0));

@@ -153,17 +153,19 @@ static void describe_rc(TSS2_RC rc, char *buf, size_t len)
         snprintf(buf, len, "%s (0x%x)", text, (unsigned int)rc);
 }
 
-int hwkey_tpm2_raise_rc(TSS2_RC rc, const char *what)
+int hwkey_tpm2_raise_rc_at(const char *file, int line, const char *func, TSS2_RC rc,
+                           const char *what)
 {
     char text[256];
 
     describe_rc(rc, text, sizeof(text));
-    hwkey_raise(hwkey_tpm2_reason(rc), "%s: %s", what, text);
+    hwkey_raise_at(file, line, func, hwkey_tpm2_reason(rc), "%s: %s", what, text);
     hwkey_tpm2_rc_seen(rc);
     return 0;
 }
 
-int hwkey_tpm2_raise_load_rc(TSS2_RC rc, const char *what)
+int hwkey_tpm2_raise_load_rc_at(const char *file, int line, const char *func, TSS2_RC rc,
+                                const char *what)
 {
     char text[256];
 
@@ -182,12 +184,12 @@ int hwkey_tpm2_raise_load_rc(TSS2_RC rc, const char *what)
         case TPM2_RC_SYMMETRIC:
         case TPM2_RC_KEY_SIZE:
             describe_rc(rc, text, sizeof(text));
-            hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
-                        "%s: key file does not belong to this TPM or parent: %s", what, text);
+            hwkey_raise_at(file, line, func, HWKEY_R_KEY_FILE_INVALID,
+                           "%s: key file does not belong to this TPM or parent: %s", what, text);
             return 0;
         default:
             break;
         }
     }
-    return hwkey_tpm2_raise_rc(rc, what);
+    return hwkey_tpm2_raise_rc_at(file, line, func, rc, what);
 }

@@ -290,10 +290,18 @@ int hwkey_tpm2_reason(TSS2_RC rc);
 /*
  * Raise one error: "<what>: <Tss2_RC_Decode text> (0x...)"; reason from
  * hwkey_tpm2_reason().  Returns 0 so callers can `return hwkey_tpm2_raise_rc(...)`.
+ * The macro records the caller's file, line and function as the error's
+ * location (not tpm2_error.c's); it is an expression, nothing hidden.
  */
-int hwkey_tpm2_raise_rc(TSS2_RC rc, const char *what);
+int hwkey_tpm2_raise_rc_at(const char *file, int line, const char *func, TSS2_RC rc,
+                           const char *what);
+#define hwkey_tpm2_raise_rc(rc, what) \
+    hwkey_tpm2_raise_rc_at(OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, (rc), (what))
 /* Same, on a Load/ContextLoad: integrity/size/value errors become KEY_FILE_INVALID. */
-int hwkey_tpm2_raise_load_rc(TSS2_RC rc, const char *what);
+int hwkey_tpm2_raise_load_rc_at(const char *file, int line, const char *func, TSS2_RC rc,
+                                const char *what);
+#define hwkey_tpm2_raise_load_rc(rc, what) \
+    hwkey_tpm2_raise_load_rc_at(OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, (rc), (what))
 /* The TPM_RC_ code without handle/session/parameter number (format-1 aware). */
 TSS2_RC hwkey_tpm2_rc_base(TSS2_RC rc);
 
