@@ -129,10 +129,18 @@ HWKEY_REF_KIND hwkey_ref_kind_of_string(const char *s)
 
 /* --- wrappers ------------------------------------------------------------ */
 
+HWKEY_LOOKUP hwkey_backend_key_find(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                    OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                    HWKEY_BKEY **out)
+{
+    *out = NULL;
+    return dev->backend->key_load(dev, ref, pw_cb, pw_arg, out);
+}
+
 int hwkey_backend_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
                            OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out)
 {
-    return dev->backend->key_load(dev, ref, pw_cb, pw_arg, out);
+    return hwkey_backend_key_find(dev, ref, pw_cb, pw_arg, out) == HWKEY_LOOKUP_FOUND;
 }
 
 void hwkey_backend_key_free(HWKEY_BKEY *key)
@@ -306,28 +314,29 @@ int hwkey_backend_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb 
 }
 
 /* A backend without such objects has none to find: "absent", not "broken". */
-EVP_PKEY *hwkey_backend_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                                    OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
-                                    OSSL_LIB_CTX *libctx, const char *propq)
+HWKEY_LOOKUP hwkey_backend_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                       OSSL_LIB_CTX *libctx, const char *propq, EVP_PKEY **out)
 {
+    *out = NULL;
     if (dev->backend->pubkey_load == NULL) {
         hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "the %s backend holds no public key objects",
                     dev->backend->name);
-        return NULL;
+        return HWKEY_LOOKUP_ABSENT;
     }
-    return dev->backend->pubkey_load(dev, ref, pw_cb, pw_arg, libctx, propq);
+    return dev->backend->pubkey_load(dev, ref, pw_cb, pw_arg, libctx, propq, out);
 }
 
-int hwkey_backend_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                            OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
-                            size_t *derlen)
+HWKEY_LOOKUP hwkey_backend_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                     OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                     unsigned char **der, size_t *derlen)
 {
     *der = NULL;
     *derlen = 0;
     if (dev->backend->cert_load == NULL) {
         hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "the %s backend holds no certificates",
                     dev->backend->name);
-        return 0;
+        return HWKEY_LOOKUP_ABSENT;
     }
     return dev->backend->cert_load(dev, ref, pw_cb, pw_arg, der, derlen);
 }

@@ -126,6 +126,19 @@ typedef struct {
 } HWKEY_LISTED_KEY;
 typedef int (*hwkey_list_cb)(const HWKEY_LISTED_KEY *key, void *arg);
 
+/*
+ * The outcome of resolving a reference.  FAILED and ABSENT both raise one
+ * error (ABSENT's reason is HWKEY_R_KEY_NOT_FOUND); ABSENT means the device
+ * answered and holds nothing the reference names, so a caller trying
+ * several kinds of object (the pkcs11: store) moves on.  Compare with
+ * == HWKEY_LOOKUP_FOUND: ABSENT is not 0, so `if (!r)` would be wrong.
+ */
+typedef enum {
+    HWKEY_LOOKUP_FAILED = 0,
+    HWKEY_LOOKUP_FOUND = 1,
+    HWKEY_LOOKUP_ABSENT = 2
+} HWKEY_LOOKUP;
+
 struct hwkey_backend {
     const char *name;                                   /* "tpm2", "pkcs11", "fake" */
     /* 1 if this backend resolves references of this kind. */
@@ -143,10 +156,12 @@ struct hwkey_backend {
 
     /*
      * Resolve a reference.  pw_cb is asked for the key's auth value or PIN
-     * when one is needed and none is given; it may be NULL.
+     * when one is needed and none is given; it may be NULL.  ABSENT when
+     * the device answered and holds nothing the reference names (see
+     * HWKEY_LOOKUP).
      */
-    int (*key_load)(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw_cb,
-                    void *pw_arg, HWKEY_BKEY **out);
+    HWKEY_LOOKUP (*key_load)(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                             OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out);
     void (*key_free)(HWKEY_BKEY *key);
     /* The public half as a software key in libctx (verification, encryption). */
     EVP_PKEY *(*key_public)(HWKEY_BKEY *key, OSSL_LIB_CTX *libctx, const char *propq);
@@ -173,21 +188,22 @@ struct hwkey_backend {
 
     /*
      * Objects other than private keys, for the pkcs11: store and `hwkey
-     * pubkey`; NULL in backends that have none.  Both raise
-     * HWKEY_R_KEY_NOT_FOUND (and only that) when nothing matches, so a
-     * caller trying several kinds can tell "absent" from a real failure.
+     * pubkey`; NULL in backends that have none.  Both return ABSENT when
+     * nothing matches, so a caller trying several kinds can tell "absent"
+     * from a real failure without reading the error queue.
      *
      * pubkey_load: the public key ref names: a public-key object, else the
      * public key of a matching certificate, else the public half of the
      * matching private key (only this last one needs a login).  A ref whose
      * type= names one class looks only there.
      */
-    EVP_PKEY *(*pubkey_load)(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                             OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, OSSL_LIB_CTX *libctx,
-                             const char *propq);
+    HWKEY_LOOKUP (*pubkey_load)(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                OSSL_LIB_CTX *libctx, const char *propq, EVP_PKEY **out);
     /* cert_load: the DER (OPENSSL_free) of the certificate ref names. */
-    int (*cert_load)(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw_cb,
-                     void *pw_arg, unsigned char **der, size_t *derlen);
+    HWKEY_LOOKUP (*cert_load)(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                              OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
+                              size_t *derlen);
 
     /*
      * Data keys for the bulk cipher (ARCHITECTURE.md §4, docs/bulk.md); NULL
@@ -225,8 +241,13 @@ HWKEY_REF_KIND hwkey_ref_kind_of_string(const char *s);
 
 /* --- Thin wrappers so callers never touch the vtable directly ----------- */
 
+/* 1 if found, else 0 (absent or failed: one error raised either way). */
 int hwkey_backend_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
                            OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out);
+/* The same, saying which: for callers that try several kinds of object. */
+HWKEY_LOOKUP hwkey_backend_key_find(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                    OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                    HWKEY_BKEY **out);
 void hwkey_backend_key_free(HWKEY_BKEY *key);
 EVP_PKEY *hwkey_backend_key_public(HWKEY_BKEY *key, OSSL_LIB_CTX *libctx, const char *propq);
 int hwkey_backend_sign(HWKEY_BKEY *key, const HWKEY_SIGN_PARAMS *params,
@@ -249,13 +270,16 @@ int hwkey_backend_key_import(HWKEY_DEVICE *dev, EVP_PKEY *soft, const HWKEY_GENO
                              HWKEY_REFBLOB *out);
 int hwkey_backend_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref);
 int hwkey_backend_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, void *arg);
-/* Public keys and certificates (see the vtable); HWKEY_R_KEY_NOT_FOUND if absent or unsupported. */
-EVP_PKEY *hwkey_backend_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                                    OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
-                                    OSSL_LIB_CTX *libctx, const char *propq);
-int hwkey_backend_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                            OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
-                            size_t *derlen);
+/*
+ * Public keys and certificates (see the vtable); ABSENT also when the
+ * backend has no such objects at all.
+ */
+HWKEY_LOOKUP hwkey_backend_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                       OSSL_LIB_CTX *libctx, const char *propq, EVP_PKEY **out);
+HWKEY_LOOKUP hwkey_backend_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                     OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                     unsigned char **der, size_t *derlen);
 
 /* Data keys (see the vtable); HWKEY_R_UNSUPPORTED_ALGORITHM if the backend has none. */
 int hwkey_backend_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts,

@@ -52,7 +52,7 @@ int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
      * public key itself.  TPM keys are resolved as keys.
      */
     if (kr.ref.kind == HWKEY_REF_PKCS11_URI)
-        pub = hwkey_backend_pubkey_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, NULL, NULL);
+        (void)hwkey_backend_pubkey_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, NULL, NULL, &pub);
     else if (hwkey_backend_key_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, &bkey))
         pub = hwkey_backend_key_public(bkey, NULL, NULL);
     if (pub == NULL) {

@@ -44,7 +44,11 @@ static int describe_from_public(HWKEY_KEY *key)
         key->curve_nid = OBJ_txt2nid(group);
         if (key->curve_nid == NID_undef)
             key->curve_nid = EC_curve_nist2nid(group);
-        return key->curve_nid != NID_undef;
+        if (key->curve_nid != NID_undef)
+            return 1;
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "EC public key on curve \"%s\", which this "
+                    "OpenSSL does not know", group);
+        return 0;
     }
     hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "public key of type %s",
                 EVP_PKEY_get0_type_name(key->pub));
@@ -78,24 +82,40 @@ static int keep_ref(HWKEY_KEY *key, const HWKEY_KEYREF *ref)
     return 1;
 }
 
-HWKEY_KEY *hwkey_key_load(HWKEY_DEVICES *devs, OSSL_LIB_CTX *swctx, const HWKEY_KEYREF *ref,
-                          OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
+HWKEY_LOOKUP hwkey_key_find(HWKEY_DEVICES *devs, OSSL_LIB_CTX *swctx, const HWKEY_KEYREF *ref,
+                            OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_KEY **out)
 {
     HWKEY_DEVICE *dev = hwkey_devices_for_kind(devs, ref->kind);
     HWKEY_KEY *key = NULL;
+    HWKEY_LOOKUP r;
 
+    *out = NULL;
     if (dev == NULL || (key = key_new()) == NULL)
-        return NULL;
+        return HWKEY_LOOKUP_FAILED;
     key->swctx = swctx;
-    if (!hwkey_backend_key_load(dev, ref, pw_cb, pw_arg, &key->bkey) || !keep_ref(key, ref))
-        goto err;
+    r = hwkey_backend_key_find(dev, ref, pw_cb, pw_arg, &key->bkey);
+    if (r != HWKEY_LOOKUP_FOUND)
+        goto end;
+    r = HWKEY_LOOKUP_FAILED;
+    if (!keep_ref(key, ref))
+        goto end;
     key->pub = hwkey_backend_key_public(key->bkey, swctx, NULL);
     if (key->pub == NULL || !describe_from_public(key))
-        goto err;
-    return key;
-err:
+        goto end;
+    *out = key;
+    return HWKEY_LOOKUP_FOUND;
+end:
     hwkey_key_free(key);
-    return NULL;
+    return r;
+}
+
+HWKEY_KEY *hwkey_key_load(HWKEY_DEVICES *devs, OSSL_LIB_CTX *swctx, const HWKEY_KEYREF *ref,
+                          OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
+{
+    HWKEY_KEY *key = NULL;
+
+    (void)hwkey_key_find(devs, swctx, ref, pw_cb, pw_arg, &key);
+    return key;
 }
 
 HWKEY_KEY *hwkey_key_from_public(EVP_PKEY *pub)

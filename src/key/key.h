@@ -55,6 +55,9 @@ typedef struct hwkey_key {
  */
 HWKEY_KEY *hwkey_key_load(HWKEY_DEVICES *devs, OSSL_LIB_CTX *swctx, const HWKEY_KEYREF *ref,
                           OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg);
+/* The same, saying whether the device holds no such key (HWKEY_LOOKUP). */
+HWKEY_LOOKUP hwkey_key_find(HWKEY_DEVICES *devs, OSSL_LIB_CTX *swctx, const HWKEY_KEYREF *ref,
+                            OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_KEY **out);
 /* A public-only key around pub (takes ownership of pub). */
 HWKEY_KEY *hwkey_key_from_public(EVP_PKEY *pub);
 /*

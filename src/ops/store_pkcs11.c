@@ -55,7 +55,6 @@ typedef struct {
     int step;   /* next P11_STEP to try */
     int found;  /* objects handed out */
     int found_private;
-    char *absent; /* the token's first "not found" text */
 } P11_STORE_CTX;
 
 static OSSL_FUNC_store_open_fn p11store_open;
@@ -150,26 +149,19 @@ static int step_allowed(const P11_STORE_CTX *ctx, P11_STEP step)
 }
 
 /*
- * After a failed lookup: -1 when the token said "no such object" (error
- * dropped, its text kept for the final message), else 0 (error kept).
- * The backend raises HWKEY_R_KEY_NOT_FOUND for absence and only for that
- * (backend.h), and raises once, so the last error is the backend's.
+ * After a lookup that found nothing (ERR_set_mark() before it): -1 when the
+ * backend said ABSENT (its error dropped: the next kind may match), else 0
+ * (the error stays: the token is unreachable, a PIN is wrong ...).  The
+ * decision is the backend's typed result, never the error queue's content.
  */
-static int absent_or_error(P11_STORE_CTX *ctx)
+static int absent_or_error(HWKEY_LOOKUP r)
 {
-    unsigned long e = ERR_peek_last_error();
-    const char *data = NULL;
-    int flags = 0;
-
-    if (e == 0 || ERR_GET_REASON(e) != HWKEY_R_KEY_NOT_FOUND) {
-        ERR_clear_last_mark();
-        return 0;
+    if (r == HWKEY_LOOKUP_ABSENT) {
+        ERR_pop_to_mark();
+        return -1;
     }
-    ERR_peek_last_error_data(&data, &flags);
-    if (ctx->absent == NULL && (flags & ERR_TXT_STRING) != 0 && data != NULL)
-        ctx->absent = OPENSSL_strdup(data);
-    ERR_pop_to_mark();
-    return -1;
+    ERR_clear_last_mark();
+    return 0;
 }
 
 static int emit_key(P11_STORE_CTX *ctx, HWKEY_KEY *key, OSSL_CALLBACK *cb, void *cbarg)
@@ -181,12 +173,13 @@ static int emit_key(P11_STORE_CTX *ctx, HWKEY_KEY *key, OSSL_CALLBACK *cb, void 
 static int load_private(P11_STORE_CTX *ctx, const HWKEY_KEYREF *ref, OSSL_CALLBACK *cb, void *cbarg,
                         OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
-    HWKEY_KEY *key;
+    HWKEY_KEY *key = NULL;
+    HWKEY_LOOKUP r;
 
     ERR_set_mark();
-    key = hwkey_key_load(ctx->provctx->devices, ctx->provctx->swctx, ref, pw_cb, pw_cbarg);
-    if (key == NULL)
-        return absent_or_error(ctx);
+    r = hwkey_key_find(ctx->provctx->devices, ctx->provctx->swctx, ref, pw_cb, pw_cbarg, &key);
+    if (r != HWKEY_LOOKUP_FOUND)
+        return absent_or_error(r);
     ERR_clear_last_mark();
     ctx->found_private = 1;
     return emit_key(ctx, key, cb, cbarg);
@@ -196,13 +189,14 @@ static int load_public(P11_STORE_CTX *ctx, HWKEY_DEVICE *dev, const HWKEY_KEYREF
                        OSSL_CALLBACK *cb, void *cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb,
                        void *pw_cbarg)
 {
-    EVP_PKEY *pub;
+    EVP_PKEY *pub = NULL;
     HWKEY_KEY *key;
+    HWKEY_LOOKUP r;
 
     ERR_set_mark();
-    pub = hwkey_backend_pubkey_load(dev, ref, pw_cb, pw_cbarg, ctx->provctx->swctx, NULL);
-    if (pub == NULL)
-        return absent_or_error(ctx);
+    r = hwkey_backend_pubkey_load(dev, ref, pw_cb, pw_cbarg, ctx->provctx->swctx, NULL, &pub);
+    if (r != HWKEY_LOOKUP_FOUND)
+        return absent_or_error(r);
     ERR_clear_last_mark();
     if ((key = hwkey_key_from_public(pub)) == NULL)
         return 0;
@@ -218,11 +212,13 @@ static int load_cert(P11_STORE_CTX *ctx, HWKEY_DEVICE *dev, const HWKEY_KEYREF *
     unsigned char *der = NULL;
     size_t derlen = 0;
     OSSL_PARAM params[3];
+    HWKEY_LOOKUP r;
     int ok;
 
     ERR_set_mark();
-    if (!hwkey_backend_cert_load(dev, ref, pw_cb, pw_cbarg, &der, &derlen))
-        return absent_or_error(ctx);
+    r = hwkey_backend_cert_load(dev, ref, pw_cb, pw_cbarg, &der, &derlen);
+    if (r != HWKEY_LOOKUP_FOUND)
+        return absent_or_error(r);
     ERR_clear_last_mark();
     params[0] = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &object_type);
     params[1] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_DATA, der, derlen);
@@ -266,13 +262,12 @@ static int p11store_load(void *vctx, OSSL_CALLBACK *object_cb, void *object_cbar
     if (r < 0 && ctx->found > 0)
         return 1; /* the end, after what was found */
     if (r < 0)
-        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "nothing in %.*s %s: %s", uri_shown_len(ctx->uri),
-                    ctx->uri,
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "nothing in %.*s %s: the token holds no such "
+                    "object", uri_shown_len(ctx->uri), ctx->uri,
                     ctx->expect == OSSL_STORE_INFO_CERT     ? "is a certificate"
                     : ctx->expect == OSSL_STORE_INFO_PKEY   ? "is a private key"
                     : ctx->expect == OSSL_STORE_INFO_PUBKEY ? "is a public key"
-                                                            : "matches",
-                    ctx->absent != NULL ? ctx->absent : "no such object");
+                                                            : "matches");
 fail:
     /* An error (OSSL_STORE_error() says so), and nothing more to come. */
     ctx->step = STEP_N;
@@ -291,7 +286,6 @@ static int p11store_close(void *vctx)
     P11_STORE_CTX *ctx = vctx;
 
     if (ctx != NULL) {
-        OPENSSL_free(ctx->absent);
         OPENSSL_clear_free(ctx->uri, strlen(ctx->uri)); /* may hold pin-value */
         OPENSSL_free(ctx);
     }

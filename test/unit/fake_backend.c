@@ -243,8 +243,9 @@ static int describe_soft(EVP_PKEY *soft, HWKEY_KEYINFO *info)
     return 0;
 }
 
-static int fake_key_load(HWKEY_DEVICE *d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw_cb,
-                         void *pw_arg, HWKEY_BKEY **out)
+static HWKEY_LOOKUP fake_key_load(HWKEY_DEVICE *d, const HWKEY_KEYREF *ref,
+                                  OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                  HWKEY_BKEY **out)
 {
     FAKE_DEVICE *dev = (FAKE_DEVICE *)d;
     HWKEY_TSS2_KEYFILE kf;
@@ -260,7 +261,7 @@ static int fake_key_load(HWKEY_DEVICE *d, const HWKEY_KEYREF *ref, OSSL_PASSPHRA
     if (ref->kind == HWKEY_REF_PKCS11_URI) {
         if (!uri_names(ref, "private") || !uri_obj.has_private || uri_obj.soft == NULL) {
             hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "fake device: no private key for that URI");
-            return 0;
+            return HWKEY_LOOKUP_ABSENT;
         }
         if ((key = OPENSSL_zalloc(sizeof(*key))) == NULL || !EVP_PKEY_up_ref(uri_obj.soft)) {
             OPENSSL_free(key);
@@ -334,23 +335,24 @@ static EVP_PKEY *fake_key_public(HWKEY_BKEY *k, OSSL_LIB_CTX *libctx, const char
 }
 
 /* Like a token: the public key object of the registered URI object, any type= but cert. */
-static EVP_PKEY *fake_pubkey_load(HWKEY_DEVICE *d, const HWKEY_KEYREF *ref,
-                                  OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
-                                  OSSL_LIB_CTX *libctx, const char *propq)
+static HWKEY_LOOKUP fake_pubkey_load(HWKEY_DEVICE *d, const HWKEY_KEYREF *ref,
+                                     OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                     OSSL_LIB_CTX *libctx, const char *propq, EVP_PKEY **out)
 {
     (void)d;
     (void)pw_cb;
     (void)pw_arg;
     if (uri_obj.soft == NULL || !(uri_names(ref, "public") || uri_names(ref, "private"))) {
         hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "fake device: no public key for that URI");
-        return NULL;
+        return HWKEY_LOOKUP_ABSENT;
     }
-    return public_in(uri_obj.soft, libctx, propq);
+    *out = public_in(uri_obj.soft, libctx, propq);
+    return *out != NULL ? HWKEY_LOOKUP_FOUND : HWKEY_LOOKUP_FAILED;
 }
 
-static int fake_cert_load(HWKEY_DEVICE *d, const HWKEY_KEYREF *ref,
-                          OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
-                          size_t *derlen)
+static HWKEY_LOOKUP fake_cert_load(HWKEY_DEVICE *d, const HWKEY_KEYREF *ref,
+                                   OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                   unsigned char **der, size_t *derlen)
 {
     int n;
 
@@ -359,7 +361,7 @@ static int fake_cert_load(HWKEY_DEVICE *d, const HWKEY_KEYREF *ref,
     (void)pw_arg;
     if (uri_obj.cert == NULL || !uri_names(ref, "cert")) {
         hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "fake device: no certificate for that URI");
-        return 0;
+        return HWKEY_LOOKUP_ABSENT;
     }
     *der = NULL;
     if ((n = i2d_X509(uri_obj.cert, der)) <= 0)

@@ -319,6 +319,36 @@ static void test_store_absent(void **state)
     assert_null(strstr(text, "s3cret"));
 }
 
+/*
+ * "Absent" is the backend's typed answer (HWKEY_LOOKUP_ABSENT), not the
+ * reason of the last error: a device failure that happens to carry
+ * HWKEY_R_KEY_NOT_FOUND stops the store with that error, instead of being
+ * skipped as "no private key here" and answered with the public key.
+ */
+static void test_store_failure_is_not_absence(void **state)
+{
+    const char *text = NULL;
+    LOADED l;
+
+    (void)state;
+    hwkey_fake_set_uri_object("web", soft[EC256], NULL, 1);
+    hwkey_fake_inject(HWKEY_FAKE_OP_LOAD, HWKEY_R_KEY_NOT_FOUND, "CKR_DEVICE_ERROR");
+    store_load_all("pkcs11:object=web", NULL, 0, &l);
+    assert_int_equal(l.n, 0);
+    assert_true(l.error);
+    assert_true(drain_errors_for(HWKEY_R_KEY_NOT_FOUND, &text));
+    assert_non_null(strstr(text, "CKR_DEVICE_ERROR"));
+    loaded_clear(&l);
+    /* Without the failure, the same URI yields the private key. */
+    hwkey_fake_reset();
+    store_load_all("pkcs11:object=web", NULL, 0, &l);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.types[0], OSSL_STORE_INFO_PKEY);
+    assert_false(l.error);
+    loaded_clear(&l);
+    ERR_clear_error();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -329,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_store_private_key_stays_in_hwkey),
         cmocka_unit_test(test_store_ed25519),
         cmocka_unit_test(test_store_absent),
+        cmocka_unit_test(test_store_failure_is_not_absence),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -286,7 +286,7 @@ static void sigpipe_restore(SIGPIPE_GUARD *g)
     }
 
 GATED(int, p11_describe, (HWKEY_DEVICE *d, BIO *out), (d, out))
-GATED(int, hwkey_p11_key_load,
+GATED(HWKEY_LOOKUP, hwkey_p11_key_load,
       (HWKEY_DEVICE *d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
        HWKEY_BKEY **out), (d, ref, cb, arg, out))
 GATED(EVP_PKEY *, hwkey_p11_key_public, (HWKEY_BKEY *k, OSSL_LIB_CTX *l, const char *pq),
@@ -313,10 +313,10 @@ GATED(int, hwkey_p11_ecdh,
       (HWKEY_BKEY *k, const unsigned char *peer, size_t peerlen, unsigned char *out,
        size_t *outlen), (k, peer, peerlen, out, outlen))
 GATED(int, p11_random, (HWKEY_DEVICE *d, unsigned char *buf, size_t len), (d, buf, len))
-GATED(EVP_PKEY *, hwkey_p11_pubkey_load,
+GATED(HWKEY_LOOKUP, hwkey_p11_pubkey_load,
       (HWKEY_DEVICE *d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
-       OSSL_LIB_CTX *l, const char *pq), (d, ref, cb, arg, l, pq))
-GATED(int, hwkey_p11_cert_load,
+       OSSL_LIB_CTX *l, const char *pq, EVP_PKEY **out), (d, ref, cb, arg, l, pq, out))
+GATED(HWKEY_LOOKUP, hwkey_p11_cert_load,
       (HWKEY_DEVICE *d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
        unsigned char **der, size_t *derlen), (d, ref, cb, arg, der, derlen))
 GATED(int, hwkey_p11_datakey_create,

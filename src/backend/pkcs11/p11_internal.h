@@ -314,15 +314,16 @@ typedef struct {
     size_t pub_a_len, pub_b_len;
 } HWKEY_P11_KEY;
 
-int hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out);
+HWKEY_LOOKUP hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out);
 /*
  * The key uri names on tok, through session s (logged in) of epoch: finds the
  * one private key, reads its public half and flags.  Takes uri over on
  * success (the key frees it), leaves it to the caller on failure.
  */
-int hwkey_p11_key_build(HWKEY_P11_DEVICE *dev, HWKEY_P11_TOKEN *tok, HWKEY_P11_URI *uri,
-                        CK_SESSION_HANDLE s, uint64_t epoch, HWKEY_P11_KEY **out);
+HWKEY_LOOKUP hwkey_p11_key_build(HWKEY_P11_DEVICE *dev, HWKEY_P11_TOKEN *tok,
+                                 HWKEY_P11_URI *uri, CK_SESSION_HANDLE s, uint64_t epoch,
+                                 HWKEY_P11_KEY **out);
 void hwkey_p11_key_free(HWKEY_BKEY *key);
 EVP_PKEY *hwkey_p11_key_public(HWKEY_BKEY *key, OSSL_LIB_CTX *libctx, const char *propq);
 int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
@@ -371,7 +372,10 @@ int hwkey_p11_ec_params_der(int nid, unsigned char **der, int *len);
 
 /* --- objects and public keys (p11_pubkey.c) -------------------------------- */
 
-/* One attribute into a fresh OPENSSL_malloc'd buffer (NUL-terminated); 0 if absent. */
+/*
+ * One attribute into a fresh OPENSSL_malloc'd buffer (NUL-terminated); 0 if the
+ * object has no readable value (nothing raised) or memory ran out (raised).
+ */
 int hwkey_p11_attr_get(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
                        CK_ATTRIBUTE_TYPE type, unsigned char **buf, size_t *len);
 /* 1 if the boolean attribute type of obj is CK_TRUE (0 when false, absent or unreadable). */
@@ -390,12 +394,12 @@ int hwkey_p11_pub_read_object(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT
 
 /* --- public keys and certificates by URI (p11_objects.c) -------------------- */
 
-EVP_PKEY *hwkey_p11_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                                OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
-                                OSSL_LIB_CTX *libctx, const char *propq);
-int hwkey_p11_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
-                        size_t *derlen);
+HWKEY_LOOKUP hwkey_p11_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                   OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                   OSSL_LIB_CTX *libctx, const char *propq, EVP_PKEY **out);
+HWKEY_LOOKUP hwkey_p11_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                 OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                 unsigned char **der, size_t *derlen);
 
 /* --- operations (p11_ops.c) --------------------------------------------- */
 
@@ -414,8 +418,9 @@ int hwkey_p11_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen,
 /* pkcs11-modules "a.so,b.so" (after module_path) into dev->paths; bad entries raise. */
 int hwkey_p11_paths_parse(HWKEY_P11_DEVICE *dev, const char *list);
 /* pkcs11-failover: the key on every token of every configured module that holds it. */
-int hwkey_p11_replicas_load(HWKEY_P11_DEVICE *dev, const char *text, size_t len,
-                            OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_P11_KEY **out);
+HWKEY_LOOKUP hwkey_p11_replicas_load(HWKEY_P11_DEVICE *dev, const char *text, size_t len,
+                                     OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                     HWKEY_P11_KEY **out);
 /* keys[0] becomes the key of a set of n (<= 16) replicas and owns keys[1..]; unit tests too. */
 int hwkey_p11_replicas_adopt(HWKEY_P11_KEY **keys, size_t n);
 void hwkey_p11_replicas_free(HWKEY_P11_REPLICAS *reps);

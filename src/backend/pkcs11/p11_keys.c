@@ -52,9 +52,12 @@ err:
     return 0;
 }
 
-/* Exactly one private key matching key->id/label, or an error naming the problem. */
-static int find_private(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, int has_id,
-                        CK_OBJECT_HANDLE *obj)
+/*
+ * Exactly one private key matching key->id/label; ABSENT when there is none,
+ * FAILED when the search fails or is ambiguous (error raised in both).
+ */
+static HWKEY_LOOKUP find_private(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, int has_id,
+                                 CK_OBJECT_HANDLE *obj)
 {
     CK_OBJECT_HANDLE objs[2];
     CK_ULONG n = 0;
@@ -62,7 +65,7 @@ static int find_private(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, int has_id,
     key->finds++;
     if (!hwkey_p11_find(key->tok, s, CKO_PRIVATE_KEY, key->id, key->id_len, has_id, key->label,
                         objs, 2, &n))
-        return 0;
+        return HWKEY_LOOKUP_FAILED;
     if (n == 0 && key->found_before && hwkey_p11_now_ms() - key->vanished_ms >= 1000u) {
         /*
          * A key that was there and is gone: SoftHSM whose token store went
@@ -75,16 +78,20 @@ static int find_private(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, int has_id,
         key->vanished_ms = hwkey_p11_now_ms();
         hwkey_p11_note_rv(CKR_TOKEN_NOT_PRESENT);
     }
-    if (n != 1) {
-        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, n == 0 ? "no private key with object=\"%s\" on "
-                    "token \"%s\"" : "several private keys match object=\"%s\" on token "
+    if (n == 0) {
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no private key with object=\"%s\" on token \"%s\"",
+                    key->label != NULL ? key->label : "", key->tok->name);
+        return HWKEY_LOOKUP_ABSENT;
+    }
+    if (n > 1) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "several private keys match object=\"%s\" on token "
                     "\"%s\"; add id= to the URI", key->label != NULL ? key->label : "",
                     key->tok->name);
-        return 0;
+        return HWKEY_LOOKUP_FAILED;
     }
     *obj = objs[0];
     key->found_before = 1;
-    return 1;
+    return HWKEY_LOOKUP_FOUND;
 }
 
 /* Flags from the object's attributes and the token's mechanisms. */
@@ -105,19 +112,20 @@ static void key_flags(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE 
         key->base.info.flags |= HWKEY_KEYF_RSA_RAW;
 }
 
-int hwkey_p11_key_build(HWKEY_P11_DEVICE *pdev, HWKEY_P11_TOKEN *tok, HWKEY_P11_URI *uri,
-                        CK_SESSION_HANDLE s, uint64_t epoch, HWKEY_P11_KEY **out)
+HWKEY_LOOKUP hwkey_p11_key_build(HWKEY_P11_DEVICE *pdev, HWKEY_P11_TOKEN *tok, HWKEY_P11_URI *uri,
+                                 CK_SESSION_HANDLE s, uint64_t epoch, HWKEY_P11_KEY **out)
 {
     HWKEY_P11_KEY *key = NULL;
     CK_ATTRIBUTE a;
     CK_OBJECT_HANDLE obj;
     unsigned char *buf = NULL;
     size_t len;
+    HWKEY_LOOKUP found;
 
     *out = NULL;
     if (uri->object == NULL && !uri->has_id) {
         hwkey_raise(HWKEY_R_INVALID_URI, "the key URI names no object= nor id=");
-        return 0;
+        return HWKEY_LOOKUP_FAILED;
     }
     if ((key = OPENSSL_zalloc(sizeof(*key))) == NULL)
         goto oom;
@@ -130,8 +138,10 @@ int hwkey_p11_key_build(HWKEY_P11_DEVICE *pdev, HWKEY_P11_TOKEN *tok, HWKEY_P11_
         || (uri->id_len > 0 && (key->id = OPENSSL_memdup(uri->id, uri->id_len)) == NULL))
         goto oom;
     key->id_len = uri->id_len;
-    if (!find_private(key, s, uri->has_id, &obj))
-        goto err;
+    if ((found = find_private(key, s, uri->has_id, &obj)) != HWKEY_LOOKUP_FOUND) {
+        hwkey_p11_key_free(&key->base);
+        return found;
+    }
     /* Store the object's own id and label: the exact reference to re-find it by. */
     if (hwkey_p11_attr_get(tok, s, obj, CKA_ID, &buf, &len) && len > 0) {
         OPENSSL_free(key->id);
@@ -159,16 +169,16 @@ int hwkey_p11_key_build(HWKEY_P11_DEVICE *pdev, HWKEY_P11_TOKEN *tok, HWKEY_P11_
     key->priv_epoch = epoch;
     key->uri = uri;
     *out = key;
-    return 1;
+    return HWKEY_LOOKUP_FOUND;
 oom:
     hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "allocating a PKCS#11 key");
 err:
     hwkey_p11_key_free(key ? &key->base : NULL);
-    return 0;
+    return HWKEY_LOOKUP_FAILED;
 }
 
-int hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out)
+HWKEY_LOOKUP hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out)
 {
     HWKEY_P11_DEVICE *pdev = (HWKEY_P11_DEVICE *)dev;
     HWKEY_P11_KEY *key = NULL;
@@ -176,28 +186,29 @@ int hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
     HWKEY_P11_TOKEN *tok = NULL;
     CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
     uint64_t epoch = 0;
-    int ok;
+    HWKEY_LOOKUP r;
 
     *out = NULL;
     if (ref->kind != HWKEY_REF_PKCS11_URI) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the pkcs11 backend resolves pkcs11: URIs only");
-        return 0;
+        return HWKEY_LOOKUP_FAILED;
     }
     if (pdev->failover) {
-        ok = hwkey_p11_replicas_load(pdev, (const char *)ref->data, ref->len, pw_cb, pw_arg,
-                                     &key);
-        *out = ok ? &key->base : NULL;
-        return ok;
+        r = hwkey_p11_replicas_load(pdev, (const char *)ref->data, ref->len, pw_cb, pw_arg,
+                                    &key);
+        *out = r == HWKEY_LOOKUP_FOUND ? &key->base : NULL;
+        return r;
     }
+    /* A token that is not there is a failure (with the reason), not an absent object. */
     if (!hwkey_p11_ref_open(pdev, (const char *)ref->data, ref->len, pw_cb, pw_arg, &uri, &tok,
                             &s, &epoch))
-        return 0;
-    ok = hwkey_p11_key_build(pdev, tok, uri, s, epoch, &key);
+        return HWKEY_LOOKUP_FAILED;
+    r = hwkey_p11_key_build(pdev, tok, uri, s, epoch, &key);
     hwkey_p11_session_put(tok, s, epoch, 0);
-    if (!ok)
+    if (r != HWKEY_LOOKUP_FOUND)
         hwkey_p11_uri_free(uri);
-    *out = ok ? &key->base : NULL;
-    return ok;
+    *out = r == HWKEY_LOOKUP_FOUND ? &key->base : NULL;
+    return r;
 }
 
 void hwkey_p11_key_free(HWKEY_BKEY *bkey)
@@ -234,7 +245,7 @@ int hwkey_p11_key_acquire(HWKEY_P11_KEY *key, CK_SESSION_HANDLE *s, uint64_t *ep
     }
     pthread_mutex_lock(&key->lock);
     if (key->priv_epoch != *epoch || key->priv == CK_INVALID_HANDLE) {
-        ok = find_private(key, *s, key->id != NULL, &key->priv);
+        ok = find_private(key, *s, key->id != NULL, &key->priv) == HWKEY_LOOKUP_FOUND;
         key->priv_epoch = *epoch;
         if (!ok)
             key->priv = CK_INVALID_HANDLE;

@@ -8,8 +8,9 @@
  * the configured pin-source, or the caller's passphrase callback) only when
  * nothing was found there, because the object may be CKA_PRIVATE.
  *
- * "Nothing matches" is raised as HWKEY_R_KEY_NOT_FOUND and nothing else is,
- * so the store can try the next kind of object (backend.h).
+ * "Nothing matches" returns HWKEY_LOOKUP_ABSENT (raised as
+ * HWKEY_R_KEY_NOT_FOUND), so the store can try the next kind of object;
+ * anything else that goes wrong is FAILED (backend.h).
  */
 #include "backend/pkcs11/p11_internal.h"
 
@@ -171,9 +172,9 @@ static int cert_der(LOOKUP *lk, CK_OBJECT_HANDLE obj, unsigned char **der, size_
     return 0;
 }
 
-EVP_PKEY *hwkey_p11_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                                OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
-                                OSSL_LIB_CTX *libctx, const char *propq)
+HWKEY_LOOKUP hwkey_p11_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                   OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                   OSSL_LIB_CTX *libctx, const char *propq, EVP_PKEY **out)
 {
     LOOKUP lk;
     CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
@@ -181,8 +182,9 @@ EVP_PKEY *hwkey_p11_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
     EVP_PKEY *pub = NULL;
     unsigned char *der = NULL;
     size_t derlen = 0;
-    int want_private;
+    HWKEY_LOOKUP r = HWKEY_LOOKUP_FAILED;
 
+    *out = NULL;
     if (!lookup_open(&lk, dev, ref, pw_cb, pw_arg))
         goto end;
     if (type_allows(lk.uri, CKO_PUBLIC_KEY)) {
@@ -202,32 +204,38 @@ EVP_PKEY *hwkey_p11_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
             goto end;
         }
     }
-    want_private = type_allows(lk.uri, CKO_PRIVATE_KEY);
-    if (!want_private) {
+    if (!type_allows(lk.uri, CKO_PRIVATE_KEY)) {
         hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no %s \"%s\" on token \"%s\"",
                     class_name(lk.uri->klass == CKO_CERTIFICATE ? CKO_CERTIFICATE
                                                                 : CKO_PUBLIC_KEY),
                     what_of(lk.uri), lk.tok->name);
+        r = HWKEY_LOOKUP_ABSENT;
         goto end;
     }
-    /* The private key's own public half (it raises KEY_NOT_FOUND when absent). */
+    /* The private key's own public half (ABSENT when there is no such key either). */
     lookup_close(&lk);
-    if (hwkey_p11_key_load(dev, ref, pw_cb, pw_arg, &bkey))
+    r = hwkey_p11_key_load(dev, ref, pw_cb, pw_arg, &bkey);
+    if (r == HWKEY_LOOKUP_FOUND)
         pub = hwkey_p11_key_public(bkey, libctx, propq);
     hwkey_p11_key_free(bkey);
 end:
     OPENSSL_free(der);
     lookup_close(&lk);
-    return pub;
+    if (pub != NULL) {
+        *out = pub;
+        return HWKEY_LOOKUP_FOUND;
+    }
+    /* An object found whose key could not be read is a failure, not an absence. */
+    return r == HWKEY_LOOKUP_ABSENT ? r : HWKEY_LOOKUP_FAILED;
 }
 
-int hwkey_p11_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
-                        size_t *derlen)
+HWKEY_LOOKUP hwkey_p11_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+                                 OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                 unsigned char **der, size_t *derlen)
 {
     LOOKUP lk;
     CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
-    int ok = 0;
+    HWKEY_LOOKUP r = HWKEY_LOOKUP_FAILED;
 
     *der = NULL;
     *derlen = 0;
@@ -236,6 +244,7 @@ int hwkey_p11_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
     if (!type_allows(lk.uri, CKO_CERTIFICATE)) {
         hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "the URI names a %s, not a certificate",
                     class_name(lk.uri->klass));
+        r = HWKEY_LOOKUP_ABSENT;
         goto end;
     }
     if (!lookup_find(&lk, CKO_CERTIFICATE, &obj))
@@ -243,10 +252,12 @@ int hwkey_p11_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
     if (obj == CK_INVALID_HANDLE) {
         hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no certificate \"%s\" on token \"%s\"",
                     what_of(lk.uri), lk.tok->name);
+        r = HWKEY_LOOKUP_ABSENT;
         goto end;
     }
-    ok = cert_der(&lk, obj, der, derlen);
+    if (cert_der(&lk, obj, der, derlen))
+        r = HWKEY_LOOKUP_FOUND;
 end:
     lookup_close(&lk);
-    return ok;
+    return r;
 }

@@ -26,8 +26,12 @@ int hwkey_p11_attr_get(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAND
     *len = 0;
     if (fl->C_GetAttributeValue(s, obj, &a, 1) != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
         return 0;
-    if ((a.pValue = OPENSSL_malloc(a.ulValueLen + 1)) == NULL)
+    if ((a.pValue = OPENSSL_malloc(a.ulValueLen + 1)) == NULL) {
+        /* Raised, so that a caller's "no such attribute" is not the only word on it. */
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "reading a %lu-byte attribute of an object on token "
+                    "\"%s\"", (unsigned long)a.ulValueLen, tok->name);
         return 0;
+    }
     if (fl->C_GetAttributeValue(s, obj, &a, 1) != CKR_OK) {
         OPENSSL_free(a.pValue);
         return 0;

@@ -163,7 +163,10 @@ static int tokens_all(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI *uri,
     return 1;
 }
 
-/* The key of the URI text on tok: its own parsed URI (PIN sources), a session, a login. */
+/*
+ * The key of the URI text on tok: its own parsed URI (PIN sources), a
+ * session, a login.  1: *out is the key; -1: the token lacks it; 0: failed.
+ */
 static int key_on_token(HWKEY_P11_DEVICE *dev, HWKEY_P11_TOKEN *tok, const char *text,
                         size_t len, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
                         HWKEY_P11_KEY **out)
@@ -172,6 +175,7 @@ static int key_on_token(HWKEY_P11_DEVICE *dev, HWKEY_P11_TOKEN *tok, const char 
     HWKEY_P11_PINSRC src;
     CK_SESSION_HANDLE s;
     uint64_t epoch;
+    HWKEY_LOOKUP r;
     int ok = 0;
 
     if (!hwkey_p11_uri_parse(text, len, &uri))
@@ -183,10 +187,15 @@ static int key_on_token(HWKEY_P11_DEVICE *dev, HWKEY_P11_TOKEN *tok, const char 
     src.pw_cb = pw_cb;
     src.pw_arg = pw_arg;
     src.quirks = dev->quirks;
-    ok = hwkey_p11_login(tok, s, &src) && hwkey_p11_key_build(dev, tok, uri, s, epoch, out);
+    if (!hwkey_p11_login(tok, s, &src))
+        ok = 0;
+    else if ((r = hwkey_p11_key_build(dev, tok, uri, s, epoch, out)) == HWKEY_LOOKUP_FOUND)
+        ok = 1;
+    else
+        ok = r == HWKEY_LOOKUP_ABSENT ? -1 : 0;
     hwkey_p11_session_put(tok, s, epoch, 0);
 end:
-    if (!ok)
+    if (ok != 1)
         hwkey_p11_uri_free(uri);
     return ok;
 }
@@ -227,9 +236,10 @@ static void replica_add(HWKEY_P11_KEY **keys, size_t *n, HWKEY_P11_KEY *k)
 }
 
 /* Every token of the module at path (NULL: the default) that holds the key. */
+/* *failed: set when a module or token could not be asked (not merely lacks the key). */
 static void load_module(HWKEY_P11_DEVICE *dev, const char *path, const HWKEY_P11_URI *uri,
                         const char *text, size_t len, OSSL_PASSPHRASE_CALLBACK *pw_cb,
-                        void *pw_arg, HWKEY_P11_KEY **keys, size_t *n)
+                        void *pw_arg, HWKEY_P11_KEY **keys, size_t *n, int *failed)
 {
     HWKEY_P11_TOKEN *toks[MAX_REPLICAS];
     HWKEY_P11_MODULE *mod;
@@ -242,18 +252,24 @@ static void load_module(HWKEY_P11_DEVICE *dev, const char *path, const HWKEY_P11
                   "\"%s\" goes without it", path != NULL ? path : "(default)", last_error(),
                   uri->object != NULL ? uri->object : "(by id)");
         ERR_pop_to_mark();
+        *failed = 1;
         return;
     }
     ERR_pop_to_mark();
     for (size_t i = 0; i < nt && *n < MAX_REPLICAS; i++) {
         HWKEY_P11_KEY *k = NULL;
+        int r;
 
         ERR_set_mark();
-        if (key_on_token(dev, toks[i], text, len, pw_cb, pw_arg, &k))
+        r = key_on_token(dev, toks[i], text, len, pw_cb, pw_arg, &k);
+        if (r == 1) {
             replica_add(keys, n, k);
-        else
+        } else {
+            if (r == 0)
+                *failed = 1;
             hwkey_log(HWKEY_LOG_INFO, "pkcs11: failover: token \"%s\" of %s: %s",
                       toks[i]->name, mod->path, last_error());
+        }
         ERR_pop_to_mark();
     }
 }
@@ -276,27 +292,32 @@ int hwkey_p11_replicas_adopt(HWKEY_P11_KEY **keys, size_t n)
     return 1;
 }
 
-int hwkey_p11_replicas_load(HWKEY_P11_DEVICE *dev, const char *text, size_t len,
-                            OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_P11_KEY **out)
+HWKEY_LOOKUP hwkey_p11_replicas_load(HWKEY_P11_DEVICE *dev, const char *text, size_t len,
+                                     OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                     HWKEY_P11_KEY **out)
 {
     HWKEY_P11_KEY *keys[MAX_REPLICAS];
     HWKEY_P11_URI *uri = NULL;
     size_t n = 0;
-    int ok = 0;
+    int failed = 0;
+    HWKEY_LOOKUP r = HWKEY_LOOKUP_FAILED;
 
     *out = NULL;
     if (!hwkey_p11_uri_parse(text, len, &uri))
-        return 0;
+        return HWKEY_LOOKUP_FAILED;
     if (uri->object == NULL && !uri->has_id) {
         hwkey_raise(HWKEY_R_INVALID_URI, "the key URI names no object= nor id=");
         goto end;
     }
     if (uri->module_path != NULL || dev->n_paths == 0)
-        load_module(dev, uri->module_path, uri, text, len, pw_cb, pw_arg, keys, &n);
+        load_module(dev, uri->module_path, uri, text, len, pw_cb, pw_arg, keys, &n, &failed);
     else
         for (size_t i = 0; i < dev->n_paths; i++)
-            load_module(dev, dev->paths[i], uri, text, len, pw_cb, pw_arg, keys, &n);
+            load_module(dev, dev->paths[i], uri, text, len, pw_cb, pw_arg, keys, &n, &failed);
     if (n == 0) {
+        /* Absent only if every token answered and none holds it. */
+        if (!failed)
+            r = HWKEY_LOOKUP_ABSENT;
         hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "pkcs11-failover: no token of the %zu configured "
                     "module(s) holds a usable private key with object=\"%s\" (log-level 2 "
                     "names each token's reason)", dev->n_paths > 0 ? dev->n_paths : 1,
@@ -313,10 +334,10 @@ int hwkey_p11_replicas_load(HWKEY_P11_DEVICE *dev, const char *text, size_t len,
         goto end;
     }
     *out = keys[0];
-    ok = 1;
+    r = HWKEY_LOOKUP_FOUND;
 end:
     hwkey_p11_uri_free(uri);
-    return ok;
+    return r;
 }
 
 void hwkey_p11_replicas_free(HWKEY_P11_REPLICAS *reps)

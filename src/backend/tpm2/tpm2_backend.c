@@ -208,8 +208,10 @@ static void key_destroy(HWKEY_TPM2_KEY *key)
     OPENSSL_clear_free(key, sizeof(*key));
 }
 
-static int tpm2_key_load(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref,
-                         OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out)
+/* FOUND or FAILED: a TPM reference always names one object (no "absent"). */
+static HWKEY_LOOKUP tpm2_key_load(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref,
+                                  OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                  HWKEY_BKEY **out)
 {
     HWKEY_TPM2_DEVICE *dev = (HWKEY_TPM2_DEVICE *)base;
     HWKEY_TPM2_KEY *key = OPENSSL_zalloc(sizeof(*key));
