@@ -32,6 +32,12 @@ step "make check"
 rc=0
 make -j"$jobs" check AM_COLOR_TESTS=no || rc=$?
 
+# A skipped test did not run: only the reasons on test/skip-allowlist pass.
+if ((rc == 0)); then
+    step "skipped tests (scripts/check-skips.sh)"
+    "$src/scripts/check-skips.sh" "$build" || rc=1
+fi
+
 summary() {
     # The header of test-suite.log is automake's summary of every test,
     # CMocka programs and shell scripts alike (one line per result kind).
