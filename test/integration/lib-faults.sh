@@ -40,7 +40,7 @@ HF_MASTER_ENV=()        # NAME=VALUE for the master's environment
 HF_KILLED=()            # worker pids the test SIGKILLed itself
 HF_STOPPED_FILE=        # test stop point lines (HWKEY_TEST_STOP_FILE)
 HF_P11KIT_PID=
-HF_P11KIT_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so
+HF_P11KIT_MODULE=$HW_P11KIT_CLIENT
 HF_NGINX_PORT=
 HF_NGINX_PID=
 

@@ -215,6 +215,8 @@ hw_transient_handles() {
 # HW_P11_PIN_FILE, HW_SW_CNF.  The TPM backend gets a TCTI that nothing
 # listens on, so no test depends on a host TPM.
 HW_P11_MODULE=/usr/lib/softhsm/libsofthsm2.so
+# p11-kit's client module (p11-kit server tests): where p11-kit says its modules are.
+HW_P11KIT_CLIENT=$(pkg-config --variable=p11_module_path p11-kit-1 2>/dev/null)/p11-kit-client.so
 HW_P11_TOKEN=hwkey-test
 HW_P11_PIN=1234
 

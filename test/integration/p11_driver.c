@@ -10,6 +10,7 @@
  *   p11_driver keygen URI rsa:BITS|ec:CURVE|ed25519     prints the key's URI
  *   p11_driver delete URI
  *   p11_driver list URI
+ *   p11_driver keygen-many URI N       N EC P-256 keys named <object>-1 .. -N (one login)
  *   p11_driver load URI [TIMES]        loads TIMES (1) times, reports every failure
  *   p11_driver threads URI N COUNT     N threads x COUNT ECDSA/PKCS#1 signatures
  *   p11_driver fork URI N              load in the parent, sign in N forked children
@@ -259,6 +260,30 @@ static int cmd_keygen(const char *uri, const char *alg)
     return 0;
 }
 
+static int cmd_keygen_many(const char *uri, int n)
+{
+    char one[1024];
+
+    for (int i = 1; i <= n; i++) {
+        HWKEY_KEYSPEC spec = {0};
+        HWKEY_GENOPTS opts = {0};
+        HWKEY_REFBLOB out = {0};
+
+        /* object=NAME is the URI's last path attribute: NAME-i names key i (before any ?query). */
+        const char *q = strchr(uri, '?');
+        int plen = q != NULL ? (int)(q - uri) : (int)strlen(uri);
+
+        snprintf(one, sizeof(one), "%.*s-%d%s", plen, uri, i, q != NULL ? q : "");
+        spec.alg = HWKEY_ALG_EC;
+        spec.curve_nid = NID_X9_62_prime256v1;
+        opts.uri = one;
+        if (dev->backend->key_generate(dev, &spec, &opts, &out) != 1)
+            return fail("keygen-many");
+        OPENSSL_free(out.data);
+    }
+    return 0;
+}
+
 static int cmd_delete(const char *uri)
 {
     HWKEY_KEYREF ref = {HWKEY_REF_PKCS11_URI, (const unsigned char *)uri, strlen(uri)};
@@ -454,6 +479,8 @@ int main(int argc, char **argv)
         rc = cmd_keygen(argv[2], argv[3]);
     else if (strcmp(argv[1], "delete") == 0)
         rc = cmd_delete(argv[2]);
+    else if (strcmp(argv[1], "keygen-many") == 0 && argc == 4)
+        rc = cmd_keygen_many(argv[2], atoi(argv[3]));
     else if (strcmp(argv[1], "list") == 0)
         rc = cmd_list(argv[2]);
     else if (strcmp(argv[1], "load") == 0)

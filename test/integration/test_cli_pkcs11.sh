@@ -226,4 +226,14 @@ OPENSSL_CONF=$HW_SW_CNF pkcs11-tool --module "$HW_P11_MODULE" --token-label "$HW
 ! grep -q "c-ed25519\|c-rsa-4096" after.txt || hw_fail "delete left the public key behind"
 hw_log "ok: delete by URI and by reference file (private and public objects)"
 
+# --- no module configured: p11-kit's proxy (its path from pkg-config at build time) ----
+if grep -qs "softhsm" /usr/share/p11-kit/modules/*.module; then
+    rc=0
+    env -u HWKEY_PKCS11_MODULE OPENSSL_CONF="$HW_SW_CNF" timeout -k 5 "$HW_TIMEOUT" "$HWKEY_BIN" \
+        list --uri "$T" "${PINSRC[@]}" >proxy.out 2>proxy.err || rc=$?
+    ((rc == 0)) || hw_fail "list through the p11-kit proxy: exit $rc: $(head -c 600 proxy.err)"
+    grep -q "c-rsa-2048" proxy.out || hw_fail "the p11-kit proxy did not reach the token: $(cat proxy.out)"
+    hw_log "ok: with no module configured, the p11-kit proxy reaches the SoftHSM token"
+fi
+
 hw_log "PASS"

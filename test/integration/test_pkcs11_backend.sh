@@ -121,6 +121,11 @@ ok sign "$T;object=gen-rsa4096$PIN" pkcs1 SHA512
 n=$(grep -c '^pkcs11:' "$tmp/list")
 [ "$n" -eq 12 ] && pass "list shows 12 private keys" || failed "list shows $n keys: $(cat "$tmp/list")"
 ok delete "$T;object=gen-ec-P-384$PIN"
+# A listing is never capped (it was at 256 objects): 300 more keys, all listed.
+ok keygen-many "$T;object=many$PIN" 300
+"$driver" list "$T$PIN" >"$tmp/list" 2>&1
+n=$(grep -c '^pkcs11:' "$tmp/list")
+[ "$n" -eq 311 ] && pass "list shows all 311 private keys" || failed "list shows $n of 311 keys"
 err "key not found" load "$T;object=gen-ec-P-384$PIN"
 
 # Errors.

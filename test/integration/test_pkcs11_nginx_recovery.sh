@@ -15,7 +15,7 @@
 NGINX=${HWKEY_TEST_NGINX:-/usr/sbin/nginx}
 [[ -x $NGINX ]] || { echo "SKIP: $NGINX not installed" >&2; exit 77; }
 skip_if_missing curl p11-kit setsid
-CLIENT_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so
+CLIENT_MODULE=$HW_P11KIT_CLIENT
 [[ -f $CLIENT_MODULE ]] || { echo "SKIP: $CLIENT_MODULE not installed (p11-kit-modules)" >&2; exit 77; }
 hw_p11_setup
 

@@ -18,7 +18,7 @@
 [ -n "$BASH_VERSION" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
 skip_if_missing p11-kit setsid
-CLIENT_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so
+CLIENT_MODULE=$HW_P11KIT_CLIENT
 [[ -f $CLIENT_MODULE ]] || { echo "SKIP: $CLIENT_MODULE not installed (p11-kit-modules)" >&2; exit 77; }
 hw_p11_setup
 DRIVER=$top_builddir/test/integration/p11_faults

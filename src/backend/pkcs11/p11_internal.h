@@ -72,7 +72,8 @@
 #define HWKEY_P11_QUIRK_PIN_USER_PASSWORD 0x04u    /* PIN must read "user:password" */
 #define HWKEY_P11_QUIRK_SINGLE_PART_ONLY 0x08u     /* no C_SignUpdate/C_SignFinal */
 
-#define HWKEY_P11_PROXY_MODULE "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so"
+/* p11-kit's proxy (configure asks pkg-config p11-kit-1 for its proxy_module). */
+#define HWKEY_P11_PROXY_MODULE HWKEY_P11KIT_PROXY
 #define HWKEY_P11_MAX_SESSIONS 64  /* cap when the token reports no limit */
 /* Re-initialisation back-off of a lost module (p11_recover.c): 100 ms doubling to this. */
 #define HWKEY_P11_REINIT_BACKOFF_MIN_MS 100u
@@ -385,6 +386,10 @@ int hwkey_p11_attr_true(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAN
 int hwkey_p11_find(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass,
                    const unsigned char *id, size_t id_len, int has_id, const char *label,
                    CK_OBJECT_HANDLE *objs, CK_ULONG max, CK_ULONG *n);
+/* Every matching object, however many (OPENSSL_free *objs); for listings. */
+int hwkey_p11_find_all(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass,
+                       const unsigned char *id, size_t id_len, int has_id, const char *label,
+                       CK_OBJECT_HANDLE **objs, CK_ULONG *n);
 /* NID of a DER CKA_EC_PARAMS (OID, or the "edwards25519" PrintableString). */
 int hwkey_p11_curve_nid(const unsigned char *params, size_t len);
 /* Fills key->pub_* and key->base.info alg/bits/curve from the token. */

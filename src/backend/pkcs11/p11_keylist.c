@@ -68,7 +68,7 @@ int hwkey_p11_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, 
     HWKEY_P11_URI *uri = NULL;
     HWKEY_P11_TOKEN *tok = NULL;
     CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-    CK_OBJECT_HANDLE objs[256];
+    CK_OBJECT_HANDLE *objs = NULL;
     CK_ULONG n = 0;
     uint64_t epoch = 0;
     int ok = 0;
@@ -78,8 +78,8 @@ int hwkey_p11_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, 
     if (!hwkey_p11_ref_open((HWKEY_P11_DEVICE *)dev, filter, strlen(filter), NULL, NULL, &uri, &tok,
                             &s, &epoch))
         return 0;
-    if (!hwkey_p11_find(tok, s, CKO_PRIVATE_KEY, uri->id, uri->id_len, uri->has_id, uri->object,
-                        objs, 256, &n))
+    if (!hwkey_p11_find_all(tok, s, CKO_PRIVATE_KEY, uri->id, uri->id_len, uri->has_id,
+                            uri->object, &objs, &n))
         goto end;
     ok = 1;
     for (CK_ULONG i = 0; i < n && ok; i++) {
@@ -117,6 +117,7 @@ int hwkey_p11_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, 
         OPENSSL_free(k.pub_b);
     }
 end:
+    OPENSSL_free(objs);
     hwkey_p11_session_put(tok, s, epoch, 0);
     hwkey_p11_uri_free(uri);
     return ok;

@@ -5,13 +5,17 @@
  * path and the fork handling call the module directly (ARCHITECTURE.md §2),
  * and p11-kit's managed wrapper would add its own fork and session layer.
  *
- * Teardown: modules are never C_Finalize'd nor dlclose'd.  SoftHSM tears
+ * Teardown: modules are never C_Finalize'd nor dlclose'd at teardown (only
+ * recovery finalizes and re-initialises a module whose device was lost,
+ * p11_recover.c, and a forked child re-initialises, p11_fork.c).  SoftHSM tears
  * itself down in its own destructors at exit, and provider teardown runs from
  * OPENSSL_cleanup()/atexit after (or before, the order is unreliable) those
  * destructors; a C_Finalize or C_CloseSession then crashes the program after
  * its work is done (TRAPS.md, seen with pkcs11-provider).  The process exit
  * releases every module resource anyway.
  */
+#include "config.h" /* HWKEY_P11KIT_PROXY */
+
 #include "backend/pkcs11/p11_internal.h"
 
 #include <dlfcn.h>

@@ -80,6 +80,65 @@ int hwkey_p11_find(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS kl
     return 1;
 }
 
+int hwkey_p11_find_all(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass,
+                       const unsigned char *id, size_t id_len, int has_id, const char *label,
+                       CK_OBJECT_HANDLE **objs, CK_ULONG *n)
+{
+    CK_FUNCTION_LIST *fl = tok->mod->fl;
+    CK_ATTRIBUTE t[3];
+    CK_ULONG nt = 0, cap = 0, got = 0;
+    CK_OBJECT_HANDLE *all = NULL, *bigger;
+    CK_RV rv;
+
+    t[nt].type = CKA_CLASS;
+    t[nt].pValue = &klass;
+    t[nt++].ulValueLen = sizeof(klass);
+    if (has_id) {
+        t[nt].type = CKA_ID;
+        t[nt].pValue = (void *)id;
+        t[nt++].ulValueLen = id_len;
+    }
+    if (label != NULL) {
+        t[nt].type = CKA_LABEL;
+        t[nt].pValue = (void *)label;
+        t[nt++].ulValueLen = strlen(label);
+    }
+    *objs = NULL;
+    *n = 0;
+    if ((rv = fl->C_FindObjectsInit(s, t, nt)) != CKR_OK)
+        goto fail;
+    /* C_FindObjects hands out a chunk at a time; 0 new objects means the end. */
+    do {
+        if (*n == cap) {
+            cap = cap == 0 ? 64 : cap * 2;
+            if ((bigger = OPENSSL_realloc(all, cap * sizeof(*all))) == NULL) {
+                fl->C_FindObjectsFinal(s);
+                OPENSSL_free(all);
+                hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "listing %lu objects on token \"%s\"",
+                            (unsigned long)cap, tok->name);
+                return 0;
+            }
+            all = bigger;
+        }
+        got = 0;
+        rv = fl->C_FindObjects(s, all + *n, cap - *n, &got);
+        *n += got;
+    } while (rv == CKR_OK && got > 0);
+    fl->C_FindObjectsFinal(s);
+    if (rv != CKR_OK) {
+        OPENSSL_free(all);
+        *n = 0;
+        goto fail;
+    }
+    *objs = all;
+    return 1;
+fail:
+    hwkey_p11_note_rv(rv);
+    hwkey_raise(hwkey_p11_rv_reason(rv), "C_FindObjects on token \"%s\" failed: %s",
+                tok->name, hwkey_p11_rv_name(rv));
+    return 0;
+}
+
 /* CKA_EC_POINT is a DER OCTET STRING by the standard, the bare point on some tokens. */
 static int unwrap_point(unsigned char **p, size_t *len)
 {
