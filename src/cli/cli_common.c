@@ -470,7 +470,7 @@ int hwkey_cli_render_keyfile(const HWKEY_REFBLOB *blob, BIO *mem)
         }
         memcpy(uri, blob->data, blob->len);
         uri[blob->len] = '\0';
-        return hwkey_keyref_write_pem(mem, uri, "hwkey key reference");
+        return hwkey_keyref_write_pem(mem, uri);
     }
     memset(&kf, 0, sizeof(kf));
     ok = hwkey_tss2_keyfile_decode(blob->data, blob->len, &kf) &&

@@ -2,6 +2,8 @@
 # The hwkey CLI and the pkcs11: store on a fresh SoftHSM token (exit 77
 # without SoftHSM / pkcs11-tool):
 #   - hwkey info lists the token and its mechanisms
+#   - reference files written by keygen --uri and by openssl pkey (encoder)
+#     are pkcs11-provider's DER byte for byte; old hwkey files still load
 #   - keygen --uri for ec:P-256/P-384/P-521, rsa:2048/4096, ed25519 with
 #     --pin-source; the private keys are sensitive, never extractable and
 #     private (invisible without a login), the public keys readable without one
@@ -59,6 +61,19 @@ for alg in "${ALGS[@]}"; do
     ! grep -q "pin-value\|$HW_P11_PIN" "$label.pem" || hw_fail "the reference file holds the PIN"
 done
 hw_log "ok: keygen --uri ${ALGS[*]}"
+
+# Issue 7.8: the reference files are pkcs11-provider's format byte for byte
+# (its description "PKCS#11 Provider URI v1.0"; pkcs11-provider 1.2 skips a
+# file with any other), and files of older hwkey ("hwkey key reference") still load.
+for alg in "${ALGS[@]}"; do
+    hw_assert_p11prov_ref "$(label_of "$alg").pem"
+done
+hw_p11_ref "$T;object=c-ec-P-256;type=private" old-desc.pem "hwkey key reference"
+cli 0 pubkey old-desc.pem "${PINSRC[@]}"
+cp cli.out old-desc.pub
+cli 0 pubkey c-ec-P-256.pem "${PINSRC[@]}"
+cmp -s cli.out old-desc.pub || hw_fail "a reference file with hwkey's old description names another key"
+hw_log "ok: keygen writes pkcs11-provider's exact reference format; old hwkey files still load"
 
 # Private keys: sensitive, never extractable, CKA_PRIVATE (not listed without a login).
 p11tool --list-objects --type privkey >objs.txt 2>&1 || hw_fail "pkcs11-tool --list-objects: $(tail -3 objs.txt)"
@@ -209,6 +224,7 @@ HWKEY_PKCS11_PIN_SOURCE=file:$HW_P11_PIN_FILE ossl pkey -in "$pinned" -out writt
     hw_fail "openssl pkey -in URI with pin-value: $(cat pkey.err)"
 ! decoded_ref written.pem | grep -q 'pin-value' || hw_fail "openssl pkey wrote the PIN into the reference file"
 decoded_ref written.pem | grep -q 'object=pinned' || hw_fail "openssl pkey wrote no reference to the key"
+hw_assert_p11prov_ref written.pem
 # pin-source may stay: it names where the PIN is, not the PIN.
 cli 0 keygen ec:P-256 --uri "$T;object=srcpin?pin-source=file:$HW_P11_PIN_FILE" --out srcpin.pem
 decoded_ref srcpin.pem | grep -q 'pin-source' || hw_fail "keygen dropped the pin-source"
