@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The hwkey CLI and the pkcs11: store on a fresh SoftHSM token (exit 77
 # without SoftHSM / pkcs11-tool):
-#   - hwkey info lists the token and its mechanisms
+#   - hwkey info lists the token and its mechanisms ("pkcs11:" once), shows
+#     the unreachable TPM with its error and exits 1; info --pkcs11 exits 0
+#   - the CLI takes pkcs11-module and pkcs11-pin-source from OPENSSL_CONF's
+#     hwkey section when no variable or option is given (issue 7.12)
 #   - reference files written by keygen --uri and by openssl pkey (encoder)
 #     are pkcs11-provider's DER byte for byte; old hwkey files still load
 #   - keygen --uri for ec:P-256/P-384/P-521, rsa:2048/4096, ed25519 with
@@ -43,7 +46,16 @@ fails() {
 }
 
 # --- info ------------------------------------------------------------------------
-cli 0 info
+# The file's tpm2-tcti names no TPM: info shows both, the TPM with its error, exit 1.
+cli 1 info
+grep -q "^tpm2:" cli.out && grep -q "^  error: device unreachable" cli.out ||
+    hw_fail "hwkey info does not show the unreachable TPM with its error: $(cat cli.out)"
+assert_one_error_line cli.err "^hwkey: info: tpm2: device unreachable"
+n=$(grep -o "pkcs11:" cli.out | wc -l)
+((n == 1)) || hw_fail "hwkey info prints \"pkcs11:\" $n times: $(cat cli.out)"
+grep -q "^module $HW_P11_MODULE: " cli.out || hw_fail "hwkey info names no module: $(cat cli.out)"
+cli 0 info --pkcs11
+! grep -q "^tpm2:" cli.out || hw_fail "hwkey info --pkcs11 showed the TPM"
 grep -q "label \"$HW_P11_TOKEN\"" cli.out || hw_fail "hwkey info does not list the token: $(cat cli.out)"
 for m in ECDSA RSA-PKCS EDDSA EC-KEY-PAIR-GEN; do
     grep -q "mechanisms used by hwkey:.* $m\b" cli.out || hw_fail "hwkey info lists no $m mechanism"
@@ -95,6 +107,14 @@ for alg in "${ALGS[@]}"; do
     grep -qP "\t${alg}\t$(label_of "$alg")\$" cli.out || hw_fail "list does not show $alg: $(cat cli.out)"
 done
 hw_log "ok: list --uri"
+
+# Issue 7.12: no HWKEY_PKCS11_* variable, no --pin-source: the module and the PIN
+# come from pkcs11-module / pkcs11-pin-source in OPENSSL_CONF's hwkey section.
+cp cli.out list-env.out
+timeout -k 5 "$HW_TIMEOUT" env -u HWKEY_PKCS11_MODULE -u HWKEY_PKCS11_PIN_SOURCE "$HWKEY_BIN" \
+    list --uri "$T" >list-cnf.out 2>list-cnf.err || hw_fail "hwkey list with the settings of openssl.cnf only: $(cat list-cnf.err)"
+cmp -s list-env.out list-cnf.out || hw_fail "list with openssl.cnf's module differs: $(cat list-cnf.out)"
+hw_log "ok: the CLI uses pkcs11-module and pkcs11-pin-source from openssl.cnf"
 
 for alg in "${ALGS[@]}"; do
     label=$(label_of "$alg")
