@@ -30,7 +30,8 @@ static const struct {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: hwkey [--tcti STRING] COMMAND [ARGS]\n\n"
+    fprintf(out, "usage: hwkey [--tcti STRING] COMMAND [ARGS]\n"
+                 "       hwkey -h | --help | -V | --version\n\n"
                  "Keys that never leave a TPM 2.0 or a PKCS#11 token.\n\n"
                  "commands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
