@@ -13,7 +13,7 @@ PACKAGES=(
     # PKCS#11 test tooling
     softhsm2 opensc p11-kit
     # interop partners and servers
-    tpm2-openssl libengine-pkcs11-openssl openssl nginx curl wrk haproxy
+    tpm2-openssl libengine-pkcs11-openssl openssl nginx curl wrk haproxy nodejs
     # used by the test scripts
     iproute2 procps valgrind
 )
