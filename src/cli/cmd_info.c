@@ -81,8 +81,7 @@ int hwkey_cmd_info(HWKEY_CLI *cli, int argc, char **argv)
     if ((devs = hwkey_cli_devices(cli)) == NULL)
         return hwkey_cli_fail("info");
     for (size_t i = 0; i < N_BACKENDS; i++)
-        if ((only == 0 || (only & backends[i].flag) != 0) &&
-            !describe_one(devs, backends[i].name))
+        if ((only == 0 || (only & backends[i].flag) != 0) && !describe_one(devs, backends[i].name))
             failed = 1;
     return failed ? HWKEY_CLI_FAIL : HWKEY_CLI_OK;
 }
