@@ -56,6 +56,16 @@ n=$(grep -o "pkcs11:" cli.out | wc -l)
 grep -q "^module $HW_P11_MODULE: " cli.out || hw_fail "hwkey info names no module: $(cat cli.out)"
 cli 0 info --pkcs11
 ! grep -q "^tpm2:" cli.out || hw_fail "hwkey info --pkcs11 showed the TPM"
+# No module configured anywhere: p11-kit's proxy, which offers every registered
+# module's tokens (docs/pkcs11.md section 1; Debian registers SoftHSM's).
+if [[ -f /usr/share/p11-kit/modules/softhsm2.module && -e /usr/lib/x86_64-linux-gnu/p11-kit-proxy.so ]]; then
+    OPENSSL_CONF=$HW_SW_CNF timeout -k 5 "$HW_TIMEOUT" env -u HWKEY_PKCS11_MODULE "$HWKEY_BIN" info --pkcs11 \
+        >proxy.out 2>proxy.err || hw_fail "hwkey info --pkcs11 without a module: $(cat proxy.err)"
+    grep -q "^module /usr/lib/x86_64-linux-gnu/p11-kit-proxy.so: " proxy.out &&
+        grep -q "label \"$HW_P11_TOKEN\"" proxy.out ||
+        hw_fail "without pkcs11-module, info does not show the SoftHSM token through p11-kit's proxy: $(cat proxy.out)"
+    hw_log "ok: no module configured: p11-kit's proxy with the registered SoftHSM module"
+fi
 grep -q "label \"$HW_P11_TOKEN\"" cli.out || hw_fail "hwkey info does not list the token: $(cat cli.out)"
 for m in ECDSA RSA-PKCS EDDSA EC-KEY-PAIR-GEN; do
     grep -q "mechanisms used by hwkey:.* $m\b" cli.out || hw_fail "hwkey info lists no $m mechanism"
