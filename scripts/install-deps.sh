@@ -13,7 +13,7 @@ PACKAGES=(
     # PKCS#11 test tooling
     softhsm2 opensc p11-kit
     # interop partners and servers
-    tpm2-openssl libengine-pkcs11-openssl openssl nginx curl wrk haproxy
+    tpm2-openssl libengine-pkcs11-openssl openssl nginx curl wrk haproxy nodejs
     # used by the test scripts
     iproute2 procps valgrind
 )
@@ -35,8 +35,33 @@ if ((EUID != 0)); then
     SUDO=(sudo -n)
 fi
 
+# Another apt or dpkg (unattended-upgrades at boot, a second install) holding
+# the lock makes apt-get fail at once with exit 100 ("Could not get lock").
+# Wait for it instead: apt's own lock timeout, and around it a retry for the
+# locks that timeout does not cover (the lists lock of apt-get update), up to
+# LOCK_WAIT seconds in all.
+LOCK_WAIT=${HWKEY_APT_LOCK_WAIT:-900}
+RETRY_SECS=${HWKEY_APT_LOCK_RETRY_SECS:-10}
+APT_OPTS=(-q -o "DPkg::Lock::Timeout=$LOCK_WAIT")
+
+apt_get() {
+    local start=$SECONDS rc err
+    err=$(mktemp)
+    while :; do
+        rc=0
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" "$@" </dev/null 2>"$err" || rc=$?
+        if ((rc == 100)) && grep -q "Could not get lock" "$err" && ((SECONDS - start < LOCK_WAIT)); then
+            echo "install-deps: apt is locked by another process ($(grep -m1 -o 'held by process [0-9]*.*' "$err" || echo 'unknown')); waiting"
+            sleep "$RETRY_SECS"
+            continue
+        fi
+        cat "$err" >&2
+        rm -f "$err"
+        return "$rc"
+    done
+}
+
 echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
-"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" </dev/null
+apt_get update
+apt_get install -y --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine:
 #   dependencies, autoreconf, configure --enable-werror, make, make check.
-# Builds out of tree in ./build (BUILD_DIR overrides) so the source tree stays
-# clean.  Unit tests (CMocka) need no device; integration tests start their
+# Builds out of tree in ./build-test (BUILD_DIR overrides), apart from the
+# demo's ./build, so the source tree stays clean and every object is compiled
+# with this script's flags (a build directory configured with other flags is
+# cleaned first: scripts/lib-build.sh).  Unit tests (CMocka) need no device; integration tests start their
 # own swtpm, tpm2-abrmd and nginx on free loopback ports and stop them.
 # Ends with the automake summary (# TOTAL / # PASS / ... / # FAIL); the exit
 # status is make check's.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 src=$PWD
-build=${BUILD_DIR:-$src/build}
+build=${BUILD_DIR:-$src/build-test}
 jobs=${JOBS:-2}
 
 step() { printf '\n=== %s\n' "$*"; }
@@ -21,9 +23,9 @@ step "autoreconf -fi"
 autoreconf -fi
 
 step "configure --enable-werror (in $build)"
-mkdir -p "$build"
+. "$src/scripts/lib-build.sh"
+hwkey_build_configure "$src" "$build" --enable-werror
 cd "$build"
-"$src/configure" --enable-werror
 
 step "make -j$jobs"
 make -j"$jobs"

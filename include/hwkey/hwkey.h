@@ -38,6 +38,14 @@
  * handle:0x81xxxxxx, so persistent TPM keys can be named by a file too.
  */
 #define HWKEY_PEM_KEY_URI "HWKEY KEY URI"
+/*
+ * The description field of a reference file.  pkcs11-provider accepts only
+ * its own, so hwkey writes that one in every "PKCS#11 PROVIDER URI" file;
+ * on reading, hwkey accepts any description (older hwkey files carry
+ * "hwkey key reference").
+ */
+#define HWKEY_KEYREF_DESC_PKCS11 "PKCS#11 Provider URI v1.0"
+#define HWKEY_KEYREF_DESC_HWKEY "hwkey key reference"
 /* A bulk data key wrapped by a PKCS#11 key-wrapping key (docs/bulk.md). */
 #define HWKEY_PEM_DATA_KEY "HWKEY DATA KEY"
 

@@ -196,6 +196,7 @@ int hwkey_bulk_file_decrypt(HWKEY_BULK_GCM *g, int in_fd, int out_fd,
     if (!read_header(&s, in_fd) || !stream_alloc(&s))
         goto end;
     rec = s.chunk + HWKEY_BULK_TAG_LEN;
+    done = HWKEY_BULK_FILE_HEADER_LEN;
     if (!read_full(in_fd, s.buf[cur], rec, &n))
         goto end;
     while (!final) {
@@ -225,7 +226,8 @@ int hwkey_bulk_file_decrypt(HWKEY_BULK_GCM *g, int in_fd, int out_fd,
         ERR_clear_last_mark();
         if (!write_full(out_fd, s.buf[cur], n - HWKEY_BULK_TAG_LEN))
             goto end;
-        done += n - HWKEY_BULK_TAG_LEN;
+        /* Input consumed, tag included: the caller compares it with the input's size. */
+        done += n;
         index++;
         if (progress != NULL)
             progress(arg, done);

@@ -23,7 +23,11 @@
 #define HWKEY_BULK_FILE_HEADER_LEN 24
 #define HWKEY_BULK_FILE_CHUNK 65536u
 
-/* Called after each chunk with the plaintext bytes done so far; may be NULL. */
+/*
+ * Called after each chunk with the input bytes consumed so far (header and
+ * tags included when decrypting), so that after the last chunk it equals the
+ * input's size; may be NULL.
+ */
 typedef void hwkey_bulk_progress_fn(void *arg, uint64_t done);
 
 /*

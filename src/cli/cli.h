@@ -23,7 +23,8 @@ enum { HWKEY_CLI_OK = 0, HWKEY_CLI_FAIL = 1, HWKEY_CLI_USAGE = 2 };
 typedef struct {
     HWKEY_CONFIG cfg;
     HWKEY_DEVICES *devs; /* created on first use */
-    char *tcti;          /* --tcti, wins over HWKEY_TPM2_TCTI */
+    char *tcti;          /* --tcti, wins over HWKEY_TPM2_TCTI and tpm2-tcti */
+    char *pin_source;    /* --pin-source, wins over HWKEY_PKCS11_PIN_SOURCE and the file */
     char *auth;          /* --auth-file contents, hwkey_secmem memory */
     size_t auth_len;
 } HWKEY_CLI;
@@ -34,6 +35,12 @@ int hwkey_cli_fail(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)))
 #endif
     ;
+/*
+ * The cause of a failure as one line of text ("<reason>: <detail>"), from
+ * the first hwkey error on the error queue (else the last one); the queue is
+ * emptied.  Truncated to len - 1 characters.
+ */
+void hwkey_cli_error_text(char *buf, size_t len);
 /* Prints "hwkey: <cmd>: usage error: <text> (see hwkey <cmd> --help)"; returns 2. */
 int hwkey_cli_usage(const char *cmd, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -68,7 +75,11 @@ int hwkey_cli_read_auth(HWKEY_CLI *cli, const char *path);
 /* Answers the backend's request for a key auth value with --auth-file. */
 OSSL_PASSPHRASE_CALLBACK hwkey_cli_pw_cb;
 
-/* The registry, built from the environment and the options on first use. */
+/*
+ * The registry, built on first use from hwkey's openssl.cnf section (the file
+ * OPENSSL_CONF names, else OpenSSL's default), the environment variables
+ * (which win over the file) and the options (which win over both).
+ */
 HWKEY_DEVICES *hwkey_cli_devices(HWKEY_CLI *cli);
 /* Where a new key or data key goes: the PKCS#11 token for uri, else the TPM. */
 HWKEY_DEVICE *hwkey_cli_device_for(HWKEY_CLI *cli, const char *uri);

@@ -26,23 +26,23 @@
 #define KEY_ARG_MAX (HWKEY_TSS2_KEYFILE_MAX * 2 + 256)
 #define AUTH_MAX 128
 
-static void print_clean(const char *s)
+/* Appends s to buf (NUL-terminated, size len) with line breaks made spaces. */
+static void append_clean(char *buf, size_t len, const char *s)
 {
-    for (; *s != '\0'; s++)
-        fputc(*s == '\n' || *s == '\r' ? ' ' : *s, stderr);
+    size_t n = strlen(buf);
+
+    for (; *s != '\0' && n + 1 < len; s++)
+        buf[n++] = *s == '\n' || *s == '\r' ? ' ' : *s;
+    buf[n] = '\0';
 }
 
-int hwkey_cli_fail(const char *fmt, ...)
+void hwkey_cli_error_text(char *buf, size_t len)
 {
     unsigned long e, chosen = 0, last = 0;
     const char *data, *chosen_data = NULL, *last_data = NULL;
     int flags;
-    char what[512];
-    va_list ap;
 
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof(what), fmt, ap);
-    va_end(ap);
+    buf[0] = '\0';
     /* hwkey raises once, where the failure is found: the first of ours is the cause. */
     while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
         if (chosen == 0 && ERR_GET_LIB(e) == ERR_LIB_USER) {
@@ -53,30 +53,39 @@ int hwkey_cli_fail(const char *fmt, ...)
         OPENSSL_free((char *)last_data);
         last_data = (flags & ERR_TXT_STRING) != 0 ? OPENSSL_strdup(data) : NULL;
     }
-    fprintf(stderr, "hwkey: %s: ", what);
     if (chosen != 0) {
-        fputs(hwkey_reason_string(ERR_GET_REASON(chosen)), stderr);
+        append_clean(buf, len, hwkey_reason_string(ERR_GET_REASON(chosen)));
         if (chosen_data != NULL && *chosen_data != '\0') {
-            fputs(": ", stderr);
-            print_clean(chosen_data);
+            append_clean(buf, len, ": ");
+            append_clean(buf, len, chosen_data);
         }
     } else if (last != 0) {
         const char *reason = ERR_reason_error_string(last);
+        char code[32];
 
-        if (reason != NULL)
-            fputs(reason, stderr);
-        else
-            fprintf(stderr, "error %08lX", last);
+        snprintf(code, sizeof(code), "error %08lX", last);
+        append_clean(buf, len, reason != NULL ? reason : code);
         if (last_data != NULL && *last_data != '\0') {
-            fputs(": ", stderr);
-            print_clean(last_data);
+            append_clean(buf, len, ": ");
+            append_clean(buf, len, last_data);
         }
     } else {
-        fputs("unknown error", stderr);
+        append_clean(buf, len, "unknown error");
     }
-    fputc('\n', stderr);
     OPENSSL_free((char *)chosen_data);
     OPENSSL_free((char *)last_data);
+}
+
+int hwkey_cli_fail(const char *fmt, ...)
+{
+    char what[512], why[8192];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    hwkey_cli_error_text(why, sizeof(why));
+    fprintf(stderr, "hwkey: %s: %s\n", what, why);
     return HWKEY_CLI_FAIL;
 }
 
@@ -167,9 +176,9 @@ int hwkey_cli_common_option(HWKEY_CLI *cli, int opt, const char *arg)
         }
         return 1;
     case HWKEY_CLI_OPT_PIN_SOURCE:
-        /* Wins over HWKEY_PKCS11_PIN_SOURCE: apply_env fills only what is unset. */
-        OPENSSL_free(cli->cfg.pkcs11_pin_source);
-        if ((cli->cfg.pkcs11_pin_source = OPENSSL_strdup(arg)) == NULL) {
+        /* Applied over openssl.cnf and HWKEY_PKCS11_PIN_SOURCE in hwkey_cli_devices(). */
+        OPENSSL_free(cli->pin_source);
+        if ((cli->pin_source = OPENSSL_strdup(arg)) == NULL) {
             hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying --pin-source");
             hwkey_cli_fail("--pin-source");
             return -1;
@@ -185,16 +194,33 @@ int hwkey_cli_common_option(HWKEY_CLI *cli, int opt, const char *arg)
     return 0;
 }
 
+/* A command-line option, when given, replaces the configured value. */
+static int option_wins(char **slot, const char *option)
+{
+    if (option == NULL)
+        return 1;
+    OPENSSL_free(*slot);
+    if ((*slot = OPENSSL_strdup(option)) == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying an option");
+        return 0;
+    }
+    return 1;
+}
+
 HWKEY_DEVICES *hwkey_cli_devices(HWKEY_CLI *cli)
 {
     if (cli->devs != NULL)
         return cli->devs;
-    /* --tcti first: hwkey_config_apply_env() fills only what is still unset. */
-    if (cli->tcti != NULL && cli->cfg.tpm2_tcti == NULL &&
-        (cli->cfg.tpm2_tcti = OPENSSL_strdup(cli->tcti)) == NULL) {
-        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying --tcti");
+    /*
+     * The same settings as the provider in applications: its openssl.cnf
+     * section, each value overridden by its environment variable; --tcti
+     * wins over both.  apply_env() then fills what the file left unset.
+     */
+    if (!hwkey_config_load_openssl_cnf(&cli->cfg))
         return NULL;
-    }
+    if (!option_wins(&cli->cfg.tpm2_tcti, cli->tcti) ||
+        !option_wins(&cli->cfg.pkcs11_pin_source, cli->pin_source))
+        return NULL;
     if (!hwkey_config_apply_env(&cli->cfg))
         return NULL;
     cli->devs = hwkey_devices_new(&cli->cfg);
@@ -470,7 +496,7 @@ int hwkey_cli_render_keyfile(const HWKEY_REFBLOB *blob, BIO *mem)
         }
         memcpy(uri, blob->data, blob->len);
         uri[blob->len] = '\0';
-        return hwkey_keyref_write_pem(mem, uri, "hwkey key reference");
+        return hwkey_keyref_write_pem(mem, uri);
     }
     memset(&kf, 0, sizeof(kf));
     ok = hwkey_tss2_keyfile_decode(blob->data, blob->len, &kf) &&

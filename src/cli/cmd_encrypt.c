@@ -17,35 +17,64 @@
 #include "util/error.h"
 #include "util/secmem.h"
 
-/* Progress only for inputs this large, and only to a terminal. */
+/* Progress by default only for inputs this large, and only to a terminal. */
 #define PROGRESS_MIN (64ull << 20)
 #define PROGRESS_STEP (16ull << 20)
 
 typedef struct {
     const char *verb;
-    unsigned long long total, next;
+    int on;
+    int tty;                      /* redraw one line ("\r"), else one line per step */
+    unsigned long long total;     /* the input's size; 0: unknown (a pipe) */
+    unsigned long long done;      /* input consumed, as the bulk code reports it */
+    unsigned long long shown;     /* the value last printed */
+    unsigned long long next;
 } PROGRESS;
+
+static void print_progress(PROGRESS *p)
+{
+    const char *start = p->tty ? "\r" : "", *end = p->tty ? "" : "\n";
+
+    if (p->total != 0)
+        fprintf(stderr, "%shwkey: %s: %llu / %llu MiB%s", start, p->verb, p->done >> 20,
+                p->total >> 20, end);
+    else
+        fprintf(stderr, "%shwkey: %s: %llu MiB%s", start, p->verb, p->done >> 20, end);
+    p->shown = p->done;
+}
 
 static void show_progress(void *arg, uint64_t done)
 {
     PROGRESS *p = arg;
 
-    if (done < p->next && done < p->total)
+    p->done = done;
+    if (done < p->next && (p->total == 0 || done < p->total))
         return;
     p->next = done + PROGRESS_STEP;
-    fprintf(stderr, "\rhwkey: %s: %llu / %llu MiB", p->verb, (unsigned long long)(done >> 20),
-            p->total >> 20);
+    print_progress(p);
+}
+
+/* After the last chunk: the final figure (the total, once all was read), then end the line. */
+static void finish_progress(PROGRESS *p, int ok)
+{
+    if (ok && p->shown != p->done)
+        print_progress(p);
+    if (p->tty)
+        fputc('\n', stderr);
 }
 
 static void crypt_usage(const char *cmd)
 {
-    printf("usage: hwkey %s --key FILE [-in F] [-out F] [--force] [--auth-file F]\n\n"
+    printf("usage: hwkey %s --key FILE [-in F] [-out F] [--force] [--progress]\n"
+           "                     [--auth-file F] [--pin-source S] [--tcti STRING]\n\n"
            "%s\n\n"
-           "  --key FILE      the data key file (hwkey datakey --out FILE)\n"
+           "  --key FILE      the data key file, as written by hwkey datakey\n"
            "  -in F           input (default: stdin)\n"
            "  -out F          output (default: stdout); written to a temporary file and\n"
            "                  renamed only when everything %s\n"
            "  --force         replace an existing -out file\n"
+           "  --progress      report progress on stderr (default: on a terminal, for\n"
+           "                  inputs of 64 MiB or more); the last line is the total\n"
            "  --auth-file F   the data key's auth value, if it was made with one\n"
            "                  (PKCS#11 data key: the token's user PIN)\n"
            "  --pin-source S  PKCS#11 data key: the user PIN, file:/path or env:NAME\n"
@@ -61,12 +90,13 @@ static void crypt_usage(const char *cmd)
 
 static int run(HWKEY_CLI *cli, int argc, char **argv, int enc)
 {
-    enum { OPT_KEY = 1, OPT_IN, OPT_OUT, OPT_FORCE };
+    enum { OPT_KEY = 1, OPT_IN, OPT_OUT, OPT_FORCE, OPT_PROGRESS };
     static const struct option opts[] = {
         {"key", required_argument, NULL, OPT_KEY},
         {"in", required_argument, NULL, OPT_IN},
         {"out", required_argument, NULL, OPT_OUT},
         {"force", no_argument, NULL, OPT_FORCE},
+        {"progress", no_argument, NULL, OPT_PROGRESS},
         HWKEY_CLI_LONGOPTS_COMMON};
     const char *cmd = enc ? "encrypt" : "decrypt";
     const char *key_path = NULL, *in_path = NULL, *out_path = NULL;
@@ -98,6 +128,9 @@ static int run(HWKEY_CLI *cli, int argc, char **argv, int enc)
         case OPT_FORCE:
             force = 1;
             break;
+        case OPT_PROGRESS:
+            progress.on = 1;
+            break;
         default:
             if ((c = hwkey_cli_other_option(cli, cmd, opt, argv)) != HWKEY_CLI_OK)
                 return c;
@@ -122,9 +155,11 @@ static int run(HWKEY_CLI *cli, int argc, char **argv, int enc)
             goto fail;
         out_fd = out.fd;
     }
-    if (isatty(2) && fstat(in_fd, &st) == 0 && S_ISREG(st.st_mode)
-        && (unsigned long long)st.st_size >= PROGRESS_MIN)
+    if (fstat(in_fd, &st) == 0 && S_ISREG(st.st_mode))
         progress.total = (unsigned long long)st.st_size;
+    progress.tty = isatty(2);
+    if (progress.tty && progress.total >= PROGRESS_MIN)
+        progress.on = 1;
 
     /* The data key: unwrapped by the device, held only in protected memory. */
     if ((dev = hwkey_cli_keyref_device(cli, key_path, &ref)) == NULL
@@ -137,12 +172,12 @@ static int run(HWKEY_CLI *cli, int argc, char **argv, int enc)
     if (g == NULL)
         goto fail;
 
-    ok = enc ? hwkey_bulk_file_encrypt(g, in_fd, out_fd, progress.total ? show_progress : NULL,
+    ok = enc ? hwkey_bulk_file_encrypt(g, in_fd, out_fd, progress.on ? show_progress : NULL,
                                        &progress)
-             : hwkey_bulk_file_decrypt(g, in_fd, out_fd, progress.total ? show_progress : NULL,
+             : hwkey_bulk_file_decrypt(g, in_fd, out_fd, progress.on ? show_progress : NULL,
                                        &progress);
-    if (progress.total)
-        fputc('\n', stderr);
+    if (progress.on)
+        finish_progress(&progress, ok);
     if (!ok || (out_path != NULL && !hwkey_cli_out_commit(&out, NULL, 0)))
         goto fail;
     rc = HWKEY_CLI_OK;

@@ -31,7 +31,8 @@ static const struct {
 static void keygen_usage(void)
 {
     printf("usage: hwkey keygen ALG --out FILE [--persist 0x81xxxxxx] [--auth-file F] [--force]\n"
-           "       hwkey keygen ALG --uri 'pkcs11:...' [--out FILE] [--pin-source SRC]\n\n"
+           "                   [--tcti STRING]\n"
+           "       hwkey keygen ALG --uri 'pkcs11:...' [--out FILE] [--pin-source SRC] [--force]\n\n"
            "ALG: ec:P-256 ec:P-384 rsa:2048 rsa:3072 (TPM and token);\n"
            "     ec:P-521 rsa:4096 ed25519 (tokens that have them)\n\n"
            "  --out FILE        TSS2 PRIVATE KEY file to write (PEM); with --persist or\n"

@@ -30,16 +30,21 @@ static const struct {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: hwkey [--tcti STRING] COMMAND [ARGS]\n\n"
+    fprintf(out, "usage: hwkey [--tcti STRING] COMMAND [ARGS]\n"
+                 "       hwkey -h | --help | -V | --version\n\n"
                  "Keys that never leave a TPM 2.0 or a PKCS#11 token.\n\n"
                  "commands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\noptions:\n"
                  "  --tcti STRING  TPM transport, e.g. swtpm:host=127.0.0.1,port=2321\n"
-                 "                 (default: $HWKEY_TPM2_TCTI, else device:/dev/tpmrm0)\n"
+                 "                 (default: $HWKEY_TPM2_TCTI, else tpm2-tcti in hwkey's\n"
+                 "                 openssl.cnf section, else device:/dev/tpmrm0)\n"
                  "  -h, --help     this help; hwkey COMMAND --help for a command\n"
                  "  -V, --version  print the version\n\n"
+                 "Settings: hwkey's section of the openssl.cnf that OPENSSL_CONF names (else\n"
+                 "OpenSSL's default file), as the provider reads it; each HWKEY_* variable\n"
+                 "wins over the file, and an option over both.\n\n"
                  "Exit status: 0 success, 1 operation failure, 2 usage error.\n");
 }
 
@@ -94,6 +99,7 @@ end:
     hwkey_config_clear(&cli.cfg);
     hwkey_secmem_free(cli.auth);
     OPENSSL_free(cli.tcti);
+    OPENSSL_free(cli.pin_source);
     if (fflush(stdout) != 0 && rc == HWKEY_CLI_OK) {
         fprintf(stderr, "hwkey: writing the output: cannot write to stdout\n");
         rc = HWKEY_CLI_FAIL;

@@ -155,13 +155,13 @@ static int write_uri_ref(BIO *out, const HWKEY_KEY *key, HWKEY_ENC_OUTPUT output
     if (!ref_uri(key, uri, sizeof(uri)))
         return 0;
     if (output == OUT_PEM)
-        return hwkey_keyref_write_pem(out, uri, "hwkey key reference");
+        return hwkey_keyref_write_pem(out, uri);
     /* keyref.h writes PEM only: one body encoder, so both forms always agree. */
     if ((mem = BIO_new(BIO_s_mem())) == NULL) {
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "encoding a key reference");
         goto end;
     }
-    if (!hwkey_keyref_write_pem(mem, uri, "hwkey key reference"))
+    if (!hwkey_keyref_write_pem(mem, uri))
         goto end;
     if (PEM_read_bio(mem, &name, &header, &body, &len) <= 0 || len <= 0) {
         hwkey_raise(HWKEY_R_INTERNAL, "cannot read back the key reference just encoded");

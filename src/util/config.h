@@ -34,4 +34,16 @@ int hwkey_config_set(HWKEY_CONFIG *cfg, const char *name, const char *value);
 int hwkey_config_apply_env(HWKEY_CONFIG *cfg);
 void hwkey_config_clear(HWKEY_CONFIG *cfg);
 
+/*
+ * For programs that do not load the provider (the CLI): reads hwkey's
+ * provider section from an openssl.cnf without applying the file.  The
+ * section is the one in [provider_sect] whose module is hwkey.so (or, with
+ * no module line, the one named hwkey).  Values go through _set(), so the
+ * environment still wins.  A file without such a section sets nothing.
+ * must_exist 0: a missing file is no error.  (config_file.c)
+ */
+int hwkey_config_load_file(HWKEY_CONFIG *cfg, const char *path, int must_exist);
+/* The file OpenSSL would read: $OPENSSL_CONF (must exist), else its default. */
+int hwkey_config_load_openssl_cnf(HWKEY_CONFIG *cfg);
+
 #endif

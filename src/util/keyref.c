@@ -40,13 +40,19 @@ end:
     return ok;
 }
 
-int hwkey_keyref_write_pem(BIO *out, const char *uri, const char *desc)
+int hwkey_keyref_write_pem(BIO *out, const char *uri)
 {
+    int is_pkcs11 = strncmp(uri, "pkcs11:", 7) == 0;
+    /*
+     * pkcs11-provider 1.2 reads a "PKCS#11 PROVIDER URI" block only when the
+     * description is exactly its own; anything else it skips silently.
+     */
+    const char *desc = is_pkcs11 ? HWKEY_KEYREF_DESC_PKCS11 : HWKEY_KEYREF_DESC_HWKEY;
+    const char *label = is_pkcs11 ? HWKEY_PEM_PKCS11_URI : HWKEY_PEM_KEY_URI;
     ASN1_VISIBLESTRING *d = ASN1_VISIBLESTRING_new();
     ASN1_UTF8STRING *u = ASN1_UTF8STRING_new();
     unsigned char *der = NULL, *p;
     int dlen, ulen, total, ok = 0;
-    const char *label = strncmp(uri, "pkcs11:", 7) == 0 ? HWKEY_PEM_PKCS11_URI : HWKEY_PEM_KEY_URI;
 
     if (d == NULL || u == NULL || !ASN1_STRING_set(d, desc, -1) || !ASN1_STRING_set(u, uri, -1))
         goto oom;

@@ -23,7 +23,12 @@
  */
 int hwkey_keyref_uri_parse(const unsigned char *der, size_t len, const char **uri, size_t *uri_len);
 
-/* Writes a reference file for uri: the label follows the URI's scheme. */
-int hwkey_keyref_write_pem(BIO *out, const char *uri, const char *desc);
+/*
+ * Writes a reference file for uri.  A pkcs11: URI gets pkcs11-provider's
+ * exact format (label "PKCS#11 PROVIDER URI", description
+ * "PKCS#11 Provider URI v1.0"), so pkcs11-provider reads the file too; a
+ * handle: URI gets "HWKEY KEY URI", which only hwkey reads.
+ */
+int hwkey_keyref_write_pem(BIO *out, const char *uri);
 
 #endif

@@ -33,7 +33,7 @@ static void round_trip(const char *uri, size_t uri_len)
     /* A C string cannot carry a NUL: such a URI is not written by anyone. */
     if (text == NULL || bio == NULL || strlen(text) != uri_len)
         goto end;
-    if (!hwkey_keyref_write_pem(bio, text, "fuzz"))
+    if (!hwkey_keyref_write_pem(bio, text))
         __builtin_trap();
     if (!PEM_read_bio(bio, &name, &header, &der, &der_len) || der_len <= 0
         || !hwkey_keyref_uri_parse(der, (size_t)der_len, &again, &again_len)

@@ -293,17 +293,50 @@ hw_p11_keygen() {
         hw_fail "hwkey keygen $alg --uri wrote no PKCS#11 PROVIDER URI reference file"
 }
 
-# hw_p11_ref URI FILE: a reference file made by hand (docs/pkcs11.md), the
-# body pkcs11-provider's SEQUENCE { VisibleString desc, UTF8String uri }.
+# hw_p11_ref URI FILE [DESC]: a reference file made by hand (docs/pkcs11.md),
+# the body pkcs11-provider's SEQUENCE { VisibleString desc, UTF8String uri }
+# with its description "PKCS#11 Provider URI v1.0" unless DESC is given
+# (hwkey reads any description; files of hwkey < 7.8 carry another one).
 hw_p11_ref() {
-    local uri=$1 file=$2
-    printf 'asn1 = SEQUENCE:ref\n[ref]\ndesc = VISIBLESTRING:hwkey test key\nuri = UTF8:%s\n' \
-        "$uri" >"$file.asn1"
+    local uri=$1 file=$2 desc=${3:-PKCS#11 Provider URI v1.0}
+    hw_p11prov_der "$uri" "$desc" "$file.der"
     {
         echo "-----BEGIN PKCS#11 PROVIDER URI-----"
-        OPENSSL_CONF=$HW_SW_CNF openssl asn1parse -genconf "$file.asn1" -noout -out - | base64 -w 64
+        base64 -w 64 <"$file.der"
         echo "-----END PKCS#11 PROVIDER URI-----"
     } >"$file" || hw_fail "cannot write the reference file $file"
+}
+
+# hw_p11prov_der URI DESC OUT: the DER of pkcs11-provider's P11PROV_PK11_URI
+# (src/pk11_uri.pre: SEQUENCE { desc VISIBLESTRING, uri UTF8STRING }), built
+# by openssl asn1parse -genconf, independently of hwkey's encoder.
+hw_p11prov_der() {
+    local uri=$1 desc=$2 out=$3
+    # openssl.cnf syntax: '#' starts a comment and '$' a variable unless escaped.
+    desc=$(sed 's/[\\#$]/\\&/g' <<<"$desc")
+    uri=$(sed 's/[\\#$]/\\&/g' <<<"$uri")
+    printf 'asn1 = SEQUENCE:ref\n[ref]\ndesc = VISIBLESTRING:%s\nuri = UTF8:%s\n' \
+        "$desc" "$uri" >"$out.asn1"
+    OPENSSL_CONF=$HW_SW_CNF openssl asn1parse -genconf "$out.asn1" -noout -out "$out" ||
+        hw_fail "openssl asn1parse -genconf cannot encode the reference to $uri"
+}
+
+# hw_assert_p11prov_ref FILE: FILE is byte for byte the reference file that
+# pkcs11-provider 1.2 reads: label "PKCS#11 PROVIDER URI", DER body equal to
+# hw_p11prov_der of its own URI with the description "PKCS#11 Provider URI v1.0"
+# (pkcs11-provider skips any other description).
+hw_assert_p11prov_ref() {
+    local file=$1 uri
+    [[ $(head -1 "$file") == "-----BEGIN PKCS#11 PROVIDER URI-----" &&
+        $(tail -1 "$file") == "-----END PKCS#11 PROVIDER URI-----" ]] ||
+        hw_fail "$file is not a PKCS#11 PROVIDER URI PEM block: $(head -c 200 "$file")"
+    sed '1d;$d' "$file" | base64 -d >"$file.body" || hw_fail "$file: the PEM body is not base64"
+    uri=$(OPENSSL_CONF=$HW_SW_CNF openssl asn1parse -inform DER -in "$file.body" |
+        sed -n 's/^.*prim: UTF8STRING *://p')
+    [[ $uri == pkcs11:* ]] || hw_fail "$file holds no UTF8String pkcs11: URI"
+    hw_p11prov_der "$uri" "PKCS#11 Provider URI v1.0" "$file.expect"
+    cmp -s "$file.body" "$file.expect" ||
+        hw_fail "$file is not pkcs11-provider's format: $(OPENSSL_CONF=$HW_SW_CNF openssl asn1parse -inform DER -in "$file.body" 2>&1)"
 }
 
 # hw_p11_store_supported: true once `openssl pkey -in 'pkcs11:...'` is

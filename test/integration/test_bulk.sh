@@ -8,7 +8,9 @@
 #    with one clear line, exit 1, and leaves no output file;
 #  - the data key never appears in the TPM traffic (pcap: TCTI; control:
 #    tpm2_getrandom's answer is found by the same search), nor in its file;
-#  - usage errors exit 2; a signing key is refused as a data key.
+#  - usage errors exit 2; a signing key is refused as a data key;
+#  - --progress: only progress lines on stderr, the last one the input's total
+#    (decrypt used to stop at the plaintext size, short of it: issue 7.13).
 [ -n "$BASH_VERSION" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
 skip_if_missing od cmp head dd tpm2_getrandom base64
@@ -83,6 +85,39 @@ hw_hwkey decrypt --key dk.pem <ct.pipe >back.pipe 2>err.txt || hw_fail "decrypt 
 cmp -s pt.65537 back.pipe || hw_fail "stdin/stdout round trip"
 [[ $(head -c 24 ct.pipe | od -An -tx1) != $(head -c 24 ct.65537 | od -An -tx1) ]] ||
     hw_fail "two encryptions of one file share a header (nonce reused)"
+
+# --- progress reaches the total (issue 7.13) ---------------------------------------
+# 4 MiB - 100 bytes: the ciphertext (header and tags) passes 4 MiB, the plaintext
+# does not, so progress that counts plaintext against the input's size stops short.
+n=$((4 * 1024 * 1024 - 100))
+head -c "$n" /dev/urandom >pt.prog
+# progress_ends_at FILE VERB TOTAL_MIB [DONE_ONLY]: FILE holds progress lines only,
+# the last one the total.
+progress_ends_at() {
+    local file=$1 verb=$2 mib=$3 want
+    if [[ ${4:-} == done-only ]]; then want="hwkey: $verb: $mib MiB"; else want="hwkey: $verb: $mib / $mib MiB"; fi
+    [[ -s $file ]] || hw_fail "--progress printed nothing for $verb"
+    ! grep -vqE "^hwkey: $verb: [0-9]+( / [0-9]+)? MiB\$" "$file" ||
+        hw_fail "$verb --progress: unexpected stderr: $(grep -vE "^hwkey: $verb: " "$file" | head -3)"
+    [[ $(tail -1 "$file") == "$want" ]] ||
+        hw_fail "$verb progress ends at \"$(tail -1 "$file")\", expected \"$want\""
+}
+hw_hwkey encrypt --key dk.pem --progress -in pt.prog -out ct.prog 2>enc.progress ||
+    hw_fail "encrypt --progress: $(cat enc.progress)"
+progress_ends_at enc.progress encrypting $((n >> 20))
+hw_hwkey decrypt --key dk.pem --progress -in ct.prog -out back.prog 2>dec.progress ||
+    hw_fail "decrypt --progress: $(cat dec.progress)"
+progress_ends_at dec.progress decrypting $(($(size_of ct.prog) >> 20))
+cmp -s pt.prog back.prog || hw_fail "decrypt --progress does not give the plaintext back"
+# a pipe: no size to compare with, the last line is what was read
+cat ct.prog | hw_hwkey decrypt --key dk.pem --progress >back.pipe2 2>pipe.progress ||
+    hw_fail "decrypt --progress from stdin: $(cat pipe.progress)"
+progress_ends_at pipe.progress decrypting $(($(size_of ct.prog) >> 20)) done-only
+cmp -s pt.prog back.pipe2 || hw_fail "decrypt --progress from a pipe does not give the plaintext back"
+# without --progress and not on a terminal: nothing on stderr
+hw_hwkey decrypt --key dk.pem -in ct.prog -out back.quiet 2>quiet.err || hw_fail "decrypt: $(cat quiet.err)"
+[[ ! -s quiet.err ]] || hw_fail "decrypt printed to stderr without --progress: $(head -3 quiet.err)"
+hw_log "ok: --progress ends at the input's total (encrypt, decrypt, stdin); silent without it"
 
 # --- tampering ----------------------------------------------------------------------
 big=ct.$((5 * 1024 * 1024))

@@ -29,8 +29,11 @@ driver() {
     HWKEY_PKCS11_MODULE=$HW_P11_MODULE HWKEY_PKCS11_PIN_SOURCE=file:$HW_P11_PIN_FILE \
         timeout -k 5 "$HW_TIMEOUT" "$DRIVER" "$@"
 }
-# No PIN anywhere but where the test puts it.
-bare_hwkey() { HWKEY_PKCS11_MODULE=$HW_P11_MODULE timeout -k 5 "$HW_TIMEOUT" "$HWKEY_BIN" "$@"; }
+# No PIN anywhere but where the test puts it: the CLI reads hwkey's openssl.cnf
+# section too (pkcs11-pin-source there), so give it a file without one.
+bare_hwkey() {
+    OPENSSL_CONF=$HW_SW_CNF HWKEY_PKCS11_MODULE=$HW_P11_MODULE timeout -k 5 "$HW_TIMEOUT" "$HWKEY_BIN" "$@"
+}
 
 # must_fail EXIT REGEX WHAT OUTFILE CMD...: exit EXIT, one stderr line matching REGEX, no OUTFILE.
 must_fail() {

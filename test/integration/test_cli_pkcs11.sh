@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # The hwkey CLI and the pkcs11: store on a fresh SoftHSM token (exit 77
 # without SoftHSM / pkcs11-tool):
-#   - hwkey info lists the token and its mechanisms
+#   - hwkey info lists the token and its mechanisms ("pkcs11:" once), shows
+#     the unreachable TPM with its error and exits 1; info --pkcs11 exits 0
+#   - the CLI takes pkcs11-module and pkcs11-pin-source from OPENSSL_CONF's
+#     hwkey section when no variable or option is given (issue 7.12)
+#   - reference files written by keygen --uri and by openssl pkey (encoder)
+#     are pkcs11-provider's DER byte for byte; old hwkey files still load
 #   - keygen --uri for ec:P-256/P-384/P-521, rsa:2048/4096, ed25519 with
 #     --pin-source; the private keys are sensitive, never extractable and
 #     private (invisible without a login), the public keys readable without one
@@ -41,7 +46,26 @@ fails() {
 }
 
 # --- info ------------------------------------------------------------------------
-cli 0 info
+# The file's tpm2-tcti names no TPM: info shows both, the TPM with its error, exit 1.
+cli 1 info
+grep -q "^tpm2:" cli.out && grep -q "^  error: device unreachable" cli.out ||
+    hw_fail "hwkey info does not show the unreachable TPM with its error: $(cat cli.out)"
+assert_one_error_line cli.err "^hwkey: info: tpm2: device unreachable"
+n=$(grep -o "pkcs11:" cli.out | wc -l)
+((n == 1)) || hw_fail "hwkey info prints \"pkcs11:\" $n times: $(cat cli.out)"
+grep -q "^module $HW_P11_MODULE: " cli.out || hw_fail "hwkey info names no module: $(cat cli.out)"
+cli 0 info --pkcs11
+! grep -q "^tpm2:" cli.out || hw_fail "hwkey info --pkcs11 showed the TPM"
+# No module configured anywhere: p11-kit's proxy, which offers every registered
+# module's tokens (docs/pkcs11.md section 1; Debian registers SoftHSM's).
+if [[ -f /usr/share/p11-kit/modules/softhsm2.module && -e /usr/lib/x86_64-linux-gnu/p11-kit-proxy.so ]]; then
+    OPENSSL_CONF=$HW_SW_CNF timeout -k 5 "$HW_TIMEOUT" env -u HWKEY_PKCS11_MODULE "$HWKEY_BIN" info --pkcs11 \
+        >proxy.out 2>proxy.err || hw_fail "hwkey info --pkcs11 without a module: $(cat proxy.err)"
+    grep -q "^module /usr/lib/x86_64-linux-gnu/p11-kit-proxy.so: " proxy.out &&
+        grep -q "label \"$HW_P11_TOKEN\"" proxy.out ||
+        hw_fail "without pkcs11-module, info does not show the SoftHSM token through p11-kit's proxy: $(cat proxy.out)"
+    hw_log "ok: no module configured: p11-kit's proxy with the registered SoftHSM module"
+fi
 grep -q "label \"$HW_P11_TOKEN\"" cli.out || hw_fail "hwkey info does not list the token: $(cat cli.out)"
 for m in ECDSA RSA-PKCS EDDSA EC-KEY-PAIR-GEN; do
     grep -q "mechanisms used by hwkey:.* $m\b" cli.out || hw_fail "hwkey info lists no $m mechanism"
@@ -59,6 +83,19 @@ for alg in "${ALGS[@]}"; do
     ! grep -q "pin-value\|$HW_P11_PIN" "$label.pem" || hw_fail "the reference file holds the PIN"
 done
 hw_log "ok: keygen --uri ${ALGS[*]}"
+
+# Issue 7.8: the reference files are pkcs11-provider's format byte for byte
+# (its description "PKCS#11 Provider URI v1.0"; pkcs11-provider 1.2 skips a
+# file with any other), and files of older hwkey ("hwkey key reference") still load.
+for alg in "${ALGS[@]}"; do
+    hw_assert_p11prov_ref "$(label_of "$alg").pem"
+done
+hw_p11_ref "$T;object=c-ec-P-256;type=private" old-desc.pem "hwkey key reference"
+cli 0 pubkey old-desc.pem "${PINSRC[@]}"
+cp cli.out old-desc.pub
+cli 0 pubkey c-ec-P-256.pem "${PINSRC[@]}"
+cmp -s cli.out old-desc.pub || hw_fail "a reference file with hwkey's old description names another key"
+hw_log "ok: keygen writes pkcs11-provider's exact reference format; old hwkey files still load"
 
 # Private keys: sensitive, never extractable, CKA_PRIVATE (not listed without a login).
 p11tool --list-objects --type privkey >objs.txt 2>&1 || hw_fail "pkcs11-tool --list-objects: $(tail -3 objs.txt)"
@@ -80,6 +117,14 @@ for alg in "${ALGS[@]}"; do
     grep -qP "\t${alg}\t$(label_of "$alg")\$" cli.out || hw_fail "list does not show $alg: $(cat cli.out)"
 done
 hw_log "ok: list --uri"
+
+# Issue 7.12: no HWKEY_PKCS11_* variable, no --pin-source: the module and the PIN
+# come from pkcs11-module / pkcs11-pin-source in OPENSSL_CONF's hwkey section.
+cp cli.out list-env.out
+timeout -k 5 "$HW_TIMEOUT" env -u HWKEY_PKCS11_MODULE -u HWKEY_PKCS11_PIN_SOURCE "$HWKEY_BIN" \
+    list --uri "$T" >list-cnf.out 2>list-cnf.err || hw_fail "hwkey list with the settings of openssl.cnf only: $(cat list-cnf.err)"
+cmp -s list-env.out list-cnf.out || hw_fail "list with openssl.cnf's module differs: $(cat list-cnf.out)"
+hw_log "ok: the CLI uses pkcs11-module and pkcs11-pin-source from openssl.cnf"
 
 for alg in "${ALGS[@]}"; do
     label=$(label_of "$alg")
@@ -209,6 +254,7 @@ HWKEY_PKCS11_PIN_SOURCE=file:$HW_P11_PIN_FILE ossl pkey -in "$pinned" -out writt
     hw_fail "openssl pkey -in URI with pin-value: $(cat pkey.err)"
 ! decoded_ref written.pem | grep -q 'pin-value' || hw_fail "openssl pkey wrote the PIN into the reference file"
 decoded_ref written.pem | grep -q 'object=pinned' || hw_fail "openssl pkey wrote no reference to the key"
+hw_assert_p11prov_ref written.pem
 # pin-source may stay: it names where the PIN is, not the PIN.
 cli 0 keygen ec:P-256 --uri "$T;object=srcpin?pin-source=file:$HW_P11_PIN_FILE" --out srcpin.pem
 decoded_ref srcpin.pem | grep -q 'pin-source' || hw_fail "keygen dropped the pin-source"

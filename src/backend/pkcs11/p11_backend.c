@@ -159,7 +159,7 @@ static int p11_describe(HWKEY_DEVICE *base, BIO *out)
     if (mod == NULL || !hwkey_p11_module_check(mod))
         return 0;
     if (mod->fl->C_GetInfo(&info) == CKR_OK)
-        BIO_printf(out, "pkcs11: module %s: \"%.*s\" \"%.*s\" version %d.%d, Cryptoki %d.%d\n",
+        BIO_printf(out, "module %s: \"%.*s\" \"%.*s\" version %d.%d, Cryptoki %d.%d\n",
                    mod->path, FIELD(info.manufacturerID), FIELD(info.libraryDescription),
                    info.libraryVersion.major,
                    info.libraryVersion.minor, info.cryptokiVersion.major,

@@ -51,14 +51,44 @@ static HWKEY_TPM2_DEVICE *device_new(void)
 }
 
 /*
- * tpm2-tss logs its own errors to stderr (ERROR:tcti:...); a user must see
- * one line per failure, ours, so silence the library unless the user asked
- * for its log or for our trace level.
+ * What tpm2-tss itself logs (its ERROR:/WARNING: lines on stderr).  hwkey
+ * reports device errors itself, once, so the library stays silent unless
+ * the user asked for its log (TSS2_LOG) or for our trace level.
+ *
+ * The library has no API for this: each of its log modules reads TSS2_LOG
+ * from the environment at its first message in a process.  Setting it once
+ * is not enough: nginx replaces its workers' environment (only `env NAME;`
+ * variables survive), so a module that first logs in a worker (the TCTI when
+ * the TPM goes away) would find no TSS2_LOG and print at its default level,
+ * once per failed reconnect.  So the choice is made once, in the first
+ * process that opens the TPM (nginx's master, whose environment is the
+ * user's), and put back into the environment of every process before its
+ * first TSS call (connect, helper child).
  */
-static void quiet_tss2_log(void)
+static pthread_once_t tss2_log_once = PTHREAD_ONCE_INIT;
+static char tss2_log_choice[128]; /* "": leave the library's default */
+
+static void tss2_log_decide(void)
 {
-    if (getenv("TSS2_LOG") == NULL && hwkey_log_level() < HWKEY_LOG_TRACE)
-        setenv("TSS2_LOG", "all+NONE", 0);
+    const char *user = getenv("TSS2_LOG");
+
+    if (user != NULL && strlen(user) < sizeof(tss2_log_choice))
+        snprintf(tss2_log_choice, sizeof(tss2_log_choice), "%s", user);
+    else if (user == NULL && hwkey_log_level() < HWKEY_LOG_TRACE)
+        snprintf(tss2_log_choice, sizeof(tss2_log_choice), "all+NONE");
+}
+
+void hwkey_tpm2_tss_log_apply(void)
+{
+    const char *now;
+
+    pthread_once(&tss2_log_once, tss2_log_decide);
+    if (tss2_log_choice[0] == '\0')
+        return;
+    /* setenv only when it differs: once per process, not once per connect. */
+    now = getenv("TSS2_LOG");
+    if (now == NULL || strcmp(now, tss2_log_choice) != 0)
+        setenv("TSS2_LOG", tss2_log_choice, 1);
 }
 
 static int parse_parent(const char *s, uint32_t *out)
@@ -94,7 +124,7 @@ HWKEY_DEVICE *hwkey_tpm2_device_open(const HWKEY_CONFIG *cfg)
         && !parse_parent(cfg->tpm2_parent, &dev->cfg_parent))
         goto err;
     dev->rm_mode = hwkey_tpm2_tcti_is_rm(conf);
-    quiet_tss2_log();
+    hwkey_tpm2_tss_log_apply();
     hwkey_log(HWKEY_LOG_INFO, "tpm2: TCTI \"%s\", %s", conf,
               dev->rm_mode ? "resource manager: keys stay loaded"
                            : "no resource manager: load-use-flush");
@@ -135,6 +165,8 @@ static int connect_locked(HWKEY_TPM2_DEVICE *dev)
         /* While the TPM is away, fail at once rather than each caller trying. */
         if (!hwkey_tpm2_backoff_check(dev) || !hwkey_tpm2_glib_check(dev))
             return 0;
+        /* This process's first TSS call may be this one (a forked nginx worker). */
+        hwkey_tpm2_tss_log_apply();
         rc = Tss2_TctiLdr_Initialize(dev->tcti_conf, &dev->tcti);
         if (rc != TSS2_RC_SUCCESS) {
             dev->tcti = NULL;

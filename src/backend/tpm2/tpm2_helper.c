@@ -89,6 +89,7 @@ static void helper_child(HWKEY_TPM2_DEVICE *dev, hwkey_tpm2_helper_fn *fn, void 
     int flags = 0, ok = 0;
     TSS2_RC rc;
 
+    hwkey_tpm2_tss_log_apply();
     rc = Tss2_TctiLdr_Initialize(dev->tcti_conf, &tcti);
     if (rc != TSS2_RC_SUCCESS)
         hwkey_tpm2_tcti_raise(dev->tcti_conf, rc);

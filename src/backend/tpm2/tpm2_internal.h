@@ -116,6 +116,12 @@ typedef struct hwkey_tpm2_key {
 /* The vtable's open/close: no connection is made until the first acquire. */
 HWKEY_DEVICE *hwkey_tpm2_device_open(const HWKEY_CONFIG *cfg);
 void hwkey_tpm2_device_close(HWKEY_DEVICE *dev);
+/*
+ * Sets what tpm2-tss logs in this process (TSS2_LOG: the user's value seen
+ * by the first process that opened the TPM, else silent), before the
+ * process's first TSS call: nginx workers get a fresh environment.
+ */
+void hwkey_tpm2_tss_log_apply(void);
 
 /*
  * Lock the device, detect fork (abandon the parent process's ESAPI context
