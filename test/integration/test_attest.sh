@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# hwkey attest on swtpm (docs/attestation.md):
+#  - a generated key's bundle verifies (`hwkey attest --verify`), with the
+#    nonce, the pinned AK (--trust-ak) and the pinned EK (--trust-ek); the
+#    AK is the same on every call (a CA can pin it);
+#  - openssl alone verifies the AK's signature over the TPMS_ATTEST block;
+#    the EK in the bundle is byte-equal to tpm2_createek -G ecc's;
+#  - rejected, one error line naming why: one changed byte in the
+#    TPMS_ATTEST, a changed signature, another nonce, a key from a second
+#    swtpm (its AK is not the trusted one; another TPM's bundle for this key
+#    file), an imported key (accepted only with --allow-imported, reported);
+#  - a key with an auth value is certified through its HMAC session;
+#  - bad inputs: one line, exit 1 (or 2 for usage).
+[ -n "$BASH_VERSION" ] || exec bash "$0" "$@"
+. "$(dirname "$0")/lib.sh"
+skip_if_missing tpm2_createek tpm2_flushcontext base64
+hw_setup
+
+# block FILE LABEL: the DER bytes of one PEM block of a bundle.
+block() { sed -n "/-----BEGIN $2-----/,/-----END $2-----/p" "$1" | sed '1d;$d' | base64 -d; }
+# replace_block FILE LABEL BIN OUT: FILE with that block's contents replaced by BIN.
+replace_block() {
+    local file=$1 label=$2 bin=$3 out=$4
+    awk -v b="-----BEGIN $label-----" -v e="-----END $label-----" -v data="$(base64 -w 64 "$bin")" '
+        $0 == b {print; print data; skip=1; next}
+        $0 == e {skip=0}
+        !skip {print}' "$file" >"$out"
+}
+verify() { hw_hwkey attest --verify "$@"; }
+
+# --- a generated key: verified ------------------------------------------------
+hw_keygen ec:P-256 gen.tss
+nonce=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+hw_hwkey attest gen.tss --nonce "$nonce" --out gen.att 2>gen.err || hw_fail "attest: $(cat gen.err)"
+[[ ! -s gen.err ]] || hw_fail "attest printed on stderr: $(cat gen.err)"
+for label in "HWKEY ATTEST INFO" "HWKEY ATTEST SIGNATURE" "PUBLIC KEY" "HWKEY AK TPM2B PUBLIC" \
+    "HWKEY KEY TPM2B PUBLIC" "HWKEY EK TPM2B PUBLIC"; do
+    grep -q -- "-----BEGIN $label-----" gen.att || hw_fail "the bundle has no $label block"
+done
+verify gen.att gen.tss --nonce "$nonce" >report 2>verify.err || hw_fail "verify: $(cat verify.err)"
+grep -q '^verdict: attestation valid$' report || hw_fail "no valid verdict: $(cat report)"
+grep -q '^key: generated in the TPM' report || hw_fail "origin not reported: $(cat report)"
+grep -q '^nonce: matches$' report || hw_fail "nonce not checked: $(cat report)"
+grep -q '^AK: NOT pinned' report || hw_fail "an unpinned AK is not reported as such: $(cat report)"
+
+# openssl alone: the AK's signature over the TPMS_ATTEST bytes.
+sw pkey -pubin -in gen.att -out ak.pem || hw_fail "openssl pkey cannot read the AK from the bundle"
+block gen.att "HWKEY ATTEST INFO" >attest.bin
+block gen.att "HWKEY ATTEST SIGNATURE" >sig.der
+sw dgst -sha256 -verify ak.pem -signature sig.der attest.bin | grep -q 'Verified OK' ||
+    hw_fail "openssl dgst -verify does not verify the attestation signature"
+# TPMS_ATTEST: magic TPM_GENERATED_VALUE ff544347, type TPM_ST_ATTEST_CERTIFY 8017.
+[[ $(od -An -tx1 -N6 attest.bin | tr -d ' \n') == ff5443478017 ]] || hw_fail "attest.bin is not a TPMS_ATTEST of TPM2_Certify"
+
+# The AK is the same key every time: a CA can pin it.
+hw_hwkey attest gen.tss --out gen2.att || hw_fail "second attest"
+sw pkey -pubin -in gen2.att -out ak2.pem
+cmp -s ak.pem ak2.pem || hw_fail "the AK changed between two attestations"
+verify gen2.att gen.tss --trust-ak ak.pem >report2 || hw_fail "verify with --trust-ak"
+grep -q '^AK: the trusted one' report2 || hw_fail "--trust-ak not reported: $(cat report2)"
+
+# The EK is tpm2-tools' default ECC EK, so a CA can use tpm2-tools with it.
+tpm2_createek -Q -G ecc -c ek.ctx -u ek.tpm2b >/dev/null 2>&1 || hw_fail "tpm2_createek"
+tpm2_createek -Q -G ecc -c ek2.ctx -u ek.pem -f pem >/dev/null 2>&1 || hw_fail "tpm2_createek -f pem"
+tpm2_flushcontext -t >/dev/null
+block gen.att "HWKEY EK TPM2B PUBLIC" >bundle-ek.tpm2b
+cmp -s ek.tpm2b bundle-ek.tpm2b || hw_fail "the bundle's EK differs from tpm2_createek -G ecc's"
+verify gen.att gen.tss --trust-ek ek.pem >report3 || hw_fail "verify with --trust-ek"
+grep -q '^EK: the trusted one' report3 || hw_fail "--trust-ek not reported: $(cat report3)"
+
+# --- rejected -----------------------------------------------------------------
+# rejected WHAT REGEX ARGS...: exit 1, one error line matching REGEX, no report on stdout.
+rejected() {
+    local what=$1 regex=$2 rc=0
+    shift 2
+    verify "$@" >rej.out 2>rej.err || rc=$?
+    ((rc == 1)) || hw_fail "$what: exit $rc, expected 1 ($(cat rej.err))"
+    assert_one_error_line rej.err "attestation rejected.*$regex"
+    [[ ! -s rej.out ]] || hw_fail "$what: printed a report: $(cat rej.out)"
+}
+cp attest.bin tampered.bin
+hw_flip_byte tampered.bin 40
+replace_block gen.att "HWKEY ATTEST INFO" tampered.bin tampered.att
+rejected "one changed byte in TPMS_ATTEST" 'signature does not verify' tampered.att gen.tss
+cp sig.der badsig.der
+hw_flip_byte badsig.der 12
+replace_block gen.att "HWKEY ATTEST SIGNATURE" badsig.der badsig.att
+rejected "a changed signature" 'signature does not verify' badsig.att gen.tss
+rejected "another nonce" 'nonce' gen.att gen.tss --nonce 00ff00ff
+
+# A key of a second TPM.
+out=$("$top_srcdir/scripts/swtpm-start.sh" "$HW_DIR/swtpm2") || hw_fail "cannot start a second swtpm"
+read -r port2 pid2 <<<"$out"
+hw_register_pid "$pid2"
+HW_CLI_TCTI="swtpm:host=127.0.0.1,port=$port2" hw_keygen ec:P-256 other.tss
+HW_CLI_TCTI="swtpm:host=127.0.0.1,port=$port2" hw_hwkey attest other.tss --out other.att ||
+    hw_fail "attest on the second TPM"
+verify other.att other.tss >/dev/null || hw_fail "the second TPM's own bundle does not verify unpinned"
+rejected "a key of another TPM, AK pinned" 'another AK than the trusted one' other.att other.tss --trust-ak ak.pem
+rejected "a key of another TPM, EK pinned" 'EK is not the trusted one' other.att other.tss --trust-ek ek.pem
+rejected "another TPM's bundle for this key file" 'another key' other.att gen.tss
+hw_expect_fail 'does not belong to this TPM|TPM_RC_INTEGRITY|integrity' "attesting another TPM's key" \
+    hw_hwkey attest other.tss --out x.att
+[[ ! -e x.att ]] || hw_fail "a failed attest left its --out file"
+
+# An imported key: certified, but not born in the TPM.
+sw genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out soft.pem 2>/dev/null
+hw_hwkey import soft.pem --out imp.tss || hw_fail "import"
+hw_hwkey attest imp.tss --out imp.att || hw_fail "attest of an imported key"
+rejected "an imported key" 'imported, not generated in the TPM' imp.att imp.tss
+verify imp.att imp.tss --allow-imported >report4 || hw_fail "verify --allow-imported"
+grep -q '^key: imported, not generated in the TPM' report4 || hw_fail "imported key not reported: $(cat report4)"
+
+# A key with an auth value: Certify through the key's HMAC session.
+printf 'attest-pw-%s\n' "$RANDOM" >pw.txt
+hw_keygen ec:P-256 auth.tss --auth-file pw.txt
+hw_hwkey attest auth.tss --auth-file pw.txt --out auth.att || hw_fail "attest of a key with an auth value"
+verify auth.att auth.tss --trust-ak ak.pem >/dev/null || hw_fail "verify (key with auth value)"
+printf 'wrong\n' >bad.txt
+hw_expect_fail 'AUTH|auth' "attest with the wrong auth value" hw_hwkey attest auth.tss --auth-file bad.txt --out y.att
+
+left=$(hw_transient_handles)
+[[ -z $left ]] || hw_fail "transient objects left in the TPM: $left"
+
+# --- bad inputs -----------------------------------------------------------------
+head -c 500 /dev/urandom >garbage.att
+hw_hwkey attest --verify garbage.att gen.tss 2>e1 && hw_fail "a garbage bundle verified"
+assert_one_error_line e1 'no "HWKEY ATTEST INFO" block'
+hw_hwkey attest --verify missing.att gen.tss 2>e2 && hw_fail "a missing bundle verified"
+assert_one_error_line e2 'missing.att'
+hw_hwkey attest --verify gen.att gen.tss --trust-ak garbage.att 2>e3 && hw_fail "a garbage --trust-ak accepted"
+assert_one_error_line e3 'no PEM public key'
+rc=0
+hw_hwkey attest gen.tss --nonce xyz 2>e4 || rc=$?
+((rc == 2)) || hw_fail "--nonce xyz: exit $rc, expected 2"
+rc=0
+hw_hwkey attest gen.tss --trust-ak ak.pem 2>e5 || rc=$?
+((rc == 2)) || hw_fail "--trust-ak without --verify: exit $rc, expected 2"
+echo "PASS: $HW_TEST"
