@@ -5,6 +5,10 @@
 #    AK is the same on every call (a CA can pin it);
 #  - openssl alone verifies the AK's signature over the TPMS_ATTEST block;
 #    the EK in the bundle is byte-equal to tpm2_createek -G ecc's;
+#  - credential activation with tpm2-tools (the CA's MakeCredential to the
+#    bundle's EK and AK Name, offline; ActivateCredential on the TPM with the
+#    AK rebuilt from its documented template) recovers the secret; a
+#    credential for another AK Name does not activate;
 #  - rejected, one error line naming why: one changed byte in the
 #    TPMS_ATTEST, a changed signature, another nonce, a key from a second
 #    swtpm (its AK is not the trusted one; another TPM's bundle for this key
@@ -13,7 +17,8 @@
 #  - bad inputs: one line, exit 1 (or 2 for usage).
 [ -n "$BASH_VERSION" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
-skip_if_missing tpm2_createek tpm2_flushcontext base64
+skip_if_missing tpm2_createek tpm2_createprimary tpm2_readpublic tpm2_makecredential \
+    tpm2_activatecredential tpm2_startauthsession tpm2_policysecret tpm2_flushcontext base64 sha256sum
 hw_setup
 
 # block FILE LABEL: the DER bytes of one PEM block of a bundle.
@@ -67,6 +72,40 @@ block gen.att "HWKEY EK TPM2B PUBLIC" >bundle-ek.tpm2b
 cmp -s ek.tpm2b bundle-ek.tpm2b || hw_fail "the bundle's EK differs from tpm2_createek -G ecc's"
 verify gen.att gen.tss --trust-ek ek.pem >report3 || hw_fail "verify with --trust-ek"
 grep -q '^EK: the trusted one' report3 || hw_fail "--trust-ek not reported: $(cat report3)"
+
+# Credential activation with tpm2-tools (docs/attestation.md): the CA encrypts a
+# secret to the EK for the bundle's AK Name, offline; only the TPM holding both
+# recovers it, which binds the AK to the EK.  The AK is rebuilt from its
+# documented template by tpm2_createprimary: the same key as hwkey's.
+block gen.att "HWKEY AK TPM2B PUBLIC" >ak.tpm2b
+ak_name=000b$(tail -c +3 ak.tpm2b | sha256sum | cut -c1-64)
+head -c 32 /dev/urandom >cred-secret.bin
+tpm2_makecredential -Q -T none -u bundle-ek.tpm2b -s cred-secret.bin -n "$ak_name" -o cred.out \
+    >/dev/null 2>&1 || hw_fail "tpm2_makecredential (offline, CA side)"
+tpm2_createek -Q -G ecc -c ek-act.ctx >/dev/null 2>&1 || hw_fail "tpm2_createek"
+tpm2_flushcontext -t >/dev/null
+tpm2_createprimary -Q -C e -g sha256 -G ecc256:ecdsa-sha256:null \
+    -a 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign' -c ak-act.ctx >/dev/null ||
+    hw_fail "tpm2_createprimary (AK from the documented template)"
+tpm2_readpublic -Q -c ak-act.ctx -o ak-tools.tpm2b >/dev/null || hw_fail "tpm2_readpublic (AK)"
+tpm2_flushcontext -t >/dev/null
+cmp -s ak.tpm2b ak-tools.tpm2b || hw_fail "the documented AK template does not rebuild hwkey's AK"
+activate() {
+    tpm2_startauthsession -Q --policy-session -S act.session >/dev/null || hw_fail "tpm2_startauthsession"
+    tpm2_policysecret -Q -S act.session -c e >/dev/null || hw_fail "tpm2_policysecret"
+    local rc=0
+    tpm2_activatecredential -Q -c ak-act.ctx -C ek-act.ctx -i "$1" -o "$2" -P session:act.session \
+        >/dev/null 2>&1 || rc=$?
+    tpm2_flushcontext act.session >/dev/null 2>&1 || true
+    tpm2_flushcontext -t >/dev/null
+    return $rc
+}
+activate cred.out cred-recovered.bin || hw_fail "tpm2_activatecredential of the CA's credential"
+cmp -s cred-secret.bin cred-recovered.bin || hw_fail "credential activation returned another secret"
+# A credential for another AK Name does not activate with this AK.
+tpm2_makecredential -Q -T none -u bundle-ek.tpm2b -s cred-secret.bin -n "000b$(head -c 32 /dev/urandom |
+    od -An -tx1 | tr -d ' \n')" -o cred-other.out >/dev/null 2>&1 || hw_fail "tpm2_makecredential (other name)"
+! activate cred-other.out cred-other.bin || hw_fail "a credential for another AK Name was activated"
 
 # --- rejected -----------------------------------------------------------------
 # rejected WHAT REGEX ARGS...: exit 1, one error line matching REGEX, no report on stdout.
