@@ -29,7 +29,9 @@ int hwkey_cli_read_file(const char *path, size_t max, const char *what, unsigned
     n = fread(buf, 1, max + 1, f);
     if (ferror(f) || n == 0 || n > max) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "%s %s: %s", what, path,
-                    ferror(f) ? strerror(errno) : n == 0 ? "empty file" : "file too large");
+                    ferror(f) ? strerror(errno)
+                    : n == 0  ? "empty file"
+                              : "file too large");
         fclose(f);
         OPENSSL_free(buf);
         return 0;

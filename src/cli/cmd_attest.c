@@ -101,7 +101,8 @@ static int emit(BIO *mem, const char *out_path, int force)
             hwkey_raise(HWKEY_R_INTERNAL, "cannot write to stdout");
         return ok;
     }
-    ok = hwkey_cli_out_begin(&out, out_path, force) && hwkey_cli_out_commit(&out, data, (size_t)len);
+    ok =
+        hwkey_cli_out_begin(&out, out_path, force) && hwkey_cli_out_commit(&out, data, (size_t)len);
     hwkey_cli_out_abort(&out);
     return ok;
 }
@@ -114,8 +115,8 @@ static int do_verify(const char *bundle_path, const char *key_path, const HWKEY_
     BIO *report = NULL;
     int ok = 0;
 
-    if (!hwkey_cli_read_file(bundle_path, ATTEST_FILE_MAX, "attestation", &bundle, &bundle_len)
-        || !hwkey_cli_keyref_open(key_path, &kr))
+    if (!hwkey_cli_read_file(bundle_path, ATTEST_FILE_MAX, "attestation", &bundle, &bundle_len) ||
+        !hwkey_cli_keyref_open(key_path, &kr))
         goto end;
     if (kr.ref.kind != HWKEY_REF_TSS2_KEYFILE) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "--verify takes the TPM key as its TSS2 key file "
@@ -126,8 +127,8 @@ static int do_verify(const char *bundle_path, const char *key_path, const HWKEY_
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "report");
         goto end;
     }
-    ok = hwkey_tpm2_attest_verify(bundle, bundle_len, kr.ref.data, kr.ref.len, chk, report)
-         && emit(report, NULL, 0);
+    ok = hwkey_tpm2_attest_verify(bundle, bundle_len, kr.ref.data, kr.ref.len, chk, report) &&
+         emit(report, NULL, 0);
 end:
     BIO_free(report);
     OPENSSL_free(bundle);
@@ -144,8 +145,8 @@ static int do_attest(HWKEY_CLI *cli, const char *key_arg, const unsigned char *n
     BIO *mem = NULL;
     int ok = 0;
 
-    if ((dev = hwkey_cli_keyref_device(cli, key_arg, &kr)) == NULL
-        || !hwkey_backend_key_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, &bkey))
+    if ((dev = hwkey_cli_keyref_device(cli, key_arg, &kr)) == NULL ||
+        !hwkey_backend_key_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, &bkey))
         goto end;
     if ((mem = BIO_new(BIO_s_mem())) == NULL) {
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "attestation");
@@ -161,16 +162,23 @@ end:
 
 int hwkey_cmd_attest(HWKEY_CLI *cli, int argc, char **argv)
 {
-    enum { OPT_OUT = 1, OPT_NONCE, OPT_FORCE, OPT_VERIFY, OPT_TRUST_AK, OPT_TRUST_EK, OPT_IMPORTED };
-    static const struct option opts[] = {
-        {"out", required_argument, NULL, OPT_OUT},
-        {"nonce", required_argument, NULL, OPT_NONCE},
-        {"force", no_argument, NULL, OPT_FORCE},
-        {"verify", required_argument, NULL, OPT_VERIFY},
-        {"trust-ak", required_argument, NULL, OPT_TRUST_AK},
-        {"trust-ek", required_argument, NULL, OPT_TRUST_EK},
-        {"allow-imported", no_argument, NULL, OPT_IMPORTED},
-        HWKEY_CLI_LONGOPTS_COMMON};
+    enum {
+        OPT_OUT = 1,
+        OPT_NONCE,
+        OPT_FORCE,
+        OPT_VERIFY,
+        OPT_TRUST_AK,
+        OPT_TRUST_EK,
+        OPT_IMPORTED
+    };
+    static const struct option opts[] = {{"out", required_argument, NULL, OPT_OUT},
+                                         {"nonce", required_argument, NULL, OPT_NONCE},
+                                         {"force", no_argument, NULL, OPT_FORCE},
+                                         {"verify", required_argument, NULL, OPT_VERIFY},
+                                         {"trust-ak", required_argument, NULL, OPT_TRUST_AK},
+                                         {"trust-ek", required_argument, NULL, OPT_TRUST_EK},
+                                         {"allow-imported", no_argument, NULL, OPT_IMPORTED},
+                                         HWKEY_CLI_LONGOPTS_COMMON};
     const char *out_path = NULL, *verify = NULL, *trust_ak = NULL, *trust_ek = NULL;
     const char *nonce_hex = NULL;
     HWKEY_ATTEST_CHECK chk;
@@ -225,9 +233,8 @@ int hwkey_cmd_attest(HWKEY_CLI *cli, int argc, char **argv)
     if (verify != NULL) {
         chk.nonce = nonce;
         chk.nonce_len = nonce_len;
-        if ((trust_ak == NULL || (chk.trust_ak = read_trusted(trust_ak, "--trust-ak")) != NULL)
-            && (trust_ek == NULL
-                || (chk.trust_ek = read_trusted(trust_ek, "--trust-ek")) != NULL))
+        if ((trust_ak == NULL || (chk.trust_ak = read_trusted(trust_ak, "--trust-ak")) != NULL) &&
+            (trust_ek == NULL || (chk.trust_ek = read_trusted(trust_ek, "--trust-ek")) != NULL))
             ok = do_verify(verify, argv[optind], &chk);
     } else {
         ok = do_attest(cli, argv[optind], nonce, nonce_len, out_path, force);

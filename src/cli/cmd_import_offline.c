@@ -26,8 +26,7 @@ int hwkey_cli_parse_parent_handle(const char *s, uint32_t *handle)
     unsigned long v;
 
     v = strtoul(s, &end, 0);
-    if (end == s || *end != '\0'
-        || (v != 0x40000001ul && ((v >> 24) != 0x81 || v > 0xfffffffful)))
+    if (end == s || *end != '\0' || (v != 0x40000001ul && ((v >> 24) != 0x81 || v > 0xfffffffful)))
         return 0;
     *handle = (uint32_t)v;
     return 1;
@@ -65,8 +64,8 @@ int hwkey_cli_import_finish(HWKEY_CLI *cli, const char *path, const char *out_pa
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "--finish takes an importable TSS2 key file");
         goto end;
     }
-    ok = hwkey_backend_key_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, &bkey)
-         && hwkey_tpm2_import_finish(bkey, &blob) && hwkey_cli_out_commit_keyfile(&out, &blob);
+    ok = hwkey_backend_key_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, &bkey) &&
+         hwkey_tpm2_import_finish(bkey, &blob) && hwkey_cli_out_commit_keyfile(&out, &blob);
 end:
     hwkey_cli_out_abort(&out);
     OPENSSL_free(blob.data);

@@ -61,8 +61,7 @@ static const char *verdict(const int v[N_ATTRS])
            "outside";
 }
 
-int hwkey_p11_key_attest(HWKEY_BKEY *base, const unsigned char *nonce, size_t nonce_len,
-                         BIO *out)
+int hwkey_p11_key_attest(HWKEY_BKEY *base, const unsigned char *nonce, size_t nonce_len, BIO *out)
 {
     HWKEY_P11_KEY *key = (HWKEY_P11_KEY *)base;
     CK_SESSION_HANDLE s;
@@ -81,7 +80,9 @@ int hwkey_p11_key_attest(HWKEY_BKEY *base, const unsigned char *nonce, size_t no
     BIO_printf(out, "token: %s (%s)\n", key->tok->name, key->tok->mod->path);
     for (size_t i = 0; i < N_ATTRS; i++)
         BIO_printf(out, "%s: %s\n", attrs[i].name,
-                   v[i] < 0 ? "(not reported)" : v[i] ? "TRUE" : "FALSE");
+                   v[i] < 0 ? "(not reported)"
+                   : v[i]   ? "TRUE"
+                            : "FALSE");
     BIO_printf(out, "verdict: %s\n", verdict(v));
     BIO_printf(out, "note: the token's own statement, not signed evidence (docs/attestation.md)\n");
     return 1;

@@ -32,10 +32,9 @@
 #include "util/log.h"
 
 /* TPM2_PolicySecret(TPM_RH_ENDORSEMENT), SHA-256: the TCG EK's authPolicy. */
-static const BYTE ek_policy[32] = {
-    0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc,
-    0x8d, 0x46, 0xa5, 0xd7, 0x24, 0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52,
-    0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa};
+static const BYTE ek_policy[32] = {0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc,
+                                   0x8d, 0x46, 0xa5, 0xd7, 0x24, 0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52,
+                                   0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa};
 
 #define EK_CERT_NV_ECC 0x01c0000au
 #define EK_CERT_NV_RSA 0x01c00002u
@@ -50,9 +49,9 @@ void hwkey_tpm2_ak_template(TPM2B_PUBLIC *t)
     memset(t, 0, sizeof(*t));
     p->type = TPM2_ALG_ECC;
     p->nameAlg = TPM2_ALG_SHA256;
-    p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT
-                          | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH
-                          | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT;
+    p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                          TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
+                          TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT;
     p->parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
     p->parameters.eccDetail.scheme.scheme = TPM2_ALG_ECDSA;
     p->parameters.eccDetail.scheme.details.ecdsa.hashAlg = TPM2_ALG_SHA256;
@@ -67,9 +66,9 @@ void hwkey_tpm2_ek_template(TPM2B_PUBLIC *t)
     memset(t, 0, sizeof(*t));
     p->type = TPM2_ALG_ECC;
     p->nameAlg = TPM2_ALG_SHA256;
-    p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT
-                          | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_ADMINWITHPOLICY
-                          | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
+    p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                          TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_ADMINWITHPOLICY |
+                          TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
     p->authPolicy.size = sizeof(ek_policy);
     memcpy(p->authPolicy.buffer, ek_policy, sizeof(ek_policy));
     p->parameters.eccDetail.symmetric.algorithm = TPM2_ALG_AES;
@@ -91,7 +90,7 @@ typedef struct {
     TPMT_SIGNATURE sig;
     unsigned char *ek_cert; /* OPENSSL_malloc, may stay NULL */
     size_t ek_cert_len;
-    const char *failed;     /* which step the returned rc belongs to */
+    const char *failed; /* which step the returned rc belongs to */
 } CERTIFY;
 
 static TSS2_RC endorsement_primary(ESYS_CONTEXT *esys, const TPM2B_PUBLIC *tmpl, ESYS_TR *tr,
@@ -126,11 +125,10 @@ static void read_ek_cert(ESYS_CONTEXT *esys, CERTIFY *c)
         size_t size, done = 0;
 
         if (Esys_TR_FromTPMPublic(esys, indexes[i], ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                                  &nv)
-            != TSS2_RC_SUCCESS)
+                                  &nv) != TSS2_RC_SUCCESS)
             continue;
-        if (Esys_NV_ReadPublic(esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nvpub, NULL)
-            != TSS2_RC_SUCCESS)
+        if (Esys_NV_ReadPublic(esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nvpub, NULL) !=
+            TSS2_RC_SUCCESS)
             goto next;
         size = nvpub->nvPublic.dataSize;
         if (size == 0 || size > EK_CERT_MAX || (c->ek_cert = OPENSSL_malloc(size)) == NULL)
@@ -140,9 +138,8 @@ static void read_ek_cert(ESYS_CONTEXT *esys, CERTIFY *c)
             UINT16 n = (UINT16)(size - done > NV_CHUNK ? NV_CHUNK : size - done);
 
             if (Esys_NV_Read(esys, nv, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, n,
-                             (UINT16)done, &data)
-                    != TSS2_RC_SUCCESS
-                || data->size != n) {
+                             (UINT16)done, &data) != TSS2_RC_SUCCESS ||
+                data->size != n) {
                 Esys_Free(data);
                 break;
             }
@@ -235,13 +232,15 @@ static int sig_der(const TPMT_SIGNATURE *sig, unsigned char **der, int *len)
 
     *der = NULL;
     if (sig->sigAlg != TPM2_ALG_ECDSA) {
-        hwkey_raise(HWKEY_R_DEVICE_ERROR, "the TPM signed the attestation with scheme 0x%04x, "
-                                          "not ECDSA", (unsigned int)sig->sigAlg);
+        hwkey_raise(HWKEY_R_DEVICE_ERROR,
+                    "the TPM signed the attestation with scheme 0x%04x, "
+                    "not ECDSA",
+                    (unsigned int)sig->sigAlg);
         return 0;
     }
-    if ((r = BN_bin2bn(e->signatureR.buffer, e->signatureR.size, NULL)) == NULL
-        || (s = BN_bin2bn(e->signatureS.buffer, e->signatureS.size, NULL)) == NULL
-        || (es = ECDSA_SIG_new()) == NULL || !ECDSA_SIG_set0(es, r, s)) {
+    if ((r = BN_bin2bn(e->signatureR.buffer, e->signatureR.size, NULL)) == NULL ||
+        (s = BN_bin2bn(e->signatureS.buffer, e->signatureS.size, NULL)) == NULL ||
+        (es = ECDSA_SIG_new()) == NULL || !ECDSA_SIG_set0(es, r, s)) {
         BN_free(r);
         BN_free(s);
         ECDSA_SIG_free(es);
@@ -263,20 +262,18 @@ static int write_bundle(BIO *out, const HWKEY_TPM2_KEY *key, const CERTIFY *c)
     EVP_PKEY *ak = NULL;
     int siglen = 0, ok = 0;
 
-    if (!sig_der(&c->sig, &sig, &siglen)
-        || (ak = hwkey_tpm2_public_to_pkey(&c->ak_pub.publicArea, NULL, NULL)) == NULL)
+    if (!sig_der(&c->sig, &sig, &siglen) ||
+        (ak = hwkey_tpm2_public_to_pkey(&c->ak_pub.publicArea, NULL, NULL)) == NULL)
         goto end;
     if (BIO_printf(out, "hwkey key attestation: TPM2_Certify of the key by the TPM's AK "
-                        "(docs/attestation.md)\n") <= 0
-        || !write_block(out, HWKEY_ATTEST_LABEL_INFO, c->attest.attestationData,
-                        c->attest.size)
-        || !write_block(out, HWKEY_ATTEST_LABEL_SIG, sig, (size_t)siglen)
-        || !PEM_write_bio_PUBKEY(out, ak)
-        || !write_tpm2b_public(out, HWKEY_ATTEST_LABEL_AK, &c->ak_pub)
-        || !write_tpm2b_public(out, HWKEY_ATTEST_LABEL_KEY, &key->pub)
-        || !write_tpm2b_public(out, HWKEY_ATTEST_LABEL_EK, &c->ek_pub)
-        || (c->ek_cert != NULL
-            && !write_block(out, "CERTIFICATE", c->ek_cert, c->ek_cert_len))) {
+                        "(docs/attestation.md)\n") <= 0 ||
+        !write_block(out, HWKEY_ATTEST_LABEL_INFO, c->attest.attestationData, c->attest.size) ||
+        !write_block(out, HWKEY_ATTEST_LABEL_SIG, sig, (size_t)siglen) ||
+        !PEM_write_bio_PUBKEY(out, ak) ||
+        !write_tpm2b_public(out, HWKEY_ATTEST_LABEL_AK, &c->ak_pub) ||
+        !write_tpm2b_public(out, HWKEY_ATTEST_LABEL_KEY, &key->pub) ||
+        !write_tpm2b_public(out, HWKEY_ATTEST_LABEL_EK, &c->ek_pub) ||
+        (c->ek_cert != NULL && !write_block(out, "CERTIFICATE", c->ek_cert, c->ek_cert_len))) {
         hwkey_raise(HWKEY_R_INTERNAL, "writing the attestation bundle");
         goto end;
     }
@@ -287,8 +284,7 @@ end:
     return ok;
 }
 
-int hwkey_tpm2_key_attest(HWKEY_BKEY *base, const unsigned char *nonce, size_t nonce_len,
-                          BIO *out)
+int hwkey_tpm2_key_attest(HWKEY_BKEY *base, const unsigned char *nonce, size_t nonce_len, BIO *out)
 {
     HWKEY_TPM2_KEY *key = (HWKEY_TPM2_KEY *)base;
     CERTIFY *c = NULL;

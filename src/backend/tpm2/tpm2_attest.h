@@ -13,11 +13,11 @@
 #include "backend/backend.h"
 
 /* PEM labels of the attestation bundle (docs/attestation.md). */
-#define HWKEY_ATTEST_LABEL_INFO "HWKEY ATTEST INFO"      /* TPMS_ATTEST as the TPM signed it */
-#define HWKEY_ATTEST_LABEL_SIG "HWKEY ATTEST SIGNATURE"  /* DER ECDSA-Sig-Value by the AK */
-#define HWKEY_ATTEST_LABEL_AK "HWKEY AK TPM2B PUBLIC"    /* the AK's TPM2B_PUBLIC */
-#define HWKEY_ATTEST_LABEL_KEY "HWKEY KEY TPM2B PUBLIC"  /* the certified key's TPM2B_PUBLIC */
-#define HWKEY_ATTEST_LABEL_EK "HWKEY EK TPM2B PUBLIC"    /* the EK's TPM2B_PUBLIC */
+#define HWKEY_ATTEST_LABEL_INFO "HWKEY ATTEST INFO"     /* TPMS_ATTEST as the TPM signed it */
+#define HWKEY_ATTEST_LABEL_SIG "HWKEY ATTEST SIGNATURE" /* DER ECDSA-Sig-Value by the AK */
+#define HWKEY_ATTEST_LABEL_AK "HWKEY AK TPM2B PUBLIC"   /* the AK's TPM2B_PUBLIC */
+#define HWKEY_ATTEST_LABEL_KEY "HWKEY KEY TPM2B PUBLIC" /* the certified key's TPM2B_PUBLIC */
+#define HWKEY_ATTEST_LABEL_EK "HWKEY EK TPM2B PUBLIC"   /* the EK's TPM2B_PUBLIC */
 
 /* The AK: restricted ECDSA-SHA256 P-256 signing primary of the endorsement hierarchy. */
 void hwkey_tpm2_ak_template(TPM2B_PUBLIC *t);
@@ -25,7 +25,6 @@ void hwkey_tpm2_ak_template(TPM2B_PUBLIC *t);
 void hwkey_tpm2_ek_template(TPM2B_PUBLIC *t);
 
 /* The vtable's key_attest: TPM2_Certify by the AK, the bundle written to out. */
-int hwkey_tpm2_key_attest(HWKEY_BKEY *key, const unsigned char *nonce, size_t nonce_len,
-                          BIO *out);
+int hwkey_tpm2_key_attest(HWKEY_BKEY *key, const unsigned char *nonce, size_t nonce_len, BIO *out);
 
 #endif

@@ -160,7 +160,7 @@ static int check_ak(const BUNDLE *b, const HWKEY_ATTEST_CHECK *chk, BIO *report)
         return 0;
     if ((ak.publicArea.objectAttributes & need) != need || ak.publicArea.type != TPM2_ALG_ECC)
         return reject("the AK is not a restricted ECC signing key of a TPM (fixedTPM): "
-                            "its signature would not prove the TPM made the attestation");
+                      "its signature would not prove the TPM made the attestation");
     mdname = md_of(ak.publicArea.parameters.eccDetail.scheme.details.ecdsa.hashAlg);
     if (ak.publicArea.parameters.eccDetail.scheme.scheme != TPM2_ALG_ECDSA || mdname == NULL)
         return reject("the AK's scheme is not ECDSA with SHA-256/384/512");
@@ -179,26 +179,25 @@ static int check_ak(const BUNDLE *b, const HWKEY_ATTEST_CHECK *chk, BIO *report)
     }
     if (chk->trust_ak != NULL && EVP_PKEY_eq(chk->trust_ak, pk) != 1) {
         reject("the attestation was signed by another AK than the trusted one "
-                     "(--trust-ak): another TPM, or a forged bundle");
+               "(--trust-ak): another TPM, or a forged bundle");
         goto end;
     }
     ERR_set_mark();
-    ok = (md = EVP_MD_CTX_new()) != NULL
-         && EVP_DigestVerifyInit_ex(md, NULL, mdname, NULL, NULL, pk, NULL) == 1
-         && EVP_DigestVerify(md, b->data[B_SIG], (size_t)b->len[B_SIG], b->data[B_INFO],
-                             (size_t)b->len[B_INFO])
-                == 1;
+    ok = (md = EVP_MD_CTX_new()) != NULL &&
+         EVP_DigestVerifyInit_ex(md, NULL, mdname, NULL, NULL, pk, NULL) == 1 &&
+         EVP_DigestVerify(md, b->data[B_SIG], (size_t)b->len[B_SIG], b->data[B_INFO],
+                          (size_t)b->len[B_INFO]) == 1;
     ERR_pop_to_mark();
     if (!ok) {
         reject("the AK's signature does not verify over the attestation (tampered or "
-                     "not signed by this AK)");
+               "not signed by this AK)");
         goto end;
     }
     BIO_printf(report, "signature: valid, by the AK (restricted signing key, fixedTPM)\n");
-    BIO_printf(report, "AK: %s\n", chk->trust_ak != NULL
-                                       ? "the trusted one (--trust-ak)"
-                                       : "NOT pinned: any TPM's AK would pass; pin it with "
-                                         "--trust-ak or bind it to the EK (docs/attestation.md)");
+    BIO_printf(report, "AK: %s\n",
+               chk->trust_ak != NULL ? "the trusted one (--trust-ak)"
+                                     : "NOT pinned: any TPM's AK would pass; pin it with "
+                                       "--trust-ak or bind it to the EK (docs/attestation.md)");
 end:
     EVP_PKEY_free(pk);
     EVP_PKEY_free(pem);
@@ -213,8 +212,8 @@ static int check_ek(const BUNDLE *b, const HWKEY_ATTEST_CHECK *chk, BIO *report)
     int ok;
 
     if (chk->trust_ek == NULL) {
-        BIO_printf(report, "EK: %s\n", b->data[B_CERT] != NULL
-                                           ? "certificate included (not checked: see docs)"
+        BIO_printf(report, "EK: %s\n",
+                   b->data[B_CERT] != NULL ? "certificate included (not checked: see docs)"
                                            : "not checked");
         return 1;
     }
@@ -229,15 +228,15 @@ static int check_ek(const BUNDLE *b, const HWKEY_ATTEST_CHECK *chk, BIO *report)
     EVP_PKEY_free(pk);
     if (!ok)
         return reject("the attestation's EK is not the trusted one (--trust-ek): "
-                            "another TPM");
+                      "another TPM");
     BIO_printf(report, "EK: the trusted one (--trust-ek); the AK's binding to it is proven "
                        "only by credential activation (docs/attestation.md)\n");
     return 1;
 }
 
 /* TPMS_ATTEST: TPM-generated, a certification of key's Name, with the nonce. */
-static int check_attest(const BUNDLE *b, const TPM2B_PUBLIC *key,
-                        const HWKEY_ATTEST_CHECK *chk, BIO *report)
+static int check_attest(const BUNDLE *b, const TPM2B_PUBLIC *key, const HWKEY_ATTEST_CHECK *chk,
+                        BIO *report)
 {
     TPMS_ATTEST *at = OPENSSL_zalloc(sizeof(*at));
     TPM2B_NAME name;
@@ -248,9 +247,9 @@ static int check_attest(const BUNDLE *b, const TPM2B_PUBLIC *key,
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "parsing the attestation");
         return 0;
     }
-    if (Tss2_MU_TPMS_ATTEST_Unmarshal(b->data[B_INFO], (size_t)b->len[B_INFO], &off, at)
-            != TSS2_RC_SUCCESS
-        || off != (size_t)b->len[B_INFO]) {
+    if (Tss2_MU_TPMS_ATTEST_Unmarshal(b->data[B_INFO], (size_t)b->len[B_INFO], &off, at) !=
+            TSS2_RC_SUCCESS ||
+        off != (size_t)b->len[B_INFO]) {
         reject("the attestation is not a TPMS_ATTEST structure");
         goto end;
     }
@@ -264,16 +263,15 @@ static int check_attest(const BUNDLE *b, const TPM2B_PUBLIC *key,
     }
     if (!hwkey_tpm2_object_name(&key->publicArea, &name))
         goto end;
-    if (at->attested.certify.name.size != name.size
-        || memcmp(at->attested.certify.name.name, name.name, name.size) != 0) {
+    if (at->attested.certify.name.size != name.size ||
+        memcmp(at->attested.certify.name.name, name.name, name.size) != 0) {
         reject("the attestation certifies another key (its Name differs from KEY's)");
         goto end;
     }
-    if (chk->nonce != NULL
-        && (at->extraData.size != chk->nonce_len
-            || memcmp(at->extraData.buffer, chk->nonce, chk->nonce_len) != 0)) {
+    if (chk->nonce != NULL && (at->extraData.size != chk->nonce_len ||
+                               memcmp(at->extraData.buffer, chk->nonce, chk->nonce_len) != 0)) {
         reject("the attestation's nonce (qualifying data) is not the expected one: "
-                     "a replayed or other attestation");
+               "a replayed or other attestation");
         goto end;
     }
     BIO_printf(report, "certified: the key's Name (TPM2_Certify, TPM-generated)\n");
@@ -298,15 +296,16 @@ static int check_origin(const TPM2B_PUBLIC *key, const HWKEY_ATTEST_CHECK *chk, 
         return 1;
     }
     if (!(a & TPMA_OBJECT_SENSITIVEDATAORIGIN) && chk->allow_imported) {
-        BIO_printf(report, "key: imported, not generated in the TPM (no sensitiveDataOrigin); "
-                           "%s\n",
+        BIO_printf(report,
+                   "key: imported, not generated in the TPM (no sensitiveDataOrigin); "
+                   "%s\n",
                    fixed ? "cannot leave it" : "duplicable only through its authPolicy");
         return 1;
     }
     if (!(a & TPMA_OBJECT_SENSITIVEDATAORIGIN))
         return reject("the key was imported, not generated in the TPM (no "
-                            "sensitiveDataOrigin): a copy may exist outside "
-                            "(--allow-imported accepts it)");
+                      "sensitiveDataOrigin): a copy may exist outside "
+                      "(--allow-imported accepts it)");
     return reject("the key may leave the TPM (fixedTPM or fixedParent clear)");
 }
 
@@ -331,8 +330,8 @@ int hwkey_tpm2_attest_verify(const unsigned char *bundle, size_t bundle_len,
     }
     if (!public_of(kf.pubkey, kf.pubkey_len, &key, "KEY's public area"))
         goto end;
-    ok = check_ak(&b, chk, report) && check_ek(&b, chk, report)
-         && check_attest(&b, &key, chk, report) && check_origin(&key, chk, report);
+    ok = check_ak(&b, chk, report) && check_ek(&b, chk, report) &&
+         check_attest(&b, &key, chk, report) && check_origin(&key, chk, report);
     if (ok)
         BIO_printf(report, "verdict: attestation valid\n");
 end:

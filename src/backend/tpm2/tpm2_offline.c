@@ -41,10 +41,10 @@ static int parent_from_pkey(EVP_PKEY *pk, TPM2B_PUBLIC *out)
     BIGNUM *x = NULL, *y = NULL;
     int ok = 0;
 
-    if (!EVP_PKEY_is_a(pk, "EC")
-        || !EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-                                           NULL)
-        || (strcmp(group, "prime256v1") != 0 && strcmp(group, "P-256") != 0)) {
+    if (!EVP_PKEY_is_a(pk, "EC") ||
+        !EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                        NULL) ||
+        (strcmp(group, "prime256v1") != 0 && strcmp(group, "P-256") != 0)) {
         hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
                     "the parent PEM is not an EC P-256 key: only a parent made from the standard "
                     "ECC P-256 SRK template can be given as PEM; give its TPM2B_PUBLIC instead "
@@ -52,9 +52,9 @@ static int parent_from_pkey(EVP_PKEY *pk, TPM2B_PUBLIC *out)
         return 0;
     }
     hwkey_tpm2_primary_template(out);
-    if (!EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_X, &x)
-        || !EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_Y, &y)
-        || BN_bn2binpad(x, pt->x.buffer, 32) != 32 || BN_bn2binpad(y, pt->y.buffer, 32) != 32) {
+    if (!EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_X, &x) ||
+        !EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_EC_PUB_Y, &y) ||
+        BN_bn2binpad(x, pt->x.buffer, 32) != 32 || BN_bn2binpad(y, pt->y.buffer, 32) != 32) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "reading the parent's public point");
         goto end;
     }
@@ -78,10 +78,10 @@ static int is_standard(const TPM2B_PUBLIC *pub)
     if (pub->publicArea.type != TPM2_ALG_ECC)
         return 0;
     ERR_set_mark();
-    if ((pk = hwkey_tpm2_public_to_pkey(&pub->publicArea, NULL, NULL)) != NULL
-        && parent_from_pkey(pk, &std)
-        && Tss2_MU_TPM2B_PUBLIC_Marshal(pub, a, sizeof(a), &alen) == TSS2_RC_SUCCESS
-        && Tss2_MU_TPM2B_PUBLIC_Marshal(&std, b, sizeof(b), &blen) == TSS2_RC_SUCCESS)
+    if ((pk = hwkey_tpm2_public_to_pkey(&pub->publicArea, NULL, NULL)) != NULL &&
+        parent_from_pkey(pk, &std) &&
+        Tss2_MU_TPM2B_PUBLIC_Marshal(pub, a, sizeof(a), &alen) == TSS2_RC_SUCCESS &&
+        Tss2_MU_TPM2B_PUBLIC_Marshal(&std, b, sizeof(b), &blen) == TSS2_RC_SUCCESS)
         same = alen == blen && memcmp(a, b, alen) == 0;
     ERR_pop_to_mark();
     EVP_PKEY_free(pk);
@@ -124,8 +124,8 @@ static int parent_parse(const unsigned char *data, size_t len, TPM2B_PUBLIC *out
                     "TPM2B_PUBLIC (tpm2_readpublic -o)");
         return 0;
     }
-    if ((out->publicArea.objectAttributes & need) != need
-        || (out->publicArea.objectAttributes & TPMA_OBJECT_SIGN_ENCRYPT) != 0) {
+    if ((out->publicArea.objectAttributes & need) != need ||
+        (out->publicArea.objectAttributes & TPMA_OBJECT_SIGN_ENCRYPT) != 0) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the parent public area is not a storage key "
                                           "(restricted decryption key)");
         return 0;
@@ -134,8 +134,7 @@ static int parent_parse(const unsigned char *data, size_t len, TPM2B_PUBLIC *out
 }
 
 int hwkey_tpm2_offline_wrap(EVP_PKEY *soft, const unsigned char *parent, size_t parent_len,
-                            uint32_t parent_handle, const HWKEY_GENOPTS *opts,
-                            HWKEY_REFBLOB *out)
+                            uint32_t parent_handle, const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out)
 {
     TPM2B_PUBLIC ppub, pub;
     TPMT_SENSITIVE *sens = NULL;
@@ -151,26 +150,26 @@ int hwkey_tpm2_offline_wrap(EVP_PKEY *soft, const unsigned char *parent, size_t 
     memset(&kf, 0, sizeof(kf));
     if (!parent_parse(parent, parent_len, &ppub, &from_pem))
         return 0;
-    if ((sens = hwkey_secmem_alloc(sizeof(*sens))) == NULL
-        || (dup = OPENSSL_zalloc(sizeof(*dup))) == NULL) {
+    if ((sens = hwkey_secmem_alloc(sizeof(*sens))) == NULL ||
+        (dup = OPENSSL_zalloc(sizeof(*dup))) == NULL) {
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "allocating the import wrapper");
         goto end;
     }
-    if (!hwkey_tpm2_import_object(soft, opts, &pub, sens)
-        || !hwkey_tpm2_dup_wrap(&ppub.publicArea, &pub.publicArea, sens, dup, &seed))
+    if (!hwkey_tpm2_import_object(soft, opts, &pub, sens) ||
+        !hwkey_tpm2_dup_wrap(&ppub.publicArea, &pub.publicArea, sens, dup, &seed))
         goto end;
-    if (Tss2_MU_TPM2B_PUBLIC_Marshal(&pub, pubbuf, sizeof(pubbuf), &publen) != TSS2_RC_SUCCESS
-        || Tss2_MU_TPM2B_PRIVATE_Marshal(dup, dupbuf, sizeof(dupbuf), &duplen) != TSS2_RC_SUCCESS
-        || Tss2_MU_TPM2B_ENCRYPTED_SECRET_Marshal(&seed, seedbuf, sizeof(seedbuf), &seedlen)
-               != TSS2_RC_SUCCESS) {
+    if (Tss2_MU_TPM2B_PUBLIC_Marshal(&pub, pubbuf, sizeof(pubbuf), &publen) != TSS2_RC_SUCCESS ||
+        Tss2_MU_TPM2B_PRIVATE_Marshal(dup, dupbuf, sizeof(dupbuf), &duplen) != TSS2_RC_SUCCESS ||
+        Tss2_MU_TPM2B_ENCRYPTED_SECRET_Marshal(&seed, seedbuf, sizeof(seedbuf), &seedlen) !=
+            TSS2_RC_SUCCESS) {
         hwkey_raise(HWKEY_R_INTERNAL, "marshalling the importable key");
         goto end;
     }
     kf.type = HWKEY_TSS2_IMPORTABLE;
     kf.empty_auth = sens->authValue.size == 0;
     if (parent_handle == 0)
-        parent_handle = from_pem || is_standard(&ppub) ? HWKEY_TPM2_PARENT_OWNER
-                                                       : HWKEY_TPM2_SRK_HANDLE;
+        parent_handle =
+            from_pem || is_standard(&ppub) ? HWKEY_TPM2_PARENT_OWNER : HWKEY_TPM2_SRK_HANDLE;
     kf.parent = parent_handle;
     kf.pubkey = pubbuf;
     kf.pubkey_len = publen;
@@ -207,8 +206,8 @@ int hwkey_tpm2_import_seed_parse(const unsigned char *secret, size_t len,
     }
     /* A marshalled TPM2B (ours, openssl_tpm2_engine's), else the bare secret bytes. */
     if (len >= 2 && ((size_t)secret[0] << 8 | secret[1]) == len - 2) {
-        if (Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(secret, len, &off, s) != TSS2_RC_SUCCESS
-            || off != len)
+        if (Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(secret, len, &off, s) != TSS2_RC_SUCCESS ||
+            off != len)
             goto bad;
     } else {
         if (len == 0 || len > sizeof(s->secret))
@@ -220,8 +219,10 @@ int hwkey_tpm2_import_seed_parse(const unsigned char *secret, size_t len,
     return 1;
 bad:
     OPENSSL_free(s);
-    hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "the importable key file's secret (%zu bytes) is not "
-                                          "an encrypted seed", len);
+    hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
+                "the importable key file's secret (%zu bytes) is not "
+                "an encrypted seed",
+                len);
     return 0;
 }
 
@@ -234,9 +235,8 @@ int hwkey_tpm2_import_pending(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR p
     TSS2_RC rc;
 
     do {
-        rc = Esys_Import(esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
-                         &no_inner_key, &key->pub, &key->priv, key->import_seed, &no_inner,
-                         &priv);
+        rc = Esys_Import(esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &no_inner_key,
+                         &key->pub, &key->priv, key->import_seed, &no_inner, &priv);
     } while (hwkey_tpm2_retry(&retry, rc));
     if (rc != TSS2_RC_SUCCESS) {
         hwkey_tpm2_note_rc((HWKEY_TPM2_DEVICE *)key->base.device, rc);

@@ -28,8 +28,7 @@
  * Needs no TPM.
  */
 int hwkey_tpm2_offline_wrap(EVP_PKEY *soft, const unsigned char *parent, size_t parent_len,
-                            uint32_t parent_handle, const HWKEY_GENOPTS *opts,
-                            HWKEY_REFBLOB *out);
+                            uint32_t parent_handle, const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out);
 
 /*
  * The default parent (or handle, if not 0) of the TPM device dev: its public
@@ -46,11 +45,11 @@ int hwkey_tpm2_import_finish(HWKEY_BKEY *key, HWKEY_REFBLOB *out);
 
 /* Options of `hwkey attest --verify`. */
 typedef struct {
-    const unsigned char *nonce;  /* expected qualifying data, or NULL */
+    const unsigned char *nonce; /* expected qualifying data, or NULL */
     size_t nonce_len;
-    EVP_PKEY *trust_ak;          /* the AK the verifier trusts, or NULL */
-    EVP_PKEY *trust_ek;          /* the EK the verifier trusts, or NULL */
-    int allow_imported;          /* accept a key imported into the TPM */
+    EVP_PKEY *trust_ak; /* the AK the verifier trusts, or NULL */
+    EVP_PKEY *trust_ek; /* the EK the verifier trusts, or NULL */
+    int allow_imported; /* accept a key imported into the TPM */
 } HWKEY_ATTEST_CHECK;
 
 /*
