@@ -40,7 +40,8 @@ static void attest_usage(void)
            "  --out FILE        write there instead of stdout\n"
            "  --nonce HEX       qualifying data (the verifier's fresh challenge), 1..%d bytes\n"
            "  --force           replace an existing --out file\n"
-           "  --verify FILE     check the bundle FILE against the TSS2 key file KEY, in\n"
+           "  --verify FILE     check the bundle FILE against KEY (its TSS2 key file, or\n"
+           "                    its PEM public key, e.g. from the CSR), in\n"
            "                    software: AK signature, TPM-generated certification of KEY's\n"
            "                    Name, nonce, and that KEY was generated in the TPM and cannot\n"
            "                    leave it (fixedTPM, fixedParent, sensitiveDataOrigin)\n"
@@ -107,31 +108,44 @@ static int emit(BIO *mem, const char *out_path, int force)
     return ok;
 }
 
-static int do_verify(const char *bundle_path, const char *key_path, const HWKEY_ATTEST_CHECK *chk)
+/* KEY of --verify: a TSS2 key file, or a PEM public key (the CA may hold only the CSR's). */
+static int do_verify(const char *bundle_path, const char *key_path, HWKEY_ATTEST_CHECK *chk)
 {
-    unsigned char *bundle = NULL;
-    size_t bundle_len = 0;
+    static const char pem_pub[] = "-----BEGIN PUBLIC KEY-----";
+    unsigned char *bundle = NULL, *keybuf = NULL;
+    size_t bundle_len = 0, keylen = 0;
     HWKEY_CLI_KEYREF kr = {0};
     BIO *report = NULL;
     int ok = 0;
 
     if (!hwkey_cli_read_file(bundle_path, ATTEST_FILE_MAX, "attestation", &bundle, &bundle_len) ||
-        !hwkey_cli_keyref_open(key_path, &kr))
+        !hwkey_cli_read_file(key_path, ATTEST_FILE_MAX, "KEY", &keybuf, &keylen))
         goto end;
-    if (kr.ref.kind != HWKEY_REF_TSS2_KEYFILE) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "--verify takes the TPM key as its TSS2 key file "
-                                          "(its public area is what the TPM certified)");
-        goto end;
+    if (keylen >= sizeof(pem_pub) - 1 && memcmp(keybuf, pem_pub, sizeof(pem_pub) - 1) == 0) {
+        if ((chk->key_pub = read_trusted(key_path, "KEY")) == NULL)
+            goto end;
+    } else {
+        if (!hwkey_cli_keyref_open(key_path, &kr))
+            goto end;
+        if (kr.ref.kind != HWKEY_REF_TSS2_KEYFILE) {
+            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "--verify takes the TPM key as its TSS2 key file "
+                                              "or its PEM public key");
+            goto end;
+        }
     }
     if ((report = BIO_new(BIO_s_mem())) == NULL) {
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "report");
         goto end;
     }
-    ok = hwkey_tpm2_attest_verify(bundle, bundle_len, kr.ref.data, kr.ref.len, chk, report) &&
+    ok = hwkey_tpm2_attest_verify(bundle, bundle_len, chk->key_pub != NULL ? NULL : kr.ref.data,
+                                  kr.ref.len, chk, report) &&
          emit(report, NULL, 0);
 end:
     BIO_free(report);
     OPENSSL_free(bundle);
+    OPENSSL_free(keybuf);
+    EVP_PKEY_free(chk->key_pub);
+    chk->key_pub = NULL;
     hwkey_cli_keyref_clear(&kr);
     return ok;
 }

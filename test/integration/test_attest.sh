@@ -13,7 +13,9 @@
 #    TPMS_ATTEST, a changed signature, another nonce, a key from a second
 #    swtpm (its AK is not the trusted one; another TPM's bundle for this key
 #    file), an imported key (accepted only with --allow-imported, reported);
-#  - a key with an auth value is certified through its HMAC session;
+#  - a key with an auth value is certified through its HMAC session; a
+#    persistent key (handle:) is certified and verified against its PEM
+#    public key only (what a CA has from a CSR);
 #  - bad inputs: one line, exit 1 (or 2 for usage).
 [ -n "$BASH_VERSION" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
@@ -107,6 +109,15 @@ tpm2_makecredential -Q -T none -u bundle-ek.tpm2b -s cred-secret.bin -n "000b$(h
     od -An -tx1 | tr -d ' \n')" -o cred-other.out >/dev/null 2>&1 || hw_fail "tpm2_makecredential (other name)"
 ! activate cred-other.out cred-other.bin || hw_fail "a credential for another AK Name was activated"
 
+# A persistent key (handle:), verified against its PEM public key alone, as a CA
+# holding only the CSR does; another key's PEM is refused.
+hw_hwkey keygen ec:P-256 --persist 0x81000010 --out persist.ref >/dev/null 2>persist.err ||
+    hw_fail "keygen --persist: $(cat persist.err)"
+hw_hwkey pubkey handle:0x81000010 >persist.pub || hw_fail "pubkey handle:0x81000010"
+hw_hwkey attest handle:0x81000010 --nonce "$nonce" --out persist.att || hw_fail "attest handle:0x81000010"
+verify persist.att persist.pub --nonce "$nonce" --trust-ak ak.pem >report5 || hw_fail "verify against a PEM public key"
+grep -q '^verdict: attestation valid$' report5 || hw_fail "handle key: $(cat report5)"
+
 # --- rejected -----------------------------------------------------------------
 # rejected WHAT REGEX ARGS...: exit 1, one error line matching REGEX, no report on stdout.
 rejected() {
@@ -126,6 +137,8 @@ hw_flip_byte badsig.der 12
 replace_block gen.att "HWKEY ATTEST SIGNATURE" badsig.der badsig.att
 rejected "a changed signature" 'signature does not verify' badsig.att gen.tss
 rejected "another nonce" 'nonce' gen.att gen.tss --nonce 00ff00ff
+hw_hwkey pubkey gen.tss >gen.pub || hw_fail "pubkey gen.tss"
+rejected "a PEM public key of another key" 'another key' persist.att gen.pub
 
 # A key of a second TPM.
 out=$("$top_srcdir/scripts/swtpm-start.sh" "$HW_DIR/swtpm2") || hw_fail "cannot start a second swtpm"

@@ -309,33 +309,57 @@ static int check_origin(const TPM2B_PUBLIC *key, const HWKEY_ATTEST_CHECK *chk, 
     return reject("the key may leave the TPM (fixedTPM or fixedParent clear)");
 }
 
+/*
+ * The key the verifier means: its key file's public area (which must be the
+ * bundle's), or the bundle's public area if its public key is the expected
+ * one (a CA holding only the CSR).  Either way the Name check below binds
+ * that public area, attributes included, to the TPM's statement.
+ */
+static int key_public(const BUNDLE *b, const unsigned char *keyfile, size_t keyfile_len,
+                      EVP_PKEY *expect, TPM2B_PUBLIC *key)
+{
+    HWKEY_TSS2_KEYFILE kf;
+    EVP_PKEY *pk = NULL;
+    int ok = 0;
+
+    memset(&kf, 0, sizeof(kf));
+    if (keyfile == NULL) {
+        if (!public_of(b->data[B_KEY], (size_t)b->len[B_KEY], key, "the key's public area"))
+            return 0;
+        ERR_set_mark();
+        pk = hwkey_tpm2_public_to_pkey(&key->publicArea, NULL, NULL);
+        ERR_pop_to_mark();
+        ok = pk != NULL && expect != NULL && EVP_PKEY_eq(pk, expect) == 1;
+        EVP_PKEY_free(pk);
+        if (!ok)
+            return reject("the attestation is for another key than KEY (public keys differ)");
+        return 1;
+    }
+    if (!hwkey_tss2_keyfile_decode(keyfile, keyfile_len, &kf))
+        return 0;
+    if (kf.pubkey_len != (size_t)b->len[B_KEY] || memcmp(kf.pubkey, b->data[B_KEY], kf.pubkey_len))
+        reject("the attestation is for another key than KEY (public areas differ)");
+    else
+        ok = public_of(kf.pubkey, kf.pubkey_len, key, "KEY's public area");
+    hwkey_tss2_keyfile_clear(&kf);
+    return ok;
+}
+
 int hwkey_tpm2_attest_verify(const unsigned char *bundle, size_t bundle_len,
                              const unsigned char *keyfile, size_t keyfile_len,
                              const HWKEY_ATTEST_CHECK *chk, BIO *report)
 {
-    HWKEY_TSS2_KEYFILE kf;
     TPM2B_PUBLIC key;
     BUNDLE b;
-    int ok = 0;
+    int ok;
 
-    memset(&kf, 0, sizeof(kf));
     if (!bundle_parse(bundle, bundle_len, &b))
         return 0;
-    if (!hwkey_tss2_keyfile_decode(keyfile, keyfile_len, &kf))
-        goto end;
-    /* The key file, not the bundle, says which key the verifier means. */
-    if (kf.pubkey_len != (size_t)b.len[B_KEY] || memcmp(kf.pubkey, b.data[B_KEY], kf.pubkey_len)) {
-        reject("the attestation is for another key than KEY (public areas differ)");
-        goto end;
-    }
-    if (!public_of(kf.pubkey, kf.pubkey_len, &key, "KEY's public area"))
-        goto end;
-    ok = check_ak(&b, chk, report) && check_ek(&b, chk, report) &&
-         check_attest(&b, &key, chk, report) && check_origin(&key, chk, report);
+    ok = key_public(&b, keyfile, keyfile_len, chk->key_pub, &key) && check_ak(&b, chk, report) &&
+         check_ek(&b, chk, report) && check_attest(&b, &key, chk, report) &&
+         check_origin(&key, chk, report);
     if (ok)
         BIO_printf(report, "verdict: attestation valid\n");
-end:
-    hwkey_tss2_keyfile_clear(&kf);
     bundle_clear(&b);
     return ok;
 }

@@ -50,11 +50,13 @@ typedef struct {
     EVP_PKEY *trust_ak; /* the AK the verifier trusts, or NULL */
     EVP_PKEY *trust_ek; /* the EK the verifier trusts, or NULL */
     int allow_imported; /* accept a key imported into the TPM */
+    EVP_PKEY *key_pub;  /* KEY as a public key (no key file): e.g. from the CSR */
 } HWKEY_ATTEST_CHECK;
 
 /*
  * Checks an attestation bundle (written by key_attest, docs/attestation.md)
- * against the TSS2 key file keyfile (DER): AK signature, TPMS_ATTEST type,
+ * against the TSS2 key file keyfile (DER), or when keyfile is NULL against
+ * chk->key_pub (a public key): AK signature, TPMS_ATTEST type,
  * certified Name, key attributes, nonce, pinned AK/EK.  Writes what was
  * proven to report; 0 + one error naming the first failed check.
  */
