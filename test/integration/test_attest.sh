@@ -16,6 +16,9 @@
 #  - a key with an auth value is certified through its HMAC session; a
 #    persistent key (handle:) is certified and verified against its PEM
 #    public key only (what a CA has from a CSR);
+#  - a swtpm with an EK certificate (HWKEY_SWTPM_EK_CERT=1): the certificate is
+#    in the bundle, chains to the swtpm local CA (openssl verify), and is for
+#    the bundle's EK (RSA-2048, equal to tpm2_createek -G rsa's);
 #  - bad inputs: one line, exit 1 (or 2 for usage).
 [ -n "$BASH_VERSION" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
@@ -170,6 +173,31 @@ hw_hwkey attest auth.tss --auth-file pw.txt --out auth.att || hw_fail "attest of
 verify auth.att auth.tss --trust-ak ak.pem >/dev/null || hw_fail "verify (key with auth value)"
 printf 'wrong\n' >bad.txt
 hw_expect_fail 'AUTH|auth' "attest with the wrong auth value" hw_hwkey attest auth.tss --auth-file bad.txt --out y.att
+
+# A TPM with an EK certificate (swtpm_setup --create-ek-cert: RSA-2048 EK, certificate at
+# NV 0x01c00002 from a local CA): the bundle carries the certificate, its key is the bundle's
+# EK (tpm2_createek -G rsa's), the chain verifies with openssl, and --trust-ek with the
+# certificate's public key passes.
+out=$(HWKEY_SWTPM_EK_CERT=1 "$top_srcdir/scripts/swtpm-start.sh" "$HW_DIR/swtpm3") ||
+    hw_fail "cannot start a swtpm with an EK certificate"
+read -r port3 pid3 <<<"$out"
+hw_register_pid "$pid3"
+T3=swtpm:host=127.0.0.1,port=$port3
+HW_CLI_TCTI=$T3 hw_keygen ec:P-256 cert.tss
+HW_CLI_TCTI=$T3 hw_hwkey attest cert.tss --out cert.att || hw_fail "attest on the TPM with an EK certificate"
+grep -q -- '-----BEGIN CERTIFICATE-----' cert.att || hw_fail "the EK certificate is not in the bundle"
+sw x509 -in cert.att -out ekcert.pem || hw_fail "openssl x509 cannot read the EK certificate"
+sw x509 -in ekcert.pem -noout -pubkey >ekcert.pub
+ca=$HW_DIR/swtpm3/localca
+sw verify -CAfile "$ca/swtpm-localca-rootca-cert.pem" -untrusted "$ca/issuercert.pem" ekcert.pem \
+    >/dev/null || hw_fail "the EK certificate does not verify against the swtpm local CA"
+TPM2TOOLS_TCTI=$T3 tpm2_createek -Q -G rsa -c ek3.ctx -u ek3.tpm2b >/dev/null 2>&1 || hw_fail "tpm2_createek -G rsa"
+TPM2TOOLS_TCTI=$T3 tpm2_flushcontext -t >/dev/null
+block cert.att "HWKEY EK TPM2B PUBLIC" >cert-ek.tpm2b
+cmp -s ek3.tpm2b cert-ek.tpm2b || hw_fail "the bundle's EK is not the RSA EK its certificate is for"
+verify cert.att cert.tss --trust-ek ekcert.pub >report6 || hw_fail "verify --trust-ek with the certificate's key"
+grep -q '^EK: the trusted one' report6 || hw_fail "EK certificate key: $(cat report6)"
+rejected "another TPM's EK certificate key" 'EK is not the trusted one' gen.att gen.tss --trust-ek ekcert.pub
 
 left=$(hw_transient_handles)
 [[ -z $left ]] || hw_fail "transient objects left in the TPM: $left"

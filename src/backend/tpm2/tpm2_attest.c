@@ -9,9 +9,10 @@
  *       restricted key signs only digests the TPM did not receive from
  *       outside as TPM_GENERATED_VALUE structures, so an attestation it
  *       signed was made by the TPM.
- *   EK  the TCG default ECC P-256 endorsement key (EK Credential Profile,
- *       template L-2), its public area, and its certificate when the TPM
- *       holds one in NV (0x01c0000a ECC, 0x01c00002 RSA): what a CA uses to
+ *   EK  a TCG default endorsement key (EK Credential Profile): the ECC
+ *       P-256 one (template L-2, certificate at NV 0x01c0000a), or the
+ *       RSA-2048 one (L-1, 0x01c00002) when the TPM has a certificate only
+ *       for that; its public area and certificate are what a CA uses to
  *       tie the AK to a genuine TPM by credential activation.
  *
  * The bundle is PEM blocks (labels below), so each part is extracted with
@@ -59,25 +60,36 @@ void hwkey_tpm2_ak_template(TPM2B_PUBLIC *t)
     p->parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
 }
 
-void hwkey_tpm2_ek_template(TPM2B_PUBLIC *t)
+void hwkey_tpm2_ek_template(TPM2B_PUBLIC *t, int rsa)
 {
     TPMT_PUBLIC *p = &t->publicArea;
 
     memset(t, 0, sizeof(*t));
-    p->type = TPM2_ALG_ECC;
     p->nameAlg = TPM2_ALG_SHA256;
     p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
                           TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_ADMINWITHPOLICY |
                           TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
     p->authPolicy.size = sizeof(ek_policy);
     memcpy(p->authPolicy.buffer, ek_policy, sizeof(ek_policy));
+    /* Both templates: AES-128-CFB, scheme NULL, a zero-filled unique of the key's size. */
+    if (rsa) {
+        p->type = TPM2_ALG_RSA;
+        p->parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_AES;
+        p->parameters.rsaDetail.symmetric.keyBits.aes = 128;
+        p->parameters.rsaDetail.symmetric.mode.aes = TPM2_ALG_CFB;
+        p->parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
+        p->parameters.rsaDetail.keyBits = 2048;
+        p->parameters.rsaDetail.exponent = 0;
+        p->unique.rsa.size = 256;
+        return;
+    }
+    p->type = TPM2_ALG_ECC;
     p->parameters.eccDetail.symmetric.algorithm = TPM2_ALG_AES;
     p->parameters.eccDetail.symmetric.keyBits.aes = 128;
     p->parameters.eccDetail.symmetric.mode.aes = TPM2_ALG_CFB;
     p->parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
     p->parameters.eccDetail.curveID = TPM2_ECC_NIST_P256;
     p->parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
-    /* Template L-2: a zero-filled unique of the curve's size. */
     p->unique.ecc.x.size = 32;
     p->unique.ecc.y.size = 32;
 }
@@ -90,6 +102,7 @@ typedef struct {
     TPMT_SIGNATURE sig;
     unsigned char *ek_cert; /* OPENSSL_malloc, may stay NULL */
     size_t ek_cert_len;
+    TPM2_HANDLE ek_cert_index; /* NV index it came from, 0 if none */
     const char *failed; /* which step the returned rc belongs to */
 } CERTIFY;
 
@@ -149,6 +162,7 @@ static void read_ek_cert(ESYS_CONTEXT *esys, CERTIFY *c)
         }
         if (done == size) {
             c->ek_cert_len = size;
+            c->ek_cert_index = indexes[i];
         } else {
             hwkey_log(HWKEY_LOG_INFO, "tpm2: cannot read the EK certificate at NV 0x%08x",
                       (unsigned int)indexes[i]);
@@ -177,13 +191,14 @@ static TSS2_RC do_certify(ESYS_CONTEXT *esys, ESYS_TR key, ESYS_TR session, void
     ESYS_TR tr = ESYS_TR_NONE;
     TSS2_RC rc;
 
-    hwkey_tpm2_ek_template(&tmpl);
+    /* The EK its certificate is for: ECC P-256 if the TPM has that one, else RSA-2048. */
+    if (c->ek_cert == NULL)
+        read_ek_cert(esys, c);
+    hwkey_tpm2_ek_template(&tmpl, c->ek_cert_index == EK_CERT_NV_RSA);
     c->failed = "creating the endorsement key (endorsement hierarchy)";
     if ((rc = endorsement_primary(esys, &tmpl, &tr, &c->ek_pub)) != TSS2_RC_SUCCESS)
         return rc;
     hwkey_tpm2_flush_quiet(esys, &tr);
-    if (c->ek_cert == NULL)
-        read_ek_cert(esys, c);
 
     hwkey_tpm2_ak_template(&tmpl);
     c->failed = "creating the attestation key (endorsement hierarchy)";

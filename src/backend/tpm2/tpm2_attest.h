@@ -21,8 +21,8 @@
 
 /* The AK: restricted ECDSA-SHA256 P-256 signing primary of the endorsement hierarchy. */
 void hwkey_tpm2_ak_template(TPM2B_PUBLIC *t);
-/* The TCG default EK, ECC P-256 (EK Credential Profile template L-2). */
-void hwkey_tpm2_ek_template(TPM2B_PUBLIC *t);
+/* The TCG default EK (EK Credential Profile): ECC P-256 (template L-2), or RSA-2048 (L-1). */
+void hwkey_tpm2_ek_template(TPM2B_PUBLIC *t, int rsa);
 
 /* The vtable's key_attest: TPM2_Certify by the AK, the bundle written to out. */
 int hwkey_tpm2_key_attest(HWKEY_BKEY *key, const unsigned char *nonce, size_t nonce_len, BIO *out);
