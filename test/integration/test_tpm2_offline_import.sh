@@ -16,7 +16,9 @@
 #  - bad --parent-pub inputs and option misuse: one line, exit 1 / 2;
 #  - a parent that is not the standard template (a persistent SRK at
 #    0x81000001 made by tpm2_createprimary): `pubkey --parent` says the PEM is
-#    not enough, and the TPM2B_PUBLIC route works.
+#    not enough, and the TPM2B_PUBLIC route works; an RSA storage key at
+#    0x81000002 (--parent-handle; seed by RSA-OAEP) works, and a file recording
+#    the wrong handle is refused at import.
 [ -n "$BASH_VERSION" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
 skip_if_missing tpm2_readpublic tpm2_createprimary tpm2_evictcontrol tpm2_flushcontext
@@ -137,4 +139,23 @@ ossl pkeyutl -sign -inkey srk.imp -rawin -digest sha256 -in msg -out srk.sig 2>s
 sw pkeyutl -verify -pubin -inkey rsa-2048.soft.pub -rawin -digest sha256 -in msg -sigfile srk.sig \
     >/dev/null || hw_fail "SRK key: signature does not verify"
 hw_log "non-standard SRK 0x81000001: PEM refused with a note, TPM2B_PUBLIC route works"
+
+# An RSA storage key at another handle (seed encrypted with RSA-OAEP), named by --parent-handle.
+tpm2_createprimary -Q -C o -G rsa2048 -c rsa-srk.ctx >/dev/null || hw_fail "tpm2_createprimary (RSA)"
+tpm2_evictcontrol -Q -C o -c rsa-srk.ctx 0x81000002 >/dev/null || hw_fail "tpm2_evictcontrol 0x81000002"
+tpm2_flushcontext -t >/dev/null
+tpm2_readpublic -Q -c 0x81000002 -o rsa-srk.tpm2b >/dev/null || hw_fail "tpm2_readpublic 0x81000002"
+offline import ec-p256.soft.pem --parent-pub rsa-srk.tpm2b --parent-handle 0x81000002 --out rsa-srk.imp ||
+    hw_fail "offline import to an RSA parent"
+hw_hwkey import --finish rsa-srk.imp --out rsa-srk.tss 2>rsa-srk.err || hw_fail "--finish under 0x81000002: $(cat rsa-srk.err)"
+ossl pkeyutl -sign -inkey rsa-srk.tss -rawin -digest sha256 -in msg -out rsa-srk.sig ||
+    hw_fail "signing with a key wrapped to the RSA parent"
+sw pkeyutl -verify -pubin -inkey ec-p256.soft.pub -rawin -digest sha256 -in msg -sigfile rsa-srk.sig \
+    >/dev/null || hw_fail "RSA parent: signature does not verify"
+# Recorded for 0x81000002: the file of another parent handle fails on this one.
+offline import ec-p256.soft.pem --parent-pub rsa-srk.tpm2b --out rsa-srk-default.imp ||
+    hw_fail "offline import to an RSA parent (default handle)"
+hw_expect_fail 'TPM2_Import' "a file wrapped to 0x81000002 but recorded for 0x81000001" \
+    ossl pkeyutl -sign -inkey rsa-srk-default.imp -rawin -digest sha256 -in msg -out x.sig
+hw_log "RSA parent 0x81000002 (--parent-handle): imported, signature verifies"
 echo "PASS: $HW_TEST"
