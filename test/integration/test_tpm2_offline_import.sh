@@ -18,7 +18,8 @@
 #    0x81000001 made by tpm2_createprimary): `pubkey --parent` says the PEM is
 #    not enough, and the TPM2B_PUBLIC route works; an RSA storage key at
 #    0x81000002 (--parent-handle; seed by RSA-OAEP) works, and a file recording
-#    the wrong handle is refused at import.
+#    the wrong handle is refused at import;
+#  - through tpm2-abrmd (resource manager mode) the first use imports too.
 [ -n "$BASH_VERSION" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
 skip_if_missing tpm2_readpublic tpm2_createprimary tpm2_evictcontrol tpm2_flushcontext
@@ -158,4 +159,17 @@ offline import ec-p256.soft.pem --parent-pub rsa-srk.tpm2b --out rsa-srk-default
 hw_expect_fail 'TPM2_Import' "a file wrapped to 0x81000002 but recorded for 0x81000001" \
     ossl pkeyutl -sign -inkey rsa-srk-default.imp -rawin -digest sha256 -in msg -out x.sig
 hw_log "RSA parent 0x81000002 (--parent-handle): imported, signature verifies"
+# Through a resource manager (tpm2-abrmd: keys stay loaded), the first use imports too.
+if command -v tpm2-abrmd >/dev/null && command -v dbus-daemon >/dev/null; then
+    hw_tabrmd
+    hw_write_cnf "$HW_DIR/openssl-tabrmd.cnf" "$HW_TABRMD_TCTI"
+    offline import ec-p384.soft.pem --parent-pub parent.pem --out rm.imp || hw_fail "offline import (RM)"
+    OPENSSL_CONF=$HW_DIR/openssl-tabrmd.cnf ossl pkeyutl -sign -inkey rm.imp -rawin -digest sha256 \
+        -in msg -out rm.sig 2>rm.err || hw_fail "signing through tpm2-abrmd: $(cat rm.err)"
+    sw pkeyutl -verify -pubin -inkey ec-p384.soft.pub -rawin -digest sha256 -in msg -sigfile rm.sig \
+        >/dev/null || hw_fail "RM: signature does not verify"
+    hw_log "through tpm2-abrmd: imported at first use, signature verifies"
+else
+    hw_log "tpm2-abrmd or dbus-daemon missing: resource-manager case not run"
+fi
 echo "PASS: $HW_TEST"
