@@ -19,10 +19,22 @@ for cmd in swtpm swtpm_setup tpm2_getcap; do
 done
 
 # A local swtpm_setup config so the result does not depend on ~/.config or
-# /etc: no certificate tool, just a sha256 PCR bank.
+# /etc: no certificate tool, just a sha256 PCR bank.  HWKEY_SWTPM_EK_CERT=1:
+# also an RSA EK certificate in NV (0x01c00002) signed by a local CA made in
+# DIR/localca by swtpm_localca (swtpm-tools), as a manufactured TPM has.
+ek_cert=()
 if [[ ! -s $state/tpm2-00.permall ]]; then
     printf 'active_pcr_banks = sha256\n' >"$dir/swtpm_setup.conf"
-    if ! swtpm_setup --tpm2 --tpmstate "$state" --createek --overwrite \
+    if [[ ${HWKEY_SWTPM_EK_CERT:-} == 1 ]]; then
+        mkdir -p "$dir/localca"
+        printf '%s\n' "statedir = $dir/localca" "signingkey = $dir/localca/signkey.pem" \
+            "issuercert = $dir/localca/issuercert.pem" "certserial = $dir/localca/certserial" \
+            >"$dir/localca.conf"
+        printf '%s\n' "create_certs_tool = $(command -v swtpm_localca)" \
+            "create_certs_tool_config = $dir/localca.conf" >>"$dir/swtpm_setup.conf"
+        ek_cert=(--create-ek-cert)
+    fi
+    if ! swtpm_setup --tpm2 --tpmstate "$state" --createek "${ek_cert[@]}" --overwrite \
         --config "$dir/swtpm_setup.conf" --logfile "$dir/swtpm_setup.log" >/dev/null 2>&1; then
         echo "swtpm-start: swtpm_setup failed:" >&2
         cat "$dir/swtpm_setup.log" >&2 || true

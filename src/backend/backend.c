@@ -357,3 +357,11 @@ int hwkey_backend_datakey_unwrap(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
         return 0;
     return dev->backend->datakey_unwrap(dev, ref, pw_cb, pw_arg, key);
 }
+
+int hwkey_backend_key_attest(HWKEY_BKEY *key, const unsigned char *nonce, size_t nonce_len,
+                             BIO *out)
+{
+    if (lacks(key->device, (const void *)key->backend->key_attest, "attest keys"))
+        return 0;
+    return key->backend->key_attest(key, nonce, nonce_len, out);
+}

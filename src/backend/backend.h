@@ -215,6 +215,16 @@ struct hwkey_backend {
     int (*datakey_create)(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out);
     int (*datakey_unwrap)(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
                           OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char key[32]);
+
+    /*
+     * Evidence of where key was born and whether it can leave the device
+     * (`hwkey attest`, docs/attestation.md), written to out: the TPM writes
+     * a bundle of PEM blocks (TPM2_Certify by its attestation key, nonce as
+     * qualifying data); a PKCS#11 token reports the key's CKA_LOCAL,
+     * CKA_NEVER_EXTRACTABLE, CKA_SENSITIVE, CKA_EXTRACTABLE as text (the
+     * token's own word: PKCS#11 has no signed evidence; nonce unused).
+     */
+    int (*key_attest)(HWKEY_BKEY *key, const unsigned char *nonce, size_t nonce_len, BIO *out);
 };
 
 /* --- The registry: one lazily opened device per backend ------------------ */
@@ -287,6 +297,10 @@ int hwkey_backend_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts,
 int hwkey_backend_datakey_unwrap(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
                                  OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
                                  unsigned char key[32]);
+
+/* Key attestation (see the vtable); HWKEY_R_UNSUPPORTED_ALGORITHM if the backend has none. */
+int hwkey_backend_key_attest(HWKEY_BKEY *key, const unsigned char *nonce, size_t nonce_len,
+                             BIO *out);
 
 /* The real backends, defined in backend/<name>/. */
 extern const HWKEY_BACKEND hwkey_tpm2_backend;

@@ -111,6 +111,10 @@ int hwkey_cli_out_commit(HWKEY_CLI_OUTFILE *o, const void *data, size_t len);
 /* Removes the temporary file if commit did not happen; safe to call twice. */
 void hwkey_cli_out_abort(HWKEY_CLI_OUTFILE *o);
 
+/* The whole file at path (at most max bytes, not empty) into *out (OPENSSL_free); what names it. */
+int hwkey_cli_read_file(const char *path, size_t max, const char *what, unsigned char **out,
+                        size_t *len);
+
 /* "ec:P-256", "rsa:2048" for a key description. */
 void hwkey_cli_describe_alg(const HWKEY_KEYINFO *info, char *buf, size_t bufsz);
 
@@ -123,6 +127,13 @@ int hwkey_cmd_delete(HWKEY_CLI *cli, int argc, char **argv);
 int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv);
 int hwkey_cmd_encrypt(HWKEY_CLI *cli, int argc, char **argv);
 int hwkey_cmd_decrypt(HWKEY_CLI *cli, int argc, char **argv);
+int hwkey_cmd_attest(HWKEY_CLI *cli, int argc, char **argv);
+
+/* cmd_import_offline.c: --parent-pub, --parent-handle and --finish of hwkey import. */
+int hwkey_cli_parse_parent_handle(const char *s, uint32_t *handle);
+int hwkey_cli_import_offline(EVP_PKEY *soft, const char *parent_path, uint32_t parent_handle,
+                             const HWKEY_GENOPTS *gen, HWKEY_REFBLOB *blob);
+int hwkey_cli_import_finish(HWKEY_CLI *cli, const char *path, const char *out_path, int force);
 
 /* keygen/import output: TSS2 key file PEM, or a reference file for device-held keys. */
 int hwkey_cli_render_keyfile(const HWKEY_REFBLOB *blob, BIO *mem);

@@ -43,7 +43,10 @@ static void import_usage(void)
     printf("usage: hwkey import SOFTWARE_KEY --out FILE [--auth-file F] [--passin-file F]\n"
            "                    [--force] [--tcti STRING]\n"
            "       hwkey import SOFTWARE_KEY --uri 'pkcs11:...' [--out FILE] [--pin-source SRC]\n"
-           "                    [--passin-file F] [--force]\n\n"
+           "                    [--passin-file F] [--force]\n"
+           "       hwkey import SOFTWARE_KEY --parent-pub PARENT --out FILE\n"
+           "                    [--parent-handle H] [--auth-file F] [--passin-file F] [--force]\n"
+           "       hwkey import --finish FILE --out NEW [--force] [--tcti STRING]\n\n"
            "Wraps an existing EC (P-256, P-384) or RSA (2048, 3072) private key into the TPM\n"
            "and writes a TSS2 PRIVATE KEY file that hwkey, tpm2-openssl and\n"
            "openssl_tpm2_engine load.  The private key travels to the TPM only encrypted\n"
@@ -63,7 +66,16 @@ static void import_usage(void)
            "                      object=, id=; a random id when none is given)\n"
            "  --pin-source SRC    the token's user PIN: file:/path or env:NAME (default: the\n"
            "                      URI's pin-source/pin-value, else $HWKEY_PKCS11_PIN_SOURCE)\n"
-           "  --tcti STRING       TPM transport (see hwkey --help)\n\n"
+           "  --tcti STRING       TPM transport (see hwkey --help)\n"
+           "  --parent-pub PARENT offline: wrap to this parent public key, no TPM needed;\n"
+           "                      PARENT is `hwkey pubkey --parent` (PEM, standard SRK\n"
+           "                      template only) or its --out-public / tpm2_readpublic -o\n"
+           "                      TPM2B_PUBLIC; FILE is an importable key file that the\n"
+           "                      TPM machine imports at first use\n"
+           "  --parent-handle H   parent handle FILE records (default 0x40000001 for the\n"
+           "                      standard template, else 0x81000001)\n"
+           "  --finish            import the importable key file FILE into the TPM once and\n"
+           "                      write the regular key file NEW\n\n"
            "The software key file is not touched: delete it (and its backups) once the\n"
            "imported key works, or the TPM protects nothing.\n");
 }
@@ -204,14 +216,20 @@ end:
 
 int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
 {
-    enum { OPT_OUT = 1, OPT_URI, OPT_FORCE, OPT_PASSIN };
+    enum { OPT_OUT = 1, OPT_URI, OPT_FORCE, OPT_PASSIN, OPT_PARENT_PUB, OPT_PARENT_HANDLE,
+           OPT_FINISH };
     static const struct option opts[] = {
         {"out", required_argument, NULL, OPT_OUT},
+        {"parent-pub", required_argument, NULL, OPT_PARENT_PUB},
+        {"parent-handle", required_argument, NULL, OPT_PARENT_HANDLE},
+        {"finish", no_argument, NULL, OPT_FINISH},
         {"uri", required_argument, NULL, OPT_URI},
         {"force", no_argument, NULL, OPT_FORCE},
         {"passin-file", required_argument, NULL, OPT_PASSIN},
         HWKEY_CLI_LONGOPTS_COMMON};
-    const char *out_path = NULL, *uri = NULL, *passin = NULL;
+    const char *out_path = NULL, *uri = NULL, *passin = NULL, *parent_pub = NULL;
+    uint32_t parent_handle = 0;
+    int finish = 0;
     IMPORT_PASS pass = {0};
     HWKEY_GENOPTS gen;
     HWKEY_REFBLOB blob = {0};
@@ -239,6 +257,17 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
         case OPT_PASSIN:
             passin = optarg;
             break;
+        case OPT_PARENT_PUB:
+            parent_pub = optarg;
+            break;
+        case OPT_PARENT_HANDLE:
+            if (!hwkey_cli_parse_parent_handle(optarg, &parent_handle))
+                return hwkey_cli_usage("import", "--parent-handle %s: expected 0x40000001 or a "
+                                                 "persistent handle 0x81xxxxxx", optarg);
+            break;
+        case OPT_FINISH:
+            finish = 1;
+            break;
         default:
             if ((c = hwkey_cli_other_option(cli, "import", opt, argv)) != HWKEY_CLI_OK)
                 return c;
@@ -246,6 +275,18 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
     }
     if (argc - optind != 1)
         return hwkey_cli_usage("import", "expected exactly one SOFTWARE_KEY file");
+    if (finish) {
+        if (out_path == NULL || uri != NULL || parent_pub != NULL || passin != NULL)
+            return hwkey_cli_usage("import", "--finish FILE takes --out NEW (and no "
+                                             "--uri/--parent-pub/--passin-file)");
+        if (!hwkey_cli_import_finish(cli, argv[optind], out_path, force))
+            return hwkey_cli_fail("import --finish %s", argv[optind]);
+        return HWKEY_CLI_OK;
+    }
+    if (parent_pub != NULL && (uri != NULL || out_path == NULL))
+        return hwkey_cli_usage("import", "--parent-pub needs --out FILE and no --uri");
+    if (parent_handle != 0 && parent_pub == NULL)
+        return hwkey_cli_usage("import", "--parent-handle goes with --parent-pub");
     pass.key_path = argv[optind];
     if (uri != NULL && hwkey_ref_kind_of_string(uri) != HWKEY_REF_PKCS11_URI)
         return hwkey_cli_usage("import", "--uri %s: expected a pkcs11: URI", uri);
@@ -266,9 +307,14 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
     /* The output file before the device: an unwritable place fails before the device works. */
     if (out_path != NULL && !hwkey_cli_out_begin(&out, out_path, force))
         goto fail;
-    if ((dev = hwkey_cli_device_for(cli, uri)) == NULL
-        || !hwkey_backend_key_import(dev, soft, &gen, &blob))
+    /* Offline: no device at all, the parent's public key is all it takes. */
+    if (parent_pub != NULL) {
+        if (!hwkey_cli_import_offline(soft, parent_pub, parent_handle, &gen, &blob))
+            goto fail;
+    } else if ((dev = hwkey_cli_device_for(cli, uri)) == NULL
+               || !hwkey_backend_key_import(dev, soft, &gen, &blob)) {
         goto fail;
+    }
     if (out_path != NULL && !hwkey_cli_out_commit_keyfile(&out, &blob))
         goto fail;
     if (blob.kind == HWKEY_REF_PKCS11_URI)

@@ -1,10 +1,17 @@
-/* hwkey pubkey KEY: the public key of a device key, PEM on stdout. */
+/*
+ * hwkey pubkey KEY: the public key of a device key, PEM on stdout.
+ * hwkey pubkey --parent [--out-public FILE]: the TPM parent's, for offline import.
+ */
 #include <getopt.h>
 #include <stdio.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
 
 #include <openssl/bio.h>
 #include <openssl/pem.h>
 
+#include "backend/tpm2/tpm2_offline.h"
 #include "cli/cli.h"
 
 static void pubkey_usage(void)
@@ -14,13 +21,78 @@ static void pubkey_usage(void)
            "(PEM or DER), a key reference file, handle:0x81xxxxxx or a pkcs11: URI\n"
            "(of a private key, a public key or a certificate: type=private/public/cert;\n"
            "without type=, a public key object, else a certificate, else the private\n"
-           "key).  --pin-source file:/path|env:NAME: the token's user PIN, if needed.\n");
+           "key).  --pin-source file:/path|env:NAME: the token's user PIN, if needed.\n\n"
+           "usage: hwkey pubkey --parent [--out-public FILE] [--force] [--tcti STRING]\n\n"
+           "Prints the public key of the TPM parent that keys are created and imported\n"
+           "under (tpm2-parent, else 0x81000001, else the owner primary), for\n"
+           "`hwkey import --parent-pub` on a machine without this TPM.  --out-public FILE\n"
+           "also writes its TPM2B_PUBLIC (as tpm2_readpublic -o does), which offline import\n"
+           "needs when the parent is not made from the standard ECC P-256 SRK template.\n");
+}
+
+/* PEM to stdout, rendered first: no half-written PEM. */
+static int print_pem(EVP_PKEY *pub)
+{
+    BIO *mem = BIO_new(BIO_s_mem());
+    char *pem;
+    long pemlen;
+    int ok;
+
+    ok = mem != NULL && PEM_write_bio_PUBKEY(mem, pub) && (pemlen = BIO_get_mem_data(mem, &pem)) > 0
+         && fwrite(pem, 1, (size_t)pemlen, stdout) == (size_t)pemlen && fflush(stdout) == 0;
+    BIO_free(mem);
+    return ok;
+}
+
+static int parent_pubkey(HWKEY_CLI *cli, const char *out_public, int force)
+{
+    HWKEY_CLI_OUTFILE out = {.fd = -1};
+    HWKEY_DEVICES *devs;
+    HWKEY_DEVICE *dev;
+    EVP_PKEY *pk = NULL;
+    unsigned char *tpm2b = NULL;
+    size_t tpm2b_len = 0;
+    uint32_t recorded = 0;
+    int standard = 0, rc = HWKEY_CLI_FAIL;
+
+    if (out_public != NULL && !hwkey_cli_out_begin(&out, out_public, force))
+        goto fail;
+    if ((devs = hwkey_cli_devices(cli)) == NULL
+        || (dev = hwkey_devices_by_name(devs, "tpm2")) == NULL
+        || !hwkey_tpm2_parent_public(dev, 0, &pk, &tpm2b, &tpm2b_len, &recorded, &standard))
+        goto fail;
+    if (out_public != NULL && !hwkey_cli_out_commit(&out, tpm2b, tpm2b_len))
+        goto fail;
+    if (!print_pem(pk)) {
+        fprintf(stderr, "hwkey: pubkey --parent: cannot write to stdout\n");
+        goto end;
+    }
+    /* Not an error, but the PEM alone would make import files this TPM rejects. */
+    if (!standard && out_public == NULL)
+        fprintf(stderr, "hwkey: note: parent 0x%08x is not made from the standard ECC P-256 "
+                        "SRK template: offline import needs its TPM2B_PUBLIC "
+                        "(--out-public FILE)\n", (unsigned int)recorded);
+    rc = HWKEY_CLI_OK;
+    goto end;
+fail:
+    rc = hwkey_cli_fail("pubkey --parent");
+end:
+    hwkey_cli_out_abort(&out);
+    OPENSSL_free(tpm2b);
+    EVP_PKEY_free(pk);
+    return rc;
 }
 
 int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
 {
+    enum { OPT_PARENT = 1, OPT_OUT_PUBLIC, OPT_FORCE };
     static const struct option opts[] = {
+        {"parent", no_argument, NULL, OPT_PARENT},
+        {"out-public", required_argument, NULL, OPT_OUT_PUBLIC},
+        {"force", no_argument, NULL, OPT_FORCE},
         HWKEY_CLI_LONGOPTS_COMMON};
+    const char *out_public = NULL;
+    int parent = 0, force = 0;
     HWKEY_CLI_KEYREF kr = {0};
     HWKEY_DEVICE *dev;
     HWKEY_BKEY *bkey = NULL;
@@ -32,13 +104,31 @@ int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
 
     optind = 0;
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (opt == 'h') {
+        switch (opt) {
+        case 'h':
             pubkey_usage();
             return HWKEY_CLI_OK;
+        case OPT_PARENT:
+            parent = 1;
+            break;
+        case OPT_OUT_PUBLIC:
+            out_public = optarg;
+            break;
+        case OPT_FORCE:
+            force = 1;
+            break;
+        default:
+            if ((c = hwkey_cli_other_option(cli, "pubkey", opt, argv)) != HWKEY_CLI_OK)
+                return c;
         }
-        if ((c = hwkey_cli_other_option(cli, "pubkey", opt, argv)) != HWKEY_CLI_OK)
-            return c;
     }
+    if (parent) {
+        if (argc - optind != 0)
+            return hwkey_cli_usage("pubkey", "--parent takes no KEY");
+        return parent_pubkey(cli, out_public, force);
+    }
+    if (out_public != NULL || force)
+        return hwkey_cli_usage("pubkey", "--out-public and --force go with --parent");
     if (argc - optind != 1)
         return hwkey_cli_usage("pubkey", "expected exactly one KEY");
 

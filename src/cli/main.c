@@ -25,6 +25,7 @@ static const struct {
     {"datakey", hwkey_cmd_datakey, "make an AES-256 data key wrapped by the device"},
     {"encrypt", hwkey_cmd_encrypt, "encrypt a file with a data key (AES-NI, AES-256-GCM)"},
     {"decrypt", hwkey_cmd_decrypt, "decrypt and verify a file made by hwkey encrypt"},
+    {"attest", hwkey_cmd_attest, "prove a key lives in the device (TPM2_Certify), or verify"},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -35,6 +35,7 @@ enum hwkey_reason {
     HWKEY_R_NO_PRIVATE_KEY,       /* a public-only key was asked to sign/decrypt */
     HWKEY_R_INVALID_PEER_KEY,
     HWKEY_R_OPERATION_NOT_INITIALISED,
+    HWKEY_R_ATTESTATION_REJECTED, /* hwkey attest --verify: a check failed */
     HWKEY_R_MAX
 };
 

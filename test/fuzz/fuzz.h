@@ -17,6 +17,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int hwkey_fuzz_tss2_keyfile(const uint8_t *data, size_t size);
 int hwkey_fuzz_keyref(const uint8_t *data, size_t size);
 int hwkey_fuzz_p11_uri(const uint8_t *data, size_t size);
+/* Input: [2-byte length N][N bytes TSS2 key file DER][attestation bundle]. */
+int hwkey_fuzz_attest(const uint8_t *data, size_t size);
+/* 1 if the bundle verifies against the key file (no nonce, nothing pinned). */
+int hwkey_fuzz_attest_verdict(const uint8_t *data, size_t size);
 /* A fresh library context with hwkey as a built-in over the fake backend. */
 int hwkey_fuzz_decoder(const uint8_t *data, size_t size);
 /* Frees what hwkey_fuzz_decoder() set up (replay only: libFuzzer never returns). */

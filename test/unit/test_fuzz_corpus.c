@@ -115,6 +115,18 @@ static void test_p11_uri_corpus(void **state)
     assert_true(replay("p11_uri", hwkey_fuzz_p11_uri, p11_uri_verdict) >= 5);
 }
 
+static int attest_verdict(const unsigned char *data, size_t size)
+{
+    return hwkey_fuzz_attest_verdict(data, size);
+}
+
+/* Real swtpm bundles: ok-* verify, bad-* (altered, other key, imported) are rejected. */
+static void test_attest_corpus(void **state)
+{
+    (void)state;
+    assert_true(replay("attest", hwkey_fuzz_attest, attest_verdict) >= 6);
+}
+
 static void test_decoder_corpus(void **state)
 {
     (void)state;
@@ -129,6 +141,7 @@ int main(void)
         cmocka_unit_test(test_keyref_corpus),
         cmocka_unit_test(test_p11_uri_corpus),
         cmocka_unit_test(test_decoder_corpus),
+        cmocka_unit_test(test_attest_corpus),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

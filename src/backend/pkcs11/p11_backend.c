@@ -324,6 +324,9 @@ GATED(int, hwkey_p11_datakey_create,
 GATED(int, hwkey_p11_datakey_unwrap,
       (HWKEY_DEVICE *d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
        unsigned char key[32]), (d, ref, cb, arg, key))
+GATED(int, hwkey_p11_key_attest,
+      (HWKEY_BKEY *k, const unsigned char *nonce, size_t nonce_len, BIO *out),
+      (k, nonce, nonce_len, out))
 
 const HWKEY_BACKEND hwkey_pkcs11_backend = {
     .name = "pkcs11",
@@ -348,4 +351,5 @@ const HWKEY_BACKEND hwkey_pkcs11_backend = {
     .cert_load = gated_hwkey_p11_cert_load,
     .datakey_create = gated_hwkey_p11_datakey_create,
     .datakey_unwrap = gated_hwkey_p11_datakey_unwrap,
+    .key_attest = gated_hwkey_p11_key_attest,
 };

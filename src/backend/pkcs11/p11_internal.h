@@ -371,6 +371,12 @@ int hwkey_p11_new_key_id(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_
 /* DER of the OID of nid (CKA_EC_PARAMS); OPENSSL_free *der. */
 int hwkey_p11_ec_params_der(int nid, unsigned char **der, int *len);
 
+/* --- key attestation (p11_attest.c) ------------------------------------- */
+
+/* The vtable's key_attest: the key's origin attributes as a text report. */
+int hwkey_p11_key_attest(HWKEY_BKEY *key, const unsigned char *nonce, size_t nonce_len,
+                         BIO *out);
+
 /* --- objects and public keys (p11_pubkey.c) -------------------------------- */
 
 /*

@@ -4,6 +4,7 @@
  * The operations live in tpm2_sign.c, provisioning in tpm2_manage.c.
  */
 #include "backend/tpm2/tpm2_internal.h"
+#include "backend/tpm2/tpm2_attest.h"
 #include "backend/tpm2/tpm2_dup.h"
 
 #include <errno.h>
@@ -100,9 +101,18 @@ static int from_keyfile(HWKEY_TPM2_KEY *key, const HWKEY_KEYREF *ref,
     memset(&kf, 0, sizeof(kf));
     if (!hwkey_tss2_keyfile_decode(ref->data, ref->len, &kf))
         return 0;
-    if (kf.type != HWKEY_TSS2_LOADABLE) {
+    /* Importable (offline import): TPM2_Import runs at the first load (tpm2_offline.c). */
+    if (kf.type == HWKEY_TSS2_IMPORTABLE
+        && (kf.secret == NULL
+            || !hwkey_tpm2_import_seed_parse(kf.secret, kf.secret_len, &key->import_seed))) {
+        if (kf.secret == NULL)
+            hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
+                        "importable TSS2 key file (2.23.133.10.1.4) without its secret seed");
+        goto end;
+    }
+    if (kf.type != HWKEY_TSS2_LOADABLE && kf.type != HWKEY_TSS2_IMPORTABLE) {
         hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
-                    "only loadable TSS2 keys (2.23.133.10.1.3) can be used; import it first");
+                    "only loadable or importable TSS2 keys (2.23.133.10.1.3/4) can be used");
         goto end;
     }
     if (kf.has_policy) {
@@ -204,6 +214,8 @@ static void key_destroy(HWKEY_TPM2_KEY *key)
         hwkey_gate_leave();
     }
     Esys_Free(key->saved);
+    if (key->import_seed != NULL)
+        OPENSSL_clear_free(key->import_seed, sizeof(*key->import_seed));
     hwkey_secmem_free(key->auth);
     OPENSSL_clear_free(key, sizeof(*key));
 }
@@ -310,4 +322,5 @@ const HWKEY_BACKEND hwkey_tpm2_backend = {
     .random = hwkey_tpm2_random,
     .datakey_create = hwkey_tpm2_datakey_create,
     .datakey_unwrap = hwkey_tpm2_datakey_unwrap,
+    .key_attest = hwkey_tpm2_key_attest,
 };

@@ -19,7 +19,11 @@
 
 #include <stddef.h>
 
+#include <openssl/evp.h>
+
 #include <tss2/tss2_tpm2_types.h>
+
+#include "backend/backend.h"
 
 /*
  * KDFa (Part 1, 11.4.10.2; SP 800-108 counter mode with HMAC): outlen bytes
@@ -51,8 +55,16 @@ int hwkey_tpm2_dup_wrap(const TPMT_PUBLIC *parent, const TPMT_PUBLIC *obj,
                         const TPMT_SENSITIVE *sens, TPM2B_PRIVATE *dup,
                         TPM2B_ENCRYPTED_SECRET *sym_seed);
 
+/*
+ * The public area and sensitive area (key, auth value from opts, a fresh
+ * seed) of a software key about to be imported: hwkey's key template
+ * without fixedTPM / fixedParent / sensitiveDataOrigin.  sens should live
+ * in protected memory.  Needs no TPM (offline import uses it too).
+ */
+int hwkey_tpm2_import_object(EVP_PKEY *soft, const HWKEY_GENOPTS *opts, TPM2B_PUBLIC *pub,
+                             TPMT_SENSITIVE *sens);
+
 /* The vtable's key_import (tpm2_import.c): EC / RSA software key -> TSS2 key file. */
-#include "backend/backend.h"
 int hwkey_tpm2_key_import(HWKEY_DEVICE *dev, EVP_PKEY *soft, const HWKEY_GENOPTS *opts,
                           HWKEY_REFBLOB *out);
 

@@ -168,8 +168,8 @@ static int fill_key(EVP_PKEY *soft, TPM2B_PUBLIC *pub, TPMT_SENSITIVE *sens)
     return 0;
 }
 
-/* Build the public area and sensitive area (auth value, seed) to import. */
-static int build_object(EVP_PKEY *soft, const HWKEY_GENOPTS *opts, TPM2B_PUBLIC *pub,
+/* Build the public area and sensitive area (auth value, seed) to import (tpm2_dup.h). */
+int hwkey_tpm2_import_object(EVP_PKEY *soft, const HWKEY_GENOPTS *opts, TPM2B_PUBLIC *pub,
                         TPMT_SENSITIVE *sens)
 {
     size_t auth_len = opts != NULL && opts->auth != NULL ? opts->auth_len : 0;
@@ -284,7 +284,7 @@ int hwkey_tpm2_key_import(HWKEY_DEVICE *base, EVP_PKEY *soft, const HWKEY_GENOPT
     /* The sensitive area holds the private key and auth value: protected memory. */
     if ((sens = hwkey_secmem_alloc(sizeof(*sens))) == NULL)
         return 0;
-    if (!build_object(soft, opts, &pub, sens))
+    if (!hwkey_tpm2_import_object(soft, opts, &pub, sens))
         goto end;
     if ((esys = hwkey_tpm2_acquire(dev)) == NULL)
         goto end;

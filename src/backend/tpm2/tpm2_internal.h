@@ -109,6 +109,12 @@ typedef struct hwkey_tpm2_key {
     ESYS_TR tr;                   /* RM mode: loaded object (or persistent TR) */
     uint64_t tr_gen;              /* device generation tr belongs to */
     TPMS_CONTEXT *saved;          /* no-RM mode: saved context of the key */
+    /*
+     * An importable key file (offline import, tpm2_offline.c): priv holds
+     * the duplicate and this the encrypted seed until the first load runs
+     * TPM2_Import; then priv is the TPM's own blob and this is NULL.
+     */
+    TPM2B_ENCRYPTED_SECRET *import_seed;
 } HWKEY_TPM2_KEY;
 
 /* ---- tpm2_context.c -------------------------------------------------- */
@@ -332,6 +338,27 @@ TPMI_ALG_HASH hwkey_tpm2_hash_alg(int md_nid);
 /* OpenSSL curve NID of a TPM curve and back; NID_undef / TPM2_ECC_NONE if none. */
 int hwkey_tpm2_curve_nid(TPMI_ECC_CURVE curve);
 TPMI_ECC_CURVE hwkey_tpm2_curve_id(int nid);
+
+/*
+ * One command on a key (tpm2_sign.c): fn runs with the key loaded, its auth
+ * session started, the device held, and again on retryable codes; a stale
+ * connection is retried once on a fresh one.  0: not issued (raised);
+ * 1: ran, fn's rc in *cmd_rc for the caller to judge.
+ */
+typedef TSS2_RC hwkey_tpm2_cmd_fn(ESYS_CONTEXT *esys, ESYS_TR key, ESYS_TR session, void *arg);
+int hwkey_tpm2_run_cmd(HWKEY_TPM2_KEY *key, const char *name, hwkey_tpm2_cmd_fn *fn, void *arg,
+                       TSS2_RC *cmd_rc);
+
+/* ---- tpm2_offline.c (importable key files) --------------------------- */
+
+/* The importable key file's secret field: a marshalled TPM2B (or bare bytes). */
+int hwkey_tpm2_import_seed_parse(const unsigned char *secret, size_t len,
+                                 TPM2B_ENCRYPTED_SECRET **out);
+/*
+ * Lock held, parent loaded: TPM2_Import of key->priv (the duplicate) with
+ * key->import_seed; on success key->priv becomes the loadable blob.
+ */
+int hwkey_tpm2_import_pending(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR parent);
 
 /* ---- tpm2_backend.c -------------------------------------------------- */
 

@@ -76,6 +76,12 @@ static int load_blob(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
     for (;;) {
         if (!hwkey_tpm2_parent_get(dev, esys, key->parent, &parent, NULL))
             return 0;
+        /* An importable key file: TPM2_Import once, then load the TPM's own blob. */
+        if (key->import_seed != NULL && !hwkey_tpm2_import_pending(key, esys, parent)) {
+            if (dev->esys == esys)
+                hwkey_tpm2_parent_put(dev, esys, &parent);
+            return 0;
+        }
         rc = Esys_Load(esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &key->priv,
                        &key->pub, tr);
         if (rc == TSS2_RC_SUCCESS)

@@ -16,8 +16,6 @@
 #include "util/error.h"
 #include "util/testhook.h"
 
-typedef TSS2_RC hwkey_tpm2_cmd_fn(ESYS_CONTEXT *esys, ESYS_TR key, ESYS_TR session, void *arg);
-
 /*
  * One attempt: 1 ran (result in *cmd_rc), 0 failed (error raised), -1 the
  * connection broke under a connection made earlier (error raised): worth
@@ -491,4 +489,10 @@ end:
     }
     OPENSSL_cleanse(&a, sizeof(a));
     return ok;
+}
+
+int hwkey_tpm2_run_cmd(HWKEY_TPM2_KEY *key, const char *name, hwkey_tpm2_cmd_fn *fn, void *arg,
+                       TSS2_RC *cmd_rc)
+{
+    return run_on_key(key, name, fn, arg, cmd_rc);
 }
