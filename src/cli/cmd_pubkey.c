@@ -9,12 +9,14 @@
 
 static void pubkey_usage(void)
 {
-    printf("usage: hwkey pubkey [--auth-file F] [--pin-source SRC] [--tcti STRING] KEY\n\n"
+    printf("usage: hwkey pubkey [--pin-source SRC] [--tcti STRING] KEY\n\n"
            "Prints the public key of KEY as PEM on stdout.  KEY is a TSS2 key file\n"
            "(PEM or DER), a key reference file, handle:0x81xxxxxx or a pkcs11: URI\n"
            "(of a private key, a public key or a certificate: type=private/public/cert;\n"
            "without type=, a public key object, else a certificate, else the private\n"
-           "key).  --pin-source file:/path|env:NAME: the token's user PIN, if needed.\n");
+           "key).  A TPM key's public key is in its file (or the TPM's public area):\n"
+           "no auth value is needed or accepted.  --pin-source file:/path|env:NAME:\n"
+           "the token's user PIN, only for a token key without a public object.\n");
 }
 
 int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
@@ -23,7 +25,6 @@ int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
         HWKEY_CLI_LONGOPTS_COMMON};
     HWKEY_CLI_KEYREF kr = {0};
     HWKEY_DEVICE *dev;
-    HWKEY_BKEY *bkey = NULL;
     EVP_PKEY *pub = NULL;
     BIO *mem = NULL;
     char *pem;
@@ -36,6 +37,10 @@ int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
             pubkey_usage();
             return HWKEY_CLI_OK;
         }
+        /* Never take a secret that is not used: a wrong one would seem accepted. */
+        if (opt == HWKEY_CLI_OPT_AUTH_FILE)
+            return hwkey_cli_usage("pubkey", "--auth-file: the public key needs no auth value "
+                                   "(a token PIN: --pin-source)");
         if ((c = hwkey_cli_other_option(cli, "pubkey", opt, argv)) != HWKEY_CLI_OK)
             return c;
     }
@@ -47,14 +52,12 @@ int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
         goto end;
     }
     /*
-     * A token URI may name a public key or certificate (type=public/cert) as
-     * well as a private key, and public objects need no PIN: ask for the
-     * public key itself.  TPM keys are resolved as keys.
+     * The public key itself, never the private key: a TPM key's public area
+     * is in its file (or the TPM's public area), and a token URI may name a
+     * public key or certificate, which need no PIN.  Only a token key without
+     * a public object needs the PIN (--pin-source).
      */
-    if (kr.ref.kind == HWKEY_REF_PKCS11_URI)
-        pub = hwkey_backend_pubkey_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, NULL, NULL);
-    else if (hwkey_backend_key_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, &bkey))
-        pub = hwkey_backend_key_public(bkey, NULL, NULL);
+    pub = hwkey_backend_pubkey_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, NULL, NULL);
     if (pub == NULL) {
         rc = hwkey_cli_fail("pubkey %s", argv[optind]);
         goto end;
@@ -73,7 +76,6 @@ int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
 end:
     BIO_free(mem);
     EVP_PKEY_free(pub);
-    hwkey_backend_key_free(bkey);
     hwkey_cli_keyref_clear(&kr);
     return rc;
 }

@@ -323,6 +323,12 @@ TPMI_ECC_CURVE hwkey_tpm2_curve_id(int nid);
 
 /* Parse "handle:0x81xxxxxx" (also decimal); 0 + HWKEY_R_BAD_ARGUMENT if malformed. */
 int hwkey_tpm2_parse_handle(const unsigned char *data, size_t len, uint32_t *handle);
+/*
+ * The same, also accepting tpm2-openssl's "?pass" suffix ("the key has an
+ * auth value: ask for it"); *ask_pass says whether it was there.
+ */
+int hwkey_tpm2_parse_handle_ex(const unsigned char *data, size_t len, uint32_t *handle,
+                               int *ask_pass);
 
 /* ---- tpm2_manage.c + tpm2_info.c (engineer "tpm2mgmt") ---------------- */
 
