@@ -10,7 +10,8 @@
 #     TPM is used (the dictionary-attack counter does not move);
 # 7.4 key files made by Debian 12's tpm2-tools 5.4 (tpm2_create +
 #     tpm2_encodeobject, emptyAuth written backwards), under tpm2-tools'
-#     default primary and under the TCG SRK template persisted at 0x81000001:
+#     default primary (RSA, recorded as 0x40000001 like hwkey's ECC primary:
+#     tried second) and under the TCG SRK template persisted at 0x81000001:
 #     pubkey works, an explicit empty value (-passin pass:) signs, keygen takes
 #     an empty --auth-file, and the documented fix (re-encoding) lets a program
 #     without a passphrase callback (HAProxy's way: PEM_read_bio_PrivateKey
@@ -164,6 +165,14 @@ out=$(timeout -k 5 "$HW_TIMEOUT" "$LOADCHECK" pem srk-noauth.pem 2>lc.err </dev/
 grep -q "needs an auth value\|no auth value given" lc.err || hw_fail "no reason given: $(head -c 400 lc.err)"
 (($(da_count) == da0)) || hw_fail "refusing a file without a value cost a DA strike"
 hw_log "7.4: TCG SRK template: explicit empty value and re-encoded file sign, no DA strike"
+# Under tpm2-tools' default (RSA) primary the file records 0x40000001 like
+# hwkey's and tpm2-openssl's ECC primary: the second template is tried.
+sign_ok dflt-noauth.pem dflt-noauth.tools.pub "tpm2-tools default primary, -passin pass:" -passin pass:
+out=$(timeout -k 5 "$HW_TIMEOUT" "$LOADCHECK" pem dflt-noauth.fixed.pem 2>lc.err </dev/null) ||
+    hw_fail "re-encoded default-primary file without a callback: $out $(head -c 400 lc.err)"
+[[ $out == "provider=hwkey sign=ok" ]] || hw_fail "re-encoded default-primary file: $out"
+(($(da_count) == da0)) || hw_fail "the default-primary files moved the DA counter"
+hw_log "7.4: tpm2-tools default primary: the key loads under its RSA primary and signs"
 
 # keygen: an empty --auth-file is an explicit "no auth value"
 cli 0 keygen ec:P-256 --auth-file empty --out emptyauth.pem

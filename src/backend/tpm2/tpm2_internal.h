@@ -313,6 +313,11 @@ EVP_PKEY *hwkey_tpm2_public_to_pkey(const TPMT_PUBLIC *pub, OSSL_LIB_CTX *libctx
 int hwkey_tpm2_key_template(const HWKEY_KEYSPEC *spec, TPM2B_PUBLIC *tmpl);
 /* The owner primary's template (ECC P-256, AES-128-CFB, empty unique: tpm2-openssl's). */
 void hwkey_tpm2_primary_template(TPM2B_PUBLIC *tmpl);
+/*
+ * tpm2_createprimary's default template (RSA 2048): the second guess for a
+ * key file recording 0x40000001 that does not load under the first.
+ */
+void hwkey_tpm2_tools_primary_template(TPM2B_PUBLIC *tmpl);
 /* TPM hash algorithm of an OpenSSL digest NID, TPM2_ALG_ERROR if none. */
 TPMI_ALG_HASH hwkey_tpm2_hash_alg(int md_nid);
 /* OpenSSL curve NID of a TPM curve and back; NID_undef / TPM2_ECC_NONE if none. */
