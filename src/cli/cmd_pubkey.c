@@ -40,7 +40,7 @@ int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
         /* Never take a secret that is not used: a wrong one would seem accepted. */
         if (opt == HWKEY_CLI_OPT_AUTH_FILE)
             return hwkey_cli_usage("pubkey", "--auth-file: the public key needs no auth value "
-                                   "(a token PIN: --pin-source)");
+                                             "(a token PIN: --pin-source)");
         if ((c = hwkey_cli_other_option(cli, "pubkey", opt, argv)) != HWKEY_CLI_OK)
             return c;
     }

@@ -85,7 +85,8 @@ static void *handle_open(void *provctx, const char *uri)
     HWKEY_STORE_CTX *ctx;
 
     if (uri == NULL || !handle_uri_valid(uri)) {
-        hwkey_raise(HWKEY_R_INVALID_URI, "%s: expected handle:0x81000000..0x81FFFFFF, optionally with ?pass "
+        hwkey_raise(HWKEY_R_INVALID_URI,
+                    "%s: expected handle:0x81000000..0x81FFFFFF, optionally with ?pass "
                     "(the key has an auth value)",
                     uri != NULL ? uri : "(null)");
         return NULL;

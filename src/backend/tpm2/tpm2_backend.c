@@ -309,8 +309,7 @@ static int key_resolve(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref, int want_aut
             goto end;
         /* Asked before the TPM is, so a missing value costs no TPM command. */
         snprintf(what, sizeof(what), "handle:0x%08x", (unsigned int)key->persistent);
-        if (want_auth && ask_pass
-            && !ask_auth(key, AUTH_REQUIRED, what, pw_cb, pw_arg))
+        if (want_auth && ask_pass && !ask_auth(key, AUTH_REQUIRED, what, pw_cb, pw_arg))
             goto end;
         break;
     default:
