@@ -184,16 +184,21 @@ sign_ok emptyauth.pem emptyauth.pub "keygen with an empty --auth-file"
 
 # --- 7.6: key types: keygen and genpkey agree with hwkey info --------------------------
 cli 0 info
-grep -q "ecc curves:" cli.out && grep -q "rsa key sizes:" cli.out || hw_fail "info lists no curves/sizes: $(cat cli.out)"
+keygen_line=$(sed -n 's/^ *hwkey keygen: //p' cli.out)
+[[ " $keygen_line " == *" ec:P-256 "* ]] || hw_fail "info: no 'hwkey keygen:' line with ec:P-256: $(cat cli.out)"
 curves=$(sed -n 's/^ *ecc curves: //p' cli.out)
 sizes=$(sed -n 's/^ *rsa key sizes: //p' cli.out)
 for alg in ec:P-521 rsa:4096; do
+    listed=0
+    [[ " $keygen_line " == *" $alg "* ]] && listed=1
+    # the keygen line agrees with the TPM's own lists
     case $alg in
-    ec:*) listed=0; [[ ",$curves," == *"NIST ${alg#ec:},"* ]] && listed=1
+    ec:*) in_caps=0; [[ ",$curves," == *"NIST ${alg#ec:},"* ]] && in_caps=1
           gen=(-algorithm EC -pkeyopt "group:${alg#ec:}") ;;
-    rsa:*) listed=0; [[ " $sizes " == *" ${alg#rsa:} "* ]] && listed=1
+    rsa:*) in_caps=0; [[ " $sizes " == *" ${alg#rsa:} "* ]] && in_caps=1
            gen=(-algorithm RSA -pkeyopt "rsa_keygen_bits:${alg#rsa:}") ;;
     esac
+    ((listed == in_caps)) || hw_fail "info: 'hwkey keygen: $keygen_line' disagrees with the TPM's lists on $alg"
     f=gen-${alg/:/-}
     if ((listed)); then
         cli 0 keygen "$alg" --out "$f.cli.pem"
