@@ -72,7 +72,9 @@ bad:
  * What to do about a key's auth value when it is resolved.  The TPM cannot
  * be asked whether an object's auth value is empty: the only test is to use
  * it, and a wrong guess on a DA-protected object costs a dictionary-attack
- * strike.  So hwkey never guesses a value; it asks the application.
+ * strike.  So hwkey asks the application, and uses a key without a value
+ * only where the reference says it has none or says nothing at all (a bare
+ * handle: with no answer from the application, as tpm2-openssl does).
  */
 typedef enum {
     AUTH_SKIP = 0,   /* none, or only the public half is wanted (hwkey pubkey) */
