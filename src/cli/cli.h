@@ -70,7 +70,10 @@ int hwkey_cli_common_option(HWKEY_CLI *cli, int opt, const char *arg);
  */
 int hwkey_cli_other_option(HWKEY_CLI *cli, const char *cmd, int opt, char **argv);
 int hwkey_cli_set_tcti(HWKEY_CLI *cli, const char *tcti);
-/* Reads --auth-file into protected memory (one trailing newline dropped). */
+/*
+ * Reads --auth-file into protected memory (one trailing newline dropped); an
+ * empty file gives an empty value (cli->auth set, auth_len 0).
+ */
 int hwkey_cli_read_auth(HWKEY_CLI *cli, const char *path);
 /* Answers the backend's request for a key auth value with --auth-file. */
 OSSL_PASSPHRASE_CALLBACK hwkey_cli_pw_cb;

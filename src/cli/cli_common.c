@@ -129,8 +129,13 @@ int hwkey_cli_read_auth(HWKEY_CLI *cli, const char *path)
         n--;
     if (n > 0 && buf[n - 1] == '\r')
         n--;
-    if (n == 0 || n > AUTH_MAX) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "auth file %s must hold 1..%d bytes", path, AUTH_MAX);
+    /*
+     * An empty file is an explicit empty auth value: keys whose file says
+     * they need one but have none (tpm2-tools 5.4 writes emptyAuth backwards).
+     */
+    if (n > AUTH_MAX) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "auth file %s must hold at most %d bytes", path,
+                    AUTH_MAX);
         goto end;
     }
     hwkey_secmem_free(cli->auth);

@@ -21,20 +21,30 @@ static const struct {
     {"ec:P-384", {.alg = HWKEY_ALG_EC, .curve_nid = NID_secp384r1, .bits = 384}},
     {"rsa:2048", {.alg = HWKEY_ALG_RSA, .bits = 2048}},
     {"rsa:3072", {.alg = HWKEY_ALG_RSA, .bits = 3072}},
-    /* PKCS#11 tokens only (swtpm and most TPMs have neither; the TPM says so). */
+    /* Where the device has them (swtpm has P-521, not RSA-4096; the TPM is asked). */
     {"ec:P-521", {.alg = HWKEY_ALG_EC, .curve_nid = NID_secp521r1, .bits = 521}},
     {"rsa:4096", {.alg = HWKEY_ALG_RSA, .bits = 4096}},
     {"ed25519", {.alg = HWKEY_ALG_ED25519, .bits = 256}},
 };
 #define ALG_LIST "ec:P-256 ec:P-384 ec:P-521 rsa:2048 rsa:3072 rsa:4096 ed25519"
 
+/* The table's own spelling of spec ("rsa:4096"), for messages. */
+static const char *algs_name(const HWKEY_KEYSPEC *spec)
+{
+    for (size_t i = 0; i < sizeof(algs) / sizeof(algs[0]); i++)
+        if (&algs[i].spec == spec)
+            return algs[i].name;
+    return "this algorithm";
+}
+
 static void keygen_usage(void)
 {
     printf("usage: hwkey keygen ALG --out FILE [--persist 0x81xxxxxx] [--auth-file F] [--force]\n"
            "                   [--tcti STRING]\n"
            "       hwkey keygen ALG --uri 'pkcs11:...' [--out FILE] [--pin-source SRC] [--force]\n\n"
-           "ALG: ec:P-256 ec:P-384 rsa:2048 rsa:3072 (TPM and token);\n"
-           "     ec:P-521 rsa:4096 ed25519 (tokens that have them)\n\n"
+           "ALG: ec:P-256 ec:P-384 ec:P-521 rsa:2048 rsa:3072 rsa:4096 ed25519, where the\n"
+           "     device has it: a TPM is asked (hwkey info lists its curves and RSA sizes;\n"
+           "     TPMs have no ed25519), a token answers when generating\n\n"
            "  --out FILE        TSS2 PRIVATE KEY file to write (PEM); with --persist or\n"
            "                    --uri, a key reference file naming the key\n"
            "  --persist HANDLE  also make the key persistent at HANDLE (0x81000000..0x81FFFFFF)\n"
@@ -76,7 +86,7 @@ int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
     HWKEY_REFBLOB blob = {0};
     HWKEY_CLI_OUTFILE out = {.fd = -1};
     HWKEY_DEVICE *dev;
-    int opt, c, force = 0, rc = HWKEY_CLI_FAIL;
+    int opt, c, force = 0, supported, rc = HWKEY_CLI_FAIL;
 
     memset(&gen, 0, sizeof(gen));
     optind = 0;
@@ -130,7 +140,15 @@ int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
      * that is unreachable or lacks the size fails below with one line
      * (supports() says -1, "cannot tell", for those and for every token).
      */
-    if (spec->alg == HWKEY_ALG_RSA && hwkey_backend_supports(dev, spec) == 1)
+    supported = hwkey_backend_supports(dev, spec);
+    if (supported == 0) {
+        /* Before TPM2_Create, which would only say TPM_RC_VALUE or TPM_RC_CURVE. */
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                    "this %s does not support %s (hwkey info lists what it has)",
+                    uri != NULL ? "token" : "TPM", algs_name(spec));
+        goto fail;
+    }
+    if (spec->alg == HWKEY_ALG_RSA && supported == 1)
         fprintf(stderr, "hwkey: generating %s in the %s, this can take a few seconds...\n",
                 alg_name, uri != NULL ? "token" : "TPM");
     if (!hwkey_backend_key_generate(dev, spec, &gen, &blob))

@@ -16,12 +16,14 @@
 
 static void pubkey_usage(void)
 {
-    printf("usage: hwkey pubkey [--auth-file F] [--pin-source SRC] [--tcti STRING] KEY\n\n"
+    printf("usage: hwkey pubkey [--pin-source SRC] [--tcti STRING] KEY\n\n"
            "Prints the public key of KEY as PEM on stdout.  KEY is a TSS2 key file\n"
            "(PEM or DER), a key reference file, handle:0x81xxxxxx or a pkcs11: URI\n"
            "(of a private key, a public key or a certificate: type=private/public/cert;\n"
            "without type=, a public key object, else a certificate, else the private\n"
-           "key).  --pin-source file:/path|env:NAME: the token's user PIN, if needed.\n\n"
+           "key).  A TPM key's public key is in its file (or the TPM's public area):\n"
+           "no auth value is needed or accepted.  --pin-source file:/path|env:NAME:\n"
+           "the token's user PIN, only for a token key without a public object.\n\n"
            "usage: hwkey pubkey --parent [--out-public FILE] [--force] [--tcti STRING]\n\n"
            "Prints the public key of the TPM parent that keys are created and imported\n"
            "under (tpm2-parent, else 0x81000001, else the owner primary), for\n"
@@ -95,7 +97,6 @@ int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
     int parent = 0, force = 0;
     HWKEY_CLI_KEYREF kr = {0};
     HWKEY_DEVICE *dev;
-    HWKEY_BKEY *bkey = NULL;
     EVP_PKEY *pub = NULL;
     BIO *mem = NULL;
     char *pem;
@@ -118,6 +119,10 @@ int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
             force = 1;
             break;
         default:
+            /* Never take a secret that is not used: a wrong one would seem accepted. */
+            if (opt == HWKEY_CLI_OPT_AUTH_FILE)
+                return hwkey_cli_usage("pubkey", "--auth-file: the public key needs no auth "
+                                                 "value (a token PIN: --pin-source)");
             if ((c = hwkey_cli_other_option(cli, "pubkey", opt, argv)) != HWKEY_CLI_OK)
                 return c;
         }
@@ -137,14 +142,12 @@ int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
         goto end;
     }
     /*
-     * A token URI may name a public key or certificate (type=public/cert) as
-     * well as a private key, and public objects need no PIN: ask for the
-     * public key itself.  TPM keys are resolved as keys.
+     * The public key itself, never the private key: a TPM key's public area
+     * is in its file (or the TPM's public area), and a token URI may name a
+     * public key or certificate, which need no PIN.  Only a token key without
+     * a public object needs the PIN (--pin-source).
      */
-    if (kr.ref.kind == HWKEY_REF_PKCS11_URI)
-        (void)hwkey_backend_pubkey_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, NULL, NULL, &pub);
-    else if (hwkey_backend_key_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, &bkey))
-        pub = hwkey_backend_key_public(bkey, NULL, NULL);
+    (void)hwkey_backend_pubkey_load(dev, &kr.ref, hwkey_cli_pw_cb, cli, NULL, NULL, &pub);
     if (pub == NULL) {
         rc = hwkey_cli_fail("pubkey %s", argv[optind]);
         goto end;
@@ -163,7 +166,6 @@ int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
 end:
     BIO_free(mem);
     EVP_PKEY_free(pub);
-    hwkey_backend_key_free(bkey);
     hwkey_cli_keyref_clear(&kr);
     return rc;
 }

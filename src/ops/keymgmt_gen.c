@@ -123,14 +123,18 @@ const OSSL_PARAM *hwkey_rsa_gen_settable_params(void *genctx, void *provctx)
     return rsa_gen_settable;
 }
 
-/* "P-256", "prime256v1", "secp384r1", ... to the two curves devices generate. */
+/*
+ * "P-256", "prime256v1", "secp384r1", "P-521" ... to the NIST curves devices
+ * generate.  Whether this device has the curve is its own answer (gen_device).
+ */
 static int set_group(HWKEY_GEN_CTX *ctx, const OSSL_PARAM *p)
 {
     const char *name = NULL;
     int nid;
 
     if (!OSSL_PARAM_get_utf8_string_ptr(p, &name)) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the EC group must be given as a name (P-256, P-384)");
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                    "the EC group must be given as a name (P-256, P-384, P-521)");
         return 0;
     }
     nid = EC_curve_nist2nid(name);
@@ -142,15 +146,17 @@ static int set_group(HWKEY_GEN_CTX *ctx, const OSSL_PARAM *p)
         nid = NID_X9_62_prime256v1;
     if (nid == NID_undef && strcasecmp(name, "p-384") == 0)
         nid = NID_secp384r1;
-    if (nid != NID_X9_62_prime256v1 && nid != NID_secp384r1) {
+    if (nid == NID_undef && strcasecmp(name, "p-521") == 0)
+        nid = NID_secp521r1;
+    if (nid != NID_X9_62_prime256v1 && nid != NID_secp384r1 && nid != NID_secp521r1) {
         hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
-                    "EC curve \"%s\": hwkey generates device keys on P-256 (prime256v1) and "
-                    "P-384 (secp384r1) only",
+                    "EC curve \"%s\": hwkey generates device keys on P-256 (prime256v1), "
+                    "P-384 (secp384r1) and P-521 (secp521r1), where the device has them",
                     name);
         return 0;
     }
     ctx->spec.curve_nid = nid;
-    ctx->spec.bits = nid == NID_secp384r1 ? 384 : 256;
+    ctx->spec.bits = nid == NID_secp521r1 ? 521 : nid == NID_secp384r1 ? 384 : 256;
     return 1;
 }
 
@@ -158,9 +164,10 @@ static int set_rsa_bits(HWKEY_GEN_CTX *ctx, const OSSL_PARAM *p)
 {
     size_t bits = 0;
 
-    if (!OSSL_PARAM_get_size_t(p, &bits) || (bits != 2048 && bits != 3072)) {
+    if (!OSSL_PARAM_get_size_t(p, &bits) || (bits != 2048 && bits != 3072 && bits != 4096)) {
         hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
-                    "RSA key of %zu bits: hwkey generates 2048- and 3072-bit device keys only",
+                    "RSA key of %zu bits: hwkey generates 2048-, 3072- and 4096-bit device "
+                    "keys, where the device has them",
                     bits);
         return 0;
     }
@@ -384,12 +391,18 @@ static HWKEY_DEVICE *gen_device(HWKEY_GEN_CTX *ctx)
         return NULL;
     /* -1, cannot tell without asking: the device itself answers below. */
     if (hwkey_backend_supports(dev, &ctx->spec) == 0) {
+        const char *where = ctx->uri != NULL ? "token" : "TPM";
+
         if (ctx->spec.alg == HWKEY_ALG_RSA)
-            hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "the %s device cannot generate RSA-%d keys",
-                        dev->backend->name, ctx->spec.bits);
+            hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                        "this %s does not support rsa:%d (hwkey info lists what it has)", where,
+                        ctx->spec.bits);
         else
-            hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "the %s device cannot generate %s keys",
-                        dev->backend->name, OBJ_nid2sn(ctx->spec.curve_nid));
+            hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                        "this %s does not support ec:%s (hwkey info lists what it has)", where,
+                        EC_curve_nid2nist(ctx->spec.curve_nid) != NULL
+                            ? EC_curve_nid2nist(ctx->spec.curve_nid)
+                            : OBJ_nid2sn(ctx->spec.curve_nid));
         return NULL;
     }
     return dev;
@@ -415,7 +428,7 @@ void *hwkey_keymgmt_gen(void *genctx, OSSL_CALLBACK *cb, void *cbarg)
     }
     if (ctx->spec.alg == HWKEY_ALG_EC && ctx->spec.curve_nid == 0) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT,
-                    "no EC curve given: use -pkeyopt group:P-256 or group:P-384");
+                    "no EC curve given: use -pkeyopt group:P-256, group:P-384 or group:P-521");
         return NULL;
     }
     if (ctx->uri != NULL && ctx->persist != 0) {

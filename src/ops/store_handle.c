@@ -46,10 +46,16 @@ static OSSL_FUNC_store_eof_fn handle_eof;
 static OSSL_FUNC_store_close_fn handle_close;
 static OSSL_FUNC_store_export_object_fn handle_export_object;
 
-/* "handle:0x81000002" (0x prefix required, 1..8 hex digits, persistent range). */
+/*
+ * "handle:0x81000002" (0x prefix required, 1..8 hex digits, persistent
+ * range), optionally with tpm2-openssl's "?pass": the key has an auth value,
+ * asked through the passphrase callback before the TPM is used.
+ */
 static int handle_uri_valid(const char *uri)
 {
+    static const char pass_suffix[] = "?pass";
     const char *hex = uri + strlen(HWKEY_HANDLE_SCHEME ":");
+    char digits[9];
     char *end = NULL;
     size_t n;
     unsigned long v;
@@ -60,12 +66,17 @@ static int handle_uri_valid(const char *uri)
         return 0;
     hex += 2;
     n = strlen(hex);
+    if (n > sizeof(pass_suffix) - 1
+        && strcmp(hex + n - (sizeof(pass_suffix) - 1), pass_suffix) == 0)
+        n -= sizeof(pass_suffix) - 1;
     if (n == 0 || n > 8)
         return 0;
+    memcpy(digits, hex, n);
+    digits[n] = '\0';
     for (size_t i = 0; i < n; i++)
-        if (!isxdigit((unsigned char)hex[i]))
+        if (!isxdigit((unsigned char)digits[i]))
             return 0;
-    v = strtoul(hex, &end, 16);
+    v = strtoul(digits, &end, 16);
     return *end == '\0' && v >= HANDLE_MIN && v <= HANDLE_MAX;
 }
 
@@ -74,7 +85,9 @@ static void *handle_open(void *provctx, const char *uri)
     HWKEY_STORE_CTX *ctx;
 
     if (uri == NULL || !handle_uri_valid(uri)) {
-        hwkey_raise(HWKEY_R_INVALID_URI, "%s: expected handle:0x81000000..0x81FFFFFF",
+        hwkey_raise(HWKEY_R_INVALID_URI,
+                    "%s: expected handle:0x81000000..0x81FFFFFF, optionally with ?pass "
+                    "(the key has an auth value)",
                     uri != NULL ? uri : "(null)");
         return NULL;
     }
@@ -121,10 +134,13 @@ static int handle_load(void *vctx, OSSL_CALLBACK *object_cb, void *object_cbarg,
     ref.data = (const unsigned char *)ctx->uri;
     ref.len = strlen(ctx->uri);
     key = hwkey_key_load(ctx->provctx->devices, ctx->provctx->swctx, &ref, pw_cb, pw_cbarg);
-    if (key == NULL) {
-        ctx->eof = 0; /* an error, not the end: OSSL_STORE_error() says so */
+    /*
+     * A failure is also the end: openssl(1)'s load loop (apps.c) calls load
+     * again until eof, and each call would ask the passphrase again and use
+     * the TPM again (seen: endless prompts, and a DA strike per wrong try).
+     */
+    if (key == NULL)
         return 0;
-    }
     return hwkey_objref_emit(&key, object_cb, object_cbarg);
 }
 

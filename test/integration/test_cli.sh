@@ -134,16 +134,17 @@ fails_cleanly 1 "device unreachable" --tcti "$DEAD_TCTI" keygen rsa:3072 --out u
 [[ ! -e unreachable.pem ]] || hw_fail "keygen with an unreachable TPM left unreachable.pem"
 fails_cleanly 1 "device unreachable" --tcti "$DEAD_TCTI" list --tpm2
 fails_cleanly 1 "auth file" keygen ec:P-256 --out auth.pem --auth-file does-not-exist
-: >empty-auth
-fails_cleanly 1 "auth file" keygen ec:P-256 --out auth.pem --auth-file empty-auth
 [[ ! -e auth.pem ]] || hw_fail "keygen with a bad --auth-file left auth.pem"
+head -c 200 /dev/zero | tr '\0' x >long-auth
+fails_cleanly 1 "auth file long-auth must hold at most 128 bytes" keygen ec:P-256 --out auth.pem --auth-file long-auth
+[[ ! -e auth.pem ]] || hw_fail "keygen with a too long --auth-file left auth.pem"
 fails_cleanly 1 "cannot create a file" keygen ec:P-256 --out /nonexistent-dir/k.pem
 no_temp_files
 
 # A key with an auth value: the TPM enforces the value keygen was given.
 printf 'correct horse\n' >auth-file
 run_cli 0 authk.out authk.err keygen ec:P-256 --out authkey.pem --auth-file auth-file
-run_cli 0 authk.pub authk.err pubkey --auth-file auth-file authkey.pem
+run_cli 0 authk.pub authk.err pubkey authkey.pem
 printf 'message\n' >msg
 ossl pkeyutl -sign -rawin -digest sha256 -in msg -inkey authkey.pem -passin 'pass:correct horse' \
     -out auth.sig 2>auth.err || hw_fail "signing with the right auth value: $(cat auth.err)"

@@ -126,12 +126,16 @@ timeout -k 5 "$HW_TIMEOUT" env -u HWKEY_PKCS11_MODULE -u HWKEY_PKCS11_PIN_SOURCE
 cmp -s list-env.out list-cnf.out || hw_fail "list with openssl.cnf's module differs: $(cat list-cnf.out)"
 hw_log "ok: the CLI uses pkcs11-module and pkcs11-pin-source from openssl.cnf"
 
+echo 0000 >wrong.pin
 for alg in "${ALGS[@]}"; do
     label=$(label_of "$alg")
     cli 0 pubkey "$T;object=$label;type=private" "${PINSRC[@]}"
     cp cli.out "$label.pub"
-    cli 0 pubkey "$label.pem" "${PINSRC[@]}"
+    # keygen's reference file (type=private) needs no PIN either (issue 7.2): the
+    # key pair's public object is read; a wrong PIN given is never used.
+    cli 0 pubkey "$label.pem" --pin-source "file:$PWD/wrong.pin"
     cmp -s cli.out "$label.pub" || hw_fail "pubkey REFFILE differs from pubkey URI for $label"
+    [[ ! -s cli.err ]] || hw_fail "pubkey REFFILE printed: $(cat cli.err)"
     # A public key object needs no PIN at all.
     cli 0 pubkey "$T;object=$label;type=public"
     cmp -s cli.out "$label.pub" || hw_fail "pubkey type=public differs for $label"
@@ -225,7 +229,7 @@ hw_log "ok: PIN from -passin; wrong -passin PIN says CKR_PIN_INCORRECT; public k
 
 # --- errors: one line, exit 1; usage errors exit 2 ------------------------------------
 echo 0000 >wrong.pin
-fails 1 "CKR_PIN_INCORRECT" pubkey "$T;object=c-ec-P-256;type=private" --pin-source "file:$PWD/wrong.pin"
+fails 1 "CKR_PIN_INCORRECT" list --uri "$T" --pin-source "file:$PWD/wrong.pin"
 fails 1 "key not found.*no-such-key" pubkey "$T;object=no-such-key" "${PINSRC[@]}"
 fails 1 "key not found" delete "$T;object=no-such-key" "${PINSRC[@]}"
 CLI_MODULE=/nonexistent/libpkcs11.so fails 1 "/nonexistent/libpkcs11.so" list --uri "$T" "${PINSRC[@]}"

@@ -121,8 +121,9 @@ ossl req -new -x509 -key gen-EC-P-256.pem -subj /CN=genpkey -days 1 -out cert.pe
 sw verify -CAfile cert.pem cert.pem >/dev/null || hw_fail "the self-signed certificate does not verify"
 
 # --- refusals: one clear error each ----------------------------------------------------
-for bad in "EC group:secp521r1 secp521r1" "EC group:secp256k1 secp256k1" \
-    "RSA rsa_keygen_bits:4096 4096" "RSA rsa_keygen_bits:1024 1024"; do
+# (P-521 and RSA-4096 are the TPM's to answer: test_tpm2_keyauth.sh)
+for bad in "EC group:brainpoolP256r1 brainpoolP256r1" "EC group:secp256k1 secp256k1" \
+    "RSA rsa_keygen_bits:8192 8192" "RSA rsa_keygen_bits:1024 1024"; do
     read -r algo opt word <<<"$bad"
     hw_expect_fail "hwkey.*$word.*(P-256|2048)" "genpkey $algo $opt" \
         ossl genpkey -propquery provider=hwkey -algorithm "$algo" -pkeyopt "$opt" -out bad.pem

@@ -262,7 +262,8 @@ OPENSSL_CONF=$HW_DIR/wrongpin.cnf expect_error CKR_PIN_INCORRECT "wrong PIN, ope
 OPENSSL_CONF=$HW_DIR/wrongpin.cnf expect_error CKR_PIN_INCORRECT "wrong PIN, openssl pkey" \
     ossl pkey -in h-rsa-2048.pem -pubout
 HWKEY_PKCS11_MODULE=$HW_P11_MODULE HWKEY_PKCS11_PIN_SOURCE=file:$HW_DIR/wrong.pin \
-    expect_error CKR_PIN_INCORRECT "wrong PIN, hwkey pubkey" timeout 60 "$HWKEY_BIN" pubkey t-ec256.pem
+    expect_error CKR_PIN_INCORRECT "wrong PIN, hwkey list" timeout 60 "$HWKEY_BIN" list --uri "$T"
+# (hwkey pubkey reads the key pair's public object: it needs no PIN, test_cli_pkcs11.sh)
 
 hw_p11_ref "$T;object=no-such-key;type=private" missing.pem
 expect_error 'no-such-key|not found|NOT_FOUND' "missing object, openssl dgst -sign" \
@@ -278,7 +279,7 @@ HWKEY_PKCS11_MODULE=$HW_DIR/no/such/libpkcs11.so HWKEY_PKCS11_PIN_SOURCE=file:$H
 
 # pin-user-password: a PIN that is not user:password is refused before any login.
 HWKEY_PKCS11_QUIRKS=pin-user-password expect_error 'user:password' \
-    "quirk pin-user-password with PIN 1234, hwkey pubkey" hw_p11_hwkey pubkey t-ec256.pem
+    "quirk pin-user-password with PIN 1234, hwkey list" hw_p11_hwkey list --uri "$T"
 
 # Locked user PIN.  SoftHSM 2.6 counts wrong logins (CKF_USER_PIN_COUNT_LOW)
 # but never locks: check that, then lock the token the way a token that does
@@ -308,7 +309,7 @@ if [[ $flags != *"user PIN locked"* ]]; then
 else
     expect_error 'LOCKED|[Ll]ocked' "locked user PIN, openssl dgst -sign" \
         ossl dgst -sha256 -sign t-ec256.pem -out x.sig msg
-    expect_error 'LOCKED|[Ll]ocked' "locked user PIN, hwkey pubkey" hw_p11_hwkey pubkey t-ec256.pem
+    expect_error 'LOCKED|[Ll]ocked' "locked user PIN, hwkey list" hw_p11_hwkey list --uri "$T"
 fi
 
 if ((${#FAILS[@]} > 0)); then

@@ -187,7 +187,12 @@ HWKEY_LOOKUP hwkey_p11_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
     *out = NULL;
     if (!lookup_open(&lk, dev, ref, pw_cb, pw_arg))
         goto end;
-    if (type_allows(lk.uri, CKO_PUBLIC_KEY)) {
+    /*
+     * type=private (what keygen --uri writes): the key pair's public object
+     * with the same label/id is that key's public half, readable without a
+     * login; the PIN is asked only when the token has none.
+     */
+    if (type_allows(lk.uri, CKO_PUBLIC_KEY) || lk.uri->klass == CKO_PRIVATE_KEY) {
         if (!lookup_find(&lk, CKO_PUBLIC_KEY, &obj))
             goto end;
         if (obj != CK_INVALID_HANDLE) {

@@ -13,11 +13,13 @@
 #include <unistd.h>
 
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/params.h>
 #include <tss2/tss2_mu.h>
 
 #include "util/error.h"
 #include "util/forkgate.h"
+#include "util/log.h"
 #include "util/secmem.h"
 #include "util/tss2_keyfile.h"
 
@@ -28,10 +30,26 @@ static int tpm2_handles(HWKEY_REF_KIND kind)
 
 int hwkey_tpm2_parse_handle(const unsigned char *data, size_t len, uint32_t *handle)
 {
+    return hwkey_tpm2_parse_handle_ex(data, len, handle, NULL);
+}
+
+int hwkey_tpm2_parse_handle_ex(const unsigned char *data, size_t len, uint32_t *handle,
+                               int *ask_pass)
+{
+    static const char pass_suffix[] = "?pass";
+    const size_t suffix_len = sizeof(pass_suffix) - 1;
     char buf[32];
     char *end = NULL;
     unsigned long v;
 
+    if (ask_pass != NULL)
+        *ask_pass = 0;
+    /* tpm2-openssl's "handle:0x81000020?pass": the key has an auth value, ask for it. */
+    if (ask_pass != NULL && len > suffix_len
+        && memcmp(data + len - suffix_len, pass_suffix, suffix_len) == 0) {
+        *ask_pass = 1;
+        len -= suffix_len;
+    }
     if (len < 8 || len >= sizeof(buf) || memcmp(data, "handle:", 7) != 0)
         goto bad;
     memcpy(buf, data + 7, len - 7);
@@ -45,22 +63,44 @@ int hwkey_tpm2_parse_handle(const unsigned char *data, size_t len, uint32_t *han
     return 1;
 bad:
     hwkey_raise(HWKEY_R_BAD_ARGUMENT, "\"%.*s\" is not a persistent TPM handle "
-                                      "(handle:0x81000000 .. handle:0x81ffffff)",
-                (int)(len > 40 ? 40 : len), (const char *)data);
+                                      "(handle:0x81000000 .. handle:0x81ffffff%s)",
+                (int)(len > 40 ? 40 : len), (const char *)data,
+                ask_pass != NULL ? ", optionally followed by ?pass" : "");
     return 0;
 }
 
-static int ask_auth(HWKEY_TPM2_KEY *key, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
+/*
+ * What to do about a key's auth value when it is resolved.  The TPM cannot
+ * be asked whether an object's auth value is empty: the only test is to use
+ * it, and a wrong guess on a DA-protected object costs a dictionary-attack
+ * strike.  So hwkey asks the application, and uses a key without a value
+ * only where the reference says it has none or says nothing at all (a bare
+ * handle: with no answer from the application, as tpm2-openssl does).
+ */
+typedef enum {
+    AUTH_SKIP = 0,   /* none, or only the public half is wanted (hwkey pubkey) */
+    AUTH_REQUIRED,   /* the reference says the key has one: the callback must give it */
+    AUTH_ASK,        /* bare handle: of a DA-protected key: ask if the application can be
+                      * asked; with no callback (or no answer) the key is used without one */
+} AUTH_MODE;
+
+static int ask_auth(HWKEY_TPM2_KEY *key, AUTH_MODE mode, const char *what,
+                    OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
 {
     char *pass = NULL;
     size_t pass_len = 0;
     const size_t max = sizeof(key->auth->buffer);
     OSSL_PARAM params[2];
-    int ok = 0;
+    int ok = 0, answered;
 
+    if (mode == AUTH_SKIP)
+        return 1;
     if (pw_cb == NULL) {
+        if (mode == AUTH_ASK)
+            return 1;
         hwkey_raise(HWKEY_R_AUTH_FAILED,
-                    "the TPM key needs an auth value and no passphrase callback was given");
+                    "the TPM key %s needs an auth value and no passphrase callback was given "
+                    "(an empty one is given explicitly, e.g. -passin pass:)", what);
         return 0;
     }
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PASSPHRASE_PARAM_INFO,
@@ -73,8 +113,20 @@ static int ask_auth(HWKEY_TPM2_KEY *key, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *
     if ((pass = hwkey_secmem_alloc(max + 1)) == NULL
         || (key->auth = hwkey_secmem_alloc_inherited(sizeof(*key->auth))) == NULL)
         goto end;
-    if (!pw_cb(pass, max + 1, &pass_len, params, pw_arg)) {
-        hwkey_raise(HWKEY_R_AUTH_FAILED, "no auth value given for the TPM key");
+    if (mode == AUTH_ASK)
+        ERR_set_mark();
+    answered = pw_cb(pass, max + 1, &pass_len, params, pw_arg);
+    if (mode == AUTH_ASK) {
+        /* No answer (no terminal, no -passin): the key is used with an empty auth value. */
+        ERR_pop_to_mark();
+        if (!answered) {
+            hwkey_log(HWKEY_LOG_INFO, "tpm2: no auth value given for %s: using it without one",
+                      what);
+            ok = 1;
+            goto end;
+        }
+    } else if (!answered) {
+        hwkey_raise(HWKEY_R_AUTH_FAILED, "no auth value given for the TPM key %s", what);
         goto end;
     }
     if (pass_len > max) {
@@ -90,7 +142,7 @@ end:
     return ok;
 }
 
-static int from_keyfile(HWKEY_TPM2_KEY *key, const HWKEY_KEYREF *ref,
+static int from_keyfile(HWKEY_TPM2_KEY *key, const HWKEY_KEYREF *ref, int want_auth,
                         OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
 {
     HWKEY_TSS2_KEYFILE kf;
@@ -133,7 +185,12 @@ static int from_keyfile(HWKEY_TPM2_KEY *key, const HWKEY_KEYREF *ref,
     }
     /* tpm2-openssl writes 0 for "the owner primary" in old files. */
     key->parent = kf.parent != 0 ? kf.parent : HWKEY_TPM2_PARENT_OWNER;
-    if (!kf.empty_auth && !ask_auth(key, pw_cb, pw_arg))
+    /*
+     * emptyAuth FALSE: ask, and take what the application gives, an empty
+     * value too (tpm2-tools 5.4 marks keys without one this way, docs/tpm2.md).
+     */
+    if (want_auth && !kf.empty_auth
+        && !ask_auth(key, AUTH_REQUIRED, "in the key file", pw_cb, pw_arg))
         goto end;
     ok = 1;
 end:
@@ -220,15 +277,33 @@ static void key_destroy(HWKEY_TPM2_KEY *key)
     OPENSSL_clear_free(key, sizeof(*key));
 }
 
-/* FOUND or FAILED: a TPM reference always names one object (no "absent"). */
-static HWKEY_LOOKUP tpm2_key_load(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref,
-                                  OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
-                                  HWKEY_BKEY **out)
+/*
+ * The auth rule for a handle: key (docs/tpm2.md, "Keys with an auth value"):
+ * "?pass" (or hwkey's reference file of a key made with --auth-file) says
+ * it has one: the application must give it.  Otherwise the public area
+ * decides: an object with noDA set costs nothing to try without one, so it
+ * is used so (hwkey makes every key without an auth value noDA); a
+ * DA-protected one may have a value that only the application knows, so
+ * it is asked through the passphrase callback when there is one.
+ */
+static AUTH_MODE bare_handle_auth_mode(const HWKEY_TPM2_KEY *key)
+{
+    TPMA_OBJECT attrs = key->pub.publicArea.objectAttributes;
+
+    if ((attrs & TPMA_OBJECT_USERWITHAUTH) == 0 || (attrs & TPMA_OBJECT_NODA) != 0)
+        return AUTH_SKIP;
+    return AUTH_ASK;
+}
+
+/* Resolve ref into a key; want_auth 0: the public half only, no auth value asked. */
+static int key_resolve(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref, int want_auth,
+                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_TPM2_KEY **out)
 {
     HWKEY_TPM2_DEVICE *dev = (HWKEY_TPM2_DEVICE *)base;
     HWKEY_TPM2_KEY *key = OPENSSL_zalloc(sizeof(*key));
     ESYS_CONTEXT *esys = NULL;
-    int ok = 0;
+    int ok = 0, ask_pass = 0;
+    char what[40] = "";
 
     *out = NULL;
     if (key == NULL) {
@@ -240,11 +315,15 @@ static HWKEY_LOOKUP tpm2_key_load(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref,
     key->tr = ESYS_TR_NONE;
     switch (ref->kind) {
     case HWKEY_REF_TSS2_KEYFILE:
-        if (!from_keyfile(key, ref, pw_cb, pw_arg))
+        if (!from_keyfile(key, ref, want_auth, pw_cb, pw_arg))
             goto end;
         break;
     case HWKEY_REF_TPM2_HANDLE:
-        if (!hwkey_tpm2_parse_handle(ref->data, ref->len, &key->persistent))
+        if (!hwkey_tpm2_parse_handle_ex(ref->data, ref->len, &key->persistent, &ask_pass))
+            goto end;
+        /* Asked before the TPM is, so a missing value costs no TPM command. */
+        snprintf(what, sizeof(what), "handle:0x%08x", (unsigned int)key->persistent);
+        if (want_auth && ask_pass && !ask_auth(key, AUTH_REQUIRED, what, pw_cb, pw_arg))
             goto end;
         break;
     default:
@@ -279,13 +358,49 @@ static HWKEY_LOOKUP tpm2_key_load(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref,
     }
     if (ok)
         ok = hwkey_tpm2_public_info(&key->pub.publicArea, &key->base.info);
+    /* A bare handle: once its public area is known (no TPM command with an auth value yet). */
+    if (ok && want_auth && key->persistent != 0 && !ask_pass)
+        ok = ask_auth(key, bare_handle_auth_mode(key), what, pw_cb, pw_arg);
 end:
     if (!ok) {
         key_destroy(key);
         return 0;
     }
+    *out = key;
+    return 1;
+}
+
+/* FOUND or FAILED: a TPM reference always names one object (no "absent"). */
+static HWKEY_LOOKUP tpm2_key_load(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref,
+                         OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out)
+{
+    HWKEY_TPM2_KEY *key = NULL;
+
+    *out = NULL;
+    if (!key_resolve(base, ref, 1, pw_cb, pw_arg, &key))
+        return 0;
     *out = &key->base;
     return 1;
+}
+
+/*
+ * The public key of a key file or handle:.  It is in the file (or the
+ * TPM's public area), so no auth value is ever asked (hwkey pubkey).
+ */
+static HWKEY_LOOKUP tpm2_pubkey_load(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref,
+                                     OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                                     OSSL_LIB_CTX *libctx, const char *propq, EVP_PKEY **out)
+{
+    HWKEY_TPM2_KEY *key = NULL;
+
+    (void)pw_cb;
+    (void)pw_arg;
+    *out = NULL;
+    if (!key_resolve(base, ref, 0, NULL, NULL, &key))
+        return HWKEY_LOOKUP_FAILED;
+    *out = hwkey_tpm2_public_to_pkey(&key->pub.publicArea, libctx, propq);
+    key_destroy(key);
+    return *out != NULL ? HWKEY_LOOKUP_FOUND : HWKEY_LOOKUP_FAILED;
 }
 
 static void tpm2_key_free(HWKEY_BKEY *base)
@@ -315,6 +430,7 @@ const HWKEY_BACKEND hwkey_tpm2_backend = {
     .key_import = hwkey_tpm2_key_import,
     .key_delete = hwkey_tpm2_key_delete,
     .key_list = hwkey_tpm2_key_list,
+    .pubkey_load = tpm2_pubkey_load,
     .sign = hwkey_tpm2_sign,
     .rsa_private = hwkey_tpm2_rsa_private,
     .rsa_decrypt = hwkey_tpm2_rsa_decrypt,

@@ -317,6 +317,31 @@ static int list_algorithms(ESYS_CONTEXT *esys, BIO *out)
     return 1;
 }
 
+/*
+ * What `hwkey keygen` and `openssl genpkey` make on this TPM, in keygen's
+ * spelling: the intersection of hwkey's key types and the cache above.
+ */
+static void describe_keygen(const HWKEY_TPM2_DEVICE *dev, BIO *out)
+{
+    static const struct {
+        TPM2_ECC_CURVE id;
+        const char *name;
+    } ec[] = {{TPM2_ECC_NIST_P256, "ec:P-256"},
+              {TPM2_ECC_NIST_P384, "ec:P-384"},
+              {TPM2_ECC_NIST_P521, "ec:P-521"}};
+    static const int rsa[] = {2048, 3072, 4096};
+
+    BIO_printf(out, "  hwkey keygen:");
+    for (size_t i = 0; i < sizeof(ec) / sizeof(ec[0]); i++)
+        if (dev->caps_ecc && curve_listed(dev, ec[i].id))
+            BIO_printf(out, " %s", ec[i].name);
+    for (size_t i = 0; i < sizeof(rsa) / sizeof(rsa[0]); i++)
+        for (size_t j = 0; j < N_RSA_SIZES; j++)
+            if (rsa_sizes[j] == rsa[i] && dev->caps_rsa && ((dev->caps_rsa_bits >> j) & 1u))
+                BIO_printf(out, " rsa:%d", rsa[i]);
+    BIO_printf(out, "\n");
+}
+
 int hwkey_tpm2_describe(HWKEY_DEVICE *base, BIO *out)
 {
     HWKEY_TPM2_DEVICE *dev = tpm2_dev(base);
@@ -365,6 +390,7 @@ int hwkey_tpm2_describe(HWKEY_DEVICE *base, BIO *out)
         if ((dev->caps_rsa_bits >> i) & 1u)
             BIO_printf(out, " %d", rsa_sizes[i]);
     BIO_printf(out, "\n");
+    describe_keygen(dev, out);
     ok = 1;
 end:
     hwkey_tpm2_release(dev);

@@ -333,6 +333,11 @@ EVP_PKEY *hwkey_tpm2_public_to_pkey(const TPMT_PUBLIC *pub, OSSL_LIB_CTX *libctx
 int hwkey_tpm2_key_template(const HWKEY_KEYSPEC *spec, TPM2B_PUBLIC *tmpl);
 /* The owner primary's template (ECC P-256, AES-128-CFB, empty unique: tpm2-openssl's). */
 void hwkey_tpm2_primary_template(TPM2B_PUBLIC *tmpl);
+/*
+ * tpm2_createprimary's default template (RSA 2048): the second guess for a
+ * key file recording 0x40000001 that does not load under the first.
+ */
+void hwkey_tpm2_tools_primary_template(TPM2B_PUBLIC *tmpl);
 /* TPM hash algorithm of an OpenSSL digest NID, TPM2_ALG_ERROR if none. */
 TPMI_ALG_HASH hwkey_tpm2_hash_alg(int md_nid);
 /* OpenSSL curve NID of a TPM curve and back; NID_undef / TPM2_ECC_NONE if none. */
@@ -364,6 +369,12 @@ int hwkey_tpm2_import_pending(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR p
 
 /* Parse "handle:0x81xxxxxx" (also decimal); 0 + HWKEY_R_BAD_ARGUMENT if malformed. */
 int hwkey_tpm2_parse_handle(const unsigned char *data, size_t len, uint32_t *handle);
+/*
+ * The same, also accepting tpm2-openssl's "?pass" suffix ("the key has an
+ * auth value: ask for it"); *ask_pass says whether it was there.
+ */
+int hwkey_tpm2_parse_handle_ex(const unsigned char *data, size_t len, uint32_t *handle,
+                               int *ask_pass);
 
 /* ---- tpm2_manage.c + tpm2_info.c (engineer "tpm2mgmt") ---------------- */
 

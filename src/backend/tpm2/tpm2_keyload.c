@@ -56,6 +56,46 @@ static int open_persistent(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
 }
 
 /*
+ * A key file recording the owner hierarchy (0x40000001) does not say which
+ * primary: tpm2-openssl and hwkey mean the ECC template (tried first), but
+ * tpm2-tools' tpm2_encodeobject writes the same number for a key made under
+ * `tpm2_createprimary`'s default RSA primary.  A Load under the wrong parent
+ * fails with TPM_RC_INTEGRITY, which involves no auth value (no DA strike),
+ * so that second template is tried once.  Its primary is made for this load
+ * only and flushed: an RSA primary takes seconds on a hardware TPM, but a
+ * key is loaded once per connection (RM) or once per process (no RM, where
+ * its saved context is reused).
+ */
+static TSS2_RC load_under_tools_primary(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
+{
+    TPM2B_PUBLIC tmpl;
+    const TPM2B_SENSITIVE_CREATE sensitive = {0};
+    const TPM2B_DATA outside = {0};
+    const TPML_PCR_SELECTION pcrs = {0};
+    ESYS_TR primary = ESYS_TR_NONE;
+    HWKEY_TPM2_RETRY retry = {0};
+    TSS2_RC rc;
+
+    hwkey_tpm2_tools_primary_template(&tmpl);
+    do {
+        rc = Esys_CreatePrimary(esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                ESYS_TR_NONE, &sensitive, &tmpl, &outside, &pcrs, &primary, NULL,
+                                NULL, NULL, NULL);
+    } while (hwkey_tpm2_retry(&retry, rc));
+    if (rc != TSS2_RC_SUCCESS)
+        return rc;
+    retry = (HWKEY_TPM2_RETRY){0};
+    do {
+        rc = Esys_Load(esys, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &key->priv,
+                       &key->pub, tr);
+    } while (hwkey_tpm2_retry(&retry, rc));
+    if (rc != TSS2_RC_SUCCESS)
+        *tr = ESYS_TR_NONE;
+    hwkey_tpm2_flush_quiet(esys, &primary);
+    return rc;
+}
+
+/*
  * Load from the blob under the parent; returns a fresh transient TR.
  *
  * Without a resource manager the parent and the key need two of swtpm's
@@ -96,6 +136,12 @@ static int load_blob(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
     hwkey_tpm2_parent_put(dev, esys, &parent);
     return 1;
 fail:
+    if (key->parent == HWKEY_TPM2_PARENT_OWNER && dev->esys == esys
+        && hwkey_tpm2_rc_base(rc) == TPM2_RC_INTEGRITY
+        && load_under_tools_primary(key, esys, tr) == TSS2_RC_SUCCESS) {
+        hwkey_log(HWKEY_LOG_INFO, "tpm2: the key loads under tpm2-tools' default (RSA) primary");
+        return 1;
+    }
     snprintf(what, sizeof(what), "loading the key under parent 0x%08x", (unsigned int)key->parent);
     hwkey_tpm2_raise_load_rc(rc, what);
     hwkey_tpm2_note_rc(dev, rc);

@@ -163,8 +163,13 @@ release:
     ok = 0;
 
     if (persist != 0) {
-        char ref[32];
-        int n = snprintf(ref, sizeof(ref), "handle:0x%08x", (unsigned int)persist);
+        char ref[40];
+        /*
+         * "?pass": the reference itself says the key has an auth value, so
+         * it is asked for before first use (no empty guess, no DA strike).
+         */
+        int n = snprintf(ref, sizeof(ref), "handle:0x%08x%s", (unsigned int)persist,
+                         auth_len > 0 ? "?pass" : "");
         unsigned char *data = OPENSSL_memdup(ref, (size_t)n + 1);
 
         if (data == NULL) {
@@ -231,7 +236,8 @@ int hwkey_tpm2_key_delete(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref)
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the TPM backend cannot delete this kind of reference");
         return 0;
     }
-    if (!hwkey_tpm2_parse_handle(ref->data, ref->len, &handle))
+    /* A "?pass" suffix (the key has an auth value) does not matter for eviction. */
+    if (!hwkey_tpm2_parse_handle_ex(ref->data, ref->len, &handle, &(int){0}))
         return 0;
     /* Evicting a parent orphans every key file made under it. */
     if (handle == HWKEY_TPM2_SRK_HANDLE || handle == dev->cfg_parent) {

@@ -273,3 +273,27 @@ void hwkey_tpm2_primary_template(TPM2B_PUBLIC *tmpl)
     p->unique.ecc.x.size = 0;
     p->unique.ecc.y.size = 0;
 }
+
+void hwkey_tpm2_tools_primary_template(TPM2B_PUBLIC *tmpl)
+{
+    TPMT_PUBLIC *p = &tmpl->publicArea;
+
+    /*
+     * `tpm2_createprimary -C o` with no -G/-a/-u (tpm2-tools 5.4, Debian 12):
+     * RSA 2048, AES-128-CFB, scheme NULL, exponent 0, empty unique, no noDA.
+     * tpm2_encodeobject records such a transient parent as 0x40000001.
+     */
+    memset(tmpl, 0, sizeof(*tmpl));
+    p->type = TPM2_ALG_RSA;
+    p->nameAlg = TPM2_ALG_SHA256;
+    p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT
+                          | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH
+                          | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
+    p->parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_AES;
+    p->parameters.rsaDetail.symmetric.keyBits.aes = 128;
+    p->parameters.rsaDetail.symmetric.mode.aes = TPM2_ALG_CFB;
+    p->parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
+    p->parameters.rsaDetail.keyBits = 2048;
+    p->parameters.rsaDetail.exponent = 0;
+    p->unique.rsa.size = 0;
+}
