@@ -16,7 +16,8 @@
 
 static void pubkey_usage(void)
 {
-    printf("usage: hwkey pubkey [--pin-source SRC] [--tcti STRING] KEY\n\n"
+    printf("usage: hwkey pubkey [--pin-source SRC] [--tcti STRING] KEY\n"
+           "       hwkey pubkey --parent [--out-public FILE] [--force] [--tcti STRING]\n\n"
            "Prints the public key of KEY as PEM on stdout.  KEY is a TSS2 key file\n"
            "(PEM or DER), a key reference file, handle:0x81xxxxxx or a pkcs11: URI\n"
            "(of a private key, a public key or a certificate: type=private/public/cert;\n"
@@ -24,12 +25,12 @@ static void pubkey_usage(void)
            "key).  A TPM key's public key is in its file (or the TPM's public area):\n"
            "no auth value is needed or accepted.  --pin-source file:/path|env:NAME:\n"
            "the token's user PIN, only for a token key without a public object.\n\n"
-           "usage: hwkey pubkey --parent [--out-public FILE] [--force] [--tcti STRING]\n\n"
-           "Prints the public key of the TPM parent that keys are created and imported\n"
-           "under (tpm2-parent, else 0x81000001, else the owner primary), for\n"
-           "`hwkey import --parent-pub` on a machine without this TPM.  --out-public FILE\n"
-           "also writes its TPM2B_PUBLIC (as tpm2_readpublic -o does), which offline import\n"
-           "needs when the parent is not made from the standard ECC P-256 SRK template.\n");
+           "With --parent: the public key of the TPM parent that keys are created and\n"
+           "imported under (tpm2-parent, else 0x81000001, else the owner primary), for\n"
+           "offline import (hwkey import's parent-pub option) on a machine without this\n"
+           "TPM.  --out-public FILE also writes its TPM2B_PUBLIC (as tpm2_readpublic\n"
+           "writes it), which offline import needs when the parent is not made from the\n"
+           "standard ECC P-256 SRK template; --force overwrites FILE.\n");
 }
 
 /* PEM to stdout, rendered first: no half-written PEM. */
