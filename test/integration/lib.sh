@@ -322,14 +322,16 @@ hw_tls_www() {
     echo "$HW_TLS_TOKEN" >www/token.txt
 }
 
-# hw_tls_start_server KEY CERT NACCEPT: s_server in the background on a free
-# port, serving www/; sets SRV_PORT and SRV_PID.  Retries on a bind race.
+# hw_tls_start_server KEY CERT NACCEPT [S_SERVER ARGS...]: s_server in the
+# background on a free port, serving www/; sets SRV_PORT and SRV_PID.
+# Retries on a bind race.
 hw_tls_start_server() {
     local key=$1 crt=$2 naccept=$3 attempt i
+    shift 3
     for ((attempt = 0; attempt < 5; attempt++)); do
         SRV_PORT=$(hw_free_port)
         (cd www && exec timeout -k 5 "$HW_TIMEOUT" openssl s_server -accept "127.0.0.1:$SRV_PORT" \
-            -key "$HW_DIR/$key" -cert "$HW_DIR/$crt" -naccept "$naccept" -WWW \
+            -key "$HW_DIR/$key" -cert "$HW_DIR/$crt" -naccept "$naccept" -WWW "$@" \
             </dev/null >"$HW_DIR/server.$SRV_PORT.log" 2>&1) &
         SRV_PID=$!
         hw_register_pid "$SRV_PID"
@@ -395,6 +397,52 @@ hw_tls_roundtrip() {
     rc=0
     wait "$SRV_PID" || rc=$?
     ((rc == 0)) || hw_fail "$name: s_server exit $rc: $(tail -5 "$HW_DIR/server.$SRV_PORT.log")"
+}
+
+# hw_ecdsa_digests NAME KEY: ECDSA with KEY (an EC device key file in the test
+# dir) over every digest the application may choose, including those a TPM
+# lacks (SHA-224, SHA-3, SHA-512/224): pkeyutl -rawin -digest, and a
+# precomputed digest (pkeyutl -in DIGEST, no digest named), each verified by
+# the default provider alone with the exported public key, and a tampered
+# message rejected.  Then TLS 1.2 through s_server with KEY, where the client
+# offers only one ECDSA signature algorithm (SHA-1 at security level 0, as
+# tlsfuzzer does); the handshake must use it.  Issue 7.5.
+hw_ecdsa_digests() {
+    local name=$1 key=$2 pub=$2.pub d sa digest_of
+    declare -A digest_of=([ECDSA+SHA1]=SHA1 [ECDSA+SHA224]=SHA224 [ECDSA+SHA256]=SHA256
+        [ECDSA+SHA384]=SHA384 [ECDSA+SHA512]=SHA512)
+    ossl pkey -in "$key" -pubout -out "$pub" || hw_fail "$name: pkey -pubout"
+    [[ -f msg ]] || head -c 999 /dev/urandom >msg
+    cp msg msg.tampered && printf 'x' >>msg.tampered
+    for d in sha1 sha224 sha256 sha384 sha512 sha3-256 sha3-384 sha3-512 sha512-224; do
+        rm -f sig sig2
+        ossl pkeyutl -sign -inkey "$key" -rawin -digest "$d" -in msg -out sig 2>sign.err ||
+            hw_fail "$name $d: pkeyutl -sign -rawin: $(tail -1 sign.err)"
+        sw pkeyutl -verify -pubin -inkey "$pub" -rawin -digest "$d" -in msg -sigfile sig >/dev/null ||
+            hw_fail "$name $d: the signature does not verify in software"
+        if sw pkeyutl -verify -pubin -inkey "$pub" -rawin -digest "$d" -in msg.tampered \
+            -sigfile sig >/dev/null 2>&1; then
+            hw_fail "$name $d: the software verifier accepted a tampered message"
+        fi
+        sw dgst "-$d" -binary -out dig msg
+        ossl pkeyutl -sign -inkey "$key" -in dig -out sig2 2>sign.err ||
+            hw_fail "$name $d: pkeyutl -sign of a bare digest: $(tail -1 sign.err)"
+        sw pkeyutl -verify -pubin -inkey "$pub" -in dig -sigfile sig2 >/dev/null ||
+            hw_fail "$name $d: the bare-digest signature does not verify in software"
+    done
+    hw_log "$name: ECDSA with 9 digests verifies in software"
+    [[ -d www ]] || hw_tls_www ecdsa
+    ossl req -x509 -new -key "$key" -subj /CN=hwkey.test -days 2 -out "$key.crt" \
+        -addext "subjectAltName=DNS:hwkey.test" 2>req.err || hw_fail "$name: req -x509: $(cat req.err)"
+    hw_tls_start_server "$key" "$key.crt" "${#digest_of[@]}" -cipher 'DEFAULT:@SECLEVEL=0'
+    for sa in "${!digest_of[@]}"; do
+        hw_tls_client tls1_2 "$key.crt" -sigalgs "$sa" -cipher 'DEFAULT:@SECLEVEL=0'
+        grep -q "Peer signing digest: ${digest_of[$sa]}$" "$CLIENT_LOG" ||
+            hw_fail "$name: TLS 1.2 with -sigalgs $sa did not sign with ${digest_of[$sa]}"
+        grep -q "Peer signature type: ECDSA" "$CLIENT_LOG" || hw_fail "$name: $sa: no ECDSA signature"
+    done
+    wait "$SRV_PID" || hw_fail "$name: s_server exit $?: $(tail -5 "$HW_DIR/server.$SRV_PORT.log")"
+    hw_log "$name: TLS 1.2 with ${!digest_of[*]}: ok"
 }
 
 # ---------------------------------------------------------------------------
