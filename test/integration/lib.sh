@@ -445,6 +445,40 @@ hw_ecdsa_digests() {
     hw_log "$name: TLS 1.2 with ${!digest_of[*]}: ok"
 }
 
+# hw_cms_ecdh NAME KEY: CMS/S-MIME key agreement with an EC device key (issue
+# 7.9): messages encrypted in software (default provider only) to a
+# certificate of KEY, with the X9.63 KDF over SHA-1 (the default), SHA-256,
+# SHA-384 and SHA-512 and AES-128/256 key wrap, are decrypted by `openssl cms
+# -decrypt -inkey KEY` and must give the plaintext back; the ECDH secret
+# comes from the device and the KDF runs in software.  A message for another
+# recipient must fail to decrypt.
+hw_cms_ecdh() {
+    local name=$1 key=$2 md cipher n=0
+    ossl req -x509 -new -key "$key" -subj /CN=recipient -days 2 -out "$key.cms.crt" 2>req.err ||
+        hw_fail "$name: req -x509: $(cat req.err)"
+    head -c 3000 /dev/urandom >cms.plain
+    for md in default sha256 sha384 sha512; do
+        for cipher in aes-128-cbc aes-256-gcm; do
+            local opts=()
+            [[ $md == default ]] || opts=(-keyopt "ecdh_kdf_md:$md")
+            sw cms -encrypt -binary "-$cipher" -recip "$key.cms.crt" "${opts[@]}" -in cms.plain \
+                -out cms.msg 2>cms.err || hw_fail "$name: software cms -encrypt ($md, $cipher): $(cat cms.err)"
+            rm -f cms.dec
+            ossl cms -decrypt -binary -recip "$key.cms.crt" -inkey "$key" -in cms.msg -out cms.dec \
+                2>cms.err || hw_fail "$name: cms -decrypt with the device key ($md, $cipher): $(cat cms.err)"
+            cmp -s cms.plain cms.dec || hw_fail "$name: cms -decrypt ($md, $cipher) gave other data"
+            n=$((n + 1))
+        done
+    done
+    # A message for another EC recipient: the device's secret differs, so must the result.
+    sw req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout other.key \
+        -subj /CN=other -days 2 -out other.crt 2>/dev/null
+    sw cms -encrypt -binary -aes-128-cbc -recip other.crt -in cms.plain -out cms.other
+    hw_expect_fail '.' "$name: cms -decrypt of a message for another recipient" \
+        ossl cms -decrypt -binary -recip "$key.cms.crt" -inkey "$key" -in cms.other -out cms.dec
+    hw_log "$name: $n CMS messages encrypted in software decrypted with the device key"
+}
+
 # ---------------------------------------------------------------------------
 # nginx (test_nginx.sh, test_pkcs11_nginx.sh).  $NGINX is the binary (set by
 # the test).  Files live in the test dir: nginx.conf, logs/, tmp/, www/.
