@@ -88,14 +88,14 @@ static const OSSL_PARAM *ec_settable_params(void *provctx)
     return ec_settable;
 }
 
-/* The operations are named ECDSA and ECDH, not after the key type. */
+/* The operations are named after ECDSA and ECDH, not after the key type; hwkey's own names (ops.h). */
 static const char *ec_query_operation_name(int operation_id)
 {
     switch (operation_id) {
     case OSSL_OP_SIGNATURE:
-        return "ECDSA";
+        return HWKEY_OPNAME_ECDSA;
     case OSSL_OP_KEYEXCH:
-        return "ECDH";
+        return HWKEY_OPNAME_ECDH;
     }
     return NULL;
 }

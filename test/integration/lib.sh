@@ -324,13 +324,14 @@ hw_tls_www() {
 
 # hw_tls_start_server KEY CERT NACCEPT [S_SERVER ARGS...]: s_server in the
 # background on a free port, serving www/; sets SRV_PORT and SRV_PID.
-# Retries on a bind race.
+# Retries on a bind race.  hwkey logs at level 3 into the server log, so
+# hw_tls_no_export can check what the handshakes did.
 hw_tls_start_server() {
     local key=$1 crt=$2 naccept=$3 attempt i
     shift 3
     for ((attempt = 0; attempt < 5; attempt++)); do
         SRV_PORT=$(hw_free_port)
-        (cd www && exec timeout -k 5 "$HW_TIMEOUT" openssl s_server -accept "127.0.0.1:$SRV_PORT" \
+        (cd www && HWKEY_LOG=3 exec timeout -k 5 "$HW_TIMEOUT" openssl s_server -accept "127.0.0.1:$SRV_PORT" \
             -key "$HW_DIR/$key" -cert "$HW_DIR/$crt" -naccept "$naccept" -WWW "$@" \
             </dev/null >"$HW_DIR/server.$SRV_PORT.log" 2>&1) &
         SRV_PID=$!
@@ -344,6 +345,19 @@ hw_tls_start_server() {
             hw_fail "s_server with $key did not start: $(tail -5 "$HW_DIR/server.$SRV_PORT.log")"
     done
     hw_fail "s_server: no free port after 5 attempts"
+}
+
+# hw_tls_no_export NAME: after the s_server of hw_tls_start_server has
+# exited, its log must show that it started with hwkey logging and that
+# OpenSSL never tried to export the device key to another provider (issue
+# 7.16: libssl's per-handshake EVP_PKEY_digestsign_supports_digest and
+# EVP_DigestSignInit_ex fetched the default provider's ECDSA first and
+# tried, "refusing to export the private half", twice per handshake).
+hw_tls_no_export() {
+    local name=$1 log=$HW_DIR/server.$SRV_PORT.log n
+    grep -q 'hwkey\[[0-9]*\]: ' "$log" || hw_fail "$name: s_server logged nothing from hwkey (HWKEY_LOG=3 not in effect?)"
+    n=$(grep -c 'refusing to export' "$log" || true)
+    ((n == 0)) || hw_fail "$name: OpenSSL tried $n times to export the device key during the handshakes"
 }
 
 # hw_tls_client PROTO CRT [S_CLIENT ARGS...]: one connection (default
@@ -397,6 +411,7 @@ hw_tls_roundtrip() {
     rc=0
     wait "$SRV_PID" || rc=$?
     ((rc == 0)) || hw_fail "$name: s_server exit $rc: $(tail -5 "$HW_DIR/server.$SRV_PORT.log")"
+    hw_tls_no_export "$name"
 }
 
 # hw_ecdsa_digests NAME KEY: ECDSA with KEY (an EC device key file in the test
@@ -442,6 +457,7 @@ hw_ecdsa_digests() {
         grep -q "Peer signature type: ECDSA" "$CLIENT_LOG" || hw_fail "$name: $sa: no ECDSA signature"
     done
     wait "$SRV_PID" || hw_fail "$name: s_server exit $?: $(tail -5 "$HW_DIR/server.$SRV_PORT.log")"
+    hw_tls_no_export "$name"
     hw_log "$name: TLS 1.2 with ${!digest_of[*]}: ok"
 }
 
