@@ -35,7 +35,7 @@ typedef struct {
     size_t peer_len;
     int cofactor_mode;
     ECDH_KDF kdf;
-    EVP_MD *kdf_md;         /* fetched from provctx->swctx */
+    EVP_MD *kdf_md; /* fetched from provctx->swctx */
     size_t kdf_outlen;
     unsigned char *kdf_ukm; /* OPENSSL_malloc'd copy; public (sent in the clear by CMS) */
     size_t kdf_ukm_len;
@@ -192,8 +192,8 @@ static int ecdh_x963(ECDH_CTX *ctx, const unsigned char *z, size_t zlen, unsigne
                                             (char *)EVP_MD_get0_name(ctx->kdf_md), 0);
     *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)z, zlen);
     if (ctx->kdf_ukm != NULL)
-        *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, ctx->kdf_ukm,
-                                                 ctx->kdf_ukm_len);
+        *p++ =
+            OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, ctx->kdf_ukm, ctx->kdf_ukm_len);
     *p = OSSL_PARAM_construct_end();
     ok = kctx != NULL && EVP_KDF_derive(kctx, out, ctx->kdf_outlen, params) == 1;
     if (!ok)
@@ -205,8 +205,7 @@ static int ecdh_x963(ECDH_CTX *ctx, const unsigned char *z, size_t zlen, unsigne
 }
 
 /* The device's shared secret in protected memory, fed to the KDF, wiped. */
-static int ecdh_derive_kdf(ECDH_CTX *ctx, unsigned char *secret, size_t *secretlen,
-                           size_t outlen)
+static int ecdh_derive_kdf(ECDH_CTX *ctx, unsigned char *secret, size_t *secretlen, size_t outlen)
 {
     size_t n = field_bytes(ctx->key), zlen = n;
     unsigned char *z;
@@ -289,7 +288,8 @@ static int ecdh_set_kdf_params(ECDH_CTX *ctx, const OSSL_PARAM params[])
     p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_DIGEST);
     if (p != NULL) {
         const char *name = NULL, *props = NULL;
-        const OSSL_PARAM *pp = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_DIGEST_PROPS);
+        const OSSL_PARAM *pp =
+            OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_DIGEST_PROPS);
         EVP_MD *md;
 
         if (!OSSL_PARAM_get_utf8_string_ptr(p, &name) ||

@@ -88,7 +88,7 @@ static const OSSL_PARAM *ec_settable_params(void *provctx)
     return ec_settable;
 }
 
-/* The operations are named after ECDSA and ECDH, not after the key type; hwkey's own names (ops.h). */
+/* The operations are ECDSA and ECDH (under hwkey's own names, ops.h), not the key type. */
 static const char *ec_query_operation_name(int operation_id)
 {
     switch (operation_id) {

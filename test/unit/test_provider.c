@@ -227,9 +227,9 @@ typedef struct {
 } SALT_STRING_CASE;
 
 static const SALT_STRING_CASE salt_string_cases[] = {
-    {"-1", 32},           {"digest", 32},  {"-2", 256 - 32 - 2}, {"auto", 256 - 32 - 2},
-    {"-3", 256 - 32 - 2}, {"max", 256 - 32 - 2}, {"20", 20},     {"0", 0},
-    {"-4", -100},         {"x", -100},     {"-", -100},          {"1x", -100},
+    {"-1", 32},           {"digest", 32},        {"-2", 256 - 32 - 2}, {"auto", 256 - 32 - 2},
+    {"-3", 256 - 32 - 2}, {"max", 256 - 32 - 2}, {"20", 20},           {"0", 0},
+    {"-4", -100},         {"x", -100},           {"-", -100},          {"1x", -100},
 };
 
 static void test_pss_salt_strings(void **state)
@@ -261,9 +261,9 @@ static void test_pss_salt_strings(void **state)
             assert_true(ok);
             assert_int_equal(EVP_DigestSign(mctx, sig, &len, message, sizeof(message)), 1);
             /* The default provider verifies it with exactly that salt length, no other. */
-            assert_int_equal(
-                verify_message(pub, SOFT, "SHA256", RSA_PKCS1_PSS_PADDING, c->expect_salt, sig, len),
-                1);
+            assert_int_equal(verify_message(pub, SOFT, "SHA256", RSA_PKCS1_PSS_PADDING,
+                                            c->expect_salt, sig, len),
+                             1);
             assert_int_not_equal(verify_message(pub, SOFT, "SHA256", RSA_PKCS1_PSS_PADDING,
                                                 c->expect_salt + 1, sig, len),
                                  1);

@@ -284,7 +284,7 @@ static size_t derive_x963(EVP_PKEY *key, const char *propq, EVP_PKEY *peer, cons
     return len;
 }
 
-/* Issue 7.9: the KDF CMS asks for runs over the device's secret and matches the default provider. */
+/* Issue 7.9: the KDF CMS asks for, over the device secret, matches the default provider. */
 static void test_ecdh_x963_kdf(void **state)
 {
     static const struct {
