@@ -1,13 +1,18 @@
 /*
  * ECDH with a device key: the peer's public point goes to the device, the
  * shared X coordinate comes back.  The peer may come from any provider:
- * OpenSSL imports it into our keymgmt as a public-only key first.  No KDF:
- * the raw shared secret is what TLS and most applications want.
+ * OpenSSL imports it into our keymgmt as a public-only key first.  By
+ * default the raw shared secret is returned (what TLS wants); with the
+ * X9.63 KDF asked for (CMS/S-MIME key agreement, RFC 5753) the KDF runs in
+ * software over the device's secret, which is held in protected memory and
+ * wiped, and only the derived key is returned: the parameters are those of
+ * OpenSSL's default provider (KDF type, digest, output length, UKM).
  */
 #include <string.h>
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/kdf.h>
 #include <openssl/objects.h>
 #include <openssl/params.h>
 
@@ -16,9 +21,12 @@
 #include "ops/ops.h"
 #include "ops/provctx.h"
 #include "util/error.h"
+#include "util/secmem.h"
 
 /* 04 || X || Y of P-521, the largest curve. */
 #define MAX_POINT (1 + 2 * 66)
+
+typedef enum { KDF_NONE, KDF_X963 } ECDH_KDF;
 
 typedef struct {
     HWKEY_PROVCTX *provctx;
@@ -26,6 +34,11 @@ typedef struct {
     unsigned char peer[MAX_POINT];
     size_t peer_len;
     int cofactor_mode;
+    ECDH_KDF kdf;
+    EVP_MD *kdf_md; /* fetched from provctx->swctx */
+    size_t kdf_outlen;
+    unsigned char *kdf_ukm; /* OPENSSL_malloc'd copy; public (sent in the clear by CMS) */
+    size_t kdf_ukm_len;
 } ECDH_CTX;
 
 static OSSL_FUNC_keyexch_newctx_fn ecdh_newctx;
@@ -64,6 +77,8 @@ static void ecdh_freectx(void *vctx)
     if (ctx == NULL)
         return;
     hwkey_key_free(ctx->key);
+    EVP_MD_free(ctx->kdf_md);
+    OPENSSL_free(ctx->kdf_ukm);
     OPENSSL_free(ctx);
 }
 
@@ -72,8 +87,25 @@ static void *ecdh_dupctx(void *vctx)
     const ECDH_CTX *src = vctx;
     ECDH_CTX *dst = OPENSSL_memdup(src, sizeof(*src));
 
-    if (dst == NULL || (src->key != NULL && !hwkey_key_up_ref(src->key))) {
+    if (dst == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "duplicating an ECDH context");
+        return NULL;
+    }
+    /* Every reference the copy holds is taken again, so both free alike. */
+    dst->key = NULL;
+    dst->kdf_md = NULL;
+    dst->kdf_ukm = NULL;
+    if ((src->key != NULL && !hwkey_key_up_ref(src->key)) ||
+        (src->kdf_md != NULL && !EVP_MD_up_ref(src->kdf_md))) {
         OPENSSL_free(dst);
+        hwkey_raise(HWKEY_R_INTERNAL, "duplicating an ECDH context");
+        return NULL;
+    }
+    dst->key = src->key;
+    dst->kdf_md = src->kdf_md;
+    if (src->kdf_ukm != NULL &&
+        (dst->kdf_ukm = OPENSSL_memdup(src->kdf_ukm, src->kdf_ukm_len)) == NULL) {
+        ecdh_freectx(dst);
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "duplicating an ECDH context");
         return NULL;
     }
@@ -100,6 +132,9 @@ static int ecdh_init(void *vctx, void *provkey, const OSSL_PARAM params[])
     hwkey_key_free(ctx->key);
     ctx->key = key;
     ctx->peer_len = 0;
+    /* As the default provider: each init starts with the raw secret and the key's cofactor. */
+    ctx->kdf = KDF_NONE;
+    ctx->cofactor_mode = -1;
     return ecdh_set_ctx_params(ctx, params);
 }
 
@@ -145,6 +180,57 @@ static int ecdh_set_peer(void *vctx, void *provkey)
     return 1;
 }
 
+/* ANSI X9.63 KDF (X963KDF of the default provider) over the device's shared secret z. */
+static int ecdh_x963(ECDH_CTX *ctx, const unsigned char *z, size_t zlen, unsigned char *out)
+{
+    EVP_KDF *kdf = EVP_KDF_fetch(ctx->provctx->swctx, OSSL_KDF_NAME_X963KDF, NULL);
+    EVP_KDF_CTX *kctx = kdf != NULL ? EVP_KDF_CTX_new(kdf) : NULL;
+    OSSL_PARAM params[4], *p = params;
+    int ok;
+
+    *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
+                                            (char *)EVP_MD_get0_name(ctx->kdf_md), 0);
+    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)z, zlen);
+    if (ctx->kdf_ukm != NULL)
+        *p++ =
+            OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, ctx->kdf_ukm, ctx->kdf_ukm_len);
+    *p = OSSL_PARAM_construct_end();
+    ok = kctx != NULL && EVP_KDF_derive(kctx, out, ctx->kdf_outlen, params) == 1;
+    if (!ok)
+        hwkey_raise(HWKEY_R_INTERNAL, "the X9.63 KDF with %s over the ECDH secret failed",
+                    EVP_MD_get0_name(ctx->kdf_md));
+    EVP_KDF_CTX_free(kctx); /* clears its copy of the key */
+    EVP_KDF_free(kdf);
+    return ok;
+}
+
+/* The device's shared secret in protected memory, fed to the KDF, wiped. */
+static int ecdh_derive_kdf(ECDH_CTX *ctx, unsigned char *secret, size_t *secretlen, size_t outlen)
+{
+    size_t n = field_bytes(ctx->key), zlen = n;
+    unsigned char *z;
+    int ok;
+
+    if (ctx->kdf_md == NULL || ctx->kdf_outlen == 0) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "ECDH with the X9.63 KDF needs %s",
+                    ctx->kdf_md == NULL ? "a KDF digest" : "a KDF output length");
+        return 0;
+    }
+    if (outlen < ctx->kdf_outlen) {
+        hwkey_raise(HWKEY_R_BUFFER_TOO_SMALL, "the ECDH KDF output is %zu bytes, %zu given",
+                    ctx->kdf_outlen, outlen);
+        return 0;
+    }
+    if ((z = hwkey_secmem_alloc(n)) == NULL)
+        return 0;
+    ok = hwkey_backend_ecdh(ctx->key->bkey, ctx->peer, ctx->peer_len, z, &zlen) &&
+         ecdh_x963(ctx, z, zlen, secret);
+    hwkey_secmem_free(z);
+    if (ok)
+        *secretlen = ctx->kdf_outlen;
+    return ok;
+}
+
 static int ecdh_derive(void *vctx, unsigned char *secret, size_t *secretlen, size_t outlen)
 {
     ECDH_CTX *ctx = vctx;
@@ -156,6 +242,12 @@ static int ecdh_derive(void *vctx, unsigned char *secret, size_t *secretlen, siz
         return 0;
     }
     n = field_bytes(ctx->key);
+    if (ctx->kdf == KDF_X963) {
+        if (secret != NULL)
+            return ecdh_derive_kdf(ctx, secret, secretlen, outlen);
+        *secretlen = ctx->kdf_outlen;
+        return 1;
+    }
     if (secret == NULL) {
         *secretlen = n;
         return 1;
@@ -167,6 +259,74 @@ static int ecdh_derive(void *vctx, unsigned char *secret, size_t *secretlen, siz
     }
     *secretlen = outlen;
     return hwkey_backend_ecdh(ctx->key->bkey, ctx->peer, ctx->peer_len, secret, secretlen);
+}
+
+/* KDF type, digest, output length and UKM, as the default provider takes them. */
+static int ecdh_set_kdf_params(ECDH_CTX *ctx, const OSSL_PARAM params[])
+{
+    const OSSL_PARAM *p;
+
+    p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_TYPE);
+    if (p != NULL) {
+        const char *name = NULL;
+
+        if (!OSSL_PARAM_get_utf8_string_ptr(p, &name)) {
+            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the ECDH KDF type is not a string");
+            return 0;
+        }
+        if (name[0] == '\0') {
+            ctx->kdf = KDF_NONE;
+        } else if (OPENSSL_strcasecmp(name, OSSL_KDF_NAME_X963KDF) == 0) {
+            ctx->kdf = KDF_X963;
+        } else {
+            hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                        "ECDH KDF \"%s\" is not supported (X963KDF, or none for the raw secret)",
+                        name);
+            return 0;
+        }
+    }
+    p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_DIGEST);
+    if (p != NULL) {
+        const char *name = NULL, *props = NULL;
+        const OSSL_PARAM *pp =
+            OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_DIGEST_PROPS);
+        EVP_MD *md;
+
+        if (!OSSL_PARAM_get_utf8_string_ptr(p, &name) ||
+            (pp != NULL && !OSSL_PARAM_get_utf8_string_ptr(pp, &props))) {
+            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the ECDH KDF digest is not a string");
+            return 0;
+        }
+        /* Digests come from the software context: hwkey offers none (ARCHITECTURE.md 7). */
+        if ((md = EVP_MD_fetch(ctx->provctx->swctx, name, props)) == NULL ||
+            (EVP_MD_get_flags(md) & EVP_MD_FLAG_XOF) != 0) {
+            EVP_MD_free(md);
+            hwkey_raise(HWKEY_R_UNSUPPORTED_DIGEST, "ECDH KDF digest \"%s\" is not available",
+                        name);
+            return 0;
+        }
+        EVP_MD_free(ctx->kdf_md);
+        ctx->kdf_md = md;
+    }
+    p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_OUTLEN);
+    if (p != NULL && !OSSL_PARAM_get_size_t(p, &ctx->kdf_outlen)) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the ECDH KDF output length is not a size");
+        return 0;
+    }
+    p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_UKM);
+    if (p != NULL) {
+        void *ukm = NULL;
+        size_t len = 0;
+
+        if (!OSSL_PARAM_get_octet_string(p, &ukm, 0, &len)) {
+            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the ECDH KDF UKM is not an octet string");
+            return 0;
+        }
+        OPENSSL_free(ctx->kdf_ukm);
+        ctx->kdf_ukm = ukm;
+        ctx->kdf_ukm_len = len;
+    }
+    return 1;
 }
 
 static int ecdh_set_ctx_params(void *vctx, const OSSL_PARAM params[])
@@ -190,25 +350,7 @@ static int ecdh_set_ctx_params(void *vctx, const OSSL_PARAM params[])
         }
         ctx->cofactor_mode = mode;
     }
-    p = OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_TYPE);
-    if (p != NULL) {
-        const char *name = NULL;
-
-        if (!OSSL_PARAM_get_utf8_string_ptr(p, &name) || name[0] != '\0') {
-            hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
-                        "hwkey ECDH has no KDF: it returns the raw shared secret (derive a key "
-                        "from it with EVP_KDF)");
-            return 0;
-        }
-    }
-    if (OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_DIGEST) != NULL ||
-        OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_OUTLEN) != NULL ||
-        OSSL_PARAM_locate_const(params, OSSL_EXCHANGE_PARAM_KDF_UKM) != NULL) {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
-                    "hwkey ECDH has no KDF: KDF digest, length and UKM cannot be set");
-        return 0;
-    }
-    return 1;
+    return ecdh_set_kdf_params(ctx, params);
 }
 
 static int ecdh_get_ctx_params(void *vctx, OSSL_PARAM params[])
@@ -220,18 +362,38 @@ static int ecdh_get_ctx_params(void *vctx, OSSL_PARAM params[])
     if (p != NULL && !OSSL_PARAM_set_int(p, ctx->cofactor_mode < 0 ? 0 : ctx->cofactor_mode))
         return 0;
     p = OSSL_PARAM_locate(params, OSSL_EXCHANGE_PARAM_KDF_TYPE);
-    if (p != NULL && !OSSL_PARAM_set_utf8_string(p, ""))
+    if (p != NULL &&
+        !OSSL_PARAM_set_utf8_string(p, ctx->kdf == KDF_X963 ? OSSL_KDF_NAME_X963KDF : ""))
+        return 0;
+    p = OSSL_PARAM_locate(params, OSSL_EXCHANGE_PARAM_KDF_DIGEST);
+    if (p != NULL &&
+        !OSSL_PARAM_set_utf8_string(p, ctx->kdf_md != NULL ? EVP_MD_get0_name(ctx->kdf_md) : ""))
+        return 0;
+    p = OSSL_PARAM_locate(params, OSSL_EXCHANGE_PARAM_KDF_OUTLEN);
+    if (p != NULL && !OSSL_PARAM_set_size_t(p, ctx->kdf_outlen))
+        return 0;
+    p = OSSL_PARAM_locate(params, OSSL_EXCHANGE_PARAM_KDF_UKM);
+    if (p != NULL && !OSSL_PARAM_set_octet_ptr(p, ctx->kdf_ukm, ctx->kdf_ukm_len))
         return 0;
     return 1;
 }
 
 static const OSSL_PARAM settable[] = {
     OSSL_PARAM_int(OSSL_EXCHANGE_PARAM_EC_ECDH_COFACTOR_MODE, NULL),
-    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_TYPE, NULL, 0), OSSL_PARAM_END};
+    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_TYPE, NULL, 0),
+    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_DIGEST, NULL, 0),
+    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_DIGEST_PROPS, NULL, 0),
+    OSSL_PARAM_size_t(OSSL_EXCHANGE_PARAM_KDF_OUTLEN, NULL),
+    OSSL_PARAM_octet_string(OSSL_EXCHANGE_PARAM_KDF_UKM, NULL, 0),
+    OSSL_PARAM_END};
 
 static const OSSL_PARAM gettable[] = {
     OSSL_PARAM_int(OSSL_EXCHANGE_PARAM_EC_ECDH_COFACTOR_MODE, NULL),
-    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_TYPE, NULL, 0), OSSL_PARAM_END};
+    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_TYPE, NULL, 0),
+    OSSL_PARAM_utf8_string(OSSL_EXCHANGE_PARAM_KDF_DIGEST, NULL, 0),
+    OSSL_PARAM_size_t(OSSL_EXCHANGE_PARAM_KDF_OUTLEN, NULL),
+    OSSL_PARAM_octet_ptr(OSSL_EXCHANGE_PARAM_KDF_UKM, NULL, 0),
+    OSSL_PARAM_END};
 
 static const OSSL_PARAM *ecdh_settable_ctx_params(void *ctx, void *provctx)
 {

@@ -10,6 +10,7 @@
 #include <openssl/core_names.h>
 #include <openssl/core_object.h>
 #include <openssl/evp.h>
+#include <openssl/objects.h>
 #include <openssl/params.h>
 
 #include "key/key.h"
@@ -61,15 +62,71 @@ void *hwkey_keymgmt_load(HWKEY_ALG alg, const void *reference, size_t reference_
     return key;
 }
 
+/* A new public-only key holding pub's public point (or only its domain parameters). */
+static HWKEY_KEY *public_copy(const HWKEY_KEY *key, int with_point)
+{
+    HWKEY_KEY *copy = hwkey_key_new(key->swctx);
+    EVP_PKEY *pub = NULL;
+
+    if (copy == NULL)
+        return NULL;
+    if (key->pub == NULL)
+        return copy;
+    if (with_point) {
+        pub = EVP_PKEY_dup(key->pub);
+    } else if ((pub = EVP_PKEY_new()) != NULL && EVP_PKEY_copy_parameters(pub, key->pub) <= 0) {
+        EVP_PKEY_free(pub);
+        pub = NULL;
+    }
+    if (pub == NULL || !hwkey_key_set_public(copy, pub)) {
+        hwkey_key_free(copy);
+        hwkey_raise(HWKEY_R_INTERNAL, "cannot copy a public key");
+        return NULL;
+    }
+    return copy;
+}
+
 void *hwkey_keymgmt_dup(const void *keydata, int selection)
 {
     HWKEY_KEY *key = (HWKEY_KEY *)keydata;
 
-    /* Keys never change after import/load: a shared reference is a copy. */
-    (void)selection;
-    if (key == NULL || !hwkey_key_up_ref(key))
+    if (key == NULL)
         return NULL;
-    return key;
+    /* A device key never changes after load: a shared reference is a copy. */
+    if (key->bkey != NULL && (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0)
+        return hwkey_key_up_ref(key) ? key : NULL;
+    /*
+     * Anything less is a new public-only key with just what was selected.
+     * EVP_PKEY_copy_parameters() (CMS's ECDH peer: copy the recipient key's
+     * parameters, then set the originator's point) must not get the device
+     * key, nor its public point, and set_params() changes the copy alone.
+     */
+    return public_copy(key, (selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) != 0);
+}
+
+int hwkey_keymgmt_ec_set_params(void *keydata, const OSSL_PARAM params[])
+{
+    HWKEY_KEY *key = keydata;
+    const OSSL_PARAM *p = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY);
+    EVP_PKEY *pub;
+
+    if (p == NULL)
+        return 1;
+    if (key == NULL || key->pub == NULL || key->bkey != NULL) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the public point of %s cannot be set",
+                    key != NULL && key->bkey != NULL ? "a device key" : "a key without a curve");
+        return 0;
+    }
+    /* The software key does the decoding and the on-curve check. */
+    if ((pub = EVP_PKEY_dup(key->pub)) == NULL || !EVP_PKEY_set_params(pub, (OSSL_PARAM *)params)) {
+        EVP_PKEY_free(pub);
+        hwkey_raise(HWKEY_R_INVALID_PEER_KEY, "the encoded EC public point is not on %s",
+                    OBJ_nid2sn(key->curve_nid));
+        return 0;
+    }
+    EVP_PKEY_free(key->pub);
+    key->pub = pub;
+    return 1;
 }
 
 /* An EC key imported with domain parameters only has no public point. */

@@ -21,6 +21,8 @@ OSSL_FUNC_keymgmt_has_fn hwkey_keymgmt_has;
 OSSL_FUNC_keymgmt_match_fn hwkey_keymgmt_match;
 OSSL_FUNC_keymgmt_get_params_fn hwkey_keymgmt_get_params;
 OSSL_FUNC_keymgmt_export_fn hwkey_keymgmt_export;
+/* EC: the encoded point of a public-only key (EVP_PKEY_set1_encoded_public_key). */
+OSSL_FUNC_keymgmt_set_params_fn hwkey_keymgmt_ec_set_params;
 /* load and import need to know which table called them. */
 void *hwkey_keymgmt_load(HWKEY_ALG alg, const void *reference, size_t reference_sz);
 /* type: "EC" or "RSA", the software keymgmt that builds the public key. */

@@ -12,6 +12,7 @@ static OSSL_FUNC_keymgmt_import_fn ec_import;
 static OSSL_FUNC_keymgmt_import_types_fn ec_import_types;
 static OSSL_FUNC_keymgmt_export_types_fn ec_export_types;
 static OSSL_FUNC_keymgmt_gettable_params_fn ec_gettable_params;
+static OSSL_FUNC_keymgmt_settable_params_fn ec_settable_params;
 static OSSL_FUNC_keymgmt_query_operation_name_fn ec_query_operation_name;
 
 static void *ec_load(const void *reference, size_t reference_sz)
@@ -78,14 +79,23 @@ static const OSSL_PARAM *ec_gettable_params(void *provctx)
     return ec_gettable;
 }
 
-/* The operations are named ECDSA and ECDH, not after the key type. */
+static const OSSL_PARAM ec_settable[] = {
+    OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0), OSSL_PARAM_END};
+
+static const OSSL_PARAM *ec_settable_params(void *provctx)
+{
+    (void)provctx;
+    return ec_settable;
+}
+
+/* The operations are ECDSA and ECDH (under hwkey's own names, ops.h), not the key type. */
 static const char *ec_query_operation_name(int operation_id)
 {
     switch (operation_id) {
     case OSSL_OP_SIGNATURE:
-        return "ECDSA";
+        return HWKEY_OPNAME_ECDSA;
     case OSSL_OP_KEYEXCH:
-        return "ECDH";
+        return HWKEY_OPNAME_ECDH;
     }
     return NULL;
 }
@@ -99,6 +109,8 @@ const OSSL_DISPATCH hwkey_ec_keymgmt_functions[] = {
     HWKEY_KEYMGMT_FN(MATCH, match, hwkey_keymgmt_match),
     HWKEY_KEYMGMT_FN(GET_PARAMS, get_params, hwkey_keymgmt_get_params),
     HWKEY_KEYMGMT_FN(GETTABLE_PARAMS, gettable_params, ec_gettable_params),
+    HWKEY_KEYMGMT_FN(SET_PARAMS, set_params, hwkey_keymgmt_ec_set_params),
+    HWKEY_KEYMGMT_FN(SETTABLE_PARAMS, settable_params, ec_settable_params),
     HWKEY_KEYMGMT_FN(IMPORT, import, ec_import),
     HWKEY_KEYMGMT_FN(IMPORT_TYPES, import_types, ec_import_types),
     HWKEY_KEYMGMT_FN(EXPORT, export, hwkey_keymgmt_export),

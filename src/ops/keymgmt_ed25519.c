@@ -74,7 +74,7 @@ static const OSSL_PARAM *ed25519_gettable_params(void *provctx)
 
 static const char *ed25519_query_operation_name(int operation_id)
 {
-    return operation_id == OSSL_OP_SIGNATURE ? "ED25519" : NULL;
+    return operation_id == OSSL_OP_SIGNATURE ? HWKEY_OPNAME_ED25519 : NULL; /* ops.h */
 }
 
 const OSSL_DISPATCH hwkey_ed25519_keymgmt_functions[] = {

@@ -66,10 +66,11 @@ static const OSSL_PARAM *rsa_gettable_params(void *provctx)
     return rsa_gettable;
 }
 
+/* Signature and asymmetric cipher: hwkey's own name for them (ops.h). */
 static const char *rsa_query_operation_name(int operation_id)
 {
     (void)operation_id;
-    return "RSA";
+    return HWKEY_OPNAME_RSA;
 }
 
 const OSSL_DISPATCH hwkey_rsa_keymgmt_functions[] = {

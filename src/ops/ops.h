@@ -7,6 +7,22 @@
 
 #include <openssl/core_dispatch.h>
 
+/*
+ * The names hwkey's keymgmt gives for the operations on its keys
+ * (query_operation_name).  They are hwkey's alone, registered next to the
+ * usual "ECDSA", "RSA", "ECDH", "ED25519": OpenSSL 3.0 first fetches the
+ * operation by that name from any provider and, when the default provider's
+ * comes back, tries to export the key to it, which a device key refuses;
+ * only then does it use the key's own provider.  libssl does that on every
+ * handshake (EVP_PKEY_digestsign_supports_digest, then EVP_DigestSignInit_ex).
+ * With a name only hwkey implements the first fetch finds hwkey at once and
+ * nothing is exported.  docs/traps-openssl.md, issue 7.16.
+ */
+#define HWKEY_OPNAME_ECDSA "HWKEY-ECDSA"
+#define HWKEY_OPNAME_ECDH "HWKEY-ECDH"
+#define HWKEY_OPNAME_RSA "HWKEY-RSA"
+#define HWKEY_OPNAME_ED25519 "HWKEY-ED25519"
+
 /* keymgmt_ec.c, keymgmt_rsa.c */
 extern const OSSL_DISPATCH hwkey_ec_keymgmt_functions[];
 extern const OSSL_DISPATCH hwkey_rsa_keymgmt_functions[];

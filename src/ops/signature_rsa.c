@@ -204,7 +204,12 @@ fail:
     return 0;
 }
 
-/* "digest", "max", "auto", a decimal byte count, or an integer (RSA_PSS_SALTLEN_* too). */
+/*
+ * "digest", "max", "auto", a decimal byte count, or an integer.  The numbers
+ * -1, -2 and -3 are RSA_PSS_SALTLEN_DIGEST, _AUTO and _MAX: the default
+ * provider reads the string with atoi(), so `-sigopt rsa_pss_saltlen:-1`
+ * works there and must here too.  rsa_set_params() rejects anything below -3.
+ */
 static int get_salt_len(const OSSL_PARAM *p, int *out)
 {
     char buf[32], *end = NULL, *s = buf;
@@ -220,7 +225,7 @@ static int get_salt_len(const OSSL_PARAM *p, int *out)
             return 1;
         }
     v = strtol(buf, &end, 10);
-    if (end == buf || *end != '\0' || v < 0 || v > 65535)
+    if (end == buf || *end != '\0' || v < RSA_PSS_SALTLEN_MAX || v > 65535)
         return 0;
     *out = (int)v;
     return 1;
@@ -249,7 +254,8 @@ static int rsa_set_params(HWKEY_SIG_CTX *ctx, const OSSL_PARAM params[])
 
         if (!get_salt_len(p, &salt) || salt < RSA_PSS_SALTLEN_MAX) {
             hwkey_raise(HWKEY_R_INVALID_SALT_LENGTH,
-                        "PSS salt length must be a byte count, \"digest\", \"max\" or \"auto\"");
+                        "PSS salt length must be a byte count, \"digest\" (-1), \"auto\" (-2) "
+                        "or \"max\" (-3)");
             return 0;
         }
         ctx->rsa.salt_len = salt;

@@ -35,8 +35,8 @@ typedef struct {
 #define BULK_ENTRY(op, names, props, fns) {op, {names, props, fns, NULL}, 0, 1}
 
 static const CATALOGUE_ENTRY catalogue[] = {
-    ENTRY(OSSL_OP_KEYMGMT, "EC:id-ecPublicKey:1.2.840.10045.2.1", PROPS,
-          hwkey_ec_keymgmt_functions, HWKEY_ALG_EC),
+    ENTRY(OSSL_OP_KEYMGMT, "EC:id-ecPublicKey:1.2.840.10045.2.1", PROPS, hwkey_ec_keymgmt_functions,
+          HWKEY_ALG_EC),
     ENTRY(OSSL_OP_KEYMGMT, "RSA:rsaEncryption:1.2.840.113549.1.1.1", PROPS,
           hwkey_rsa_keymgmt_functions, HWKEY_ALG_RSA),
     ENTRY(OSSL_OP_SIGNATURE, "ECDSA", PROPS, hwkey_ecdsa_signature_functions, HWKEY_ALG_EC),
@@ -45,6 +45,13 @@ static const CATALOGUE_ENTRY catalogue[] = {
     ENTRY(OSSL_OP_ASYM_CIPHER, "RSA:rsaEncryption:1.2.840.113549.1.1.1", PROPS,
           hwkey_rsa_asym_cipher_functions, HWKEY_ALG_RSA),
     ENTRY(OSSL_OP_KEYEXCH, "ECDH", PROPS, hwkey_ecdh_keyexch_functions, HWKEY_ALG_EC),
+    /* The same under the names our keymgmt gives its operations (ops.h: no export per use). */
+    ENTRY(OSSL_OP_SIGNATURE, HWKEY_OPNAME_ECDSA, PROPS, hwkey_ecdsa_signature_functions,
+          HWKEY_ALG_EC),
+    ENTRY(OSSL_OP_SIGNATURE, HWKEY_OPNAME_RSA, PROPS, hwkey_rsa_signature_functions, HWKEY_ALG_RSA),
+    ENTRY(OSSL_OP_ASYM_CIPHER, HWKEY_OPNAME_RSA, PROPS, hwkey_rsa_asym_cipher_functions,
+          HWKEY_ALG_RSA),
+    ENTRY(OSSL_OP_KEYEXCH, HWKEY_OPNAME_ECDH, PROPS, hwkey_ecdh_keyexch_functions, HWKEY_ALG_EC),
     ENTRY(OSSL_OP_DECODER, "EC", PROPS ",input=pem", hwkey_ec_pem_decoder_functions, 0),
     ENTRY(OSSL_OP_DECODER, "RSA", PROPS ",input=pem", hwkey_rsa_pem_decoder_functions, 0),
     ENTRY(OSSL_OP_DECODER, "EC", PROPS ",input=der,structure=TSS2", hwkey_ec_der_decoder_functions,
@@ -59,6 +66,8 @@ static const CATALOGUE_ENTRY catalogue[] = {
     ENTRY(OSSL_OP_KEYMGMT, "ED25519:1.3.101.112", PROPS, hwkey_ed25519_keymgmt_functions,
           HWKEY_ALG_ED25519),
     ENTRY(OSSL_OP_SIGNATURE, "ED25519:1.3.101.112", PROPS, hwkey_ed25519_signature_functions,
+          HWKEY_ALG_ED25519),
+    ENTRY(OSSL_OP_SIGNATURE, HWKEY_OPNAME_ED25519, PROPS, hwkey_ed25519_signature_functions,
           HWKEY_ALG_ED25519),
     ENTRY(OSSL_OP_DECODER, "ED25519", PROPS ",input=pem", hwkey_ed25519_pem_decoder_functions,
           HWKEY_ALG_ED25519),

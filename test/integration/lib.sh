@@ -357,14 +357,17 @@ hw_tls_www() {
     echo "$HW_TLS_TOKEN" >www/token.txt
 }
 
-# hw_tls_start_server KEY CERT NACCEPT: s_server in the background on a free
-# port, serving www/; sets SRV_PORT and SRV_PID.  Retries on a bind race.
+# hw_tls_start_server KEY CERT NACCEPT [S_SERVER ARGS...]: s_server in the
+# background on a free port, serving www/; sets SRV_PORT and SRV_PID.
+# Retries on a bind race.  hwkey logs at level 3 into the server log, so
+# hw_tls_no_export can check what the handshakes did.
 hw_tls_start_server() {
     local key=$1 crt=$2 naccept=$3 attempt i
+    shift 3
     for ((attempt = 0; attempt < 5; attempt++)); do
         SRV_PORT=$(hw_free_port)
-        (cd www && exec timeout -k 5 "$HW_TIMEOUT" openssl s_server -accept "127.0.0.1:$SRV_PORT" \
-            -key "$HW_DIR/$key" -cert "$HW_DIR/$crt" -naccept "$naccept" -WWW \
+        (cd www && HWKEY_LOG=3 exec timeout -k 5 "$HW_TIMEOUT" openssl s_server -accept "127.0.0.1:$SRV_PORT" \
+            -key "$HW_DIR/$key" -cert "$HW_DIR/$crt" -naccept "$naccept" -WWW "$@" \
             </dev/null >"$HW_DIR/server.$SRV_PORT.log" 2>&1) &
         SRV_PID=$!
         hw_register_pid "$SRV_PID"
@@ -377,6 +380,19 @@ hw_tls_start_server() {
             hw_fail "s_server with $key did not start: $(tail -5 "$HW_DIR/server.$SRV_PORT.log")"
     done
     hw_fail "s_server: no free port after 5 attempts"
+}
+
+# hw_tls_no_export NAME: after the s_server of hw_tls_start_server has
+# exited, its log must show that it started with hwkey logging and that
+# OpenSSL never tried to export the device key to another provider (issue
+# 7.16: libssl's per-handshake EVP_PKEY_digestsign_supports_digest and
+# EVP_DigestSignInit_ex fetched the default provider's ECDSA first and
+# tried, "refusing to export the private half", twice per handshake).
+hw_tls_no_export() {
+    local name=$1 log=$HW_DIR/server.$SRV_PORT.log n
+    grep -q 'hwkey\[[0-9]*\]: ' "$log" || hw_fail "$name: s_server logged nothing from hwkey (HWKEY_LOG=3 not in effect?)"
+    n=$(grep -c 'refusing to export' "$log" || true)
+    ((n == 0)) || hw_fail "$name: OpenSSL tried $n times to export the device key during the handshakes"
 }
 
 # hw_tls_client PROTO CRT [S_CLIENT ARGS...]: one connection (default
@@ -430,6 +446,88 @@ hw_tls_roundtrip() {
     rc=0
     wait "$SRV_PID" || rc=$?
     ((rc == 0)) || hw_fail "$name: s_server exit $rc: $(tail -5 "$HW_DIR/server.$SRV_PORT.log")"
+    hw_tls_no_export "$name"
+}
+
+# hw_ecdsa_digests NAME KEY: ECDSA with KEY (an EC device key file in the test
+# dir) over every digest the application may choose, including those a TPM
+# lacks (SHA-224, SHA-3, SHA-512/224): pkeyutl -rawin -digest, and a
+# precomputed digest (pkeyutl -in DIGEST, no digest named), each verified by
+# the default provider alone with the exported public key, and a tampered
+# message rejected.  Then TLS 1.2 through s_server with KEY, where the client
+# offers only one ECDSA signature algorithm (SHA-1 at security level 0, as
+# tlsfuzzer does); the handshake must use it.  Issue 7.5.
+hw_ecdsa_digests() {
+    local name=$1 key=$2 pub=$2.pub d sa digest_of
+    declare -A digest_of=([ECDSA+SHA1]=SHA1 [ECDSA+SHA224]=SHA224 [ECDSA+SHA256]=SHA256
+        [ECDSA+SHA384]=SHA384 [ECDSA+SHA512]=SHA512)
+    ossl pkey -in "$key" -pubout -out "$pub" || hw_fail "$name: pkey -pubout"
+    [[ -f msg ]] || head -c 999 /dev/urandom >msg
+    cp msg msg.tampered && printf 'x' >>msg.tampered
+    for d in sha1 sha224 sha256 sha384 sha512 sha3-256 sha3-384 sha3-512 sha512-224; do
+        rm -f sig sig2
+        ossl pkeyutl -sign -inkey "$key" -rawin -digest "$d" -in msg -out sig 2>sign.err ||
+            hw_fail "$name $d: pkeyutl -sign -rawin: $(tail -1 sign.err)"
+        sw pkeyutl -verify -pubin -inkey "$pub" -rawin -digest "$d" -in msg -sigfile sig >/dev/null ||
+            hw_fail "$name $d: the signature does not verify in software"
+        if sw pkeyutl -verify -pubin -inkey "$pub" -rawin -digest "$d" -in msg.tampered \
+            -sigfile sig >/dev/null 2>&1; then
+            hw_fail "$name $d: the software verifier accepted a tampered message"
+        fi
+        sw dgst "-$d" -binary -out dig msg
+        ossl pkeyutl -sign -inkey "$key" -in dig -out sig2 2>sign.err ||
+            hw_fail "$name $d: pkeyutl -sign of a bare digest: $(tail -1 sign.err)"
+        sw pkeyutl -verify -pubin -inkey "$pub" -in dig -sigfile sig2 >/dev/null ||
+            hw_fail "$name $d: the bare-digest signature does not verify in software"
+    done
+    hw_log "$name: ECDSA with 9 digests verifies in software"
+    [[ -d www ]] || hw_tls_www ecdsa
+    ossl req -x509 -new -key "$key" -subj /CN=hwkey.test -days 2 -out "$key.crt" \
+        -addext "subjectAltName=DNS:hwkey.test" 2>req.err || hw_fail "$name: req -x509: $(cat req.err)"
+    hw_tls_start_server "$key" "$key.crt" "${#digest_of[@]}" -cipher 'DEFAULT:@SECLEVEL=0'
+    for sa in "${!digest_of[@]}"; do
+        hw_tls_client tls1_2 "$key.crt" -sigalgs "$sa" -cipher 'DEFAULT:@SECLEVEL=0'
+        grep -q "Peer signing digest: ${digest_of[$sa]}$" "$CLIENT_LOG" ||
+            hw_fail "$name: TLS 1.2 with -sigalgs $sa did not sign with ${digest_of[$sa]}"
+        grep -q "Peer signature type: ECDSA" "$CLIENT_LOG" || hw_fail "$name: $sa: no ECDSA signature"
+    done
+    wait "$SRV_PID" || hw_fail "$name: s_server exit $?: $(tail -5 "$HW_DIR/server.$SRV_PORT.log")"
+    hw_tls_no_export "$name"
+    hw_log "$name: TLS 1.2 with ${!digest_of[*]}: ok"
+}
+
+# hw_cms_ecdh NAME KEY: CMS/S-MIME key agreement with an EC device key (issue
+# 7.9): messages encrypted in software (default provider only) to a
+# certificate of KEY, with the X9.63 KDF over SHA-1 (the default), SHA-256,
+# SHA-384 and SHA-512 and AES-128/256 key wrap, are decrypted by `openssl cms
+# -decrypt -inkey KEY` and must give the plaintext back; the ECDH secret
+# comes from the device and the KDF runs in software.  A message for another
+# recipient must fail to decrypt.
+hw_cms_ecdh() {
+    local name=$1 key=$2 md cipher n=0
+    ossl req -x509 -new -key "$key" -subj /CN=recipient -days 2 -out "$key.cms.crt" 2>req.err ||
+        hw_fail "$name: req -x509: $(cat req.err)"
+    head -c 3000 /dev/urandom >cms.plain
+    for md in default sha256 sha384 sha512; do
+        for cipher in aes-128-cbc aes-256-gcm; do
+            local opts=()
+            [[ $md == default ]] || opts=(-keyopt "ecdh_kdf_md:$md")
+            sw cms -encrypt -binary "-$cipher" -recip "$key.cms.crt" "${opts[@]}" -in cms.plain \
+                -out cms.msg 2>cms.err || hw_fail "$name: software cms -encrypt ($md, $cipher): $(cat cms.err)"
+            rm -f cms.dec
+            ossl cms -decrypt -binary -recip "$key.cms.crt" -inkey "$key" -in cms.msg -out cms.dec \
+                2>cms.err || hw_fail "$name: cms -decrypt with the device key ($md, $cipher): $(cat cms.err)"
+            cmp -s cms.plain cms.dec || hw_fail "$name: cms -decrypt ($md, $cipher) gave other data"
+            n=$((n + 1))
+        done
+    done
+    # A message for another EC recipient: the device's secret differs, so must the result.
+    sw req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout other.key \
+        -subj /CN=other -days 2 -out other.crt 2>/dev/null
+    sw cms -encrypt -binary -aes-128-cbc -recip other.crt -in cms.plain -out cms.other
+    hw_expect_fail '.' "$name: cms -decrypt of a message for another recipient" \
+        ossl cms -decrypt -binary -recip "$key.cms.crt" -inkey "$key" -in cms.other -out cms.dec
+    hw_log "$name: $n CMS messages encrypted in software decrypted with the device key"
 }
 
 # ---------------------------------------------------------------------------

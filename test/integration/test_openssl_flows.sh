@@ -38,8 +38,8 @@ done
 pss_saltlen_bytes() {
     local alg=$1 d=$2 salt=$3
     case $salt in
-        digest) echo "${HLEN[$d]}" ;;
-        max) echo $((MODBYTES[$alg] - HLEN[$d] - 2)) ;;
+        digest | -1) echo "${HLEN[$d]}" ;;
+        max | -3) echo $((MODBYTES[$alg] - HLEN[$d] - 2)) ;;
         *) echo "$salt" ;;
     esac
 }
@@ -93,7 +93,8 @@ run_flows() {
         if [[ $alg == rsa:* ]]; then
             # RSA-PSS: the salt length asked for is the one used.
             for d in "${DIGESTS[@]}"; do
-                for salt in digest max 32; do
+                # -1/-3: the numeric forms the default provider accepts (issue 7.10).
+                for salt in digest max 32 -1 -3; do
                     ossl pkeyutl -sign -inkey "$k" -rawin -digest "$d" -in msg -out pss \
                         -pkeyopt rsa_padding_mode:pss -pkeyopt "rsa_pss_saltlen:$salt" ||
                         hw_fail "$label $alg $d: PSS sign saltlen:$salt"
@@ -111,6 +112,13 @@ run_flows() {
                     fi
                 done
             done
+            # -2 (auto): whatever salt the signer chose, an auto verifier accepts it;
+            # dgst -sigopt takes the same strings as pkeyutl -pkeyopt.
+            ossl dgst -sha256 -sign "$k" -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:-2 \
+                -out pss msg || hw_fail "$label $alg: dgst -sigopt rsa_pss_saltlen:-2"
+            sw dgst -sha256 -verify "$pub" -signature pss -sigopt rsa_padding_mode:pss \
+                -sigopt rsa_pss_saltlen:auto msg >/dev/null ||
+                hw_fail "$label $alg: PSS saltlen:-2 does not verify in software"
             # Decryption of data encrypted in software.
             for pad in oaep:sha1 oaep:sha256 pkcs1; do
                 local opts=(-pkeyopt "rsa_padding_mode:${pad%%:*}")

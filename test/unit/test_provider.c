@@ -216,6 +216,64 @@ static void test_pss_salt_refused(void **state)
     }
 }
 
+/*
+ * -sigopt / -pkeyopt rsa_pss_saltlen:VALUE reaches the provider as a string.
+ * The default provider reads numbers with atoi(), so "-1", "-2" and "-3"
+ * (RSA_PSS_SALTLEN_DIGEST, _AUTO, _MAX) work there; they must here too.
+ */
+typedef struct {
+    const char *value;
+    int expect_salt; /* bytes; -100: refused */
+} SALT_STRING_CASE;
+
+static const SALT_STRING_CASE salt_string_cases[] = {
+    {"-1", 32},           {"digest", 32},        {"-2", 256 - 32 - 2}, {"auto", 256 - 32 - 2},
+    {"-3", 256 - 32 - 2}, {"max", 256 - 32 - 2}, {"20", 20},           {"0", 0},
+    {"-4", -100},         {"x", -100},           {"-", -100},          {"1x", -100},
+};
+
+static void test_pss_salt_strings(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(salt_string_cases) / sizeof(salt_string_cases[0]); i++) {
+        const SALT_STRING_CASE *c = &salt_string_cases[i];
+        EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+        EVP_PKEY_CTX *pctx = NULL;
+        unsigned char sig[512];
+        size_t len = sizeof(sig);
+        EVP_PKEY *hw, *pub;
+        int ok;
+
+        print_message("  rsa_pss_saltlen:%s\n", c->value);
+        hwkey_fake_reset();
+        hwkey_fake_set_rsa_raw(1);
+        hw = hw_key_of(soft[RSA2048]);
+        pub = public_of(soft[RSA2048]);
+        assert_non_null(mctx);
+        assert_int_equal(EVP_DigestSignInit_ex(mctx, &pctx, "SHA256", lib, NULL, hw, NULL), 1);
+        assert_int_equal(EVP_PKEY_CTX_ctrl_str(pctx, "rsa_padding_mode", "pss"), 1);
+        ERR_clear_error();
+        ok = EVP_PKEY_CTX_ctrl_str(pctx, "rsa_pss_saltlen", c->value) > 0;
+        if (c->expect_salt == -100) {
+            assert_false(ok);
+            assert_true(drain_errors_for(HWKEY_R_INVALID_SALT_LENGTH, NULL));
+        } else {
+            assert_true(ok);
+            assert_int_equal(EVP_DigestSign(mctx, sig, &len, message, sizeof(message)), 1);
+            /* The default provider verifies it with exactly that salt length, no other. */
+            assert_int_equal(verify_message(pub, SOFT, "SHA256", RSA_PKCS1_PSS_PADDING,
+                                            c->expect_salt, sig, len),
+                             1);
+            assert_int_not_equal(verify_message(pub, SOFT, "SHA256", RSA_PKCS1_PSS_PADDING,
+                                                c->expect_salt + 1, sig, len),
+                                 1);
+        }
+        EVP_MD_CTX_free(mctx);
+        EVP_PKEY_free(hw);
+        EVP_PKEY_free(pub);
+    }
+}
+
 /* --- public-only keys, refusals, injected device failures ------------------- */
 
 static void test_public_only_cannot_sign(void **state)
@@ -446,6 +504,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sign_verify),
         cmocka_unit_test(test_pss_salt_refused),
+        cmocka_unit_test(test_pss_salt_strings),
         cmocka_unit_test(test_public_only_cannot_sign),
         cmocka_unit_test(test_import_refuses_private_key),
         cmocka_unit_test(test_pkey_eq),

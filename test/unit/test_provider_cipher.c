@@ -13,6 +13,7 @@
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ec.h>
 #include <openssl/pem.h>
 #include <openssl/provider.h>
 #include <openssl/rand.h>
@@ -259,6 +260,139 @@ static void test_ecdh_other_curve(void **state)
     EVP_PKEY_free(peer);
 }
 
+/* ECDH followed by the X9.63 KDF, set the way CMS sets it (EVP_PKEY_CTX_set_ecdh_kdf_*). */
+static size_t derive_x963(EVP_PKEY *key, const char *propq, EVP_PKEY *peer, const EVP_MD *md,
+                          int outlen, unsigned char *out)
+{
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(lib, key, propq);
+    unsigned char *ukm = OPENSSL_memdup("shared info", 11);
+    size_t len = 0;
+
+    assert_non_null(ctx);
+    assert_non_null(ukm);
+    assert_int_equal(EVP_PKEY_derive_init(ctx), 1);
+    assert_int_equal(EVP_PKEY_derive_set_peer(ctx, peer), 1);
+    assert_int_equal(EVP_PKEY_CTX_set_ecdh_kdf_type(ctx, EVP_PKEY_ECDH_KDF_X9_63), 1);
+    assert_int_equal(EVP_PKEY_CTX_set_ecdh_kdf_md(ctx, md), 1);
+    assert_int_equal(EVP_PKEY_CTX_set_ecdh_kdf_outlen(ctx, outlen), 1);
+    assert_int_equal(EVP_PKEY_CTX_set0_ecdh_kdf_ukm(ctx, ukm, 11), 1);
+    assert_int_equal(EVP_PKEY_CTX_get_ecdh_kdf_type(ctx), EVP_PKEY_ECDH_KDF_X9_63);
+    if (EVP_PKEY_derive(ctx, NULL, &len) != 1 || len != (size_t)outlen ||
+        EVP_PKEY_derive(ctx, out, &len) != 1)
+        len = 0;
+    EVP_PKEY_CTX_free(ctx);
+    return len;
+}
+
+/* Issue 7.9: the KDF CMS asks for, over the device secret, matches the default provider. */
+static void test_ecdh_x963_kdf(void **state)
+{
+    static const struct {
+        int key;
+        const char *curve, *md;
+        int outlen;
+    } cases[] = {{EC256, "P-256", "SHA1", 16},
+                 {EC256, "P-256", "SHA256", 32},
+                 {EC384, "P-384", "SHA384", 40},
+                 {EC384, "P-384", "SHA512", 24}};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        unsigned char a[80], b[80];
+        EVP_PKEY *peer = EVP_PKEY_Q_keygen(lib, SOFT, "EC", cases[i].curve);
+        EVP_MD *md = EVP_MD_fetch(lib, cases[i].md, SOFT);
+        EVP_PKEY *peer_pub, *hw;
+        size_t n = (size_t)cases[i].outlen;
+
+        print_message("  ECDH %s + X9.63 KDF %s, %d bytes\n", cases[i].curve, cases[i].md,
+                      cases[i].outlen);
+        assert_non_null(peer);
+        assert_non_null(md);
+        peer_pub = public_of(peer);
+        hwkey_fake_reset();
+        hw = hw_key_of(soft[cases[i].key]);
+        assert_int_equal(derive_x963(hw, NULL, peer_pub, md, cases[i].outlen, a), n);
+        assert_int_equal(hwkey_fake_calls(HWKEY_FAKE_OP_ECDH), 1);
+        assert_int_equal(derive_x963(soft[cases[i].key], SOFT, peer_pub, md, cases[i].outlen, b),
+                         n);
+        assert_memory_equal(a, b, n);
+        /* Not the raw secret: the KDF really ran. */
+        assert_int_equal(derive(hw, NULL, peer_pub, b), cases[i].key == EC256 ? 32 : 48);
+        assert_memory_not_equal(a, b, n < 32 ? n : 32);
+        EVP_MD_free(md);
+        EVP_PKEY_free(peer);
+        EVP_PKEY_free(peer_pub);
+        EVP_PKEY_free(hw);
+    }
+}
+
+static void test_ecdh_kdf_refused(void **state)
+{
+    EVP_PKEY_CTX *ctx;
+    EVP_PKEY *hw;
+    OSSL_PARAM params[2];
+
+    (void)state;
+    hw = hw_key_of(soft[EC256]);
+    ctx = EVP_PKEY_CTX_new_from_pkey(lib, hw, NULL);
+    assert_non_null(ctx);
+    assert_int_equal(EVP_PKEY_derive_init(ctx), 1);
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_EXCHANGE_PARAM_KDF_TYPE, "HKDF", 0);
+    params[1] = OSSL_PARAM_construct_end();
+    ERR_clear_error();
+    assert_int_equal(EVP_PKEY_CTX_set_params(ctx, params), 0);
+    assert_true(drain_errors_for(HWKEY_R_UNSUPPORTED_ALGORITHM, NULL));
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(hw);
+}
+
+/*
+ * CMS builds the ECDH peer by copying the recipient key's parameters and
+ * setting the originator's point (EVP_PKEY_copy_parameters +
+ * EVP_PKEY_set1_encoded_public_key).  With a device key that copy must be a
+ * public-only key holding the new point: it once was the device key itself,
+ * the point was silently not set, and ECDH ran against our own public key.
+ */
+static void test_copy_parameters_then_point(void **state)
+{
+    EVP_PKEY *hw = hw_key_of(soft[EC256]);
+    EVP_PKEY *peer = EVP_PKEY_Q_keygen(lib, SOFT, "EC", "P-256");
+    EVP_PKEY *copy = EVP_PKEY_new(), *peer_pub;
+    unsigned char *point = NULL, a[80], b[80];
+    size_t len;
+
+    (void)state;
+    assert_non_null(peer);
+    assert_non_null(copy);
+    peer_pub = public_of(peer);
+    len = EVP_PKEY_get1_encoded_public_key(peer, &point);
+    assert_true(len > 0);
+    assert_int_equal(EVP_PKEY_copy_parameters(copy, hw), 1);
+    assert_true(is_hwkey(copy));
+    assert_int_equal(EVP_PKEY_set1_encoded_public_key(copy, point, len), 1);
+    assert_int_equal(EVP_PKEY_eq(copy, peer_pub), 1);
+    assert_int_not_equal(EVP_PKEY_eq(copy, hw), 1);
+    /* The original keeps its own point, and the copy has no private half. */
+    assert_int_equal(EVP_PKEY_eq(hw, soft[EC256]), 1);
+    ERR_clear_error();
+    assert_int_equal(sign_message(copy, "SHA256", 0, 0, b, sizeof(b)), 0);
+    assert_true(drain_errors_for(HWKEY_R_NO_PRIVATE_KEY, NULL));
+    /* ECDH with the copy as the peer is ECDH with the peer. */
+    hwkey_fake_reset();
+    assert_int_equal(derive(hw, NULL, copy, a), 32);
+    assert_int_equal(derive(soft[EC256], SOFT, peer_pub, b), 32);
+    assert_memory_equal(a, b, 32);
+    /* A device key's own point cannot be replaced. */
+    ERR_clear_error();
+    assert_int_not_equal(EVP_PKEY_set1_encoded_public_key(hw, point, len), 1);
+    assert_true(drain_errors_for(HWKEY_R_BAD_ARGUMENT, NULL));
+    OPENSSL_free(point);
+    EVP_PKEY_free(copy);
+    EVP_PKEY_free(peer_pub);
+    EVP_PKEY_free(peer);
+    EVP_PKEY_free(hw);
+}
+
 typedef struct {
     const char *name;
     int key;
@@ -314,6 +448,9 @@ int main(void)
         cmocka_unit_test(test_decrypt_tls_premaster),
         cmocka_unit_test(test_ecdh),
         cmocka_unit_test(test_ecdh_other_curve),
+        cmocka_unit_test(test_ecdh_x963_kdf),
+        cmocka_unit_test(test_ecdh_kdf_refused),
+        cmocka_unit_test(test_copy_parameters_then_point),
         cmocka_unit_test(test_auth_failure_reaches_queue),
     };
 

@@ -112,6 +112,37 @@ static void key_flags(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE 
         key->base.info.flags |= HWKEY_KEYF_RSA_RAW;
 }
 
+/* The URI's type= value for an object class (RFC 7512 section 2.3). */
+static const char *uri_type_name(CK_OBJECT_CLASS klass)
+{
+    switch (klass) {
+    case CKO_PUBLIC_KEY:
+        return "public";
+    case CKO_CERTIFICATE:
+        return "cert";
+    case CKO_SECRET_KEY:
+        return "secret-key";
+    case CKO_DATA:
+        return "data";
+    }
+    return "private";
+}
+
+static const char *uri_type_what(CK_OBJECT_CLASS klass)
+{
+    switch (klass) {
+    case CKO_PUBLIC_KEY:
+        return "public key";
+    case CKO_CERTIFICATE:
+        return "certificate";
+    case CKO_SECRET_KEY:
+        return "secret key";
+    case CKO_DATA:
+        return "data object";
+    }
+    return "private key";
+}
+
 HWKEY_LOOKUP hwkey_p11_key_build(HWKEY_P11_DEVICE *pdev, HWKEY_P11_TOKEN *tok, HWKEY_P11_URI *uri,
                                  CK_SESSION_HANDLE s, uint64_t epoch, HWKEY_P11_KEY **out)
 {
@@ -125,6 +156,19 @@ HWKEY_LOOKUP hwkey_p11_key_build(HWKEY_P11_DEVICE *pdev, HWKEY_P11_TOKEN *tok, H
     *out = NULL;
     if (uri->object == NULL && !uri->has_id) {
         hwkey_raise(HWKEY_R_INVALID_URI, "the key URI names no object= nor id=");
+        return HWKEY_LOOKUP_FAILED;
+    }
+    /*
+     * A URI that says what it names is taken at its word: type=cert in a
+     * reference file given as a private key is a mistake, and finding the
+     * private key of the same label anyway would hide it (nginx started and
+     * served with such a file).
+     */
+    if (uri->has_class && uri->klass != CKO_PRIVATE_KEY) {
+        hwkey_raise(HWKEY_R_INVALID_URI,
+                    "the URI says type=%s: it names a %s, not a private key (use type=private "
+                    "or no type=)",
+                    uri_type_name(uri->klass), uri_type_what(uri->klass));
         return HWKEY_LOOKUP_FAILED;
     }
     if ((key = OPENSSL_zalloc(sizeof(*key))) == NULL)

@@ -191,6 +191,73 @@ end:
 }
 
 /*
+ * ECDSA signs the integer e made of the leftmost min(N, 8 * hlen) bits of the
+ * digest, N the bit length of the curve order (FIPS 186-4 6.4, SEC 1 4.1.3),
+ * so any digest the application chose can be signed.  The TPM, though, takes
+ * only a digest of a hash it implements, of exactly that hash's size
+ * (TPM2_Sign: TPM_RC_SIZE), and derives e from it the same way.  So e is
+ * computed here and handed over as a digest D of a scheme hash the TPM has:
+ * D = e left-padded with zeros when the scheme digest has at most N bits (the
+ * TPM reads D as a big-endian integer: leading zeros keep e), else
+ * e << (8 * dlen - N), which the TPM's own truncation shifts back to e.
+ * SHA-224 or SHA3-256 on P-256 (TLS sig_algs ecdsa_secp256r1_sha224) and any
+ * hash on P-521 work this way, with a signature the default provider verifies.
+ */
+static TPMI_ALG_HASH ecdsa_scheme_hash(const HWKEY_TPM2_KEY *key, size_t *dlen)
+{
+    const TPMT_ECC_SCHEME *fixed = &key->pub.publicArea.parameters.eccDetail.scheme;
+    int n = key->base.info.bits;
+
+    /* A key created with a fixed scheme signs with that scheme's hash only. */
+    if (fixed->scheme == TPM2_ALG_ECDSA) {
+        switch (fixed->details.anySig.hashAlg) {
+        case TPM2_ALG_SHA1:
+            *dlen = 20;
+            break;
+        case TPM2_ALG_SHA256:
+            *dlen = 32;
+            break;
+        case TPM2_ALG_SHA384:
+            *dlen = 48;
+            break;
+        case TPM2_ALG_SHA512:
+            *dlen = 64;
+            break;
+        default:
+            return TPM2_ALG_ERROR;
+        }
+        return fixed->details.anySig.hashAlg;
+    }
+    /* Else the hash the curve is paired with, which every TPM with the curve has. */
+    if (n <= 256) {
+        *dlen = 32;
+        return TPM2_ALG_SHA256;
+    }
+    if (n <= 384) {
+        *dlen = 48;
+        return TPM2_ALG_SHA384;
+    }
+    *dlen = 64;
+    return TPM2_ALG_SHA512;
+}
+
+/* D for the TPM from the caller's digest (see above); 0 if e cannot be expressed in dlen bytes. */
+static int ecdsa_tpm_digest(const unsigned char *tbs, size_t tbslen, int n, unsigned char *d,
+                            size_t dlen)
+{
+    BIGNUM *e = BN_bin2bn(tbs, (int)tbslen, NULL);
+    int ok = e != NULL;
+
+    if (ok && 8 * tbslen > (size_t)n)
+        ok = BN_rshift(e, e, (int)(8 * tbslen - (size_t)n));
+    if (ok && 8 * dlen > (size_t)n)
+        ok = BN_lshift(e, e, (int)(8 * dlen - (size_t)n));
+    ok = ok && BN_bn2binpad(e, d, (int)dlen) == (int)dlen;
+    BN_free(e);
+    return ok;
+}
+
+/*
  * The salt the TPM uses for RSASSA-PSS.  The TPM 2.0 reference code (and so
  * libtpms/swtpm) uses a salt as long as the digest, clipped by the modulus.
  */
@@ -214,7 +281,7 @@ int hwkey_tpm2_sign(HWKEY_BKEY *base, const HWKEY_SIGN_PARAMS *params, const uns
     int ok = 0;
 
     memset(&a, 0, sizeof(a));
-    if (halg == TPM2_ALG_ERROR || hlen == 0) {
+    if (params->scheme != HWKEY_SIG_ECDSA && (halg == TPM2_ALG_ERROR || hlen == 0)) {
         hwkey_raise(HWKEY_R_UNSUPPORTED_DIGEST, "the TPM signs SHA-1/256/384/512 digests, not %s",
                     OBJ_nid2sn(params->md_nid));
         return 0;
@@ -223,12 +290,23 @@ int hwkey_tpm2_sign(HWKEY_BKEY *base, const HWKEY_SIGN_PARAMS *params, const uns
     case HWKEY_SIG_ECDSA:
         if (!is_ec)
             goto wrong_scheme;
-        a.scheme.scheme = TPM2_ALG_ECDSA;
-        a.scheme.details.ecdsa.hashAlg = halg;
         if (sig == NULL) {
             *siglen = ecdsa_der_max(k);
             return 1;
         }
+        /* Whatever digest came (its hash is not the TPM's business): see ecdsa_tpm_digest. */
+        a.scheme.scheme = TPM2_ALG_ECDSA;
+        a.scheme.details.ecdsa.hashAlg = ecdsa_scheme_hash(key, &hlen);
+        if (a.scheme.details.ecdsa.hashAlg == TPM2_ALG_ERROR || tbslen == 0 ||
+            tbslen > sizeof(a.digest.buffer) ||
+            !ecdsa_tpm_digest(tbs, tbslen, key->base.info.bits, a.digest.buffer, hlen)) {
+            hwkey_raise(HWKEY_R_UNSUPPORTED_DIGEST,
+                        "this TPM key cannot sign a %zu-byte ECDSA digest (its scheme fixes "
+                        "another hash)",
+                        tbslen);
+            return 0;
+        }
+        a.digest.size = (UINT16)hlen;
         break;
     case HWKEY_SIG_RSA_PSS:
         if (params->mgf1_md_nid != 0 && params->mgf1_md_nid != params->md_nid) {
@@ -258,13 +336,15 @@ int hwkey_tpm2_sign(HWKEY_BKEY *base, const HWKEY_SIGN_PARAMS *params, const uns
     default:
         goto wrong_scheme;
     }
-    if (tbslen != hlen) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "a %zu-byte digest does not match %s", tbslen,
-                    OBJ_nid2sn(params->md_nid));
-        return 0;
+    if (!is_ec) {
+        if (tbslen != hlen) {
+            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "a %zu-byte digest does not match %s", tbslen,
+                        OBJ_nid2sn(params->md_nid));
+            return 0;
+        }
+        a.digest.size = (UINT16)tbslen;
+        memcpy(a.digest.buffer, tbs, tbslen);
     }
-    a.digest.size = (UINT16)tbslen;
-    memcpy(a.digest.buffer, tbs, tbslen);
     if (!run_on_key(key, "TPM2_Sign", do_sign, &a, &rc))
         return 0;
     if (rc != TSS2_RC_SUCCESS)
