@@ -35,6 +35,7 @@ enum hwkey_reason {
     HWKEY_R_NO_PRIVATE_KEY,       /* a public-only key was asked to sign/decrypt */
     HWKEY_R_INVALID_PEER_KEY,
     HWKEY_R_OPERATION_NOT_INITIALISED,
+    HWKEY_R_POLICY_FAILED,        /* the key's policy is not met (a bound PCR changed) */
     HWKEY_R_MAX
 };
 

@@ -175,7 +175,7 @@ static void test_roundtrip_der(void **state)
         assert_non_null(memmem(der, len, empty_auth, sizeof(empty_auth)));
         assert_int_equal(hwkey_tss2_keyfile_decode(der, len, &out), 1);
         assert_same(&in, &out);
-        assert_int_equal(out.has_policy, 0);
+        assert_int_equal(out.has_auth_policy, 0);
         hwkey_tss2_keyfile_clear(&out);
         assert_null(out.pubkey);
         OPENSSL_free(der);
@@ -407,7 +407,7 @@ static void test_tpm2_openssl_file(void **state)
     assert_int_equal(kf.pubkey[0] << 8 | kf.pubkey[1], 86);
     assert_int_equal(kf.pubkey[2] << 8 | kf.pubkey[3], 0x0023);
     assert_null(kf.secret);
-    assert_int_equal(kf.has_policy, 0);
+    assert_int_equal(kf.has_auth_policy, 0);
 
     /*
      * Re-encoding reproduces tpm2-openssl's bytes but one: tpm2-openssl 1.1

@@ -105,11 +105,9 @@ static int from_keyfile(HWKEY_TPM2_KEY *key, const HWKEY_KEYREF *ref,
                     "only loadable TSS2 keys (2.23.133.10.1.3) can be used; import it first");
         goto end;
     }
-    if (kf.has_policy) {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "TSS2 key files with a policy are not "
-                                                   "supported");
+    /* A PCR-bound key (hwkey keygen --pcr): its policy is satisfied before each use. */
+    if (!hwkey_tpm2_policy_from_keyfile(&kf, &key->policy))
         goto end;
-    }
     rc = Tss2_MU_TPM2B_PUBLIC_Unmarshal(kf.pubkey, kf.pubkey_len, &off, &key->pub);
     if (rc != TSS2_RC_SUCCESS || off != kf.pubkey_len) {
         hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "the key file's public area is malformed");
@@ -204,6 +202,7 @@ static void key_destroy(HWKEY_TPM2_KEY *key)
         hwkey_gate_leave();
     }
     Esys_Free(key->saved);
+    OPENSSL_free(key->policy);
     hwkey_secmem_free(key->auth);
     OPENSSL_clear_free(key, sizeof(*key));
 }
