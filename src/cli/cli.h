@@ -12,6 +12,7 @@
 #define HWKEY_CLI_CLI_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include <openssl/core.h>
 
@@ -99,6 +100,23 @@ int hwkey_cli_out_begin(HWKEY_CLI_OUTFILE *o, const char *path, int force);
 int hwkey_cli_out_commit(HWKEY_CLI_OUTFILE *o, const void *data, size_t len);
 /* Removes the temporary file if commit did not happen; safe to call twice. */
 void hwkey_cli_out_abort(HWKEY_CLI_OUTFILE *o);
+
+/*
+ * import --wipe-source (cli_wipe.c).  check, before the import: a regular
+ * file with one name, not a symbolic link (0 + error otherwise).  confirm:
+ * HWKEY_CLI_OK with yes or after "yes" typed on the terminal; a usage error
+ * when stdin is not a terminal; HWKEY_CLI_FAIL (error raised) on another
+ * answer.  wipe, after a successful import: overwrite with random bytes,
+ * fsync, unlink, if the name still leads to the same file.
+ */
+typedef struct {
+    const char *path;
+    dev_t dev;
+    ino_t ino;
+} HWKEY_CLI_WIPE;
+int hwkey_cli_wipe_check(const char *path, HWKEY_CLI_WIPE *w);
+int hwkey_cli_wipe_confirm(const char *path, int yes);
+int hwkey_cli_wipe(const HWKEY_CLI_WIPE *w);
 
 /* "ec:P-256", "rsa:2048" for a key description. */
 void hwkey_cli_describe_alg(const HWKEY_KEYINFO *info, char *buf, size_t bufsz);

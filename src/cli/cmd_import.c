@@ -6,8 +6,9 @@
  * optionally passphrase-protected) into the TPM: the key file written holds
  * only the TPM-wrapped blob.  Or creates it as a sensitive, non-extractable
  * object on a PKCS#11 token: the file written (optional) is then a reference
- * naming it, and the URI is printed.  The software key itself is left alone:
- * hwkey cannot make copies of it disappear, so the help says to delete it.
+ * naming it, and the URI is printed.  The software key itself is left alone
+ * unless --wipe-source asks to overwrite and unlink it after a successful
+ * import (cli_wipe.c); copies elsewhere are out of hwkey's reach either way.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -41,9 +42,9 @@ typedef struct {
 static void import_usage(void)
 {
     printf("usage: hwkey import SOFTWARE_KEY --out FILE [--auth-file F] [--passin-file F]\n"
-           "                    [--force] [--tcti STRING]\n"
+           "                    [--force] [--wipe-source [--yes]] [--tcti STRING]\n"
            "       hwkey import SOFTWARE_KEY --uri 'pkcs11:...' [--out FILE] [--pin-source SRC]\n"
-           "                    [--passin-file F] [--force]\n\n"
+           "                    [--passin-file F] [--force] [--wipe-source [--yes]]\n\n"
            "Wraps an existing EC (P-256, P-384) or RSA (2048, 3072) private key into the TPM\n"
            "and writes a TSS2 PRIVATE KEY file that hwkey, tpm2-openssl and\n"
            "openssl_tpm2_engine load.  The private key travels to the TPM only encrypted\n"
@@ -63,9 +64,14 @@ static void import_usage(void)
            "                      object=, id=; a random id when none is given)\n"
            "  --pin-source SRC    the token's user PIN: file:/path or env:NAME (default: the\n"
            "                      URI's pin-source/pin-value, else $HWKEY_PKCS11_PIN_SOURCE)\n"
-           "  --tcti STRING       TPM transport (see hwkey --help)\n\n"
-           "The software key file is not touched: delete it (and its backups) once the\n"
-           "imported key works, or the TPM protects nothing.\n");
+           "  --tcti STRING       TPM transport (see hwkey --help)\n"
+           "  --wipe-source       after a successful import, overwrite SOFTWARE_KEY with\n"
+           "                      random bytes and delete it (asks on a terminal)\n"
+           "  --yes               do not ask (needed for --wipe-source without a terminal)\n\n"
+           "Without --wipe-source the software key file is not touched: delete it once the\n"
+           "imported key works, or the device protects nothing.  Either way, copies\n"
+           "elsewhere (backups, snapshots, other disks, old blocks kept by SSDs and\n"
+           "copy-on-write or journaling filesystems) are not covered: remove them too.\n");
 }
 
 /* The first line of a small file into protected memory. */
@@ -204,13 +210,17 @@ end:
 
 int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
 {
-    enum { OPT_OUT = 1, OPT_URI, OPT_FORCE, OPT_PASSIN };
+    enum { OPT_OUT = 1, OPT_URI, OPT_FORCE, OPT_PASSIN, OPT_WIPE, OPT_YES };
     static const struct option opts[] = {
         {"out", required_argument, NULL, OPT_OUT},
         {"uri", required_argument, NULL, OPT_URI},
         {"force", no_argument, NULL, OPT_FORCE},
         {"passin-file", required_argument, NULL, OPT_PASSIN},
+        {"wipe-source", no_argument, NULL, OPT_WIPE},
+        {"yes", no_argument, NULL, OPT_YES},
         HWKEY_CLI_LONGOPTS_COMMON};
+    HWKEY_CLI_WIPE wipe;
+    int wipe_source = 0, yes = 0;
     const char *out_path = NULL, *uri = NULL, *passin = NULL;
     IMPORT_PASS pass = {0};
     HWKEY_GENOPTS gen;
@@ -239,6 +249,12 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
         case OPT_PASSIN:
             passin = optarg;
             break;
+        case OPT_WIPE:
+            wipe_source = 1;
+            break;
+        case OPT_YES:
+            yes = 1;
+            break;
         default:
             if ((c = hwkey_cli_other_option(cli, "import", opt, argv)) != HWKEY_CLI_OK)
                 return c;
@@ -255,10 +271,21 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
                                          "with --pin-source");
     if (out_path == NULL && uri == NULL)
         return hwkey_cli_usage("import", "--out FILE (TPM) or --uri URI (PKCS#11) is required");
+    if (yes && !wipe_source)
+        return hwkey_cli_usage("import", "--yes only answers --wipe-source's question");
     gen.uri = uri;
     gen.auth = cli->auth;
     gen.auth_len = cli->auth_len;
 
+    /* Asked and checked before anything is imported: a refusal leaves nothing behind. */
+    if (wipe_source) {
+        if (!hwkey_cli_wipe_check(pass.key_path, &wipe))
+            goto fail;
+        if ((c = hwkey_cli_wipe_confirm(pass.key_path, yes)) == HWKEY_CLI_USAGE)
+            return c;
+        if (c != HWKEY_CLI_OK)
+            goto fail;
+    }
     if (passin != NULL && !read_secret_line(passin, &pass.pass, &pass.pass_len))
         goto fail;
     if ((soft = load_software_key(&pass)) == NULL)
@@ -273,6 +300,16 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
         goto fail;
     if (blob.kind == HWKEY_REF_PKCS11_URI)
         printf("%.*s\n", (int)blob.len, (const char *)blob.data);
+    if (wipe_source) {
+        if (!hwkey_cli_wipe(&wipe)) {
+            rc = hwkey_cli_fail("import %s succeeded, but the software key was not wiped",
+                                pass.key_path);
+            goto end;
+        }
+        fprintf(stderr, "hwkey: %s overwritten and removed; copies elsewhere (backups, "
+                        "snapshots, other disks, old blocks on SSDs or copy-on-write and "
+                        "journaling filesystems) are not covered\n", pass.key_path);
+    }
     rc = HWKEY_CLI_OK;
     goto end;
 fail:
