@@ -330,10 +330,11 @@ static void raise_changed(const HWKEY_TPM2_POLICY *pol, const int *failed)
         }
     }
     hwkey_pcrsel_list(mask, list, sizeof(list));
-    hwkey_raise(HWKEY_R_POLICY_FAILED, "PCR %s%s changed since the key was bound to %s "
+    /* A step over several PCRs (another tool's file) only says that one of them moved. */
+    hwkey_raise(HWKEY_R_POLICY_FAILED, "%s %s changed since the key was bound to %s "
                 "(%s bank); re-seal the data key or make a new key (docs/pcr-policy.md)",
-                several_in_one ? "one of " : "", list, (mask & (mask - 1)) ? "them" : "it",
-                hwkey_pcrsel_bank_name(bank_nid));
+                several_in_one ? "one of PCR" : "PCR", list,
+                (mask & (mask - 1)) ? "them" : "it", hwkey_pcrsel_bank_name(bank_nid));
 }
 
 int hwkey_tpm2_policy_session(ESYS_CONTEXT *esys, const HWKEY_TPM2_POLICY *pol, ESYS_TR salt,
