@@ -144,6 +144,19 @@ for dk in dk8 dk8a; do
 done
 hw_expect_fail 'AUTH_FAIL|authorization failed' "dk8a with the wrong auth value" \
     hw_hwkey decrypt --key dk8a.pem --auth-file badpw.txt -in dk8a.ct -out bad.out
+# docs/pcr-policy.md's re-seal around an update, as written there: to a bridge key
+# before, to a key bound to the new value after.
+hw_hwkey datakey --out dk9.pem --pcr sha256:9 || hw_fail "datakey --pcr sha256:9"
+hw_hwkey encrypt --key dk9.pem -in data -out reseal.enc || hw_fail "encrypt with dk9"
+hw_hwkey datakey --out bridge.key --pcr sha256:7 || hw_fail "bridge data key"
+hw_hwkey decrypt --key dk9.pem -in reseal.enc | hw_hwkey encrypt --key bridge.key -out reseal.enc.new &&
+    mv reseal.enc.new reseal.enc || hw_fail "re-seal to the bridge key"
+extend 9
+hw_hwkey datakey --out dk9.pem --pcr sha256:9 --force || hw_fail "datakey after the update"
+hw_hwkey decrypt --key bridge.key -in reseal.enc | hw_hwkey encrypt --key dk9.pem -out reseal.enc.new &&
+    mv reseal.enc.new reseal.enc || hw_fail "re-seal to the new PCR 9 value"
+hw_hwkey decrypt --key dk9.pem -in reseal.enc -out reseal.back || hw_fail "decrypt after re-sealing"
+cmp -s data reseal.back || hw_fail "re-sealed data differs"
 no_leftovers "before the extend"
 hw_log "bound keys sign, derive, decrypt and unseal; the auth value is still required"
 
