@@ -115,6 +115,8 @@ typedef struct {
     ino_t ino;
 } HWKEY_CLI_WIPE;
 int hwkey_cli_wipe_check(const char *path, HWKEY_CLI_WIPE *w);
+/* 1 if path names the very file w was checked for (e.g. --out SOFTWARE_KEY). */
+int hwkey_cli_wipe_same_file(const HWKEY_CLI_WIPE *w, const char *path);
 int hwkey_cli_wipe_confirm(const char *path, int yes);
 int hwkey_cli_wipe(const HWKEY_CLI_WIPE *w);
 

@@ -28,6 +28,15 @@
 #include "cli/cli.h"
 #include "util/error.h"
 
+static int dir_writable(const char *path)
+{
+    char *copy = OPENSSL_strdup(path);
+    int ok = copy != NULL && access(dirname(copy), W_OK | X_OK) == 0;
+
+    OPENSSL_free(copy);
+    return ok;
+}
+
 int hwkey_cli_wipe_check(const char *path, HWKEY_CLI_WIPE *w)
 {
     struct stat st;
@@ -54,10 +63,23 @@ int hwkey_cli_wipe_check(const char *path, HWKEY_CLI_WIPE *w)
                     (unsigned long)st.st_nlink);
         return 0;
     }
+    /* Found out now, not after the import: the file must be writable, its directory too. */
+    if (access(path, W_OK) != 0 || !dir_writable(path)) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "--wipe-source: %s or its directory is not writable "
+                    "for this user: it could not be overwritten and removed", path);
+        return 0;
+    }
     w->path = path;
     w->dev = st.st_dev;
     w->ino = st.st_ino;
     return 1;
+}
+
+int hwkey_cli_wipe_same_file(const HWKEY_CLI_WIPE *w, const char *path)
+{
+    struct stat st;
+
+    return path != NULL && stat(path, &st) == 0 && st.st_dev == w->dev && st.st_ino == w->ino;
 }
 
 int hwkey_cli_wipe_confirm(const char *path, int yes)

@@ -281,6 +281,11 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
     if (wipe_source) {
         if (!hwkey_cli_wipe_check(pass.key_path, &wipe))
             goto fail;
+        /* --out over the key itself would rename the file away unwiped. */
+        if (hwkey_cli_wipe_same_file(&wipe, out_path))
+            return hwkey_cli_usage("import", "--out %s is the software key itself; with "
+                                             "--wipe-source write the key file elsewhere",
+                                   out_path);
         if ((c = hwkey_cli_wipe_confirm(pass.key_path, yes)) == HWKEY_CLI_USAGE)
             return c;
         if (c != HWKEY_CLI_OK)

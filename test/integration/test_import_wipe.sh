@@ -9,8 +9,9 @@
 #    nothing and leaves the file; without a terminal and without --yes: usage
 #    error, nothing imported;
 #  - a failed import leaves the source intact;
-#  - symbolic link, second hard link, FIFO: refused before anything is
-#    imported, the file intact; --yes alone is a usage error.
+#  - symbolic link, second hard link, FIFO, --out naming the key itself:
+#    refused before anything is imported, the file intact; --yes alone is a
+#    usage error.
 [ -n "$BASH_VERSION" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
 skip_if_missing script cmp mkfifo
@@ -106,6 +107,7 @@ ln k3.pem hard.pem
 # shellcheck disable=SC2046
 refused 1 'has 2 hard links' k3 import k3.pem $(dest k3) --wipe-source --yes
 rm hard.pem
+refused 2 'is the software key itself' k3 import k3.pem --out k3.pem --force --wipe-source --yes
 mkfifo fifo.pem
 # shellcheck disable=SC2046
 refused 1 'fifo.pem is not a regular file' k3 import fifo.pem $(dest k3) --wipe-source --yes
