@@ -68,6 +68,15 @@ expect_usage 'PKCS#11 token has no PCRs' keygen ec:P-256 --uri 'pkcs11:token=t;o
 expect_usage 'PKCS#11 KEK has no PCRs' datakey --out bad.out --uri 'pkcs11:token=t;object=k' \
     --pcr sha256:7
 
+# A bank the TPM has not activated (swtpm: only sha256): one line naming it, exit 1, no file.
+if timeout 30 tpm2_getcap pcrs | grep -qE '^ *- sha384: \[ \]'; then
+    rc=0
+    hw_hwkey keygen ec:P-256 --out bad.out --pcr sha384:3 </dev/null 2>bank.err || rc=$?
+    ((rc == 1)) || hw_fail "--pcr on an inactive bank: exit $rc, expected 1: $(cat bank.err)"
+    assert_one_error_line bank.err 'no sha384 value for PCR 3 \(no such PCR bank active'
+    [[ ! -e bad.out ]] || hw_fail "--pcr on an inactive bank wrote a key file"
+fi
+
 # --- keys bound to PCRs ----------------------------------------------------------
 hw_keygen ec:P-256 ec07.tss --pcr sha256:0,7
 hw_keygen ec:P-256 ec02.tss --pcr sha256:0,2
