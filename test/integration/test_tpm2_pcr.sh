@@ -124,6 +124,11 @@ sign_ok ec02.tss
 sign_ok ec34.tss
 sign_ok free.tss
 sign_ok rsa7.tss -passin file:pw.txt
+# RSA-PSS with the application's salt length: padded in software, the TPM's raw RSA op.
+ossl pkeyutl -sign -inkey rsa7.tss -passin file:pw.txt -rawin -digest sha256 -in msg \
+    -pkeyopt rsa_padding_mode:pss -pkeyopt rsa_pss_saltlen:20 -out pss.sig || hw_fail "PSS with rsa7.tss"
+sw pkeyutl -verify -pubin -inkey rsa7.tss.pub -rawin -digest sha256 -in msg -sigfile pss.sig \
+    -pkeyopt rsa_padding_mode:pss -pkeyopt rsa_pss_saltlen:20 >/dev/null || hw_fail "rsa7.tss: PSS does not verify"
 sw genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out peer.pem
 sw pkey -in peer.pem -pubout -out peer.pub
 ossl pkeyutl -derive -inkey ec07.tss -peerkey peer.pub -out z.hw || hw_fail "ECDH with ec07.tss"
