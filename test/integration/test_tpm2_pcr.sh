@@ -118,6 +118,9 @@ timeout 30 tpm2_flushcontext trial.ctx || hw_fail "tpm2_flushcontext trial.ctx"
 grep -q "^authorization policy: $(od -An -tx1 -v pcr9.policy | tr -d ' \n')\$" ec9.tss.print ||
     hw_fail "authPolicy differs from tpm2_policypcr's: $(grep policy ec9.tss.print)"
 
+ossl pkey -in ec07.tss -text -noout | grep -q 'Private key: held by TPM 2.0 .*use bound by a policy' ||
+    hw_fail "openssl pkey -text does not say the key is bound by a policy"
+
 # Everything works while the PCRs are as they were.
 sign_ok ec07.tss
 sign_ok ec02.tss
