@@ -10,6 +10,8 @@
 #    unbound key still work; two changed PCRs are both named;
 #  - a bound data key: hwkey decrypt works, then, after the extend, refuses
 #    with one line naming the PCR and writes no plaintext;
+#  - the unseal through the policy session keeps the data key and the auth
+#    value off the bus (pcap: TCTI);
 #  - through tpm2-abrmd (keys kept loaded) the same, when installed;
 #  - no transient object and no session is left in the TPM;
 #  - bad --pcr uses: one usage line, exit 2, no file.
@@ -174,6 +176,30 @@ hw_hwkey decrypt --key bridge.key -in reseal.enc | hw_hwkey encrypt --key dk9.pe
     mv reseal.enc.new reseal.enc || hw_fail "re-seal to the new PCR 9 value"
 hw_hwkey decrypt --key dk9.pem -in reseal.enc -out reseal.back || hw_fail "decrypt after re-sealing"
 cmp -s data reseal.back || hw_fail "re-sealed data differs"
+# The unseal through the policy session is still salted and response-encrypting:
+# the data key and the auth value never cross the bus in the clear (pcap: TCTI).
+if [[ -n $(find /usr/lib /lib -name 'libtss2-tcti-pcap.so*' 2>/dev/null | head -1) ]]; then
+    key_hex=$(HWKEY_TPM2_TCTI=$HW_TCTI "$top_builddir/test/integration/datakey_driver" dk8.pem) ||
+        hw_fail "datakey_driver dk8.pem"
+    [[ $key_hex =~ ^[0-9a-f]{64}$ ]] || hw_fail "datakey_driver printed no key: $key_hex"
+    for dk in dk8 dk8a; do
+        auth=()
+        [[ $dk == dk8a ]] && auth=(--auth-file pw.txt)
+        TCTI_PCAP_FILE=$HW_DIR/$dk.pcap HW_CLI_TCTI="pcap:$HW_TCTI" \
+            hw_hwkey decrypt --key $dk.pem "${auth[@]}" -in $dk.ct -out $dk.pcapback ||
+            hw_fail "decrypt with $dk through pcap"
+        dump=$(od -An -tx1 -v $dk.pcap | tr -d ' \n')
+        [[ $dump == *0000015e* && $dump == *0000017f* ]] ||
+            hw_fail "$dk.pcap: no Unseal (0x15e) and PolicyPCR (0x17f) recorded"
+        if [[ $dk == dk8 ]]; then # datakey_driver unwraps only keys without an auth value
+            [[ $dump != *"${key_hex:0:32}"* && $dump != *"${key_hex:32}"* ]] ||
+                hw_fail "$dk: the data key crossed the bus in the clear"
+        else
+            ! grep -q -a -F -- "$(head -1 pw.txt)" $dk.pcap || hw_fail "$dk: the auth value crossed the bus"
+        fi
+    done
+    hw_log "PCR-bound unseal: neither the data key nor the auth value on the bus"
+fi
 no_leftovers "before the extend"
 hw_log "bound keys sign, derive, decrypt and unseal; the auth value is still required"
 
