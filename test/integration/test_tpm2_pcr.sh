@@ -13,8 +13,10 @@
 #  - the unseal through the policy session keeps the data key and the auth
 #    value off the bus (pcap: TCTI);
 #  - through tpm2-abrmd (keys kept loaded) the same, when installed;
+#  - the re-seal around an update that docs/pcr-policy.md prescribes works;
 #  - no transient object and no session is left in the TPM;
-#  - bad --pcr uses: one usage line, exit 2, no file.
+#  - bad --pcr uses: one usage line, exit 2, no file; an inactive PCR bank:
+#    one line naming it, exit 1, no file.
 [ -n "$BASH_VERSION" ] || exec bash "$0" "$@"
 . "$(dirname "$0")/lib.sh"
 skip_if_missing tpm2_pcrextend tpm2_startauthsession tpm2_policypcr tpm2_flushcontext tpm2_getcap tpm2_print od base64 dd
