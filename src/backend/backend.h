@@ -23,6 +23,7 @@
 #include <openssl/evp.h>
 
 #include "util/config.h"
+#include "util/pcrsel.h"
 
 typedef struct hwkey_backend HWKEY_BACKEND;
 
@@ -89,6 +90,12 @@ typedef struct {
     const char *auth;              /* key auth value / NULL for none */
     size_t auth_len;
     int create_kek;                /* datakey_create, pkcs11: make the KEK uri names if absent */
+    /*
+     * tpm2 key_generate / datakey_create: bind use to these PCRs' current
+     * values (TPM2_PolicyPCR, with TPM2_PolicyAuthValue when auth is given);
+     * mask 0 = no PCR policy.
+     */
+    HWKEY_PCRSEL pcrs;
 } HWKEY_GENOPTS;
 
 typedef enum {

@@ -12,6 +12,7 @@
 #define HWKEY_CLI_CLI_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include <openssl/core.h>
 
@@ -117,6 +118,25 @@ void hwkey_cli_out_abort(HWKEY_CLI_OUTFILE *o);
 /* The whole file at path (at most max bytes, not empty) into *out (OPENSSL_free); what names it. */
 int hwkey_cli_read_file(const char *path, size_t max, const char *what, unsigned char **out,
                         size_t *len);
+
+/*
+ * import --wipe-source (cli_wipe.c).  check, before the import: a regular
+ * file with one name, not a symbolic link (0 + error otherwise).  confirm:
+ * HWKEY_CLI_OK with yes or after "yes" typed on the terminal; a usage error
+ * when stdin is not a terminal; HWKEY_CLI_FAIL (error raised) on another
+ * answer.  wipe, after a successful import: overwrite with random bytes,
+ * fsync, unlink, if the name still leads to the same file.
+ */
+typedef struct {
+    const char *path;
+    dev_t dev;
+    ino_t ino;
+} HWKEY_CLI_WIPE;
+int hwkey_cli_wipe_check(const char *path, HWKEY_CLI_WIPE *w);
+/* 1 if path names the very file w was checked for (e.g. --out SOFTWARE_KEY). */
+int hwkey_cli_wipe_same_file(const HWKEY_CLI_WIPE *w, const char *path);
+int hwkey_cli_wipe_confirm(const char *path, int yes);
+int hwkey_cli_wipe(const HWKEY_CLI_WIPE *w);
 
 /* "ec:P-256", "rsa:2048" for a key description. */
 void hwkey_cli_describe_alg(const HWKEY_KEYINFO *info, char *buf, size_t bufsz);

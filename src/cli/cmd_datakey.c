@@ -1,4 +1,7 @@
-/* hwkey datakey --out FILE [--uri 'pkcs11:...KEK' [--create-kek]] [--auth-file F] [--force] */
+/*
+ * hwkey datakey --out FILE [--pcr BANK:N,..] [--auth-file F] [--force]
+ * hwkey datakey --out FILE --uri 'pkcs11:...KEK' [--create-kek] [--force]
+ */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,7 +15,8 @@
 
 static void datakey_usage(void)
 {
-    printf("usage: hwkey datakey --out FILE [--auth-file F] [--force] [--tcti STRING]\n"
+    printf("usage: hwkey datakey --out FILE [--pcr BANK:N[,N...]] [--auth-file F] [--force]\n"
+           "                     [--tcti STRING]\n"
            "       hwkey datakey --out FILE --uri 'pkcs11:token=T;object=KEK' [--create-kek]\n"
            "                     [--pin-source file:/path|env:NAME] [--force]\n\n"
            "Makes a new AES-256 data key for hwkey encrypt/decrypt and writes it to FILE\n"
@@ -21,6 +25,9 @@ static void datakey_usage(void)
            "this TPM can unseal; with --uri, generated in the token and wrapped there by an\n"
            "AES key-wrapping key (an \"HWKEY DATA KEY\" file naming the KEK, no PIN).\n\n"
            "  --out FILE        the data key file to write (PEM)\n"
+           "  --pcr BANK:N,..   TPM: unseal only while these PCRs hold their current\n"
+           "                    values, e.g. sha256:0,2,7 (re-wrap before an update that\n"
+           "                    changes them: docs/pcr-policy.md)\n"
            "  --auth-file F     TPM: an auth value it will demand to unseal the key;\n"
            "                    PKCS#11: the token's user PIN (first line)\n"
            "  --uri URI         wrap with this PKCS#11 key-wrapping key instead of the TPM\n"
@@ -33,13 +40,15 @@ static void datakey_usage(void)
 
 int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv)
 {
-    enum { OPT_OUT = 1, OPT_URI, OPT_FORCE, OPT_CREATE_KEK };
+    enum { OPT_OUT = 1, OPT_URI, OPT_FORCE, OPT_CREATE_KEK, OPT_PCR };
     static const struct option opts[] = {
         {"out", required_argument, NULL, OPT_OUT},
         {"uri", required_argument, NULL, OPT_URI},
         {"force", no_argument, NULL, OPT_FORCE},
         {"create-kek", no_argument, NULL, OPT_CREATE_KEK},
+        {"pcr", required_argument, NULL, OPT_PCR},
         HWKEY_CLI_LONGOPTS_COMMON};
+    char why[128];
     const char *out_path = NULL, *uri = NULL;
     HWKEY_GENOPTS gen;
     HWKEY_REFBLOB blob = {0};
@@ -70,6 +79,10 @@ int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv)
         case OPT_CREATE_KEK:
             gen.create_kek = 1;
             break;
+        case OPT_PCR:
+            if (!hwkey_pcrsel_parse(optarg, &gen.pcrs, why, sizeof(why)))
+                return hwkey_cli_usage("datakey", "--pcr %s: %s", optarg, why);
+            break;
         default:
             if ((c = hwkey_cli_other_option(cli, "datakey", opt, argv)) != HWKEY_CLI_OK)
                 return c;
@@ -81,6 +94,8 @@ int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv)
         return hwkey_cli_usage("datakey", "--out FILE is required");
     if (gen.create_kek && uri == NULL)
         return hwkey_cli_usage("datakey", "--create-kek needs --uri 'pkcs11:...'");
+    if (gen.pcrs.mask != 0 && uri != NULL)
+        return hwkey_cli_usage("datakey", "--pcr binds TPM data keys; a PKCS#11 KEK has no PCRs");
     gen.uri = uri;
     gen.auth = cli->auth;
     gen.auth_len = cli->auth_len;

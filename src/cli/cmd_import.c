@@ -6,8 +6,9 @@
  * optionally passphrase-protected) into the TPM: the key file written holds
  * only the TPM-wrapped blob.  Or creates it as a sensitive, non-extractable
  * object on a PKCS#11 token: the file written (optional) is then a reference
- * naming it, and the URI is printed.  The software key itself is left alone:
- * hwkey cannot make copies of it disappear, so the help says to delete it.
+ * naming it, and the URI is printed.  The software key itself is left alone
+ * unless --wipe-source asks to overwrite and unlink it after a successful
+ * import (cli_wipe.c); copies elsewhere are out of hwkey's reach either way.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -41,9 +42,9 @@ typedef struct {
 static void import_usage(void)
 {
     printf("usage: hwkey import SOFTWARE_KEY --out FILE [--auth-file F] [--passin-file F]\n"
-           "                    [--force] [--tcti STRING]\n"
+           "                    [--force] [--wipe-source [--yes]] [--tcti STRING]\n"
            "       hwkey import SOFTWARE_KEY --uri 'pkcs11:...' [--out FILE] [--pin-source SRC]\n"
-           "                    [--passin-file F] [--force]\n"
+           "                    [--passin-file F] [--force] [--wipe-source [--yes]]\n"
            "       hwkey import SOFTWARE_KEY --parent-pub PARENT --out FILE\n"
            "                    [--parent-handle H] [--auth-file F] [--passin-file F] [--force]\n"
            "       hwkey import --finish FILE --out NEW [--force] [--tcti STRING]\n\n"
@@ -76,9 +77,14 @@ static void import_usage(void)
            "  --parent-handle H   parent handle FILE records (default 0x40000001 for the\n"
            "                      standard template, else 0x81000001)\n"
            "  --finish            import the importable key file FILE into the TPM once and\n"
-           "                      write the regular key file NEW\n\n"
-           "The software key file is not touched: delete it (and its backups) once the\n"
-           "imported key works, or the TPM protects nothing.\n");
+           "                      write the regular key file NEW\n"
+           "  --wipe-source       after a successful import, overwrite SOFTWARE_KEY with\n"
+           "                      random bytes and delete it (asks on a terminal)\n"
+           "  --yes               do not ask (needed for --wipe-source without a terminal)\n\n"
+           "Without --wipe-source the software key file is not touched: delete it once the\n"
+           "imported key works, or the device protects nothing.  Either way, copies\n"
+           "elsewhere (backups, snapshots, other disks, old blocks kept by SSDs and\n"
+           "copy-on-write or journaling filesystems) are not covered: remove them too.\n");
 }
 
 /* The first line of a small file into protected memory. */
@@ -218,7 +224,7 @@ end:
 int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
 {
     enum { OPT_OUT = 1, OPT_URI, OPT_FORCE, OPT_PASSIN, OPT_PARENT_PUB, OPT_PARENT_HANDLE,
-           OPT_FINISH };
+           OPT_FINISH, OPT_WIPE, OPT_YES };
     static const struct option opts[] = {
         {"out", required_argument, NULL, OPT_OUT},
         {"parent-pub", required_argument, NULL, OPT_PARENT_PUB},
@@ -227,10 +233,14 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
         {"uri", required_argument, NULL, OPT_URI},
         {"force", no_argument, NULL, OPT_FORCE},
         {"passin-file", required_argument, NULL, OPT_PASSIN},
+        {"wipe-source", no_argument, NULL, OPT_WIPE},
+        {"yes", no_argument, NULL, OPT_YES},
         HWKEY_CLI_LONGOPTS_COMMON};
     const char *out_path = NULL, *uri = NULL, *passin = NULL, *parent_pub = NULL;
     uint32_t parent_handle = 0;
     int finish = 0;
+    HWKEY_CLI_WIPE wipe;
+    int wipe_source = 0, yes = 0;
     IMPORT_PASS pass = {0};
     HWKEY_GENOPTS gen;
     HWKEY_REFBLOB blob = {0};
@@ -269,6 +279,12 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
         case OPT_FINISH:
             finish = 1;
             break;
+        case OPT_WIPE:
+            wipe_source = 1;
+            break;
+        case OPT_YES:
+            yes = 1;
+            break;
         default:
             if ((c = hwkey_cli_other_option(cli, "import", opt, argv)) != HWKEY_CLI_OK)
                 return c;
@@ -277,9 +293,10 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
     if (argc - optind != 1)
         return hwkey_cli_usage("import", "expected exactly one SOFTWARE_KEY file");
     if (finish) {
-        if (out_path == NULL || uri != NULL || parent_pub != NULL || passin != NULL)
+        if (out_path == NULL || uri != NULL || parent_pub != NULL || passin != NULL
+            || wipe_source || yes)
             return hwkey_cli_usage("import", "--finish FILE takes --out NEW (and no "
-                                             "--uri/--parent-pub/--passin-file)");
+                                             "--uri/--parent-pub/--passin-file/--wipe-source)");
         if (!hwkey_cli_import_finish(cli, argv[optind], out_path, force))
             return hwkey_cli_fail("import --finish %s", argv[optind]);
         return HWKEY_CLI_OK;
@@ -297,10 +314,26 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
                                          "with --pin-source");
     if (out_path == NULL && uri == NULL)
         return hwkey_cli_usage("import", "--out FILE (TPM) or --uri URI (PKCS#11) is required");
+    if (yes && !wipe_source)
+        return hwkey_cli_usage("import", "--yes only answers --wipe-source's question");
     gen.uri = uri;
     gen.auth = cli->auth;
     gen.auth_len = cli->auth_len;
 
+    /* Asked and checked before anything is imported: a refusal leaves nothing behind. */
+    if (wipe_source) {
+        if (!hwkey_cli_wipe_check(pass.key_path, &wipe))
+            goto fail;
+        /* --out over the key itself would rename the file away unwiped. */
+        if (hwkey_cli_wipe_same_file(&wipe, out_path))
+            return hwkey_cli_usage("import", "--out %s is the software key itself; with "
+                                             "--wipe-source write the key file elsewhere",
+                                   out_path);
+        if ((c = hwkey_cli_wipe_confirm(pass.key_path, yes)) == HWKEY_CLI_USAGE)
+            return c;
+        if (c != HWKEY_CLI_OK)
+            goto fail;
+    }
     if (passin != NULL && !read_secret_line(passin, &pass.pass, &pass.pass_len))
         goto fail;
     if ((soft = load_software_key(&pass)) == NULL)
@@ -320,6 +353,16 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
         goto fail;
     if (blob.kind == HWKEY_REF_PKCS11_URI)
         printf("%.*s\n", (int)blob.len, (const char *)blob.data);
+    if (wipe_source) {
+        if (!hwkey_cli_wipe(&wipe)) {
+            rc = hwkey_cli_fail("import %s succeeded, but the software key was not wiped",
+                                pass.key_path);
+            goto end;
+        }
+        fprintf(stderr, "hwkey: %s overwritten and removed; copies elsewhere (backups, "
+                        "snapshots, other disks, old blocks on SSDs or copy-on-write and "
+                        "journaling filesystems) are not covered\n", pass.key_path);
+    }
     rc = HWKEY_CLI_OK;
     goto end;
 fail:

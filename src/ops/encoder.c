@@ -214,9 +214,10 @@ static int print_holder(BIO *out, const HWKEY_KEY *key)
         memset(&kf, 0, sizeof(kf));
         if (!hwkey_tss2_keyfile_decode(key->ref.data, key->ref.len, &kf))
             return 0;
-        ok = BIO_printf(out, "Private key: held by TPM 2.0 (TSS2 key file, parent 0x%08x, %s)\n",
+        ok = BIO_printf(out, "Private key: held by TPM 2.0 (TSS2 key file, parent 0x%08x, %s%s)\n",
                         (unsigned int)kf.parent,
-                        kf.empty_auth ? "no auth value" : "auth value required") > 0;
+                        kf.empty_auth ? "no auth value" : "auth value required",
+                        kf.policy_count > 0 ? ", use bound by a policy" : "") > 0;
         hwkey_tss2_keyfile_clear(&kf);
         return ok;
     case HWKEY_REF_TPM2_HANDLE:

@@ -30,6 +30,7 @@ static const OSSL_ITEM reason_strings[] = {
     {HWKEY_R_INVALID_PEER_KEY, "invalid peer key"},
     {HWKEY_R_OPERATION_NOT_INITIALISED, "operation not initialised"},
     {HWKEY_R_ATTESTATION_REJECTED, "attestation rejected"},
+    {HWKEY_R_POLICY_FAILED, "policy check failed"},
     {0, NULL}};
 
 const OSSL_ITEM *hwkey_reason_strings(void)

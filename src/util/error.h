@@ -36,6 +36,7 @@ enum hwkey_reason {
     HWKEY_R_INVALID_PEER_KEY,
     HWKEY_R_OPERATION_NOT_INITIALISED,
     HWKEY_R_ATTESTATION_REJECTED, /* hwkey attest --verify: a check failed */
+    HWKEY_R_POLICY_FAILED,        /* the key's policy is not met (a bound PCR changed) */
     HWKEY_R_MAX
 };
 

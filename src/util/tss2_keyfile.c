@@ -27,10 +27,28 @@
  */
 #define TSS2_PEM_MAX (HWKEY_TSS2_KEYFILE_MAX * 2 + 256)
 
+/* TPMPolicy ::= SEQUENCE { CommandCode [0] EXPLICIT INTEGER, CommandPolicy [1] EXPLICIT OCTET STRING } */
+typedef struct {
+    ASN1_INTEGER *cc;
+    ASN1_OCTET_STRING *params;
+} HWKEY_TPMPOLICY_ASN1;
+
+DECLARE_ASN1_FUNCTIONS(HWKEY_TPMPOLICY_ASN1)
+DEFINE_STACK_OF(HWKEY_TPMPOLICY_ASN1)
+
+ASN1_SEQUENCE(HWKEY_TPMPOLICY_ASN1) = {
+    ASN1_EXP(HWKEY_TPMPOLICY_ASN1, cc, ASN1_INTEGER, 0),
+    ASN1_EXP(HWKEY_TPMPOLICY_ASN1, params, ASN1_OCTET_STRING, 1),
+} ASN1_SEQUENCE_END(HWKEY_TPMPOLICY_ASN1)
+
+IMPLEMENT_ASN1_FUNCTIONS(HWKEY_TPMPOLICY_ASN1)
+
 /*
- * The draft's optional fields.  policy and authPolicy are carried as opaque
- * ANY values: hwkey does not evaluate policies, it only reports them, and
- * keeping them opaque means a well-formed file from a newer tool still parses.
+ * The draft's optional fields.  policy [1] is parsed into its steps (the TPM
+ * backend satisfies PolicyPCR and PolicyAuthValue); authPolicy is carried as
+ * an opaque ANY value: hwkey does not evaluate signed policies, it only
+ * reports them, and keeping it opaque means a file from a newer tool still
+ * parses.
  * description [4] and rsaParent [5] come from later revisions of the draft
  * (openssl_tpm2_engine writes them).
  *
@@ -40,7 +58,7 @@
 typedef struct {
     ASN1_OBJECT *type;
     ASN1_TYPE *empty_auth;
-    ASN1_TYPE *policy;
+    STACK_OF(HWKEY_TPMPOLICY_ASN1) *policy;
     ASN1_OCTET_STRING *secret;
     ASN1_TYPE *auth_policy;
     ASN1_UTF8STRING *description;
@@ -60,7 +78,7 @@ DECLARE_ASN1_FUNCTIONS(HWKEY_TPMKEY_ASN1)
 ASN1_SEQUENCE(HWKEY_TPMKEY_ASN1) = {
     ASN1_SIMPLE(HWKEY_TPMKEY_ASN1, type, ASN1_OBJECT),
     ASN1_EXP_OPT(HWKEY_TPMKEY_ASN1, empty_auth, ASN1_ANY, 0),
-    ASN1_EXP_OPT(HWKEY_TPMKEY_ASN1, policy, ASN1_ANY, 1),
+    ASN1_EXP_SEQUENCE_OF_OPT(HWKEY_TPMKEY_ASN1, policy, HWKEY_TPMPOLICY_ASN1, 1),
     ASN1_EXP_OPT(HWKEY_TPMKEY_ASN1, secret, ASN1_OCTET_STRING, 2),
     ASN1_EXP_OPT(HWKEY_TPMKEY_ASN1, auth_policy, ASN1_ANY, 3),
     ASN1_EXP_OPT(HWKEY_TPMKEY_ASN1, description, ASN1_UTF8STRING, 4),
@@ -128,6 +146,41 @@ static int optional_bool(const ASN1_TYPE *t)
     if (ASN1_TYPE_get(t) != V_ASN1_BOOLEAN)
         return -2;
     return t->value.boolean != 0;
+}
+
+/* The policy [1] steps into out->policy; 0 + KEY_FILE_INVALID / OUT_OF_MEMORY raised. */
+static int policy_decode(const STACK_OF(HWKEY_TPMPOLICY_ASN1) *sk, HWKEY_TSS2_KEYFILE *out)
+{
+    int n = sk != NULL ? sk_HWKEY_TPMPOLICY_ASN1_num(sk) : 0;
+
+    if (n > HWKEY_TSS2_POLICY_MAX) {
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "TSS2 key file has a policy of %d steps (at most %d "
+                    "allowed)", n, HWKEY_TSS2_POLICY_MAX);
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        const HWKEY_TPMPOLICY_ASN1 *step = sk_HWKEY_TPMPOLICY_ASN1_value(sk, i);
+        HWKEY_TSS2_POLICY *p = &out->policy[i];
+        uint64_t cc = 0;
+        int ok;
+
+        ERR_set_mark();
+        ok = ASN1_INTEGER_get_uint64(&cc, step->cc) == 1 && cc <= UINT32_MAX;
+        ERR_pop_to_mark();
+        if (!ok) {
+            hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "TSS2 key file: policy step %d has a command code "
+                        "that is not a 32-bit TPM_CC", i + 1);
+            return 0;
+        }
+        p->cc = (uint32_t)cc;
+        if (ASN1_STRING_length(step->params) > 0
+            && !copy_octets(step->params, &p->params, &p->params_len)) {
+            hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying the TSS2 key file's policy");
+            return 0;
+        }
+        out->policy_count = (size_t)i + 1;
+    }
+    return 1;
 }
 
 int hwkey_tss2_keyfile_decode(const unsigned char *der, size_t der_len, HWKEY_TSS2_KEYFILE *out)
@@ -200,7 +253,9 @@ int hwkey_tss2_keyfile_decode(const unsigned char *der, size_t der_len, HWKEY_TS
 
     out->empty_auth = empty_auth == 1;
     out->parent = (uint32_t)parent;
-    out->has_policy = asn->policy != NULL || asn->auth_policy != NULL;
+    out->has_auth_policy = asn->auth_policy != NULL;
+    if (!policy_decode(asn->policy, out))
+        goto end;
     if (!copy_octets(asn->pubkey, &out->pubkey, &out->pubkey_len)
         || !copy_octets(asn->privkey, &out->privkey, &out->privkey_len)
         || (asn->secret != NULL && !copy_octets(asn->secret, &out->secret, &out->secret_len))) {
@@ -225,6 +280,27 @@ static ASN1_OCTET_STRING *octets_new(const unsigned char *data, size_t len)
         os = NULL;
     }
     return os;
+}
+
+/* kf->policy into asn->policy (absent when there is none). */
+static int policy_encode(const HWKEY_TSS2_KEYFILE *kf, HWKEY_TPMKEY_ASN1 *asn)
+{
+    if (kf->policy_count == 0 || kf->policy_count > HWKEY_TSS2_POLICY_MAX)
+        return kf->policy_count == 0;
+    if ((asn->policy = sk_HWKEY_TPMPOLICY_ASN1_new_null()) == NULL)
+        return 0;
+    for (size_t i = 0; i < kf->policy_count; i++) {
+        HWKEY_TPMPOLICY_ASN1 *step = HWKEY_TPMPOLICY_ASN1_new();
+
+        if (step == NULL || !ASN1_INTEGER_set_uint64(step->cc, kf->policy[i].cc)
+            || !ASN1_OCTET_STRING_set(step->params, kf->policy[i].params,
+                                      (int)kf->policy[i].params_len)
+            || !sk_HWKEY_TPMPOLICY_ASN1_push(asn->policy, step)) {
+            HWKEY_TPMPOLICY_ASN1_free(step);
+            return 0;
+        }
+    }
+    return 1;
 }
 
 int hwkey_tss2_keyfile_encode(const HWKEY_TSS2_KEYFILE *kf, unsigned char **der, size_t *der_len)
@@ -264,6 +340,8 @@ int hwkey_tss2_keyfile_encode(const HWKEY_TSS2_KEYFILE *kf, unsigned char **der,
         goto oom;
     ASN1_TYPE_set(asn->empty_auth, V_ASN1_BOOLEAN, (void *)(intptr_t)(kf->empty_auth != 0));
     if (kf->secret != NULL && (asn->secret = octets_new(kf->secret, kf->secret_len)) == NULL)
+        goto oom;
+    if (!policy_encode(kf, asn))
         goto oom;
 
     len = i2d_HWKEY_TPMKEY_ASN1(asn, &buf);
@@ -422,5 +500,7 @@ void hwkey_tss2_keyfile_clear(HWKEY_TSS2_KEYFILE *kf)
     /* privkey is wrapped by the TPM, but secret of an importable key is a seed. */
     OPENSSL_clear_free(kf->privkey, kf->privkey_len);
     OPENSSL_clear_free(kf->secret, kf->secret_len);
+    for (size_t i = 0; i < kf->policy_count && i < HWKEY_TSS2_POLICY_MAX; i++)
+        OPENSSL_free(kf->policy[i].params);
     memset(kf, 0, sizeof(*kf));
 }

@@ -32,6 +32,22 @@ typedef enum {
     HWKEY_TSS2_SEALED,         /* 2.23.133.10.1.5 */
 } HWKEY_TSS2_KEYTYPE;
 
+/*
+ * One step of the draft's policy [1]: TPMPolicy ::= SEQUENCE {
+ *   CommandCode [0] EXPLICIT INTEGER, CommandPolicy [1] EXPLICIT OCTET STRING }
+ * params are the command's marshalled parameters after the session handle
+ * (TPM2_PolicyPCR: TPM2B_DIGEST pcrDigest, TPML_PCR_SELECTION pcrs), opaque
+ * here: the TPM backend interprets them.
+ */
+typedef struct {
+    uint32_t cc;               /* TPM2_CC_* */
+    unsigned char *params;     /* OPENSSL_malloc'ed; NULL when params_len is 0 */
+    size_t params_len;
+} HWKEY_TSS2_POLICY;
+
+/* More steps than this in one file are refused (hwkey writes at most 1 per PCR + 1). */
+#define HWKEY_TSS2_POLICY_MAX 32
+
 typedef struct {
     HWKEY_TSS2_KEYTYPE type;
     int empty_auth;            /* 1: the key has no auth value */
@@ -42,7 +58,9 @@ typedef struct {
     size_t privkey_len;
     unsigned char *secret;     /* importable keys only, else NULL */
     size_t secret_len;
-    int has_policy;            /* policy present: not supported for use, reported */
+    HWKEY_TSS2_POLICY policy[HWKEY_TSS2_POLICY_MAX]; /* policy [1], in execution order */
+    size_t policy_count;
+    int has_auth_policy;       /* authPolicy [3] present: not supported for use, reported */
 } HWKEY_TSS2_KEYFILE;
 
 /* DER <-> struct.  decode raises HWKEY_R_KEY_FILE_INVALID naming the flaw. */

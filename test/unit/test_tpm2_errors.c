@@ -402,6 +402,10 @@ static void test_rc_mapping(void **state)
                      HWKEY_R_DEVICE_UNREACHABLE);
     assert_int_equal(hwkey_tpm2_reason(TPM2_RC_INTEGRITY + TPM2_RC_P + TPM2_RC_1),
                      HWKEY_R_DEVICE_ERROR);
+    /* A policy session that does not satisfy the key's authPolicy (PCR-bound keys). */
+    assert_int_equal(hwkey_tpm2_reason(TPM2_RC_POLICY_FAIL + TPM2_RC_S + TPM2_RC_1),
+                     HWKEY_R_POLICY_FAILED);
+    assert_int_equal(hwkey_tpm2_reason(TPM2_RC_PCR_CHANGED), HWKEY_R_POLICY_FAILED);
     ERR_clear_error();
     expected_line = __LINE__ + 1;
     hwkey_tpm2_raise_load_rc(TPM2_RC_INTEGRITY + TPM2_RC_P + TPM2_RC_1, "loading");

@@ -175,7 +175,7 @@ static void test_roundtrip_der(void **state)
         assert_non_null(memmem(der, len, empty_auth, sizeof(empty_auth)));
         assert_int_equal(hwkey_tss2_keyfile_decode(der, len, &out), 1);
         assert_same(&in, &out);
-        assert_int_equal(out.has_policy, 0);
+        assert_int_equal(out.has_auth_policy, 0);
         hwkey_tss2_keyfile_clear(&out);
         assert_null(out.pubkey);
         OPENSSL_free(der);
@@ -314,6 +314,50 @@ static void test_hand_made_rejects(void **state)
     assert_decode_rejects(d.b, d.n);
 }
 
+/* policy [1]: steps survive a round trip in order; a malformed one is named. */
+static void test_policy_roundtrip(void **state)
+{
+    static unsigned char pcr_params[] = {0x00, 0x02, 0xaa, 0xbb, 0x00, 0x00, 0x00, 0x01,
+                                         0x00, 0x0b, 0x03, 0x80, 0x00, 0x00};
+    HWKEY_TSS2_KEYFILE kf = sample(HWKEY_TSS2_SEALED, 0, 0x81000001), out;
+    unsigned char *der = NULL, *p;
+    size_t len = 0;
+    (void)state;
+
+    kf.policy[0] = (HWKEY_TSS2_POLICY){.cc = 0x17f, .params = pcr_params,
+                                       .params_len = sizeof(pcr_params)};
+    kf.policy[1] = (HWKEY_TSS2_POLICY){.cc = 0x16b};
+    kf.policy_count = 2;
+    assert_int_equal(hwkey_tss2_keyfile_encode(&kf, &der, &len), 1);
+    assert_int_equal(hwkey_tss2_keyfile_decode(der, len, &out), 1);
+    assert_same(&kf, &out);
+    assert_int_equal(out.policy_count, 2);
+    assert_int_equal(out.policy[0].cc, 0x17f);
+    assert_int_equal(out.policy[0].params_len, sizeof(pcr_params));
+    assert_memory_equal(out.policy[0].params, pcr_params, sizeof(pcr_params));
+    assert_int_equal(out.policy[1].cc, 0x16b);
+    assert_int_equal(out.policy[1].params_len, 0);
+    assert_int_equal(out.has_auth_policy, 0);
+    hwkey_tss2_keyfile_clear(&out);
+
+    /* A command code that is not an INTEGER: [0] { INTEGER 0x017f } becomes a BOOLEAN. */
+    p = memmem(der, len, "\xa0\x04\x02\x02\x01\x7f", 6);
+    assert_non_null(p);
+    p[2] = 0x01;
+    assert_decode_rejects(der, len);
+    OPENSSL_free(der);
+
+    /* The most steps a file may hold (the encoder refuses more). */
+    kf.policy_count = HWKEY_TSS2_POLICY_MAX;
+    for (size_t i = 0; i < kf.policy_count; i++)
+        kf.policy[i] = (HWKEY_TSS2_POLICY){.cc = 0x16b};
+    assert_int_equal(hwkey_tss2_keyfile_encode(&kf, &der, &len), 1);
+    assert_int_equal(hwkey_tss2_keyfile_decode(der, len, &out), 1);
+    assert_int_equal(out.policy_count, HWKEY_TSS2_POLICY_MAX);
+    hwkey_tss2_keyfile_clear(&out);
+    OPENSSL_free(der);
+}
+
 static void test_oversized(void **state)
 {
     size_t len = HWKEY_TSS2_KEYFILE_MAX + 1;
@@ -407,7 +451,7 @@ static void test_tpm2_openssl_file(void **state)
     assert_int_equal(kf.pubkey[0] << 8 | kf.pubkey[1], 86);
     assert_int_equal(kf.pubkey[2] << 8 | kf.pubkey[3], 0x0023);
     assert_null(kf.secret);
-    assert_int_equal(kf.has_policy, 0);
+    assert_int_equal(kf.has_auth_policy, 0);
 
     /*
      * Re-encoding reproduces tpm2-openssl's bytes but one: tpm2-openssl 1.1
@@ -435,6 +479,7 @@ int main(void)
         cmocka_unit_test(test_truncated_at_every_length),
         cmocka_unit_test(test_corrupt_table),
         cmocka_unit_test(test_hand_made_rejects),
+        cmocka_unit_test(test_policy_roundtrip),
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_pem_rejects),
         cmocka_unit_test(test_tpm2_openssl_file),

@@ -167,11 +167,9 @@ static int from_keyfile(HWKEY_TPM2_KEY *key, const HWKEY_KEYREF *ref, int want_a
                     "only loadable or importable TSS2 keys (2.23.133.10.1.3/4) can be used");
         goto end;
     }
-    if (kf.has_policy) {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "TSS2 key files with a policy are not "
-                                                   "supported");
+    /* A PCR-bound key (hwkey keygen --pcr): its policy is satisfied before each use. */
+    if (!hwkey_tpm2_policy_from_keyfile(&kf, &key->policy))
         goto end;
-    }
     rc = Tss2_MU_TPM2B_PUBLIC_Unmarshal(kf.pubkey, kf.pubkey_len, &off, &key->pub);
     if (rc != TSS2_RC_SUCCESS || off != kf.pubkey_len) {
         hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "the key file's public area is malformed");
@@ -273,6 +271,7 @@ static void key_destroy(HWKEY_TPM2_KEY *key)
     Esys_Free(key->saved);
     if (key->import_seed != NULL)
         OPENSSL_clear_free(key->import_seed, sizeof(*key->import_seed));
+    OPENSSL_free(key->policy);
     hwkey_secmem_free(key->auth);
     OPENSSL_clear_free(key, sizeof(*key));
 }

@@ -106,6 +106,10 @@ int hwkey_tpm2_reason(TSS2_RC rc)
             return HWKEY_R_AUTH_FAILED;
         case TPM2_RC_LOCKOUT:
             return HWKEY_R_PIN_LOCKED;
+        /* The command's policy session does not satisfy the object's authPolicy. */
+        case TPM2_RC_POLICY_FAIL:
+        case TPM2_RC_PCR_CHANGED:
+            return HWKEY_R_POLICY_FAILED;
         case TPM2_RC_OBJECT_MEMORY:
         case TPM2_RC_SESSION_MEMORY:
         case TPM2_RC_MEMORY:

@@ -97,6 +97,19 @@ typedef struct hwkey_tpm2_device {
     unsigned int caps_curves;     /* bit i: curve i of tpm2_info.c's table listed */
 } HWKEY_TPM2_DEVICE;
 
+/* One step of a key's policy (tpm2_policy.c). */
+typedef struct {
+    uint32_t cc;                  /* TPM2_CC_PolicyPCR or TPM2_CC_PolicyAuthValue */
+    TPM2B_DIGEST pcr_digest;      /* PolicyPCR: H(the PCR values at creation) */
+    TPML_PCR_SELECTION pcrs;      /* PolicyPCR: the PCRs (hwkey writes one per step) */
+} HWKEY_TPM2_POLICY_STEP;
+
+/* The policy to satisfy before each use, in order (OPENSSL_free). */
+typedef struct {
+    size_t count;
+    HWKEY_TPM2_POLICY_STEP step[HWKEY_TSS2_POLICY_MAX];
+} HWKEY_TPM2_POLICY;
+
 /* A loaded key (tpm2_backend.c). */
 typedef struct hwkey_tpm2_key {
     HWKEY_BKEY base;              /* first member (backend.h) */
@@ -115,6 +128,7 @@ typedef struct hwkey_tpm2_key {
      * TPM2_Import; then priv is the TPM's own blob and this is NULL.
      */
     TPM2B_ENCRYPTED_SECRET *import_seed;
+    HWKEY_TPM2_POLICY *policy;    /* PCR-bound key: satisfied before each use; else NULL */
 } HWKEY_TPM2_KEY;
 
 /* ---- tpm2_context.c -------------------------------------------------- */
@@ -291,6 +305,40 @@ TPM2B_SENSITIVE_CREATE *hwkey_tpm2_sensitive_new(const HWKEY_GENOPTS *opts, cons
 int hwkey_tpm2_keyfile_out(HWKEY_TSS2_KEYTYPE type, const TPM2B_PUBLIC *pub,
                            const TPM2B_PRIVATE *priv, uint32_t parent, int empty_auth,
                            const char *pub_what, const char *priv_what, HWKEY_REFBLOB *out);
+
+/* The same, with policy (NULL = none) recorded in the file's policy [1] field. */
+int hwkey_tpm2_keyfile_out_policy(HWKEY_TSS2_KEYTYPE type, const TPM2B_PUBLIC *pub,
+                                  const TPM2B_PRIVATE *priv, uint32_t parent, int empty_auth,
+                                  const HWKEY_TPM2_POLICY *policy, const char *pub_what,
+                                  const char *priv_what, HWKEY_REFBLOB *out);
+
+/* ---- tpm2_policy.c: PCR policies (keygen/datakey --pcr) --------------- */
+
+/*
+ * At creation (lock held): read the PCRs of sel and build the policy (one
+ * PolicyPCR per PCR, then PolicyAuthValue if with_auth) and its digest for
+ * the template's authPolicy.  *out: OPENSSL_free.
+ */
+int hwkey_tpm2_policy_make(ESYS_CONTEXT *esys, const HWKEY_PCRSEL *sel, int with_auth,
+                           HWKEY_TPM2_POLICY **out, TPM2B_DIGEST *digest);
+/* Set authPolicy and clear userWithAuth: only the policy authorizes use. */
+void hwkey_tpm2_policy_bind(TPM2B_PUBLIC *tmpl, const TPM2B_DIGEST *digest);
+/*
+ * The key file's policy [1] steps (*out NULL when there are none); 0 + one
+ * error for steps hwkey cannot satisfy or an authPolicy [3].
+ */
+int hwkey_tpm2_policy_from_keyfile(const HWKEY_TSS2_KEYFILE *kf, HWKEY_TPM2_POLICY **out);
+/* policy's steps into kf->policy (params allocated; hwkey_tss2_keyfile_clear-style free). */
+int hwkey_tpm2_policy_to_keyfile(const HWKEY_TPM2_POLICY *policy, HWKEY_TSS2_KEYFILE *kf);
+/*
+ * A policy session satisfying policy, ready to authorize one command: salted
+ * by salt (ESYS_TR_NONE: unsalted, no parameter encryption) with attrs
+ * (e.g. TPMA_SESSION_ENCRYPT); continueSession clear.  A changed PCR gives
+ * one HWKEY_R_POLICY_FAILED error naming it ("PCR 7 changed ..."); the
+ * session is flushed on every failure.
+ */
+int hwkey_tpm2_policy_session(ESYS_CONTEXT *esys, const HWKEY_TPM2_POLICY *policy, ESYS_TR salt,
+                              TPMA_SESSION attrs, ESYS_TR *session);
 
 /* ---- tpm2_error.c ---------------------------------------------------- */
 

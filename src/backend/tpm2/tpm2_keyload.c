@@ -261,6 +261,12 @@ int hwkey_tpm2_session_start(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *s
     HWKEY_TPM2_RETRY retry = {0};
     TSS2_RC rc;
 
+    /*
+     * A PCR-bound key: a policy session (its PolicyAuthValue, if any, makes
+     * ESAPI bind the key's auth value into the HMAC as for an HMAC session).
+     */
+    if (key->policy != NULL)
+        return hwkey_tpm2_policy_session(esys, key->policy, ESYS_TR_NONE, 0, session);
     *session = ESYS_TR_PASSWORD;
     if (!key->has_auth)
         return 1;

@@ -102,11 +102,19 @@ int hwkey_tpm2_key_generate(HWKEY_DEVICE *base, const HWKEY_KEYSPEC *spec,
     ESYS_CONTEXT *esys = NULL;
     uint32_t recorded = 0, persist = opts != NULL ? opts->persist_handle : 0;
     size_t auth_len = opts != NULL && opts->auth != NULL ? opts->auth_len : 0;
+    HWKEY_TPM2_POLICY *policy = NULL;
+    TPM2B_DIGEST policy_digest;
+    int pcr_bound = opts != NULL && opts->pcrs.mask != 0;
     HWKEY_TPM2_RETRY retry = {0};
     TSS2_RC rc;
     int ok = 0;
 
     memset(out, 0, sizeof(*out));
+    if (pcr_bound && persist != 0) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "a PCR-bound key needs a key file to record its "
+                    "policy; it cannot be a persistent handle");
+        return 0;
+    }
     if (persist != 0 && (persist < PERSISTENT_FIRST || persist > PERSISTENT_LAST)) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT,
                     "0x%08x is not a persistent handle (0x81000000 .. 0x81ffffff)",
@@ -125,6 +133,12 @@ int hwkey_tpm2_key_generate(HWKEY_DEVICE *base, const HWKEY_KEYSPEC *spec,
 
     if ((esys = hwkey_tpm2_acquire(dev)) == NULL)
         goto end;
+    /* Bound to the PCRs' values now: authPolicy = the PolicyPCR chain's digest. */
+    if (pcr_bound) {
+        if (!hwkey_tpm2_policy_make(esys, &opts->pcrs, auth_len > 0, &policy, &policy_digest))
+            goto release;
+        hwkey_tpm2_policy_bind(&tmpl, &policy_digest);
+    }
     if (!hwkey_tpm2_parent_get(dev, esys, 0, &parent, &recorded))
         goto release;
     /*
@@ -181,10 +195,11 @@ release:
         goto end;
     }
 
-    ok = hwkey_tpm2_keyfile_out(HWKEY_TSS2_LOADABLE, pub, priv, recorded, auth_len == 0,
-                                "marshalling the new key's public area",
-                                "marshalling the new key's private blob", out);
+    ok = hwkey_tpm2_keyfile_out_policy(HWKEY_TSS2_LOADABLE, pub, priv, recorded, auth_len == 0,
+                                       policy, "marshalling the new key's public area",
+                                       "marshalling the new key's private blob", out);
 end:
+    OPENSSL_free(policy);
     hwkey_secmem_free(sens);
     Esys_Free(pub);
     if (priv != NULL)

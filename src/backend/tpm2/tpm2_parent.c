@@ -220,6 +220,15 @@ int hwkey_tpm2_keyfile_out(HWKEY_TSS2_KEYTYPE type, const TPM2B_PUBLIC *pub, con
                            uint32_t parent, int empty_auth, const char *pub_what,
                            const char *priv_what, HWKEY_REFBLOB *out)
 {
+    return hwkey_tpm2_keyfile_out_policy(type, pub, priv, parent, empty_auth, NULL, pub_what,
+                                         priv_what, out);
+}
+
+int hwkey_tpm2_keyfile_out_policy(HWKEY_TSS2_KEYTYPE type, const TPM2B_PUBLIC *pub,
+                                  const TPM2B_PRIVATE *priv, uint32_t parent, int empty_auth,
+                                  const HWKEY_TPM2_POLICY *policy, const char *pub_what,
+                                  const char *priv_what, HWKEY_REFBLOB *out)
+{
     unsigned char pubbuf[sizeof(TPM2B_PUBLIC)], privbuf[sizeof(TPM2B_PRIVATE)];
     size_t publen = 0, privlen = 0, der_len = 0;
     unsigned char *der = NULL;
@@ -227,6 +236,7 @@ int hwkey_tpm2_keyfile_out(HWKEY_TSS2_KEYTYPE type, const TPM2B_PUBLIC *pub, con
     TSS2_RC rc;
     int ok = 0;
 
+    memset(&kf, 0, sizeof(kf));
     rc = Tss2_MU_TPM2B_PUBLIC_Marshal(pub, pubbuf, sizeof(pubbuf), &publen);
     if (rc != TSS2_RC_SUCCESS) {
         hwkey_tpm2_raise_rc(rc, pub_what);
@@ -237,7 +247,8 @@ int hwkey_tpm2_keyfile_out(HWKEY_TSS2_KEYTYPE type, const TPM2B_PUBLIC *pub, con
         hwkey_tpm2_raise_rc(rc, priv_what);
         goto end;
     }
-    memset(&kf, 0, sizeof(kf));
+    if (!hwkey_tpm2_policy_to_keyfile(policy, &kf))
+        goto end;
     kf.type = type;
     kf.empty_auth = empty_auth;
     kf.parent = parent;
@@ -254,6 +265,8 @@ int hwkey_tpm2_keyfile_out(HWKEY_TSS2_KEYTYPE type, const TPM2B_PUBLIC *pub, con
 end:
     /* The private blob is wrapped by the parent, but it is still key material. */
     OPENSSL_cleanse(privbuf, sizeof(privbuf));
+    for (size_t i = 0; i < kf.policy_count; i++)
+        OPENSSL_free(kf.policy[i].params);
     return ok;
 }
 

@@ -82,6 +82,8 @@ int hwkey_tpm2_datakey_create(HWKEY_DEVICE *base, const HWKEY_GENOPTS *opts,
     HWKEY_TPM2_RETRY retry = {0};
     ESYS_CONTEXT *esys;
     uint32_t recorded = 0;
+    HWKEY_TPM2_POLICY *policy = NULL;
+    TPM2B_DIGEST policy_digest;
     TSS2_RC rc = TSS2_RC_SUCCESS;
     int ok = 0;
 
@@ -100,6 +102,12 @@ int hwkey_tpm2_datakey_create(HWKEY_DEVICE *base, const HWKEY_GENOPTS *opts,
 
     if ((esys = hwkey_tpm2_acquire(dev)) == NULL)
         goto end;
+    /* Bound to the PCRs' values now: only a policy session can unseal it. */
+    if (opts != NULL && opts->pcrs.mask != 0) {
+        if (!hwkey_tpm2_policy_make(esys, &opts->pcrs, auth_len > 0, &policy, &policy_digest))
+            goto release;
+        hwkey_tpm2_policy_bind(&tmpl, &policy_digest);
+    }
     if (!hwkey_tpm2_parent_get(dev, esys, 0, &parent, &recorded)
         || !hwkey_tpm2_salted_session(esys, parent, TPMA_SESSION_DECRYPT,
                                       "starting a session salted by the parent key", &session))
@@ -122,14 +130,16 @@ release:
     }
     hwkey_tpm2_release(dev);
     if (ok) {
-        ok = hwkey_tpm2_keyfile_out(HWKEY_TSS2_SEALED, pub, priv, recorded, auth_len == 0,
-                                    "marshalling the sealed data key",
-                                    "marshalling the sealed data key", out);
+        ok = hwkey_tpm2_keyfile_out_policy(HWKEY_TSS2_SEALED, pub, priv, recorded,
+                                           auth_len == 0, policy,
+                                           "marshalling the sealed data key",
+                                           "marshalling the sealed data key", out);
         if (ok)
             hwkey_log(HWKEY_LOG_INFO, "tpm2: sealed a new data key under parent 0x%08x",
                       (unsigned int)recorded);
     }
 end:
+    OPENSSL_free(policy);
     hwkey_secmem_free(sens);
     Esys_Free(pub);
     Esys_Free(priv);
@@ -143,6 +153,7 @@ typedef struct {
     TPM2B_PRIVATE priv;
     uint32_t parent;
     TPM2B_AUTH *auth;          /* protected memory; NULL for no auth */
+    HWKEY_TPM2_POLICY *policy; /* PCR-bound (datakey --pcr): OPENSSL_free; else NULL */
 } SEALED;
 
 static int ask_auth(SEALED *s, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
@@ -198,11 +209,8 @@ static int sealed_from_ref(const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw
                     kf.type == HWKEY_TSS2_LOADABLE ? "loadable key" : "importable key");
         goto end;
     }
-    if (kf.has_policy) {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "sealed data keys with a policy are not "
-                                                   "supported");
+    if (!hwkey_tpm2_policy_from_keyfile(&kf, &s->policy))
         goto end;
-    }
     rc = Tss2_MU_TPM2B_PUBLIC_Unmarshal(kf.pubkey, kf.pubkey_len, &off, &s->pub);
     if (rc != TSS2_RC_SUCCESS || off != kf.pubkey_len
         || s->pub.publicArea.type != TPM2_ALG_KEYEDHASH) {
@@ -250,8 +258,12 @@ static int load_sealed(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, SEALED *s, ES
         if (!hwkey_tpm2_retry(&retry, rc))
             goto fail;
     }
-    if (!hwkey_tpm2_salted_session(esys, parent, TPMA_SESSION_ENCRYPT,
-                                   "starting a session salted by the parent key", session)) {
+    /* A PCR-bound data key: the policy session, salted and encrypting the same way. */
+    if (s->policy != NULL
+            ? !hwkey_tpm2_policy_session(esys, s->policy, parent, TPMA_SESSION_ENCRYPT, session)
+            : !hwkey_tpm2_salted_session(esys, parent, TPMA_SESSION_ENCRYPT,
+                                         "starting a session salted by the parent key",
+                                         session)) {
         hwkey_tpm2_parent_put(dev, esys, &parent);
         hwkey_tpm2_flush_quiet(esys, obj);
         return 0;
@@ -317,8 +329,10 @@ end:
     if (data != NULL)
         OPENSSL_cleanse(data, sizeof(*data));
     Esys_Free(data);
-    if (s != NULL)
+    if (s != NULL) {
         hwkey_secmem_free(s->auth);
+        OPENSSL_free(s->policy);
+    }
     hwkey_secmem_free(s);
     return ok;
 }
