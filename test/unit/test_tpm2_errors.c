@@ -421,6 +421,14 @@ static void test_rc_mapping(void **state)
     assert_int_equal(ERR_GET_REASON(ERR_get_error_all(&file, &line, NULL, NULL, NULL)),
                      HWKEY_R_AUTH_FAILED);
     assert_int_equal(line, expected_line);
+    /* One list of "busy" answers: what is retried is what is reported as busy. */
+    assert_int_equal(hwkey_tpm2_rc_busy(TPM2_RC_OBJECT_HANDLES), 1);
+    assert_int_equal(hwkey_tpm2_rc_busy(TPM2_RC_SESSION_MEMORY), 1);
+    assert_int_equal(hwkey_tpm2_rc_busy(TPM2_RC_AUTH_FAIL + TPM2_RC_S + TPM2_RC_1), 0);
+    assert_int_equal(hwkey_tpm2_rc_busy(TSS2_TCTI_RC_LAYER | TSS2_BASE_RC_IO_ERROR), 0);
+    for (TSS2_RC rc = 0x900; rc < 0xa00; rc++)
+        if (hwkey_tpm2_rc_busy(rc))
+            assert_int_equal(hwkey_tpm2_reason(rc), HWKEY_R_DEVICE_BUSY);
     assert_int_equal(hwkey_tpm2_tcti_is_rm("device:/dev/tpmrm0"), 1);
     assert_int_equal(hwkey_tpm2_tcti_is_rm("tabrmd:bus_type=session"), 1);
     assert_int_equal(hwkey_tpm2_tcti_is_rm("device:/dev/tpm0"), 0);

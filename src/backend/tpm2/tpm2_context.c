@@ -389,26 +389,6 @@ void hwkey_tpm2_device_close(HWKEY_DEVICE *base)
 
 /* --- retry --------------------------------------------------------------- */
 
-static int retryable(TSS2_RC rc)
-{
-    TSS2_RC layer = rc & TSS2_RC_LAYER_MASK;
-
-    if (layer != TSS2_TPM_RC_LAYER && layer != TSS2_RESMGR_TPM_RC_LAYER)
-        return 0;
-    switch (hwkey_tpm2_rc_base(rc)) {
-    case TPM2_RC_OBJECT_MEMORY:
-    case TPM2_RC_SESSION_MEMORY:
-    case TPM2_RC_MEMORY:
-    case TPM2_RC_RETRY:
-    case TPM2_RC_YIELDED:
-    case TPM2_RC_TESTING:
-    case TPM2_RC_NV_RATE:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 static void sleep_ms(unsigned long ms)
 {
     struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
@@ -422,7 +402,7 @@ int hwkey_tpm2_retry(HWKEY_TPM2_RETRY *retry, TSS2_RC rc)
     unsigned long step, jitter = 0;
     unsigned int r = 0;
 
-    if (rc == TSS2_RC_SUCCESS || !retryable(rc) || retry->slept_ms >= RETRY_BUDGET_MS)
+    if (rc == TSS2_RC_SUCCESS || !hwkey_tpm2_rc_busy(rc) || retry->slept_ms >= RETRY_BUDGET_MS)
         return 0;
     step = RETRY_FIRST_MS << (retry->attempts < 6 ? retry->attempts : 6);
     if (step > RETRY_MAX_STEP_MS)

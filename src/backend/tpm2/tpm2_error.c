@@ -93,6 +93,31 @@ int hwkey_tpm2_conn_broken(TSS2_RC rc)
     }
 }
 
+/*
+ * The one list of TPM answers that mean "busy, ask again shortly": the
+ * retry loop (hwkey_tpm2_retry) retries exactly these, and an error that
+ * still carries one after the retries is HWKEY_R_DEVICE_BUSY.
+ */
+int hwkey_tpm2_rc_busy(TSS2_RC rc)
+{
+    if (!is_tpm_layer(rc))
+        return 0;
+    switch (hwkey_tpm2_rc_base(rc)) {
+    case TPM2_RC_OBJECT_MEMORY:
+    case TPM2_RC_SESSION_MEMORY:
+    case TPM2_RC_MEMORY:
+    case TPM2_RC_SESSION_HANDLES:
+    case TPM2_RC_OBJECT_HANDLES:
+    case TPM2_RC_RETRY:
+    case TPM2_RC_YIELDED:
+    case TPM2_RC_TESTING:
+    case TPM2_RC_NV_RATE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 int hwkey_tpm2_reason(TSS2_RC rc)
 {
     TSS2_RC layer = rc & TSS2_RC_LAYER_MASK;
@@ -110,18 +135,8 @@ int hwkey_tpm2_reason(TSS2_RC rc)
         case TPM2_RC_POLICY_FAIL:
         case TPM2_RC_PCR_CHANGED:
             return HWKEY_R_POLICY_FAILED;
-        case TPM2_RC_OBJECT_MEMORY:
-        case TPM2_RC_SESSION_MEMORY:
-        case TPM2_RC_MEMORY:
-        case TPM2_RC_SESSION_HANDLES:
-        case TPM2_RC_OBJECT_HANDLES:
-        case TPM2_RC_RETRY:
-        case TPM2_RC_YIELDED:
-        case TPM2_RC_TESTING:
-        case TPM2_RC_NV_RATE:
-            return HWKEY_R_DEVICE_BUSY;
         default:
-            return HWKEY_R_DEVICE_ERROR;
+            return hwkey_tpm2_rc_busy(rc) ? HWKEY_R_DEVICE_BUSY : HWKEY_R_DEVICE_ERROR;
         }
     }
     if (hwkey_tpm2_conn_broken(rc))

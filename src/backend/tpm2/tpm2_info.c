@@ -60,8 +60,8 @@ static HWKEY_TPM2_DEVICE *tpm2_dev(HWKEY_DEVICE *dev)
 
 /* ---- capabilities ------------------------------------------------------ */
 
-static TSS2_RC get_cap(ESYS_CONTEXT *esys, TPM2_CAP cap, UINT32 prop, UINT32 count,
-                       TPMI_YES_NO *more, TPMS_CAPABILITY_DATA **data)
+TSS2_RC hwkey_tpm2_get_cap(ESYS_CONTEXT *esys, TPM2_CAP cap, UINT32 prop, UINT32 count,
+                            TPMI_YES_NO *more, TPMS_CAPABILITY_DATA **data)
 {
     HWKEY_TPM2_RETRY retry = {0};
     TSS2_RC rc;
@@ -102,7 +102,7 @@ static int caps_fill(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys)
     dev->caps_rsa = dev->caps_ecc = 0;
     dev->caps_rsa_bits = dev->caps_curves = 0;
 
-    rc = get_cap(esys, TPM2_CAP_ALGS, TPM2_ALG_FIRST, TPM2_MAX_CAP_ALGS, &more, &data);
+    rc = hwkey_tpm2_get_cap(esys, TPM2_CAP_ALGS, TPM2_ALG_FIRST, TPM2_MAX_CAP_ALGS, &more, &data);
     if (rc != TSS2_RC_SUCCESS)
         return hwkey_tpm2_raise_rc(rc, "asking the TPM for its algorithms");
     for (UINT32 i = 0; i < data->data.algorithms.count; i++) {
@@ -115,7 +115,7 @@ static int caps_fill(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys)
     data = NULL;
 
     if (dev->caps_ecc) {
-        rc = get_cap(esys, TPM2_CAP_ECC_CURVES, TPM2_ECC_NONE, TPM2_MAX_ECC_CURVES, &more,
+        rc = hwkey_tpm2_get_cap(esys, TPM2_CAP_ECC_CURVES, TPM2_ECC_NONE, TPM2_MAX_ECC_CURVES, &more,
                      &data);
         if (rc != TSS2_RC_SUCCESS)
             return hwkey_tpm2_raise_rc(rc, "asking the TPM for its ECC curves");
@@ -242,7 +242,7 @@ static int read_props(ESYS_CONTEXT *esys, UINT32 first, UINT32 last, TPM_PROPS *
     TSS2_RC rc;
 
     while (more == TPM2_YES && prop <= last) {
-        rc = get_cap(esys, TPM2_CAP_TPM_PROPERTIES, prop, TPM2_MAX_TPM_PROPERTIES, &more,
+        rc = hwkey_tpm2_get_cap(esys, TPM2_CAP_TPM_PROPERTIES, prop, TPM2_MAX_TPM_PROPERTIES, &more,
                      &data);
         if (rc != TSS2_RC_SUCCESS)
             return hwkey_tpm2_raise_rc(rc, "asking the TPM for its properties");
@@ -295,7 +295,7 @@ static int list_algorithms(ESYS_CONTEXT *esys, BIO *out)
 {
     TPMS_CAPABILITY_DATA *data = NULL;
     TPMI_YES_NO more = TPM2_NO;
-    TSS2_RC rc = get_cap(esys, TPM2_CAP_ALGS, TPM2_ALG_FIRST, TPM2_MAX_CAP_ALGS, &more, &data);
+    TSS2_RC rc = hwkey_tpm2_get_cap(esys, TPM2_CAP_ALGS, TPM2_ALG_FIRST, TPM2_MAX_CAP_ALGS, &more, &data);
 
     if (rc != TSS2_RC_SUCCESS)
         return hwkey_tpm2_raise_rc(rc, "asking the TPM for its algorithms");

@@ -15,9 +15,9 @@
  *   tpm2_sign.c      sign / rsa_private / rsa_decrypt / ecdh
  *   tpm2_public.c    TPMT_PUBLIC -> EVP_PKEY / HWKEY_KEYINFO, key templates
  *   tpm2_error.c     TSS2_RC -> reason + decoded text
- *   tpm2_manage.c    (engineer "tpm2mgmt") key_generate, key_delete,
+ *   tpm2_manage.c    key_generate, key_delete,
  *                    key_list, random
- *   tpm2_info.c      (engineer "tpm2mgmt") supports + capability cache, describe
+ *   tpm2_info.c      supports + capability cache, describe
  *
  * Locking rule: every ESAPI call happens between hwkey_tpm2_acquire() and
  * hwkey_tpm2_release() of the same device; the pair holds the device mutex.
@@ -87,7 +87,7 @@ typedef struct hwkey_tpm2_device {
     TPMS_CONTEXT *primary_saved;  /* no-RM mode: saved context of the primary */
 
     /*
-     * Capability cache (tpm2_info.c, added by "tpm2mgmt"): filled under the
+     * Capability cache (tpm2_info.c): filled under the
      * lock on the first supports()/describe(); plain values, nothing to free,
      * still valid after fork (same TPM).
      */
@@ -248,8 +248,8 @@ void hwkey_tpm2_lock_close(HWKEY_TPM2_DEVICE *dev);
 void hwkey_tpm2_flush_orphans(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys);
 
 /*
- * Short bounded randomized backoff for TPM_RC_OBJECT_MEMORY, TPM_RC_RETRY,
- * TPM_RC_YIELDED, TPM_RC_TESTING (at most 200 ms in total: an nginx worker's
+ * Short bounded randomized backoff for the answers hwkey_tpm2_rc_busy()
+ * lists (TPM_RC_OBJECT_MEMORY, TPM_RC_RETRY ...; at most 200 ms in total: an nginx worker's
  * event loop must not stall; without a resource manager the cross-process
  * lock and the orphan flush make slot exhaustion rare).  Use as
  *
@@ -347,6 +347,8 @@ int hwkey_tpm2_conn_broken(TSS2_RC rc);
 
 /* HWKEY_R_* for a TSS2_RC (see ARCHITECTURE.md: auth, unreachable, busy ...). */
 int hwkey_tpm2_reason(TSS2_RC rc);
+/* 1 for the TPM's "busy, ask again" answers: what hwkey_tpm2_retry retries. */
+int hwkey_tpm2_rc_busy(TSS2_RC rc);
 /*
  * Raise one error: "<what>: <Tss2_RC_Decode text> (0x...)"; reason from
  * hwkey_tpm2_reason().  Returns 0 so callers can `return hwkey_tpm2_raise_rc(...)`.
@@ -424,7 +426,7 @@ int hwkey_tpm2_parse_handle(const unsigned char *data, size_t len, uint32_t *han
 int hwkey_tpm2_parse_handle_ex(const unsigned char *data, size_t len, uint32_t *handle,
                                int *ask_pass);
 
-/* ---- tpm2_manage.c + tpm2_info.c (engineer "tpm2mgmt") ---------------- */
+/* ---- tpm2_manage.c + tpm2_info.c ---------------- */
 
 int hwkey_tpm2_supports(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec);
 int hwkey_tpm2_describe(HWKEY_DEVICE *dev, BIO *out);
@@ -433,6 +435,9 @@ int hwkey_tpm2_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
 int hwkey_tpm2_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref);
 int hwkey_tpm2_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, void *arg);
 int hwkey_tpm2_random(HWKEY_DEVICE *dev, unsigned char *buf, size_t len);
+/* TPM2_GetCapability with the busy retry (tpm2_info.c); the one copy for every caller. */
+TSS2_RC hwkey_tpm2_get_cap(ESYS_CONTEXT *esys, TPM2_CAP cap, UINT32 prop, UINT32 count,
+                           TPMI_YES_NO *more, TPMS_CAPABILITY_DATA **data);
 
 /* ---- tpm2_sign.c ----------------------------------------------------- */
 

@@ -29,19 +29,6 @@ static HWKEY_TPM2_DEVICE *tpm2_dev(HWKEY_DEVICE *dev)
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static TSS2_RC get_cap(ESYS_CONTEXT *esys, TPM2_CAP cap, UINT32 prop, UINT32 count,
-                       TPMI_YES_NO *more, TPMS_CAPABILITY_DATA **data)
-{
-    HWKEY_TPM2_RETRY retry = {0};
-    TSS2_RC rc;
-
-    do {
-        rc = Esys_GetCapability(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, cap, prop, count,
-                                more, data);
-    } while (hwkey_tpm2_retry(&retry, rc));
-    return rc;
-}
-
 /* ---- generate ------------------------------------------------------------ */
 
 /* Load the new key and make it persistent at handle; call with the lock held. */
@@ -335,7 +322,7 @@ int hwkey_tpm2_key_list(HWKEY_DEVICE *base, const char *filter, hwkey_list_cb cb
     if ((esys = hwkey_tpm2_acquire(dev)) == NULL)
         return 0;
     while (more == TPM2_YES && next <= PERSISTENT_LAST) {
-        rc = get_cap(esys, TPM2_CAP_HANDLES, next, TPM2_MAX_CAP_HANDLES, &more, &data);
+        rc = hwkey_tpm2_get_cap(esys, TPM2_CAP_HANDLES, next, TPM2_MAX_CAP_HANDLES, &more, &data);
         if (rc != TSS2_RC_SUCCESS) {
             hwkey_tpm2_raise_rc(rc, "listing the TPM's persistent handles");
             goto release;
