@@ -17,6 +17,7 @@
 
 #include "backend/backend.h"
 #include "util/config.h"
+#include "util/secret.h"
 
 enum { HWKEY_CLI_OK = 0, HWKEY_CLI_FAIL = 1, HWKEY_CLI_USAGE = 2 };
 
@@ -24,8 +25,7 @@ typedef struct {
     HWKEY_CONFIG cfg;
     HWKEY_DEVICES *devs; /* created on first use */
     char *tcti;          /* --tcti, wins over HWKEY_TPM2_TCTI */
-    char *auth;          /* --auth-file contents, hwkey_secmem memory */
-    size_t auth_len;
+    HWKEY_SECRET *auth;  /* --auth-file contents (protected memory) */
 } HWKEY_CLI;
 
 /* Prints the one failure line from the error queue (then cleared); returns 1. */

@@ -116,8 +116,8 @@ int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
     if (uri != NULL && gen.persist_handle != 0)
         return hwkey_cli_usage("keygen", "--persist is for TPM keys, --uri for PKCS#11 keys");
     gen.uri = uri;
-    gen.auth = cli->auth;
-    gen.auth_len = cli->auth_len;
+    gen.auth = cli->auth != NULL ? (const char *)cli->auth->p : NULL;
+    gen.auth_len = cli->auth != NULL ? cli->auth->len : 0;
 
     /* The output file first: an unwritable place fails before the device works. */
     if (out_path != NULL && !hwkey_cli_out_begin(&out, out_path, force))

@@ -27,6 +27,14 @@ HWKEY_SECRET *hwkey_secret_from_bytes(const void *buf, size_t len);
  */
 HWKEY_SECRET *hwkey_secret_read_file(const char *path, size_t max, const char *what);
 
+/*
+ * The first line of the file at path (up to the first "\n" or "\r", as
+ * openssl's -passin file: reads it), 0..max bytes; NULL with one error like
+ * hwkey_secret_read_file's when the file cannot be read or the line is
+ * longer than max.
+ */
+HWKEY_SECRET *hwkey_secret_read_line(const char *path, size_t max, const char *what);
+
 /* Wipes and frees; NULL is a no-op. */
 void hwkey_secret_free(HWKEY_SECRET *s);
 

@@ -8,6 +8,8 @@
 #  1. hwkey encrypt, stopped right after the TPM unsealed the data key (test
 #     point datakey-unwrapped): the 32 key bytes (learned by unsealing the
 #     same file with datakey_driver) appear 0 times.
+#     Again with a data key that has an auth value (--auth-file): the auth
+#     value appears 0 times.
 #  2. A program that loaded a TPM key with a 32-character auth value and
 #     signed with it 3 times, stopped after the last signature: the auth
 #     value appears 0 times.  Without a resource manager (load/flush per
@@ -85,6 +87,33 @@ n=$(count core.encrypt "hex:$blob")
 n=$(count core.encrypt "hex:$dk")
 hw_log "hwkey encrypt at datakey-unwrapped: data key found $n times outside protected memory"
 ((n == 0)) || hw_fail "the unsealed data key is in ordinary memory of hwkey encrypt ($n copies)"
+
+# ---- 1b. a data key with an auth value, given by --auth-file ----------------
+# The CLI reads the file with read(2) into protected memory: stdio would
+# leave a copy in its own buffer, freed without a wipe.
+dpw=$(head -c 600 /dev/urandom | tr -dc 'A-Za-z0-9' | head -c 32)
+((${#dpw} == 32)) || hw_fail "could not make a random auth value"
+printf '%s\n' "$dpw" >dpw.txt
+hw_hwkey datakey --auth-file dpw.txt --out dk2.pem 2>dk2.err || hw_fail "hwkey datakey --auth-file: $(cat dk2.err)"
+: >stop2.txt
+HWKEY_TEST_STOP_AT=datakey-unwrapped HWKEY_TEST_STOP_FILE=$HW_DIR/stop2.txt \
+    hw_hwkey encrypt --key dk2.pem --auth-file dpw.txt -in plain -out plain2.enc 2>enc2.err &
+job=$!
+for ((i = 0; i < 6000; i++)); do [[ -s stop2.txt ]] && break; sleep 0.02; done
+pid=$(awk '{print $1; exit}' stop2.txt)
+[[ -n $pid ]] || hw_fail "hwkey encrypt --auth-file never reached datakey-unwrapped: $(cat enc2.err)"
+wait_stopped stop2.txt "$pid" "hwkey encrypt --auth-file"
+dump "$pid" core.encrypt2
+kill -CONT "$pid"
+rc=0
+wait "$job" || rc=$?
+((rc == 0)) || hw_fail "hwkey encrypt --auth-file after the dump: exit $rc: $(cat enc2.err)"
+n=$(count core.encrypt2 "hex:$(pem_der_hex dk2.pem | tail -c 128)")
+((n >= 1)) || hw_fail "control: the data key file's bytes are not in the dump of hwkey encrypt --auth-file"
+n=$(count core.encrypt2 "file:dpw.txt")
+hw_log "hwkey encrypt --auth-file at datakey-unwrapped: auth value found $n times outside protected memory"
+((n == 0)) || hw_fail "the data key's auth value is in ordinary memory of hwkey encrypt ($n copies)"
+rm -f core.encrypt core.encrypt2
 
 # ---- 2. a key's auth value after signatures --------------------------------
 pw=$(head -c 600 /dev/urandom | tr -dc 'A-Za-z0-9' | head -c 32)
