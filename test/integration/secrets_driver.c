@@ -9,6 +9,10 @@
  *       found); makes N signatures, then appends "PID\n" to STOPFILE and
  *       stops itself (SIGSTOP) so the test can dump its memory.  After
  *       SIGCONT it frees everything and exits 0.
+ *   secrets_driver fork KEY AUTHFILE N STOPFILE
+ *       nginx's shape: loads KEY (same way) in this process, forks, and the
+ *       child makes the N signatures, appends its pid and stops; the parent
+ *       waits for the child and exits with its status.
  *   secrets_driver count FILE NEEDLE
  *       Prints how many times NEEDLE occurs in FILE (overlaps counted) and,
  *       on stderr, the offset of each.  NEEDLE: hex:HEXBYTES or file:PATH
@@ -24,6 +28,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -80,16 +85,27 @@ static int sign_once(EVP_PKEY *pkey)
     return ok;
 }
 
-static int cmd_sign(const char *key, const char *authfile, int n, const char *stopfile)
+static int cmd_sign(const char *key, const char *authfile, int n, const char *stopfile,
+                    int in_child)
 {
     HWKEY_SECRET *auth = hwkey_secret_read_file(authfile, 128, "auth file");
     EVP_PKEY *pkey = NULL;
     FILE *f;
-    int rc = 1;
+    int rc = 1, status = 0;
+    pid_t child;
 
     if (auth == NULL || (pkey = load_key(key, auth)) == NULL) {
         fprintf(stderr, "secrets_driver: cannot load %s\n", key);
         goto end;
+    }
+    if (in_child) {
+        if ((child = fork()) < 0)
+            goto end;
+        if (child > 0) {
+            rc = waitpid(child, &status, 0) == child && WIFEXITED(status) ? WEXITSTATUS(status)
+                                                                          : 1;
+            goto end;
+        }
     }
     for (int i = 0; i < n; i++) {
         if (!sign_once(pkey)) {
@@ -171,9 +187,11 @@ static int cmd_count(const char *path, const char *spec)
 int main(int argc, char **argv)
 {
     if (argc == 6 && strcmp(argv[1], "sign") == 0)
-        return cmd_sign(argv[2], argv[3], atoi(argv[4]), argv[5]);
+        return cmd_sign(argv[2], argv[3], atoi(argv[4]), argv[5], 0);
+    if (argc == 6 && strcmp(argv[1], "fork") == 0)
+        return cmd_sign(argv[2], argv[3], atoi(argv[4]), argv[5], 1);
     if (argc == 4 && strcmp(argv[1], "count") == 0)
         return cmd_count(argv[2], argv[3]);
-    fprintf(stderr, "usage: secrets_driver sign KEY AUTHFILE N STOPFILE | count FILE NEEDLE\n");
+    fprintf(stderr, "usage: secrets_driver sign|fork KEY AUTHFILE N STOPFILE | count FILE NEEDLE\n");
     return 2;
 }

@@ -13,8 +13,9 @@
 #  2. A program that loaded a TPM key with a 32-character auth value and
 #     signed with it 3 times, stopped after the last signature: the auth
 #     value appears 0 times.  Without a resource manager (load/flush per
-#     signature) and through tpm2-abrmd (the key stays loaded, as in nginx
-#     workers).
+#     signature) and through tpm2-abrmd (the key stays loaded), each in the
+#     process that loaded the key and in a child forked after the load that
+#     signs (an nginx worker).
 # Controls, so that a zero means something: each dump holds a non-secret
 # byte string the process is known to hold at that point (the data key
 # file's sealed blob; the signing key's public point).
@@ -123,16 +124,20 @@ hw_keygen ec:P-256 key.pem --auth-file pw.txt
 hw_hwkey pubkey key.pem --auth-file pw.txt >key.pub 2>pub.err || hw_fail "hwkey pubkey: $(cat pub.err)"
 point=$(openssl pkey -pubin -in key.pub -outform DER | hex_of | tail -c 130)
 
-# sign_and_dump NAME: the driver signs 3 times under OPENSSL_CONF and stops.
+# sign_and_dump NAME [fork]: the driver signs 3 times under OPENSSL_CONF and
+# stops; with fork, a child forked after the key was loaded does (nginx).
 sign_and_dump() {
-    local name=$1 pid rc=0 n
+    local name=$1 mode=${2:-sign} job pid rc=0 n
     : >"stop.$name"
-    HWKEY_LOG=2 "$DRIVER" sign key.pem pw.txt 3 "$HW_DIR/stop.$name" 2>"sign.$name.err" &
-    pid=$!
+    HWKEY_LOG=2 "$DRIVER" "$mode" key.pem pw.txt 3 "$HW_DIR/stop.$name" 2>"sign.$name.err" &
+    job=$!
+    for ((i = 0; i < 6000; i++)); do [[ -s stop.$name ]] && break; sleep 0.02; done
+    pid=$(awk '{print $1; exit}' "stop.$name")
+    [[ -n $pid ]] || hw_fail "signer ($name) never stopped: $(tail -5 "sign.$name.err")"
     wait_stopped "stop.$name" "$pid" "signer ($name)"
     dump "$pid" "core.$name"
     kill -CONT "$pid"
-    wait "$pid" || rc=$?
+    wait "$job" || rc=$?
     ((rc == 0)) || hw_fail "signer ($name): exit $rc: $(tail -5 "sign.$name.err")"
     # The scrub of ESYS's session copy is local: it must never reach the TPM.
     ! grep -q "scrub command was sent" "sign.$name.err" ||
@@ -146,10 +151,12 @@ sign_and_dump() {
 }
 
 sign_and_dump direct
+sign_and_dump direct-forked fork
 if command -v tpm2-abrmd >/dev/null && command -v dbus-daemon >/dev/null; then
     hw_tabrmd
     hw_write_cnf "$HW_DIR/openssl-rm.cnf" "$HW_TABRMD_TCTI"
     OPENSSL_CONF=$HW_DIR/openssl-rm.cnf sign_and_dump rm
+    OPENSSL_CONF=$HW_DIR/openssl-rm.cnf sign_and_dump rm-forked fork
 else
     hw_log "tpm2-abrmd not installed: the resource-manager case is not run"
 fi
