@@ -52,6 +52,10 @@ wait_stopped() {
 
 # dump PID NAME: core of PID in NAME (gcore leaves PID stopped).
 dump() {
+    # What protected memory the process has, for the log: memfd_secret
+    # mappings (unreadable to gdb) and MADV_DONTDUMP ones (left out).
+    hw_log "$2: $(grep -c secretmem "/proc/$1/maps" || true) memfd_secret and" \
+        "$(grep -c '^VmFlags:.* dd' "/proc/$1/smaps" || true) MADV_DONTDUMP mappings"
     timeout -k 5 "$HW_TIMEOUT" gcore -o "$2" "$1" >"$2.log" 2>&1 || hw_fail "gcore $1: $(tail -3 "$2.log")"
     mv "$2.$1" "$2"
     [[ $(stat -c %s "$2") -gt 100000 ]] || hw_fail "gcore wrote an implausibly small dump"
