@@ -278,8 +278,10 @@ void hwkey_tpm2_wipe_response(ESYS_CONTEXT *esys)
  * session value, then refuses the command ("more than one encrypt session")
  * before sending it (tpm2-tss 3.2: iesys_compute_session_value runs before
  * iesys_gen_auths; the error is silent, TSS2_LOG is off, tpm2_context.c).
- * Should a library ever send it, the TPM rejects the ended session and the
- * answer is collected here; the test counts such sends (HWKEY_LOG=2).
+ * Should a library ever send it, the TPM refuses it while checking the
+ * session area (one session named twice, two encrypt sessions), before any
+ * authorization check, so it cannot cost a dictionary-attack try; the answer
+ * is collected here, and the test fails on such a send (HWKEY_LOG=2).
  * Checked by test/integration/test_secrets_coredump.sh.
  */
 void hwkey_tpm2_session_scrub(ESYS_CONTEXT *esys, ESYS_TR session, ESYS_TR obj,
