@@ -52,8 +52,7 @@ static int read_into(HWKEY_SECRET *s, size_t cap, const char *path, const char *
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "cannot read %s %s: %s", what, path,
-                        strerror(errno));
+            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "cannot read %s %s: %s", what, path, strerror(errno));
             close(fd);
             return 0;
         }
@@ -90,8 +89,8 @@ HWKEY_SECRET *hwkey_secret_read_file(const char *path, size_t max, const char *w
     if (n > 0 && s->p[n - 1] == '\r')
         n--;
     if (n == 0 || n > max) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "%s %s must hold 1..%zu bytes (it holds %s)", what,
-                    path, max, n == 0 ? "none" : "more");
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "%s %s must hold 1..%zu bytes (it holds %s)", what, path,
+                    max, n == 0 ? "none" : "more");
         goto err;
     }
     keep(s, n, cap);

@@ -12,7 +12,7 @@
 #include <stddef.h>
 
 typedef struct hwkey_secret_st {
-    unsigned char *p;   /* len bytes, then a NUL (for APIs taking C strings) */
+    unsigned char *p; /* len bytes, then a NUL (for APIs taking C strings) */
     size_t len;
 } HWKEY_SECRET;
 

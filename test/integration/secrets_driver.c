@@ -78,8 +78,8 @@ static int sign_once(EVP_PKEY *pkey)
     unsigned char sig[1024];
     size_t siglen = sizeof(sig);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int ok = md != NULL && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pkey) == 1
-             && EVP_DigestSign(md, sig, &siglen, msg, sizeof(msg)) == 1;
+    int ok = md != NULL && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pkey) == 1 &&
+             EVP_DigestSign(md, sig, &siglen, msg, sizeof(msg)) == 1;
 
     EVP_MD_CTX_free(md);
     return ok;
@@ -102,8 +102,7 @@ static int cmd_sign(const char *key, const char *authfile, int n, const char *st
         if ((child = fork()) < 0)
             goto end;
         if (child > 0) {
-            rc = waitpid(child, &status, 0) == child && WIFEXITED(status) ? WEXITSTATUS(status)
-                                                                          : 1;
+            rc = waitpid(child, &status, 0) == child && WIFEXITED(status) ? WEXITSTATUS(status) : 1;
             goto end;
         }
     }
@@ -192,6 +191,7 @@ int main(int argc, char **argv)
         return cmd_sign(argv[2], argv[3], atoi(argv[4]), argv[5], 1);
     if (argc == 4 && strcmp(argv[1], "count") == 0)
         return cmd_count(argv[2], argv[3]);
-    fprintf(stderr, "usage: secrets_driver sign|fork KEY AUTHFILE N STOPFILE | count FILE NEEDLE\n");
+    fprintf(stderr,
+            "usage: secrets_driver sign|fork KEY AUTHFILE N STOPFILE | count FILE NEEDLE\n");
     return 2;
 }

@@ -21,9 +21,9 @@ static const struct {
     size_t len;
     int mode;
     size_t max;
-    const char *want;    /* NULL: must fail */
-    size_t want_len;     /* 0: strlen(want) */
-    const char *error;   /* a part of the error text when it fails */
+    const char *want;  /* NULL: must fail */
+    size_t want_len;   /* 0: strlen(want) */
+    const char *error; /* a part of the error text when it fails */
 } cases[] = {
     {.content = "s3cret", .len = 6, .mode = WHOLE, .max = 16, .want = "s3cret"},
     {.content = "s3cret\n", .len = 7, .mode = WHOLE, .max = 16, .want = "s3cret"},
@@ -34,15 +34,24 @@ static const struct {
     {.content = "a\0b", .len = 3, .mode = WHOLE, .max = 16, .want = "a\0b", .want_len = 3},
     {.content = "", .len = 0, .mode = WHOLE, .max = 16, .error = "must hold 1..16 bytes"},
     {.content = "\n", .len = 1, .mode = WHOLE, .max = 16, .error = "must hold 1..16 bytes"},
-    {.content = "0123456789abcdefX", .len = 17, .mode = WHOLE, .max = 16,
+    {.content = "0123456789abcdefX",
+     .len = 17,
+     .mode = WHOLE,
+     .max = 16,
      .error = "must hold 1..16 bytes"},
-    {.content = "0123456789abcdef\n", .len = 17, .mode = WHOLE, .max = 16,
+    {.content = "0123456789abcdef\n",
+     .len = 17,
+     .mode = WHOLE,
+     .max = 16,
      .want = "0123456789abcdef"},
     {.content = NULL, .mode = WHOLE, .max = 16, .error = "cannot open test file"},
     {.content = "pass\nsecond line", .len = 16, .mode = LINE, .max = 16, .want = "pass"},
     {.content = "pass\r\n", .len = 6, .mode = LINE, .max = 16, .want = "pass"},
     {.content = "", .len = 0, .mode = LINE, .max = 16, .want = ""},
-    {.content = "0123456789abcdefX\n", .len = 18, .mode = LINE, .max = 16,
+    {.content = "0123456789abcdefX\n",
+     .len = 18,
+     .mode = LINE,
+     .max = 16,
      .error = "first line longer than 16 bytes"},
     {.content = NULL, .mode = LINE, .max = 16, .error = "cannot open test file"},
 };
@@ -82,8 +91,8 @@ static void table(void **state)
             char *err = last_error();
 
             if (s != NULL || strstr(err, cases[i].error) == NULL)
-                fail_msg("case %zu: expected an error with \"%s\", got \"%s\"", i,
-                         cases[i].error, err);
+                fail_msg("case %zu: expected an error with \"%s\", got \"%s\"", i, cases[i].error,
+                         err);
             assert_non_null(strstr(err, path)); /* the error names the file */
             free(err);
             continue;
