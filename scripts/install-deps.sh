@@ -15,7 +15,7 @@ PACKAGES=(
     # interop partners and servers
     tpm2-openssl libengine-pkcs11-openssl openssl nginx curl wrk haproxy nodejs
     # used by the test scripts
-    iproute2 procps valgrind
+    iproute2 procps valgrind gdb
 )
 
 missing=()

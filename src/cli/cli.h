@@ -18,6 +18,7 @@
 
 #include "backend/backend.h"
 #include "util/config.h"
+#include "util/secret.h"
 
 enum { HWKEY_CLI_OK = 0, HWKEY_CLI_FAIL = 1, HWKEY_CLI_USAGE = 2 };
 
@@ -26,8 +27,7 @@ typedef struct {
     HWKEY_DEVICES *devs; /* created on first use */
     char *tcti;          /* --tcti, wins over HWKEY_TPM2_TCTI and tpm2-tcti */
     char *pin_source;    /* --pin-source, wins over HWKEY_PKCS11_PIN_SOURCE and the file */
-    char *auth;          /* --auth-file contents, hwkey_secmem memory */
-    size_t auth_len;
+    HWKEY_SECRET *auth;  /* --auth-file contents (protected memory); may be empty */
 } HWKEY_CLI;
 
 /* Prints the one failure line from the error queue (then cleared); returns 1. */

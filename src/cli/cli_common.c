@@ -19,7 +19,6 @@
 #include "util/datakey_file.h"
 #include "util/error.h"
 #include "util/keyref.h"
-#include "util/secmem.h"
 #include "util/tss2_keyfile.h"
 
 /* Key files and reference files are small; anything bigger is refused unread. */
@@ -111,44 +110,17 @@ int hwkey_cli_set_tcti(HWKEY_CLI *cli, const char *tcti)
 
 int hwkey_cli_read_auth(HWKEY_CLI *cli, const char *path)
 {
-    char buf[AUTH_MAX + 2];
-    size_t n = 0;
-    FILE *f = fopen(path, "rb");
-    int ok = 0;
-
-    if (f == NULL) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "cannot open auth file %s: %s", path, strerror(errno));
-        return 0;
-    }
-    n = fread(buf, 1, sizeof(buf), f);
-    if (ferror(f)) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "cannot read auth file %s: %s", path, strerror(errno));
-        goto end;
-    }
-    if (n > 0 && buf[n - 1] == '\n')
-        n--;
-    if (n > 0 && buf[n - 1] == '\r')
-        n--;
     /*
      * An empty file is an explicit empty auth value: keys whose file says
      * they need one but have none (tpm2-tools 5.4 writes emptyAuth backwards).
      */
-    if (n > AUTH_MAX) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "auth file %s must hold at most %d bytes", path,
-                    AUTH_MAX);
-        goto end;
-    }
-    hwkey_secmem_free(cli->auth);
-    cli->auth = hwkey_secmem_alloc(n + 1);
-    if (cli->auth == NULL)
-        goto end;
-    memcpy(cli->auth, buf, n);
-    cli->auth_len = n;
-    ok = 1;
-end:
-    OPENSSL_cleanse(buf, sizeof(buf));
-    fclose(f);
-    return ok;
+    HWKEY_SECRET *auth = hwkey_secret_read_file(path, 0, AUTH_MAX, "auth file");
+
+    if (auth == NULL)
+        return 0;
+    hwkey_secret_free(cli->auth);
+    cli->auth = auth;
+    return 1;
 }
 
 int hwkey_cli_pw_cb(char *pass, size_t pass_size, size_t *pass_len, const OSSL_PARAM params[],
@@ -162,12 +134,12 @@ int hwkey_cli_pw_cb(char *pass, size_t pass_size, size_t *pass_len, const OSSL_P
                     "--auth-file (a PIN also through --pin-source)");
         return 0;
     }
-    if (cli->auth_len > pass_size) {
-        hwkey_raise(HWKEY_R_BUFFER_TOO_SMALL, "auth value of %zu bytes", cli->auth_len);
+    if (cli->auth->len > pass_size) {
+        hwkey_raise(HWKEY_R_BUFFER_TOO_SMALL, "auth value of %zu bytes", cli->auth->len);
         return 0;
     }
-    memcpy(pass, cli->auth, cli->auth_len);
-    *pass_len = cli->auth_len;
+    memcpy(pass, cli->auth->p, cli->auth->len);
+    *pass_len = cli->auth->len;
     return 1;
 }
 
@@ -234,37 +206,51 @@ HWKEY_DEVICES *hwkey_cli_devices(HWKEY_CLI *cli)
 
 /* --- KEY arguments ---------------------------------------------------------- */
 
+/*
+ * read(2), not stdio: a reference file may hold a URI with a pin-value, and
+ * stdio's buffer would keep a copy that fclose frees without a wipe.  The
+ * caller clears *out with OPENSSL_clear_free.
+ */
 static int read_small_file(const char *path, unsigned char **out, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
     unsigned char *buf = NULL;
-    size_t n;
+    size_t n = 0;
+    ssize_t r;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 
-    if (f == NULL) {
+    if (fd < 0) {
         hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "cannot open %s: %s", path, strerror(errno));
         return 0;
     }
-    buf = OPENSSL_malloc(KEY_ARG_MAX + 1);
-    if (buf == NULL) {
-        fclose(f);
+    if ((buf = OPENSSL_malloc(KEY_ARG_MAX + 1)) == NULL) {
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "reading %s", path);
-        return 0;
+        goto err;
     }
-    n = fread(buf, 1, KEY_ARG_MAX + 1, f);
-    if (ferror(f) || n > KEY_ARG_MAX || n == 0) {
-        if (ferror(f))
+    while (n < KEY_ARG_MAX + 1) {
+        r = read(fd, buf + n, KEY_ARG_MAX + 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
             hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "cannot read %s: %s", path, strerror(errno));
-        else
-            hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "%s is %s", path,
-                        n == 0 ? "empty" : "too large for a key file");
-        fclose(f);
-        OPENSSL_free(buf);
-        return 0;
+            goto err;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
     }
-    fclose(f);
+    if (n > KEY_ARG_MAX || n == 0) {
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "%s is %s", path,
+                    n == 0 ? "empty" : "too large for a key file");
+        goto err;
+    }
+    close(fd);
     *out = buf;
     *len = n;
     return 1;
+err:
+    close(fd);
+    OPENSSL_clear_free(buf, KEY_ARG_MAX + 1);
+    return 0;
 }
 
 /* A PEM file: one of our labels, else a clear refusal. */

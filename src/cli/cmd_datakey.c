@@ -97,8 +97,8 @@ int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv)
     if (gen.pcrs.mask != 0 && uri != NULL)
         return hwkey_cli_usage("datakey", "--pcr binds TPM data keys; a PKCS#11 KEK has no PCRs");
     gen.uri = uri;
-    gen.auth = cli->auth;
-    gen.auth_len = cli->auth_len;
+    gen.auth = cli->auth != NULL ? (const char *)cli->auth->p : NULL;
+    gen.auth_len = cli->auth != NULL ? cli->auth->len : 0;
 
     /* The output file first: an unwritable place fails before the device works. */
     if (!hwkey_cli_out_begin(&out, out_path, force))

@@ -25,7 +25,7 @@
 #include "cli/cli.h"
 #include "util/error.h"
 #include "util/keyref.h"
-#include "util/secmem.h"
+#include "util/secret.h"
 #include "util/tss2_keyfile.h"
 
 /* Private key files are small; anything larger is not one. */
@@ -34,8 +34,7 @@
 
 typedef struct {
     const char *key_path;
-    char *pass;      /* --passin-file contents, protected memory; NULL: prompt on a tty */
-    size_t pass_len;
+    HWKEY_SECRET *pass; /* --passin-file's first line; NULL: prompt on a tty */
     int asked;       /* the decoder wanted a passphrase */
 } IMPORT_PASS;
 
@@ -87,45 +86,6 @@ static void import_usage(void)
            "copy-on-write or journaling filesystems) are not covered: remove them too.\n");
 }
 
-/* The first line of a small file into protected memory. */
-static int read_secret_line(const char *path, char **out, size_t *outlen)
-{
-    char *buf = NULL;
-    size_t n;
-    FILE *f = fopen(path, "rb");
-    int ok = 0;
-
-    if (f == NULL) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "cannot open passphrase file %s: %s", path,
-                    strerror(errno));
-        return 0;
-    }
-    if ((buf = hwkey_secmem_alloc(PASS_MAX + 2)) == NULL)
-        goto end;
-    n = fread(buf, 1, PASS_MAX + 1, f);
-    if (ferror(f)) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "cannot read passphrase file %s: %s", path,
-                    strerror(errno));
-        goto end;
-    }
-    buf[n] = '\0';
-    n = strcspn(buf, "\r\n");
-    if (n > PASS_MAX) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "passphrase file %s: first line longer than %d bytes",
-                    path, PASS_MAX);
-        goto end;
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *outlen = n;
-    buf = NULL;
-    ok = 1;
-end:
-    hwkey_secmem_free(buf);
-    fclose(f);
-    return ok;
-}
-
 static int read_key_bytes(const char *path, unsigned char **out, size_t *len)
 {
     BIO *in = BIO_new_file(path, "rb");
@@ -166,10 +126,10 @@ static int import_passphrase(char *pass, size_t pass_size, size_t *pass_len,
     (void)params;
     p->asked = 1;
     if (p->pass != NULL) {
-        if (p->pass_len > pass_size)
+        if (p->pass->len > pass_size)
             return 0;
-        memcpy(pass, p->pass, p->pass_len);
-        *pass_len = p->pass_len;
+        memcpy(pass, p->pass->p, p->pass->len);
+        *pass_len = p->pass->len;
         return 1;
     }
     if (!isatty(STDIN_FILENO))
@@ -317,8 +277,8 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
     if (yes && !wipe_source)
         return hwkey_cli_usage("import", "--yes only answers --wipe-source's question");
     gen.uri = uri;
-    gen.auth = cli->auth;
-    gen.auth_len = cli->auth_len;
+    gen.auth = cli->auth != NULL ? (const char *)cli->auth->p : NULL;
+    gen.auth_len = cli->auth != NULL ? cli->auth->len : 0;
 
     /* Asked and checked before anything is imported: a refusal leaves nothing behind. */
     if (wipe_source) {
@@ -334,7 +294,8 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
         if (c != HWKEY_CLI_OK)
             goto fail;
     }
-    if (passin != NULL && !read_secret_line(passin, &pass.pass, &pass.pass_len))
+    if (passin != NULL
+        && (pass.pass = hwkey_secret_read_line(passin, PASS_MAX, "passphrase file")) == NULL)
         goto fail;
     if ((soft = load_software_key(&pass)) == NULL)
         goto fail;
@@ -371,6 +332,6 @@ end:
     hwkey_cli_out_abort(&out);
     OPENSSL_free(blob.data);
     EVP_PKEY_free(soft);
-    hwkey_secmem_free(pass.pass);
+    hwkey_secret_free(pass.pass);
     return rc;
 }

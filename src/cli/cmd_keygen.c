@@ -142,8 +142,8 @@ int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
         return hwkey_cli_usage("keygen", "--pcr needs --out FILE to record the policy (not "
                                          "--persist)");
     gen.uri = uri;
-    gen.auth = cli->auth;
-    gen.auth_len = cli->auth_len;
+    gen.auth = cli->auth != NULL ? (const char *)cli->auth->p : NULL;
+    gen.auth_len = cli->auth != NULL ? cli->auth->len : 0;
 
     /* The output file first: an unwritable place fails before the device works. */
     if (out_path != NULL && !hwkey_cli_out_begin(&out, out_path, force))

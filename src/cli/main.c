@@ -9,7 +9,6 @@
 #include <openssl/err.h>
 
 #include "cli/cli.h"
-#include "util/secmem.h"
 
 static const struct {
     const char *name;
@@ -98,7 +97,7 @@ int main(int argc, char **argv)
 end:
     hwkey_devices_free(cli.devs);
     hwkey_config_clear(&cli.cfg);
-    hwkey_secmem_free(cli.auth);
+    hwkey_secret_free(cli.auth);
     OPENSSL_free(cli.tcti);
     OPENSSL_free(cli.pin_source);
     if (fflush(stdout) != 0 && rc == HWKEY_CLI_OK) {

@@ -16,7 +16,8 @@
  *
  * Points in use (grep HWKEY_TEST_POINT): "tpm2-object-loaded" (a key is in
  * the TPM, before its command), "tpm2-command" (just before a TPM command),
- * "p11-sign" (a session is taken, before C_Sign*).
+ * "p11-sign" (a session is taken, before C_Sign*), "datakey-unwrapped" (a
+ * data key was unwrapped into the caller's protected memory).
  */
 #ifndef HWKEY_UTIL_TESTHOOK_H
 #define HWKEY_UTIL_TESTHOOK_H

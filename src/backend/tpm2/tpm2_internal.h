@@ -459,6 +459,17 @@ int hwkey_tpm2_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen,
  */
 int hwkey_tpm2_key_get(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr);
 void hwkey_tpm2_key_put(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr);
+/* Overwrites the auth value ESYS keeps for tr (Esys_TR_SetAuth(NULL) does not). */
+void hwkey_tpm2_forget_auth(ESYS_CONTEXT *esys, ESYS_TR tr);
+/* Overwrites the last response's parameters in ESYS's buffer (decrypted secrets). */
+void hwkey_tpm2_wipe_response(ESYS_CONTEXT *esys);
+/*
+ * After a command on obj through an HMAC session: overwrites the copy of
+ * auth that ESYS keeps in the session object (no TPM traffic), then
+ * forgets obj's auth.  Call before hwkey_tpm2_session_end.
+ */
+void hwkey_tpm2_session_scrub(ESYS_CONTEXT *esys, ESYS_TR session, ESYS_TR obj,
+                              const TPM2B_AUTH *auth);
 /* First load at key_load time (RM: keep; no RM: ContextSave + flush). */
 int hwkey_tpm2_key_prepare(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys);
 /*

@@ -321,6 +321,9 @@ int hwkey_tpm2_datakey_unwrap(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref,
 release:
     hwkey_tpm2_note_rc(dev, rc);
     if (dev->esys == esys) {
+        /* ESYS's copies of the key (response buffer) and of the auth value. */
+        hwkey_tpm2_wipe_response(esys);
+        hwkey_tpm2_session_scrub(esys, session, obj, s->auth);
         hwkey_tpm2_session_end(esys, &session, rc);
         hwkey_tpm2_flush_quiet(esys, &obj);
     }

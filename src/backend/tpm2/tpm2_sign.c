@@ -54,6 +54,8 @@ static int run_once(HWKEY_TPM2_KEY *key, const char *name, hwkey_tpm2_cmd_fn *fn
     }
     /* The caller raises rc after release: let the device judge it while held (stale handles). */
     hwkey_tpm2_rc_seen(rc);
+    hwkey_tpm2_wipe_response(esys); /* a decrypted secret or ECDH Z must not stay in ESYS */
+    hwkey_tpm2_session_scrub(esys, session, tr, key->has_auth ? key->auth : NULL);
     hwkey_tpm2_session_end(esys, &session, rc);
     *cmd_rc = rc;
     ran = 1;
