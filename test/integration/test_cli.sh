@@ -136,7 +136,7 @@ fails_cleanly 1 "device unreachable" --tcti "$DEAD_TCTI" list --tpm2
 fails_cleanly 1 "auth file" keygen ec:P-256 --out auth.pem --auth-file does-not-exist
 [[ ! -e auth.pem ]] || hw_fail "keygen with a bad --auth-file left auth.pem"
 head -c 200 /dev/zero | tr '\0' x >long-auth
-fails_cleanly 1 "auth file long-auth must hold at most 128 bytes" keygen ec:P-256 --out auth.pem --auth-file long-auth
+fails_cleanly 1 "auth file long-auth must hold 0..128 bytes" keygen ec:P-256 --out auth.pem --auth-file long-auth
 [[ ! -e auth.pem ]] || hw_fail "keygen with a too long --auth-file left auth.pem"
 fails_cleanly 1 "cannot create a file" keygen ec:P-256 --out /nonexistent-dir/k.pem
 no_temp_files

@@ -125,7 +125,7 @@ pw=$(head -c 600 /dev/urandom | tr -dc 'A-Za-z0-9' | head -c 32)
 ((${#pw} == 32)) || hw_fail "could not make a random auth value"
 printf '%s\n' "$pw" >pw.txt
 hw_keygen ec:P-256 key.pem --auth-file pw.txt
-hw_hwkey pubkey key.pem --auth-file pw.txt >key.pub 2>pub.err || hw_fail "hwkey pubkey: $(cat pub.err)"
+hw_hwkey pubkey key.pem >key.pub 2>pub.err || hw_fail "hwkey pubkey: $(cat pub.err)"
 point=$(openssl pkey -pubin -in key.pub -outform DER | hex_of | tail -c 130)
 
 # sign_and_dump NAME [fork]: the driver signs 3 times under OPENSSL_CONF and
