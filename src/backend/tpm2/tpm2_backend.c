@@ -69,85 +69,23 @@ bad:
     return 0;
 }
 
-/*
- * What to do about a key's auth value when it is resolved.  The TPM cannot
- * be asked whether an object's auth value is empty: the only test is to use
- * it, and a wrong guess on a DA-protected object costs a dictionary-attack
- * strike.  So hwkey asks the application, and uses a key without a value
- * only where the reference says it has none or says nothing at all (a bare
- * handle: with no answer from the application, as tpm2-openssl does).
- */
-typedef enum {
-    AUTH_SKIP = 0,   /* none, or only the public half is wanted (hwkey pubkey) */
-    AUTH_REQUIRED,   /* the reference says the key has one: the callback must give it */
-    AUTH_ASK,        /* bare handle: of a DA-protected key: ask if the application can be
-                      * asked; with no callback (or no answer) the key is used without one */
-} AUTH_MODE;
-
-static int ask_auth(HWKEY_TPM2_KEY *key, AUTH_MODE mode, const char *what,
+/* The key's auth value by the rule of mode (tpm2_keyfile_parts.c); kept across fork. */
+static int ask_auth(HWKEY_TPM2_KEY *key, HWKEY_TPM2_AUTH_MODE mode, const char *what,
                     OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
 {
-    char *pass = NULL;
-    size_t pass_len = 0;
-    const size_t max = sizeof(key->auth->buffer);
-    OSSL_PARAM params[2];
-    int ok = 0, answered;
+    char name[96];
 
-    if (mode == AUTH_SKIP)
-        return 1;
-    if (pw_cb == NULL) {
-        if (mode == AUTH_ASK)
-            return 1;
-        hwkey_raise(HWKEY_R_AUTH_FAILED,
-                    "the TPM key %s needs an auth value and no passphrase callback was given "
-                    "(an empty one is given explicitly, e.g. -passin pass:)", what);
+    snprintf(name, sizeof(name), "TPM key %s", what);
+    if (!hwkey_tpm2_ask_auth(mode, "TPM key auth value", name, 1, pw_cb, pw_arg, &key->auth))
         return 0;
-    }
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PASSPHRASE_PARAM_INFO,
-                                                 (char *)"TPM key auth value", 0);
-    params[1] = OSSL_PARAM_construct_end();
-    /*
-     * The auth value must survive fork: nginx loads keys in the master and
-     * signs in the workers, when the passphrase callback is long gone.
-     */
-    if ((pass = hwkey_secmem_alloc(max + 1)) == NULL
-        || (key->auth = hwkey_secmem_alloc_inherited(sizeof(*key->auth))) == NULL)
-        goto end;
-    if (mode == AUTH_ASK)
-        ERR_set_mark();
-    answered = pw_cb(pass, max + 1, &pass_len, params, pw_arg);
-    if (mode == AUTH_ASK) {
-        /* No answer (no terminal, no -passin): the key is used with an empty auth value. */
-        ERR_pop_to_mark();
-        if (!answered) {
-            hwkey_log(HWKEY_LOG_INFO, "tpm2: no auth value given for %s: using it without one",
-                      what);
-            ok = 1;
-            goto end;
-        }
-    } else if (!answered) {
-        hwkey_raise(HWKEY_R_AUTH_FAILED, "no auth value given for the TPM key %s", what);
-        goto end;
-    }
-    if (pass_len > max) {
-        hwkey_raise(HWKEY_R_AUTH_FAILED, "TPM key auth value longer than %zu bytes", max);
-        goto end;
-    }
-    key->auth->size = (UINT16)pass_len;
-    memcpy(key->auth->buffer, pass, pass_len);
-    key->has_auth = 1;
-    ok = 1;
-end:
-    hwkey_secmem_free(pass);
-    return ok;
+    key->has_auth = key->auth != NULL;
+    return 1;
 }
 
 static int from_keyfile(HWKEY_TPM2_KEY *key, const HWKEY_KEYREF *ref, int want_auth,
                         OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
 {
     HWKEY_TSS2_KEYFILE kf;
-    size_t off = 0;
-    TSS2_RC rc;
     int ok = 0;
 
     memset(&kf, 0, sizeof(kf));
@@ -167,28 +105,15 @@ static int from_keyfile(HWKEY_TPM2_KEY *key, const HWKEY_KEYREF *ref, int want_a
                     "only loadable or importable TSS2 keys (2.23.133.10.1.3/4) can be used");
         goto end;
     }
-    /* A PCR-bound key (hwkey keygen --pcr): its policy is satisfied before each use. */
-    if (!hwkey_tpm2_policy_from_keyfile(&kf, &key->policy))
+    if (!hwkey_tpm2_keyfile_parts(&kf, "key", &key->pub, &key->priv, &key->parent,
+                                  &key->policy))
         goto end;
-    rc = Tss2_MU_TPM2B_PUBLIC_Unmarshal(kf.pubkey, kf.pubkey_len, &off, &key->pub);
-    if (rc != TSS2_RC_SUCCESS || off != kf.pubkey_len) {
-        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "the key file's public area is malformed");
-        goto end;
-    }
-    off = 0;
-    rc = Tss2_MU_TPM2B_PRIVATE_Unmarshal(kf.privkey, kf.privkey_len, &off, &key->priv);
-    if (rc != TSS2_RC_SUCCESS || off != kf.privkey_len || key->priv.size == 0) {
-        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "the key file's private blob is malformed");
-        goto end;
-    }
-    /* tpm2-openssl writes 0 for "the owner primary" in old files. */
-    key->parent = kf.parent != 0 ? kf.parent : HWKEY_TPM2_PARENT_OWNER;
     /*
      * emptyAuth FALSE: ask, and take what the application gives, an empty
      * value too (tpm2-tools 5.4 marks keys without one this way, docs/tpm2.md).
      */
     if (want_auth && !kf.empty_auth
-        && !ask_auth(key, AUTH_REQUIRED, "in the key file", pw_cb, pw_arg))
+        && !ask_auth(key, HWKEY_TPM2_AUTH_REQUIRED, "in the key file", pw_cb, pw_arg))
         goto end;
     ok = 1;
 end:
@@ -285,13 +210,13 @@ static void key_destroy(HWKEY_TPM2_KEY *key)
  * DA-protected one may have a value that only the application knows, so
  * it is asked through the passphrase callback when there is one.
  */
-static AUTH_MODE bare_handle_auth_mode(const HWKEY_TPM2_KEY *key)
+static HWKEY_TPM2_AUTH_MODE bare_handle_auth_mode(const HWKEY_TPM2_KEY *key)
 {
     TPMA_OBJECT attrs = key->pub.publicArea.objectAttributes;
 
     if ((attrs & TPMA_OBJECT_USERWITHAUTH) == 0 || (attrs & TPMA_OBJECT_NODA) != 0)
-        return AUTH_SKIP;
-    return AUTH_ASK;
+        return HWKEY_TPM2_AUTH_SKIP;
+    return HWKEY_TPM2_AUTH_ASK;
 }
 
 /* Resolve ref into a key; want_auth 0: the public half only, no auth value asked. */
@@ -322,7 +247,7 @@ static int key_resolve(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref, int want_aut
             goto end;
         /* Asked before the TPM is, so a missing value costs no TPM command. */
         snprintf(what, sizeof(what), "handle:0x%08x", (unsigned int)key->persistent);
-        if (want_auth && ask_pass && !ask_auth(key, AUTH_REQUIRED, what, pw_cb, pw_arg))
+        if (want_auth && ask_pass && !ask_auth(key, HWKEY_TPM2_AUTH_REQUIRED, what, pw_cb, pw_arg))
             goto end;
         break;
     default:

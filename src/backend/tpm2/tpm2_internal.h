@@ -312,6 +312,42 @@ int hwkey_tpm2_keyfile_out_policy(HWKEY_TSS2_KEYTYPE type, const TPM2B_PUBLIC *p
                                   const HWKEY_TPM2_POLICY *policy, const char *pub_what,
                                   const char *priv_what, HWKEY_REFBLOB *out);
 
+/* ---- tpm2_keyfile_parts.c: what keys and sealed data keys share -------- */
+
+/*
+ * kf's public and private blobs (checked), parent (0 = the owner primary)
+ * and policy steps (NULL when unbound; OPENSSL_free).  what: "key",
+ * "data key" for the messages.
+ */
+int hwkey_tpm2_keyfile_parts(const HWKEY_TSS2_KEYFILE *kf, const char *what, TPM2B_PUBLIC *pub,
+                             TPM2B_PRIVATE *priv, uint32_t *parent, HWKEY_TPM2_POLICY **policy);
+
+/*
+ * What to do about an object's auth value when it is resolved.  The TPM
+ * cannot be asked whether an auth value is empty: the only test is to use
+ * it, and a wrong guess on a DA-protected object costs a dictionary-attack
+ * strike.  So hwkey asks the application, and uses an object without a
+ * value only where the reference says it has none or says nothing at all
+ * (a bare handle: with no answer from the application, as tpm2-openssl does).
+ */
+typedef enum {
+    HWKEY_TPM2_AUTH_SKIP = 0, /* none, or only the public half is wanted (hwkey pubkey) */
+    HWKEY_TPM2_AUTH_REQUIRED, /* the reference says it has one: the callback must give it */
+    HWKEY_TPM2_AUTH_ASK,      /* bare handle: of a DA-protected key: ask if the application
+                               * can be asked; no callback or no answer: used without one */
+} HWKEY_TPM2_AUTH_MODE;
+
+/*
+ * The one prompt for an auth value (info: the passphrase prompt's
+ * OSSL_PASSPHRASE_PARAM_INFO; what: "TPM key in the key file" ... for
+ * messages).  *out: the value in protected memory (inherited by forked
+ * children when inherit), an empty value included; NULL when none is to be
+ * used.  0 with one error when a required value is not given.
+ */
+int hwkey_tpm2_ask_auth(HWKEY_TPM2_AUTH_MODE mode, const char *info, const char *what,
+                        int inherit, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                        TPM2B_AUTH **out);
+
 /* ---- tpm2_policy.c: PCR policies (keygen/datakey --pcr) --------------- */
 
 /*

@@ -156,44 +156,10 @@ typedef struct {
     HWKEY_TPM2_POLICY *policy; /* PCR-bound (datakey --pcr): OPENSSL_free; else NULL */
 } SEALED;
 
-static int ask_auth(SEALED *s, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
-{
-    const size_t max = sizeof(s->auth->buffer);
-    OSSL_PARAM params[2];
-    char *pass = NULL;
-    size_t pass_len = 0;
-    int ok = 0;
-
-    if (pw_cb == NULL) {
-        hwkey_raise(HWKEY_R_AUTH_FAILED, "the data key needs an auth value and none was given");
-        return 0;
-    }
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PASSPHRASE_PARAM_INFO,
-                                                 (char *)"TPM data key auth value", 0);
-    params[1] = OSSL_PARAM_construct_end();
-    if ((pass = hwkey_secmem_alloc(max + 1)) == NULL
-        || (s->auth = hwkey_secmem_alloc(sizeof(*s->auth))) == NULL)
-        goto end;
-    if (!pw_cb(pass, max + 1, &pass_len, params, pw_arg))
-        goto end; /* the callback raised why */
-    if (pass_len > max) {
-        hwkey_raise(HWKEY_R_AUTH_FAILED, "data key auth value longer than %zu bytes", max);
-        goto end;
-    }
-    s->auth->size = (UINT16)pass_len;
-    memcpy(s->auth->buffer, pass, pass_len);
-    ok = 1;
-end:
-    hwkey_secmem_free(pass);
-    return ok;
-}
-
 static int sealed_from_ref(const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw_cb,
                            void *pw_arg, SEALED *s)
 {
     HWKEY_TSS2_KEYFILE kf;
-    size_t off = 0;
-    TSS2_RC rc;
     int ok = 0;
 
     if (ref->kind != HWKEY_REF_TSS2_KEYFILE) {
@@ -209,23 +175,16 @@ static int sealed_from_ref(const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw
                     kf.type == HWKEY_TSS2_LOADABLE ? "loadable key" : "importable key");
         goto end;
     }
-    if (!hwkey_tpm2_policy_from_keyfile(&kf, &s->policy))
+    if (!hwkey_tpm2_keyfile_parts(&kf, "data key", &s->pub, &s->priv, &s->parent, &s->policy))
         goto end;
-    rc = Tss2_MU_TPM2B_PUBLIC_Unmarshal(kf.pubkey, kf.pubkey_len, &off, &s->pub);
-    if (rc != TSS2_RC_SUCCESS || off != kf.pubkey_len
-        || s->pub.publicArea.type != TPM2_ALG_KEYEDHASH) {
-        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "the data key file's public area is malformed or "
-                                              "not a sealed data object");
+    if (s->pub.publicArea.type != TPM2_ALG_KEYEDHASH) {
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "the data key file's public area is not a sealed "
+                                              "data object");
         goto end;
     }
-    off = 0;
-    rc = Tss2_MU_TPM2B_PRIVATE_Unmarshal(kf.privkey, kf.privkey_len, &off, &s->priv);
-    if (rc != TSS2_RC_SUCCESS || off != kf.privkey_len || s->priv.size == 0) {
-        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "the data key file's private blob is malformed");
-        goto end;
-    }
-    s->parent = kf.parent != 0 ? kf.parent : HWKEY_TPM2_PARENT_OWNER;
-    ok = kf.empty_auth || ask_auth(s, pw_cb, pw_arg);
+    ok = hwkey_tpm2_ask_auth(kf.empty_auth ? HWKEY_TPM2_AUTH_SKIP : HWKEY_TPM2_AUTH_REQUIRED,
+                             "TPM data key auth value", "TPM data key", 0, pw_cb, pw_arg,
+                             &s->auth);
 end:
     hwkey_tss2_keyfile_clear(&kf);
     return ok;
