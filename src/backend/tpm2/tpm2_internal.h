@@ -348,6 +348,23 @@ int hwkey_tpm2_ask_auth(HWKEY_TPM2_AUTH_MODE mode, const char *info, const char 
                         int inherit, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
                         TPM2B_AUTH **out);
 
+/*
+ * TPM2_Load of pub/priv under the parent at parent_handle, retried while
+ * the TPM is busy, the parent released before each wait (a process waiting
+ * for a slot never holds one).  before (may be NULL) runs with the parent
+ * held before each TPM2_Load (an importable key's TPM2_Import) and raises
+ * when it fails.  On success *obj is loaded and the parent is in
+ * *parent_out (the caller puts it), or put when parent_out is NULL.
+ * Returns TSS2_RC_SUCCESS, the failing TPM2_Load's rc (not raised: the
+ * caller words it), or HWKEY_TPM2_RC_RAISED when the error was raised.
+ */
+typedef int (*HWKEY_TPM2_BEFORE_LOAD)(void *arg, ESYS_CONTEXT *esys, ESYS_TR parent);
+#define HWKEY_TPM2_RC_RAISED ((TSS2_RC)0xffffffffu)
+TSS2_RC hwkey_tpm2_load_under(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, uint32_t parent_handle,
+                              const TPM2B_PRIVATE *priv, const TPM2B_PUBLIC *pub,
+                              HWKEY_TPM2_BEFORE_LOAD before, void *arg, ESYS_TR *obj,
+                              ESYS_TR *parent_out);
+
 /* ---- tpm2_policy.c: PCR policies (keygen/datakey --pcr) --------------- */
 
 /*

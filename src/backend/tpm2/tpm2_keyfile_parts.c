@@ -106,3 +106,40 @@ end:
     hwkey_secmem_free(pass);
     return ok;
 }
+
+TSS2_RC hwkey_tpm2_load_under(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, uint32_t parent_handle,
+                              const TPM2B_PRIVATE *priv, const TPM2B_PUBLIC *pub,
+                              HWKEY_TPM2_BEFORE_LOAD before, void *arg, ESYS_TR *obj,
+                              ESYS_TR *parent_out)
+{
+    HWKEY_TPM2_RETRY retry = {0};
+    ESYS_TR parent = ESYS_TR_NONE;
+    TSS2_RC rc;
+
+    *obj = ESYS_TR_NONE;
+    for (;;) {
+        if (!hwkey_tpm2_parent_get(dev, esys, parent_handle, &parent, NULL))
+            return HWKEY_TPM2_RC_RAISED;
+        if (before != NULL && !before(arg, esys, parent)) {
+            if (dev->esys == esys)
+                hwkey_tpm2_parent_put(dev, esys, &parent);
+            return HWKEY_TPM2_RC_RAISED;
+        }
+        rc = Esys_Load(esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub,
+                       obj);
+        if (rc == TSS2_RC_SUCCESS)
+            break;
+        *obj = ESYS_TR_NONE;
+        if (dev->esys != esys)
+            return rc; /* connection dropped: nothing to flush through it */
+        /* Released before waiting: a process waiting for a slot never holds one. */
+        hwkey_tpm2_parent_put(dev, esys, &parent);
+        if (!hwkey_tpm2_retry(&retry, rc))
+            return rc;
+    }
+    if (parent_out != NULL)
+        *parent_out = parent;
+    else
+        hwkey_tpm2_parent_put(dev, esys, &parent);
+    return TSS2_RC_SUCCESS;
+}

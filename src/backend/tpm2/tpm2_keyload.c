@@ -107,38 +107,26 @@ static TSS2_RC load_under_tools_primary(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys,
  * loaded, nobody can load a key), so on a retryable failure the parent is
  * released before backing off, and both are taken again.
  */
+/* An importable key file: TPM2_Import once, then load the TPM's own blob. */
+static int import_if_pending(void *arg, ESYS_CONTEXT *esys, ESYS_TR parent)
+{
+    HWKEY_TPM2_KEY *key = arg;
+
+    return key->import_seed == NULL || hwkey_tpm2_import_pending(key, esys, parent);
+}
+
 static int load_blob(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
 {
     HWKEY_TPM2_DEVICE *dev = dev_of(key);
-    HWKEY_TPM2_RETRY retry = {0};
-    ESYS_TR parent = ESYS_TR_NONE;
     TSS2_RC rc;
     char what[80];
 
-    *tr = ESYS_TR_NONE;
-    for (;;) {
-        if (!hwkey_tpm2_parent_get(dev, esys, key->parent, &parent, NULL))
-            return 0;
-        /* An importable key file: TPM2_Import once, then load the TPM's own blob. */
-        if (key->import_seed != NULL && !hwkey_tpm2_import_pending(key, esys, parent)) {
-            if (dev->esys == esys)
-                hwkey_tpm2_parent_put(dev, esys, &parent);
-            return 0;
-        }
-        rc = Esys_Load(esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &key->priv,
-                       &key->pub, tr);
-        if (rc == TSS2_RC_SUCCESS)
-            break;
-        *tr = ESYS_TR_NONE;
-        if (dev->esys != esys)
-            goto fail; /* connection dropped: nothing to flush through it */
-        hwkey_tpm2_parent_put(dev, esys, &parent);
-        if (!hwkey_tpm2_retry(&retry, rc))
-            goto fail;
-    }
-    hwkey_tpm2_parent_put(dev, esys, &parent);
-    return 1;
-fail:
+    rc = hwkey_tpm2_load_under(dev, esys, key->parent, &key->priv, &key->pub, import_if_pending,
+                               key, tr, NULL);
+    if (rc == TSS2_RC_SUCCESS)
+        return 1;
+    if (rc == HWKEY_TPM2_RC_RAISED)
+        return 0;
     if (key->parent == HWKEY_TPM2_PARENT_OWNER && dev->esys == esys
         && hwkey_tpm2_rc_base(rc) == TPM2_RC_INTEGRITY
         && load_under_tools_primary(key, esys, tr) == TSS2_RC_SUCCESS) {

@@ -198,25 +198,15 @@ end:
 static int load_sealed(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, SEALED *s, ESYS_TR *obj,
                        ESYS_TR *session)
 {
-    HWKEY_TPM2_RETRY retry = {0};
     ESYS_TR parent = ESYS_TR_NONE;
     char what[80];
     TSS2_RC rc;
 
-    for (;;) {
-        if (!hwkey_tpm2_parent_get(dev, esys, s->parent, &parent, NULL))
-            return 0;
-        rc = Esys_Load(esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &s->priv,
-                       &s->pub, obj);
-        if (rc == TSS2_RC_SUCCESS)
-            break;
-        *obj = ESYS_TR_NONE;
-        if (dev->esys != esys)
-            goto fail;
-        hwkey_tpm2_parent_put(dev, esys, &parent);
-        if (!hwkey_tpm2_retry(&retry, rc))
-            goto fail;
-    }
+    rc = hwkey_tpm2_load_under(dev, esys, s->parent, &s->priv, &s->pub, NULL, NULL, obj, &parent);
+    if (rc == HWKEY_TPM2_RC_RAISED)
+        return 0;
+    if (rc != TSS2_RC_SUCCESS)
+        goto fail;
     /* A PCR-bound data key: the policy session, salted and encrypting the same way. */
     if (s->policy != NULL
             ? !hwkey_tpm2_policy_session(esys, s->policy, parent, TPMA_SESSION_ENCRYPT, session)
