@@ -191,7 +191,6 @@ struct hwkey_backend {
     /* peer: uncompressed EC point (04||X||Y); out: the shared X coordinate. */
     int (*ecdh)(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen, unsigned char *out,
                 size_t *outlen);
-    int (*random)(HWKEY_DEVICE *dev, unsigned char *buf, size_t len);
 
     /*
      * Objects other than private keys, for the pkcs11: store and `hwkey

@@ -525,11 +525,6 @@ end:
     return ok;
 }
 
-static int fake_random(HWKEY_DEVICE *d, unsigned char *buf, size_t len)
-{
-    return RAND_bytes_ex(((FAKE_DEVICE *)d)->libctx, buf, len, 0) > 0;
-}
-
 /* --- management: key files around software keys --------------------------- */
 
 static int refblob_of(EVP_PKEY *soft, HWKEY_REFBLOB *out)
@@ -599,5 +594,4 @@ const HWKEY_BACKEND hwkey_fake_backend = {
     .rsa_private = fake_rsa_private,
     .rsa_decrypt = fake_rsa_decrypt,
     .ecdh = fake_ecdh,
-    .random = fake_random,
 };

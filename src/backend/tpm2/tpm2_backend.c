@@ -434,7 +434,6 @@ const HWKEY_BACKEND hwkey_tpm2_backend = {
     .rsa_private = hwkey_tpm2_rsa_private,
     .rsa_decrypt = hwkey_tpm2_rsa_decrypt,
     .ecdh = hwkey_tpm2_ecdh,
-    .random = hwkey_tpm2_random,
     .datakey_create = hwkey_tpm2_datakey_create,
     .datakey_unwrap = hwkey_tpm2_datakey_unwrap,
     .key_attest = hwkey_tpm2_key_attest,
