@@ -161,6 +161,69 @@ int hwkey_key_can(const HWKEY_KEY *key, unsigned int flag)
     return key->bkey != NULL && (key->bkey->info.flags & flag) != 0;
 }
 
+/* --- the route from an operation to the device --------------------------- */
+
+static const char *alg_name(HWKEY_ALG alg)
+{
+    switch (alg) {
+    case HWKEY_ALG_EC:
+        return "EC";
+    case HWKEY_ALG_RSA:
+        return "RSA";
+    case HWKEY_ALG_ED25519:
+        return "Ed25519";
+    }
+    return "empty";
+}
+
+int hwkey_key_has_private(const HWKEY_KEY *key)
+{
+    return key != NULL && key->bkey != NULL;
+}
+
+int hwkey_key_require_private(const HWKEY_KEY *key, const char *what)
+{
+    if (hwkey_key_has_private(key))
+        return 1;
+    hwkey_raise(HWKEY_R_NO_PRIVATE_KEY,
+                "this %s key is public only (imported, not loaded from a device): it cannot %s",
+                key != NULL ? alg_name(key->alg) : "missing", what);
+    return 0;
+}
+
+int hwkey_key_sign(HWKEY_KEY *key, const HWKEY_SIGN_PARAMS *params, const unsigned char *tbs,
+                   size_t tbslen, unsigned char *sig, size_t *siglen)
+{
+    if (!hwkey_key_require_private(key, "sign"))
+        return 0;
+    return hwkey_backend_sign(key->bkey, params, tbs, tbslen, sig, siglen);
+}
+
+int hwkey_key_rsa_private(HWKEY_KEY *key, const unsigned char *in, size_t inlen,
+                          unsigned char *out, size_t *outlen)
+{
+    if (!hwkey_key_require_private(key, "do the raw RSA private operation"))
+        return 0;
+    return hwkey_backend_rsa_private(key->bkey, in, inlen, out, outlen);
+}
+
+int hwkey_key_rsa_decrypt(HWKEY_KEY *key, const HWKEY_DECRYPT_PARAMS *params,
+                          const unsigned char *in, size_t inlen, unsigned char *out,
+                          size_t *outlen)
+{
+    if (!hwkey_key_require_private(key, "decrypt"))
+        return 0;
+    return hwkey_backend_rsa_decrypt(key->bkey, params, in, inlen, out, outlen);
+}
+
+int hwkey_key_ecdh(HWKEY_KEY *key, const unsigned char *peer, size_t peerlen, unsigned char *out,
+                   size_t *outlen)
+{
+    if (!hwkey_key_require_private(key, "derive"))
+        return 0;
+    return hwkey_backend_ecdh(key->bkey, peer, peerlen, out, outlen);
+}
+
 size_t hwkey_key_max_size(const HWKEY_KEY *key)
 {
     int n = key->pub != NULL ? EVP_PKEY_get_size(key->pub) : 0;

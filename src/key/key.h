@@ -72,6 +72,39 @@ void hwkey_key_free(HWKEY_KEY *key);
 
 /* 1 if key can do the private operation named by flag (HWKEY_KEYF_*). */
 int hwkey_key_can(const HWKEY_KEY *key, unsigned int flag);
+
+/*
+ * The only route from an operation (ops/) to a device.  ops/ never reads
+ * key->bkey nor calls the backend: it asks key/.
+ *
+ * hwkey_key_has_private: 1 if the device holds the private half (a loaded
+ * device key), 0 for a public-only key; raises nothing (keymgmt's has()).
+ *
+ * hwkey_key_require_private: the one "public-only key" check.  Returns 1
+ * for a device key; for a public-only key raises HWKEY_R_NO_PRIVATE_KEY
+ * once ("this EC key is public only (...): it cannot <what>") and returns
+ * 0.  Operations call it at init, to fail before any data flows, and the
+ * four private operations below call it again, so no path reaches a
+ * backend with a public-only key.
+ */
+int hwkey_key_has_private(const HWKEY_KEY *key);
+int hwkey_key_require_private(const HWKEY_KEY *key, const char *what);
+
+/*
+ * Private-key operations (backend.h documents params and buffers).  Each
+ * checks hwkey_key_require_private() first, then goes through the backend
+ * wrappers, which check the key's capability (HWKEY_KEYF_*) and run the
+ * device call on a worker thread inside an ASYNC job (util/offload.h).
+ */
+int hwkey_key_sign(HWKEY_KEY *key, const HWKEY_SIGN_PARAMS *params, const unsigned char *tbs,
+                   size_t tbslen, unsigned char *sig, size_t *siglen);
+int hwkey_key_rsa_private(HWKEY_KEY *key, const unsigned char *in, size_t inlen,
+                          unsigned char *out, size_t *outlen);
+int hwkey_key_rsa_decrypt(HWKEY_KEY *key, const HWKEY_DECRYPT_PARAMS *params,
+                          const unsigned char *in, size_t inlen, unsigned char *out,
+                          size_t *outlen);
+int hwkey_key_ecdh(HWKEY_KEY *key, const unsigned char *peer, size_t peerlen, unsigned char *out,
+                   size_t *outlen);
 /* Maximum signature / ciphertext size in bytes. */
 size_t hwkey_key_max_size(const HWKEY_KEY *key);
 

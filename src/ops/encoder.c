@@ -241,7 +241,7 @@ static int write_text(BIO *out, const HWKEY_KEY *key)
         hwkey_raise(HWKEY_R_INTERNAL, "printing the public key failed");
         return 0;
     }
-    if (key->bkey == NULL)
+    if (!hwkey_key_has_private(key))
         return BIO_printf(out, "Private key: none (public key only)\n") > 0;
     return print_holder(out, key);
 }
@@ -264,7 +264,7 @@ static int encoder_encode(void *vctx, OSSL_CORE_BIO *cout, const void *obj_raw,
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "hwkey encodes private (device) keys only");
         return 0;
     }
-    if (ctx->output != OUT_TEXT && (key->bkey == NULL || key->ref.data == NULL)) {
+    if (ctx->output != OUT_TEXT && (!hwkey_key_has_private(key) || key->ref.data == NULL)) {
         hwkey_raise(HWKEY_R_NO_PRIVATE_KEY, "a public-only key has no device key file to write");
         return 0;
     }

@@ -301,7 +301,7 @@ static int p11store_export_object(void *vctx, const void *reference, size_t refe
 
     if (key == NULL)
         return 0;
-    if (key->bkey == NULL)
+    if (!hwkey_key_has_private(key))
         return hwkey_objref_export_public(reference, reference_sz, export_cb, export_cbarg);
     hwkey_raise(HWKEY_R_NO_PRIVATE_KEY,
                 "%.*s lives on the token: only hwkey's key management can hold it "
