@@ -255,3 +255,71 @@ int hwkey_key_set_public(HWKEY_KEY *key, EVP_PKEY *pub)
     }
     return 1;
 }
+
+/* --- writing a device key back out --------------------------------------- */
+
+static void ref_view(const HWKEY_KEY *key, HWKEY_KEYREF *ref)
+{
+    ref->kind = key->ref.kind;
+    ref->data = key->ref.data;
+    ref->len = key->ref.len;
+}
+
+int hwkey_key_print_holder(const HWKEY_KEY *key, BIO *out)
+{
+    HWKEY_KEYREF ref;
+
+    if (!hwkey_key_require_private(key, "be described as a device key"))
+        return 0;
+    ref_view(key, &ref);
+    return hwkey_backend_key_describe(key->bkey, &ref, out);
+}
+
+int hwkey_key_write_reference(const HWKEY_KEY *key, int pem, BIO *out)
+{
+    HWKEY_KEYREF ref;
+
+    if (!hwkey_key_require_private(key, "be written as a device key file"))
+        return 0;
+    if (key->ref.data == NULL) {
+        hwkey_raise(HWKEY_R_NO_PRIVATE_KEY, "the key has no reference to write");
+        return 0;
+    }
+    ref_view(key, &ref);
+    return hwkey_backend_ref_encode(key->bkey, &ref, pem, out);
+}
+
+/* --- other objects, for stores ------------------------------------------- */
+
+HWKEY_LOOKUP hwkey_key_find_public(HWKEY_DEVICES *devs, OSSL_LIB_CTX *swctx,
+                                   const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw_cb,
+                                   void *pw_arg, HWKEY_KEY **out)
+{
+    HWKEY_DEVICE *dev = hwkey_devices_for_kind(devs, ref->kind);
+    EVP_PKEY *pub = NULL;
+    HWKEY_LOOKUP r;
+
+    *out = NULL;
+    if (dev == NULL)
+        return HWKEY_LOOKUP_FAILED;
+    r = hwkey_backend_pubkey_load(dev, ref, pw_cb, pw_arg, swctx, NULL, &pub);
+    if (r != HWKEY_LOOKUP_FOUND)
+        return r;
+    if ((*out = hwkey_key_from_public(pub)) == NULL)
+        return HWKEY_LOOKUP_FAILED;
+    (*out)->swctx = swctx;
+    return HWKEY_LOOKUP_FOUND;
+}
+
+HWKEY_LOOKUP hwkey_cert_find(HWKEY_DEVICES *devs, const HWKEY_KEYREF *ref,
+                             OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
+                             size_t *derlen)
+{
+    HWKEY_DEVICE *dev = hwkey_devices_for_kind(devs, ref->kind);
+
+    *der = NULL;
+    *derlen = 0;
+    if (dev == NULL)
+        return HWKEY_LOOKUP_FAILED;
+    return hwkey_backend_cert_load(dev, ref, pw_cb, pw_arg, der, derlen);
+}

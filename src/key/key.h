@@ -105,6 +105,45 @@ int hwkey_key_rsa_decrypt(HWKEY_KEY *key, const HWKEY_DECRYPT_PARAMS *params,
                           size_t *outlen);
 int hwkey_key_ecdh(HWKEY_KEY *key, const unsigned char *peer, size_t peerlen, unsigned char *out,
                    size_t *outlen);
+
+/*
+ * Writing a device key back out, in the words of its backend: the
+ * "Private key: held by ...\n" line of `openssl pkey -text` (key_describe)
+ * and the key file the application keeps, PEM (pem = 1) or DER
+ * (ref_encode).  Both refuse a public-only key (HWKEY_R_NO_PRIVATE_KEY).
+ */
+int hwkey_key_print_holder(const HWKEY_KEY *key, BIO *out);
+int hwkey_key_write_reference(const HWKEY_KEY *key, int pem, BIO *out);
+
+/*
+ * Objects other than private keys, for stores: the public key ref names
+ * (as a public-only key) and the DER of the certificate ref names
+ * (OPENSSL_free).  ABSENT as in HWKEY_LOOKUP.
+ */
+HWKEY_LOOKUP hwkey_key_find_public(HWKEY_DEVICES *devs, OSSL_LIB_CTX *swctx,
+                                   const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw_cb,
+                                   void *pw_arg, HWKEY_KEY **out);
+HWKEY_LOOKUP hwkey_cert_find(HWKEY_DEVICES *devs, const HWKEY_KEYREF *ref,
+                             OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
+                             size_t *derlen);
+
+/*
+ * Generation (key_gen.c), in steps so that keymgmt can report progress
+ * while the device works:
+ *  - hwkey_key_gen_device: the device that makes keys for opts (the
+ *    backend's generates slot) and, as far as it can tell without asking,
+ *    can make spec; else one error naming the device and the key type.
+ *  - hwkey_key_gen_make: the device makes the key; *out its reference.
+ *  - hwkey_key_gen_discard: undoes a key made for a cancelled call when the
+ *    reference names an object kept in the device (ref_is_stored).
+ *  - hwkey_key_gen_device_name: "tpm2", "pkcs11", for log lines.
+ */
+HWKEY_DEVICE *hwkey_key_gen_device(HWKEY_DEVICES *devs, const HWKEY_KEYSPEC *spec,
+                                   const HWKEY_GENOPTS *opts);
+int hwkey_key_gen_make(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec, const HWKEY_GENOPTS *opts,
+                       HWKEY_REFBLOB *out);
+int hwkey_key_gen_discard(HWKEY_DEVICE *dev, const HWKEY_REFBLOB *blob);
+const char *hwkey_key_gen_device_name(HWKEY_DEVICE *dev);
 /* Maximum signature / ciphertext size in bytes. */
 size_t hwkey_key_max_size(const HWKEY_KEY *key);
 

@@ -323,4 +323,10 @@ const HWKEY_BACKEND hwkey_pkcs11_backend = {
     .datakey_create = gated_hwkey_p11_datakey_create,
     .datakey_unwrap = gated_hwkey_p11_datakey_unwrap,
     .key_attest = gated_hwkey_p11_key_attest,
+    .uri_kind = hwkey_p11_uri_kind,
+    .key_describe = hwkey_p11_key_describe,
+    .ref_encode = hwkey_p11_ref_encode,
+    .generates = hwkey_p11_generates,
+    .ref_is_stored = hwkey_p11_ref_is_stored,
+    .device_noun = "token",
 };
