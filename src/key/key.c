@@ -56,24 +56,20 @@ static int describe_from_public(HWKEY_KEY *key)
 }
 
 /*
- * Keeps a copy of ref for encoders.  A PIN never goes into the copy: the
- * query attribute pin-value of a pkcs11: URI (RFC 7512 section 2.4) is
- * dropped, so a reference file written back names the key and, at most,
- * where its PIN comes from (pin-source), never the PIN itself.
+ * Keeps a copy of ref for encoders.  A PIN never goes into the copy:
+ * util/uri_redact.h, the one place that decides what of a reference may
+ * leave the process, drops the pin-value of a pkcs11: URI (RFC 7512
+ * section 2.4) and copies every other reference (key-file DER, other
+ * schemes) unchanged, so key/ needs to know no reference kind.  A
+ * reference file written back names the key and, at most, where its PIN
+ * comes from (pin-source), never the PIN itself.
  */
 static int keep_ref(HWKEY_KEY *key, const HWKEY_KEYREF *ref)
 {
-    unsigned char *copy;
-    size_t n = ref->len;
+    size_t n = 0;
+    /* NUL-terminated: URIs stay printable C strings; len excludes the NUL. */
+    unsigned char *copy = (unsigned char *)hwkey_uri_redact((const char *)ref->data, ref->len, &n);
 
-    if (ref->kind == HWKEY_REF_PKCS11_URI) {
-        copy = (unsigned char *)hwkey_uri_redact((const char *)ref->data, ref->len, &n);
-    } else if ((copy = OPENSSL_malloc(ref->len + 1)) != NULL) {
-        memcpy(copy, ref->data, ref->len);
-        copy[n] = '\0'; /* URIs stay printable C strings; len excludes the NUL */
-    } else {
-        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying a key reference of %zu bytes", ref->len);
-    }
     if (copy == NULL)
         return 0;
     key->ref.kind = ref->kind;
