@@ -119,13 +119,47 @@ int hwkey_devices_foreach(HWKEY_DEVICES *devs, int (*cb)(HWKEY_DEVICE *dev, void
     return any;
 }
 
+/* URI schemes are pure syntax: every compiled-in backend is asked, no device opened. */
 HWKEY_REF_KIND hwkey_ref_kind_of_string(const char *s)
 {
-    if (strncmp(s, "handle:", 7) == 0)
-        return HWKEY_REF_TPM2_HANDLE;
-    if (strncmp(s, "pkcs11:", 7) == 0)
-        return HWKEY_REF_PKCS11_URI;
+    HWKEY_REF_KIND kind;
+
+    if (override_backend != NULL && override_backend->uri_kind != NULL &&
+        (kind = override_backend->uri_kind(s)) != 0)
+        return kind;
+    for (size_t i = 0; i < N_BACKENDS; i++)
+        if (real_backends[i]->uri_kind != NULL && (kind = real_backends[i]->uri_kind(s)) != 0)
+            return kind;
     return 0;
+}
+
+int hwkey_devices_recognise_keyfile(HWKEY_DEVICES *devs, const char *label,
+                                    const unsigned char *data, size_t len, HWKEY_REF_KIND *kind,
+                                    HWKEY_ALG *alg, const char **structure)
+{
+    *kind = 0;
+    *alg = 0;
+    *structure = NULL;
+    for (size_t i = 0; i < devs->n; i++) {
+        int r;
+
+        if (devs->backends[i]->keyfile_recognise == NULL)
+            continue;
+        r = devs->backends[i]->keyfile_recognise(label, data, len, kind, alg, structure);
+        if (r != 0)
+            return r;
+    }
+    return 0;
+}
+
+HWKEY_DEVICE *hwkey_devices_for_generation(HWKEY_DEVICES *devs, const HWKEY_GENOPTS *opts)
+{
+    for (size_t i = 0; i < devs->n; i++)
+        if (devs->backends[i]->generates != NULL && devs->backends[i]->generates(opts))
+            return device_at(devs, i);
+    hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "no backend generates keys %s",
+                opts->uri != NULL ? "at that URI" : "without a URI");
+    return NULL;
 }
 
 /* --- wrappers ------------------------------------------------------------ */
@@ -369,4 +403,34 @@ int hwkey_backend_key_attest(HWKEY_BKEY *key, const unsigned char *nonce, size_t
     if (lacks(key->device, (const void *)key->backend->key_attest, "attest keys"))
         return 0;
     return key->backend->key_attest(key, nonce, nonce_len, out);
+}
+
+int hwkey_backend_key_describe(HWKEY_BKEY *key, const HWKEY_KEYREF *ref, BIO *out)
+{
+    if (key->backend->key_describe == NULL)
+        return BIO_printf(out, "Private key: held by the %s device\n", key->backend->name) > 0;
+    return key->backend->key_describe(key, ref, out);
+}
+
+int hwkey_backend_ref_encode(HWKEY_BKEY *key, const HWKEY_KEYREF *ref, int pem, BIO *out)
+{
+    if (lacks(key->device, (const void *)key->backend->ref_encode, "write key reference files"))
+        return 0;
+    return key->backend->ref_encode(ref, pem, out);
+}
+
+int hwkey_backend_ref_is_stored(HWKEY_DEVICE *dev, HWKEY_REF_KIND kind)
+{
+    /* Not knowing, assume the device keeps it: deleting is then the safe choice. */
+    return dev->backend->ref_is_stored == NULL || dev->backend->ref_is_stored(kind);
+}
+
+const char *hwkey_backend_device_noun(HWKEY_DEVICE *dev)
+{
+    return dev->backend->device_noun != NULL ? dev->backend->device_noun : dev->backend->name;
+}
+
+const char *hwkey_backend_name(HWKEY_DEVICE *dev)
+{
+    return dev->backend->name;
 }

@@ -191,7 +191,6 @@ struct hwkey_backend {
     /* peer: uncompressed EC point (04||X||Y); out: the shared X coordinate. */
     int (*ecdh)(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen, unsigned char *out,
                 size_t *outlen);
-    int (*random)(HWKEY_DEVICE *dev, unsigned char *buf, size_t len);
 
     /*
      * Objects other than private keys, for the pkcs11: store and `hwkey
@@ -232,6 +231,49 @@ struct hwkey_backend {
      * token's own word: PKCS#11 has no signed evidence; nonce unused).
      */
     int (*key_attest)(HWKEY_BKEY *key, const unsigned char *nonce, size_t nonce_len, BIO *out);
+
+    /*
+     * --- What only the backend knows about its keys' references ---------
+     * None of these touches the device; each may be NULL.
+     *
+     * uri_kind: the kind of a reference string in this backend's URI
+     * scheme ("handle:...", "pkcs11:..."), 0 if the scheme is not its own.
+     */
+    HWKEY_REF_KIND (*uri_kind)(const char *uri);
+    /*
+     * key_describe: one line for `openssl pkey -text`, "Private key: held
+     * by ...\n", from the key and the reference it was loaded from (ref
+     * holds no PIN).  Nothing secret.
+     */
+    int (*key_describe)(HWKEY_BKEY *key, const HWKEY_KEYREF *ref, BIO *out);
+    /*
+     * ref_encode: writes ref as the key file an application keeps (`openssl
+     * pkey -out`, genpkey): pem = 1 a PEM block, 0 its DER body.
+     */
+    int (*ref_encode)(const HWKEY_KEYREF *ref, int pem, BIO *out);
+    /*
+     * keyfile_recognise: is this key file (a PEM block's label and body, or
+     * label NULL and DER of unknown origin) one of this backend's?  1: yes,
+     * with *kind set, *alg the key type if the file says (else 0), and
+     * *structure the decoder input structure its DER is registered under
+     * (may be NULL); 0: not ours, nothing raised; -1: ours (by its label or
+     * header) but malformed, one error raised naming what is wrong.
+     */
+    int (*keyfile_recognise)(const char *label, const unsigned char *data, size_t len,
+                             HWKEY_REF_KIND *kind, HWKEY_ALG *alg, const char **structure);
+    /*
+     * generates: 1 if this backend makes the key these generation options
+     * ask for (e.g. the pkcs11 backend when opts->uri names a token).
+     */
+    int (*generates)(const HWKEY_GENOPTS *opts);
+    /*
+     * ref_is_stored: 1 if a reference of this kind names an object kept in
+     * the device (a persistent handle, a token object) that outlives the
+     * reference, 0 if the reference is the whole key (a key file).
+     */
+    int (*ref_is_stored)(HWKEY_REF_KIND kind);
+    /* What users call the device in messages: "TPM", "token". */
+    const char *device_noun;
 };
 
 /* --- The registry: one lazily opened device per backend ------------------ */
@@ -253,8 +295,20 @@ int hwkey_devices_foreach(HWKEY_DEVICES *devs, int (*cb)(HWKEY_DEVICE *dev, void
  */
 void hwkey_backend_set_override(const HWKEY_BACKEND *backend);
 
-/* Classify a reference string: "handle:..." / "pkcs11:..."; 0 if neither. */
+/*
+ * Classify a reference string by asking each backend's uri_kind (the
+ * override first); 0 if no backend knows its scheme.
+ */
 HWKEY_REF_KIND hwkey_ref_kind_of_string(const char *s);
+/*
+ * The first backend that recognises this key file (keyfile_recognise);
+ * 0 (nothing raised) if none, -1 if one claims it but finds it malformed.
+ */
+int hwkey_devices_recognise_keyfile(HWKEY_DEVICES *devs, const char *label,
+                                    const unsigned char *data, size_t len, HWKEY_REF_KIND *kind,
+                                    HWKEY_ALG *alg, const char **structure);
+/* The device that makes keys for these options (generates), opened on first use. */
+HWKEY_DEVICE *hwkey_devices_for_generation(HWKEY_DEVICES *devs, const HWKEY_GENOPTS *opts);
 
 /* --- Thin wrappers so callers never touch the vtable directly ----------- */
 
@@ -304,6 +358,17 @@ int hwkey_backend_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts,
 int hwkey_backend_datakey_unwrap(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
                                  OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
                                  unsigned char key[32]);
+
+/*
+ * References (see the vtable).  key_describe falls back to "held by the
+ * <name> device"; ref_encode raises HWKEY_R_UNSUPPORTED_ALGORITHM if the
+ * backend cannot; ref_is_stored is 1 when the backend does not say.
+ */
+int hwkey_backend_key_describe(HWKEY_BKEY *key, const HWKEY_KEYREF *ref, BIO *out);
+int hwkey_backend_ref_encode(HWKEY_BKEY *key, const HWKEY_KEYREF *ref, int pem, BIO *out);
+int hwkey_backend_ref_is_stored(HWKEY_DEVICE *dev, HWKEY_REF_KIND kind);
+const char *hwkey_backend_device_noun(HWKEY_DEVICE *dev);
+const char *hwkey_backend_name(HWKEY_DEVICE *dev);
 
 /* Key attestation (see the vtable); HWKEY_R_UNSUPPORTED_ALGORITHM if the backend has none. */
 int hwkey_backend_key_attest(HWKEY_BKEY *key, const unsigned char *nonce, size_t nonce_len,

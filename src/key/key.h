@@ -72,6 +72,78 @@ void hwkey_key_free(HWKEY_KEY *key);
 
 /* 1 if key can do the private operation named by flag (HWKEY_KEYF_*). */
 int hwkey_key_can(const HWKEY_KEY *key, unsigned int flag);
+
+/*
+ * The only route from an operation (ops/) to a device.  ops/ never reads
+ * key->bkey nor calls the backend: it asks key/.
+ *
+ * hwkey_key_has_private: 1 if the device holds the private half (a loaded
+ * device key), 0 for a public-only key; raises nothing (keymgmt's has()).
+ *
+ * hwkey_key_require_private: the one "public-only key" check.  Returns 1
+ * for a device key; for a public-only key raises HWKEY_R_NO_PRIVATE_KEY
+ * once ("this EC key is public only (...): it cannot <what>") and returns
+ * 0.  Operations call it at init, to fail before any data flows, and the
+ * four private operations below call it again, so no path reaches a
+ * backend with a public-only key.
+ */
+int hwkey_key_has_private(const HWKEY_KEY *key);
+int hwkey_key_require_private(const HWKEY_KEY *key, const char *what);
+
+/*
+ * Private-key operations (backend.h documents params and buffers).  Each
+ * checks hwkey_key_require_private() first, then goes through the backend
+ * wrappers, which check the key's capability (HWKEY_KEYF_*) and run the
+ * device call on a worker thread inside an ASYNC job (util/offload.h).
+ */
+int hwkey_key_sign(HWKEY_KEY *key, const HWKEY_SIGN_PARAMS *params, const unsigned char *tbs,
+                   size_t tbslen, unsigned char *sig, size_t *siglen);
+int hwkey_key_rsa_private(HWKEY_KEY *key, const unsigned char *in, size_t inlen,
+                          unsigned char *out, size_t *outlen);
+int hwkey_key_rsa_decrypt(HWKEY_KEY *key, const HWKEY_DECRYPT_PARAMS *params,
+                          const unsigned char *in, size_t inlen, unsigned char *out,
+                          size_t *outlen);
+int hwkey_key_ecdh(HWKEY_KEY *key, const unsigned char *peer, size_t peerlen, unsigned char *out,
+                   size_t *outlen);
+
+/*
+ * Writing a device key back out, in the words of its backend: the
+ * "Private key: held by ...\n" line of `openssl pkey -text` (key_describe)
+ * and the key file the application keeps, PEM (pem = 1) or DER
+ * (ref_encode).  Both refuse a public-only key (HWKEY_R_NO_PRIVATE_KEY).
+ */
+int hwkey_key_print_holder(const HWKEY_KEY *key, BIO *out);
+int hwkey_key_write_reference(const HWKEY_KEY *key, int pem, BIO *out);
+
+/*
+ * Objects other than private keys, for stores: the public key ref names
+ * (as a public-only key) and the DER of the certificate ref names
+ * (OPENSSL_free).  ABSENT as in HWKEY_LOOKUP.
+ */
+HWKEY_LOOKUP hwkey_key_find_public(HWKEY_DEVICES *devs, OSSL_LIB_CTX *swctx,
+                                   const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw_cb,
+                                   void *pw_arg, HWKEY_KEY **out);
+HWKEY_LOOKUP hwkey_cert_find(HWKEY_DEVICES *devs, const HWKEY_KEYREF *ref,
+                             OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
+                             size_t *derlen);
+
+/*
+ * Generation (key_gen.c), in steps so that keymgmt can report progress
+ * while the device works:
+ *  - hwkey_key_gen_device: the device that makes keys for opts (the
+ *    backend's generates slot) and, as far as it can tell without asking,
+ *    can make spec; else one error naming the device and the key type.
+ *  - hwkey_key_gen_make: the device makes the key; *out its reference.
+ *  - hwkey_key_gen_discard: undoes a key made for a cancelled call when the
+ *    reference names an object kept in the device (ref_is_stored).
+ *  - hwkey_key_gen_device_name: "tpm2", "pkcs11", for log lines.
+ */
+HWKEY_DEVICE *hwkey_key_gen_device(HWKEY_DEVICES *devs, const HWKEY_KEYSPEC *spec,
+                                   const HWKEY_GENOPTS *opts);
+int hwkey_key_gen_make(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec, const HWKEY_GENOPTS *opts,
+                       HWKEY_REFBLOB *out);
+int hwkey_key_gen_discard(HWKEY_DEVICE *dev, const HWKEY_REFBLOB *blob);
+const char *hwkey_key_gen_device_name(HWKEY_DEVICE *dev);
 /* Maximum signature / ciphertext size in bytes. */
 size_t hwkey_key_max_size(const HWKEY_KEY *key);
 

@@ -113,12 +113,8 @@ static int rsa_cipher_init(RSA_CIPHER_CTX *ctx, void *provkey, const OSSL_PARAM 
         hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "RSA cipher without an RSA key");
         return 0;
     }
-    if (decrypting && key->bkey == NULL) {
-        hwkey_raise(HWKEY_R_NO_PRIVATE_KEY,
-                    "this RSA key is public only (imported, not loaded from a device): it "
-                    "cannot decrypt");
+    if (decrypting && !hwkey_key_require_private(key, "decrypt"))
         return 0;
-    }
     if (!hwkey_key_up_ref(key))
         return 0;
     hwkey_key_free(ctx->key);
@@ -199,7 +195,7 @@ static int raw_private(RSA_CIPHER_CTX *ctx, const unsigned char *in, size_t inle
         return 0;
     }
     memcpy(block + (k - inlen), in, inlen);
-    if (!hwkey_backend_rsa_private(ctx->key->bkey, block, k, em, &n))
+    if (!hwkey_key_rsa_private(ctx->key, block, k, em, &n))
         goto end;
     if (n > k) {
         hwkey_raise(HWKEY_R_DEVICE_ERROR, "the device returned %zu bytes for a %zu-byte modulus", n,
@@ -233,7 +229,7 @@ static int tls_premaster_via_device(RSA_CIPHER_CTX *ctx, unsigned char *out, siz
     if (plain == NULL)
         return -1;
     ERR_set_mark();
-    ok = hwkey_backend_rsa_decrypt(ctx->key->bkey, &params, in, inlen, plain, &n);
+    ok = hwkey_key_rsa_decrypt(ctx->key, &params, in, inlen, plain, &n);
     ERR_pop_to_mark();
     memset(em, 0, k);
     if (ok && n == HWKEY_TLS_PREMASTER_LEN) {
@@ -292,7 +288,7 @@ static int rsa_cipher_decrypt(void *vctx, unsigned char *out, size_t *outlen, si
         };
 
         *outlen = outsize;
-        ok = hwkey_backend_rsa_decrypt(ctx->key->bkey, &params, in, inlen, out, outlen);
+        ok = hwkey_key_rsa_decrypt(ctx->key, &params, in, inlen, out, outlen);
         goto end;
     }
 

@@ -1,7 +1,8 @@
 /*
- * Decoders for device key files: "TSS2 PRIVATE KEY" (PEM and DER) and PEM
- * reference files that hold a key URI ("PKCS#11 PROVIDER URI", as written by
- * pkcs11-provider, and hwkey's own "HWKEY KEY URI").
+ * Decoders for device key files: each backend's own key files (PEM and DER;
+ * which files are whose, and what key type a file holds, is the backends'
+ * answer: backend.h keyfile_recognise) and PEM reference files that hold a
+ * key URI (util/keyref.h: pkcs11-provider's format and hwkey's own).
  *
  * Three kinds of decoder, chosen so that every OpenSSL 3.0 loading path
  * reaches hwkey's keymgmt (docs/traps-openssl.md explains why):
@@ -45,14 +46,13 @@
 #include "util/error.h"
 #include "util/log.h"
 #include "util/keyref.h"
-#include "util/tss2_keyfile.h"
-
-/* Our PEM labels.  HWKEY_PEM_KEY_URI carries handle: as well as pkcs11: URIs. */
-#define LABEL_TSS2 HWKEY_PEM_TSS2_PRIVATE_KEY
-#define LABEL_P11_URI HWKEY_PEM_PKCS11_URI
-#define LABEL_KEY_URI HWKEY_PEM_KEY_URI
 
 #define URI_MAX HWKEY_KEYREF_URI_MAX
+/*
+ * At most this much DER is read before asking the backends; more than any
+ * backend's key file allows, so an oversized file is still named as such.
+ */
+#define DER_READ_MAX 16384
 
 typedef struct {
     HWKEY_PROVCTX *provctx;
@@ -108,56 +108,6 @@ static void decoder_freectx(void *vctx)
     OPENSSL_free(vctx);
 }
 
-/* --- recognising our formats without raising anything ------------------- */
-
-/*
- * TPMKey ::= SEQUENCE { type OBJECT IDENTIFIER 2.23.133.10.1.{3,4,5}, ... }:
- * the OID's content octets are 67 81 05 0A 01 0x.
- */
-static int tss2_der_is_ours(const unsigned char *der, size_t len)
-{
-    static const unsigned char oid_prefix[] = {0x06, 0x06, 0x67, 0x81, 0x05, 0x0a, 0x01};
-    const unsigned char *p = der;
-    long inner_len;
-    int tag, xclass;
-
-    if (len < 2 || len > HWKEY_TSS2_KEYFILE_MAX)
-        return 0;
-    /* 0x80 = error bit; a truncated body (0x80 too) is still ours: decode names it. */
-    if ((ASN1_get_object(&p, &inner_len, &tag, &xclass, (long)len) & 0x20) == 0 ||
-        tag != V_ASN1_SEQUENCE || xclass != V_ASN1_UNIVERSAL)
-        return 0;
-    if ((size_t)(p - der) + sizeof(oid_prefix) + 1 > len)
-        return 0;
-    return memcmp(p, oid_prefix, sizeof(oid_prefix)) == 0 && p[sizeof(oid_prefix)] >= 3 &&
-           p[sizeof(oid_prefix)] <= 5;
-}
-
-/*
- * Checks a TSS2 key file before any device is asked (a corrupt file is named
- * as such even when no TPM answers) and reads the key type from its
- * TPM2B_PUBLIC (size, then TPMT_PUBLIC.type: TPM2_ALG_RSA 0x0001,
- * TPM2_ALG_ECC 0x0023), so that the decoder of the other type neither
- * touches the device nor asks for the auth value a second time.  *alg = 0
- * when the file cannot say; the type is checked again after loading.
- */
-static int tss2_der_check(const unsigned char *der, size_t len, HWKEY_ALG *alg)
-{
-    HWKEY_TSS2_KEYFILE kf;
-
-    memset(&kf, 0, sizeof(kf));
-    *alg = 0;
-    if (!hwkey_tss2_keyfile_decode(der, len, &kf))
-        return 0;
-    if (kf.pubkey_len >= 4) {
-        unsigned int type = ((unsigned int)kf.pubkey[2] << 8) | kf.pubkey[3];
-
-        *alg = type == 0x0001 ? HWKEY_ALG_RSA : type == 0x0023 ? HWKEY_ALG_EC : 0;
-    }
-    hwkey_tss2_keyfile_clear(&kf);
-    return 1;
-}
-
 /* Fills ref from a URI; 0 (nothing raised) if it is no kind we know. */
 static int uri_to_ref(const char *uri, size_t uri_len, HWKEY_KEYREF *ref, char *buf, size_t bufsz)
 {
@@ -202,48 +152,45 @@ static int resolve_and_emit(HWKEY_DECODER_CTX *ctx, const HWKEY_KEYREF *ref, HWK
     return hwkey_objref_emit(&key, data_cb, data_cbarg);
 }
 
-/* One PEM block or DER blob that may be ours. */
+/*
+ * One PEM block (label) or DER blob (label NULL) that may be ours: a
+ * backend's key file, or a reference file holding a key URI.  Not ours: 1,
+ * nothing emitted, nothing raised.
+ */
 static int decode_blob(HWKEY_DECODER_CTX *ctx, const char *label, const unsigned char *data,
                        size_t len, OSSL_CALLBACK *data_cb, void *data_cbarg,
                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
     HWKEY_KEYREF ref;
     char uribuf[URI_MAX + 1];
-    const char *uri;
+    const char *uri, *structure;
     size_t uri_len;
     HWKEY_ALG hint;
+    int r, parsed;
 
     memset(&ref, 0, sizeof(ref));
-    /* label NULL: DER that der_decode recognised as a TSS2 key file. */
-    if (label == NULL || strcmp(label, LABEL_TSS2) == 0) {
-        if (len > HWKEY_TSS2_KEYFILE_MAX) {
-            hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "TSS2 key file of %zu bytes (at most %d)", len,
-                        HWKEY_TSS2_KEYFILE_MAX);
-            return 0;
-        }
-        if (!tss2_der_check(data, len, &hint))
-            return 0;
-        ref.kind = HWKEY_REF_TSS2_KEYFILE;
+    r = hwkey_devices_recognise_keyfile(ctx->provctx->devices, label, data, len, &ref.kind, &hint,
+                                        &structure);
+    if (r < 0)
+        return 0;
+    if (r > 0) {
         ref.data = data;
         ref.len = len;
         return resolve_and_emit(ctx, &ref, hint, data_cb, data_cbarg, pw_cb, pw_cbarg);
     }
-    if (strcmp(label, LABEL_P11_URI) != 0 && strcmp(label, LABEL_KEY_URI) != 0)
+    if (label != NULL && !hwkey_keyref_is_label(label))
         return 1;
-    if (!hwkey_keyref_uri_parse(data, len, &uri, &uri_len) ||
-        !uri_to_ref(uri, uri_len, &ref, uribuf, sizeof(uribuf)) ||
-        (strcmp(label, LABEL_P11_URI) == 0 && ref.kind != HWKEY_REF_PKCS11_URI)) {
-        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "\"%s\" PEM block holds no pkcs11: or handle: URI",
-                    label);
+    parsed = hwkey_keyref_uri_parse(data, len, &uri, &uri_len);
+    if (label == NULL && !parsed)
+        return 1; /* DER of something else entirely */
+    if (!parsed || !uri_to_ref(uri, uri_len, &ref, uribuf, sizeof(uribuf)) ||
+        !hwkey_keyref_label_fits(label, uri, uri_len)) {
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "\"%s\" %s holds no key URI that hwkey knows "
+                    "(pkcs11:, handle:)", label != NULL ? label : "DER",
+                    label != NULL ? "PEM block" : "reference file");
         return 0;
     }
     return resolve_and_emit(ctx, &ref, 0, data_cb, data_cbarg, pw_cb, pw_cbarg);
-}
-
-static int is_our_label(const char *label)
-{
-    return strcmp(label, LABEL_TSS2) == 0 || strcmp(label, LABEL_P11_URI) == 0 ||
-           strcmp(label, LABEL_KEY_URI) == 0;
 }
 
 /* Reads one PEM block; 0 with no error left if the input is no PEM. */
@@ -274,7 +221,7 @@ static int pem_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBA
     int ok = 1;
 
     (void)selection;
-    if (read_pem(ctx, cin, &label, &data, &len) && is_our_label(label))
+    if (read_pem(ctx, cin, &label, &data, &len))
         ok = decode_blob(ctx, label, data, (size_t)len, data_cb, data_cbarg, pw_cb, pw_cbarg);
     OPENSSL_free(label);
     OPENSSL_clear_free(data, len > 0 ? (size_t)len : 0);
@@ -309,23 +256,17 @@ static int der_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBA
 {
     HWKEY_DECODER_CTX *ctx = vctx;
     unsigned char *der = NULL;
-    const char *uri;
-    size_t len = 0, uri_len;
-    int is_tss2 = 0, is_uri = 0, ok = 1;
+    size_t len = 0;
+    int ok = 1, read;
 
     (void)selection;
     /* Anything may arrive here (PKCS#8, certificates): recognise quietly. */
     ERR_set_mark();
-    if (read_der(ctx, cin, &der, &len, HWKEY_TSS2_KEYFILE_MAX)) {
-        is_tss2 = tss2_der_is_ours(der, len > HWKEY_TSS2_KEYFILE_MAX ? 64 : len);
-        is_uri = !is_tss2 && hwkey_keyref_uri_parse(der, len, &uri, &uri_len);
-    }
+    read = read_der(ctx, cin, &der, &len, DER_READ_MAX);
     ERR_pop_to_mark();
-    if (is_tss2)
+    /* A backend's key file, or the body of a URI reference file handed on by our pem2der. */
+    if (read)
         ok = decode_blob(ctx, NULL, der, len, data_cb, data_cbarg, pw_cb, pw_cbarg);
-    else if (is_uri)
-        /* The body of a URI reference file, handed on by our pem2der. */
-        ok = decode_blob(ctx, LABEL_KEY_URI, der, len, data_cb, data_cbarg, pw_cb, pw_cbarg);
     OPENSSL_free(der);
     return ok;
 }
@@ -344,33 +285,35 @@ static int pem2der_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CA
     long len = 0;
     int object_type = OSSL_OBJECT_PKEY;
     OSSL_PARAM params[4], *p = params;
-    int ok = 1;
+    const char *structure = NULL;
+    HWKEY_REF_KIND kind;
+    HWKEY_ALG alg;
+    int ok = 1, r;
 
     (void)selection;
     (void)pw_cb;
     (void)pw_cbarg;
-    if (!read_pem(ctx, cin, &label, &data, &len) || !is_our_label(label))
+    if (!read_pem(ctx, cin, &label, &data, &len))
         goto end;
-    if (strcmp(label, LABEL_TSS2) == 0) {
-        HWKEY_ALG ignored;
-
-        /*
-         * The label says this is a TPM key file: if its body is not one, say
-         * so here, where it is known (the DER decoders would not recognise
-         * it as ours and OpenSSL would only say "unsupported").
-         */
-        if ((size_t)len > HWKEY_TSS2_KEYFILE_MAX || !tss2_der_check(data, (size_t)len, &ignored)) {
-            if ((size_t)len > HWKEY_TSS2_KEYFILE_MAX)
-                hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "TSS2 key file of %ld bytes (at most %d)",
-                            len, HWKEY_TSS2_KEYFILE_MAX);
-            hwkey_log_last_error("cannot load the key file");
-            ok = 0;
-            goto end;
-        }
+    /*
+     * A label that says "this backend's key file" with a body that is not
+     * one is named here, where it is known (the DER decoders would not
+     * recognise it as ours and OpenSSL would only say "unsupported").
+     */
+    r = hwkey_devices_recognise_keyfile(ctx->provctx->devices, label, data, (size_t)len, &kind,
+                                        &alg, &structure);
+    if (r < 0) {
+        hwkey_log_last_error("cannot load the key file");
+        ok = 0;
+        goto end;
     }
+    if (r == 0 && !hwkey_keyref_is_label(label))
+        goto end;
     *p++ = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &object_type);
-    if (strcmp(label, LABEL_TSS2) == 0)
-        *p++ = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_STRUCTURE, "TSS2", 0);
+    /* The structure the backend's DER decoders are registered under (so only they look). */
+    if (structure != NULL)
+        *p++ = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_STRUCTURE,
+                                                (char *)structure, 0);
     *p++ = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_DATA, data, (size_t)len);
     *p = OSSL_PARAM_construct_end();
     ok = data_cb(params, data_cbarg);

@@ -4,13 +4,13 @@
  *
  *  - output=pem / output=der, structure=PrivateKeyInfo: what
  *    PEM_write_bio_PrivateKey() and i2d_PrivateKey() ask for (`openssl
- *    genpkey -out`, `openssl pkey -out`).  A TPM key file's key is written as
- *    the TSS2 PRIVATE KEY it was loaded from, byte for byte (the label is not
- *    "PRIVATE KEY": like tpm2-openssl, the structure name is only what
- *    OpenSSL asks for).  A persistent handle or a pkcs11: URI is written as a
- *    reference file (util/keyref.h).
+ *    genpkey -out`, `openssl pkey -out`).  The key is written as the
+ *    reference it was loaded from, in the form its backend gives it
+ *    (backend.h ref_encode; the label is not "PRIVATE KEY": like
+ *    tpm2-openssl, the structure name is only what OpenSSL asks for).
  *  - output=text: `openssl pkey -text`: the public key as OpenSSL prints it
- *    and one line saying where the private key lives.
+ *    and one line, from the backend (key_describe), saying where the
+ *    private key lives.
  *
  * No import_object: OpenSSL offers these encoders only keys of hwkey's own
  * keymgmt, whose keydata is a HWKEY_KEY.  Public-key encodings
@@ -33,8 +33,6 @@
 #include "ops/ops.h"
 #include "ops/provctx.h"
 #include "util/error.h"
-#include "util/keyref.h"
-#include "util/tss2_keyfile.h"
 
 typedef enum { OUT_PEM = 1, OUT_DER, OUT_TEXT } HWKEY_ENC_OUTPUT;
 
@@ -127,123 +125,15 @@ static int text_does_selection(void *provctx, int selection)
     return (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0;
 }
 
-/* --- the key's reference as a file ------------------------------------------ */
-
-/* A NUL-terminated copy of a URI reference ("handle:..." / "pkcs11:..."). */
-static int ref_uri(const HWKEY_KEY *key, char *buf, size_t bufsz)
-{
-    if (key->ref.len == 0 || key->ref.len >= bufsz ||
-        memchr(key->ref.data, '\0', key->ref.len) != NULL) {
-        hwkey_raise(HWKEY_R_INTERNAL, "the key's reference of %zu bytes is no URI", key->ref.len);
-        return 0;
-    }
-    memcpy(buf, key->ref.data, key->ref.len);
-    buf[key->ref.len] = '\0';
-    return 1;
-}
-
-/* The PEM reference file; DER is its body, read back from the PEM writer. */
-static int write_uri_ref(BIO *out, const HWKEY_KEY *key, HWKEY_ENC_OUTPUT output)
-{
-    char uri[HWKEY_KEYREF_URI_MAX + 1];
-    BIO *mem = NULL;
-    char *name = NULL, *header = NULL;
-    unsigned char *body = NULL;
-    long len = 0;
-    int ok = 0;
-
-    if (!ref_uri(key, uri, sizeof(uri)))
-        return 0;
-    if (output == OUT_PEM)
-        return hwkey_keyref_write_pem(out, uri);
-    /* keyref.h writes PEM only: one body encoder, so both forms always agree. */
-    if ((mem = BIO_new(BIO_s_mem())) == NULL) {
-        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "encoding a key reference");
-        goto end;
-    }
-    if (!hwkey_keyref_write_pem(mem, uri))
-        goto end;
-    if (PEM_read_bio(mem, &name, &header, &body, &len) <= 0 || len <= 0) {
-        hwkey_raise(HWKEY_R_INTERNAL, "cannot read back the key reference just encoded");
-        goto end;
-    }
-    if (BIO_write(out, body, (int)len) != (int)len) {
-        hwkey_raise(HWKEY_R_INTERNAL, "writing the %ld-byte key reference failed", len);
-        goto end;
-    }
-    ok = 1;
-end:
-    OPENSSL_free(name);
-    OPENSSL_free(header);
-    OPENSSL_free(body);
-    BIO_free(mem);
-    return ok;
-}
-
-static int write_key_file(BIO *out, const HWKEY_KEY *key, HWKEY_ENC_OUTPUT output)
-{
-    if (key->ref.kind != HWKEY_REF_TSS2_KEYFILE)
-        return write_uri_ref(out, key, output);
-    /* The bytes it was loaded from: nothing the parser skips (policies) is lost. */
-    if (output == OUT_PEM) {
-        if (PEM_write_bio(out, HWKEY_PEM_TSS2_PRIVATE_KEY, "", key->ref.data, (long)key->ref.len) <=
-            0) {
-            hwkey_raise(HWKEY_R_INTERNAL, "writing the TSS2 PRIVATE KEY PEM block failed");
-            return 0;
-        }
-        return 1;
-    }
-    if (BIO_write(out, key->ref.data, (int)key->ref.len) != (int)key->ref.len) {
-        hwkey_raise(HWKEY_R_INTERNAL, "writing the %zu-byte TSS2 key file failed", key->ref.len);
-        return 0;
-    }
-    return 1;
-}
-
-/* --- text -------------------------------------------------------------------- */
-
-/* "Private key: held by ..." for where key->ref points; nothing secret in it. */
-static int print_holder(BIO *out, const HWKEY_KEY *key)
-{
-    HWKEY_TSS2_KEYFILE kf;
-    char uri[HWKEY_KEYREF_URI_MAX + 1];
-    int ok;
-
-    switch (key->ref.kind) {
-    case HWKEY_REF_TSS2_KEYFILE:
-        memset(&kf, 0, sizeof(kf));
-        if (!hwkey_tss2_keyfile_decode(key->ref.data, key->ref.len, &kf))
-            return 0;
-        ok = BIO_printf(out, "Private key: held by TPM 2.0 (TSS2 key file, parent 0x%08x, %s%s)\n",
-                        (unsigned int)kf.parent,
-                        kf.empty_auth ? "no auth value" : "auth value required",
-                        kf.policy_count > 0 ? ", use bound by a policy" : "") > 0;
-        hwkey_tss2_keyfile_clear(&kf);
-        return ok;
-    case HWKEY_REF_TPM2_HANDLE:
-        return ref_uri(key, uri, sizeof(uri)) &&
-               BIO_printf(out, "Private key: held by TPM 2.0 (persistent %s)\n", uri) > 0;
-    case HWKEY_REF_PKCS11_URI:
-        if (!ref_uri(key, uri, sizeof(uri)))
-            return 0;
-        /* The path names the object; query attributes (module, PIN source) are not printed. */
-        uri[strcspn(uri, "?")] = '\0';
-        return BIO_printf(out, "Private key: held by a PKCS#11 token (%s)\n", uri) > 0;
-    case HWKEY_REF_PKCS11_DATAKEY:
-        break; /* a data key is never a private key */
-    }
-    return BIO_printf(out, "Private key: held by the %s device\n", key->bkey->backend->name) > 0;
-}
-
 static int write_text(BIO *out, const HWKEY_KEY *key)
 {
     if (EVP_PKEY_print_public(out, key->pub, 0, NULL) <= 0) {
         hwkey_raise(HWKEY_R_INTERNAL, "printing the public key failed");
         return 0;
     }
-    if (key->bkey == NULL)
+    if (!hwkey_key_has_private(key))
         return BIO_printf(out, "Private key: none (public key only)\n") > 0;
-    return print_holder(out, key);
+    return hwkey_key_print_holder(key, out);
 }
 
 /* --- encode -------------------------------------------------------------------- */
@@ -264,7 +154,7 @@ static int encoder_encode(void *vctx, OSSL_CORE_BIO *cout, const void *obj_raw,
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "hwkey encodes private (device) keys only");
         return 0;
     }
-    if (ctx->output != OUT_TEXT && (key->bkey == NULL || key->ref.data == NULL)) {
+    if (ctx->output != OUT_TEXT && (!hwkey_key_has_private(key) || key->ref.data == NULL)) {
         hwkey_raise(HWKEY_R_NO_PRIVATE_KEY, "a public-only key has no device key file to write");
         return 0;
     }
@@ -279,7 +169,8 @@ static int encoder_encode(void *vctx, OSSL_CORE_BIO *cout, const void *obj_raw,
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "opening the encoder's output");
         return 0;
     }
-    ok = ctx->output == OUT_TEXT ? write_text(out, key) : write_key_file(out, key, ctx->output);
+    ok = ctx->output == OUT_TEXT ? write_text(out, key)
+                                 : hwkey_key_write_reference(key, ctx->output == OUT_PEM, out);
     BIO_free(out);
     return ok;
 }

@@ -121,12 +121,8 @@ static int ecdh_init(void *vctx, void *provkey, const OSSL_PARAM params[])
         hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "ECDH without an EC key");
         return 0;
     }
-    if (key->bkey == NULL) {
-        hwkey_raise(HWKEY_R_NO_PRIVATE_KEY,
-                    "this EC key is public only (imported, not loaded from a device): it "
-                    "cannot derive");
+    if (!hwkey_key_require_private(key, "derive"))
         return 0;
-    }
     if (!hwkey_key_up_ref(key))
         return 0;
     hwkey_key_free(ctx->key);
@@ -223,7 +219,7 @@ static int ecdh_derive_kdf(ECDH_CTX *ctx, unsigned char *secret, size_t *secretl
     }
     if ((z = hwkey_secmem_alloc(n)) == NULL)
         return 0;
-    ok = hwkey_backend_ecdh(ctx->key->bkey, ctx->peer, ctx->peer_len, z, &zlen) &&
+    ok = hwkey_key_ecdh(ctx->key, ctx->peer, ctx->peer_len, z, &zlen) &&
          ecdh_x963(ctx, z, zlen, secret);
     hwkey_secmem_free(z);
     if (ok)
@@ -258,7 +254,7 @@ static int ecdh_derive(void *vctx, unsigned char *secret, size_t *secretlen, siz
         return 0;
     }
     *secretlen = outlen;
-    return hwkey_backend_ecdh(ctx->key->bkey, ctx->peer, ctx->peer_len, secret, secretlen);
+    return hwkey_key_ecdh(ctx->key, ctx->peer, ctx->peer_len, secret, secretlen);
 }
 
 /* KDF type, digest, output length and UKM, as the default provider takes them. */

@@ -93,7 +93,7 @@ void *hwkey_keymgmt_dup(const void *keydata, int selection)
     if (key == NULL)
         return NULL;
     /* A device key never changes after load: a shared reference is a copy. */
-    if (key->bkey != NULL && (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0)
+    if (hwkey_key_has_private(key) && (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0)
         return hwkey_key_up_ref(key) ? key : NULL;
     /*
      * Anything less is a new public-only key with just what was selected.
@@ -112,9 +112,9 @@ int hwkey_keymgmt_ec_set_params(void *keydata, const OSSL_PARAM params[])
 
     if (p == NULL)
         return 1;
-    if (key == NULL || key->pub == NULL || key->bkey != NULL) {
+    if (key == NULL || key->pub == NULL || hwkey_key_has_private(key)) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the public point of %s cannot be set",
-                    key != NULL && key->bkey != NULL ? "a device key" : "a key without a curve");
+                    hwkey_key_has_private(key) ? "a device key" : "a key without a curve");
         return 0;
     }
     /* The software key does the decoding and the on-curve check. */
@@ -154,7 +154,7 @@ int hwkey_keymgmt_has(const void *keydata, int selection)
         ok = ok && has_public_point(key);
     /* A device key has its private half, in the device. */
     if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) != 0)
-        ok = ok && key->bkey != NULL;
+        ok = ok && hwkey_key_has_private(key);
     if ((selection & OSSL_KEYMGMT_SELECT_DOMAIN_PARAMETERS) != 0)
         ok = ok && key->pub != NULL;
     return ok;
@@ -220,7 +220,7 @@ int hwkey_keymgmt_import(const char *type, void *keydata, int selection, const O
     EVP_PKEY *pub = NULL;
     int ok = 0;
 
-    if (key == NULL || key->pub != NULL || key->bkey != NULL) {
+    if (key == NULL || key->pub != NULL || hwkey_key_has_private(key)) {
         hwkey_raise(HWKEY_R_INTERNAL, "import into a key that is not empty");
         return 0;
     }

@@ -205,7 +205,7 @@ static int set_uri(HWKEY_GEN_CTX *ctx, const OSSL_PARAM *p)
     const char *uri = NULL;
 
     if (!OSSL_PARAM_get_utf8_string_ptr(p, &uri) ||
-        hwkey_ref_kind_of_string(uri) != HWKEY_REF_PKCS11_URI || strlen(uri) > HWKEY_KEYREF_URI_MAX) {
+        hwkey_ref_kind_of_string(uri) == 0 || strlen(uri) > HWKEY_KEYREF_URI_MAX) {
         hwkey_raise(HWKEY_R_INVALID_URI, "%s: expected a pkcs11: URI naming the token and the "
                     "new key's label, e.g. pkcs11:token=T;object=web", HWKEY_GEN_PARAM_URI);
         return 0;
@@ -355,7 +355,7 @@ static int generate_with_progress(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
             pthread_mutex_destroy(&t.mutex);
     }
     /* Without a ticker (no callback, no thread) the key is made all the same. */
-    ok = hwkey_backend_key_generate(dev, spec, opts, out);
+    ok = hwkey_key_gen_make(dev, spec, opts, out);
     if (!started)
         return ok;
 
@@ -374,39 +374,6 @@ static int generate_with_progress(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
 }
 
 /* --- generation -------------------------------------------------------------- */
-
-/* The device, and that it can make this key, before the slow part. */
-static HWKEY_DEVICE *gen_device(HWKEY_GEN_CTX *ctx)
-{
-    HWKEY_DEVICE *dev;
-
-    /*
-     * The device whose keys are TSS2 key files (the TPM; the fake device in
-     * unit tests), unless a pkcs11: URI names a token.
-     */
-    dev = hwkey_devices_for_kind(ctx->provctx->devices, ctx->uri != NULL
-                                                            ? HWKEY_REF_PKCS11_URI
-                                                            : HWKEY_REF_TSS2_KEYFILE);
-    if (dev == NULL)
-        return NULL;
-    /* -1, cannot tell without asking: the device itself answers below. */
-    if (hwkey_backend_supports(dev, &ctx->spec) == 0) {
-        const char *where = ctx->uri != NULL ? "token" : "TPM";
-
-        if (ctx->spec.alg == HWKEY_ALG_RSA)
-            hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
-                        "this %s does not support rsa:%d (hwkey info lists what it has)", where,
-                        ctx->spec.bits);
-        else
-            hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
-                        "this %s does not support ec:%s (hwkey info lists what it has)", where,
-                        EC_curve_nid2nist(ctx->spec.curve_nid) != NULL
-                            ? EC_curve_nid2nist(ctx->spec.curve_nid)
-                            : OBJ_nid2sn(ctx->spec.curve_nid));
-        return NULL;
-    }
-    return dev;
-}
 
 void *hwkey_keymgmt_gen(void *genctx, OSSL_CALLBACK *cb, void *cbarg)
 {
@@ -436,14 +403,14 @@ void *hwkey_keymgmt_gen(void *genctx, OSSL_CALLBACK *cb, void *cbarg)
                     HWKEY_GEN_PARAM_PERSIST, HWKEY_GEN_PARAM_URI);
         return NULL;
     }
-    if ((dev = gen_device(ctx)) == NULL)
-        return NULL;
-
     memset(&opts, 0, sizeof(opts));
     opts.uri = ctx->uri;
     opts.persist_handle = ctx->persist;
+    /* The device, and that it can make this key, before the slow part. */
+    if ((dev = hwkey_key_gen_device(ctx->provctx->devices, &ctx->spec, &opts)) == NULL)
+        return NULL;
     hwkey_log(HWKEY_LOG_INFO, "generating an %s-%d key in the %s device", alg_text(ctx->spec.alg),
-              ctx->spec.bits, dev->backend->name);
+              ctx->spec.bits, hwkey_key_gen_device_name(dev));
     if (!generate_with_progress(dev, &ctx->spec, &opts, cb, cbarg, &blob, &cancelled))
         goto end;
     ref.kind = blob.kind;
@@ -451,7 +418,7 @@ void *hwkey_keymgmt_gen(void *genctx, OSSL_CALLBACK *cb, void *cbarg)
     ref.len = blob.len;
     if (cancelled) {
         /* A persistent handle or token object would outlive the cancelled call. */
-        if (blob.kind != HWKEY_REF_TSS2_KEYFILE && !hwkey_backend_key_delete(dev, &ref))
+        if (!hwkey_key_gen_discard(dev, &blob))
             hwkey_log_last_error("cannot delete the key of the cancelled generation");
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "key generation cancelled by the application");
         goto end;
@@ -459,7 +426,7 @@ void *hwkey_keymgmt_gen(void *genctx, OSSL_CALLBACK *cb, void *cbarg)
     key = hwkey_key_load(ctx->provctx->devices, ctx->provctx->swctx, &ref, NULL, NULL);
     if (key != NULL && key->alg != ctx->spec.alg) {
         hwkey_raise(HWKEY_R_INTERNAL, "the %s device made a key of another type",
-                    dev->backend->name);
+                    hwkey_key_gen_device_name(dev));
         hwkey_key_free(key);
         key = NULL;
     }

@@ -156,13 +156,8 @@ static int sig_init(HWKEY_SIG_CTX *ctx, void *provkey, const OSSL_PARAM params[]
                     ctx->meth->name);
         return 0;
     }
-    if (signing && key->bkey == NULL) {
-        hwkey_raise(HWKEY_R_NO_PRIVATE_KEY,
-                    "this %s key is public only (imported, not loaded from a device): it "
-                    "cannot sign",
-                    ctx->meth->name);
+    if (signing && !hwkey_key_require_private(key, "sign"))
         return 0;
-    }
     return hwkey_sig_set_ctx_params(ctx, params);
 }
 

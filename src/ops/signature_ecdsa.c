@@ -40,7 +40,7 @@ static int ecdsa_sign(HWKEY_SIG_CTX *ctx, unsigned char *sig, size_t *siglen, si
     };
 
     *siglen = sigsize;
-    return hwkey_backend_sign(ctx->key->bkey, &params, tbs, tbslen, sig, siglen);
+    return hwkey_key_sign(ctx->key, &params, tbs, tbslen, sig, siglen);
 }
 
 static int ecdsa_algorithm_id(HWKEY_SIG_CTX *ctx, unsigned char **der, size_t *der_len)

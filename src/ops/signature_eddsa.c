@@ -95,11 +95,8 @@ static int eddsa_init(HWKEY_EDDSA_CTX *ctx, const char *mdname, void *provkey, i
         hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "Ed25519 signature with a key of another type");
         return 0;
     }
-    if (signing && key->bkey == NULL) {
-        hwkey_raise(HWKEY_R_NO_PRIVATE_KEY, "this Ed25519 key is public only (imported, not "
-                                            "loaded from a device): it cannot sign");
+    if (signing && !hwkey_key_require_private(key, "sign"))
         return 0;
-    }
     if (!hwkey_key_up_ref(key))
         return 0;
     hwkey_key_free(ctx->key);
@@ -142,7 +139,7 @@ static int eddsa_digest_sign(void *vctx, unsigned char *sig, size_t *siglen, siz
         return 0;
     }
     *siglen = sigsize;
-    if (!hwkey_backend_sign(ctx->key->bkey, &params, tbs, tbslen, sig, siglen))
+    if (!hwkey_key_sign(ctx->key, &params, tbs, tbslen, sig, siglen))
         return 0;
     if (*siglen != ED25519_SIG_LEN) {
         hwkey_raise(HWKEY_R_DEVICE_ERROR, "the device returned an Ed25519 signature of %zu bytes",

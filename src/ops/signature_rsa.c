@@ -73,7 +73,7 @@ static int rsa_raw_sign(HWKEY_SIG_CTX *ctx, const unsigned char *em, size_t k, u
 {
     size_t n = sigsize;
 
-    if (!hwkey_backend_rsa_private(ctx->key->bkey, em, k, sig, &n))
+    if (!hwkey_key_rsa_private(ctx->key, em, k, sig, &n))
         return 0;
     if (n > k) {
         hwkey_raise(HWKEY_R_DEVICE_ERROR, "the device returned %zu bytes for a %zu-byte modulus", n,
@@ -114,7 +114,7 @@ static int rsa_sign(HWKEY_SIG_CTX *ctx, unsigned char *sig, size_t *siglen, size
     }
     if (!raw) {
         *siglen = sigsize;
-        return hwkey_backend_sign(ctx->key->bkey, &params, tbs, tbslen, sig, siglen);
+        return hwkey_key_sign(ctx->key, &params, tbs, tbslen, sig, siglen);
     }
 
     em = OPENSSL_malloc(k);

@@ -130,7 +130,7 @@ static int handle_load(void *vctx, OSSL_CALLBACK *object_cb, void *object_cbarg,
     if (ctx->expect != 0 && ctx->expect != OSSL_STORE_INFO_PKEY &&
         ctx->expect != OSSL_STORE_INFO_PUBKEY)
         return 1;
-    ref.kind = HWKEY_REF_TPM2_HANDLE;
+    ref.kind = hwkey_ref_kind_of_string(ctx->uri);
     ref.data = (const unsigned char *)ctx->uri;
     ref.len = strlen(ctx->uri);
     key = hwkey_key_load(ctx->provctx->devices, ctx->provctx->swctx, &ref, pw_cb, pw_cbarg);

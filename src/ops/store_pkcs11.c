@@ -185,26 +185,22 @@ static int load_private(P11_STORE_CTX *ctx, const HWKEY_KEYREF *ref, OSSL_CALLBA
     return emit_key(ctx, key, cb, cbarg);
 }
 
-static int load_public(P11_STORE_CTX *ctx, HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                       OSSL_CALLBACK *cb, void *cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb,
-                       void *pw_cbarg)
+static int load_public(P11_STORE_CTX *ctx, const HWKEY_KEYREF *ref, OSSL_CALLBACK *cb,
+                       void *cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
-    EVP_PKEY *pub = NULL;
-    HWKEY_KEY *key;
+    HWKEY_KEY *key = NULL;
     HWKEY_LOOKUP r;
 
     ERR_set_mark();
-    r = hwkey_backend_pubkey_load(dev, ref, pw_cb, pw_cbarg, ctx->provctx->swctx, NULL, &pub);
+    r = hwkey_key_find_public(ctx->provctx->devices, ctx->provctx->swctx, ref, pw_cb, pw_cbarg,
+                              &key);
     if (r != HWKEY_LOOKUP_FOUND)
         return absent_or_error(r);
     ERR_clear_last_mark();
-    if ((key = hwkey_key_from_public(pub)) == NULL)
-        return 0;
-    key->swctx = ctx->provctx->swctx;
     return emit_key(ctx, key, cb, cbarg);
 }
 
-static int load_cert(P11_STORE_CTX *ctx, HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
+static int load_cert(P11_STORE_CTX *ctx, const HWKEY_KEYREF *ref,
                      OSSL_CALLBACK *cb, void *cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb,
                      void *pw_cbarg)
 {
@@ -216,7 +212,7 @@ static int load_cert(P11_STORE_CTX *ctx, HWKEY_DEVICE *dev, const HWKEY_KEYREF *
     int ok;
 
     ERR_set_mark();
-    r = hwkey_backend_cert_load(dev, ref, pw_cb, pw_cbarg, &der, &derlen);
+    r = hwkey_cert_find(ctx->provctx->devices, ref, pw_cb, pw_cbarg, &der, &derlen);
     if (r != HWKEY_LOOKUP_FOUND)
         return absent_or_error(r);
     ERR_clear_last_mark();
@@ -233,8 +229,8 @@ static int p11store_load(void *vctx, OSSL_CALLBACK *object_cb, void *object_cbar
                          OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
     P11_STORE_CTX *ctx = vctx;
-    HWKEY_KEYREF ref = {HWKEY_REF_PKCS11_URI, (const unsigned char *)ctx->uri, strlen(ctx->uri)};
-    HWKEY_DEVICE *dev;
+    HWKEY_KEYREF ref = {hwkey_ref_kind_of_string(ctx->uri), (const unsigned char *)ctx->uri,
+                        strlen(ctx->uri)};
     int r = -1;
 
     /*
@@ -243,8 +239,6 @@ static int p11store_load(void *vctx, OSSL_CALLBACK *object_cb, void *object_cbar
      */
     if (ctx->step >= STEP_N)
         return 1;
-    if ((dev = hwkey_devices_for_kind(ctx->provctx->devices, HWKEY_REF_PKCS11_URI)) == NULL)
-        goto fail;
     while (r < 0 && ctx->step < STEP_N) {
         P11_STEP step = (P11_STEP)ctx->step++;
 
@@ -253,9 +247,9 @@ static int p11store_load(void *vctx, OSSL_CALLBACK *object_cb, void *object_cbar
         if (step == STEP_PRIVATE)
             r = load_private(ctx, &ref, object_cb, object_cbarg, pw_cb, pw_cbarg);
         else if (step == STEP_PUBLIC)
-            r = load_public(ctx, dev, &ref, object_cb, object_cbarg, pw_cb, pw_cbarg);
+            r = load_public(ctx, &ref, object_cb, object_cbarg, pw_cb, pw_cbarg);
         else
-            r = load_cert(ctx, dev, &ref, object_cb, object_cbarg, pw_cb, pw_cbarg);
+            r = load_cert(ctx, &ref, object_cb, object_cbarg, pw_cb, pw_cbarg);
     }
     if (r > 0)
         return 1;
@@ -268,7 +262,6 @@ static int p11store_load(void *vctx, OSSL_CALLBACK *object_cb, void *object_cbar
                     : ctx->expect == OSSL_STORE_INFO_PKEY   ? "is a private key"
                     : ctx->expect == OSSL_STORE_INFO_PUBKEY ? "is a public key"
                                                             : "matches");
-fail:
     /* An error (OSSL_STORE_error() says so), and nothing more to come. */
     ctx->step = STEP_N;
     return 0;
@@ -301,7 +294,7 @@ static int p11store_export_object(void *vctx, const void *reference, size_t refe
 
     if (key == NULL)
         return 0;
-    if (key->bkey == NULL)
+    if (!hwkey_key_has_private(key))
         return hwkey_objref_export_public(reference, reference_sz, export_cb, export_cbarg);
     hwkey_raise(HWKEY_R_NO_PRIVATE_KEY,
                 "%.*s lives on the token: only hwkey's key management can hold it "

@@ -81,3 +81,60 @@ end:
     ASN1_UTF8STRING_free(u);
     return ok;
 }
+
+int hwkey_keyref_write(BIO *out, const unsigned char *uri, size_t uri_len, int pem)
+{
+    char *text = NULL, *name = NULL, *header = NULL;
+    unsigned char *body = NULL;
+    BIO *mem = NULL;
+    long len = 0;
+    int ok = 0;
+
+    if (uri_len == 0 || uri_len > HWKEY_KEYREF_URI_MAX || memchr(uri, '\0', uri_len) != NULL) {
+        hwkey_raise(HWKEY_R_INTERNAL, "the key's reference of %zu bytes is no URI", uri_len);
+        return 0;
+    }
+    if ((text = OPENSSL_strndup((const char *)uri, uri_len)) == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying a key reference");
+        return 0;
+    }
+    if (pem) {
+        ok = hwkey_keyref_write_pem(out, text);
+        goto end;
+    }
+    if ((mem = BIO_new(BIO_s_mem())) == NULL) {
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "encoding a key reference");
+        goto end;
+    }
+    if (!hwkey_keyref_write_pem(mem, text))
+        goto end;
+    if (PEM_read_bio(mem, &name, &header, &body, &len) <= 0 || len <= 0) {
+        hwkey_raise(HWKEY_R_INTERNAL, "cannot read back the key reference just encoded");
+        goto end;
+    }
+    if (BIO_write(out, body, (int)len) != (int)len) {
+        hwkey_raise(HWKEY_R_INTERNAL, "writing the %ld-byte key reference failed", len);
+        goto end;
+    }
+    ok = 1;
+end:
+    OPENSSL_free(text);
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(body);
+    BIO_free(mem);
+    return ok;
+}
+
+int hwkey_keyref_is_label(const char *label)
+{
+    return label != NULL &&
+           (strcmp(label, HWKEY_PEM_PKCS11_URI) == 0 || strcmp(label, HWKEY_PEM_KEY_URI) == 0);
+}
+
+int hwkey_keyref_label_fits(const char *label, const char *uri, size_t uri_len)
+{
+    if (label == NULL || strcmp(label, HWKEY_PEM_PKCS11_URI) != 0)
+        return 1;
+    return uri_len > 7 && memcmp(uri, "pkcs11:", 7) == 0;
+}

@@ -23,6 +23,14 @@
  */
 int hwkey_keyref_uri_parse(const unsigned char *der, size_t len, const char **uri, size_t *uri_len);
 
+/* 1 if label is a reference file's PEM label ("PKCS#11 PROVIDER URI", "HWKEY KEY URI"). */
+int hwkey_keyref_is_label(const char *label);
+/*
+ * 1 if a reference file under label may hold uri: pkcs11-provider's label
+ * holds pkcs11: URIs only; hwkey's own label (or none: a DER body) any.
+ */
+int hwkey_keyref_label_fits(const char *label, const char *uri, size_t uri_len);
+
 /*
  * Writes a reference file for uri.  A pkcs11: URI gets pkcs11-provider's
  * exact format (label "PKCS#11 PROVIDER URI", description
@@ -30,5 +38,12 @@ int hwkey_keyref_uri_parse(const unsigned char *der, size_t len, const char **ur
  * handle: URI gets "HWKEY KEY URI", which only hwkey reads.
  */
 int hwkey_keyref_write_pem(BIO *out, const char *uri);
+
+/*
+ * The same from a URI of uri_len bytes (not NUL-terminated): pem = 1 the
+ * PEM block, 0 its DER body (what i2d_PrivateKey() asks for), read back
+ * from the PEM writer so both forms always agree.
+ */
+int hwkey_keyref_write(BIO *out, const unsigned char *uri, size_t uri_len, int pem);
 
 #endif

@@ -525,11 +525,6 @@ end:
     return ok;
 }
 
-static int fake_random(HWKEY_DEVICE *d, unsigned char *buf, size_t len)
-{
-    return RAND_bytes_ex(((FAKE_DEVICE *)d)->libctx, buf, len, 0) > 0;
-}
-
 /* --- management: key files around software keys --------------------------- */
 
 static int refblob_of(EVP_PKEY *soft, HWKEY_REFBLOB *out)
@@ -581,6 +576,41 @@ static int fake_key_import(HWKEY_DEVICE *d, EVP_PKEY *soft, const HWKEY_GENOPTS 
     return refblob_of(soft, out);
 }
 
+/* --- references: the fake's key files are TPM-shaped, so the TPM's own parsing serves --- */
+
+static int fake_key_describe(HWKEY_BKEY *k, const HWKEY_KEYREF *ref, BIO *out)
+{
+    (void)k;
+    (void)ref;
+    if (!fake_enter(HWKEY_FAKE_OP_DESCRIBE))
+        return 0;
+    return BIO_printf(out, "%s\n", HWKEY_FAKE_HOLDER_LINE) > 0;
+}
+
+static int fake_ref_encode(const HWKEY_KEYREF *ref, int pem, BIO *out)
+{
+    if (!fake_enter(HWKEY_FAKE_OP_ENCODE))
+        return 0;
+    return hwkey_tpm2_backend.ref_encode(ref, pem, out);
+}
+
+static int fake_keyfile_recognise(const char *label, const unsigned char *data, size_t len,
+                                  HWKEY_REF_KIND *kind, HWKEY_ALG *alg, const char **structure)
+{
+    __atomic_add_fetch(&calls[HWKEY_FAKE_OP_RECOGNISE], 1, __ATOMIC_SEQ_CST);
+    return hwkey_tpm2_backend.keyfile_recognise(label, data, len, kind, alg, structure);
+}
+
+static int fake_generates(const HWKEY_GENOPTS *opts)
+{
+    return opts->uri == NULL;
+}
+
+static int fake_ref_is_stored(HWKEY_REF_KIND kind)
+{
+    return kind != HWKEY_REF_TSS2_KEYFILE;
+}
+
 const HWKEY_BACKEND hwkey_fake_backend = {
     .name = "fake",
     .handles = fake_handles,
@@ -599,5 +629,10 @@ const HWKEY_BACKEND hwkey_fake_backend = {
     .rsa_private = fake_rsa_private,
     .rsa_decrypt = fake_rsa_decrypt,
     .ecdh = fake_ecdh,
-    .random = fake_random,
+    .key_describe = fake_key_describe,
+    .ref_encode = fake_ref_encode,
+    .keyfile_recognise = fake_keyfile_recognise,
+    .generates = fake_generates,
+    .ref_is_stored = fake_ref_is_stored,
+    .device_noun = "fake device",
 };

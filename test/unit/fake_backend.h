@@ -24,6 +24,9 @@ typedef enum {
     HWKEY_FAKE_OP_RSA_DECRYPT,
     HWKEY_FAKE_OP_ECDH,
     HWKEY_FAKE_OP_GENERATE,
+    HWKEY_FAKE_OP_DESCRIBE,    /* key_describe: the `pkey -text` holder line */
+    HWKEY_FAKE_OP_ENCODE,      /* ref_encode: writing the key file back */
+    HWKEY_FAKE_OP_RECOGNISE,   /* keyfile_recognise: the decoders asking "yours?" */
     HWKEY_FAKE_OP_N
 } HWKEY_FAKE_OP;
 
@@ -56,6 +59,12 @@ void hwkey_fake_set_generate_delay(int ms);
  * HWKEY_SIG_EDDSA (the whole message).
  */
 void hwkey_fake_set_uri_object(const char *name, EVP_PKEY *soft, X509 *cert, int has_private);
+
+/*
+ * The line the fake's key_describe writes for `openssl pkey -text`, so tests
+ * can tell that the encoder's output comes from the backend.
+ */
+#define HWKEY_FAKE_HOLDER_LINE "Private key: held by the fake device (software test key)"
 
 /* A TSS2 key file (DER) holding soft's private key for the fake backend. */
 int hwkey_fake_keyfile(EVP_PKEY *soft, unsigned char **der, size_t *der_len);

@@ -1,6 +1,6 @@
 /*
  * The PKCS#11 backend's vtable and its device: configuration, describe,
- * supports, random.  Modules load lazily on first use, so a provider
+ * supports.  Modules load lazily on first use, so a provider
  * configured for a token that is not there still starts (and says why the
  * first key fails to load).
  */
@@ -180,14 +180,6 @@ static int p11_describe(HWKEY_DEVICE *base, BIO *out)
     return 1;
 }
 
-/* The default token: the configured module's first initialised token. */
-static HWKEY_P11_TOKEN *default_token(HWKEY_DEVICE *base)
-{
-    HWKEY_P11_MODULE *mod = hwkey_p11_module_get((HWKEY_P11_DEVICE *)base, NULL);
-
-    return mod != NULL ? hwkey_p11_token_find(mod, NULL) : NULL;
-}
-
 static int p11_supports(HWKEY_DEVICE *base, const HWKEY_KEYSPEC *spec)
 {
     (void)spec;
@@ -204,25 +196,6 @@ static int p11_supports(HWKEY_DEVICE *base, const HWKEY_KEYSPEC *spec)
         && ((HWKEY_P11_DEVICE *)base)->modules == NULL)
         return 0;
     return -1;
-}
-
-static int p11_random(HWKEY_DEVICE *base, unsigned char *buf, size_t len)
-{
-    HWKEY_P11_TOKEN *tok = default_token(base);
-    CK_SESSION_HANDLE s;
-    uint64_t epoch;
-    CK_RV rv;
-
-    if (tok == NULL || !hwkey_p11_session_get(tok, &s, &epoch))
-        return 0;
-    rv = tok->mod->fl->C_GenerateRandom(s, buf, len);
-    hwkey_p11_session_put(tok, s, epoch, hwkey_p11_rv_session_dead(rv));
-    if (rv != CKR_OK) {
-        hwkey_raise(hwkey_p11_rv_reason(rv), "C_GenerateRandom failed: %s",
-                    hwkey_p11_rv_name(rv));
-        return 0;
-    }
-    return 1;
 }
 
 /*
@@ -312,7 +285,6 @@ GATED(int, hwkey_p11_rsa_decrypt,
 GATED(int, hwkey_p11_ecdh,
       (HWKEY_BKEY *k, const unsigned char *peer, size_t peerlen, unsigned char *out,
        size_t *outlen), (k, peer, peerlen, out, outlen))
-GATED(int, p11_random, (HWKEY_DEVICE *d, unsigned char *buf, size_t len), (d, buf, len))
 GATED(HWKEY_LOOKUP, hwkey_p11_pubkey_load,
       (HWKEY_DEVICE *d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
        OSSL_LIB_CTX *l, const char *pq, EVP_PKEY **out), (d, ref, cb, arg, l, pq, out))
@@ -346,10 +318,15 @@ const HWKEY_BACKEND hwkey_pkcs11_backend = {
     .rsa_private = gated_hwkey_p11_rsa_private,
     .rsa_decrypt = gated_hwkey_p11_rsa_decrypt,
     .ecdh = gated_hwkey_p11_ecdh,
-    .random = gated_p11_random,
     .pubkey_load = gated_hwkey_p11_pubkey_load,
     .cert_load = gated_hwkey_p11_cert_load,
     .datakey_create = gated_hwkey_p11_datakey_create,
     .datakey_unwrap = gated_hwkey_p11_datakey_unwrap,
     .key_attest = gated_hwkey_p11_key_attest,
+    .uri_kind = hwkey_p11_uri_kind,
+    .key_describe = hwkey_p11_key_describe,
+    .ref_encode = hwkey_p11_ref_encode,
+    .generates = hwkey_p11_generates,
+    .ref_is_stored = hwkey_p11_ref_is_stored,
+    .device_noun = "token",
 };

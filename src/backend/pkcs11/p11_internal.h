@@ -450,4 +450,12 @@ int hwkey_p11_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts, HWKEY
 int hwkey_p11_datakey_unwrap(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
                              OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char key[32]);
 
+/* --- references (p11_refs.c): no module is touched ------------------------ */
+
+HWKEY_REF_KIND hwkey_p11_uri_kind(const char *uri);
+int hwkey_p11_key_describe(HWKEY_BKEY *key, const HWKEY_KEYREF *ref, BIO *out);
+int hwkey_p11_ref_encode(const HWKEY_KEYREF *ref, int pem, BIO *out);
+int hwkey_p11_generates(const HWKEY_GENOPTS *opts);
+int hwkey_p11_ref_is_stored(HWKEY_REF_KIND kind);
+
 #endif

@@ -6,6 +6,7 @@
 #include "backend/tpm2/tpm2_internal.h"
 #include "backend/tpm2/tpm2_attest.h"
 #include "backend/tpm2/tpm2_dup.h"
+#include "backend/tpm2/tpm2_refs.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -359,8 +360,14 @@ const HWKEY_BACKEND hwkey_tpm2_backend = {
     .rsa_private = hwkey_tpm2_rsa_private,
     .rsa_decrypt = hwkey_tpm2_rsa_decrypt,
     .ecdh = hwkey_tpm2_ecdh,
-    .random = hwkey_tpm2_random,
     .datakey_create = hwkey_tpm2_datakey_create,
     .datakey_unwrap = hwkey_tpm2_datakey_unwrap,
     .key_attest = hwkey_tpm2_key_attest,
+    .uri_kind = hwkey_tpm2_uri_kind,
+    .key_describe = hwkey_tpm2_key_describe,
+    .ref_encode = hwkey_tpm2_ref_encode,
+    .keyfile_recognise = hwkey_tpm2_keyfile_recognise,
+    .generates = hwkey_tpm2_generates,
+    .ref_is_stored = hwkey_tpm2_ref_is_stored,
+    .device_noun = "TPM",
 };
