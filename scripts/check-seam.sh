@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# key/ is the only route from an operation to a device (docs/architecture-backend-seam.md):
+# key/ is the only route from an operation to a device (docs/architecture.md, section 3):
 # the code of src/ops/ and src/key/ names nothing that belongs to one backend, so
 # a third backend touches no file there.  Checked on the code with comments
 # stripped (comments may say "TPM"; code may not act on it):
