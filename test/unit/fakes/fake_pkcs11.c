@@ -99,6 +99,8 @@ static CK_RV scripted(FAKE_P11_FN fn)
     return CKR_OK;
 }
 
+static void mech_record(const CK_MECHANISM *m);
+
 /* --- objects ----------------------------------------------------------------- */
 
 static OBJ *obj_of(CK_OBJECT_HANDLE h)
@@ -863,6 +865,7 @@ static CK_RV f_GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_ATTRI
         return CKR_SESSION_HANDLE_INVALID;
     template_record(pubt, npub);
     template_record(privt, npriv);
+    mech_record(m);
     if (!mech_listed(m->mechanism))
         return CKR_MECHANISM_INVALID;
     obj_set_template(&tmp, pubt, npub);

@@ -88,7 +88,7 @@ EVP_PKEY *fake_p11_key_of(CK_OBJECT_HANDLE h);
 void fake_p11_fail(FAKE_P11_FN fn, unsigned long nth, unsigned long times, CK_RV rv);
 unsigned long fake_p11_calls(FAKE_P11_FN fn);
 
-/* The last C_SignInit/C_DecryptInit/C_DeriveKey mechanism (parameters copied). */
+/* The last C_SignInit/C_DecryptInit/C_DeriveKey/C_GenerateKeyPair mechanism (parameters copied). */
 const CK_MECHANISM *fake_p11_last_mech(void);
 /* The data of the last C_Sign/C_Decrypt. */
 const unsigned char *fake_p11_last_input(size_t *len);
