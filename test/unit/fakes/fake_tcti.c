@@ -23,6 +23,7 @@ static struct {
     unsigned int total;
     uint8_t rsp[4096];
     size_t rsp_len, params_at;
+    int broken_line;
 } fake;
 
 static TSS2_RC fake_transmit(TSS2_TCTI_CONTEXT *ctx, size_t size, const uint8_t *cmd)
@@ -138,6 +139,19 @@ TPM2_HANDLE fake_tcti_cmd_handle(const uint8_t *cmd, size_t len)
     if (Tss2_MU_UINT32_Unmarshal(cmd, len, &off, &h) != TSS2_RC_SUCCESS)
         return 0;
     return h;
+}
+
+void fake_tcti_refuse(int line)
+{
+    if (fake.broken_line == 0)
+        fake.broken_line = line;
+    fake_tcti_rsp_header(TPM2_ST_NO_SESSIONS, TPM2_RC_FAILURE);
+    fake_tcti_rsp_finish();
+}
+
+int fake_tcti_broken(void)
+{
+    return fake.broken_line;
 }
 
 void fake_tcti_rsp_header(uint16_t tag, TSS2_RC rc)

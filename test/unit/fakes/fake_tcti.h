@@ -43,6 +43,16 @@ unsigned int fake_tcti_count(TPM2_CC cc);
 /* The first handle of a command's handle area. */
 TPM2_HANDLE fake_tcti_cmd_handle(const uint8_t *cmd, size_t len);
 
+/*
+ * A responder that cannot make sense of a command answers through this
+ * instead of a CMocka assert: an assert would jump out of ESAPI with the
+ * backend's TPM lock held and hang the next test.  The fake then answers
+ * TPM_RC_FAILURE; fake_tcti_broken() gives the responder's line (0: none),
+ * for the test to assert on after the backend call.
+ */
+void fake_tcti_refuse(int line);
+int fake_tcti_broken(void);
+
 /* Response building. */
 void fake_tcti_rsp_header(uint16_t tag, TSS2_RC rc);
 /* The response buffer and its current end, to marshal into (then *off is the new end). */

@@ -11,6 +11,17 @@
  *     an owner-auth failure is AUTH_FAILED and the key stays
  *   - random: the TPM's bytes, gathered over several short answers;
  *     TPM_RC_RETRY retried; an empty answer is a DEVICE_ERROR
+ *   - import (tpm2_import.c): EC P-256 and RSA-2048 software keys go to
+ *     TPM2_Import under the SRK found by TPM2_GetCapability, with the
+ *     software key's public area (no fixedTPM/fixedParent, noDA without an
+ *     auth value), an outer wrapper only (no inner key, symmetricAlg NULL)
+ *     and a seed; the key file holds the TPM's private blob, the public
+ *     area, the parent and emptyAuth.  (That the duplicate decrypts to the
+ *     key is test_tpm2_dup's.)  TPM2_Import refused, a persistent handle
+ *     asked, a key type a TPM cannot hold: one error, no key file.
+ * Not here: sealing and unsealing data keys (tpm2_seal.c) run through a
+ * salted HMAC session with parameter encryption, which this fake TPM does
+ * not implement.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,7 +31,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/obj_mac.h>
 #include <openssl/sha.h>
 #include <tss2/tss2_mu.h>
@@ -28,6 +41,7 @@
 #include "backend/tpm2/tpm2_internal.h"
 #include "fake_tcti.h"
 #include "util/error.h"
+#include "util/tss2_keyfile.h"
 
 #define SRK 0x81000001u
 #define EC_KEY 0x81000002u
@@ -44,6 +58,7 @@ static struct {
 } objects[4];
 static UINT32 page_size = TPM2_MAX_CAP_HANDLES;
 static TPM2_HANDLE evicted;
+static EVP_PKEY *srk_key;          /* the SRK's key pair: a real point for the import seed */
 
 static TPM2B_PUBLIC ecc_public(TPMA_OBJECT attrs)
 {
@@ -64,40 +79,63 @@ static TPM2B_PUBLIC ecc_public(TPMA_OBJECT attrs)
     return pub;
 }
 
+/* A storage key: restricted decrypt, AES-128-CFB, the point of srk_key. */
+static void srk_public(TPM2B_PUBLIC *pub, TPMA_OBJECT attrs)
+{
+    unsigned char pt[65];
+    size_t ptlen = 0;
+
+    *pub = ecc_public(attrs | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT);
+    pub->publicArea.parameters.eccDetail.symmetric.algorithm = TPM2_ALG_AES;
+    pub->publicArea.parameters.eccDetail.symmetric.keyBits.aes = 128;
+    pub->publicArea.parameters.eccDetail.symmetric.mode.aes = TPM2_ALG_CFB;
+    if (EVP_PKEY_get_octet_string_param(srk_key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pt,
+                                        sizeof(pt), &ptlen)
+        && ptlen == sizeof(pt)) {
+        memcpy(pub->publicArea.unique.ecc.x.buffer, pt + 1, 32);
+        memcpy(pub->publicArea.unique.ecc.y.buffer, pt + 33, 32);
+    }
+}
+
+static void rsa_public(TPM2B_PUBLIC *pub, TPMA_OBJECT attrs)
+{
+    memset(pub, 0, sizeof(*pub));
+    pub->publicArea.type = TPM2_ALG_RSA;
+    pub->publicArea.nameAlg = TPM2_ALG_SHA256;
+    pub->publicArea.objectAttributes = attrs | TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_DECRYPT;
+    pub->publicArea.parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_NULL;
+    pub->publicArea.parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
+    pub->publicArea.parameters.rsaDetail.keyBits = 2048;
+    pub->publicArea.unique.rsa.size = 256;
+    memset(pub->publicArea.unique.rsa.buffer, 0xc5, 256);
+}
+
+/* Sealed data (a keyedHash object): not a key hwkey can use. */
+static void sealed_public(TPM2B_PUBLIC *pub)
+{
+    memset(pub, 0, sizeof(*pub));
+    pub->publicArea.type = TPM2_ALG_KEYEDHASH;
+    pub->publicArea.nameAlg = TPM2_ALG_SHA256;
+    pub->publicArea.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT
+                                       | TPMA_OBJECT_USERWITHAUTH;
+    pub->publicArea.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL;
+    pub->publicArea.unique.keyedHash.size = 32;
+}
+
 static void objects_reset(void)
 {
     const TPMA_OBJECT key = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT
                             | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH;
-    TPM2B_PUBLIC rsa, sealed;
 
     memset(objects, 0, sizeof(objects));
     objects[0].handle = SRK;
-    objects[0].pub = ecc_public(key | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT);
-    objects[0].pub.publicArea.parameters.eccDetail.symmetric.algorithm = TPM2_ALG_AES;
-    objects[0].pub.publicArea.parameters.eccDetail.symmetric.keyBits.aes = 128;
-    objects[0].pub.publicArea.parameters.eccDetail.symmetric.mode.aes = TPM2_ALG_CFB;
+    srk_public(&objects[0].pub, key);
     objects[1].handle = EC_KEY;
     objects[1].pub = ecc_public(key | TPMA_OBJECT_SIGN_ENCRYPT);
-    memset(&rsa, 0, sizeof(rsa));
-    rsa.publicArea.type = TPM2_ALG_RSA;
-    rsa.publicArea.nameAlg = TPM2_ALG_SHA256;
-    rsa.publicArea.objectAttributes = key | TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_DECRYPT;
-    rsa.publicArea.parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_NULL;
-    rsa.publicArea.parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
-    rsa.publicArea.parameters.rsaDetail.keyBits = 2048;
-    rsa.publicArea.unique.rsa.size = 256;
-    memset(rsa.publicArea.unique.rsa.buffer, 0xc5, 256);
     objects[2].handle = RSA_KEY;
-    objects[2].pub = rsa;
-    memset(&sealed, 0, sizeof(sealed));
-    sealed.publicArea.type = TPM2_ALG_KEYEDHASH;
-    sealed.publicArea.nameAlg = TPM2_ALG_SHA256;
-    sealed.publicArea.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT
-                                         | TPMA_OBJECT_USERWITHAUTH;
-    sealed.publicArea.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL;
-    sealed.publicArea.unique.keyedHash.size = 32;
+    rsa_public(&objects[2].pub, key);
     objects[3].handle = SEALED;
-    objects[3].pub = sealed;
+    sealed_public(&objects[3].pub);
     for (size_t i = 0; i < 4; i++)
         objects[i].present = 1;
     page_size = TPM2_MAX_CAP_HANDLES;
@@ -132,15 +170,27 @@ static void answer_read_public(const uint8_t *cmd, size_t len)
         answer_rc(TPM2_RC_HANDLE + TPM2_RC_1);         /* what a TPM answers: no object */
         return;
     }
-    assert_int_equal(Tss2_MU_TPMT_PUBLIC_Marshal(&pub->publicArea, area, sizeof(area), &alen), 0);
+    if (Tss2_MU_TPMT_PUBLIC_Marshal(&pub->publicArea, area, sizeof(area), &alen) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
     name.name[0] = 0x00;
     name.name[1] = 0x0b;                               /* TPM2_ALG_SHA256 */
     SHA256(area, alen, name.name + 2);
     fake_tcti_rsp_header(TPM2_ST_NO_SESSIONS, TPM2_RC_SUCCESS);
     rsp = fake_tcti_rsp_buf(&size, &off);
-    assert_int_equal(Tss2_MU_TPM2B_PUBLIC_Marshal(pub, rsp, size, &off), 0);
-    assert_int_equal(Tss2_MU_TPM2B_NAME_Marshal(&name, rsp, size, &off), 0);
-    assert_int_equal(Tss2_MU_TPM2B_NAME_Marshal(&name, rsp, size, &off), 0);
+    if (Tss2_MU_TPM2B_PUBLIC_Marshal(pub, rsp, size, &off) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    if (Tss2_MU_TPM2B_NAME_Marshal(&name, rsp, size, &off) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    if (Tss2_MU_TPM2B_NAME_Marshal(&name, rsp, size, &off) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
     fake_tcti_rsp_set_end(off);
     fake_tcti_rsp_finish();
 }
@@ -154,10 +204,22 @@ static void answer_get_capability(const uint8_t *cmd, size_t len)
     TPMI_YES_NO more = TPM2_NO;
     uint8_t *rsp;
 
-    assert_int_equal(Tss2_MU_UINT32_Unmarshal(cmd, len, &in, &cap), 0);
-    assert_int_equal(Tss2_MU_UINT32_Unmarshal(cmd, len, &in, &first), 0);
-    assert_int_equal(Tss2_MU_UINT32_Unmarshal(cmd, len, &in, &count), 0);
-    assert_int_equal(cap, TPM2_CAP_HANDLES);
+    if (Tss2_MU_UINT32_Unmarshal(cmd, len, &in, &cap) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    if (Tss2_MU_UINT32_Unmarshal(cmd, len, &in, &first) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    if (Tss2_MU_UINT32_Unmarshal(cmd, len, &in, &count) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    if (cap != TPM2_CAP_HANDLES) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
     memset(&data, 0, sizeof(data));
     data.capability = TPM2_CAP_HANDLES;
     for (size_t i = 0; i < 4; i++) {
@@ -171,8 +233,14 @@ static void answer_get_capability(const uint8_t *cmd, size_t len)
     }
     fake_tcti_rsp_header(TPM2_ST_NO_SESSIONS, TPM2_RC_SUCCESS);
     rsp = fake_tcti_rsp_buf(&size, &off);
-    assert_int_equal(Tss2_MU_BYTE_Marshal(more, rsp, size, &off), 0);
-    assert_int_equal(Tss2_MU_TPMS_CAPABILITY_DATA_Marshal(&data, rsp, size, &off), 0);
+    if (Tss2_MU_BYTE_Marshal(more, rsp, size, &off) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    if (Tss2_MU_TPMS_CAPABILITY_DATA_Marshal(&data, rsp, size, &off) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
     fake_tcti_rsp_set_end(off);
     fake_tcti_rsp_finish();
 }
@@ -185,10 +253,19 @@ static void answer_evict_control(const uint8_t *cmd, size_t len)
     TPM2_HANDLE persistent = 0;
 
     /* header (10), auth handle, object handle, authorizationSize, sessions, parameter */
-    assert_int_equal(Tss2_MU_UINT32_Unmarshal(cmd, len, &in, &auth_size), 0);
+    if (Tss2_MU_UINT32_Unmarshal(cmd, len, &in, &auth_size) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
     in += auth_size;
-    assert_int_equal(Tss2_MU_UINT32_Unmarshal(cmd, len, &in, &persistent), 0);
-    assert_int_equal(fake_tcti_cmd_handle(cmd, len), TPM2_RH_OWNER);
+    if (Tss2_MU_UINT32_Unmarshal(cmd, len, &in, &persistent) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    if (fake_tcti_cmd_handle(cmd, len) != TPM2_RH_OWNER) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
     evicted = persistent;
     for (size_t i = 0; i < 4; i++)
         if (objects[i].handle == persistent)
@@ -210,13 +287,19 @@ static void answer_get_random(const uint8_t *cmd, size_t len)
     TPM2B_DIGEST d = {0};
     uint8_t *rsp;
 
-    assert_int_equal(Tss2_MU_UINT16_Unmarshal(cmd, len, &in, &want), 0);
+    if (Tss2_MU_UINT16_Unmarshal(cmd, len, &in, &want) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
     d.size = want < RANDOM_CHUNK ? want : RANDOM_CHUNK;
     for (UINT16 i = 0; i < d.size; i++)
         d.buffer[i] = (BYTE)(0x40 + random_served++);
     fake_tcti_rsp_header(TPM2_ST_NO_SESSIONS, TPM2_RC_SUCCESS);
     rsp = fake_tcti_rsp_buf(&size, &off);
-    assert_int_equal(Tss2_MU_TPM2B_DIGEST_Marshal(&d, rsp, size, &off), 0);
+    if (Tss2_MU_TPM2B_DIGEST_Marshal(&d, rsp, size, &off) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
     fake_tcti_rsp_set_end(off);
     fake_tcti_rsp_finish();
 }
@@ -230,7 +313,10 @@ static void answer_get_random_empty(const uint8_t *cmd, size_t len)
     (void)len;
     fake_tcti_rsp_header(TPM2_ST_NO_SESSIONS, TPM2_RC_SUCCESS);
     rsp = fake_tcti_rsp_buf(&size, &off);
-    assert_int_equal(Tss2_MU_UINT16_Marshal(0, rsp, size, &off), 0);
+    if (Tss2_MU_UINT16_Marshal(0, rsp, size, &off) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
     fake_tcti_rsp_set_end(off);
     fake_tcti_rsp_finish();
 }
@@ -260,6 +346,8 @@ static int teardown(void **state)
     hwkey_tpm2_backend.close(dev);
     dev = NULL;
     ERR_clear_error();
+    /* A responder that could not parse a command says so here, outside the TPM lock. */
+    assert_int_equal(fake_tcti_broken(), 0);
     return 0;
 }
 
@@ -435,6 +523,196 @@ static void test_random(void **state)
     assert_one_error(HWKEY_R_DEVICE_ERROR, "TPM2_GetRandom returned no bytes");
 }
 
+/* --- import --------------------------------------------------------------------------- */
+
+/* What the fake TPM received in the last TPM2_Import. */
+static struct {
+    TPM2_HANDLE parent;
+    TPM2B_DATA encryption_key;
+    TPM2B_PUBLIC object;
+    TPM2B_PRIVATE duplicate;
+    TPM2B_ENCRYPTED_SECRET seed;
+    TPMT_SYM_DEF_OBJECT sym;
+} imported;
+static const BYTE tpm_private[] = "the TPM's outPrivate";
+
+/* TPM2_Import(parent, session, encryptionKey, objectPublic, duplicate, inSymSeed, symmetricAlg). */
+static void answer_import(const uint8_t *cmd, size_t len)
+{
+    size_t in = 14, size, off;
+    UINT32 auth_size = 0;
+    TPM2B_PRIVATE out = {.size = sizeof(tpm_private)};
+    uint8_t *rsp;
+
+    memset(&imported, 0, sizeof(imported));
+    imported.parent = fake_tcti_cmd_handle(cmd, len);
+    if (Tss2_MU_UINT32_Unmarshal(cmd, len, &in, &auth_size) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    in += auth_size;
+    if (Tss2_MU_TPM2B_DATA_Unmarshal(cmd, len, &in, &imported.encryption_key) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(cmd, len, &in, &imported.object) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    if (Tss2_MU_TPM2B_PRIVATE_Unmarshal(cmd, len, &in, &imported.duplicate) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    if (Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal(cmd, len, &in, &imported.seed) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    if (Tss2_MU_TPMT_SYM_DEF_OBJECT_Unmarshal(cmd, len, &in, &imported.sym) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    if (in != len) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    memcpy(out.buffer, tpm_private, sizeof(tpm_private));
+    fake_tcti_rsp_header(TPM2_ST_SESSIONS, TPM2_RC_SUCCESS);
+    fake_tcti_rsp_params_begin();
+    rsp = fake_tcti_rsp_buf(&size, &off);
+    if (Tss2_MU_TPM2B_PRIVATE_Marshal(&out, rsp, size, &off) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    fake_tcti_rsp_set_end(off);
+    fake_tcti_rsp_params_end();
+    fake_tcti_rsp_finish();
+}
+
+/* The key file of out, checked against what the TPM received and the software key. */
+static void check_imported_file(const HWKEY_REFBLOB *out, int empty_auth)
+{
+    HWKEY_TSS2_KEYFILE kf;
+    TPM2B_PUBLIC pub = {0};        /* tss2-mu reads a TPM2B's size before unmarshalling into it */
+    TPM2B_PRIVATE priv = {0};
+    size_t off = 0;
+    TPMA_OBJECT attrs = imported.object.publicArea.objectAttributes;
+
+    assert_int_equal(out->kind, HWKEY_REF_TSS2_KEYFILE);
+    assert_int_equal(hwkey_tss2_keyfile_decode(out->data, out->len, &kf), 1);
+    assert_int_equal(kf.type, HWKEY_TSS2_LOADABLE);
+    assert_int_equal(kf.parent, SRK);
+    assert_int_equal(kf.empty_auth, empty_auth);
+    assert_int_equal(Tss2_MU_TPM2B_PUBLIC_Unmarshal(kf.pubkey, kf.pubkey_len, &off, &pub), 0);
+    assert_int_equal(off, kf.pubkey_len);
+    /* Compared marshalled: a struct's unused union and buffer bytes are not the key. */
+    {
+        uint8_t a[sizeof(TPM2B_PUBLIC)], b[sizeof(TPM2B_PUBLIC)];
+        size_t alen = 0, blen = 0;
+
+        assert_int_equal(Tss2_MU_TPM2B_PUBLIC_Marshal(&pub, a, sizeof(a), &alen), 0);
+        assert_int_equal(Tss2_MU_TPM2B_PUBLIC_Marshal(&imported.object, b, sizeof(b), &blen), 0);
+        assert_int_equal(alen, blen);
+        assert_memory_equal(a, b, alen);
+    }
+    off = 0;
+    assert_int_equal(Tss2_MU_TPM2B_PRIVATE_Unmarshal(kf.privkey, kf.privkey_len, &off, &priv), 0);
+    assert_int_equal(priv.size, sizeof(tpm_private));
+    assert_memory_equal(priv.buffer, tpm_private, sizeof(tpm_private));
+    hwkey_tss2_keyfile_clear(&kf);
+    /* Under the SRK, outer wrapper only, a seed for the SRK's ECDH. */
+    assert_int_equal(imported.parent, SRK);
+    assert_int_equal(imported.encryption_key.size, 0);
+    assert_int_equal(imported.sym.algorithm, TPM2_ALG_NULL);
+    assert_true(imported.duplicate.size > 32);
+    assert_int_equal(imported.seed.size, 2 + 32 + 2 + 32);  /* an ephemeral P-256 point */
+    /* Part 3: an imported object is neither fixedTPM nor fixedParent nor TPM-generated. */
+    assert_int_equal(attrs & (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT
+                              | TPMA_OBJECT_SENSITIVEDATAORIGIN),
+                     0);
+    assert_true((attrs & TPMA_OBJECT_SIGN_ENCRYPT) != 0);
+    assert_true((attrs & TPMA_OBJECT_USERWITHAUTH) != 0);
+    assert_int_equal((attrs & TPMA_OBJECT_NODA) != 0, empty_auth);
+}
+
+static void test_import_ec_and_rsa(void **state)
+{
+    EVP_PKEY *ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    HWKEY_GENOPTS with_auth = {.auth = "pw", .auth_len = 2};
+    HWKEY_REFBLOB out = {0};
+    unsigned char pt[65], n[256];
+    size_t ptlen = 0;
+    BIGNUM *bn = NULL;
+
+    (void)state;
+    open_device(NULL, 0);
+    fake_tcti_on(TPM2_CC_Import, answer_import);
+    assert_int_equal(hwkey_tpm2_backend.key_import(dev, ec, NULL, &out), 1);
+    assert_int_equal(ERR_peek_error(), 0);
+    check_imported_file(&out, 1);
+    /* The public area is the software key's. */
+    assert_int_equal(imported.object.publicArea.type, TPM2_ALG_ECC);
+    assert_int_equal(imported.object.publicArea.parameters.eccDetail.curveID, TPM2_ECC_NIST_P256);
+    assert_int_equal(EVP_PKEY_get_octet_string_param(ec, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pt,
+                                                     sizeof(pt), &ptlen),
+                     1);
+    assert_memory_equal(imported.object.publicArea.unique.ecc.x.buffer, pt + 1, 32);
+    assert_memory_equal(imported.object.publicArea.unique.ecc.y.buffer, pt + 33, 32);
+    /* The SRK was found through TPM2_GetCapability, then read. */
+    assert_true(fake_tcti_count(TPM2_CC_GetCapability) >= 1);
+    assert_int_equal(fake_tcti_count(TPM2_CC_Import), 1);
+    OPENSSL_free(out.data);
+
+    assert_int_equal(hwkey_tpm2_backend.key_import(dev, rsa, &with_auth, &out), 1);
+    check_imported_file(&out, 0);
+    assert_int_equal(imported.object.publicArea.type, TPM2_ALG_RSA);
+    assert_int_equal(imported.object.publicArea.parameters.rsaDetail.keyBits, 2048);
+    assert_int_equal(imported.object.publicArea.parameters.rsaDetail.exponent, 0); /* 65537 */
+    assert_int_equal(EVP_PKEY_get_bn_param(rsa, OSSL_PKEY_PARAM_RSA_N, &bn), 1);
+    assert_int_equal(BN_bn2binpad(bn, n, sizeof(n)), 256);
+    assert_int_equal(imported.object.publicArea.unique.rsa.size, 256);
+    assert_memory_equal(imported.object.publicArea.unique.rsa.buffer, n, 256);
+    BN_free(bn);
+    OPENSSL_free(out.data);
+    EVP_PKEY_free(ec);
+    EVP_PKEY_free(rsa);
+}
+
+static void test_import_refusals(void **state)
+{
+    static const FAKE_TCTI_STEP refused[] = {
+        {TPM2_CC_Import, TPM2_RC_INTEGRITY + TPM2_RC_P + TPM2_RC_3},
+    };
+    EVP_PKEY *ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    EVP_PKEY *ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    EVP_PKEY *k1 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "secp256k1");
+    HWKEY_GENOPTS persist = {.persist_handle = 0x81000020};
+    HWKEY_REFBLOB out = {0};
+
+    (void)state;
+    open_device(NULL, 0);
+    fake_tcti_on(TPM2_CC_Import, answer_import);
+    /* Refused before any TPM command. */
+    assert_int_equal(hwkey_tpm2_backend.key_import(dev, ec, &persist, &out), 0);
+    assert_one_error(HWKEY_R_BAD_ARGUMENT, "imported TPM keys are key files");
+    assert_int_equal(hwkey_tpm2_backend.key_import(dev, ed, NULL, &out), 0);
+    assert_one_error(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                     "ED25519 keys cannot be imported into a TPM (TPM keys are EC or RSA)");
+    assert_int_equal(hwkey_tpm2_backend.key_import(dev, k1, NULL, &out), 0);
+    assert_one_error(HWKEY_R_UNSUPPORTED_ALGORITHM, "EC curve secp256k1 is not a TPM curve");
+    assert_int_equal(fake_tcti_count(0), 0);
+    /* The TPM refuses the blob: one error naming TPM2_Import and its code, no key file. */
+    fake_tcti_script(refused, 1);
+    assert_int_equal(hwkey_tpm2_backend.key_import(dev, ec, NULL, &out), 0);
+    assert_one_error(HWKEY_R_DEVICE_ERROR, "importing the key into the TPM (TPM2_Import): "
+                                           "TPM_RC_INTEGRITY");
+    assert_null(out.data);
+    assert_int_equal(fake_tcti_served(), 1);
+    EVP_PKEY_free(ec);
+    EVP_PKEY_free(ed);
+    EVP_PKEY_free(k1);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_teardown(name, teardown)
@@ -445,9 +723,16 @@ int main(void)
         T(test_delete),
         T(test_delete_refusals),
         T(test_random),
+        T(test_import_ec_and_rsa),
+        T(test_import_refusals),
     };
 #undef T
 
+    int failed;
+
     setenv("TSS2_LOG", "all+NONE", 1);
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    srk_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    failed = cmocka_run_group_tests(tests, NULL, NULL);
+    EVP_PKEY_free(srk_key);
+    return failed;
 }
