@@ -3,37 +3,22 @@
  * the PKCS#11 2.40 rules the backend relies on (private objects hidden
  * before login, sensitive attributes unreadable, the length query of
  * C_GetAttributeValue, CKR_USER_ALREADY_LOGGED_IN, sessions closed by
- * C_Finalize) and does the cryptography with OpenSSL.
+ * C_Finalize) and does the cryptography with OpenSSL (fake_pkcs11_keys.c).
  */
 #include "fake_pkcs11.h"
+#include "fake_pkcs11_internal.h"
 
 #include <string.h>
 
-#include <openssl/bn.h>
 #include <openssl/core_names.h>
-#include <openssl/ec.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/objects.h>
-#include <openssl/param_build.h>
 #include <openssl/rand.h>
-#include <openssl/rsa.h>
 
 #define MAX_OBJS 64
 #define MAX_SESSIONS 32
 #define MAX_TEMPLATES 16
-
-typedef struct {
-    CK_ATTRIBUTE_TYPE type;
-    unsigned char *val;
-    CK_ULONG len;
-} ATTR;
-
-typedef struct {
-    int used;
-    ATTR attrs[FAKE_P11_MAX_ATTRS];
-    size_t n;
-    EVP_PKEY *pkey;                    /* private key objects */
-} OBJ;
 
 typedef struct {
     int open;
@@ -45,7 +30,7 @@ typedef struct {
 } SESSION;
 
 static CK_FUNCTION_LIST fl;
-static OBJ objs[MAX_OBJS];             /* handle = index + 1 */
+static FAKE_OBJ objs[MAX_OBJS];             /* handle = index + 1 */
 static SESSION sessions[MAX_SESSIONS]; /* handle = index + 1 */
 static int initialized, logged_in;
 static CK_FLAGS token_flags;
@@ -103,12 +88,12 @@ static void mech_record(const CK_MECHANISM *m);
 
 /* --- objects ----------------------------------------------------------------- */
 
-static OBJ *obj_of(CK_OBJECT_HANDLE h)
+static FAKE_OBJ *obj_of(CK_OBJECT_HANDLE h)
 {
     return h >= 1 && h <= MAX_OBJS && objs[h - 1].used ? &objs[h - 1] : NULL;
 }
 
-static ATTR *attr_find(OBJ *o, CK_ATTRIBUTE_TYPE type)
+FAKE_ATTR *fake_attr_find(FAKE_OBJ *o, CK_ATTRIBUTE_TYPE type)
 {
     for (size_t i = 0; i < o->n; i++)
         if (o->attrs[i].type == type)
@@ -116,9 +101,9 @@ static ATTR *attr_find(OBJ *o, CK_ATTRIBUTE_TYPE type)
     return NULL;
 }
 
-static void attr_set(OBJ *o, CK_ATTRIBUTE_TYPE type, const void *val, size_t len)
+void fake_attr_set(FAKE_OBJ *o, CK_ATTRIBUTE_TYPE type, const void *val, size_t len)
 {
-    ATTR *a = attr_find(o, type);
+    FAKE_ATTR *a = fake_attr_find(o, type);
 
     if (a == NULL) {
         if (o->n == FAKE_P11_MAX_ATTRS)
@@ -132,27 +117,27 @@ static void attr_set(OBJ *o, CK_ATTRIBUTE_TYPE type, const void *val, size_t len
     a->len = (CK_ULONG)len;
 }
 
-static void attr_set_default(OBJ *o, CK_ATTRIBUTE_TYPE type, const void *val, size_t len)
+void fake_attr_set_default(FAKE_OBJ *o, CK_ATTRIBUTE_TYPE type, const void *val, size_t len)
 {
-    if (attr_find(o, type) == NULL)
-        attr_set(o, type, val, len);
+    if (fake_attr_find(o, type) == NULL)
+        fake_attr_set(o, type, val, len);
 }
 
-static int attr_true(OBJ *o, CK_ATTRIBUTE_TYPE type)
+int fake_attr_true(FAKE_OBJ *o, CK_ATTRIBUTE_TYPE type)
 {
-    ATTR *a = attr_find(o, type);
+    FAKE_ATTR *a = fake_attr_find(o, type);
 
     return a != NULL && a->len == sizeof(CK_BBOOL) && *(CK_BBOOL *)a->val == CK_TRUE;
 }
 
-static CK_ULONG attr_ulong(OBJ *o, CK_ATTRIBUTE_TYPE type, CK_ULONG dflt)
+CK_ULONG fake_attr_ulong(FAKE_OBJ *o, CK_ATTRIBUTE_TYPE type, CK_ULONG dflt)
 {
-    ATTR *a = attr_find(o, type);
+    FAKE_ATTR *a = fake_attr_find(o, type);
 
     return a != NULL && a->len == sizeof(CK_ULONG) ? *(CK_ULONG *)a->val : dflt;
 }
 
-static OBJ *obj_new(CK_OBJECT_HANDLE *h)
+static FAKE_OBJ *obj_new(CK_OBJECT_HANDLE *h)
 {
     for (size_t i = 0; i < MAX_OBJS; i++) {
         if (!objs[i].used) {
@@ -165,7 +150,7 @@ static OBJ *obj_new(CK_OBJECT_HANDLE *h)
     return NULL;
 }
 
-static void obj_free(OBJ *o)
+void fake_obj_free(FAKE_OBJ *o)
 {
     for (size_t i = 0; i < o->n; i++)
         OPENSSL_clear_free(o->attrs[i].val, o->attrs[i].len);
@@ -173,10 +158,10 @@ static void obj_free(OBJ *o)
     memset(o, 0, sizeof(*o));
 }
 
-static void obj_set_template(OBJ *o, const CK_ATTRIBUTE *t, CK_ULONG n)
+static void obj_set_template(FAKE_OBJ *o, const CK_ATTRIBUTE *t, CK_ULONG n)
 {
     for (CK_ULONG i = 0; i < n; i++)
-        attr_set(o, t[i].type, t[i].pValue, t[i].ulValueLen);
+        fake_attr_set(o, t[i].type, t[i].pValue, t[i].ulValueLen);
 }
 
 static void template_record(const CK_ATTRIBUTE *t, CK_ULONG n)
@@ -192,168 +177,6 @@ static void template_record(const CK_ATTRIBUTE *t, CK_ULONG n)
         r->attrs[i].ulValueLen = t[i].ulValueLen;
         r->attrs[i].pValue = OPENSSL_memdup(t[i].pValue, t[i].ulValueLen > 0 ? t[i].ulValueLen : 1);
     }
-}
-
-/* --- keys <-> attributes ---------------------------------------------------------- */
-
-static const struct {
-    CK_MECHANISM_TYPE hash;
-    CK_RSA_PKCS_MGF_TYPE mgf;
-    const char *name;
-} hashes[] = {
-    {CKM_SHA_1, CKG_MGF1_SHA1, "SHA1"},     {CKM_SHA224, CKG_MGF1_SHA224, "SHA224"},
-    {CKM_SHA256, CKG_MGF1_SHA256, "SHA256"}, {CKM_SHA384, CKG_MGF1_SHA384, "SHA384"},
-    {CKM_SHA512, CKG_MGF1_SHA512, "SHA512"},
-};
-
-static const char *hash_name(CK_MECHANISM_TYPE hash, CK_RSA_PKCS_MGF_TYPE mgf)
-{
-    for (size_t i = 0; i < sizeof(hashes) / sizeof(hashes[0]); i++)
-        if ((hash != 0 && hashes[i].hash == hash) || (mgf != 0 && hashes[i].mgf == mgf))
-            return hashes[i].name;
-    return NULL;
-}
-
-static int curve_nid_of(const unsigned char *der, size_t len)
-{
-    const unsigned char *p = der;
-    ASN1_OBJECT *o = d2i_ASN1_OBJECT(NULL, &p, (long)len);
-    int nid = o != NULL ? OBJ_obj2nid(o) : NID_undef;
-
-    ASN1_OBJECT_free(o);
-    return nid;
-}
-
-static void set_oid(OBJ *o, int nid)
-{
-    unsigned char *der = NULL;
-    int len = i2d_ASN1_OBJECT(OBJ_nid2obj(nid), &der);
-
-    if (len > 0)
-        attr_set(o, CKA_EC_PARAMS, der, (size_t)len);
-    OPENSSL_free(der);
-}
-
-static void set_bn(OBJ *o, CK_ATTRIBUTE_TYPE type, EVP_PKEY *pkey, const char *name)
-{
-    BIGNUM *bn = NULL;
-    unsigned char buf[1024];
-    int len;
-
-    if (EVP_PKEY_get_bn_param(pkey, name, &bn) && (len = BN_bn2bin(bn, buf)) > 0)
-        attr_set(o, type, buf, (size_t)len);
-    BN_free(bn);
-}
-
-/* CKA_EC_POINT: the encoded point in a DER OCTET STRING. */
-static void set_point(OBJ *o, const unsigned char *pt, size_t len)
-{
-    unsigned char der[200];
-    size_t hdr = len < 0x80 ? 2 : 3;
-
-    der[0] = 0x04;
-    if (hdr == 3) {
-        der[1] = 0x81;
-        der[2] = (unsigned char)len;
-    } else {
-        der[1] = (unsigned char)len;
-    }
-    memcpy(der + hdr, pt, len);
-    attr_set(o, CKA_EC_POINT, der, hdr + len);
-}
-
-/* The type attributes of pkey on o: class, key type, public values (and the point if pub). */
-static void key_attrs(OBJ *o, EVP_PKEY *pkey, int pub)
-{
-    CK_OBJECT_CLASS klass = pub ? CKO_PUBLIC_KEY : CKO_PRIVATE_KEY;
-    CK_KEY_TYPE kt;
-    unsigned char pt[200];
-    size_t ptlen = 0;
-
-    attr_set_default(o, CKA_CLASS, &klass, sizeof(klass));
-    if (EVP_PKEY_is_a(pkey, "RSA")) {
-        kt = CKK_RSA;
-        set_bn(o, CKA_MODULUS, pkey, OSSL_PKEY_PARAM_RSA_N);
-        set_bn(o, CKA_PUBLIC_EXPONENT, pkey, OSSL_PKEY_PARAM_RSA_E);
-    } else if (EVP_PKEY_is_a(pkey, "EC")) {
-        char group[64];
-
-        kt = CKK_EC;
-        EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-                                       NULL);
-        set_oid(o, OBJ_sn2nid(group) != NID_undef ? OBJ_sn2nid(group) : OBJ_txt2nid(group));
-        if (pub && EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pt,
-                                                   sizeof(pt), &ptlen))
-            set_point(o, pt, ptlen);
-    } else {
-        kt = CKK_EC_EDWARDS;
-        set_oid(o, NID_ED25519);
-        ptlen = sizeof(pt);
-        if (pub && EVP_PKEY_get_raw_public_key(pkey, pt, &ptlen))
-            set_point(o, pt, ptlen);
-    }
-    attr_set_default(o, CKA_KEY_TYPE, &kt, sizeof(kt));
-}
-
-static BIGNUM *attr_bn(OBJ *o, CK_ATTRIBUTE_TYPE type)
-{
-    ATTR *a = attr_find(o, type);
-
-    return a != NULL ? BN_bin2bn(a->val, (int)a->len, NULL) : NULL;
-}
-
-/* The EVP_PKEY of a private key object made by C_CreateObject (an import). */
-static EVP_PKEY *key_from_attrs(OBJ *o)
-{
-    static const struct {
-        CK_ATTRIBUTE_TYPE type;
-        const char *name;
-    } rsa[] = {
-        {CKA_MODULUS, OSSL_PKEY_PARAM_RSA_N}, {CKA_PUBLIC_EXPONENT, OSSL_PKEY_PARAM_RSA_E},
-        {CKA_PRIVATE_EXPONENT, OSSL_PKEY_PARAM_RSA_D},
-        {CKA_PRIME_1, OSSL_PKEY_PARAM_RSA_FACTOR1}, {CKA_PRIME_2, OSSL_PKEY_PARAM_RSA_FACTOR2},
-        {CKA_EXPONENT_1, OSSL_PKEY_PARAM_RSA_EXPONENT1},
-        {CKA_EXPONENT_2, OSSL_PKEY_PARAM_RSA_EXPONENT2},
-        {CKA_COEFFICIENT, OSSL_PKEY_PARAM_RSA_COEFFICIENT1},
-    };
-    CK_KEY_TYPE kt = attr_ulong(o, CKA_KEY_TYPE, (CK_ULONG)-1);
-    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
-    OSSL_PARAM *params = NULL;
-    EVP_PKEY_CTX *ctx = NULL;
-    EVP_PKEY *pkey = NULL;
-    BIGNUM *bns[8] = {NULL};
-    ATTR *a;
-    int ok = bld != NULL;
-
-    if (kt == CKK_EC_EDWARDS) {
-        OSSL_PARAM_BLD_free(bld);
-        a = attr_find(o, CKA_VALUE);
-        return a != NULL ? EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, a->val, a->len)
-                         : NULL;
-    }
-    if (kt == CKK_RSA) {
-        for (size_t i = 0; ok && i < sizeof(rsa) / sizeof(rsa[0]); i++)
-            ok = (bns[i] = attr_bn(o, rsa[i].type)) != NULL
-                && OSSL_PARAM_BLD_push_BN(bld, rsa[i].name, bns[i]);
-    } else if (kt == CKK_EC) {
-        a = attr_find(o, CKA_EC_PARAMS);
-        ok = ok && a != NULL && (bns[0] = attr_bn(o, CKA_VALUE)) != NULL
-            && OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
-                                               OBJ_nid2sn(curve_nid_of(a->val, a->len)), 0)
-            && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, bns[0]);
-    } else {
-        ok = 0;
-    }
-    if (ok && (params = OSSL_PARAM_BLD_to_param(bld)) != NULL
-        && (ctx = EVP_PKEY_CTX_new_from_name(NULL, kt == CKK_RSA ? "RSA" : "EC", NULL)) != NULL
-        && EVP_PKEY_fromdata_init(ctx) > 0)
-        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_KEYPAIR, params);
-    for (size_t i = 0; i < 8; i++)
-        BN_clear_free(bns[i]);
-    OSSL_PARAM_free(params);
-    OSSL_PARAM_BLD_free(bld);
-    EVP_PKEY_CTX_free(ctx);
-    return pkey;
 }
 
 /* --- the public API ------------------------------------------------------------------ */
@@ -387,34 +210,34 @@ CK_OBJECT_HANDLE fake_p11_add_key(EVP_PKEY *pkey, const char *label, const unsig
 {
     static CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
     CK_OBJECT_HANDLE hpriv = 0, hpub = 0;
-    OBJ *o = obj_new(&hpriv), *p;
+    FAKE_OBJ *o = obj_new(&hpriv), *p;
     int rsa = EVP_PKEY_is_a(pkey, "RSA");
 
     if (o == NULL)
         return CK_INVALID_HANDLE;
-    key_attrs(o, pkey, 0);
-    attr_set(o, CKA_TOKEN, &yes, 1);
-    attr_set(o, CKA_PRIVATE, &yes, 1);
-    attr_set(o, CKA_SENSITIVE, &yes, 1);
-    attr_set(o, CKA_EXTRACTABLE, &no, 1);
-    attr_set(o, CKA_SIGN, &yes, 1);
-    attr_set(o, CKA_DECRYPT, rsa ? &yes : &no, 1);
-    attr_set(o, CKA_DERIVE, EVP_PKEY_is_a(pkey, "EC") ? &yes : &no, 1);
+    fake_key_attrs(o, pkey, 0);
+    fake_attr_set(o, CKA_TOKEN, &yes, 1);
+    fake_attr_set(o, CKA_PRIVATE, &yes, 1);
+    fake_attr_set(o, CKA_SENSITIVE, &yes, 1);
+    fake_attr_set(o, CKA_EXTRACTABLE, &no, 1);
+    fake_attr_set(o, CKA_SIGN, &yes, 1);
+    fake_attr_set(o, CKA_DECRYPT, rsa ? &yes : &no, 1);
+    fake_attr_set(o, CKA_DERIVE, EVP_PKEY_is_a(pkey, "EC") ? &yes : &no, 1);
     if (label != NULL)
-        attr_set(o, CKA_LABEL, label, strlen(label));
+        fake_attr_set(o, CKA_LABEL, label, strlen(label));
     if (id != NULL)
-        attr_set(o, CKA_ID, id, id_len);
+        fake_attr_set(o, CKA_ID, id, id_len);
     EVP_PKEY_up_ref(pkey);
     o->pkey = pkey;
     if (with_pub && (p = obj_new(&hpub)) != NULL) {
-        key_attrs(p, pkey, 1);
-        attr_set(p, CKA_TOKEN, &yes, 1);
-        attr_set(p, CKA_PRIVATE, &no, 1);
-        attr_set(p, CKA_VERIFY, &yes, 1);
+        fake_key_attrs(p, pkey, 1);
+        fake_attr_set(p, CKA_TOKEN, &yes, 1);
+        fake_attr_set(p, CKA_PRIVATE, &no, 1);
+        fake_attr_set(p, CKA_VERIFY, &yes, 1);
         if (label != NULL)
-            attr_set(p, CKA_LABEL, label, strlen(label));
+            fake_attr_set(p, CKA_LABEL, label, strlen(label));
         if (id != NULL)
-            attr_set(p, CKA_ID, id, id_len);
+            fake_attr_set(p, CKA_ID, id, id_len);
     }
     return hpriv;
 }
@@ -425,24 +248,24 @@ CK_OBJECT_HANDLE fake_p11_add_cert(const unsigned char *der, size_t len, const c
     static CK_OBJECT_CLASS klass = CKO_CERTIFICATE;
     static CK_BBOOL no = CK_FALSE;
     CK_OBJECT_HANDLE h = 0;
-    OBJ *o = obj_new(&h);
+    FAKE_OBJ *o = obj_new(&h);
 
     if (o == NULL)
         return CK_INVALID_HANDLE;
-    attr_set(o, CKA_CLASS, &klass, sizeof(klass));
-    attr_set(o, CKA_PRIVATE, &no, 1);
-    attr_set(o, CKA_VALUE, der, len);
+    fake_attr_set(o, CKA_CLASS, &klass, sizeof(klass));
+    fake_attr_set(o, CKA_PRIVATE, &no, 1);
+    fake_attr_set(o, CKA_VALUE, der, len);
     if (label != NULL)
-        attr_set(o, CKA_LABEL, label, strlen(label));
+        fake_attr_set(o, CKA_LABEL, label, strlen(label));
     if (id != NULL)
-        attr_set(o, CKA_ID, id, id_len);
+        fake_attr_set(o, CKA_ID, id, id_len);
     return h;
 }
 
 void fake_p11_drop_attr(CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type)
 {
-    OBJ *o = obj_of(h);
-    ATTR *a = o != NULL ? attr_find(o, type) : NULL;
+    FAKE_OBJ *o = obj_of(h);
+    FAKE_ATTR *a = o != NULL ? fake_attr_find(o, type) : NULL;
 
     if (a == NULL)
         return;
@@ -461,8 +284,8 @@ size_t fake_p11_object_count(void)
 
 const void *fake_p11_attr(CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, CK_ULONG *len)
 {
-    OBJ *o = obj_of(h);
-    ATTR *a = o != NULL ? attr_find(o, type) : NULL;
+    FAKE_OBJ *o = obj_of(h);
+    FAKE_ATTR *a = o != NULL ? fake_attr_find(o, type) : NULL;
 
     if (a == NULL)
         return NULL;
@@ -472,7 +295,7 @@ const void *fake_p11_attr(CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, CK_ULONG *
 
 EVP_PKEY *fake_p11_key_of(CK_OBJECT_HANDLE h)
 {
-    OBJ *o = obj_of(h);
+    FAKE_OBJ *o = obj_of(h);
 
     return o != NULL ? o->pkey : NULL;
 }
@@ -697,15 +520,15 @@ static CK_RV f_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin
 
 /* --- objects ------------------------------------------------------------------------ */
 
-static int visible(OBJ *o)
+static int visible(FAKE_OBJ *o)
 {
-    return !attr_true(o, CKA_PRIVATE) || logged_in;
+    return !fake_attr_true(o, CKA_PRIVATE) || logged_in;
 }
 
-static int matches(OBJ *o, const CK_ATTRIBUTE *t, CK_ULONG n)
+static int matches(FAKE_OBJ *o, const CK_ATTRIBUTE *t, CK_ULONG n)
 {
     for (CK_ULONG i = 0; i < n; i++) {
-        ATTR *a = attr_find(o, t[i].type);
+        FAKE_ATTR *a = fake_attr_find(o, t[i].type);
 
         if (a == NULL || a->len != t[i].ulValueLen
             || (a->len > 0 && memcmp(a->val, t[i].pValue, a->len) != 0))
@@ -774,7 +597,7 @@ static CK_RV f_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_A
                                  CK_ULONG n)
 {
     CK_RV rv = scripted(FAKE_C_GetAttributeValue);
-    OBJ *o = obj_of(obj);
+    FAKE_OBJ *o = obj_of(obj);
     CK_RV result = CKR_OK;
 
     if (rv != CKR_OK)
@@ -784,9 +607,9 @@ static CK_RV f_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_A
     if (o == NULL || !visible(o))
         return CKR_OBJECT_HANDLE_INVALID;
     for (CK_ULONG i = 0; i < n; i++) {
-        ATTR *a = attr_find(o, t[i].type);
+        FAKE_ATTR *a = fake_attr_find(o, t[i].type);
 
-        if (a != NULL && sensitive_attr(a->type) && attr_true(o, CKA_SENSITIVE)) {
+        if (a != NULL && sensitive_attr(a->type) && fake_attr_true(o, CKA_SENSITIVE)) {
             t[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
             result = CKR_ATTRIBUTE_SENSITIVE;
         } else if (a == NULL) {
@@ -809,7 +632,7 @@ static CK_RV f_CreateObject(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_ULONG n,
                             CK_OBJECT_HANDLE_PTR out)
 {
     CK_RV rv = scripted(FAKE_C_CreateObject);
-    OBJ *o;
+    FAKE_OBJ *o;
 
     if (rv != CKR_OK)
         return rv;
@@ -819,16 +642,16 @@ static CK_RV f_CreateObject(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_ULONG n,
     if ((o = obj_new(out)) == NULL)
         return CKR_DEVICE_MEMORY;
     obj_set_template(o, t, n);
-    if (attr_true(o, CKA_PRIVATE) && !logged_in) {
-        obj_free(o);
+    if (fake_attr_true(o, CKA_PRIVATE) && !logged_in) {
+        fake_obj_free(o);
         return CKR_USER_NOT_LOGGED_IN;
     }
-    if (attr_ulong(o, CKA_CLASS, (CK_ULONG)-1) == CKO_PRIVATE_KEY) {
+    if (fake_attr_ulong(o, CKA_CLASS, (CK_ULONG)-1) == CKO_PRIVATE_KEY) {
         crypto_begin();
-        o->pkey = key_from_attrs(o);
+        o->pkey = fake_key_from_attrs(o);
         crypto_end();
         if (o->pkey == NULL) {
-            obj_free(o);
+            fake_obj_free(o);
             return CKR_TEMPLATE_INCONSISTENT;
         }
     }
@@ -838,7 +661,7 @@ static CK_RV f_CreateObject(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_ULONG n,
 static CK_RV f_DestroyObject(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
 {
     CK_RV rv = scripted(FAKE_C_DestroyObject);
-    OBJ *o = obj_of(obj);
+    FAKE_OBJ *o = obj_of(obj);
 
     if (rv != CKR_OK)
         return rv;
@@ -846,7 +669,7 @@ static CK_RV f_DestroyObject(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj)
         return CKR_SESSION_HANDLE_INVALID;
     if (o == NULL)
         return CKR_OBJECT_HANDLE_INVALID;
-    obj_free(o);
+    fake_obj_free(o);
     return CKR_OK;
 }
 
@@ -856,8 +679,8 @@ static CK_RV f_GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_ATTRI
 {
     CK_RV rv = scripted(FAKE_C_GenerateKeyPair);
     EVP_PKEY *pkey = NULL;
-    OBJ tmp = {0}, *pub, *priv;
-    ATTR *a;
+    FAKE_OBJ tmp = {0}, *pub, *priv;
+    FAKE_ATTR *a;
 
     if (rv != CKR_OK)
         return rv;
@@ -872,25 +695,25 @@ static CK_RV f_GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_ATTRI
     crypto_begin();
     if (m->mechanism == CKM_RSA_PKCS_KEY_PAIR_GEN)
         pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA",
-                                 (size_t)attr_ulong(&tmp, CKA_MODULUS_BITS, 2048));
-    else if (m->mechanism == CKM_EC_KEY_PAIR_GEN && (a = attr_find(&tmp, CKA_EC_PARAMS)) != NULL)
-        pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", OBJ_nid2sn(curve_nid_of(a->val, a->len)));
+                                 (size_t)fake_attr_ulong(&tmp, CKA_MODULUS_BITS, 2048));
+    else if (m->mechanism == CKM_EC_KEY_PAIR_GEN && (a = fake_attr_find(&tmp, CKA_EC_PARAMS)) != NULL)
+        pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", OBJ_nid2sn(fake_curve_nid(a->val, a->len)));
     else if (m->mechanism == CKM_EC_EDWARDS_KEY_PAIR_GEN)
         pkey = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
     crypto_end();
-    obj_free(&tmp);
+    fake_obj_free(&tmp);
     if (pkey == NULL)
         return CKR_TEMPLATE_INCONSISTENT;
     if ((pub = obj_new(hpub)) == NULL || (priv = obj_new(hpriv)) == NULL) {
         if (pub != NULL)
-            obj_free(pub);
+            fake_obj_free(pub);
         EVP_PKEY_free(pkey);
         return CKR_DEVICE_MEMORY;
     }
     obj_set_template(pub, pubt, npub);
     obj_set_template(priv, privt, npriv);
-    key_attrs(pub, pkey, 1);
-    key_attrs(priv, pkey, 0);
+    fake_key_attrs(pub, pkey, 1);
+    fake_key_attrs(priv, pkey, 0);
     priv->pkey = pkey;
     return CKR_OK;
 }
@@ -927,7 +750,7 @@ static CK_RV op_init(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k
                      CK_ATTRIBUTE_TYPE allowed)
 {
     SESSION *s = session_of(h);
-    OBJ *o = obj_of(key);
+    FAKE_OBJ *o = obj_of(key);
 
     if (s == NULL)
         return CKR_SESSION_HANDLE_INVALID;
@@ -937,7 +760,7 @@ static CK_RV op_init(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k
         return CKR_KEY_HANDLE_INVALID;
     if (!mech_listed(m->mechanism))
         return CKR_MECHANISM_INVALID;
-    if (!attr_true(o, allowed))
+    if (!fake_attr_true(o, allowed))
         return CKR_KEY_FUNCTION_NOT_PERMITTED;
     mech_record(m);
     s->op = op;
@@ -959,77 +782,10 @@ static CK_RV f_DecryptInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HA
     return rv != CKR_OK ? rv : op_init(h, m, key, OP_DECRYPT, CKA_DECRYPT);
 }
 
-/* ECDSA: OpenSSL's DER signature as r || s of the field's width. */
-static int ecdsa_raw(EVP_PKEY *pkey, const unsigned char *in, size_t inlen, unsigned char *out,
-                     size_t *outlen)
-{
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(pkey, NULL);
-    unsigned char der[160];
-    const unsigned char *p = der;
-    size_t derlen = sizeof(der), n = ((size_t)EVP_PKEY_get_bits(pkey) + 7) / 8;
-    ECDSA_SIG *sig = NULL;
-    int ok = ctx != NULL && EVP_PKEY_sign_init(ctx) > 0
-        && EVP_PKEY_sign(ctx, der, &derlen, in, inlen) > 0
-        && (sig = d2i_ECDSA_SIG(NULL, &p, (long)derlen)) != NULL && *outlen >= 2 * n
-        && BN_bn2binpad(ECDSA_SIG_get0_r(sig), out, (int)n) == (int)n
-        && BN_bn2binpad(ECDSA_SIG_get0_s(sig), out + n, (int)n) == (int)n;
-
-    *outlen = 2 * n;
-    ECDSA_SIG_free(sig);
-    EVP_PKEY_CTX_free(ctx);
-    return ok;
-}
-
-static int rsa_op(EVP_PKEY *pkey, const CK_MECHANISM *m, int decrypt, const unsigned char *in,
-                  size_t inlen, unsigned char *out, size_t *outlen)
-{
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(pkey, NULL);
-    int ok = ctx != NULL && (decrypt ? EVP_PKEY_decrypt_init(ctx) : EVP_PKEY_sign_init(ctx)) > 0;
-
-    if (ok && m->mechanism == CKM_RSA_PKCS) {
-        ok = EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) > 0;
-    } else if (ok && m->mechanism == CKM_RSA_PKCS_PSS) {
-        const CK_RSA_PKCS_PSS_PARAMS *p = m->pParameter;
-        const char *md = p != NULL ? hash_name(p->hashAlg, 0) : NULL;
-        const char *mgf = p != NULL ? hash_name(0, p->mgf) : NULL;
-
-        ok = md != NULL && mgf != NULL && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) > 0
-            && EVP_PKEY_CTX_set_signature_md(ctx, EVP_get_digestbyname(md)) > 0
-            && EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_get_digestbyname(mgf)) > 0
-            && EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, (int)p->sLen) > 0;
-    } else if (ok && m->mechanism == CKM_RSA_PKCS_OAEP) {
-        const CK_RSA_PKCS_OAEP_PARAMS *p = m->pParameter;
-        const char *md = p != NULL ? hash_name(p->hashAlg, 0) : NULL;
-        const char *mgf = p != NULL ? hash_name(0, p->mgf) : NULL;
-        unsigned char *label = NULL;
-
-        ok = md != NULL && mgf != NULL && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0
-            && EVP_PKEY_CTX_set_rsa_oaep_md(ctx, EVP_get_digestbyname(md)) > 0
-            && EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_get_digestbyname(mgf)) > 0;
-        if (ok && p->ulSourceDataLen > 0) {
-            ok = (label = OPENSSL_memdup(p->pSourceData, p->ulSourceDataLen)) != NULL
-                && EVP_PKEY_CTX_set0_rsa_oaep_label(ctx, label, (int)p->ulSourceDataLen) > 0;
-            if (!ok)
-                OPENSSL_free(label);
-        }
-    } else if (ok && m->mechanism == CKM_RSA_X_509) {
-        /* The raw private operation m^d is RSA decryption without padding. */
-        EVP_PKEY_CTX_free(ctx);
-        ctx = EVP_PKEY_CTX_new(pkey, NULL);
-        decrypt = 1;
-        ok = ctx != NULL && EVP_PKEY_decrypt_init(ctx) > 0
-            && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_NO_PADDING) > 0;
-    }
-    ok = ok && (decrypt ? EVP_PKEY_decrypt(ctx, out, outlen, in, inlen)
-                        : EVP_PKEY_sign(ctx, out, outlen, in, inlen)) > 0;
-    EVP_PKEY_CTX_free(ctx);
-    return ok;
-}
-
 static CK_RV finish(SESSION *s, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out,
                     CK_ULONG_PTR outlen)
 {
-    OBJ *o = obj_of(s->op_key);
+    FAKE_OBJ *o = obj_of(s->op_key);
     size_t n = *outlen;
     int ok = 0;
 
@@ -1046,7 +802,7 @@ static CK_RV finish(SESSION *s, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out,
     crypto_begin();
     switch (last_mech.mechanism) {
     case CKM_ECDSA:
-        ok = ecdsa_raw(o->pkey, in, inlen, out, &n);
+        ok = fake_ecdsa_raw(o->pkey, in, inlen, out, &n);
         break;
     case CKM_EDDSA: {
         EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -1057,7 +813,7 @@ static CK_RV finish(SESSION *s, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out,
         break;
     }
     default:
-        ok = rsa_op(o->pkey, &last_mech, s->op == OP_DECRYPT, in, inlen, out, &n);
+        ok = fake_rsa_op(o->pkey, &last_mech, s->op == OP_DECRYPT, in, inlen, out, &n);
         break;
     }
     crypto_end();
@@ -1114,7 +870,7 @@ static CK_RV f_DeriveKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HAND
 {
     CK_RV rv = scripted(FAKE_C_DeriveKey);
     const CK_ECDH1_DERIVE_PARAMS *p = m->pParameter;
-    OBJ *o = obj_of(base), *secret;
+    FAKE_OBJ *o = obj_of(base), *secret;
     EVP_PKEY_CTX *pctx = NULL, *dctx = NULL;
     EVP_PKEY *peer = NULL;
     OSSL_PARAM params[3];
@@ -1132,7 +888,7 @@ static CK_RV f_DeriveKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HAND
     if (m->mechanism != CKM_ECDH1_DERIVE || !mech_listed(m->mechanism) || p == NULL
         || m->ulParameterLen != sizeof(*p) || p->kdf != CKD_NULL)
         return CKR_MECHANISM_PARAM_INVALID;
-    if (!attr_true(o, CKA_DERIVE))
+    if (!fake_attr_true(o, CKA_DERIVE))
         return CKR_KEY_FUNCTION_NOT_PERMITTED;
     mech_record(m);
     template_record(t, n);
@@ -1155,8 +911,8 @@ static CK_RV f_DeriveKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HAND
         goto end;
     }
     obj_set_template(secret, t, n);
-    want = attr_ulong(secret, CKA_VALUE_LEN, zlen);
-    attr_set(secret, CKA_VALUE, z, want < zlen ? want : zlen);
+    want = fake_attr_ulong(secret, CKA_VALUE_LEN, zlen);
+    fake_attr_set(secret, CKA_VALUE, z, want < zlen ? want : zlen);
     rv = CKR_OK;
 end:
     crypto_end();
@@ -1184,7 +940,7 @@ void fake_p11_reset(void)
 {
     for (size_t i = 0; i < MAX_OBJS; i++)
         if (objs[i].used)
-            obj_free(&objs[i]);
+            fake_obj_free(&objs[i]);
     memset(sessions, 0, sizeof(sessions));
     for (size_t i = 0; i < n_templates; i++)
         for (CK_ULONG k = 0; k < templates[i].n; k++)
