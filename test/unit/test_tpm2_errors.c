@@ -1,7 +1,8 @@
 /*
- * The TPM backend's error paths without a TPM: a fake TCTI answers ESAPI's
- * commands with canned responses, and a script injects TPM_RC_OBJECT_MEMORY,
- * TPM_RC_RETRY or a dropped connection at chosen commands.
+ * The TPM backend's error paths without a TPM: a fake TCTI
+ * (test/unit/fakes/fake_tcti.c) answers ESAPI's commands with canned
+ * responses, and a script injects TPM_RC_OBJECT_MEMORY, TPM_RC_RETRY or a
+ * dropped connection at chosen commands.
  *
  * The key is a persistent handle in resource-manager mode, the shortest real
  * path: TPM2_ReadPublic at load, then exactly one TPM2_Sign per signature.
@@ -23,28 +24,13 @@
 #include <tss2/tss2_mu.h>
 
 #include "backend/tpm2/tpm2_internal.h"
+#include "fake_tcti.h"
 #include "util/error.h"
 
 #define KEY_HANDLE 0x81000002u
-#define TCTI_IO_ERROR (TSS2_TCTI_RC_LAYER | TSS2_BASE_RC_IO_ERROR)
+#define TCTI_IO_ERROR FAKE_TCTI_IO_ERROR
 
-/* One scripted answer: to the n-th command with this code, reply rc instead. */
-typedef struct {
-    TPM2_CC cc;
-    TSS2_RC rc; /* a TPM_RC_* or TCTI_IO_ERROR (receive fails) */
-} STEP;
-
-typedef struct {
-    TSS2_TCTI_CONTEXT_COMMON_V2 common;
-    TPM2_CC last_cc;
-    const STEP *script;
-    size_t nsteps, step;
-    unsigned int n_read_public, n_sign, n_total;
-    uint8_t rsp[1024];
-    size_t rsp_len;
-} FAKE_TCTI;
-
-static FAKE_TCTI fake;
+typedef FAKE_TCTI_STEP STEP;
 
 static TPM2B_PUBLIC key_public(void)
 {
@@ -67,51 +53,50 @@ static TPM2B_PUBLIC key_public(void)
     return pub;
 }
 
-static void put_header(uint16_t tag, TSS2_RC rc)
-{
-    size_t off = 0;
-
-    assert_int_equal(Tss2_MU_UINT16_Marshal(tag, fake.rsp, sizeof(fake.rsp), &off), 0);
-    assert_int_equal(Tss2_MU_UINT32_Marshal(0, fake.rsp, sizeof(fake.rsp), &off), 0);
-    assert_int_equal(Tss2_MU_UINT32_Marshal(rc, fake.rsp, sizeof(fake.rsp), &off), 0);
-    fake.rsp_len = off;
-}
-
-static void finish_size(void)
-{
-    size_t off = 2;
-
-    assert_int_equal(Tss2_MU_UINT32_Marshal((UINT32)fake.rsp_len, fake.rsp, 6, &off), 0);
-}
-
 /* TPM2_ReadPublic: outPublic, name (nameAlg || H(public)), qualifiedName. */
-static void answer_read_public(void)
+static void answer_read_public(const uint8_t *cmd, size_t len)
 {
     TPM2B_PUBLIC pub = key_public();
-    uint8_t area[sizeof(TPMT_PUBLIC)];
-    size_t alen = 0, off;
+    uint8_t area[sizeof(TPMT_PUBLIC)], *rsp;
+    size_t alen = 0, size, off;
     TPM2B_NAME name = {.size = 2 + SHA256_DIGEST_LENGTH};
 
-    assert_int_equal(Tss2_MU_TPMT_PUBLIC_Marshal(&pub.publicArea, area, sizeof(area), &alen), 0);
+    (void)cmd;
+    (void)len;
+    if (Tss2_MU_TPMT_PUBLIC_Marshal(&pub.publicArea, area, sizeof(area), &alen) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
     name.name[0] = 0x00;
     name.name[1] = 0x0b; /* TPM2_ALG_SHA256 */
     SHA256(area, alen, name.name + 2);
-    put_header(TPM2_ST_NO_SESSIONS, TPM2_RC_SUCCESS);
-    off = fake.rsp_len;
-    assert_int_equal(Tss2_MU_TPM2B_PUBLIC_Marshal(&pub, fake.rsp, sizeof(fake.rsp), &off), 0);
-    assert_int_equal(Tss2_MU_TPM2B_NAME_Marshal(&name, fake.rsp, sizeof(fake.rsp), &off), 0);
-    assert_int_equal(Tss2_MU_TPM2B_NAME_Marshal(&name, fake.rsp, sizeof(fake.rsp), &off), 0);
-    fake.rsp_len = off;
-    finish_size();
+    fake_tcti_rsp_header(TPM2_ST_NO_SESSIONS, TPM2_RC_SUCCESS);
+    rsp = fake_tcti_rsp_buf(&size, &off);
+    if (Tss2_MU_TPM2B_PUBLIC_Marshal(&pub, rsp, size, &off) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    if (Tss2_MU_TPM2B_NAME_Marshal(&name, rsp, size, &off) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    if (Tss2_MU_TPM2B_NAME_Marshal(&name, rsp, size, &off) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    fake_tcti_rsp_set_end(off);
+    fake_tcti_rsp_finish();
 }
 
 /* TPM2_Sign: parameterSize, TPMT_SIGNATURE, one password-session response. */
-static void answer_sign(void)
+static void answer_sign(const uint8_t *cmd, size_t len)
 {
     TPMT_SIGNATURE sig;
-    TPMS_AUTH_RESPONSE auth;
-    size_t off, params_at;
+    uint8_t *rsp;
+    size_t size, off;
 
+    (void)cmd;
+    (void)len;
     memset(&sig, 0, sizeof(sig));
     sig.sigAlg = TPM2_ALG_ECDSA;
     sig.signature.ecdsa.hash = TPM2_ALG_SHA256;
@@ -119,87 +104,26 @@ static void answer_sign(void)
     memset(sig.signature.ecdsa.signatureR.buffer, 0x33, 32);
     sig.signature.ecdsa.signatureS.size = 32;
     memset(sig.signature.ecdsa.signatureS.buffer, 0x44, 32);
-    memset(&auth, 0, sizeof(auth));
-    auth.sessionAttributes = TPMA_SESSION_CONTINUESESSION;
-
-    put_header(TPM2_ST_SESSIONS, TPM2_RC_SUCCESS);
-    off = fake.rsp_len + 4;
-    params_at = off;
-    assert_int_equal(Tss2_MU_TPMT_SIGNATURE_Marshal(&sig, fake.rsp, sizeof(fake.rsp), &off), 0);
-    {
-        size_t p = fake.rsp_len;
-
-        assert_int_equal(
-            Tss2_MU_UINT32_Marshal((UINT32)(off - params_at), fake.rsp, sizeof(fake.rsp), &p), 0);
+    fake_tcti_rsp_header(TPM2_ST_SESSIONS, TPM2_RC_SUCCESS);
+    fake_tcti_rsp_params_begin();
+    rsp = fake_tcti_rsp_buf(&size, &off);
+    if (Tss2_MU_TPMT_SIGNATURE_Marshal(&sig, rsp, size, &off) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
     }
-    assert_int_equal(Tss2_MU_TPMS_AUTH_RESPONSE_Marshal(&auth, fake.rsp, sizeof(fake.rsp), &off),
-                     0);
-    fake.rsp_len = off;
-    finish_size();
+    fake_tcti_rsp_set_end(off);
+    fake_tcti_rsp_params_end();
+    fake_tcti_rsp_finish();
 }
 
-static TSS2_RC fake_transmit(TSS2_TCTI_CONTEXT *ctx, size_t size, const uint8_t *cmd)
+/* The fake TPM (test/unit/fakes/fake_tcti.c) with its script; counters through fake_tcti_count. */
+static TSS2_TCTI_CONTEXT *fake_reset(const STEP *script, size_t nsteps)
 {
-    size_t off = 6;
-    TPM2_CC cc = 0;
+    TSS2_TCTI_CONTEXT *tcti = fake_tcti_reset(script, nsteps);
 
-    (void)ctx;
-    if (size < 10 || Tss2_MU_UINT32_Unmarshal(cmd, size, &off, &cc) != TSS2_RC_SUCCESS)
-        return TSS2_TCTI_RC_BAD_VALUE;
-    fake.last_cc = cc;
-    fake.n_total++;
-    if (cc == TPM2_CC_ReadPublic)
-        fake.n_read_public++;
-    if (cc == TPM2_CC_Sign)
-        fake.n_sign++;
-    return TSS2_RC_SUCCESS;
-}
-
-static TSS2_RC fake_receive(TSS2_TCTI_CONTEXT *ctx, size_t *size, uint8_t *rsp, int32_t timeout)
-{
-    (void)ctx;
-    (void)timeout;
-    if (rsp == NULL) {
-        *size = sizeof(fake.rsp); /* size query: an upper bound */
-        return TSS2_RC_SUCCESS;
-    }
-    if (fake.step < fake.nsteps && fake.script[fake.step].cc == fake.last_cc) {
-        TSS2_RC rc = fake.script[fake.step++].rc;
-
-        if (rc == TCTI_IO_ERROR)
-            return TCTI_IO_ERROR;
-        put_header(TPM2_ST_NO_SESSIONS, rc);
-        finish_size();
-    } else if (fake.last_cc == TPM2_CC_ReadPublic) {
-        answer_read_public();
-    } else if (fake.last_cc == TPM2_CC_Sign) {
-        answer_sign();
-    } else {
-        put_header(TPM2_ST_NO_SESSIONS, TPM2_RC_COMMAND_CODE);
-        finish_size();
-    }
-    if (*size < fake.rsp_len)
-        return TSS2_TCTI_RC_INSUFFICIENT_BUFFER;
-    memcpy(rsp, fake.rsp, fake.rsp_len);
-    *size = fake.rsp_len;
-    return TSS2_RC_SUCCESS;
-}
-
-static void fake_finalize(TSS2_TCTI_CONTEXT *ctx)
-{
-    (void)ctx;
-}
-
-static void fake_reset(const STEP *script, size_t nsteps)
-{
-    memset(&fake, 0, sizeof(fake));
-    fake.common.v1.magic = 0x46414b4554435449ull;
-    fake.common.v1.version = 2;
-    fake.common.v1.transmit = fake_transmit;
-    fake.common.v1.receive = fake_receive;
-    fake.common.v1.finalize = fake_finalize;
-    fake.script = script;
-    fake.nsteps = nsteps;
+    fake_tcti_on(TPM2_CC_ReadPublic, answer_read_public);
+    fake_tcti_on(TPM2_CC_Sign, answer_sign);
+    return tcti;
 }
 
 typedef struct {
@@ -214,9 +138,10 @@ static void open_and_load(FIXTURE *fx, const STEP *script, size_t nsteps)
     HWKEY_KEYREF ref = {HWKEY_REF_TPM2_HANDLE, (const unsigned char *)ref_text,
                         sizeof(ref_text) - 1};
 
-    fake_reset(script, nsteps);
+    TSS2_TCTI_CONTEXT *tcti = fake_reset(script, nsteps);
+
     ERR_clear_error();
-    fx->dev = hwkey_tpm2_open_with_tcti((TSS2_TCTI_CONTEXT *)&fake, 1);
+    fx->dev = hwkey_tpm2_open_with_tcti(tcti, 1);
     assert_non_null(fx->dev);
     assert_int_equal(hwkey_tpm2_backend.key_load(fx->dev, &ref, NULL, NULL, &fx->key), 1);
     assert_int_equal(fx->key->info.alg, HWKEY_ALG_EC);
@@ -228,6 +153,7 @@ static void close_all(FIXTURE *fx)
 {
     hwkey_tpm2_backend.key_free(fx->key);
     hwkey_tpm2_backend.close(fx->dev);
+    assert_int_equal(fake_tcti_broken(), 0);
 }
 
 static int sign_once(FIXTURE *fx)
@@ -265,11 +191,11 @@ static void test_steady_state_one_command(void **state)
      * handle again; from then on the key stays loaded.
      */
     assert_int_equal(sign_once(&fx), 1);
-    before = fake.n_total;
+    before = fake_tcti_count(0);
     assert_int_equal(sign_once(&fx), 1);
     assert_int_equal(sign_once(&fx), 1);
-    assert_int_equal(fake.n_total - before, 2); /* one TPM2_Sign each, nothing else */
-    assert_int_equal(fake.n_sign, 3);
+    assert_int_equal(fake_tcti_count(0) - before, 2); /* one TPM2_Sign each, nothing else */
+    assert_int_equal(fake_tcti_count(TPM2_CC_Sign), 3);
     close_all(&fx);
 }
 
@@ -281,8 +207,8 @@ static void test_object_memory_then_success(void **state)
     (void)state;
     open_and_load(&fx, script, 1);
     assert_int_equal(sign_once(&fx), 1);
-    assert_int_equal(fake.step, 1);    /* the fault was served */
-    assert_int_equal(fake.n_sign, 2);  /* and the command retried once */
+    assert_int_equal(fake_tcti_served(), 1);            /* the fault was served */
+    assert_int_equal(fake_tcti_count(TPM2_CC_Sign), 2); /* and the command retried once */
     assert_int_equal(ERR_peek_error(), 0);
     close_all(&fx);
 }
@@ -295,8 +221,8 @@ static void test_retry_then_success(void **state)
     (void)state;
     open_and_load(&fx, script, 2);
     assert_int_equal(sign_once(&fx), 1);
-    assert_int_equal(fake.step, 2);
-    assert_int_equal(fake.n_sign, 3);
+    assert_int_equal(fake_tcti_served(), 2);
+    assert_int_equal(fake_tcti_count(TPM2_CC_Sign), 3);
     assert_int_equal(ERR_peek_error(), 0);
     close_all(&fx);
 }
@@ -315,7 +241,7 @@ static void test_object_memory_forever_is_busy(void **state)
     assert_int_equal(sign_once(&fx), 0);
     err = ERR_get_error();
     assert_int_equal(ERR_GET_REASON(err), HWKEY_R_DEVICE_BUSY);
-    assert_true(fake.n_sign > 3 && fake.n_sign < 64);
+    assert_true(fake_tcti_count(TPM2_CC_Sign) > 3 && fake_tcti_count(TPM2_CC_Sign) < 64);
     assert_int_equal(ERR_peek_error(), 0); /* exactly one error line */
     close_all(&fx);
 }
@@ -327,6 +253,7 @@ static void test_dropped_connection_unreachable(void **state)
     unsigned long err;
     const char *data = NULL;
     int flags = 0;
+    unsigned int reads;
 
     (void)state;
     open_and_load(&fx, script, 1);
@@ -336,9 +263,9 @@ static void test_dropped_connection_unreachable(void **state)
     assert_non_null(strstr(data, "TPM2_Sign"));
     assert_int_equal(ERR_peek_error(), 0);
     /* The next operation reconnects and re-opens the key from its reference. */
-    fake.n_read_public = 0;
+    reads = fake_tcti_count(TPM2_CC_ReadPublic);
     assert_int_equal(sign_once(&fx), 1);
-    assert_true(fake.n_read_public >= 1);
+    assert_true(fake_tcti_count(TPM2_CC_ReadPublic) > reads);
     close_all(&fx);
 }
 
@@ -352,17 +279,16 @@ static void test_stale_connection_retried_once(void **state)
 {
     static const STEP script[] = {{TPM2_CC_Sign, TCTI_IO_ERROR}};
     FIXTURE fx;
+    unsigned int signs;
 
     (void)state;
     open_and_load(&fx, NULL, 0);
     assert_int_equal(sign_once(&fx), 1); /* the connection has now served a command */
-    fake.script = script;
-    fake.nsteps = 1;
-    fake.step = 0;
-    fake.n_sign = 0;
+    fake_tcti_script(script, 1);
+    signs = fake_tcti_count(TPM2_CC_Sign);
     assert_int_equal(sign_once(&fx), 1);
-    assert_int_equal(fake.step, 1);   /* the fault was served */
-    assert_int_equal(fake.n_sign, 2); /* and the command ran again on a new context */
+    assert_int_equal(fake_tcti_served(), 1);                    /* the fault was served */
+    assert_int_equal(fake_tcti_count(TPM2_CC_Sign) - signs, 2); /* and ran again, new context */
     assert_int_equal(ERR_peek_error(), 0);
     close_all(&fx);
 }
@@ -385,7 +311,7 @@ static void test_auth_fail_reason(void **state)
     assert_int_equal(ERR_peek_error(), 0);
     assert_non_null(strstr(file, "tpm2_sign.c"));
     assert_true(line > 0);
-    assert_int_equal(fake.n_sign, 1); /* never retried: retrying burns DA attempts */
+    assert_int_equal(fake_tcti_count(TPM2_CC_Sign), 1); /* never retried: burns DA attempts */
     close_all(&fx);
 }
 

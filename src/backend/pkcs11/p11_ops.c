@@ -52,16 +52,27 @@ static CK_RV one_op(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE ob
         CK_ATTRIBUTE v = {CKA_VALUE, op->out, op->outlen};
         CK_OBJECT_HANDLE secret = CK_INVALID_HANDLE;
 
+        ERR_set_mark();
         rv = fl->C_DeriveKey(s, &op->mech, obj, t, sizeof(t) / sizeof(t[0]), &secret);
-        if (rv != CKR_OK)
-            return rv;
-        rv = fl->C_GetAttributeValue(s, secret, &v, 1);
-        /* A session object: gone with the session anyway, but do not leave it around. */
-        fl->C_DestroyObject(s, secret);
-        op->outlen = v.ulValueLen;
+        if (rv == CKR_OK) {
+            rv = fl->C_GetAttributeValue(s, secret, &v, 1);
+            /* A session object: gone with the session anyway, but do not leave it around. */
+            fl->C_DestroyObject(s, secret);
+            op->outlen = v.ulValueLen;
+        }
+        ERR_pop_to_mark();
         return rv;
     }
+    /*
+     * Module calls run inside an error mark: SoftHSM's in-process OpenSSL
+     * leaves its own failures in this thread's queue (a bad ciphertext:
+     * "rsa routines::padding check failed"), where they would come before
+     * the one error the caller raises and tell a PKCS#1 failure from an
+     * OAEP one.  A module call raises nothing of ours, so all of it goes.
+     */
+    ERR_set_mark();
     rv = op->decrypt ? fl->C_DecryptInit(s, &op->mech, obj) : fl->C_SignInit(s, &op->mech, obj);
+    ERR_pop_to_mark();
     op->init_failed = rv != CKR_OK;
     if (rv != CKR_OK)
         return rv;
@@ -69,9 +80,27 @@ static CK_RV one_op(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE ob
         *broken = 1;                   /* an operation is still active on it */
         return CKR_USER_NOT_LOGGED_IN;
     }
+    ERR_set_mark();
     if (op->decrypt)
-        return fl->C_Decrypt(s, (CK_BYTE *)op->in, op->inlen, op->out, &op->outlen);
-    return fl->C_Sign(s, (CK_BYTE *)op->in, op->inlen, op->out, &op->outlen);
+        rv = fl->C_Decrypt(s, (CK_BYTE *)op->in, op->inlen, op->out, &op->outlen);
+    else
+        rv = fl->C_Sign(s, (CK_BYTE *)op->in, op->inlen, op->out, &op->outlen);
+    ERR_pop_to_mark();
+    return rv;
+}
+
+/*
+ * SoftHSM 2.6 answers CKR_GENERAL_ERROR to a C_Decrypt whose ciphertext does
+ * not decrypt (seen with a probe against it), a code that otherwise says the
+ * device is lost.  After this attempt's C_DecryptInit succeeded it is the
+ * data being refused: re-initialising the module for it would drop every
+ * session on each bad ciphertext and make bad padding much slower than good
+ * padding (a timing oracle).  A device really lost meanwhile is met by the
+ * next call's C_*Init.
+ */
+static int data_refused(const P11_OP *op, CK_RV rv)
+{
+    return op->decrypt && !op->init_failed && rv == CKR_GENERAL_ERROR;
 }
 
 /*
@@ -94,7 +123,7 @@ static int run_on(HWKEY_P11_KEY *key, void *vop, CK_RV *rv, int recover)
         CK_SESSION_HANDLE s;
         CK_OBJECT_HANDLE obj;
         uint64_t epoch;
-        int broken = 0;
+        int broken = 0, lost;
 
         if (!hwkey_p11_key_acquire_recovering(key, &s, &epoch, &obj, &recovered)) {
             r = -1;
@@ -103,9 +132,9 @@ static int run_on(HWKEY_P11_KEY *key, void *vop, CK_RV *rv, int recover)
         HWKEY_TEST_POINT("p11-sign");
         op->outlen = op->outlen0;
         *rv = one_op(key, s, obj, op, &broken);
+        lost = hwkey_p11_rv_device_lost(*rv) && !data_refused(op, *rv);
         hwkey_p11_session_put(key->tok, s, epoch,
-                              broken || hwkey_p11_rv_session_dead(*rv)
-                                  || hwkey_p11_rv_device_lost(*rv));
+                              broken || hwkey_p11_rv_session_dead(*rv) || lost);
         if (*rv == CKR_OK) {
             ERR_pop_to_mark();
             return 1;
@@ -116,7 +145,7 @@ static int run_on(HWKEY_P11_KEY *key, void *vop, CK_RV *rv, int recover)
             pthread_mutex_lock(&key->tok->lock);
             key->tok->logged_in = 0;
             pthread_mutex_unlock(&key->tok->lock);
-        } else if (hwkey_p11_rv_device_lost(*rv) && !recovered) {
+        } else if (lost && !recovered) {
             recovered = 1;
             if (!hwkey_p11_recover(key->tok, epoch, *rv)) {
                 r = -1;
