@@ -62,14 +62,14 @@ if [[ -f test-suite.log ]]; then
     step "result"
     # CMocka programs count once each in automake's summary; show their cases too.
     cm_pass=0 cm_fail=0 cm_progs=0
-    for log in test/unit/*.log; do
-        [[ -f $log ]] || continue
+    # test/unit/ mirrors src/: the logs are in its subdirectories.
+    while IFS= read -r log; do
         p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | awk '{s+=$1} END {print s+0}')
         f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | awk '{s+=$1} END {print s+0}')
         ((p + f > 0)) || continue
-        printf '%-40s %3d passed, %d failed\n' "${log%.log}" "$p" "$f"
+        printf '%-48s %3d passed, %d failed\n' "${log%.log}" "$p" "$f"
         cm_pass=$((cm_pass + p)) cm_fail=$((cm_fail + f)) cm_progs=$((cm_progs + 1))
-    done
+    done < <(find test/unit -name '*.log' | sort)
     ((cm_progs == 0)) || echo "CMocka: $cm_pass cases passed, $cm_fail failed, in $cm_progs programs"
     summary
 fi

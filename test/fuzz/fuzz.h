@@ -1,7 +1,7 @@
 /*
  * Entry points of the fuzz harnesses.  Each test/fuzz/fuzz_<name>.c defines
  * hwkey_fuzz_<name>() and, unless HWKEY_FUZZ_REPLAY is defined, libFuzzer's
- * LLVMFuzzerTestOneInput() calling it.  test/unit/test_fuzz_corpus.c builds
+ * LLVMFuzzerTestOneInput() calling it.  test/unit/util/test_fuzz_corpus.c builds
  * them all with HWKEY_FUZZ_REPLAY and replays test/fuzz/corpus/<name>/ through
  * the same functions, so inputs that once crashed stay fixed without clang.
  * Every entry returns 0; a broken invariant aborts (__builtin_trap).

@@ -3,7 +3,7 @@
  * nginx (PEM_read_bio_PrivateKey) and any program using OSSL_DECODER do with
  * a key file an attacker may have written.  hwkey is added as a built-in to a
  * fresh library context next to the default provider, over the fake backend
- * (test/unit/fake_backend.h: TSS2 key files whose privkey holds a software
+ * (test/unit/fakes/fake_backend.h: TSS2 key files whose privkey holds a software
  * key), exactly like the provider unit tests; no device is touched.
  * Invariant: a key that decodes is usable (bits, public half, one signature)
  * or fails cleanly; nothing leaks or crashes.
@@ -21,7 +21,7 @@
 #include <openssl/provider.h>
 #include <openssl/x509.h>
 
-#include "../unit/fake_backend.h"
+#include "../unit/fakes/fake_backend.h"
 #include "backend/backend.h"
 #include "fuzz.h"
 #include "provider/provider.h"

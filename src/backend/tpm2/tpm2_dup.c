@@ -3,7 +3,7 @@
  * OpenSSL (see tpm2_dup.h for the construction).  Written from the TPM 2.0
  * Part 1 description; tpm2-tools' tpm2_import was consulted for the facts
  * (label NUL, which Name, the duplicate's layout).  KDFa/KDFe are checked in
- * test/unit/test_tpm2_dup.c against OpenSSL's independent KBKDF and SSKDF.
+ * test/unit/backend/tpm2/test_tpm2_dup.c against OpenSSL's independent KBKDF and SSKDF.
  */
 #include "backend/tpm2/tpm2_dup.h"
 

@@ -8,7 +8,7 @@
 #define HWKEY_TEST_P11_FIXTURE_H
 
 #include "backend/pkcs11/p11_internal.h"
-#include "fake_pkcs11.h"
+#include "../../fakes/fake_pkcs11.h"
 
 #define FX_MODULE "/fake/fake-pkcs11.so"
 #define FX_URI "pkcs11:token=" FAKE_P11_LABEL

@@ -39,7 +39,7 @@
 #include <tss2/tss2_mu.h>
 
 #include "backend/tpm2/tpm2_internal.h"
-#include "fake_tcti.h"
+#include "../../fakes/fake_tcti.h"
 #include "util/error.h"
 #include "util/tss2_keyfile.h"
 

@@ -20,7 +20,7 @@
 
 #include <openssl/err.h>
 
-#include "../fuzz/fuzz.h"
+#include "../../fuzz/fuzz.h"
 #include "backend/pkcs11/p11_internal.h"
 #include "util/keyref.h"
 

@@ -17,7 +17,7 @@
 #include <openssl/err.h>
 
 #include "backend/pkcs11/p11_internal.h"
-#include "p11_test_token.h"
+#include "../../fakes/p11_test_token.h"
 #include "util/error.h"
 #include "util/secmem.h"
 

@@ -21,7 +21,7 @@
 #include <openssl/pem.h>
 
 #include "key/key.h"
-#include "provider_fixture.h"
+#include "../fakes/provider_fixture.h"
 #include "util/error.h"
 
 static HWKEY_CONFIG cfg;

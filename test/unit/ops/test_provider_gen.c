@@ -20,7 +20,7 @@
 #include <openssl/x509.h>
 
 #include "hwkey/hwkey.h"
-#include "provider_fixture.h"
+#include "../fakes/provider_fixture.h"
 #include "util/error.h"
 
 #define HWKEY "provider=hwkey"

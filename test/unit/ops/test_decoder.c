@@ -22,7 +22,7 @@
 #include <openssl/provider.h>
 #include <openssl/store.h>
 
-#include "fake_backend.h"
+#include "../fakes/fake_backend.h"
 #include "provider/provider.h"
 #include "util/error.h"
 

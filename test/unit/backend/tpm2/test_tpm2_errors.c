@@ -24,7 +24,7 @@
 #include <tss2/tss2_mu.h>
 
 #include "backend/tpm2/tpm2_internal.h"
-#include "fake_tcti.h"
+#include "../../fakes/fake_tcti.h"
 #include "util/error.h"
 
 #define KEY_HANDLE 0x81000002u

@@ -16,7 +16,7 @@
 #include <openssl/store.h>
 #include <openssl/x509.h>
 
-#include "provider_fixture.h"
+#include "../fakes/provider_fixture.h"
 #include "util/error.h"
 
 static EVP_PKEY *soft_ed;

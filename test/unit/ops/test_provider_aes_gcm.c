@@ -21,7 +21,7 @@
 
 #include "bulk/bulk_gcm.h"
 #include "provider/provider.h"
-#include "provider_fixture.h"
+#include "../fakes/provider_fixture.h"
 #include "util/error.h"
 
 #define HW "provider=hwkey"

@@ -19,7 +19,7 @@
 #include <openssl/err.h>
 
 #include "backend/pkcs11/p11_internal.h"
-#include "p11_test_token.h"
+#include "../../fakes/p11_test_token.h"
 
 #define N_THREADS 8
 #define N_ROUNDS 300

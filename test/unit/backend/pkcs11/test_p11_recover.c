@@ -32,7 +32,7 @@
 #include <openssl/evp.h>
 
 #include "backend/pkcs11/p11_internal.h"
-#include "p11_test_token.h"
+#include "../../fakes/p11_test_token.h"
 #include "util/error.h"
 
 #define FAKE_PATH "/fake/p11-wrapper.so"

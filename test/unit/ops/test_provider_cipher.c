@@ -20,7 +20,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
-#include "provider_fixture.h"
+#include "../fakes/provider_fixture.h"
 #include "util/error.h"
 
 /* --- decryption ------------------------------------------------------------- */
