@@ -45,11 +45,11 @@ static int one_openssl(BENCH *b)
     int n = 0, m = 0;
 
     b->iv[11]++;
-    return EVP_EncryptInit_ex2(b->ctx, NULL, NULL, b->iv, NULL)
-           && EVP_EncryptUpdate(b->ctx, NULL, &n, b->iv, 12)
-           && EVP_EncryptUpdate(b->ctx, b->out, &n, b->in, (int)b->len)
-           && EVP_EncryptFinal_ex(b->ctx, b->out + n, &m)
-           && EVP_CIPHER_CTX_ctrl(b->ctx, EVP_CTRL_GCM_GET_TAG, 16, b->tag);
+    return EVP_EncryptInit_ex2(b->ctx, NULL, NULL, b->iv, NULL) &&
+           EVP_EncryptUpdate(b->ctx, NULL, &n, b->iv, 12) &&
+           EVP_EncryptUpdate(b->ctx, b->out, &n, b->in, (int)b->len) &&
+           EVP_EncryptFinal_ex(b->ctx, b->out + n, &m) &&
+           EVP_CIPHER_CTX_ctrl(b->ctx, EVP_CTRL_GCM_GET_TAG, 16, b->tag);
 }
 
 /* MB/s (10^6 bytes) over at least secs seconds. */
@@ -84,10 +84,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "bulk_bench: this CPU lacks AES-NI/PCLMULQDQ\n");
         return 77;
     }
-    if (RAND_bytes(b.key, 32) != 1 || (b.g = hwkey_bulk_gcm_new(b.key)) == NULL
-        || (b.ctx = EVP_CIPHER_CTX_new()) == NULL
-        || (b.cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", "provider=default")) == NULL
-        || !EVP_EncryptInit_ex2(b.ctx, b.cipher, b.key, NULL, NULL)) {
+    if (RAND_bytes(b.key, 32) != 1 || (b.g = hwkey_bulk_gcm_new(b.key)) == NULL ||
+        (b.ctx = EVP_CIPHER_CTX_new()) == NULL ||
+        (b.cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", "provider=default")) == NULL ||
+        !EVP_EncryptInit_ex2(b.ctx, b.cipher, b.key, NULL, NULL)) {
         ERR_print_errors_fp(stderr);
         return 1;
     }

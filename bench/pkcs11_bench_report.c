@@ -104,7 +104,8 @@ int p11b_report(const P11B_BENCH *b)
 
         if (!b->run_alg[a] || !b->run_kind[P11B_DIGESTSIGN] || !b->run_kind[P11B_DIRECT])
             continue;
-        printf("  %-9s hwkey/direct, 1 thread     >= %.2fx: ", p11b_alg_names[a], P11B_TARGET_VS_DIRECT);
+        printf("  %-9s hwkey/direct, 1 thread     >= %.2fx: ", p11b_alg_names[a],
+               P11B_TARGET_VS_DIRECT);
         if (vs < 0)
             printf("FAILED\n");
         else
@@ -121,8 +122,8 @@ int p11b_report(const P11B_BENCH *b)
             printf("%.2fx  %s", sc, sc >= P11B_TARGET_SCALING ? "PASS" : "MISS");
             if (dsc > 0)
                 printf("  (direct C_Sign: %.2fx%s)", dsc,
-                       sc < P11B_TARGET_SCALING && dsc < P11B_TARGET_SCALING
-                           ? ": the token caps it" : "");
+                       sc < P11B_TARGET_SCALING && dsc < P11B_TARGET_SCALING ? ": the token caps it"
+                                                                             : "");
             printf("\n");
         }
         missed += (vs < P11B_TARGET_VS_DIRECT) + (sc < P11B_TARGET_SCALING);
@@ -148,4 +149,3 @@ int p11b_report_failures(const P11B_BENCH *b)
             }
     return failed;
 }
-

@@ -195,8 +195,8 @@ static int direct_find_key(P11B_CONTENDER *c, const char *label, char *err, size
     return 1;
 }
 
-static int direct_new(P11B_CONTENDER *c, const P11B_SETUP *s, char *info, size_t infolen,
-                      char *err, size_t errlen)
+static int direct_new(P11B_CONTENDER *c, const P11B_SETUP *s, char *info, size_t infolen, char *err,
+                      size_t errlen)
 {
     CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
     CK_C_GetFunctionList get_list;
@@ -229,7 +229,8 @@ static int direct_new(P11B_CONTENDER *c, const P11B_SETUP *s, char *info, size_t
     if (!direct_find_slot(c, s->token, &slot, err, errlen))
         return 0;
     for (int i = 0; i < c->nthreads; i++)
-        if ((rv = c->fl->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &c->sess[i])) != CKR_OK)
+        if ((rv = c->fl->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &c->sess[i])) !=
+            CKR_OK)
             return ck_fail("C_OpenSession", rv, err, errlen);
     /* Login is per application and token: one covers every session. */
     rv = c->fl->C_Login(c->sess[0], CKU_USER, (CK_UTF8CHAR *)s->pin, strlen(s->pin));
@@ -354,8 +355,8 @@ static EVP_PKEY *load_key(OSSL_LIB_CTX *libctx, const char *ref)
     return pkey;
 }
 
-static int hwkey_new(P11B_CONTENDER *c, const P11B_SETUP *s, char *info, size_t infolen,
-                     char *err, size_t errlen)
+static int hwkey_new(P11B_CONTENDER *c, const P11B_SETUP *s, char *info, size_t infolen, char *err,
+                     size_t errlen)
 {
     const char *type = c->rsa ? "RSA" : "EC";
 
@@ -428,8 +429,9 @@ P11B_CONTENDER *p11b_contender_new(const P11B_SETUP *s, char *info, size_t infol
     }
     c->kind = s->kind;
     c->rsa = s->rsa;
-    c->nthreads = s->max_threads < 1 ? 1 : s->max_threads > P11B_MAX_THREADS ? P11B_MAX_THREADS
-                                                                             : s->max_threads;
+    c->nthreads = s->max_threads < 1                  ? 1
+                  : s->max_threads > P11B_MAX_THREADS ? P11B_MAX_THREADS
+                                                      : s->max_threads;
     c->msg = s->msg;
     c->msg_len = s->msg_len;
     memcpy(c->digest, s->digest, P11B_DIGEST_LEN);

@@ -36,7 +36,6 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
-
 typedef struct {
     int threads; /* 0: quit */
     double secs;
@@ -65,7 +64,6 @@ typedef struct {
     int ok;
     char err[P11B_ERRLEN];
 } CHILD;
-
 
 static double now(void)
 {
@@ -283,10 +281,12 @@ static int child_slice(CHILD *ch, int threads, double secs, SLICE_REPLY *sr, dou
 }
 
 /* PKCS#11 ECDSA signatures are r || s; OpenSSL verifies DER. */
-static int ecdsa_raw_to_der(const unsigned char *raw, size_t len, unsigned char *der, size_t *derlen)
+static int ecdsa_raw_to_der(const unsigned char *raw, size_t len, unsigned char *der,
+                            size_t *derlen)
 {
     ECDSA_SIG *es = ECDSA_SIG_new();
-    BIGNUM *r = BN_bin2bn(raw, (int)(len / 2), NULL), *s = BN_bin2bn(raw + len / 2, (int)(len / 2), NULL);
+    BIGNUM *r = BN_bin2bn(raw, (int)(len / 2), NULL),
+           *s = BN_bin2bn(raw + len / 2, (int)(len / 2), NULL);
     unsigned char *p = der;
     int n = 0;
 
@@ -382,16 +382,18 @@ static void run_alg(P11B_BENCH *b, int a)
     /* Trust neither side: every warm-up signature must verify with the token key. */
     for (int k = 0; k < P11B_KIND_MAX && key != NULL; k++) {
         if (kids[k].ok && !verify_setup_sig(b, a == 1, (P11B_KIND)k, key, &rep[k])) {
-            set_cell_err(b, a, k, k == P11B_DIRECT
-                ? "its signature does not verify with hwkey's public key: not the same key?"
-                : "its signature does not verify with the key's public half");
+            set_cell_err(
+                b, a, k,
+                k == P11B_DIRECT
+                    ? "its signature does not verify with hwkey's public key: not the same key?"
+                    : "its signature does not verify with the key's public half");
             kids[k].ok = 0;
         }
     }
     for (int k = 0; k < P11B_KIND_MAX; k++)
         if (kids[k].ok) {
-            child_slice(&kids[k], p11b_thread_counts[P11B_NTHR - 1], b->slice < 0.2 ? b->slice : 0.2, &sr,
-                        &others);
+            child_slice(&kids[k], p11b_thread_counts[P11B_NTHR - 1],
+                        b->slice < 0.2 ? b->slice : 0.2, &sr, &others);
             for (int t = 0; t < P11B_NTHR; t++)
                 slots[nslots++] = k * P11B_NTHR + t;
         }
@@ -432,23 +434,22 @@ static void run_alg(P11B_BENCH *b, int a)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-        "usage: pkcs11_sign_bench --provider HWKEY.so --pin-file FILE [options]\n"
-        "  --module PATH      PKCS#11 module (default /usr/lib/softhsm/libsofthsm2.so)\n"
-        "  --token LABEL      token label (default hwkey-test)\n"
-        "  --pin-file FILE    user PIN (first line), for the direct loop; hwkey gets\n"
-        "                     HWKEY_PKCS11_PIN_SOURCE=file:FILE unless that is set\n"
-        "  --ec-label L       label of the EC P-256 key pair (default ec256)\n"
-        "  --rsa-label L      label of the RSA-2048 key pair (default rsa2048)\n"
-        "  --ec-key REF       what hwkey loads: a PEM reference file or a pkcs11: URI\n"
-        "  --rsa-key REF      (default pkcs11:token=LABEL;object=L;type=private)\n"
-        "  --algs ec|rsa|ec,rsa   (default both)\n"
-        "  --only KINDS       run only some of direct,digestsign,pkeysign (to profile one)\n"
-        "  -t SECONDS         per contender and case (default 3); --quick: 1\n"
-        "  --slice SECONDS    interleaving slice (default 0.5; --quick 0.25)\n"
-        "  --msg-len BYTES    message signed (default 130, about a TLS CertificateVerify)\n"
-        "  --strict           exit 1 when a target is missed\n"
-        "Exit: 0 done, 1 a contender failed (or --strict and a target missed), 2 usage.\n");
+    fprintf(f, "usage: pkcs11_sign_bench --provider HWKEY.so --pin-file FILE [options]\n"
+               "  --module PATH      PKCS#11 module (default /usr/lib/softhsm/libsofthsm2.so)\n"
+               "  --token LABEL      token label (default hwkey-test)\n"
+               "  --pin-file FILE    user PIN (first line), for the direct loop; hwkey gets\n"
+               "                     HWKEY_PKCS11_PIN_SOURCE=file:FILE unless that is set\n"
+               "  --ec-label L       label of the EC P-256 key pair (default ec256)\n"
+               "  --rsa-label L      label of the RSA-2048 key pair (default rsa2048)\n"
+               "  --ec-key REF       what hwkey loads: a PEM reference file or a pkcs11: URI\n"
+               "  --rsa-key REF      (default pkcs11:token=LABEL;object=L;type=private)\n"
+               "  --algs ec|rsa|ec,rsa   (default both)\n"
+               "  --only KINDS       run only some of direct,digestsign,pkeysign (to profile one)\n"
+               "  -t SECONDS         per contender and case (default 3); --quick: 1\n"
+               "  --slice SECONDS    interleaving slice (default 0.5; --quick 0.25)\n"
+               "  --msg-len BYTES    message signed (default 130, about a TLS CertificateVerify)\n"
+               "  --strict           exit 1 when a target is missed\n"
+               "Exit: 0 done, 1 a contender failed (or --strict and a target missed), 2 usage.\n");
 }
 
 static int parse_args(P11B_BENCH *b, int argc, char **argv)
@@ -461,8 +462,7 @@ static int parse_args(P11B_BENCH *b, int argc, char **argv)
         {"algs", required_argument, NULL, 'a'},     {"quick", no_argument, NULL, 'q'},
         {"slice", required_argument, NULL, 's'},    {"msg-len", required_argument, NULL, 'l'},
         {"strict", no_argument, NULL, 'S'},         {"help", no_argument, NULL, 'h'},
-        {"only", required_argument, NULL, 'o'},
-        {NULL, 0, NULL, 0},
+        {"only", required_argument, NULL, 'o'},     {NULL, 0, NULL, 0},
     };
     int opt, quick = 0;
 
@@ -478,14 +478,30 @@ static int parse_args(P11B_BENCH *b, int argc, char **argv)
     b->msg_len = 130;
     while ((opt = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
         switch (opt) {
-        case 'm': b->module = optarg; break;
-        case 'p': b->provider = optarg; break;
-        case 'T': b->token = optarg; break;
-        case 'P': b->pin_file = optarg; break;
-        case 'e': b->label[0] = optarg; break;
-        case 'r': b->label[1] = optarg; break;
-        case 'E': b->key_ref[0] = optarg; break;
-        case 'R': b->key_ref[1] = optarg; break;
+        case 'm':
+            b->module = optarg;
+            break;
+        case 'p':
+            b->provider = optarg;
+            break;
+        case 'T':
+            b->token = optarg;
+            break;
+        case 'P':
+            b->pin_file = optarg;
+            break;
+        case 'e':
+            b->label[0] = optarg;
+            break;
+        case 'r':
+            b->label[1] = optarg;
+            break;
+        case 'E':
+            b->key_ref[0] = optarg;
+            break;
+        case 'R':
+            b->key_ref[1] = optarg;
+            break;
         case 'a':
             b->run_alg[0] = strstr(optarg, "ec") != NULL;
             b->run_alg[1] = strstr(optarg, "rsa") != NULL;
@@ -495,13 +511,26 @@ static int parse_args(P11B_BENCH *b, int argc, char **argv)
             b->run_kind[P11B_DIGESTSIGN] = strstr(optarg, "digestsign") != NULL;
             b->run_kind[P11B_PKEYSIGN] = strstr(optarg, "pkeysign") != NULL;
             break;
-        case 'q': quick = 1; break;
-        case 't': b->seconds = atof(optarg); break;
-        case 's': b->slice = atof(optarg); break;
-        case 'l': b->msg_len = (size_t)strtoul(optarg, NULL, 10); break;
-        case 'S': b->strict = 1; break;
-        case 'h': usage(stdout); exit(0);
-        default: return 0;
+        case 'q':
+            quick = 1;
+            break;
+        case 't':
+            b->seconds = atof(optarg);
+            break;
+        case 's':
+            b->slice = atof(optarg);
+            break;
+        case 'l':
+            b->msg_len = (size_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'S':
+            b->strict = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            return 0;
         }
     }
     if (b->seconds < 0)

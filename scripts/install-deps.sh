@@ -7,7 +7,7 @@ set -euo pipefail
 PACKAGES=(
     # build
     build-essential autoconf automake libtool autoconf-archive pkg-config git rsync
-    libssl-dev libtss2-dev libp11-kit-dev libcmocka-dev clang libclang-rt-14-dev
+    libssl-dev libtss2-dev libp11-kit-dev libcmocka-dev clang clang-format libclang-rt-14-dev
     # TPM test and demo tooling (never linked)
     tpm2-tools swtpm swtpm-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus dbus-daemon
     # PKCS#11 test tooling

@@ -165,8 +165,7 @@ HWKEY_DEVICE *hwkey_devices_for_generation(HWKEY_DEVICES *devs, const HWKEY_GENO
 /* --- wrappers ------------------------------------------------------------ */
 
 HWKEY_LOOKUP hwkey_backend_key_find(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                                    OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
-                                    HWKEY_BKEY **out)
+                                    OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out)
 {
     *out = NULL;
     return dev->backend->key_load(dev, ref, pw_cb, pw_arg, out);
@@ -216,21 +215,25 @@ static int sign_call(void *ctx, const unsigned char *in, size_t inlen, unsigned 
     return c->key->backend->sign(c->key, &c->params, in, inlen, out, outlen);
 }
 
-int hwkey_backend_sign(HWKEY_BKEY *key, const HWKEY_SIGN_PARAMS *params,
-                       const unsigned char *tbs, size_t tbslen, unsigned char *sig,
-                       size_t *siglen)
+int hwkey_backend_sign(HWKEY_BKEY *key, const HWKEY_SIGN_PARAMS *params, const unsigned char *tbs,
+                       size_t tbslen, unsigned char *sig, size_t *siglen)
 {
     SIGN_CALL c = {.key = key, .params = *params};
-    HWKEY_OFFLOAD_CALL call = {.fn = sign_call, .ctx = &c, .ctx_size = sizeof(c),
-                               .in = tbs, .inlen = tbslen, .out = sig, .outlen = siglen};
+    HWKEY_OFFLOAD_CALL call = {.fn = sign_call,
+                               .ctx = &c,
+                               .ctx_size = sizeof(c),
+                               .in = tbs,
+                               .inlen = tbslen,
+                               .out = sig,
+                               .outlen = siglen};
 
     if (key->backend->sign == NULL || not_capable(key, HWKEY_KEYF_SIGN, "sign"))
         return 0;
     return hwkey_offload_run(&call);
 }
 
-static int rsa_private_call(void *ctx, const unsigned char *in, size_t inlen,
-                            unsigned char *out, size_t *outlen)
+static int rsa_private_call(void *ctx, const unsigned char *in, size_t inlen, unsigned char *out,
+                            size_t *outlen)
 {
     HWKEY_BKEY *key = *(HWKEY_BKEY **)ctx;
 
@@ -240,20 +243,25 @@ static int rsa_private_call(void *ctx, const unsigned char *in, size_t inlen,
 int hwkey_backend_rsa_private(HWKEY_BKEY *key, const unsigned char *in, size_t inlen,
                               unsigned char *out, size_t *outlen)
 {
-    HWKEY_OFFLOAD_CALL call = {.fn = rsa_private_call, .ctx = &key, .ctx_size = sizeof(key),
-                               .in = in, .inlen = inlen, .out = out, .outlen = outlen,
+    HWKEY_OFFLOAD_CALL call = {.fn = rsa_private_call,
+                               .ctx = &key,
+                               .ctx_size = sizeof(key),
+                               .in = in,
+                               .inlen = inlen,
+                               .out = out,
+                               .outlen = outlen,
                                /* the raw RSA result may be a decrypted secret */
                                .secret_out = 1};
 
-    if (key->backend->rsa_private == NULL
-        || not_capable(key, HWKEY_KEYF_RSA_RAW, "do the raw RSA private operation"))
+    if (key->backend->rsa_private == NULL ||
+        not_capable(key, HWKEY_KEYF_RSA_RAW, "do the raw RSA private operation"))
         return 0;
     return hwkey_offload_run(&call);
 }
 
 typedef struct {
     HWKEY_BKEY *key;
-    HWKEY_DECRYPT_PARAMS params;  /* label points into the caller's ctx, which the job keeps */
+    HWKEY_DECRYPT_PARAMS params; /* label points into the caller's ctx, which the job keeps */
 } DECRYPT_CALL;
 
 static int decrypt_call(void *ctx, const unsigned char *in, size_t inlen, unsigned char *out,
@@ -269,8 +277,14 @@ int hwkey_backend_rsa_decrypt(HWKEY_BKEY *key, const HWKEY_DECRYPT_PARAMS *param
                               size_t *outlen)
 {
     DECRYPT_CALL c = {.key = key, .params = *params};
-    HWKEY_OFFLOAD_CALL call = {.fn = decrypt_call, .ctx = &c, .ctx_size = sizeof(c), .in = in,
-                               .inlen = inlen, .out = out, .outlen = outlen, .secret_out = 1};
+    HWKEY_OFFLOAD_CALL call = {.fn = decrypt_call,
+                               .ctx = &c,
+                               .ctx_size = sizeof(c),
+                               .in = in,
+                               .inlen = inlen,
+                               .out = out,
+                               .outlen = outlen,
+                               .secret_out = 1};
 
     if (key->backend->rsa_decrypt == NULL || not_capable(key, HWKEY_KEYF_DECRYPT, "decrypt"))
         return 0;
@@ -288,8 +302,13 @@ static int ecdh_call(void *ctx, const unsigned char *in, size_t inlen, unsigned 
 int hwkey_backend_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen,
                        unsigned char *out, size_t *outlen)
 {
-    HWKEY_OFFLOAD_CALL call = {.fn = ecdh_call, .ctx = &key, .ctx_size = sizeof(key),
-                               .in = peer, .inlen = peerlen, .out = out, .outlen = outlen,
+    HWKEY_OFFLOAD_CALL call = {.fn = ecdh_call,
+                               .ctx = &key,
+                               .ctx_size = sizeof(key),
+                               .in = peer,
+                               .inlen = peerlen,
+                               .out = out,
+                               .outlen = outlen,
                                .secret_out = 1};
 
     if (key->backend->ecdh == NULL || not_capable(key, HWKEY_KEYF_DERIVE, "derive"))
@@ -376,8 +395,7 @@ HWKEY_LOOKUP hwkey_backend_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
     return dev->backend->cert_load(dev, ref, pw_cb, pw_arg, der, derlen);
 }
 
-int hwkey_backend_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts,
-                                 HWKEY_REFBLOB *out)
+int hwkey_backend_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out)
 {
     if (lacks(dev, (const void *)dev->backend->datakey_create, "make data keys"))
         return 0;

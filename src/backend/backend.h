@@ -35,17 +35,18 @@ typedef struct hwkey_device {
 typedef enum { HWKEY_ALG_EC = 1, HWKEY_ALG_RSA, HWKEY_ALG_ED25519 } HWKEY_ALG;
 
 /* What a key can do, filled by the backend when it resolves a key. */
-#define HWKEY_KEYF_SIGN 0x01u      /* digest signatures through ->sign */
-#define HWKEY_KEYF_DECRYPT 0x02u   /* RSA decryption through ->rsa_decrypt */
-#define HWKEY_KEYF_DERIVE 0x04u    /* ECDH through ->ecdh */
-#define HWKEY_KEYF_RSA_RAW 0x08u   /* raw RSA private op (m^d) through ->rsa_private:
-                                    * the caller pads, any PSS salt length works */
+#define HWKEY_KEYF_SIGN 0x01u    /* digest signatures through ->sign */
+#define HWKEY_KEYF_DECRYPT 0x02u /* RSA decryption through ->rsa_decrypt */
+#define HWKEY_KEYF_DERIVE 0x04u  /* ECDH through ->ecdh */
+#define HWKEY_KEYF_RSA_RAW                                                                         \
+    0x08u /* raw RSA private op (m^d) through ->rsa_private:                                       \
+           * the caller pads, any PSS salt length works */
 
 typedef struct {
     HWKEY_ALG alg;
-    int bits;                      /* modulus or field size */
-    int curve_nid;                 /* EC: NID_X9_62_prime256v1, NID_secp384r1, ... */
-    unsigned int flags;            /* HWKEY_KEYF_* */
+    int bits;           /* modulus or field size */
+    int curve_nid;      /* EC: NID_X9_62_prime256v1, NID_secp384r1, ... */
+    unsigned int flags; /* HWKEY_KEYF_* */
 } HWKEY_KEYINFO;
 
 /* A resolved key handle.  Backends embed this as their first member. */
@@ -57,10 +58,10 @@ typedef struct hwkey_bkey {
 
 /* How a key is referred to. */
 typedef enum {
-    HWKEY_REF_TSS2_KEYFILE = 1,    /* data: DER of a TSS2 PRIVATE KEY */
-    HWKEY_REF_TPM2_HANDLE,         /* data: "handle:0x81000002" */
-    HWKEY_REF_PKCS11_URI,          /* data: "pkcs11:..." */
-    HWKEY_REF_PKCS11_DATAKEY,      /* data: DER of an HWKEY DATA KEY (util/datakey_file.h) */
+    HWKEY_REF_TSS2_KEYFILE = 1, /* data: DER of a TSS2 PRIVATE KEY */
+    HWKEY_REF_TPM2_HANDLE,      /* data: "handle:0x81000002" */
+    HWKEY_REF_PKCS11_URI,       /* data: "pkcs11:..." */
+    HWKEY_REF_PKCS11_DATAKEY,   /* data: DER of an HWKEY DATA KEY (util/datakey_file.h) */
 } HWKEY_REF_KIND;
 
 typedef struct {
@@ -72,24 +73,24 @@ typedef struct {
 /* A key reference produced by generate/import: same kinds as HWKEY_KEYREF. */
 typedef struct {
     HWKEY_REF_KIND kind;
-    unsigned char *data;           /* OPENSSL_free */
+    unsigned char *data; /* OPENSSL_free */
     size_t len;
 } HWKEY_REFBLOB;
 
 /* What to generate. */
 typedef struct {
     HWKEY_ALG alg;
-    int bits;                      /* RSA: 2048, 3072, 4096 */
-    int curve_nid;                 /* EC */
+    int bits;      /* RSA: 2048, 3072, 4096 */
+    int curve_nid; /* EC */
 } HWKEY_KEYSPEC;
 
 /* Options of generate/import. */
 typedef struct {
-    const char *uri;               /* pkcs11: where to create it (token, label, id) */
-    uint32_t persist_handle;       /* tpm2: 0, or 0x81xxxxxx to make it persistent */
-    const char *auth;              /* key auth value / NULL for none */
+    const char *uri;         /* pkcs11: where to create it (token, label, id) */
+    uint32_t persist_handle; /* tpm2: 0, or 0x81xxxxxx to make it persistent */
+    const char *auth;        /* key auth value / NULL for none */
     size_t auth_len;
-    int create_kek;                /* datakey_create, pkcs11: make the KEK uri names if absent */
+    int create_kek; /* datakey_create, pkcs11: make the KEK uri names if absent */
     /*
      * tpm2 key_generate / datakey_create: bind use to these PCRs' current
      * values (TPM2_PolicyPCR, with TPM2_PolicyAuthValue when auth is given);
@@ -99,21 +100,21 @@ typedef struct {
 } HWKEY_GENOPTS;
 
 typedef enum {
-    HWKEY_SIG_ECDSA = 1,           /* tbs = digest; sig = DER ECDSA-Sig-Value */
-    HWKEY_SIG_RSA_PKCS1,           /* tbs = digest; device does PKCS#1 v1.5 */
-    HWKEY_SIG_RSA_PSS,             /* tbs = digest; device does PSS with salt_len */
-    HWKEY_SIG_EDDSA,               /* tbs = message */
+    HWKEY_SIG_ECDSA = 1, /* tbs = digest; sig = DER ECDSA-Sig-Value */
+    HWKEY_SIG_RSA_PKCS1, /* tbs = digest; device does PKCS#1 v1.5 */
+    HWKEY_SIG_RSA_PSS,   /* tbs = digest; device does PSS with salt_len */
+    HWKEY_SIG_EDDSA,     /* tbs = message */
 } HWKEY_SIG_SCHEME;
 
 typedef struct {
     HWKEY_SIG_SCHEME scheme;
-    int md_nid;                    /* digest that produced tbs (NID_sha256 ...) */
-    int mgf1_md_nid;               /* PSS */
-    int salt_len;                  /* PSS, in bytes, already resolved */
+    int md_nid;      /* digest that produced tbs (NID_sha256 ...) */
+    int mgf1_md_nid; /* PSS */
+    int salt_len;    /* PSS, in bytes, already resolved */
 } HWKEY_SIGN_PARAMS;
 
 typedef enum {
-    HWKEY_PAD_PKCS1 = 1,           /* RSAES-PKCS1-v1_5 */
+    HWKEY_PAD_PKCS1 = 1, /* RSAES-PKCS1-v1_5 */
     HWKEY_PAD_OAEP,
 } HWKEY_PAD;
 
@@ -127,9 +128,9 @@ typedef struct {
 
 /* One line of `hwkey list`. */
 typedef struct {
-    const char *ref;               /* "handle:0x81000002", "pkcs11:...;object=web" */
+    const char *ref; /* "handle:0x81000002", "pkcs11:...;object=web" */
     HWKEY_KEYINFO info;
-    const char *label;             /* may be NULL */
+    const char *label; /* may be NULL */
 } HWKEY_LISTED_KEY;
 typedef int (*hwkey_list_cb)(const HWKEY_LISTED_KEY *key, void *arg);
 
@@ -147,7 +148,7 @@ typedef enum {
 } HWKEY_LOOKUP;
 
 struct hwkey_backend {
-    const char *name;                                   /* "tpm2", "pkcs11", "fake" */
+    const char *name; /* "tpm2", "pkcs11", "fake" */
     /* 1 if this backend resolves references of this kind. */
     int (*handles)(HWKEY_REF_KIND kind);
 
@@ -167,8 +168,9 @@ struct hwkey_backend {
      * the device answered and holds nothing the reference names (see
      * HWKEY_LOOKUP).
      */
-    HWKEY_LOOKUP (*key_load)(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                             OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out);
+    HWKEY_LOOKUP(*key_load)
+    (HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+     HWKEY_BKEY **out);
     void (*key_free)(HWKEY_BKEY *key);
     /* The public half as a software key in libctx (verification, encryption). */
     EVP_PKEY *(*key_public)(HWKEY_BKEY *key, OSSL_LIB_CTX *libctx, const char *propq);
@@ -186,8 +188,8 @@ struct hwkey_backend {
                 size_t tbslen, unsigned char *sig, size_t *siglen);
     int (*rsa_private)(HWKEY_BKEY *key, const unsigned char *in, size_t inlen, unsigned char *out,
                        size_t *outlen);
-    int (*rsa_decrypt)(HWKEY_BKEY *key, const HWKEY_DECRYPT_PARAMS *params,
-                       const unsigned char *in, size_t inlen, unsigned char *out, size_t *outlen);
+    int (*rsa_decrypt)(HWKEY_BKEY *key, const HWKEY_DECRYPT_PARAMS *params, const unsigned char *in,
+                       size_t inlen, unsigned char *out, size_t *outlen);
     /* peer: uncompressed EC point (04||X||Y); out: the shared X coordinate. */
     int (*ecdh)(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen, unsigned char *out,
                 size_t *outlen);
@@ -203,13 +205,13 @@ struct hwkey_backend {
      * matching private key (only this last one needs a login).  A ref whose
      * type= names one class looks only there.
      */
-    HWKEY_LOOKUP (*pubkey_load)(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                                OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
-                                OSSL_LIB_CTX *libctx, const char *propq, EVP_PKEY **out);
+    HWKEY_LOOKUP(*pubkey_load)
+    (HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+     OSSL_LIB_CTX *libctx, const char *propq, EVP_PKEY **out);
     /* cert_load: the DER (OPENSSL_free) of the certificate ref names. */
-    HWKEY_LOOKUP (*cert_load)(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                              OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
-                              size_t *derlen);
+    HWKEY_LOOKUP(*cert_load)
+    (HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+     unsigned char **der, size_t *derlen);
 
     /*
      * Data keys for the bulk cipher (ARCHITECTURE.md §4, docs/bulk.md); NULL
@@ -321,9 +323,8 @@ HWKEY_LOOKUP hwkey_backend_key_find(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
                                     HWKEY_BKEY **out);
 void hwkey_backend_key_free(HWKEY_BKEY *key);
 EVP_PKEY *hwkey_backend_key_public(HWKEY_BKEY *key, OSSL_LIB_CTX *libctx, const char *propq);
-int hwkey_backend_sign(HWKEY_BKEY *key, const HWKEY_SIGN_PARAMS *params,
-                       const unsigned char *tbs, size_t tbslen, unsigned char *sig,
-                       size_t *siglen);
+int hwkey_backend_sign(HWKEY_BKEY *key, const HWKEY_SIGN_PARAMS *params, const unsigned char *tbs,
+                       size_t tbslen, unsigned char *sig, size_t *siglen);
 int hwkey_backend_rsa_private(HWKEY_BKEY *key, const unsigned char *in, size_t inlen,
                               unsigned char *out, size_t *outlen);
 int hwkey_backend_rsa_decrypt(HWKEY_BKEY *key, const HWKEY_DECRYPT_PARAMS *params,
@@ -353,8 +354,7 @@ HWKEY_LOOKUP hwkey_backend_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
                                      unsigned char **der, size_t *derlen);
 
 /* Data keys (see the vtable); HWKEY_R_UNSUPPORTED_ALGORITHM if the backend has none. */
-int hwkey_backend_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts,
-                                 HWKEY_REFBLOB *out);
+int hwkey_backend_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out);
 int hwkey_backend_datakey_unwrap(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
                                  OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
                                  unsigned char key[32]);

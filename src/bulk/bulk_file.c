@@ -130,8 +130,8 @@ int hwkey_bulk_file_encrypt(HWKEY_BULK_GCM *g, int in_fd, int out_fd,
         hwkey_raise(HWKEY_R_INTERNAL, "the host RNG failed to produce a file nonce");
         return 0;
     }
-    if (!stream_alloc(&s) || !write_full(out_fd, s.header, sizeof(s.header))
-        || !read_full(in_fd, s.buf[cur], s.chunk, &n))
+    if (!stream_alloc(&s) || !write_full(out_fd, s.header, sizeof(s.header)) ||
+        !read_full(in_fd, s.buf[cur], s.chunk, &n))
         goto end;
     while (!final) {
         if (!read_ahead(&s, in_fd, !cur, s.chunk, n, &m, &final))
@@ -142,8 +142,8 @@ int hwkey_bulk_file_encrypt(HWKEY_BULK_GCM *g, int in_fd, int out_fd,
         }
         chunk_iv_aad(&s, index, final, iv, aad);
         if (!hwkey_bulk_gcm_encrypt(g, iv, aad, sizeof(aad), s.buf[cur], s.buf[cur], n,
-                                    s.buf[cur] + n)
-            || !write_full(out_fd, s.buf[cur], n + HWKEY_BULK_TAG_LEN))
+                                    s.buf[cur] + n) ||
+            !write_full(out_fd, s.buf[cur], n + HWKEY_BULK_TAG_LEN))
             goto end;
         done += n;
         index++;
@@ -170,8 +170,10 @@ static int read_header(STREAM *s, int in_fd)
         return 0;
     }
     if (s->header[8] != VERSION || s->header[9] != ALG_AES256GCM) {
-        hwkey_raise(HWKEY_R_DECRYPTION_FAILED, "unsupported hwkey file version %u / "
-                                               "algorithm %u", s->header[8], s->header[9]);
+        hwkey_raise(HWKEY_R_DECRYPTION_FAILED,
+                    "unsupported hwkey file version %u / "
+                    "algorithm %u",
+                    s->header[8], s->header[9]);
         return 0;
     }
     for (int i = 0; i < 4; i++)
@@ -220,7 +222,8 @@ int hwkey_bulk_file_decrypt(HWKEY_BULK_GCM *g, int in_fd, int out_fd,
             ERR_pop_to_mark();
             hwkey_raise(HWKEY_R_DECRYPTION_FAILED,
                         "chunk %llu does not authenticate: the file was modified, truncated "
-                        "or reordered, or this is not its data key", (unsigned long long)index);
+                        "or reordered, or this is not its data key",
+                        (unsigned long long)index);
             goto end;
         }
         ERR_clear_last_mark();

@@ -43,8 +43,8 @@ static int probe_vaes(void)
 {
     unsigned int eax, ebx, ecx, edx;
 
-    if (!probe_aesni() || !__get_cpuid(1, &eax, &ebx, &ecx, &edx) ||
-        (ecx & bit_OSXSAVE) == 0 || (ecx & bit_AVX) == 0 || (xcr0() & 6) != 6)
+    if (!probe_aesni() || !__get_cpuid(1, &eax, &ebx, &ecx, &edx) || (ecx & bit_OSXSAVE) == 0 ||
+        (ecx & bit_AVX) == 0 || (xcr0() & 6) != 6)
         return 0;
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx))
         return 0;
@@ -122,8 +122,7 @@ HWKEY_BULK_GCM *hwkey_bulk_gcm_new(const unsigned char key[HWKEY_BULK_KEY_LEN])
     /* Round keys and H powers: as secret as the key itself. */
     if ((g = hwkey_secmem_alloc(hwkey_gcm_aesni_ctx_size())) == NULL)
         return NULL;
-    hwkey_gcm_aesni_init(g, key,
-                         cpu_has_vaes() ? HWKEY_BULK_IMPL_VAES : HWKEY_BULK_IMPL_AESNI);
+    hwkey_gcm_aesni_init(g, key, cpu_has_vaes() ? HWKEY_BULK_IMPL_VAES : HWKEY_BULK_IMPL_AESNI);
     return g;
 }
 

@@ -76,8 +76,8 @@ void hwkey_bulk_gcm_start(HWKEY_BULK_GCM *g, const unsigned char iv[HWKEY_BULK_I
 /* 0 (HWKEY_R_BAD_ARGUMENT) once data has been processed, or past 2^61 bytes. */
 int hwkey_bulk_gcm_aad(HWKEY_BULK_GCM *g, const unsigned char *aad, size_t len);
 /* enc = 1 encrypts, 0 decrypts; 0 (HWKEY_R_BAD_ARGUMENT) past GCM's 2^39-256 bits. */
-int hwkey_bulk_gcm_update(HWKEY_BULK_GCM *g, int enc, const unsigned char *in,
-                          unsigned char *out, size_t len);
+int hwkey_bulk_gcm_update(HWKEY_BULK_GCM *g, int enc, const unsigned char *in, unsigned char *out,
+                          size_t len);
 /* The tag of the message so far; the message is then finished. */
 void hwkey_bulk_gcm_tag(HWKEY_BULK_GCM *g, unsigned char tag[HWKEY_BULK_TAG_LEN]);
 

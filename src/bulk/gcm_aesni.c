@@ -79,12 +79,12 @@ static inline __m128i expand_b(__m128i t1, __m128i t3)
 }
 
 /* AESKEYGENASSIST takes its round constant as an immediate: one macro step per pair. */
-#define EXPAND_PAIR(i, rcon)                                        \
-    do {                                                            \
-        t1 = expand_a(t1, _mm_aeskeygenassist_si128(t3, (rcon)));   \
-        rk[(i)] = t1;                                               \
-        t3 = expand_b(t1, t3);                                      \
-        rk[(i) + 1] = t3;                                           \
+#define EXPAND_PAIR(i, rcon)                                                                       \
+    do {                                                                                           \
+        t1 = expand_a(t1, _mm_aeskeygenassist_si128(t3, (rcon)));                                  \
+        rk[(i)] = t1;                                                                              \
+        t3 = expand_b(t1, t3);                                                                     \
+        rk[(i) + 1] = t3;                                                                          \
     } while (0)
 
 static void aes256_expand(__m128i rk[15], const unsigned char key[32])
@@ -128,8 +128,7 @@ static inline __m128i gf_mul(__m128i a, __m128i b)
 }
 
 /* xi = (xi ^ P1)*H^n ^ P2*H^(n-1) ^ ... ^ Pn*H, one reduction; 1 <= n <= GCM_HPOWS. */
-static inline __m128i ghash_n(const HWKEY_BULK_GCM *g, __m128i xi, const unsigned char *p,
-                              size_t n)
+static inline __m128i ghash_n(const HWKEY_BULK_GCM *g, __m128i xi, const unsigned char *p, size_t n)
 {
     const __m128i *h = GCM_HPOW(g, n), *hk = GCM_HKAR(g, n);
     __m128i lo = _mm_setzero_si128(), mid = lo, hi = lo;
@@ -159,8 +158,7 @@ static void ghash_blocks(HWKEY_BULK_GCM *g, const unsigned char *p, size_t nbloc
 
 /* ---- setup ---------------------------------------------------------------- */
 
-void hwkey_gcm_aesni_init(HWKEY_BULK_GCM *g, const unsigned char key[HWKEY_BULK_KEY_LEN],
-                          int impl)
+void hwkey_gcm_aesni_init(HWKEY_BULK_GCM *g, const unsigned char key[HWKEY_BULK_KEY_LEN], int impl)
 {
     __m128i h;
 
@@ -238,33 +236,32 @@ static void close_aad(HWKEY_BULK_GCM *g)
 
 /* ---- CTR + GHASH over whole blocks -------------------------------------- */
 
-#define AES_ROUND8(k)                         \
-    do {                                      \
-        const __m128i k_ = (k);               \
-        b0 = _mm_aesenc_si128(b0, k_);        \
-        b1 = _mm_aesenc_si128(b1, k_);        \
-        b2 = _mm_aesenc_si128(b2, k_);        \
-        b3 = _mm_aesenc_si128(b3, k_);        \
-        b4 = _mm_aesenc_si128(b4, k_);        \
-        b5 = _mm_aesenc_si128(b5, k_);        \
-        b6 = _mm_aesenc_si128(b6, k_);        \
-        b7 = _mm_aesenc_si128(b7, k_);        \
+#define AES_ROUND8(k)                                                                              \
+    do {                                                                                           \
+        const __m128i k_ = (k);                                                                    \
+        b0 = _mm_aesenc_si128(b0, k_);                                                             \
+        b1 = _mm_aesenc_si128(b1, k_);                                                             \
+        b2 = _mm_aesenc_si128(b2, k_);                                                             \
+        b3 = _mm_aesenc_si128(b3, k_);                                                             \
+        b4 = _mm_aesenc_si128(b4, k_);                                                             \
+        b5 = _mm_aesenc_si128(b5, k_);                                                             \
+        b6 = _mm_aesenc_si128(b6, k_);                                                             \
+        b7 = _mm_aesenc_si128(b7, k_);                                                             \
     } while (0)
 
 /* One block of the stitched GHASH: block i of hsrc times H^(8-i). */
-#define GHASH_STEP(i)                                                                   \
-    do {                                                                                \
-        if (hsrc != NULL) {                                                             \
-            __m128i x_ = gcm_bswap(_mm_loadu_si128((const __m128i *)(hsrc + 16 * (i)))); \
-            gcm_kmul_acc((i) == 0 ? _mm_xor_si128(x_, *xi) : x_,                         \
-                         gcm_opaque(GCM_HPOW(g, 8))[(i)], gcm_opaque(GCM_HKAR(g, 8))[(i)], \
-                         &lo, &mid, &hi);                                               \
-        }                                                                               \
+#define GHASH_STEP(i)                                                                              \
+    do {                                                                                           \
+        if (hsrc != NULL) {                                                                        \
+            __m128i x_ = gcm_bswap(_mm_loadu_si128((const __m128i *)(hsrc + 16 * (i))));           \
+            gcm_kmul_acc((i) == 0 ? _mm_xor_si128(x_, *xi) : x_, gcm_opaque(GCM_HPOW(g, 8))[(i)],  \
+                         gcm_opaque(GCM_HKAR(g, 8))[(i)], &lo, &mid, &hi);                         \
+        }                                                                                          \
     } while (0)
 
 #define CTR_LE(i) gcm_bswap(_mm_add_epi32(*cle, _mm_set_epi32(0, 0, 0, (i))))
-#define XOR_OUT(b, i)                                                                  \
-    _mm_storeu_si128((__m128i *)(out + 16 * (i)),                                      \
+#define XOR_OUT(b, i)                                                                              \
+    _mm_storeu_si128((__m128i *)(out + 16 * (i)),                                                  \
                      _mm_xor_si128(b, _mm_loadu_si128((const __m128i *)(in + 16 * (i)))))
 
 /*
@@ -358,8 +355,7 @@ static void crypt_blocks_aesni(HWKEY_BULK_GCM *g, int enc, const unsigned char *
     if (enc && nblocks >= 8) {
         /* The first group has no predecessor to hash; the last is hashed after the loop. */
         aes8_ghash8(g, &cle, in, out, NULL, &xi);
-        for (nblocks -= 8, in += 128, out += 128; nblocks >= 8;
-             nblocks -= 8, in += 128, out += 128)
+        for (nblocks -= 8, in += 128, out += 128; nblocks >= 8; nblocks -= 8, in += 128, out += 128)
             aes8_ghash8(g, &cle, in, out, out - 128, &xi);
         xi = ghash_n(g, xi, out - 128, 8);
     } else if (!enc) {
@@ -378,8 +374,8 @@ static void crypt_blocks_aesni(HWKEY_BULK_GCM *g, int enc, const unsigned char *
     g->ctr = (uint32_t)_mm_cvtsi128_si32(cle);
 }
 
-static void crypt_blocks(HWKEY_BULK_GCM *g, int enc, const unsigned char *in,
-                         unsigned char *out, size_t nblocks)
+static void crypt_blocks(HWKEY_BULK_GCM *g, int enc, const unsigned char *in, unsigned char *out,
+                         size_t nblocks)
 {
     if (g->impl == HWKEY_BULK_IMPL_VAES) {
         size_t done = hwkey_gcm_vaes_blocks(g, enc, in, out, nblocks);
@@ -392,8 +388,8 @@ static void crypt_blocks(HWKEY_BULK_GCM *g, int enc, const unsigned char *in,
         crypt_blocks_aesni(g, enc, in, out, nblocks);
 }
 
-int hwkey_bulk_gcm_update(HWKEY_BULK_GCM *g, int enc, const unsigned char *in,
-                          unsigned char *out, size_t len)
+int hwkey_bulk_gcm_update(HWKEY_BULK_GCM *g, int enc, const unsigned char *in, unsigned char *out,
+                          size_t len)
 {
     size_t full;
 

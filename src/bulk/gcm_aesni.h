@@ -18,8 +18,7 @@ size_t hwkey_gcm_aesni_ctx_size(void);
  * bytes) and selects impl (HWKEY_BULK_IMPL_*), which the caller has checked
  * this CPU can run.
  */
-void hwkey_gcm_aesni_init(HWKEY_BULK_GCM *g, const unsigned char key[HWKEY_BULK_KEY_LEN],
-                          int impl);
+void hwkey_gcm_aesni_init(HWKEY_BULK_GCM *g, const unsigned char key[HWKEY_BULK_KEY_LEN], int impl);
 void hwkey_gcm_aesni_set_impl(HWKEY_BULK_GCM *g, int impl);
 int hwkey_gcm_aesni_get_impl(const HWKEY_BULK_GCM *g);
 

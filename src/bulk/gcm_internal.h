@@ -25,21 +25,21 @@
  * entries ending at hpow[15]: one 32-byte load gives the VAES core two.
  */
 struct hwkey_bulk_gcm {
-    __m128i rk[15];              /* AES-256 round keys */
-    __m128i hpow[GCM_HPOWS];     /* H^16 .. H^1, byte-reflected */
-    __m128i hkar[GCM_HPOWS];     /* hpow[i]'s two halves xored, in both halves (Karatsuba) */
-    __m128i xi;                  /* GHASH accumulator, byte-reflected */
-    __m128i ekj0;                /* E(K, IV || 1): xored into the tag */
-    __m128i ctr0;                /* IV || 0; counter blocks set word 3 */
-    uint32_t ctr;                /* next counter value */
-    int impl;                    /* HWKEY_BULK_IMPL_*, chosen by bulk_gcm.c after CPUID */
-    uint64_t aad_len, msg_len;   /* bytes */
-    unsigned char aad_buf[16];   /* partial AAD block */
+    __m128i rk[15];            /* AES-256 round keys */
+    __m128i hpow[GCM_HPOWS];   /* H^16 .. H^1, byte-reflected */
+    __m128i hkar[GCM_HPOWS];   /* hpow[i]'s two halves xored, in both halves (Karatsuba) */
+    __m128i xi;                /* GHASH accumulator, byte-reflected */
+    __m128i ekj0;              /* E(K, IV || 1): xored into the tag */
+    __m128i ctr0;              /* IV || 0; counter blocks set word 3 */
+    uint32_t ctr;              /* next counter value */
+    int impl;                  /* HWKEY_BULK_IMPL_*, chosen by bulk_gcm.c after CPUID */
+    uint64_t aad_len, msg_len; /* bytes */
+    unsigned char aad_buf[16]; /* partial AAD block */
     size_t aad_part;
-    unsigned char ks[16];        /* keystream of the partial data block */
-    unsigned char ct_buf[16];    /* its ciphertext so far, for GHASH */
+    unsigned char ks[16];     /* keystream of the partial data block */
+    unsigned char ct_buf[16]; /* its ciphertext so far, for GHASH */
     size_t part;
-    int in_data;                 /* data seen: AAD is closed */
+    int in_data; /* data seen: AAD is closed */
 };
 
 /* H^n, 1 <= n <= GCM_HPOWS, and its Karatsuba companion. */
@@ -75,9 +75,8 @@ static inline void gcm_kmul_acc(__m128i x, __m128i h, __m128i hk, __m128i *lo, _
 {
     *lo = _mm_xor_si128(*lo, _mm_clmulepi64_si128(x, h, 0x00));
     *hi = _mm_xor_si128(*hi, _mm_clmulepi64_si128(x, h, 0x11));
-    *mid = _mm_xor_si128(*mid,
-                         _mm_clmulepi64_si128(_mm_xor_si128(x, _mm_shuffle_epi32(x, 0x4e)), hk,
-                                              0x00));
+    *mid = _mm_xor_si128(
+        *mid, _mm_clmulepi64_si128(_mm_xor_si128(x, _mm_shuffle_epi32(x, 0x4e)), hk, 0x00));
 }
 
 /*

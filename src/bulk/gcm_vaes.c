@@ -19,17 +19,17 @@
 
 #define RK(r) _mm256_broadcastsi128_si256(rk[(r)])
 
-#define AES_ROUND16(k)                           \
-    do {                                         \
-        const __m256i k_ = (k);                  \
-        b0 = _mm256_aesenc_epi128(b0, k_);       \
-        b1 = _mm256_aesenc_epi128(b1, k_);       \
-        b2 = _mm256_aesenc_epi128(b2, k_);       \
-        b3 = _mm256_aesenc_epi128(b3, k_);       \
-        b4 = _mm256_aesenc_epi128(b4, k_);       \
-        b5 = _mm256_aesenc_epi128(b5, k_);       \
-        b6 = _mm256_aesenc_epi128(b6, k_);       \
-        b7 = _mm256_aesenc_epi128(b7, k_);       \
+#define AES_ROUND16(k)                                                                             \
+    do {                                                                                           \
+        const __m256i k_ = (k);                                                                    \
+        b0 = _mm256_aesenc_epi128(b0, k_);                                                         \
+        b1 = _mm256_aesenc_epi128(b1, k_);                                                         \
+        b2 = _mm256_aesenc_epi128(b2, k_);                                                         \
+        b3 = _mm256_aesenc_epi128(b3, k_);                                                         \
+        b4 = _mm256_aesenc_epi128(b4, k_);                                                         \
+        b5 = _mm256_aesenc_epi128(b5, k_);                                                         \
+        b6 = _mm256_aesenc_epi128(b6, k_);                                                         \
+        b7 = _mm256_aesenc_epi128(b7, k_);                                                         \
     } while (0)
 
 /* Blocks 2i and 2i+1 at p times H^(16-2i), H^(15-2i), accumulated; xi joins block 0. */
@@ -46,37 +46,35 @@ static ALWAYS_INLINE void ghash_pair(const HWKEY_BULK_GCM *g, const unsigned cha
     *lo = _mm256_xor_si256(*lo, _mm256_clmulepi64_epi128(x, h, 0x00));
     *hi = _mm256_xor_si256(*hi, _mm256_clmulepi64_epi128(x, h, 0x11));
     *mid = _mm256_xor_si256(
-        *mid, _mm256_clmulepi64_epi128(_mm256_xor_si256(x, _mm256_shuffle_epi32(x, 0x4e)), hk,
-                                       0x00));
+        *mid,
+        _mm256_clmulepi64_epi128(_mm256_xor_si256(x, _mm256_shuffle_epi32(x, 0x4e)), hk, 0x00));
 }
 
 /* Folds the two lanes' sums and reduces once. */
 static ALWAYS_INLINE __m128i fold_reduce(__m256i lo, __m256i mid, __m256i hi)
 {
-    return gcm_reduce(
-        _mm_xor_si128(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1)),
-        _mm_xor_si128(_mm256_castsi256_si128(mid), _mm256_extracti128_si256(mid, 1)),
-        _mm_xor_si128(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1)));
+    return gcm_reduce(_mm_xor_si128(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1)),
+                      _mm_xor_si128(_mm256_castsi256_si128(mid), _mm256_extracti128_si256(mid, 1)),
+                      _mm_xor_si128(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1)));
 }
 
-#define GHASH_STEP(i)                                                 \
-    do {                                                              \
-        if (hsrc != NULL)                                             \
-            ghash_pair(g, hsrc, (i), *xi, &lo, &mid, &hi);            \
+#define GHASH_STEP(i)                                                                              \
+    do {                                                                                           \
+        if (hsrc != NULL)                                                                          \
+            ghash_pair(g, hsrc, (i), *xi, &lo, &mid, &hi);                                         \
     } while (0)
 
 /* Counter pair i: blocks 2i, 2i+1 of the group, byte order restored. */
-#define CTR_PAIR(i)                                                                        \
-    _mm256_xor_si256(_mm256_shuffle_epi8(_mm256_add_epi32(*cle, _mm256_set_epi32(         \
-                                                              0, 0, 0, 2 * (i) + 1, 0, 0, \
-                                                              0, 2 * (i))),              \
-                                         bswap),                                           \
-                     RK(0))
+#define CTR_PAIR(i)                                                                                \
+    _mm256_xor_si256(                                                                              \
+        _mm256_shuffle_epi8(                                                                       \
+            _mm256_add_epi32(*cle, _mm256_set_epi32(0, 0, 0, 2 * (i) + 1, 0, 0, 0, 2 * (i))),      \
+            bswap),                                                                                \
+        RK(0))
 
-#define XOR_OUT(b, i)                                                                      \
-    _mm256_storeu_si256(                                                                   \
-        (__m256i *)(out + 32 * (i)),                                                       \
-        _mm256_xor_si256(b, _mm256_loadu_si256((const __m256i *)(in + 32 * (i)))))
+#define XOR_OUT(b, i)                                                                              \
+    _mm256_storeu_si256((__m256i *)(out + 32 * (i)),                                               \
+                        _mm256_xor_si256(b, _mm256_loadu_si256((const __m256i *)(in + 32 * (i)))))
 
 /*
  * Sixteen counter blocks through AES-256 and (hsrc != NULL) the GHASH of the

@@ -57,11 +57,14 @@ int hwkey_cli_usage(const char *cmd, const char *fmt, ...)
  * The last entries of a subcommand's getopt_long table (needs <getopt.h>):
  * --auth-file, --tcti, --pin-source, --help and the terminator.
  */
-#define HWKEY_CLI_LONGOPTS_COMMON                                                  \
-    {"auth-file", required_argument, NULL, HWKEY_CLI_OPT_AUTH_FILE},               \
-        {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},                     \
-        {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},         \
-        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}
+#define HWKEY_CLI_LONGOPTS_COMMON                                                                  \
+    {"auth-file", required_argument, NULL, HWKEY_CLI_OPT_AUTH_FILE},                               \
+        {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},                                     \
+        {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},                         \
+        {"help", no_argument, NULL, 'h'},                                                          \
+    {                                                                                              \
+        NULL, 0, NULL, 0                                                                           \
+    }
 /* 1: handled a common option; 0: not a common one; -1: failed (usage printed). */
 int hwkey_cli_common_option(HWKEY_CLI *cli, int opt, const char *arg);
 /*

@@ -131,7 +131,7 @@ int hwkey_cli_pw_cb(char *pass, size_t pass_size, size_t *pass_len, const OSSL_P
     (void)params;
     if (cli == NULL || cli->auth == NULL) {
         hwkey_raise(HWKEY_R_AUTH_FAILED, "the key needs an auth value or a token PIN: give "
-                    "--auth-file (a PIN also through --pin-source)");
+                                         "--auth-file (a PIN also through --pin-source)");
         return 0;
     }
     if (cli->auth->len > pass_size) {
@@ -312,7 +312,8 @@ static int keyref_from_pem(const char *path, HWKEY_CLI_KEYREF *r)
     } else {
         hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
                     "%s holds a \"%s\" PEM block, not a TSS2 key, a data key or a key "
-                    "reference", path, label);
+                    "reference",
+                    path, label);
     }
 end:
     OPENSSL_free(label);
@@ -524,9 +525,9 @@ int hwkey_cli_out_commit_keyfile(HWKEY_CLI_OUTFILE *o, const HWKEY_REFBLOB *blob
     long datalen;
     int ok;
 
-    ok = mem != NULL && hwkey_cli_render_keyfile(blob, mem)
-         && (datalen = BIO_get_mem_data(mem, &data)) > 0
-         && hwkey_cli_out_commit(o, data, (size_t)datalen);
+    ok = mem != NULL && hwkey_cli_render_keyfile(blob, mem) &&
+         (datalen = BIO_get_mem_data(mem, &data)) > 0 &&
+         hwkey_cli_out_commit(o, data, (size_t)datalen);
     BIO_free(mem);
     return ok;
 }

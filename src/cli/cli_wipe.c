@@ -48,25 +48,32 @@ int hwkey_cli_wipe_check(const char *path, HWKEY_CLI_WIPE *w)
         return 0;
     }
     if (S_ISLNK(st.st_mode)) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "--wipe-source: %s is a symbolic link; name the key "
-                    "file itself", path);
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                    "--wipe-source: %s is a symbolic link; name the key "
+                    "file itself",
+                    path);
         return 0;
     }
     if (!S_ISREG(st.st_mode)) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "--wipe-source: %s is not a regular file; refusing to "
-                    "overwrite it", path);
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                    "--wipe-source: %s is not a regular file; refusing to "
+                    "overwrite it",
+                    path);
         return 0;
     }
     if (st.st_nlink != 1) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "--wipe-source: %s has %lu hard links; unlinking one "
-                    "name would leave the others (remove them first)", path,
-                    (unsigned long)st.st_nlink);
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                    "--wipe-source: %s has %lu hard links; unlinking one "
+                    "name would leave the others (remove them first)",
+                    path, (unsigned long)st.st_nlink);
         return 0;
     }
     /* Found out now, not after the import: the file must be writable, its directory too. */
     if (access(path, W_OK) != 0 || !dir_writable(path)) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "--wipe-source: %s or its directory is not writable "
-                    "for this user: it could not be overwritten and removed", path);
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                    "--wipe-source: %s or its directory is not writable "
+                    "for this user: it could not be overwritten and removed",
+                    path);
         return 0;
     }
     w->path = path;
@@ -91,13 +98,17 @@ int hwkey_cli_wipe_confirm(const char *path, int yes)
     if (!isatty(STDIN_FILENO))
         return hwkey_cli_usage("import", "--wipe-source asks for confirmation on a terminal; "
                                          "stdin is not one: add --yes");
-    fprintf(stderr, "hwkey: after the import, overwrite and delete %s?\n"
-                    "       Copies elsewhere (backups, snapshots, other disks) are not covered.\n"
-                    "       Type yes to continue: ", path);
+    fprintf(stderr,
+            "hwkey: after the import, overwrite and delete %s?\n"
+            "       Copies elsewhere (backups, snapshots, other disks) are not covered.\n"
+            "       Type yes to continue: ",
+            path);
     fflush(stderr);
     if (fgets(answer, sizeof(answer), stdin) == NULL || strcmp(answer, "yes\n") != 0) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "--wipe-source not confirmed (the answer was not "
-                    "\"yes\"): nothing imported, %s left as it was", path);
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                    "--wipe-source not confirmed (the answer was not "
+                    "\"yes\"): nothing imported, %s left as it was",
+                    path);
         return HWKEY_CLI_FAIL;
     }
     return HWKEY_CLI_OK;
@@ -132,16 +143,17 @@ int hwkey_cli_wipe(const HWKEY_CLI_WIPE *w)
                     w->path, strerror(errno));
         return 0;
     }
-    if (fstat(fd, &st) != 0 || st.st_dev != w->dev || st.st_ino != w->ino
-        || !S_ISREG(st.st_mode)) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "--wipe-source: %s was replaced during the import; "
-                    "not touching it", w->path);
+    if (fstat(fd, &st) != 0 || st.st_dev != w->dev || st.st_ino != w->ino || !S_ISREG(st.st_mode)) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                    "--wipe-source: %s was replaced during the import; "
+                    "not touching it",
+                    w->path);
         goto end;
     }
     /* Random, not zeros: a filesystem that compresses or dedups keeps no shortcut. */
     while (done < st.st_size) {
-        size_t n = (size_t)(st.st_size - done) < sizeof(buf) ? (size_t)(st.st_size - done)
-                                                             : sizeof(buf);
+        size_t n =
+            (size_t)(st.st_size - done) < sizeof(buf) ? (size_t)(st.st_size - done) : sizeof(buf);
         ssize_t wr;
 
         if (RAND_bytes(buf, (int)n) != 1) {

@@ -41,13 +41,12 @@ static void datakey_usage(void)
 int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv)
 {
     enum { OPT_OUT = 1, OPT_URI, OPT_FORCE, OPT_CREATE_KEK, OPT_PCR };
-    static const struct option opts[] = {
-        {"out", required_argument, NULL, OPT_OUT},
-        {"uri", required_argument, NULL, OPT_URI},
-        {"force", no_argument, NULL, OPT_FORCE},
-        {"create-kek", no_argument, NULL, OPT_CREATE_KEK},
-        {"pcr", required_argument, NULL, OPT_PCR},
-        HWKEY_CLI_LONGOPTS_COMMON};
+    static const struct option opts[] = {{"out", required_argument, NULL, OPT_OUT},
+                                         {"uri", required_argument, NULL, OPT_URI},
+                                         {"force", no_argument, NULL, OPT_FORCE},
+                                         {"create-kek", no_argument, NULL, OPT_CREATE_KEK},
+                                         {"pcr", required_argument, NULL, OPT_PCR},
+                                         HWKEY_CLI_LONGOPTS_COMMON};
     char why[128];
     const char *out_path = NULL, *uri = NULL;
     HWKEY_GENOPTS gen;
@@ -103,8 +102,8 @@ int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv)
     /* The output file first: an unwritable place fails before the device works. */
     if (!hwkey_cli_out_begin(&out, out_path, force))
         goto fail;
-    if ((dev = hwkey_cli_device_for(cli, uri)) == NULL
-        || !hwkey_backend_datakey_create(dev, &gen, &blob))
+    if ((dev = hwkey_cli_device_for(cli, uri)) == NULL ||
+        !hwkey_backend_datakey_create(dev, &gen, &blob))
         goto fail;
     if (blob.kind == HWKEY_REF_TSS2_KEYFILE) {
         label = HWKEY_PEM_TSS2_PRIVATE_KEY;
@@ -114,9 +113,9 @@ int hwkey_cmd_datakey(HWKEY_CLI *cli, int argc, char **argv)
         hwkey_raise(HWKEY_R_INTERNAL, "the backend returned a data key of an unknown kind");
         goto fail;
     }
-    if ((mem = BIO_new(BIO_s_mem())) == NULL
-        || PEM_write_bio(mem, label, "", blob.data, (long)blob.len) <= 0
-        || (datalen = BIO_get_mem_data(mem, &data)) <= 0) {
+    if ((mem = BIO_new(BIO_s_mem())) == NULL ||
+        PEM_write_bio(mem, label, "", blob.data, (long)blob.len) <= 0 ||
+        (datalen = BIO_get_mem_data(mem, &data)) <= 0) {
         hwkey_raise(HWKEY_R_INTERNAL, "writing the data key file's PEM block");
         goto fail;
     }

@@ -14,10 +14,11 @@ static void delete_usage(void)
 
 int hwkey_cmd_delete(HWKEY_CLI *cli, int argc, char **argv)
 {
-    static const struct option opts[] = {{"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
+    static const struct option opts[] = {
+        {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
         {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     HWKEY_CLI_KEYREF kr = {0};
     HWKEY_DEVICE *dev;
     int opt, c, rc = HWKEY_CLI_FAIL;
@@ -33,8 +34,8 @@ int hwkey_cmd_delete(HWKEY_CLI *cli, int argc, char **argv)
     }
     if (argc - optind != 1)
         return hwkey_cli_usage("delete", "expected exactly one KEY");
-    if ((dev = hwkey_cli_keyref_device(cli, argv[optind], &kr)) == NULL
-        || !hwkey_backend_key_delete(dev, &kr.ref)) {
+    if ((dev = hwkey_cli_keyref_device(cli, argv[optind], &kr)) == NULL ||
+        !hwkey_backend_key_delete(dev, &kr.ref)) {
         rc = hwkey_cli_fail("delete %s", argv[optind]);
         goto end;
     }

@@ -24,10 +24,10 @@
 typedef struct {
     const char *verb;
     int on;
-    int tty;                      /* redraw one line ("\r"), else one line per step */
-    unsigned long long total;     /* the input's size; 0: unknown (a pipe) */
-    unsigned long long done;      /* input consumed, as the bulk code reports it */
-    unsigned long long shown;     /* the value last printed */
+    int tty;                  /* redraw one line ("\r"), else one line per step */
+    unsigned long long total; /* the input's size; 0: unknown (a pipe) */
+    unsigned long long done;  /* input consumed, as the bulk code reports it */
+    unsigned long long shown; /* the value last printed */
     unsigned long long next;
 } PROGRESS;
 
@@ -92,12 +92,9 @@ static int run(HWKEY_CLI *cli, int argc, char **argv, int enc)
 {
     enum { OPT_KEY = 1, OPT_IN, OPT_OUT, OPT_FORCE, OPT_PROGRESS };
     static const struct option opts[] = {
-        {"key", required_argument, NULL, OPT_KEY},
-        {"in", required_argument, NULL, OPT_IN},
-        {"out", required_argument, NULL, OPT_OUT},
-        {"force", no_argument, NULL, OPT_FORCE},
-        {"progress", no_argument, NULL, OPT_PROGRESS},
-        HWKEY_CLI_LONGOPTS_COMMON};
+        {"key", required_argument, NULL, OPT_KEY},     {"in", required_argument, NULL, OPT_IN},
+        {"out", required_argument, NULL, OPT_OUT},     {"force", no_argument, NULL, OPT_FORCE},
+        {"progress", no_argument, NULL, OPT_PROGRESS}, HWKEY_CLI_LONGOPTS_COMMON};
     const char *cmd = enc ? "encrypt" : "decrypt";
     const char *key_path = NULL, *in_path = NULL, *out_path = NULL;
     HWKEY_CLI_KEYREF ref = {0};
@@ -162,9 +159,9 @@ static int run(HWKEY_CLI *cli, int argc, char **argv, int enc)
         progress.on = 1;
 
     /* The data key: unwrapped by the device, held only in protected memory. */
-    if ((dev = hwkey_cli_keyref_device(cli, key_path, &ref)) == NULL
-        || (key = hwkey_secmem_alloc(HWKEY_BULK_KEY_LEN)) == NULL
-        || !hwkey_backend_datakey_unwrap(dev, &ref.ref, hwkey_cli_pw_cb, cli, key))
+    if ((dev = hwkey_cli_keyref_device(cli, key_path, &ref)) == NULL ||
+        (key = hwkey_secmem_alloc(HWKEY_BULK_KEY_LEN)) == NULL ||
+        !hwkey_backend_datakey_unwrap(dev, &ref.ref, hwkey_cli_pw_cb, cli, key))
         goto fail;
     g = hwkey_bulk_gcm_new(key);
     hwkey_secmem_free(key);

@@ -35,7 +35,7 @@
 typedef struct {
     const char *key_path;
     HWKEY_SECRET *pass; /* --passin-file's first line; NULL: prompt on a tty */
-    int asked;       /* the decoder wanted a passphrase */
+    int asked;          /* the decoder wanted a passphrase */
 } IMPORT_PASS;
 
 static void import_usage(void)
@@ -166,14 +166,20 @@ static EVP_PKEY *load_software_key(IMPORT_PASS *pass)
         pkey = NULL;
         ERR_clear_error();
         if (pass->asked && pass->pass == NULL && !isatty(STDIN_FILENO))
-            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "%s is encrypted: give its passphrase with "
-                                              "--passin-file", pass->key_path);
+            hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                        "%s is encrypted: give its passphrase with "
+                        "--passin-file",
+                        pass->key_path);
         else if (pass->asked)
-            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "cannot decrypt %s: wrong passphrase or corrupt "
-                                              "key", pass->key_path);
+            hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                        "cannot decrypt %s: wrong passphrase or corrupt "
+                        "key",
+                        pass->key_path);
         else
-            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "%s holds no private key OpenSSL can read (PEM or "
-                                              "DER, PKCS#8 or traditional)", pass->key_path);
+            hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                        "%s holds no private key OpenSSL can read (PEM or "
+                        "DER, PKCS#8 or traditional)",
+                        pass->key_path);
     }
 end:
     OSSL_DECODER_CTX_free(dctx);
@@ -183,8 +189,17 @@ end:
 
 int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
 {
-    enum { OPT_OUT = 1, OPT_URI, OPT_FORCE, OPT_PASSIN, OPT_PARENT_PUB, OPT_PARENT_HANDLE,
-           OPT_FINISH, OPT_WIPE, OPT_YES };
+    enum {
+        OPT_OUT = 1,
+        OPT_URI,
+        OPT_FORCE,
+        OPT_PASSIN,
+        OPT_PARENT_PUB,
+        OPT_PARENT_HANDLE,
+        OPT_FINISH,
+        OPT_WIPE,
+        OPT_YES
+    };
     static const struct option opts[] = {
         {"out", required_argument, NULL, OPT_OUT},
         {"parent-pub", required_argument, NULL, OPT_PARENT_PUB},
@@ -233,8 +248,10 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
             break;
         case OPT_PARENT_HANDLE:
             if (!hwkey_cli_parse_parent_handle(optarg, &parent_handle))
-                return hwkey_cli_usage("import", "--parent-handle %s: expected 0x40000001 or a "
-                                                 "persistent handle 0x81xxxxxx", optarg);
+                return hwkey_cli_usage("import",
+                                       "--parent-handle %s: expected 0x40000001 or a "
+                                       "persistent handle 0x81xxxxxx",
+                                       optarg);
             break;
         case OPT_FINISH:
             finish = 1;
@@ -253,8 +270,8 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
     if (argc - optind != 1)
         return hwkey_cli_usage("import", "expected exactly one SOFTWARE_KEY file");
     if (finish) {
-        if (out_path == NULL || uri != NULL || parent_pub != NULL || passin != NULL
-            || wipe_source || yes)
+        if (out_path == NULL || uri != NULL || parent_pub != NULL || passin != NULL ||
+            wipe_source || yes)
             return hwkey_cli_usage("import", "--finish FILE takes --out NEW (and no "
                                              "--uri/--parent-pub/--passin-file/--wipe-source)");
         if (!hwkey_cli_import_finish(cli, argv[optind], out_path, force))
@@ -286,16 +303,17 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
             goto fail;
         /* --out over the key itself would rename the file away unwiped. */
         if (hwkey_cli_wipe_same_file(&wipe, out_path))
-            return hwkey_cli_usage("import", "--out %s is the software key itself; with "
-                                             "--wipe-source write the key file elsewhere",
+            return hwkey_cli_usage("import",
+                                   "--out %s is the software key itself; with "
+                                   "--wipe-source write the key file elsewhere",
                                    out_path);
         if ((c = hwkey_cli_wipe_confirm(pass.key_path, yes)) == HWKEY_CLI_USAGE)
             return c;
         if (c != HWKEY_CLI_OK)
             goto fail;
     }
-    if (passin != NULL
-        && (pass.pass = hwkey_secret_read_line(passin, PASS_MAX, "passphrase file")) == NULL)
+    if (passin != NULL &&
+        (pass.pass = hwkey_secret_read_line(passin, PASS_MAX, "passphrase file")) == NULL)
         goto fail;
     if ((soft = load_software_key(&pass)) == NULL)
         goto fail;
@@ -306,8 +324,8 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
     if (parent_pub != NULL) {
         if (!hwkey_cli_import_offline(soft, parent_pub, parent_handle, &gen, &blob))
             goto fail;
-    } else if ((dev = hwkey_cli_device_for(cli, uri)) == NULL
-               || !hwkey_backend_key_import(dev, soft, &gen, &blob)) {
+    } else if ((dev = hwkey_cli_device_for(cli, uri)) == NULL ||
+               !hwkey_backend_key_import(dev, soft, &gen, &blob)) {
         goto fail;
     }
     if (out_path != NULL && !hwkey_cli_out_commit_keyfile(&out, &blob))
@@ -320,9 +338,11 @@ int hwkey_cmd_import(HWKEY_CLI *cli, int argc, char **argv)
                                 pass.key_path);
             goto end;
         }
-        fprintf(stderr, "hwkey: %s overwritten and removed; copies elsewhere (backups, "
-                        "snapshots, other disks, old blocks on SSDs or copy-on-write and "
-                        "journaling filesystems) are not covered\n", pass.key_path);
+        fprintf(stderr,
+                "hwkey: %s overwritten and removed; copies elsewhere (backups, "
+                "snapshots, other disks, old blocks on SSDs or copy-on-write and "
+                "journaling filesystems) are not covered\n",
+                pass.key_path);
     }
     rc = HWKEY_CLI_OK;
     goto end;

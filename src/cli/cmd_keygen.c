@@ -39,26 +39,27 @@ static const char *algs_name(const HWKEY_KEYSPEC *spec)
 
 static void keygen_usage(void)
 {
-    printf("usage: hwkey keygen ALG --out FILE [--persist 0x81xxxxxx | --pcr BANK:N[,N...]]\n"
-           "                   [--auth-file F] [--force] [--tcti STRING]\n"
-           "       hwkey keygen ALG --uri 'pkcs11:...' [--out FILE] [--pin-source SRC] [--force]\n\n"
-           "ALG: ec:P-256 ec:P-384 ec:P-521 rsa:2048 rsa:3072 rsa:4096 ed25519, where the\n"
-           "     device has it: a TPM is asked (hwkey info lists its curves and RSA sizes;\n"
-           "     TPMs have no ed25519), a token answers when generating\n\n"
-           "  --out FILE        TSS2 PRIVATE KEY file to write (PEM); with --persist or\n"
-           "                    --uri, a key reference file naming the key\n"
-           "  --persist HANDLE  also make the key persistent at HANDLE (0x81000000..0x81FFFFFF)\n"
-           "  --pcr BANK:N,..   bind the key to these PCRs' current values, e.g.\n"
-           "                    sha256:0,2,7: once one changes (firmware, boot loader or\n"
-           "                    kernel update) the TPM refuses the key (docs/pcr-policy.md)\n"
-           "  --auth-file F     the key's auth value (first line of F); default: none.\n"
-           "                    With --pcr both are required to use the key\n"
-           "  --uri URI         generate on the PKCS#11 token named by URI (token=, object=,\n"
-           "                    id=); the key is sensitive, non-extractable and private\n"
-           "  --pin-source SRC  the token's user PIN: file:/path or env:NAME (default: the\n"
-           "                    URI's pin-source/pin-value, else $HWKEY_PKCS11_PIN_SOURCE)\n"
-           "  --force           replace an existing --out file\n"
-           "  --tcti STRING     TPM transport (see hwkey --help)\n");
+    printf(
+        "usage: hwkey keygen ALG --out FILE [--persist 0x81xxxxxx | --pcr BANK:N[,N...]]\n"
+        "                   [--auth-file F] [--force] [--tcti STRING]\n"
+        "       hwkey keygen ALG --uri 'pkcs11:...' [--out FILE] [--pin-source SRC] [--force]\n\n"
+        "ALG: ec:P-256 ec:P-384 ec:P-521 rsa:2048 rsa:3072 rsa:4096 ed25519, where the\n"
+        "     device has it: a TPM is asked (hwkey info lists its curves and RSA sizes;\n"
+        "     TPMs have no ed25519), a token answers when generating\n\n"
+        "  --out FILE        TSS2 PRIVATE KEY file to write (PEM); with --persist or\n"
+        "                    --uri, a key reference file naming the key\n"
+        "  --persist HANDLE  also make the key persistent at HANDLE (0x81000000..0x81FFFFFF)\n"
+        "  --pcr BANK:N,..   bind the key to these PCRs' current values, e.g.\n"
+        "                    sha256:0,2,7: once one changes (firmware, boot loader or\n"
+        "                    kernel update) the TPM refuses the key (docs/pcr-policy.md)\n"
+        "  --auth-file F     the key's auth value (first line of F); default: none.\n"
+        "                    With --pcr both are required to use the key\n"
+        "  --uri URI         generate on the PKCS#11 token named by URI (token=, object=,\n"
+        "                    id=); the key is sensitive, non-extractable and private\n"
+        "  --pin-source SRC  the token's user PIN: file:/path or env:NAME (default: the\n"
+        "                    URI's pin-source/pin-value, else $HWKEY_PKCS11_PIN_SOURCE)\n"
+        "  --force           replace an existing --out file\n"
+        "  --tcti STRING     TPM transport (see hwkey --help)\n");
 }
 
 static int parse_handle(const char *s, uint32_t *out)
@@ -78,13 +79,12 @@ static int parse_handle(const char *s, uint32_t *out)
 int hwkey_cmd_keygen(HWKEY_CLI *cli, int argc, char **argv)
 {
     enum { OPT_OUT = 1, OPT_PERSIST, OPT_URI, OPT_FORCE, OPT_PCR };
-    static const struct option opts[] = {
-        {"out", required_argument, NULL, OPT_OUT},
-        {"persist", required_argument, NULL, OPT_PERSIST},
-        {"uri", required_argument, NULL, OPT_URI},
-        {"force", no_argument, NULL, OPT_FORCE},
-        {"pcr", required_argument, NULL, OPT_PCR},
-        HWKEY_CLI_LONGOPTS_COMMON};
+    static const struct option opts[] = {{"out", required_argument, NULL, OPT_OUT},
+                                         {"persist", required_argument, NULL, OPT_PERSIST},
+                                         {"uri", required_argument, NULL, OPT_URI},
+                                         {"force", no_argument, NULL, OPT_FORCE},
+                                         {"pcr", required_argument, NULL, OPT_PCR},
+                                         HWKEY_CLI_LONGOPTS_COMMON};
     const char *out_path = NULL, *uri = NULL, *alg_name;
     char why[128];
     const HWKEY_KEYSPEC *spec = NULL;

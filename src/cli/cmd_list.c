@@ -25,12 +25,13 @@ static int print_key(const HWKEY_LISTED_KEY *key, void *arg)
 int hwkey_cmd_list(HWKEY_CLI *cli, int argc, char **argv)
 {
     enum { OPT_TPM2 = 1, OPT_URI };
-    static const struct option opts[] = {{"tpm2", no_argument, NULL, OPT_TPM2},
-                                         {"uri", required_argument, NULL, OPT_URI},
-                                         {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
+    static const struct option opts[] = {
+        {"tpm2", no_argument, NULL, OPT_TPM2},
+        {"uri", required_argument, NULL, OPT_URI},
+        {"tcti", required_argument, NULL, HWKEY_CLI_OPT_TCTI},
         {"pin-source", required_argument, NULL, HWKEY_CLI_OPT_PIN_SOURCE},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     const char *uri = NULL;
     HWKEY_DEVICE *dev;
     int opt, c, tpm2 = 0;
@@ -56,8 +57,8 @@ int hwkey_cmd_list(HWKEY_CLI *cli, int argc, char **argv)
         return hwkey_cli_usage("list", "unexpected argument \"%s\"", argv[optind]);
     if (tpm2 && uri != NULL)
         return hwkey_cli_usage("list", "give --tpm2 or --uri, not both");
-    if ((dev = hwkey_cli_device_for(cli, uri)) == NULL
-        || !hwkey_backend_key_list(dev, uri, print_key, NULL))
+    if ((dev = hwkey_cli_device_for(cli, uri)) == NULL ||
+        !hwkey_backend_key_list(dev, uri, print_key, NULL))
         return hwkey_cli_fail("list %s", uri != NULL ? uri : "--tpm2");
     return HWKEY_CLI_OK;
 }

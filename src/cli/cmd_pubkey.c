@@ -41,8 +41,9 @@ static int print_pem(EVP_PKEY *pub)
     long pemlen;
     int ok;
 
-    ok = mem != NULL && PEM_write_bio_PUBKEY(mem, pub) && (pemlen = BIO_get_mem_data(mem, &pem)) > 0
-         && fwrite(pem, 1, (size_t)pemlen, stdout) == (size_t)pemlen && fflush(stdout) == 0;
+    ok = mem != NULL && PEM_write_bio_PUBKEY(mem, pub) &&
+         (pemlen = BIO_get_mem_data(mem, &pem)) > 0 &&
+         fwrite(pem, 1, (size_t)pemlen, stdout) == (size_t)pemlen && fflush(stdout) == 0;
     BIO_free(mem);
     return ok;
 }
@@ -60,9 +61,9 @@ static int parent_pubkey(HWKEY_CLI *cli, const char *out_public, int force)
 
     if (out_public != NULL && !hwkey_cli_out_begin(&out, out_public, force))
         goto fail;
-    if ((devs = hwkey_cli_devices(cli)) == NULL
-        || (dev = hwkey_devices_by_name(devs, "tpm2")) == NULL
-        || !hwkey_tpm2_parent_public(dev, 0, &pk, &tpm2b, &tpm2b_len, &recorded, &standard))
+    if ((devs = hwkey_cli_devices(cli)) == NULL ||
+        (dev = hwkey_devices_by_name(devs, "tpm2")) == NULL ||
+        !hwkey_tpm2_parent_public(dev, 0, &pk, &tpm2b, &tpm2b_len, &recorded, &standard))
         goto fail;
     if (out_public != NULL && !hwkey_cli_out_commit(&out, tpm2b, tpm2b_len))
         goto fail;
@@ -72,9 +73,11 @@ static int parent_pubkey(HWKEY_CLI *cli, const char *out_public, int force)
     }
     /* Not an error, but the PEM alone would make import files this TPM rejects. */
     if (!standard && out_public == NULL)
-        fprintf(stderr, "hwkey: note: parent 0x%08x is not made from the standard ECC P-256 "
-                        "SRK template: offline import needs its TPM2B_PUBLIC "
-                        "(--out-public FILE)\n", (unsigned int)recorded);
+        fprintf(stderr,
+                "hwkey: note: parent 0x%08x is not made from the standard ECC P-256 "
+                "SRK template: offline import needs its TPM2B_PUBLIC "
+                "(--out-public FILE)\n",
+                (unsigned int)recorded);
     rc = HWKEY_CLI_OK;
     goto end;
 fail:
@@ -89,11 +92,10 @@ end:
 int hwkey_cmd_pubkey(HWKEY_CLI *cli, int argc, char **argv)
 {
     enum { OPT_PARENT = 1, OPT_OUT_PUBLIC, OPT_FORCE };
-    static const struct option opts[] = {
-        {"parent", no_argument, NULL, OPT_PARENT},
-        {"out-public", required_argument, NULL, OPT_OUT_PUBLIC},
-        {"force", no_argument, NULL, OPT_FORCE},
-        HWKEY_CLI_LONGOPTS_COMMON};
+    static const struct option opts[] = {{"parent", no_argument, NULL, OPT_PARENT},
+                                         {"out-public", required_argument, NULL, OPT_OUT_PUBLIC},
+                                         {"force", no_argument, NULL, OPT_FORCE},
+                                         HWKEY_CLI_LONGOPTS_COMMON};
     const char *out_public = NULL;
     int parent = 0, force = 0;
     HWKEY_CLI_KEYREF kr = {0};

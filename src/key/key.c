@@ -37,17 +37,19 @@ static int describe_from_public(HWKEY_KEY *key)
         key->alg = HWKEY_ALG_ED25519;
         return 1;
     }
-    if (EVP_PKEY_is_a(key->pub, "EC")
-        && EVP_PKEY_get_utf8_string_param(key->pub, OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                          sizeof(group), NULL)) {
+    if (EVP_PKEY_is_a(key->pub, "EC") &&
+        EVP_PKEY_get_utf8_string_param(key->pub, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                       NULL)) {
         key->alg = HWKEY_ALG_EC;
         key->curve_nid = OBJ_txt2nid(group);
         if (key->curve_nid == NID_undef)
             key->curve_nid = EC_curve_nist2nid(group);
         if (key->curve_nid != NID_undef)
             return 1;
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "EC public key on curve \"%s\", which this "
-                    "OpenSSL does not know", group);
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                    "EC public key on curve \"%s\", which this "
+                    "OpenSSL does not know",
+                    group);
         return 0;
     }
     hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "public key of type %s",
@@ -195,8 +197,8 @@ int hwkey_key_sign(HWKEY_KEY *key, const HWKEY_SIGN_PARAMS *params, const unsign
     return hwkey_backend_sign(key->bkey, params, tbs, tbslen, sig, siglen);
 }
 
-int hwkey_key_rsa_private(HWKEY_KEY *key, const unsigned char *in, size_t inlen,
-                          unsigned char *out, size_t *outlen)
+int hwkey_key_rsa_private(HWKEY_KEY *key, const unsigned char *in, size_t inlen, unsigned char *out,
+                          size_t *outlen)
 {
     if (!hwkey_key_require_private(key, "do the raw RSA private operation"))
         return 0;
@@ -204,8 +206,7 @@ int hwkey_key_rsa_private(HWKEY_KEY *key, const unsigned char *in, size_t inlen,
 }
 
 int hwkey_key_rsa_decrypt(HWKEY_KEY *key, const HWKEY_DECRYPT_PARAMS *params,
-                          const unsigned char *in, size_t inlen, unsigned char *out,
-                          size_t *outlen)
+                          const unsigned char *in, size_t inlen, unsigned char *out, size_t *outlen)
 {
     if (!hwkey_key_require_private(key, "decrypt"))
         return 0;

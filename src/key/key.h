@@ -31,14 +31,14 @@
  */
 
 typedef struct hwkey_key {
-    int refcount;                 /* atomic, CRYPTO_atomic_add */
-    CRYPTO_RWLOCK *lock;          /* for the refcount where atomics are emulated */
-    HWKEY_BKEY *bkey;             /* NULL: public-only key */
-    EVP_PKEY *pub;                /* software public key in the provider's swctx */
+    int refcount;        /* atomic, CRYPTO_atomic_add */
+    CRYPTO_RWLOCK *lock; /* for the refcount where atomics are emulated */
+    HWKEY_BKEY *bkey;    /* NULL: public-only key */
+    EVP_PKEY *pub;       /* software public key in the provider's swctx */
     HWKEY_ALG alg;
     int bits;
-    int curve_nid;                /* EC */
-    OSSL_LIB_CTX *swctx;          /* where pub lives and import() builds it; not owned */
+    int curve_nid;       /* EC */
+    OSSL_LIB_CTX *swctx; /* where pub lives and import() builds it; not owned */
     /*
      * A copy of the reference the key was loaded from (kind 0 / data NULL
      * for public-only keys), so encoders can write the key file back out:
@@ -98,8 +98,8 @@ int hwkey_key_require_private(const HWKEY_KEY *key, const char *what);
  */
 int hwkey_key_sign(HWKEY_KEY *key, const HWKEY_SIGN_PARAMS *params, const unsigned char *tbs,
                    size_t tbslen, unsigned char *sig, size_t *siglen);
-int hwkey_key_rsa_private(HWKEY_KEY *key, const unsigned char *in, size_t inlen,
-                          unsigned char *out, size_t *outlen);
+int hwkey_key_rsa_private(HWKEY_KEY *key, const unsigned char *in, size_t inlen, unsigned char *out,
+                          size_t *outlen);
 int hwkey_key_rsa_decrypt(HWKEY_KEY *key, const HWKEY_DECRYPT_PARAMS *params,
                           const unsigned char *in, size_t inlen, unsigned char *out,
                           size_t *outlen);

@@ -185,9 +185,10 @@ static int decode_blob(HWKEY_DECODER_CTX *ctx, const char *label, const unsigned
         return 1; /* DER of something else entirely */
     if (!parsed || !uri_to_ref(uri, uri_len, &ref, uribuf, sizeof(uribuf)) ||
         !hwkey_keyref_label_fits(label, uri, uri_len)) {
-        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "\"%s\" %s holds no key URI that hwkey knows "
-                    "(pkcs11:, handle:)", label != NULL ? label : "DER",
-                    label != NULL ? "PEM block" : "reference file");
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
+                    "\"%s\" %s holds no key URI that hwkey knows "
+                    "(pkcs11:, handle:)",
+                    label != NULL ? label : "DER", label != NULL ? "PEM block" : "reference file");
         return 0;
     }
     return resolve_and_emit(ctx, &ref, 0, data_cb, data_cbarg, pw_cb, pw_cbarg);
@@ -312,8 +313,8 @@ static int pem2der_decode(void *vctx, OSSL_CORE_BIO *cin, int selection, OSSL_CA
     *p++ = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &object_type);
     /* The structure the backend's DER decoders are registered under (so only they look). */
     if (structure != NULL)
-        *p++ = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_STRUCTURE,
-                                                (char *)structure, 0);
+        *p++ = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_STRUCTURE, (char *)structure,
+                                                0);
     *p++ = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_DATA, data, (size_t)len);
     *p = OSSL_PARAM_construct_end();
     ok = data_cb(params, data_cbarg);

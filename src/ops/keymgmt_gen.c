@@ -41,8 +41,8 @@ typedef struct {
     HWKEY_PROVCTX *provctx;
     int selection;
     HWKEY_KEYSPEC spec;
-    char *uri;                 /* HWKEY_GEN_PARAM_URI, or NULL: the TPM */
-    uint32_t persist;          /* HWKEY_GEN_PARAM_PERSIST, or 0 */
+    char *uri;        /* HWKEY_GEN_PARAM_URI, or NULL: the TPM */
+    uint32_t persist; /* HWKEY_GEN_PARAM_PERSIST, or 0 */
 } HWKEY_GEN_CTX;
 
 static const char *alg_text(HWKEY_ALG alg)
@@ -98,8 +98,7 @@ static const OSSL_PARAM ec_gen_settable[] = {
     OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),
     OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_ENCODING, NULL, 0),
     OSSL_PARAM_utf8_string(HWKEY_GEN_PARAM_URI, NULL, 0),
-    OSSL_PARAM_utf8_string(HWKEY_GEN_PARAM_PERSIST, NULL, 0),
-    OSSL_PARAM_END};
+    OSSL_PARAM_utf8_string(HWKEY_GEN_PARAM_PERSIST, NULL, 0), OSSL_PARAM_END};
 
 static const OSSL_PARAM rsa_gen_settable[] = {
     OSSL_PARAM_size_t(OSSL_PKEY_PARAM_RSA_BITS, NULL),
@@ -204,10 +203,12 @@ static int set_uri(HWKEY_GEN_CTX *ctx, const OSSL_PARAM *p)
 {
     const char *uri = NULL;
 
-    if (!OSSL_PARAM_get_utf8_string_ptr(p, &uri) ||
-        hwkey_ref_kind_of_string(uri) == 0 || strlen(uri) > HWKEY_KEYREF_URI_MAX) {
-        hwkey_raise(HWKEY_R_INVALID_URI, "%s: expected a pkcs11: URI naming the token and the "
-                    "new key's label, e.g. pkcs11:token=T;object=web", HWKEY_GEN_PARAM_URI);
+    if (!OSSL_PARAM_get_utf8_string_ptr(p, &uri) || hwkey_ref_kind_of_string(uri) == 0 ||
+        strlen(uri) > HWKEY_KEYREF_URI_MAX) {
+        hwkey_raise(HWKEY_R_INVALID_URI,
+                    "%s: expected a pkcs11: URI naming the token and the "
+                    "new key's label, e.g. pkcs11:token=T;object=web",
+                    HWKEY_GEN_PARAM_URI);
         return 0;
     }
     OPENSSL_clear_free(ctx->uri, ctx->uri != NULL ? strlen(ctx->uri) : 0);
@@ -218,6 +219,10 @@ static int set_uri(HWKEY_GEN_CTX *ctx, const OSSL_PARAM *p)
     return 1;
 }
 
+/*
+ * A number in hex; which numbers name a persistent object is the device's to
+ * say (the TPM backend refuses anything outside 0x81000000..0x81FFFFFF).
+ */
 static int set_persist(HWKEY_GEN_CTX *ctx, const OSSL_PARAM *p)
 {
     const char *s = NULL;
@@ -228,10 +233,10 @@ static int set_persist(HWKEY_GEN_CTX *ctx, const OSSL_PARAM *p)
         errno = 0;
         v = strtoul(s, &end, 16);
     }
-    if (s == NULL || end == NULL || end == s + 2 || *end != '\0' || errno != 0 ||
-        v < 0x81000000UL || v > 0x81FFFFFFUL) {
+    if (s == NULL || end == NULL || end == s + 2 || *end != '\0' || errno != 0 || v == 0 ||
+        v > 0xFFFFFFFFUL) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT,
-                    "%s \"%s\": expected a persistent TPM handle 0x81000000..0x81FFFFFF",
+                    "%s \"%s\": expected a persistent handle in hex, e.g. 0x81000010",
                     HWKEY_GEN_PARAM_PERSIST, s != NULL ? s : "(not a string)");
         return 0;
     }
@@ -285,8 +290,8 @@ int hwkey_keymgmt_gen_set_params(void *genctx, const OSSL_PARAM params[])
 typedef struct {
     pthread_mutex_t mutex;
     pthread_cond_t cond;
-    int done;                  /* set by the generating thread */
-    int cancelled;             /* the callback returned 0 */
+    int done;      /* set by the generating thread */
+    int cancelled; /* the callback returned 0 */
     int ticks;
     OSSL_CALLBACK *cb;
     void *cbarg;

@@ -23,7 +23,7 @@ typedef struct hwkey_provctx {
      * into the device and SoftHSM never re-enters us.
      */
     OSSL_LIB_CTX *swctx;
-    OSSL_PROVIDER *swdefault;     /* the default provider loaded into swctx */
+    OSSL_PROVIDER *swdefault; /* the default provider loaded into swctx */
     HWKEY_CONFIG cfg;
     HWKEY_DEVICES *devices;
     struct hwkey_catalogue *catalogue; /* provider/catalogue.c, built on first query */

@@ -66,8 +66,8 @@ static int handle_uri_valid(const char *uri)
         return 0;
     hex += 2;
     n = strlen(hex);
-    if (n > sizeof(pass_suffix) - 1
-        && strcmp(hex + n - (sizeof(pass_suffix) - 1), pass_suffix) == 0)
+    if (n > sizeof(pass_suffix) - 1 &&
+        strcmp(hex + n - (sizeof(pass_suffix) - 1), pass_suffix) == 0)
         n -= sizeof(pass_suffix) - 1;
     if (n == 0 || n > 8)
         return 0;

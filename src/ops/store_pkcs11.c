@@ -185,8 +185,8 @@ static int load_private(P11_STORE_CTX *ctx, const HWKEY_KEYREF *ref, OSSL_CALLBA
     return emit_key(ctx, key, cb, cbarg);
 }
 
-static int load_public(P11_STORE_CTX *ctx, const HWKEY_KEYREF *ref, OSSL_CALLBACK *cb,
-                       void *cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+static int load_public(P11_STORE_CTX *ctx, const HWKEY_KEYREF *ref, OSSL_CALLBACK *cb, void *cbarg,
+                       OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
     HWKEY_KEY *key = NULL;
     HWKEY_LOOKUP r;
@@ -200,9 +200,8 @@ static int load_public(P11_STORE_CTX *ctx, const HWKEY_KEYREF *ref, OSSL_CALLBAC
     return emit_key(ctx, key, cb, cbarg);
 }
 
-static int load_cert(P11_STORE_CTX *ctx, const HWKEY_KEYREF *ref,
-                     OSSL_CALLBACK *cb, void *cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb,
-                     void *pw_cbarg)
+static int load_cert(P11_STORE_CTX *ctx, const HWKEY_KEYREF *ref, OSSL_CALLBACK *cb, void *cbarg,
+                     OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
     int object_type = OSSL_OBJECT_CERT;
     unsigned char *der = NULL;
@@ -256,8 +255,10 @@ static int p11store_load(void *vctx, OSSL_CALLBACK *object_cb, void *object_cbar
     if (r < 0 && ctx->found > 0)
         return 1; /* the end, after what was found */
     if (r < 0)
-        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "nothing in %.*s %s: the token holds no such "
-                    "object", uri_shown_len(ctx->uri), ctx->uri,
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND,
+                    "nothing in %.*s %s: the token holds no such "
+                    "object",
+                    uri_shown_len(ctx->uri), ctx->uri,
                     ctx->expect == OSSL_STORE_INFO_CERT     ? "is a certificate"
                     : ctx->expect == OSSL_STORE_INFO_PKEY   ? "is a private key"
                     : ctx->expect == OSSL_STORE_INFO_PUBKEY ? "is a public key"

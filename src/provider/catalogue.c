@@ -27,12 +27,18 @@
 typedef struct {
     int operation_id;
     OSSL_ALGORITHM alg;
-    HWKEY_ALG needs;      /* 0: always offered */
-    int bulk_opt_in;      /* offered only with bulk-cipher = yes (HWKEY_CONFIG) */
+    HWKEY_ALG needs; /* 0: always offered */
+    int bulk_opt_in; /* offered only with bulk-cipher = yes (HWKEY_CONFIG) */
 } CATALOGUE_ENTRY;
 
-#define ENTRY(op, names, props, fns, needs) {op, {names, props, fns, NULL}, needs, 0}
-#define BULK_ENTRY(op, names, props, fns) {op, {names, props, fns, NULL}, 0, 1}
+#define ENTRY(op, names, props, fns, needs)                                                        \
+    {                                                                                              \
+        op, {names, props, fns, NULL}, needs, 0                                                    \
+    }
+#define BULK_ENTRY(op, names, props, fns)                                                          \
+    {                                                                                              \
+        op, {names, props, fns, NULL}, 0, 1                                                        \
+    }
 
 static const CATALOGUE_ENTRY catalogue[] = {
     ENTRY(OSSL_OP_KEYMGMT, "EC:id-ecPublicKey:1.2.840.10045.2.1", PROPS, hwkey_ec_keymgmt_functions,

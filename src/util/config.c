@@ -20,8 +20,7 @@ static const struct {
     {HWKEY_PARAM_PKCS11_PIN_SOURCE, HWKEY_ENV_PKCS11_PIN_SOURCE,
      offsetof(HWKEY_CONFIG, pkcs11_pin_source)},
     {HWKEY_PARAM_PKCS11_QUIRKS, HWKEY_ENV_PKCS11_QUIRKS, offsetof(HWKEY_CONFIG, pkcs11_quirks)},
-    {HWKEY_PARAM_PKCS11_MODULES, HWKEY_ENV_PKCS11_MODULES,
-     offsetof(HWKEY_CONFIG, pkcs11_modules)},
+    {HWKEY_PARAM_PKCS11_MODULES, HWKEY_ENV_PKCS11_MODULES, offsetof(HWKEY_CONFIG, pkcs11_modules)},
 };
 
 /* Yes/no parameters: openssl.cnf name, environment override, field. */
@@ -116,9 +115,8 @@ int hwkey_config_apply_env(HWKEY_CONFIG *cfg)
     }
     for (size_t i = 0; i < sizeof(bool_options) / sizeof(bool_options[0]); i++) {
         env = getenv(bool_options[i].env);
-        if (env != NULL && *env != '\0'
-            && !parse_bool(bool_options[i].env, env,
-                           (int *)((char *)cfg + bool_options[i].offset)))
+        if (env != NULL && *env != '\0' &&
+            !parse_bool(bool_options[i].env, env, (int *)((char *)cfg + bool_options[i].offset)))
             return 0;
     }
     for (size_t i = 0; i < sizeof(string_options) / sizeof(string_options[0]); i++) {

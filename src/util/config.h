@@ -6,13 +6,13 @@
 #define HWKEY_UTIL_CONFIG_H
 
 typedef struct hwkey_config {
-    char *tpm2_tcti;         /* NULL: device:/dev/tpmrm0 */
-    char *tpm2_parent;       /* NULL: SRK 0x81000001 if present, else a primary */
+    char *tpm2_tcti;   /* NULL: device:/dev/tpmrm0 */
+    char *tpm2_parent; /* NULL: SRK 0x81000001 if present, else a primary */
     char *pkcs11_module;
     char *pkcs11_pin_source; /* file:/path or env:NAME */
     char *pkcs11_quirks;
-    char *pkcs11_modules;    /* further module paths, comma list (failover replicas) */
-    int pkcs11_failover;     /* 1: a key URI resolves to every token holding the key */
+    char *pkcs11_modules; /* further module paths, comma list (failover replicas) */
+    int pkcs11_failover;  /* 1: a key URI resolves to every token holding the key */
     int log_level;
     /*
      * 1: offer the bulk AES-256-GCM cipher.  Off by default: OpenSSL 3.0

@@ -33,7 +33,7 @@ static int is_hwkey_section(const CONF *conf, const char *name, const char *sect
 static const char *find_hwkey_section(const CONF *conf)
 {
     const char *init, *providers, *found = NULL;
-    STACK_OF(CONF_VALUE) *list;
+    STACK_OF(CONF_VALUE) * list;
 
     /* Absent names are normal here; NCONF_get_string queues an error for them. */
     ERR_set_mark();
@@ -53,7 +53,7 @@ static const char *find_hwkey_section(const CONF *conf)
 int hwkey_config_load_file(HWKEY_CONFIG *cfg, const char *path, int must_exist)
 {
     CONF *conf = NCONF_new(NULL);
-    STACK_OF(CONF_VALUE) *values;
+    STACK_OF(CONF_VALUE) * values;
     const char *sect;
     long line = 0;
     int ok = 0;

@@ -29,9 +29,9 @@
 
 typedef struct {
     long version;
-    char *kek_uri;              /* NUL-terminated, OPENSSL_malloc */
+    char *kek_uri; /* NUL-terminated, OPENSSL_malloc */
     unsigned long mechanism;
-    unsigned char *wrapped;     /* OPENSSL_malloc */
+    unsigned char *wrapped; /* OPENSSL_malloc */
     size_t wrapped_len;
 } HWKEY_DATAKEY_FILE;
 
@@ -39,8 +39,7 @@ typedef struct {
  * DER of f (OPENSSL_free *der).  Refuses what the decoder would refuse, so
  * hwkey never writes a file it cannot read back.
  */
-int hwkey_datakey_file_encode(const HWKEY_DATAKEY_FILE *f, unsigned char **der,
-                              size_t *der_len);
+int hwkey_datakey_file_encode(const HWKEY_DATAKEY_FILE *f, unsigned char **der, size_t *der_len);
 /*
  * Parses untrusted DER: exact length, version 1, a pkcs11: URI without a
  * pin-value, a known mechanism, a 40-byte wrapped key.  Every rejection

@@ -80,8 +80,8 @@ HWKEY_ERROR_SINK *hwkey_error_sink_add(const OSSL_CORE_HANDLE *handle, const OSS
             break;
         }
     }
-    if (handle == NULL || sink->new_error == NULL || sink->set_error_debug == NULL
-        || sink->vset_error == NULL) {
+    if (handle == NULL || sink->new_error == NULL || sink->set_error_debug == NULL ||
+        sink->vset_error == NULL) {
         OPENSSL_free(sink);
         return NULL;
     }
@@ -108,8 +108,7 @@ void hwkey_error_sink_remove(HWKEY_ERROR_SINK *sink)
     OPENSSL_free(sink);
 }
 
-void hwkey_raise_at(const char *file, int line, const char *func, int reason,
-                    const char *fmt, ...)
+void hwkey_raise_at(const char *file, int line, const char *func, int reason, const char *fmt, ...)
 {
     HWKEY_ERROR_SINK *sink;
     va_list ap;

@@ -18,12 +18,12 @@ enum hwkey_reason {
     HWKEY_R_OUT_OF_MEMORY,
     HWKEY_R_BAD_ARGUMENT,
     HWKEY_R_CONFIG_INVALID,
-    HWKEY_R_DEVICE_UNREACHABLE,   /* cannot connect to the TPM / load the module */
-    HWKEY_R_DEVICE_ERROR,         /* the device answered with an error */
-    HWKEY_R_DEVICE_BUSY,          /* retries exhausted, out of object slots */
-    HWKEY_R_AUTH_FAILED,          /* wrong key auth / PIN */
-    HWKEY_R_PIN_LOCKED,           /* token refuses further logins */
-    HWKEY_R_KEY_FILE_INVALID,     /* corrupt, truncated or oversized key file */
+    HWKEY_R_DEVICE_UNREACHABLE, /* cannot connect to the TPM / load the module */
+    HWKEY_R_DEVICE_ERROR,       /* the device answered with an error */
+    HWKEY_R_DEVICE_BUSY,        /* retries exhausted, out of object slots */
+    HWKEY_R_AUTH_FAILED,        /* wrong key auth / PIN */
+    HWKEY_R_PIN_LOCKED,         /* token refuses further logins */
+    HWKEY_R_KEY_FILE_INVALID,   /* corrupt, truncated or oversized key file */
     HWKEY_R_KEY_NOT_FOUND,
     HWKEY_R_INVALID_URI,
     HWKEY_R_UNSUPPORTED_ALGORITHM,
@@ -32,7 +32,7 @@ enum hwkey_reason {
     HWKEY_R_INVALID_SALT_LENGTH,
     HWKEY_R_BUFFER_TOO_SMALL,
     HWKEY_R_DECRYPTION_FAILED,
-    HWKEY_R_NO_PRIVATE_KEY,       /* a public-only key was asked to sign/decrypt */
+    HWKEY_R_NO_PRIVATE_KEY, /* a public-only key was asked to sign/decrypt */
     HWKEY_R_INVALID_PEER_KEY,
     HWKEY_R_OPERATION_NOT_INITIALISED,
     HWKEY_R_ATTESTATION_REJECTED, /* hwkey attest --verify: a check failed */
@@ -60,14 +60,13 @@ HWKEY_ERROR_SINK *hwkey_error_sink_add(const OSSL_CORE_HANDLE *handle, const OSS
 /* Unregisters and frees; NULL is a no-op.  Call before the core handle dies. */
 void hwkey_error_sink_remove(HWKEY_ERROR_SINK *sink);
 
-void hwkey_raise_at(const char *file, int line, const char *func, int reason,
-                    const char *fmt, ...)
+void hwkey_raise_at(const char *file, int line, const char *func, int reason, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 5, 6)))
 #endif
     ;
 
-#define hwkey_raise(reason, ...) \
+#define hwkey_raise(reason, ...)                                                                   \
     hwkey_raise_at(OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, (reason), __VA_ARGS__)
 
 #endif

@@ -29,9 +29,9 @@
 /* One error moved from the worker's queue to the job's. */
 typedef struct {
     unsigned long code;
-    const char *file, *func;      /* string literals of the code that raised it */
+    const char *file, *func; /* string literals of the code that raised it */
     int line;
-    char *data;                   /* copy, or NULL */
+    char *data; /* copy, or NULL */
 } CARRIED_ERROR;
 
 /*
@@ -43,29 +43,29 @@ typedef struct {
  * connection is gone still writes to our fd, never to a reused number.
  */
 typedef struct offload_channel {
-    int refs;                     /* the wait ctx + in-flight requests; atomic */
-    int fd;                       /* eventfd */
-    struct offload_req *current;  /* the request the job waits for (one job per connection) */
+    int refs;                    /* the wait ctx + in-flight requests; atomic */
+    int fd;                      /* eventfd */
+    struct offload_req *current; /* the request the job waits for (one job per connection) */
 } OFFLOAD_CHANNEL;
 
 typedef struct offload_req {
-    int refs;                     /* job side + worker side; atomic */
-    int done;                     /* set by the worker (release), read by the job (acquire) */
-    OFFLOAD_CHANNEL *chan;        /* where completion is signalled */
-    HWKEY_OFFLOAD_CALL call;      /* in/out point into the request's own copies */
+    int refs;                /* job side + worker side; atomic */
+    int done;                /* set by the worker (release), read by the job (acquire) */
+    OFFLOAD_CHANNEL *chan;   /* where completion is signalled */
+    HWKEY_OFFLOAD_CALL call; /* in/out point into the request's own copies */
     unsigned char *in_copy;
-    void *ctx_copy;               /* what call.fn gets as ctx */
+    void *ctx_copy; /* what call.fn gets as ctx */
     unsigned char *out_buf;
     size_t out_cap, out_len;
     int result;
     CARRIED_ERROR errors[MAX_CARRIED_ERRORS];
     int n_errors;
-    struct offload_req *next;     /* queue */
+    struct offload_req *next; /* queue */
 } OFFLOAD_REQ;
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t pool_work = PTHREAD_COND_INITIALIZER;   /* queue not empty / stop */
-static pthread_cond_t pool_idle = PTHREAD_COND_INITIALIZER;   /* busy dropped to 0 */
+static pthread_cond_t pool_work = PTHREAD_COND_INITIALIZER; /* queue not empty / stop */
+static pthread_cond_t pool_idle = PTHREAD_COND_INITIALIZER; /* busy dropped to 0 */
 static OFFLOAD_REQ *queue_head, *queue_tail;
 static pthread_t threads[MAX_THREADS];
 static int n_threads, n_idle, n_busy, stopping;
@@ -164,8 +164,8 @@ static void run_request(OFFLOAD_REQ *req)
 
     ERR_clear_error();
     req->out_len = req->out_cap;
-    req->result = req->call.fn(req->ctx_copy, req->in_copy, req->call.inlen, req->out_buf,
-                               &req->out_len);
+    req->result =
+        req->call.fn(req->ctx_copy, req->in_copy, req->call.inlen, req->out_buf, &req->out_len);
     carry_errors(req);
     __atomic_store_n(&req->done, 1, __ATOMIC_RELEASE);
     /* Wake the application's event loop; it resumes the job. */
@@ -380,7 +380,7 @@ int hwkey_offload_run(const HWKEY_OFFLOAD_CALL *call)
     pthread_mutex_unlock(&pool_lock);
     if (!queued) {
         chan->current = NULL;
-        req_unref(req);          /* the worker's reference, never taken */
+        req_unref(req); /* the worker's reference, never taken */
         req_unref(req);
         if (!registered)
             channel_unref(chan);
@@ -397,8 +397,7 @@ int hwkey_offload_run(const HWKEY_OFFLOAD_CALL *call)
      */
     while (!__atomic_load_n(&req->done, __ATOMIC_ACQUIRE)) {
         if (!registered) {
-            if (!ASYNC_WAIT_CTX_set_wait_fd(wctx, &channel_key, chan->fd, chan,
-                                            on_wait_ctx_free)) {
+            if (!ASYNC_WAIT_CTX_set_wait_fd(wctx, &channel_key, chan->fd, chan, on_wait_ctx_free)) {
                 wait_without_job(chan->fd);
                 continue;
             }

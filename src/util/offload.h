@@ -29,15 +29,14 @@
 
 typedef struct {
     /* The device call: in/out as below, *outlen = capacity in, length out. */
-    int (*fn)(void *ctx, const unsigned char *in, size_t inlen, unsigned char *out,
-              size_t *outlen);
-    void *ctx;                    /* copied into the request (ctx_size bytes) */
+    int (*fn)(void *ctx, const unsigned char *in, size_t inlen, unsigned char *out, size_t *outlen);
+    void *ctx; /* copied into the request (ctx_size bytes) */
     size_t ctx_size;
     const unsigned char *in;
     size_t inlen;
     unsigned char *out;
     size_t *outlen;
-    int secret_out;               /* out is a secret: protected memory, wiped */
+    int secret_out; /* out is a secret: protected memory, wiped */
 } HWKEY_OFFLOAD_CALL;
 
 /* 1 if the caller runs inside an ASYNC job and offloading is not disabled. */

@@ -35,8 +35,8 @@ int hwkey_pcrsel_parse(const char *spec, HWKEY_PCRSEL *out, char *why, size_t wh
         return 0;
     }
     for (size_t i = 0; i < sizeof(banks) / sizeof(banks[0]); i++)
-        if (strlen(banks[i].name) == (size_t)(colon - spec)
-            && strncmp(spec, banks[i].name, (size_t)(colon - spec)) == 0)
+        if (strlen(banks[i].name) == (size_t)(colon - spec) &&
+            strncmp(spec, banks[i].name, (size_t)(colon - spec)) == 0)
             out->md_nid = banks[i].nid;
     if (out->md_nid == 0) {
         snprintf(why, whylen, "unknown PCR bank \"%.*s\" (sha1, sha256, sha384, sha512)",

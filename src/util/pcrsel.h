@@ -13,8 +13,8 @@
 #define HWKEY_PCR_COUNT 24
 
 typedef struct {
-    int md_nid;        /* NID_sha1, NID_sha256, NID_sha384, NID_sha512; 0 = no selection */
-    uint32_t mask;     /* bit n: PCR n */
+    int md_nid;    /* NID_sha1, NID_sha256, NID_sha384, NID_sha512; 0 = no selection */
+    uint32_t mask; /* bit n: PCR n */
 } HWKEY_PCRSEL;
 
 /*

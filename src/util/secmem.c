@@ -55,21 +55,21 @@ enum { KIND_NONE = 0, KIND_MEMFD_SECRET, KIND_MLOCK };
 
 typedef struct secmem_hdr {
     uint64_t magic;
-    unsigned char *base;        /* start of the whole mapping (this header page) */
-    size_t map_len;             /* whole mapping */
-    unsigned char *data;        /* first data page */
-    size_t data_len;            /* data pages */
-    void *user;                 /* what alloc returned */
+    unsigned char *base; /* start of the whole mapping (this header page) */
+    size_t map_len;      /* whole mapping */
+    unsigned char *data; /* first data page */
+    size_t data_len;     /* data pages */
+    void *user;          /* what alloc returned */
     int kind;
-    int keep_on_fork;           /* hwkey_secmem_alloc_inherited(): the child keeps a copy */
+    int keep_on_fork; /* hwkey_secmem_alloc_inherited(): the child keeps a copy */
     struct secmem_hdr *prev, *next;
 } SECMEM_HDR;
 
 static pthread_mutex_t secmem_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t secmem_once = PTHREAD_ONCE_INIT;
-static SECMEM_HDR *secmem_list;   /* live allocations, for the atfork handler */
+static SECMEM_HDR *secmem_list; /* live allocations, for the atfork handler */
 static int last_kind = KIND_NONE;
-static int memfd_secret_broken;   /* the kernel refused once: do not ask again */
+static int memfd_secret_broken; /* the kernel refused once: do not ask again */
 static int force_mlock;
 static int mlock_warned;
 static size_t page_size;
@@ -202,8 +202,8 @@ static void *secmem_alloc(size_t n, int keep_on_fork)
     /* Reserve everything inaccessible, then open up header and data. */
     base = mmap(NULL, map_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (base == MAP_FAILED) {
-        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "secure memory: mmap of %zu bytes failed: %s",
-                    map_len, strerror(errno));
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "secure memory: mmap of %zu bytes failed: %s", map_len,
+                    strerror(errno));
         return NULL;
     }
     if (mprotect(base, page_size, PROT_READ | PROT_WRITE) != 0) {
@@ -229,8 +229,8 @@ static void *secmem_alloc(size_t n, int keep_on_fork)
         h->kind = KIND_MLOCK;
     } else {
         pthread_mutex_unlock(&secmem_lock);
-        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "secure memory: mmap of %zu bytes failed: %s",
-                    data_len, strerror(errno));
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "secure memory: mmap of %zu bytes failed: %s", data_len,
+                    strerror(errno));
         munmap(base, map_len);
         return NULL;
     }
@@ -242,7 +242,7 @@ static void *secmem_alloc(size_t n, int keep_on_fork)
         secmem_list->prev = h;
     secmem_list = h;
     pthread_mutex_unlock(&secmem_lock);
-    return h->user;   /* fresh pages are zero */
+    return h->user; /* fresh pages are zero */
 }
 
 void *hwkey_secmem_alloc(size_t n)

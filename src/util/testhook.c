@@ -31,8 +31,8 @@ void hwkey_test_point(const char *name)
         count = strtoul(count_s, NULL, 10);
     if (++passes != count)
         return;
-    if ((file = getenv("HWKEY_TEST_STOP_FILE")) != NULL
-        && (fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) >= 0) {
+    if ((file = getenv("HWKEY_TEST_STOP_FILE")) != NULL &&
+        (fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) >= 0) {
         n = snprintf(line, sizeof(line), "%ld %s\n", (long)getpid(), name);
         if (n > 0 && write(fd, line, (size_t)n) < 0) {
             /* the test will time out waiting for the line: nothing else to do */

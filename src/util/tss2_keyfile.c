@@ -27,7 +27,8 @@
  */
 #define TSS2_PEM_MAX (HWKEY_TSS2_KEYFILE_MAX * 2 + 256)
 
-/* TPMPolicy ::= SEQUENCE { CommandCode [0] EXPLICIT INTEGER, CommandPolicy [1] EXPLICIT OCTET STRING } */
+/* TPMPolicy ::= SEQUENCE { CommandCode [0] EXPLICIT INTEGER, CommandPolicy [1] EXPLICIT OCTET
+ * STRING } */
 typedef struct {
     ASN1_INTEGER *cc;
     ASN1_OCTET_STRING *params;
@@ -36,29 +37,30 @@ typedef struct {
 DECLARE_ASN1_FUNCTIONS(HWKEY_TPMPOLICY_ASN1)
 DEFINE_STACK_OF(HWKEY_TPMPOLICY_ASN1)
 
-ASN1_SEQUENCE(HWKEY_TPMPOLICY_ASN1) = {
-    ASN1_EXP(HWKEY_TPMPOLICY_ASN1, cc, ASN1_INTEGER, 0),
-    ASN1_EXP(HWKEY_TPMPOLICY_ASN1, params, ASN1_OCTET_STRING, 1),
+ASN1_SEQUENCE(HWKEY_TPMPOLICY_ASN1) =
+    {
+        ASN1_EXP(HWKEY_TPMPOLICY_ASN1, cc, ASN1_INTEGER, 0),
+        ASN1_EXP(HWKEY_TPMPOLICY_ASN1, params, ASN1_OCTET_STRING, 1),
 } ASN1_SEQUENCE_END(HWKEY_TPMPOLICY_ASN1)
 
-IMPLEMENT_ASN1_FUNCTIONS(HWKEY_TPMPOLICY_ASN1)
+        IMPLEMENT_ASN1_FUNCTIONS(HWKEY_TPMPOLICY_ASN1)
 
-/*
- * The draft's optional fields.  policy [1] is parsed into its steps (the TPM
- * backend satisfies PolicyPCR and PolicyAuthValue); authPolicy is carried as
- * an opaque ANY value: hwkey does not evaluate signed policies, it only
- * reports them, and keeping it opaque means a file from a newer tool still
- * parses.
- * description [4] and rsaParent [5] come from later revisions of the draft
- * (openssl_tpm2_engine writes them).
- *
- * The booleans are ANY so that "absent" stays distinguishable from FALSE
- * (the draft gives emptyAuth three states) and a wrong type can be named.
- */
-typedef struct {
+    /*
+     * The draft's optional fields.  policy [1] is parsed into its steps (the TPM
+     * backend satisfies PolicyPCR and PolicyAuthValue); authPolicy is carried as
+     * an opaque ANY value: hwkey does not evaluate signed policies, it only
+     * reports them, and keeping it opaque means a file from a newer tool still
+     * parses.
+     * description [4] and rsaParent [5] come from later revisions of the draft
+     * (openssl_tpm2_engine writes them).
+     *
+     * The booleans are ANY so that "absent" stays distinguishable from FALSE
+     * (the draft gives emptyAuth three states) and a wrong type can be named.
+     */
+    typedef struct {
     ASN1_OBJECT *type;
     ASN1_TYPE *empty_auth;
-    STACK_OF(HWKEY_TPMPOLICY_ASN1) *policy;
+    STACK_OF(HWKEY_TPMPOLICY_ASN1) * policy;
     ASN1_OCTET_STRING *secret;
     ASN1_TYPE *auth_policy;
     ASN1_UTF8STRING *description;
@@ -75,23 +77,24 @@ DECLARE_ASN1_FUNCTIONS(HWKEY_TPMKEY_ASN1)
  * for us to name the missing field instead of reporting a generic parse
  * failure; both are then required below.
  */
-ASN1_SEQUENCE(HWKEY_TPMKEY_ASN1) = {
-    ASN1_SIMPLE(HWKEY_TPMKEY_ASN1, type, ASN1_OBJECT),
-    ASN1_EXP_OPT(HWKEY_TPMKEY_ASN1, empty_auth, ASN1_ANY, 0),
-    ASN1_EXP_SEQUENCE_OF_OPT(HWKEY_TPMKEY_ASN1, policy, HWKEY_TPMPOLICY_ASN1, 1),
-    ASN1_EXP_OPT(HWKEY_TPMKEY_ASN1, secret, ASN1_OCTET_STRING, 2),
-    ASN1_EXP_OPT(HWKEY_TPMKEY_ASN1, auth_policy, ASN1_ANY, 3),
-    ASN1_EXP_OPT(HWKEY_TPMKEY_ASN1, description, ASN1_UTF8STRING, 4),
-    ASN1_EXP_OPT(HWKEY_TPMKEY_ASN1, rsa_parent, ASN1_ANY, 5),
-    ASN1_SIMPLE(HWKEY_TPMKEY_ASN1, parent, ASN1_INTEGER),
-    ASN1_OPT(HWKEY_TPMKEY_ASN1, pubkey, ASN1_OCTET_STRING),
-    ASN1_OPT(HWKEY_TPMKEY_ASN1, privkey, ASN1_OCTET_STRING),
+ASN1_SEQUENCE(HWKEY_TPMKEY_ASN1) =
+    {
+        ASN1_SIMPLE(HWKEY_TPMKEY_ASN1, type, ASN1_OBJECT),
+        ASN1_EXP_OPT(HWKEY_TPMKEY_ASN1, empty_auth, ASN1_ANY, 0),
+        ASN1_EXP_SEQUENCE_OF_OPT(HWKEY_TPMKEY_ASN1, policy, HWKEY_TPMPOLICY_ASN1, 1),
+        ASN1_EXP_OPT(HWKEY_TPMKEY_ASN1, secret, ASN1_OCTET_STRING, 2),
+        ASN1_EXP_OPT(HWKEY_TPMKEY_ASN1, auth_policy, ASN1_ANY, 3),
+        ASN1_EXP_OPT(HWKEY_TPMKEY_ASN1, description, ASN1_UTF8STRING, 4),
+        ASN1_EXP_OPT(HWKEY_TPMKEY_ASN1, rsa_parent, ASN1_ANY, 5),
+        ASN1_SIMPLE(HWKEY_TPMKEY_ASN1, parent, ASN1_INTEGER),
+        ASN1_OPT(HWKEY_TPMKEY_ASN1, pubkey, ASN1_OCTET_STRING),
+        ASN1_OPT(HWKEY_TPMKEY_ASN1, privkey, ASN1_OCTET_STRING),
 } ASN1_SEQUENCE_END(HWKEY_TPMKEY_ASN1)
 
-IMPLEMENT_ASN1_FUNCTIONS(HWKEY_TPMKEY_ASN1)
+        IMPLEMENT_ASN1_FUNCTIONS(HWKEY_TPMKEY_ASN1)
 
-/* DER contents of the type OIDs, 2.23.133.10.1.{3,4,5}. */
-static const struct {
+    /* DER contents of the type OIDs, 2.23.133.10.1.{3,4,5}. */
+    static const struct {
     HWKEY_TSS2_KEYTYPE type;
     const char *text;
     unsigned char der[6];
@@ -107,8 +110,8 @@ static int keytype_of_oid(const ASN1_OBJECT *obj, HWKEY_TSS2_KEYTYPE *type)
     size_t len = OBJ_length(obj);
 
     for (size_t i = 0; i < sizeof(keytypes) / sizeof(keytypes[0]); i++) {
-        if (data != NULL && len == sizeof(keytypes[i].der)
-            && memcmp(data, keytypes[i].der, len) == 0) {
+        if (data != NULL && len == sizeof(keytypes[i].der) &&
+            memcmp(data, keytypes[i].der, len) == 0) {
             *type = keytypes[i].type;
             return 1;
         }
@@ -149,13 +152,15 @@ static int optional_bool(const ASN1_TYPE *t)
 }
 
 /* The policy [1] steps into out->policy; 0 + KEY_FILE_INVALID / OUT_OF_MEMORY raised. */
-static int policy_decode(const STACK_OF(HWKEY_TPMPOLICY_ASN1) *sk, HWKEY_TSS2_KEYFILE *out)
+static int policy_decode(const STACK_OF(HWKEY_TPMPOLICY_ASN1) * sk, HWKEY_TSS2_KEYFILE *out)
 {
     int n = sk != NULL ? sk_HWKEY_TPMPOLICY_ASN1_num(sk) : 0;
 
     if (n > HWKEY_TSS2_POLICY_MAX) {
-        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "TSS2 key file has a policy of %d steps (at most %d "
-                    "allowed)", n, HWKEY_TSS2_POLICY_MAX);
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
+                    "TSS2 key file has a policy of %d steps (at most %d "
+                    "allowed)",
+                    n, HWKEY_TSS2_POLICY_MAX);
         return 0;
     }
     for (int i = 0; i < n; i++) {
@@ -168,13 +173,15 @@ static int policy_decode(const STACK_OF(HWKEY_TPMPOLICY_ASN1) *sk, HWKEY_TSS2_KE
         ok = ASN1_INTEGER_get_uint64(&cc, step->cc) == 1 && cc <= UINT32_MAX;
         ERR_pop_to_mark();
         if (!ok) {
-            hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "TSS2 key file: policy step %d has a command code "
-                        "that is not a 32-bit TPM_CC", i + 1);
+            hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
+                        "TSS2 key file: policy step %d has a command code "
+                        "that is not a 32-bit TPM_CC",
+                        i + 1);
             return 0;
         }
         p->cc = (uint32_t)cc;
-        if (ASN1_STRING_length(step->params) > 0
-            && !copy_octets(step->params, &p->params, &p->params_len)) {
+        if (ASN1_STRING_length(step->params) > 0 &&
+            !copy_octets(step->params, &p->params, &p->params_len)) {
             hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying the TSS2 key file's policy");
             return 0;
         }
@@ -196,8 +203,9 @@ int hwkey_tss2_keyfile_decode(const unsigned char *der, size_t der_len, HWKEY_TS
         return 0;
     }
     if (der_len > HWKEY_TSS2_KEYFILE_MAX) {
-        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "TSS2 key file is %zu bytes, more than the %d allowed",
-                    der_len, HWKEY_TSS2_KEYFILE_MAX);
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
+                    "TSS2 key file is %zu bytes, more than the %d allowed", der_len,
+                    HWKEY_TSS2_KEYFILE_MAX);
         return 0;
     }
 
@@ -233,8 +241,7 @@ int hwkey_tss2_keyfile_decode(const unsigned char *der, size_t der_len, HWKEY_TS
     ok = ASN1_INTEGER_get_uint64(&parent, asn->parent) == 1 && parent <= UINT32_MAX;
     ERR_pop_to_mark();
     if (!ok) {
-        hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
-                    "TSS2 key file: parent is not a 32-bit TPM handle");
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "TSS2 key file: parent is not a 32-bit TPM handle");
         goto end;
     }
     if (asn->pubkey == NULL || asn->privkey == NULL) {
@@ -246,8 +253,7 @@ int hwkey_tss2_keyfile_decode(const unsigned char *der, size_t der_len, HWKEY_TS
         hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
                     "TSS2 key file: %s TPM2B size prefix disagrees with its %d-byte octet string",
                     tpm2b_consistent(asn->pubkey) ? "privkey" : "pubkey",
-                    ASN1_STRING_length(tpm2b_consistent(asn->pubkey) ? asn->privkey
-                                                                     : asn->pubkey));
+                    ASN1_STRING_length(tpm2b_consistent(asn->pubkey) ? asn->privkey : asn->pubkey));
         goto end;
     }
 
@@ -256,9 +262,9 @@ int hwkey_tss2_keyfile_decode(const unsigned char *der, size_t der_len, HWKEY_TS
     out->has_auth_policy = asn->auth_policy != NULL;
     if (!policy_decode(asn->policy, out))
         goto end;
-    if (!copy_octets(asn->pubkey, &out->pubkey, &out->pubkey_len)
-        || !copy_octets(asn->privkey, &out->privkey, &out->privkey_len)
-        || (asn->secret != NULL && !copy_octets(asn->secret, &out->secret, &out->secret_len))) {
+    if (!copy_octets(asn->pubkey, &out->pubkey, &out->pubkey_len) ||
+        !copy_octets(asn->privkey, &out->privkey, &out->privkey_len) ||
+        (asn->secret != NULL && !copy_octets(asn->secret, &out->secret, &out->secret_len))) {
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying the TSS2 key file's blobs");
         goto end;
     }
@@ -292,10 +298,10 @@ static int policy_encode(const HWKEY_TSS2_KEYFILE *kf, HWKEY_TPMKEY_ASN1 *asn)
     for (size_t i = 0; i < kf->policy_count; i++) {
         HWKEY_TPMPOLICY_ASN1 *step = HWKEY_TPMPOLICY_ASN1_new();
 
-        if (step == NULL || !ASN1_INTEGER_set_uint64(step->cc, kf->policy[i].cc)
-            || !ASN1_OCTET_STRING_set(step->params, kf->policy[i].params,
-                                      (int)kf->policy[i].params_len)
-            || !sk_HWKEY_TPMPOLICY_ASN1_push(asn->policy, step)) {
+        if (step == NULL || !ASN1_INTEGER_set_uint64(step->cc, kf->policy[i].cc) ||
+            !ASN1_OCTET_STRING_set(step->params, kf->policy[i].params,
+                                   (int)kf->policy[i].params_len) ||
+            !sk_HWKEY_TPMPOLICY_ASN1_push(asn->policy, step)) {
             HWKEY_TPMPOLICY_ASN1_free(step);
             return 0;
         }
@@ -327,8 +333,8 @@ int hwkey_tss2_keyfile_encode(const HWKEY_TSS2_KEYFILE *kf, unsigned char **der,
     asn->type = OBJ_txt2obj(oid, 1);
     asn->pubkey = octets_new(kf->pubkey, kf->pubkey_len);
     asn->privkey = octets_new(kf->privkey, kf->privkey_len);
-    if (asn->type == NULL || asn->pubkey == NULL || asn->privkey == NULL
-        || !ASN1_INTEGER_set_uint64(asn->parent, kf->parent))
+    if (asn->type == NULL || asn->pubkey == NULL || asn->privkey == NULL ||
+        !ASN1_INTEGER_set_uint64(asn->parent, kf->parent))
         goto oom;
     /*
      * emptyAuth is always written, FALSE too: tpm2-openssl 1.1 reads an
@@ -391,8 +397,7 @@ static int read_bounded(BIO *in, unsigned char **buf, size_t *len)
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "reading a TSS2 key file");
         return 0;
     }
-    while (n < TSS2_PEM_MAX + 1
-           && (r = BIO_read(in, b + n, (int)(TSS2_PEM_MAX + 1 - n))) > 0)
+    while (n < TSS2_PEM_MAX + 1 && (r = BIO_read(in, b + n, (int)(TSS2_PEM_MAX + 1 - n))) > 0)
         n += (size_t)r;
     *buf = b;
     *len = n;
@@ -430,8 +435,8 @@ int hwkey_tss2_keyfile_read_der(BIO *in, unsigned char **der, size_t *der_len)
     if (!find_pem_begin(buf, len)) {
         /* Raw DER: it is the key itself, so the DER limit applies. */
         if (len > HWKEY_TSS2_KEYFILE_MAX) {
-            hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
-                        "TSS2 key file is more than the %d bytes allowed", HWKEY_TSS2_KEYFILE_MAX);
+            hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "TSS2 key file is more than the %d bytes allowed",
+                        HWKEY_TSS2_KEYFILE_MAX);
             goto end;
         }
         if (buf[0] != 0x30) {
@@ -474,8 +479,9 @@ int hwkey_tss2_keyfile_read_der(BIO *in, unsigned char **der, size_t *der_len)
         goto end;
     }
     if (data_len <= 0 || (size_t)data_len > HWKEY_TSS2_KEYFILE_MAX) {
-        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "TSS2 PEM key file holds %ld bytes of DER (1..%d allowed)",
-                    data_len, HWKEY_TSS2_KEYFILE_MAX);
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
+                    "TSS2 PEM key file holds %ld bytes of DER (1..%d allowed)", data_len,
+                    HWKEY_TSS2_KEYFILE_MAX);
         goto end;
     }
     *der = data;

@@ -27,9 +27,9 @@
 #define HWKEY_TSS2_KEYFILE_MAX 16384
 
 typedef enum {
-    HWKEY_TSS2_LOADABLE = 1,   /* 2.23.133.10.1.3 */
-    HWKEY_TSS2_IMPORTABLE,     /* 2.23.133.10.1.4 */
-    HWKEY_TSS2_SEALED,         /* 2.23.133.10.1.5 */
+    HWKEY_TSS2_LOADABLE = 1, /* 2.23.133.10.1.3 */
+    HWKEY_TSS2_IMPORTABLE,   /* 2.23.133.10.1.4 */
+    HWKEY_TSS2_SEALED,       /* 2.23.133.10.1.5 */
 } HWKEY_TSS2_KEYTYPE;
 
 /*
@@ -40,8 +40,8 @@ typedef enum {
  * here: the TPM backend interprets them.
  */
 typedef struct {
-    uint32_t cc;               /* TPM2_CC_* */
-    unsigned char *params;     /* OPENSSL_malloc'ed; NULL when params_len is 0 */
+    uint32_t cc;           /* TPM2_CC_* */
+    unsigned char *params; /* OPENSSL_malloc'ed; NULL when params_len is 0 */
     size_t params_len;
 } HWKEY_TSS2_POLICY;
 
@@ -50,17 +50,17 @@ typedef struct {
 
 typedef struct {
     HWKEY_TSS2_KEYTYPE type;
-    int empty_auth;            /* 1: the key has no auth value */
-    uint32_t parent;           /* parent handle, e.g. 0x40000001 (owner) or 0x81000001 */
-    unsigned char *pubkey;     /* marshalled TPM2B_PUBLIC */
+    int empty_auth;        /* 1: the key has no auth value */
+    uint32_t parent;       /* parent handle, e.g. 0x40000001 (owner) or 0x81000001 */
+    unsigned char *pubkey; /* marshalled TPM2B_PUBLIC */
     size_t pubkey_len;
-    unsigned char *privkey;    /* marshalled TPM2B_PRIVATE */
+    unsigned char *privkey; /* marshalled TPM2B_PRIVATE */
     size_t privkey_len;
-    unsigned char *secret;     /* importable keys only, else NULL */
+    unsigned char *secret; /* importable keys only, else NULL */
     size_t secret_len;
     HWKEY_TSS2_POLICY policy[HWKEY_TSS2_POLICY_MAX]; /* policy [1], in execution order */
     size_t policy_count;
-    int has_auth_policy;       /* authPolicy [3] present: not supported for use, reported */
+    int has_auth_policy; /* authPolicy [3] present: not supported for use, reported */
 } HWKEY_TSS2_KEYFILE;
 
 /* DER <-> struct.  decode raises HWKEY_R_KEY_FILE_INVALID naming the flaw. */

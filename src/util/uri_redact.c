@@ -69,8 +69,8 @@ char *hwkey_uri_redact(const char *uri, size_t len, size_t *out_len)
     } else {
         q = memchr(uri, '?', len);
         memcpy(out, uri, 7);
-        n = 7 + copy_part(out + 7, uri + 7, (size_t)((q != NULL ? q : uri + len) - (uri + 7)),
-                          ';', '\0');
+        n = 7 + copy_part(out + 7, uri + 7, (size_t)((q != NULL ? q : uri + len) - (uri + 7)), ';',
+                          '\0');
         if (q != NULL)
             n += copy_part(out + n, q + 1, (size_t)(uri + len - q - 1), '&', '?');
     }

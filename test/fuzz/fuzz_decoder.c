@@ -36,10 +36,10 @@ static int setup(void)
     /* The decoder names every failure on stderr at log level 1: noise at fuzzing speed. */
     setenv("HWKEY_LOG", "0", 0);
     hwkey_backend_set_override(&hwkey_fake_backend);
-    if ((lib = OSSL_LIB_CTX_new()) == NULL
-        || !OSSL_PROVIDER_add_builtin(lib, "hwkey", hwkey_provider_init)
-        || (prov_default = OSSL_PROVIDER_load(lib, "default")) == NULL
-        || (prov_hwkey = OSSL_PROVIDER_load(lib, "hwkey")) == NULL)
+    if ((lib = OSSL_LIB_CTX_new()) == NULL ||
+        !OSSL_PROVIDER_add_builtin(lib, "hwkey", hwkey_provider_init) ||
+        (prov_default = OSSL_PROVIDER_load(lib, "default")) == NULL ||
+        (prov_hwkey = OSSL_PROVIDER_load(lib, "hwkey")) == NULL)
         __builtin_trap();
     return 1;
 }
@@ -72,8 +72,8 @@ static void use(EVP_PKEY *pkey)
     if (i2d_PUBKEY(pkey, &pub) > 0)
         OPENSSL_free(pub);
     ctx = EVP_PKEY_CTX_new_from_pkey(lib, pkey, NULL);
-    if (ctx != NULL && EVP_PKEY_sign_init(ctx) == 1 && EVP_PKEY_get_size(pkey) > 0
-        && (size_t)EVP_PKEY_get_size(pkey) <= sizeof(sig))
+    if (ctx != NULL && EVP_PKEY_sign_init(ctx) == 1 && EVP_PKEY_get_size(pkey) > 0 &&
+        (size_t)EVP_PKEY_get_size(pkey) <= sizeof(sig))
         (void)EVP_PKEY_sign(ctx, sig, &siglen, digest, sizeof(digest));
     EVP_PKEY_CTX_free(ctx);
 }

@@ -35,9 +35,9 @@ static void round_trip(const char *uri, size_t uri_len)
         goto end;
     if (!hwkey_keyref_write_pem(bio, text))
         __builtin_trap();
-    if (!PEM_read_bio(bio, &name, &header, &der, &der_len) || der_len <= 0
-        || !hwkey_keyref_uri_parse(der, (size_t)der_len, &again, &again_len)
-        || again_len != uri_len || memcmp(again, uri, uri_len) != 0)
+    if (!PEM_read_bio(bio, &name, &header, &der, &der_len) || der_len <= 0 ||
+        !hwkey_keyref_uri_parse(der, (size_t)der_len, &again, &again_len) || again_len != uri_len ||
+        memcmp(again, uri, uri_len) != 0)
         __builtin_trap();
 end:
     OPENSSL_free(name);
@@ -54,8 +54,8 @@ static void parse(const unsigned char *der, size_t len, int check_round_trip)
 
     if (!hwkey_keyref_uri_parse(der, len, &uri, &uri_len))
         return;
-    if (uri == NULL || (const unsigned char *)uri < der || uri_len > len
-        || (const unsigned char *)uri + uri_len > der + len || uri_len > HWKEY_KEYREF_URI_MAX)
+    if (uri == NULL || (const unsigned char *)uri < der || uri_len > len ||
+        (const unsigned char *)uri + uri_len > der + len || uri_len > HWKEY_KEYREF_URI_MAX)
         __builtin_trap();
     hwkey_fuzz_touch(uri, uri_len);
     if (check_round_trip)

@@ -52,9 +52,9 @@ static void round_trip(const HWKEY_P11_URI *u)
         goto end;
     if (!hwkey_p11_uri_parse(text, strlen(text), &again))
         __builtin_trap();
-    if ((u->object == NULL) != (again->object == NULL)
-        || (u->object != NULL && strcmp(u->object, again->object) != 0)
-        || (u->id_len > 0 && (again->id_len != u->id_len || memcmp(again->id, u->id, u->id_len) != 0)))
+    if ((u->object == NULL) != (again->object == NULL) ||
+        (u->object != NULL && strcmp(u->object, again->object) != 0) ||
+        (u->id_len > 0 && (again->id_len != u->id_len || memcmp(again->id, u->id, u->id_len) != 0)))
         __builtin_trap();
 end:
     hwkey_p11_uri_free(again);

@@ -43,12 +43,12 @@ int main(int argc, char **argv)
     ref.len = (size_t)len;
     if (strcmp(name, HWKEY_PEM_DATA_KEY) == 0)
         ref.kind = HWKEY_REF_PKCS11_DATAKEY;
-    if (!hwkey_config_apply_env(&cfg) || (devs = hwkey_devices_new(&cfg)) == NULL
-        || (dev = ref.kind == HWKEY_REF_PKCS11_DATAKEY ? hwkey_devices_for_kind(devs, ref.kind)
-                                                       : hwkey_devices_by_name(devs, "tpm2"))
-               == NULL
-        || (key = hwkey_secmem_alloc(32)) == NULL
-        || !hwkey_backend_datakey_unwrap(dev, &ref, NULL, NULL, key)) {
+    if (!hwkey_config_apply_env(&cfg) || (devs = hwkey_devices_new(&cfg)) == NULL ||
+        (dev = ref.kind == HWKEY_REF_PKCS11_DATAKEY
+                   ? hwkey_devices_for_kind(devs, ref.kind)
+                   : hwkey_devices_by_name(devs, "tpm2")) == NULL ||
+        (key = hwkey_secmem_alloc(32)) == NULL ||
+        !hwkey_backend_datakey_unwrap(dev, &ref, NULL, NULL, key)) {
         ERR_print_errors_fp(stderr);
         goto end;
     }

@@ -66,9 +66,14 @@ static FILE *log_fp;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static atomic_long claimed, n_ok, n_fail;
 static double t_start, t_end;
-static struct { long pid, ok; } workers[MAX_WORKERS];
+static struct {
+    long pid, ok;
+} workers[MAX_WORKERS];
 static int nworkers;
-static struct { char reason[32]; long count; } reasons[MAX_REASONS];
+static struct {
+    char reason[32];
+    long count;
+} reasons[MAX_REASONS];
 static int nreasons;
 static int first_error_printed;
 
@@ -90,16 +95,17 @@ static double mono_s(void)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: hs_client -p PORT -C CAFILE [-H HOST] [-n COUNT | -d SECONDS] [-c THREADS]\n"
-                    "                 [-t TIMEOUT_MS] [-u PATH] [-V 12|13|mix] [-l LOGFILE] [-s STOPFILE]"
-                    " [-r RATE] [-f MAXFAIL]\n");
+    fprintf(stderr,
+            "usage: hs_client -p PORT -C CAFILE [-H HOST] [-n COUNT | -d SECONDS] [-c THREADS]\n"
+            "                 [-t TIMEOUT_MS] [-u PATH] [-V 12|13|mix] [-l LOGFILE] [-s STOPFILE]"
+            " [-r RATE] [-f MAXFAIL]\n");
     exit(2);
 }
 
 /* Wait until fd is readable (POLLIN) or writable (POLLOUT) or the deadline. */
 static int wait_fd(int fd, short events, double deadline)
 {
-    struct pollfd p = { .fd = fd, .events = events };
+    struct pollfd p = {.fd = fd, .events = events};
     int ms, rc;
 
     for (;;) {
@@ -115,7 +121,7 @@ static int wait_fd(int fd, short events, double deadline)
 
 static int tcp_connect(double deadline, const char **reason)
 {
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     int fd, err = 0, one = 1;
     socklen_t len = sizeof(err);
 
@@ -233,9 +239,9 @@ static const char *one_round(long idx, long *worker)
     X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host);
     rc = ssl_drive(ssl, fd, op_connect, NULL, 0, &done, deadline);
     if (rc <= 0) {
-        reason = rc < 0 ? "handshake-timeout"
+        reason = rc < 0                                    ? "handshake-timeout"
                  : SSL_get_verify_result(ssl) != X509_V_OK ? "verify"
-                                                          : "handshake";
+                                                           : "handshake";
         goto out;
     }
     reqlen = snprintf(req, sizeof(req),
@@ -304,8 +310,8 @@ static void record(double t0, double t1, const char *reason, long worker)
             reasons[i].count++;
     }
     if (log_fp != NULL)
-        fprintf(log_fp, "%.0f %.0f %s %ld %s\n", t0 * 1000.0, t1 * 1000.0, reason == NULL ? "ok" : "fail",
-                worker, reason == NULL ? "-" : reason);
+        fprintf(log_fp, "%.0f %.0f %s %ld %s\n", t0 * 1000.0, t1 * 1000.0,
+                reason == NULL ? "ok" : "fail", worker, reason == NULL ? "-" : reason);
     pthread_mutex_unlock(&mu);
 }
 
@@ -355,28 +361,53 @@ int main(int argc, char **argv)
 
     while ((opt = getopt(argc, argv, "p:C:H:n:d:c:t:u:V:l:s:r:f:")) != -1) {
         switch (opt) {
-        case 'p': port = atoi(optarg); break;
-        case 'C': cafile = optarg; break;
-        case 'H': host = optarg; break;
-        case 'n': want_count = atol(optarg); break;
-        case 'd': duration = atof(optarg); break;
-        case 'c': nthreads = atoi(optarg); break;
-        case 't': timeout_ms = atoi(optarg); break;
-        case 'u': path = optarg; break;
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 'C':
+            cafile = optarg;
+            break;
+        case 'H':
+            host = optarg;
+            break;
+        case 'n':
+            want_count = atol(optarg);
+            break;
+        case 'd':
+            duration = atof(optarg);
+            break;
+        case 'c':
+            nthreads = atoi(optarg);
+            break;
+        case 't':
+            timeout_ms = atoi(optarg);
+            break;
+        case 'u':
+            path = optarg;
+            break;
         case 'V':
             version_mode = strcmp(optarg, "12") == 0 ? 12 : strcmp(optarg, "13") == 0 ? 13 : 0;
             if (version_mode == 0 && strcmp(optarg, "mix") != 0)
                 usage();
             break;
-        case 'l': logfile = optarg; break;
-        case 's': stopfile = optarg; break;
-        case 'r': rate_limit = atof(optarg); break;
-        case 'f': max_fail = atol(optarg); break;
-        default: usage();
+        case 'l':
+            logfile = optarg;
+            break;
+        case 's':
+            stopfile = optarg;
+            break;
+        case 'r':
+            rate_limit = atof(optarg);
+            break;
+        case 'f':
+            max_fail = atol(optarg);
+            break;
+        default:
+            usage();
         }
     }
-    if (port <= 0 || port > 65535 || cafile == NULL || nthreads < 1 || nthreads > 256 || timeout_ms < 1
-        || (want_count < 0 && duration <= 0 && stopfile == NULL))
+    if (port <= 0 || port > 65535 || cafile == NULL || nthreads < 1 || nthreads > 256 ||
+        timeout_ms < 1 || (want_count < 0 && duration <= 0 && stopfile == NULL))
         usage();
     ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL || SSL_CTX_load_verify_locations(ctx, cafile, NULL) != 1) {

@@ -92,8 +92,9 @@ static int sign_verify(HWKEY_BKEY *key, EVP_PKEY *pub, const char *scheme, const
         if (!hwkey_backend_sign(key, &p, msg, sizeof(msg), sig, &siglen))
             return 0;
         mctx = EVP_MD_CTX_new();
-        ok = mctx != NULL && EVP_DigestVerifyInit_ex(mctx, NULL, NULL, NULL, NULL, pub, NULL) == 1
-            && EVP_DigestVerify(mctx, sig, siglen, msg, sizeof(msg)) == 1;
+        ok = mctx != NULL &&
+             EVP_DigestVerifyInit_ex(mctx, NULL, NULL, NULL, NULL, pub, NULL) == 1 &&
+             EVP_DigestVerify(mctx, sig, siglen, msg, sizeof(msg)) == 1;
         EVP_MD_CTX_free(mctx);
         if (!ok)
             fprintf(stderr, "software verification of the EdDSA signature failed\n");
@@ -105,20 +106,20 @@ static int sign_verify(HWKEY_BKEY *key, EVP_PKEY *pub, const char *scheme, const
     p.mgf1_md_nid = p.md_nid;
     p.salt_len = salt;
     p.scheme = strcmp(scheme, "ecdsa") == 0   ? HWKEY_SIG_ECDSA
-             : strcmp(scheme, "pkcs1") == 0 ? HWKEY_SIG_RSA_PKCS1
-                                            : HWKEY_SIG_RSA_PSS;
+               : strcmp(scheme, "pkcs1") == 0 ? HWKEY_SIG_RSA_PKCS1
+                                              : HWKEY_SIG_RSA_PSS;
     if (!hwkey_backend_sign(key, &p, dgst, dlen, sig, &siglen))
         return 0;
     vctx = EVP_PKEY_CTX_new_from_pkey(NULL, pub, NULL);
-    if (vctx == NULL || EVP_PKEY_verify_init(vctx) <= 0
-        || EVP_PKEY_CTX_set_signature_md(vctx, md) <= 0)
+    if (vctx == NULL || EVP_PKEY_verify_init(vctx) <= 0 ||
+        EVP_PKEY_CTX_set_signature_md(vctx, md) <= 0)
         goto end;
-    if (p.scheme == HWKEY_SIG_RSA_PKCS1
-        && EVP_PKEY_CTX_set_rsa_padding(vctx, RSA_PKCS1_PADDING) <= 0)
+    if (p.scheme == HWKEY_SIG_RSA_PKCS1 &&
+        EVP_PKEY_CTX_set_rsa_padding(vctx, RSA_PKCS1_PADDING) <= 0)
         goto end;
-    if (p.scheme == HWKEY_SIG_RSA_PSS
-        && (EVP_PKEY_CTX_set_rsa_padding(vctx, RSA_PKCS1_PSS_PADDING) <= 0
-            || EVP_PKEY_CTX_set_rsa_pss_saltlen(vctx, salt) <= 0))
+    if (p.scheme == HWKEY_SIG_RSA_PSS &&
+        (EVP_PKEY_CTX_set_rsa_padding(vctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
+         EVP_PKEY_CTX_set_rsa_pss_saltlen(vctx, salt) <= 0))
         goto end;
     ok = EVP_PKEY_verify(vctx, sig, siglen, dgst, dlen) == 1;
     if (!ok)
@@ -149,24 +150,24 @@ static int cmd_decrypt(const char *uri, const char *pad, const char *mdname)
     EVP_PKEY_CTX *ctx = NULL;
     int ok = 0;
 
-    if (pub == NULL || RAND_bytes(msg, sizeof(msg)) != 1
-        || (ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pub, NULL)) == NULL
-        || EVP_PKEY_encrypt_init(ctx) <= 0)
+    if (pub == NULL || RAND_bytes(msg, sizeof(msg)) != 1 ||
+        (ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pub, NULL)) == NULL ||
+        EVP_PKEY_encrypt_init(ctx) <= 0)
         goto end;
     if (strcmp(pad, "oaep") == 0) {
         p.padding = HWKEY_PAD_OAEP;
         p.oaep_md_nid = p.mgf1_md_nid = EVP_MD_get_type(md_of(mdname));
-        if (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) <= 0
-            || EVP_PKEY_CTX_set_rsa_oaep_md(ctx, md_of(mdname)) <= 0
-            || EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, md_of(mdname)) <= 0)
+        if (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) <= 0 ||
+            EVP_PKEY_CTX_set_rsa_oaep_md(ctx, md_of(mdname)) <= 0 ||
+            EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, md_of(mdname)) <= 0)
             goto end;
     } else {
         p.padding = HWKEY_PAD_PKCS1;
         if (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) <= 0)
             goto end;
     }
-    if (EVP_PKEY_encrypt(ctx, ct, &ctlen, msg, sizeof(msg)) <= 0
-        || !hwkey_backend_rsa_decrypt(key, &p, ct, ctlen, pt, &ptlen))
+    if (EVP_PKEY_encrypt(ctx, ct, &ctlen, msg, sizeof(msg)) <= 0 ||
+        !hwkey_backend_rsa_decrypt(key, &p, ct, ctlen, pt, &ptlen))
         goto end;
     ok = ptlen == sizeof(msg) && memcmp(pt, msg, ptlen) == 0;
     if (!ok)
@@ -201,16 +202,17 @@ static int cmd_ecdh(const char *uri)
     char group[64];
     int ok = 0;
 
-    if (pub == NULL || !EVP_PKEY_get_utf8_string_param(pub, OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                                       sizeof(group), NULL)
-        || (peer = EVP_PKEY_Q_keygen(NULL, NULL, "EC", group)) == NULL
-        || !EVP_PKEY_get_octet_string_param(peer, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point),
-                                            &plen)
-        || !hwkey_backend_ecdh(key, point, plen, z1, &z1len))
+    if (pub == NULL ||
+        !EVP_PKEY_get_utf8_string_param(pub, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                        NULL) ||
+        (peer = EVP_PKEY_Q_keygen(NULL, NULL, "EC", group)) == NULL ||
+        !EVP_PKEY_get_octet_string_param(peer, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point),
+                                         &plen) ||
+        !hwkey_backend_ecdh(key, point, plen, z1, &z1len))
         goto end;
-    if ((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, peer, NULL)) == NULL
-        || EVP_PKEY_derive_init(ctx) <= 0 || EVP_PKEY_derive_set_peer(ctx, pub) <= 0
-        || EVP_PKEY_derive(ctx, z2, &z2len) <= 0)
+    if ((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, peer, NULL)) == NULL ||
+        EVP_PKEY_derive_init(ctx) <= 0 || EVP_PKEY_derive_set_peer(ctx, pub) <= 0 ||
+        EVP_PKEY_derive(ctx, z2, &z2len) <= 0)
         goto end;
     ok = z1len == z2len && memcmp(z1, z2, z1len) == 0;
     if (!ok)
@@ -329,9 +331,9 @@ typedef struct {
 
 static const char *default_scheme(HWKEY_BKEY *key)
 {
-    return key->info.alg == HWKEY_ALG_RSA ? "pkcs1"
-         : key->info.alg == HWKEY_ALG_EC  ? "ecdsa"
-                                          : "eddsa";
+    return key->info.alg == HWKEY_ALG_RSA  ? "pkcs1"
+           : key->info.alg == HWKEY_ALG_EC ? "ecdsa"
+                                           : "eddsa";
 }
 
 static void *signer(void *p)
@@ -462,8 +464,8 @@ int main(int argc, char **argv)
 
     if (argc < 3)
         goto usage;
-    if (!hwkey_config_apply_env(&cfg) || (devs = hwkey_devices_new(&cfg)) == NULL
-        || (dev = hwkey_devices_by_name(devs, "pkcs11")) == NULL) {
+    if (!hwkey_config_apply_env(&cfg) || (devs = hwkey_devices_new(&cfg)) == NULL ||
+        (dev = hwkey_devices_by_name(devs, "pkcs11")) == NULL) {
         rc = fail("opening the pkcs11 device");
         goto end;
     }

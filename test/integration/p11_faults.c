@@ -56,12 +56,12 @@ static int sign_once(HWKEY_BKEY *key, EVP_PKEY *pub)
 
     p.scheme = key->info.alg == HWKEY_ALG_RSA ? HWKEY_SIG_RSA_PKCS1 : HWKEY_SIG_ECDSA;
     p.md_nid = p.mgf1_md_nid = NID_sha256;
-    ok = RAND_bytes(msg, sizeof(msg)) == 1
-        && EVP_Digest(msg, sizeof(msg), dgst, &dlen, EVP_sha256(), NULL)
-        && hwkey_backend_sign(key, &p, dgst, dlen, sig, &siglen)
-        && (v = EVP_PKEY_CTX_new_from_pkey(NULL, pub, NULL)) != NULL
-        && EVP_PKEY_verify_init(v) > 0 && EVP_PKEY_CTX_set_signature_md(v, EVP_sha256()) > 0
-        && EVP_PKEY_verify(v, sig, siglen, dgst, dlen) == 1;
+    ok = RAND_bytes(msg, sizeof(msg)) == 1 &&
+         EVP_Digest(msg, sizeof(msg), dgst, &dlen, EVP_sha256(), NULL) &&
+         hwkey_backend_sign(key, &p, dgst, dlen, sig, &siglen) &&
+         (v = EVP_PKEY_CTX_new_from_pkey(NULL, pub, NULL)) != NULL && EVP_PKEY_verify_init(v) > 0 &&
+         EVP_PKEY_CTX_set_signature_md(v, EVP_sha256()) > 0 &&
+         EVP_PKEY_verify(v, sig, siglen, dgst, dlen) == 1;
     EVP_PKEY_CTX_free(v);
     return ok;
 }
@@ -256,8 +256,8 @@ int main(int argc, char **argv)
 
     if (argc < 3)
         goto usage;
-    if (!hwkey_config_apply_env(&cfg) || (devs = hwkey_devices_new(&cfg)) == NULL
-        || (dev = hwkey_devices_by_name(devs, "pkcs11")) == NULL) {
+    if (!hwkey_config_apply_env(&cfg) || (devs = hwkey_devices_new(&cfg)) == NULL ||
+        (dev = hwkey_devices_by_name(devs, "pkcs11")) == NULL) {
         rc = report("opening the pkcs11 device");
         goto end;
     }

@@ -157,6 +157,15 @@ ossl pkeyutl -sign -inkey persist.pem -rawin -digest sha256 -in msg -out persist
     hw_fail "sign with the persistent genpkey key: $(cat persist.err)"
 check_sig "persistent genpkey key" persist.pub persist.sig
 hw_log "genpkey hwkey-persist: reference file, same after pkey, signs"
+# Which handles are persistent is the TPM backend's to say (ops/ parses a number only).
+if ossl genpkey -propquery provider=hwkey -algorithm EC -pkeyopt group:P-256 \
+    -pkeyopt hwkey-persist:0x01000a01 -out badpersist.pem 2>badpersist.err; then
+    hw_fail "genpkey hwkey-persist:0x01000a01 succeeded"
+fi
+grep -q "0x01000a01 is not a persistent handle (0x81000000 .. 0x81ffffff)" badpersist.err ||
+    hw_fail "genpkey with a non-persistent handle: $(head -c 400 badpersist.err)"
+[[ ! -s badpersist.pem ]] || hw_fail "genpkey with a bad handle wrote a key file"
+hw_log "genpkey hwkey-persist: a handle outside the persistent range is refused by the TPM backend"
 
 [[ -z $(hw_transient_handles) ]] || hw_fail "transient objects left in the TPM: $(hw_transient_handles | tr '\n' ' ')"
 echo "PASS: $HW_TEST"

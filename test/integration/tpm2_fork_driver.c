@@ -64,13 +64,13 @@ static int sign_verify(EVP_PKEY *pkey, unsigned long n)
     size_t siglen = sizeof(sig);
     int len = snprintf((char *)msg, sizeof(msg), "hwkey fork %ld %lu", (long)getpid(), n);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int ok = md != NULL && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pkey) == 1
-             && EVP_DigestSign(md, sig, &siglen, msg, (size_t)len) == 1;
+    int ok = md != NULL && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pkey) == 1 &&
+             EVP_DigestSign(md, sig, &siglen, msg, (size_t)len) == 1;
 
     EVP_MD_CTX_free(md);
     md = EVP_MD_CTX_new();
-    ok = ok && md != NULL && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pkey) == 1
-         && EVP_DigestVerify(md, sig, siglen, msg, (size_t)len) == 1;
+    ok = ok && md != NULL && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pkey) == 1 &&
+         EVP_DigestVerify(md, sig, siglen, msg, (size_t)len) == 1;
     EVP_MD_CTX_free(md);
     if (!ok && !quiet) {
         fprintf(stderr, "pid %ld: signature %lu failed\n", (long)getpid(), n);
@@ -103,8 +103,8 @@ static int reap(const pid_t *pids, int n)
     int bad = 0, status;
 
     for (int i = 0; i < n; i++) {
-        if (waitpid(pids[i], &status, 0) != pids[i] || !WIFEXITED(status)
-            || WEXITSTATUS(status) != 0) {
+        if (waitpid(pids[i], &status, 0) != pids[i] || !WIFEXITED(status) ||
+            WEXITSTATUS(status) != 0) {
             bad++;
             if (WIFSIGNALED(status))
                 fprintf(stderr, "child %ld killed by signal %d%s\n", (long)pids[i],
@@ -176,10 +176,10 @@ static int child_ctx_init(EVP_PKEY *pkey, CHILD_CTX *c)
 {
     c->sign = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
     c->verify = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
-    return c->sign != NULL && c->verify != NULL && EVP_PKEY_sign_init(c->sign) == 1
-           && EVP_PKEY_CTX_set_signature_md(c->sign, EVP_sha256()) == 1
-           && EVP_PKEY_verify_init(c->verify) == 1
-           && EVP_PKEY_CTX_set_signature_md(c->verify, EVP_sha256()) == 1;
+    return c->sign != NULL && c->verify != NULL && EVP_PKEY_sign_init(c->sign) == 1 &&
+           EVP_PKEY_CTX_set_signature_md(c->sign, EVP_sha256()) == 1 &&
+           EVP_PKEY_verify_init(c->verify) == 1 &&
+           EVP_PKEY_CTX_set_signature_md(c->verify, EVP_sha256()) == 1;
 }
 
 static int child_sign(const CHILD_CTX *c)
@@ -188,8 +188,8 @@ static int child_sign(const CHILD_CTX *c)
     size_t siglen = sizeof(sig);
 
     memset(dgst, getpid() & 0xff, sizeof(dgst));
-    if (EVP_PKEY_sign(c->sign, sig, &siglen, dgst, sizeof(dgst)) != 1
-        || EVP_PKEY_verify(c->verify, sig, siglen, dgst, sizeof(dgst)) != 1) {
+    if (EVP_PKEY_sign(c->sign, sig, &siglen, dgst, sizeof(dgst)) != 1 ||
+        EVP_PKEY_verify(c->verify, sig, siglen, dgst, sizeof(dgst)) != 1) {
         fprintf(stderr, "child %ld: signature failed\n", (long)getpid());
         ERR_print_errors_fp(stderr);
         return 0;
@@ -234,7 +234,8 @@ static int run_threads(EVP_PKEY *pkey, int nthread, int nfork)
     EVP_PKEY_CTX_free(cc.sign);
     EVP_PKEY_CTX_free(cc.verify);
     printf("threads: %d forks while %d threads signed (%lu signatures): %d children failed, "
-           "%d threads failed\n", nfork, nthread, total, bad, thread_bad);
+           "%d threads failed\n",
+           nfork, nthread, total, bad, thread_bad);
     return bad != 0 || thread_bad != 0;
 }
 

@@ -60,8 +60,8 @@ static OSSL_LIB_CTX *context_with_hwkey(const char *module, OSSL_PROVIDER *prov[
     OSSL_LIB_CTX *lib = OSSL_LIB_CTX_new();
 
     prov[0] = prov[1] = NULL;
-    if (lib == NULL || (prov[0] = OSSL_PROVIDER_load(lib, "default")) == NULL
-        || (prov[1] = OSSL_PROVIDER_load(lib, module)) == NULL) {
+    if (lib == NULL || (prov[0] = OSSL_PROVIDER_load(lib, "default")) == NULL ||
+        (prov[1] = OSSL_PROVIDER_load(lib, module)) == NULL) {
         ERR_print_errors_fp(stdout);
         OSSL_PROVIDER_unload(prov[0]);
         OSSL_LIB_CTX_free(lib);
@@ -94,8 +94,8 @@ int main(int argc, char **argv)
      * Both orders: free the instance loaded last (the one a process-wide
      * sink would point at), then the one loaded first.
      */
-    if ((a = context_with_hwkey(argv[1], pa)) == NULL
-        || (b = context_with_hwkey(argv[1], pb)) == NULL)
+    if ((a = context_with_hwkey(argv[1], pa)) == NULL ||
+        (b = context_with_hwkey(argv[1], pb)) == NULL)
         goto end;
     if (!decode_fails_with_text(b, "second context"))
         goto end;

@@ -36,7 +36,7 @@
  * Only the calls a TLS server and hwkey's provisioning use are wrapped;
  * every other entry of the function list goes straight to the real module.
  */
-#define _GNU_SOURCE                  /* dladdr */
+#define _GNU_SOURCE /* dladdr */
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
@@ -50,13 +50,13 @@
 
 #define DEFAULT_MODULE "/usr/lib/softhsm/libsofthsm2.so"
 
-static CK_FUNCTION_LIST *real;       /* the real module's list */
-static CK_FUNCTION_LIST wrapped;     /* ours: a copy with the wrappers */
+static CK_FUNCTION_LIST *real;   /* the real module's list */
+static CK_FUNCTION_LIST wrapped; /* ours: a copy with the wrappers */
 static unsigned long call_us, op_us;
 static const char *control;
 
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
-static int broken;                   /* unplugged since the last C_Initialize */
+static int broken; /* unplugged since the last C_Initialize */
 static const char *stats_path;
 static const char *token_label;
 static unsigned long inflight, max_inflight, ops_done;
@@ -315,15 +315,14 @@ static CK_RV lat_SignFinal(CK_SESSION_HANDLE session, CK_BYTE_PTR sig, CK_ULONG_
     return real->C_SignFinal(session, sig, siglen);
 }
 
-static CK_RV lat_DecryptInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech,
-                             CK_OBJECT_HANDLE key)
+static CK_RV lat_DecryptInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key)
 {
     LINK_OR_RETURN(0);
     return real->C_DecryptInit(session, mech, key);
 }
 
-static CK_RV lat_Decrypt(CK_SESSION_HANDLE session, CK_BYTE_PTR in, CK_ULONG inlen,
-                         CK_BYTE_PTR out, CK_ULONG_PTR outlen)
+static CK_RV lat_Decrypt(CK_SESSION_HANDLE session, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out,
+                         CK_ULONG_PTR outlen)
 {
     CK_RV rv;
 

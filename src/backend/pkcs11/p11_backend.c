@@ -36,10 +36,10 @@ static HWKEY_DEVICE *p11_open(const HWKEY_CONFIG *cfg)
     dev->base.backend = &hwkey_pkcs11_backend;
     pthread_mutex_init(&dev->lock, NULL);
     if (cfg != NULL) {
-        if ((cfg->pkcs11_module != NULL
-             && (dev->module_path = OPENSSL_strdup(cfg->pkcs11_module)) == NULL)
-            || (cfg->pkcs11_pin_source != NULL
-                && (dev->pin_source = OPENSSL_strdup(cfg->pkcs11_pin_source)) == NULL)) {
+        if ((cfg->pkcs11_module != NULL &&
+             (dev->module_path = OPENSSL_strdup(cfg->pkcs11_module)) == NULL) ||
+            (cfg->pkcs11_pin_source != NULL &&
+             (dev->pin_source = OPENSSL_strdup(cfg->pkcs11_pin_source)) == NULL)) {
             hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying the pkcs11 configuration");
             goto err;
         }
@@ -105,12 +105,18 @@ static const struct {
     CK_MECHANISM_TYPE m;
     const char *name;
 } mech_names[] = {
-    {CKM_RSA_PKCS_KEY_PAIR_GEN, "RSA-PKCS-KEY-PAIR-GEN"}, {CKM_RSA_PKCS, "RSA-PKCS"},
-    {CKM_RSA_X_509, "RSA-X-509"}, {CKM_RSA_PKCS_OAEP, "RSA-PKCS-OAEP"},
-    {CKM_RSA_PKCS_PSS, "RSA-PKCS-PSS"}, {CKM_EC_KEY_PAIR_GEN, "EC-KEY-PAIR-GEN"},
-    {CKM_ECDSA, "ECDSA"}, {CKM_ECDH1_DERIVE, "ECDH1-DERIVE"},
-    {CKM_EC_EDWARDS_KEY_PAIR_GEN, "EC-EDWARDS-KEY-PAIR-GEN"}, {CKM_EDDSA, "EDDSA"},
-    {CKM_AES_KEY_WRAP, "AES-KEY-WRAP"}, {CKM_AES_KEY_WRAP_PAD, "AES-KEY-WRAP-PAD"},
+    {CKM_RSA_PKCS_KEY_PAIR_GEN, "RSA-PKCS-KEY-PAIR-GEN"},
+    {CKM_RSA_PKCS, "RSA-PKCS"},
+    {CKM_RSA_X_509, "RSA-X-509"},
+    {CKM_RSA_PKCS_OAEP, "RSA-PKCS-OAEP"},
+    {CKM_RSA_PKCS_PSS, "RSA-PKCS-PSS"},
+    {CKM_EC_KEY_PAIR_GEN, "EC-KEY-PAIR-GEN"},
+    {CKM_ECDSA, "ECDSA"},
+    {CKM_ECDH1_DERIVE, "ECDH1-DERIVE"},
+    {CKM_EC_EDWARDS_KEY_PAIR_GEN, "EC-EDWARDS-KEY-PAIR-GEN"},
+    {CKM_EDDSA, "EDDSA"},
+    {CKM_AES_KEY_WRAP, "AES-KEY-WRAP"},
+    {CKM_AES_KEY_WRAP_PAD, "AES-KEY-WRAP-PAD"},
     {CKM_AES_GCM, "AES-GCM"},
 };
 
@@ -131,14 +137,14 @@ static void describe_token(HWKEY_P11_MODULE *mod, CK_SLOT_ID slot, BIO *out)
 
     if (mod->fl->C_GetTokenInfo(slot, &ti) != CKR_OK)
         return;
-    BIO_printf(out, "    token: label \"%.*s\" manufacturer \"%.*s\" model \"%.*s\" "
-               "serial \"%.*s\"\n", FIELD(ti.label), FIELD(ti.manufacturerID), FIELD(ti.model),
-               FIELD(ti.serialNumber));
+    BIO_printf(out,
+               "    token: label \"%.*s\" manufacturer \"%.*s\" model \"%.*s\" "
+               "serial \"%.*s\"\n",
+               FIELD(ti.label), FIELD(ti.manufacturerID), FIELD(ti.model), FIELD(ti.serialNumber));
     BIO_printf(out, "      flags 0x%lx%s%s%s, max sessions %ld\n", (unsigned long)ti.flags,
                (ti.flags & CKF_LOGIN_REQUIRED) ? " login-required" : "",
                (ti.flags & CKF_USER_PIN_FINAL_TRY) ? " pin-final-try" : "",
-               (ti.flags & CKF_USER_PIN_LOCKED) ? " pin-locked" : "",
-               (long)ti.ulMaxSessionCount);
+               (ti.flags & CKF_USER_PIN_LOCKED) ? " pin-locked" : "", (long)ti.ulMaxSessionCount);
     if (mod->fl->C_GetMechanismList(slot, mechs, &n) != CKR_OK)
         return;
     BIO_printf(out, "      mechanisms used by hwkey:");
@@ -159,10 +165,9 @@ static int p11_describe(HWKEY_DEVICE *base, BIO *out)
     if (mod == NULL || !hwkey_p11_module_check(mod))
         return 0;
     if (mod->fl->C_GetInfo(&info) == CKR_OK)
-        BIO_printf(out, "module %s: \"%.*s\" \"%.*s\" version %d.%d, Cryptoki %d.%d\n",
-                   mod->path, FIELD(info.manufacturerID), FIELD(info.libraryDescription),
-                   info.libraryVersion.major,
-                   info.libraryVersion.minor, info.cryptokiVersion.major,
+        BIO_printf(out, "module %s: \"%.*s\" \"%.*s\" version %d.%d, Cryptoki %d.%d\n", mod->path,
+                   FIELD(info.manufacturerID), FIELD(info.libraryDescription),
+                   info.libraryVersion.major, info.libraryVersion.minor, info.cryptokiVersion.major,
                    info.cryptokiVersion.minor);
     if (mod->fl->C_GetSlotList(CK_FALSE, slots, &n) != CKR_OK)
         return 0;
@@ -172,8 +177,7 @@ static int p11_describe(HWKEY_DEVICE *base, BIO *out)
         if (mod->fl->C_GetSlotInfo(slots[i], &si) != CKR_OK)
             continue;
         BIO_printf(out, "  slot %lu: \"%.*s\"%s\n", (unsigned long)slots[i],
-                   FIELD(si.slotDescription),
-                   (si.flags & CKF_TOKEN_PRESENT) ? "" : " (no token)");
+                   FIELD(si.slotDescription), (si.flags & CKF_TOKEN_PRESENT) ? "" : " (no token)");
         if (si.flags & CKF_TOKEN_PRESENT)
             describe_token(mod, slots[i], out);
     }
@@ -192,8 +196,8 @@ static int p11_supports(HWKEY_DEVICE *base, const HWKEY_KEYSPEC *spec)
      * configured, "cannot tell"; without, "no" (a URI may still name a
      * module-path; the TPM's answer or "cannot tell" then covers EC/RSA).
      */
-    if (((HWKEY_P11_DEVICE *)base)->module_path == NULL
-        && ((HWKEY_P11_DEVICE *)base)->modules == NULL)
+    if (((HWKEY_P11_DEVICE *)base)->module_path == NULL &&
+        ((HWKEY_P11_DEVICE *)base)->modules == NULL)
         return 0;
     return -1;
 }
@@ -245,59 +249,66 @@ static void sigpipe_restore(SIGPIPE_GUARD *g)
     pthread_sigmask(SIG_SETMASK, &g->old, NULL);
 }
 
-#define GATED(ret, name, params, args)                                                   \
-    static ret gated_##name params                                                       \
-    {                                                                                    \
-        SIGPIPE_GUARD g;                                                                 \
-        ret r;                                                                           \
-        sigpipe_block(&g);                                                               \
-        hwkey_gate_enter();                                                              \
-        r = name args;                                                                   \
-        hwkey_gate_leave();                                                              \
-        sigpipe_restore(&g);                                                             \
-        return r;                                                                        \
+#define GATED(ret, name, params, args)                                                             \
+    static ret gated_##name params                                                                 \
+    {                                                                                              \
+        SIGPIPE_GUARD g;                                                                           \
+        ret r;                                                                                     \
+        sigpipe_block(&g);                                                                         \
+        hwkey_gate_enter();                                                                        \
+        r = name args;                                                                             \
+        hwkey_gate_leave();                                                                        \
+        sigpipe_restore(&g);                                                                       \
+        return r;                                                                                  \
     }
 
-GATED(int, p11_describe, (HWKEY_DEVICE *d, BIO *out), (d, out))
+GATED(int, p11_describe, (HWKEY_DEVICE * d, BIO *out), (d, out))
 GATED(HWKEY_LOOKUP, hwkey_p11_key_load,
-      (HWKEY_DEVICE *d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
-       HWKEY_BKEY **out), (d, ref, cb, arg, out))
-GATED(EVP_PKEY *, hwkey_p11_key_public, (HWKEY_BKEY *k, OSSL_LIB_CTX *l, const char *pq),
+      (HWKEY_DEVICE * d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
+       HWKEY_BKEY **out),
+      (d, ref, cb, arg, out))
+GATED(EVP_PKEY *, hwkey_p11_key_public, (HWKEY_BKEY * k, OSSL_LIB_CTX *l, const char *pq),
       (k, l, pq))
 GATED(int, hwkey_p11_key_generate,
-      (HWKEY_DEVICE *d, const HWKEY_KEYSPEC *sp, const HWKEY_GENOPTS *o, HWKEY_REFBLOB *out),
+      (HWKEY_DEVICE * d, const HWKEY_KEYSPEC *sp, const HWKEY_GENOPTS *o, HWKEY_REFBLOB *out),
       (d, sp, o, out))
 GATED(int, hwkey_p11_key_import,
-      (HWKEY_DEVICE *d, EVP_PKEY *soft, const HWKEY_GENOPTS *o, HWKEY_REFBLOB *out),
+      (HWKEY_DEVICE * d, EVP_PKEY *soft, const HWKEY_GENOPTS *o, HWKEY_REFBLOB *out),
       (d, soft, o, out))
-GATED(int, hwkey_p11_key_delete, (HWKEY_DEVICE *d, const HWKEY_KEYREF *ref), (d, ref))
-GATED(int, hwkey_p11_key_list, (HWKEY_DEVICE *d, const char *f, hwkey_list_cb cb, void *arg),
+GATED(int, hwkey_p11_key_delete, (HWKEY_DEVICE * d, const HWKEY_KEYREF *ref), (d, ref))
+GATED(int, hwkey_p11_key_list, (HWKEY_DEVICE * d, const char *f, hwkey_list_cb cb, void *arg),
       (d, f, cb, arg))
 GATED(int, hwkey_p11_sign,
-      (HWKEY_BKEY *k, const HWKEY_SIGN_PARAMS *p, const unsigned char *tbs, size_t tbslen,
-       unsigned char *sig, size_t *siglen), (k, p, tbs, tbslen, sig, siglen))
+      (HWKEY_BKEY * k, const HWKEY_SIGN_PARAMS *p, const unsigned char *tbs, size_t tbslen,
+       unsigned char *sig, size_t *siglen),
+      (k, p, tbs, tbslen, sig, siglen))
 GATED(int, hwkey_p11_rsa_private,
-      (HWKEY_BKEY *k, const unsigned char *in, size_t inlen, unsigned char *out,
-       size_t *outlen), (k, in, inlen, out, outlen))
+      (HWKEY_BKEY * k, const unsigned char *in, size_t inlen, unsigned char *out, size_t *outlen),
+      (k, in, inlen, out, outlen))
 GATED(int, hwkey_p11_rsa_decrypt,
-      (HWKEY_BKEY *k, const HWKEY_DECRYPT_PARAMS *p, const unsigned char *in, size_t inlen,
-       unsigned char *out, size_t *outlen), (k, p, in, inlen, out, outlen))
+      (HWKEY_BKEY * k, const HWKEY_DECRYPT_PARAMS *p, const unsigned char *in, size_t inlen,
+       unsigned char *out, size_t *outlen),
+      (k, p, in, inlen, out, outlen))
 GATED(int, hwkey_p11_ecdh,
-      (HWKEY_BKEY *k, const unsigned char *peer, size_t peerlen, unsigned char *out,
-       size_t *outlen), (k, peer, peerlen, out, outlen))
+      (HWKEY_BKEY * k, const unsigned char *peer, size_t peerlen, unsigned char *out,
+       size_t *outlen),
+      (k, peer, peerlen, out, outlen))
 GATED(HWKEY_LOOKUP, hwkey_p11_pubkey_load,
-      (HWKEY_DEVICE *d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
-       OSSL_LIB_CTX *l, const char *pq, EVP_PKEY **out), (d, ref, cb, arg, l, pq, out))
+      (HWKEY_DEVICE * d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
+       OSSL_LIB_CTX *l, const char *pq, EVP_PKEY **out),
+      (d, ref, cb, arg, l, pq, out))
 GATED(HWKEY_LOOKUP, hwkey_p11_cert_load,
-      (HWKEY_DEVICE *d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
-       unsigned char **der, size_t *derlen), (d, ref, cb, arg, der, derlen))
-GATED(int, hwkey_p11_datakey_create,
-      (HWKEY_DEVICE *d, const HWKEY_GENOPTS *o, HWKEY_REFBLOB *out), (d, o, out))
+      (HWKEY_DEVICE * d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
+       unsigned char **der, size_t *derlen),
+      (d, ref, cb, arg, der, derlen))
+GATED(int, hwkey_p11_datakey_create, (HWKEY_DEVICE * d, const HWKEY_GENOPTS *o, HWKEY_REFBLOB *out),
+      (d, o, out))
 GATED(int, hwkey_p11_datakey_unwrap,
-      (HWKEY_DEVICE *d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
-       unsigned char key[32]), (d, ref, cb, arg, key))
+      (HWKEY_DEVICE * d, const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *cb, void *arg,
+       unsigned char key[32]),
+      (d, ref, cb, arg, key))
 GATED(int, hwkey_p11_key_attest,
-      (HWKEY_BKEY *k, const unsigned char *nonce, size_t nonce_len, BIO *out),
+      (HWKEY_BKEY * k, const unsigned char *nonce, size_t nonce_len, BIO *out),
       (k, nonce, nonce_len, out))
 
 const HWKEY_BACKEND hwkey_pkcs11_backend = {

@@ -63,7 +63,7 @@ static int kek_uri_ok(const HWKEY_P11_URI *uri)
     }
     if (uri->has_class && uri->klass != CKO_SECRET_KEY) {
         hwkey_raise(HWKEY_R_INVALID_URI, "a KEK is a secret key: the URI's type= must be "
-                    "secret-key or absent");
+                                         "secret-key or absent");
         return 0;
     }
     return 1;
@@ -82,8 +82,10 @@ static int kek_find(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P11_U
     if (n == 0)
         return -1;
     if (n > 1) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "several secret keys match KEK \"%s\" on token \"%s\"; "
-                    "add id= to the URI", ref_name(uri), tok->name);
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                    "several secret keys match KEK \"%s\" on token \"%s\"; "
+                    "add id= to the URI",
+                    ref_name(uri), tok->name);
         return 0;
     }
     *kek = objs[0];
@@ -100,14 +102,16 @@ static int kek_check(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE
     CK_RV rv = tok->mod->fl->C_GetAttributeValue(s, kek, &a, 1);
 
     if (rv != CKR_OK || kt != CKK_AES) {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "KEK \"%s\" on token \"%s\" is not an AES "
-                    "key%s%s", ref_name(uri), tok->name, rv != CKR_OK ? ": " : "",
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                    "KEK \"%s\" on token \"%s\" is not an AES "
+                    "key%s%s",
+                    ref_name(uri), tok->name, rv != CKR_OK ? ": " : "",
                     rv != CKR_OK ? hwkey_p11_rv_name(rv) : "");
         return 0;
     }
-    if (!bool_attr(tok, s, kek, CKA_WRAP, &wrap) || !bool_attr(tok, s, kek, CKA_UNWRAP, &unwrap)
-        || !bool_attr(tok, s, kek, CKA_SENSITIVE, &sensitive)
-        || !bool_attr(tok, s, kek, CKA_EXTRACTABLE, &extractable)) {
+    if (!bool_attr(tok, s, kek, CKA_WRAP, &wrap) || !bool_attr(tok, s, kek, CKA_UNWRAP, &unwrap) ||
+        !bool_attr(tok, s, kek, CKA_SENSITIVE, &sensitive) ||
+        !bool_attr(tok, s, kek, CKA_EXTRACTABLE, &extractable)) {
         hwkey_raise(HWKEY_R_DEVICE_ERROR, "cannot read the attributes of KEK \"%s\"",
                     ref_name(uri));
         return 0;
@@ -118,9 +122,10 @@ static int kek_check(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE
         return 0;
     }
     if (!sensitive || extractable) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "KEK \"%s\" on token \"%s\" is %s; a key-wrapping key "
-                    "must be sensitive and non-extractable", ref_name(uri), tok->name,
-                    extractable ? "extractable" : "not sensitive");
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                    "KEK \"%s\" on token \"%s\" is %s; a key-wrapping key "
+                    "must be sensitive and non-extractable",
+                    ref_name(uri), tok->name, extractable ? "extractable" : "not sensitive");
         return 0;
     }
     return 1;
@@ -138,8 +143,10 @@ static int kek_create(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P11
     CK_RV rv;
 
     if (!hwkey_p11_token_has_mech(tok, CKM_AES_KEY_GEN)) {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "token \"%s\" cannot generate AES keys "
-                    "(no CKM_AES_KEY_GEN)", tok->name);
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                    "token \"%s\" cannot generate AES keys "
+                    "(no CKM_AES_KEY_GEN)",
+                    tok->name);
         return 0;
     }
     if (!(uri->has_id && uri->id_len > 0) && RAND_bytes(rid, sizeof(rid)) != 1) {
@@ -170,12 +177,14 @@ static int kek_create(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P11
 #undef ADD
     rv = tok->mod->fl->C_GenerateKey(s, &mech, t, n, kek);
     if (rv != CKR_OK) {
-        hwkey_raise(hwkey_p11_rv_reason(rv), "C_GenerateKey of KEK \"%s\" on token \"%s\" "
-                    "failed: %s", ref_name(uri), tok->name, hwkey_p11_rv_name(rv));
+        hwkey_raise(hwkey_p11_rv_reason(rv),
+                    "C_GenerateKey of KEK \"%s\" on token \"%s\" "
+                    "failed: %s",
+                    ref_name(uri), tok->name, hwkey_p11_rv_name(rv));
         return 0;
     }
-    hwkey_log(HWKEY_LOG_INFO, "pkcs11: created AES-256 KEK \"%s\" on token \"%s\"",
-              ref_name(uri), tok->name);
+    hwkey_log(HWKEY_LOG_INFO, "pkcs11: created AES-256 KEK \"%s\" on token \"%s\"", ref_name(uri),
+              tok->name);
     return 1;
 }
 
@@ -210,12 +219,14 @@ static char *kek_reference(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_
         label = NULL;
     }
     if (id_len == 0 && label == NULL) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "KEK \"%s\" has neither CKA_ID nor CKA_LABEL to be "
-                    "found again by", ref_name(uri));
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                    "KEK \"%s\" has neither CKA_ID nor CKA_LABEL to be "
+                    "found again by",
+                    ref_name(uri));
         text = NULL;
     } else {
-        text = hwkey_p11_uri_for_object(&tok->info, id, id_len, (const char *)label,
-                                        CKO_SECRET_KEY, &base);
+        text = hwkey_p11_uri_for_object(&tok->info, id, id_len, (const char *)label, CKO_SECRET_KEY,
+                                        &base);
     }
     OPENSSL_free(id);
     OPENSSL_free(label);
@@ -245,21 +256,27 @@ static int wrap_new_key(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAN
     CK_RV rv;
 
     if (!hwkey_p11_token_has_mech(tok, CKM_AES_KEY_GEN)) {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "token \"%s\" cannot generate AES keys "
-                    "(no CKM_AES_KEY_GEN)", tok->name);
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                    "token \"%s\" cannot generate AES keys "
+                    "(no CKM_AES_KEY_GEN)",
+                    tok->name);
         return 0;
     }
     rv = fl->C_GenerateKey(s, &gen, t, sizeof(t) / sizeof(t[0]), &dk);
     if (rv != CKR_OK) {
-        hwkey_raise(hwkey_p11_rv_reason(rv), "C_GenerateKey of the data key on token \"%s\" "
-                    "failed: %s", tok->name, hwkey_p11_rv_name(rv));
+        hwkey_raise(hwkey_p11_rv_reason(rv),
+                    "C_GenerateKey of the data key on token \"%s\" "
+                    "failed: %s",
+                    tok->name, hwkey_p11_rv_name(rv));
         return 0;
     }
     rv = fl->C_WrapKey(s, &wrap, kek, dk, wrapped, wrapped_len);
     if (rv != CKR_OK) {
-        hwkey_raise(hwkey_p11_rv_reason(rv), "C_WrapKey (%s) of the data key on token \"%s\" "
-                    "failed: %s", m == CKM_AES_KEY_WRAP_PAD ? "CKM_AES_KEY_WRAP_PAD"
-                    : "CKM_AES_KEY_WRAP", tok->name, hwkey_p11_rv_name(rv));
+        hwkey_raise(hwkey_p11_rv_reason(rv),
+                    "C_WrapKey (%s) of the data key on token \"%s\" "
+                    "failed: %s",
+                    m == CKM_AES_KEY_WRAP_PAD ? "CKM_AES_KEY_WRAP_PAD" : "CKM_AES_KEY_WRAP",
+                    tok->name, hwkey_p11_rv_name(rv));
         goto end;
     }
     if (*wrapped_len != HWKEY_DATAKEY_WRAPPED_LEN) {
@@ -291,14 +308,16 @@ int hwkey_p11_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts, HWKEY
 
     memset(out, 0, sizeof(*out));
     memset(&f, 0, sizeof(f));
-    if (!hwkey_p11_create_open((HWKEY_P11_DEVICE *)dev, opts, "making a data key with", &uri,
-                               &tok, &s, &epoch))
+    if (!hwkey_p11_create_open((HWKEY_P11_DEVICE *)dev, opts, "making a data key with", &uri, &tok,
+                               &s, &epoch))
         return 0;
     if (!kek_uri_ok(uri) || (found = kek_find(tok, s, uri, &kek)) == 0)
         goto end;
     if (found < 0 && !opts->create_kek) {
-        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no KEK (secret key) \"%s\" on token \"%s\"; pass "
-                    "--create-kek to create an AES-256 one", ref_name(uri), tok->name);
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND,
+                    "no KEK (secret key) \"%s\" on token \"%s\"; pass "
+                    "--create-kek to create an AES-256 one",
+                    ref_name(uri), tok->name);
         goto end;
     }
     if (found < 0 && !kek_create(tok, s, uri, &kek))
@@ -306,8 +325,10 @@ int hwkey_p11_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts, HWKEY
     if (!kek_check(tok, s, kek, uri, 1))
         goto end;
     if ((m = wrap_mech(tok)) == CK_UNAVAILABLE_INFORMATION) {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "token \"%s\" has neither "
-                    "CKM_AES_KEY_WRAP_PAD nor CKM_AES_KEY_WRAP", tok->name);
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                    "token \"%s\" has neither "
+                    "CKM_AES_KEY_WRAP_PAD nor CKM_AES_KEY_WRAP",
+                    tok->name);
         goto end;
     }
     if (!wrap_new_key(tok, s, kek, m, wrapped, &wrapped_len, &dirty))
@@ -316,8 +337,8 @@ int hwkey_p11_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts, HWKEY
     f.mechanism = (unsigned long)m;
     f.wrapped = wrapped;
     f.wrapped_len = wrapped_len;
-    if ((f.kek_uri = kek_reference(tok, s, kek, uri)) == NULL
-        || !hwkey_datakey_file_encode(&f, &der, &der_len))
+    if ((f.kek_uri = kek_reference(tok, s, kek, uri)) == NULL ||
+        !hwkey_datakey_file_encode(&f, &der, &der_len))
         goto end;
     out->kind = HWKEY_REF_PKCS11_DATAKEY;
     out->data = der;
@@ -333,9 +354,9 @@ end:
 /* C_UnwrapKey's failures that mean "this wrapped key is not for this KEK, or corrupt". */
 static int rv_bad_blob(CK_RV rv)
 {
-    return rv == CKR_WRAPPED_KEY_INVALID || rv == CKR_WRAPPED_KEY_LEN_RANGE
-           || rv == CKR_ENCRYPTED_DATA_INVALID || rv == CKR_ENCRYPTED_DATA_LEN_RANGE
-           || rv == CKR_DATA_INVALID;
+    return rv == CKR_WRAPPED_KEY_INVALID || rv == CKR_WRAPPED_KEY_LEN_RANGE ||
+           rv == CKR_ENCRYPTED_DATA_INVALID || rv == CKR_ENCRYPTED_DATA_LEN_RANGE ||
+           rv == CKR_DATA_INVALID;
 }
 
 /* Unwrap into a session object, read its value into key, destroy it. */
@@ -366,8 +387,10 @@ static int unwrap_into(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAND
                     "C_UnwrapKey of the data key on token \"%s\" failed: %s%s", tok->name,
                     hwkey_p11_rv_name(rv),
                     rv_bad_blob(rv) ? " (the file is corrupt or was wrapped by another KEK)"
-                    : rv == CKR_GENERAL_ERROR ? " (SoftHSM's answer to a wrapped key that fails "
-                    "its integrity check: the file may be corrupt or from another KEK)" : "");
+                    : rv == CKR_GENERAL_ERROR
+                        ? " (SoftHSM's answer to a wrapped key that fails "
+                          "its integrity check: the file may be corrupt or from another KEK)"
+                        : "");
         return 0;
     }
     /* The length first, so a wrong-sized value never writes past key[32]. */
@@ -384,8 +407,7 @@ static int unwrap_into(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAND
     if (rv != CKR_OK || val.ulValueLen != DATAKEY_LEN) {
         OPENSSL_cleanse(key, DATAKEY_LEN);
         hwkey_raise(rv != CKR_OK ? hwkey_p11_rv_reason(rv) : HWKEY_R_DEVICE_ERROR,
-                    "reading the unwrapped data key (CKA_VALUE) failed: %s",
-                    hwkey_p11_rv_name(rv));
+                    "reading the unwrapped data key (CKA_VALUE) failed: %s", hwkey_p11_rv_name(rv));
         goto end;
     }
     ok = 1;
@@ -418,15 +440,19 @@ int hwkey_p11_datakey_unwrap(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
     if (!kek_uri_ok(uri) || (found = kek_find(tok, s, uri, &kek)) == 0)
         goto end;
     if (found < 0) {
-        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "the data key's KEK \"%s\" is not on token \"%s\" "
-                    "(deleted, or another token)", ref_name(uri), tok->name);
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND,
+                    "the data key's KEK \"%s\" is not on token \"%s\" "
+                    "(deleted, or another token)",
+                    ref_name(uri), tok->name);
         goto end;
     }
     if (!kek_check(tok, s, kek, uri, 0))
         goto end;
     if (!hwkey_p11_token_has_mech(tok, (CK_MECHANISM_TYPE)f.mechanism)) {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "token \"%s\" lacks mechanism 0x%lx, which "
-                    "wrapped this data key", tok->name, f.mechanism);
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                    "token \"%s\" lacks mechanism 0x%lx, which "
+                    "wrapped this data key",
+                    tok->name, f.mechanism);
         goto end;
     }
     ok = unwrap_into(tok, s, kek, &f, key, &dirty);

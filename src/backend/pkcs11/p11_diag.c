@@ -85,21 +85,22 @@ static int describe_denied(const char *what, const char *path, int need, char *b
         return 0;
     e = errno;
     if (stat(path, &st) != 0) {
-        snprintf(buf, len, "%s %s: %s (uid %ld)", what, path, strerror(errno),
-                 (long)geteuid());
+        snprintf(buf, len, "%s %s: %s (uid %ld)", what, path, strerror(errno), (long)geteuid());
         return 1;
     }
     user_name(st.st_uid, owner, sizeof(owner));
     group_name(st.st_gid, group, sizeof(group));
     user_name(geteuid(), me, sizeof(me));
     snprintf(fix_group, sizeof(fix_group), "%s", st.st_gid == 0 ? "softhsm" : group);
-    snprintf(buf, len, "%s %s (owner %s:%s, mode %04o) is not %s by this "
+    snprintf(buf, len,
+             "%s %s (owner %s:%s, mode %04o) is not %s by this "
              "process, uid %ld (%s) gid %ld: %s; %sput the worker user in group %s (nginx: "
              "`user %s %s;`, systemd: SupplementaryGroups=%s) and make the store group-"
              "accessible: chmod -R g+rwX %s (token directories made by softhsm2-util as root "
-             "are 0700)", what, path, owner, group, (unsigned int)(st.st_mode & 07777),
-             (need & W_OK) != 0 ? "readable and writable" : "readable",
-             (long)geteuid(), me, (long)getegid(), strerror(e),
+             "are 0700)",
+             what, path, owner, group, (unsigned int)(st.st_mode & 07777),
+             (need & W_OK) != 0 ? "readable and writable" : "readable", (long)geteuid(), me,
+             (long)getegid(), strerror(e),
              st.st_gid == 0 ? "give the store a group of its own (chgrp -R softhsm PATH), " : "",
              fix_group, me, fix_group, fix_group, path);
     return 1;
@@ -117,8 +118,10 @@ int hwkey_p11_store_hint(const char *module_path, char *buf, size_t len)
     if (module_path == NULL || strstr(module_path, "softhsm") == NULL)
         return 0;
     if (conf != NULL && conf[0] == '\0') {
-        snprintf(buf, len, "SOFTHSM2_CONF is set but empty (unset it to use %s, or name "
-                 "SoftHSM's configuration file)", SOFTHSM_DEFAULT_CONF);
+        snprintf(buf, len,
+                 "SOFTHSM2_CONF is set but empty (unset it to use %s, or name "
+                 "SoftHSM's configuration file)",
+                 SOFTHSM_DEFAULT_CONF);
         return 1;
     }
     if (conf == NULL)
@@ -127,9 +130,11 @@ int hwkey_p11_store_hint(const char *module_path, char *buf, size_t len)
         char me[64];
 
         if (conf_errno != 0)
-            snprintf(buf, len, "SoftHSM configuration %s (SOFTHSM2_CONF) cannot be read by "
-                     "uid %ld (%s): %s", conf, (long)geteuid(),
-                     user_name(geteuid(), me, sizeof(me)), strerror(conf_errno));
+            snprintf(buf, len,
+                     "SoftHSM configuration %s (SOFTHSM2_CONF) cannot be read by "
+                     "uid %ld (%s): %s",
+                     conf, (long)geteuid(), user_name(geteuid(), me, sizeof(me)),
+                     strerror(conf_errno));
         return conf_errno != 0;
     }
     /* The store itself is only read (listed) to use a token; each token is written. */
@@ -145,8 +150,7 @@ int hwkey_p11_store_hint(const char *module_path, char *buf, size_t len)
             continue;
         snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name);
         if (stat(sub, &st) == 0 && S_ISDIR(st.st_mode))
-            found = describe_denied("SoftHSM token directory", sub, R_OK | W_OK | X_OK, buf,
-                                    len);
+            found = describe_denied("SoftHSM token directory", sub, R_OK | W_OK | X_OK, buf, len);
     }
     closedir(d);
     return found;

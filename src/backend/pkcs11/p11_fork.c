@@ -39,7 +39,7 @@ static int reresolve_in_child(HWKEY_P11_TOKEN *tok, CK_RV *rv)
         if (hwkey_p11_token_reresolve(tok))
             return 1;
         usleep(10000);
-        tok->mod->fl->C_Finalize(NULL);   /* a child's first use, never at exit */
+        tok->mod->fl->C_Finalize(NULL); /* a child's first use, never at exit */
         if ((*rv = hwkey_p11_module_reinitialize(tok->mod)) != CKR_OK)
             return 0;
     }
@@ -67,10 +67,10 @@ static int reinit_in_child(HWKEY_P11_MODULE *mod)
                 char hint[1024];
                 int h = hwkey_p11_store_hint(mod->path, hint, sizeof(hint));
 
-                hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "token \"%s\" not found again in %s "
+                hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE,
+                            "token \"%s\" not found again in %s "
                             "after re-initialising it in a forked child (uid %ld)%s%s",
-                            tok->name, mod->path, (long)geteuid(), h ? ": " : "",
-                            h ? hint : "");
+                            tok->name, mod->path, (long)geteuid(), h ? ": " : "", h ? hint : "");
             } else {
                 hwkey_p11_raise_init_failure(mod, "C_Initialize in a forked child", rv);
             }
@@ -100,8 +100,8 @@ int hwkey_p11_module_check(HWKEY_P11_MODULE *mod)
     uint64_t gen = hwkey_p11_fork_generation();
     int ok = 1;
 
-    if (__atomic_load_n(&mod->fork_gen, __ATOMIC_ACQUIRE) == gen
-        && !__atomic_load_n(&mod->down, __ATOMIC_ACQUIRE))
+    if (__atomic_load_n(&mod->fork_gen, __ATOMIC_ACQUIRE) == gen &&
+        !__atomic_load_n(&mod->down, __ATOMIC_ACQUIRE))
         return 1;
     pthread_mutex_lock(&mod->lock);
     if (mod->fork_gen != gen) {

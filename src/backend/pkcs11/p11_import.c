@@ -98,12 +98,11 @@ static int get_uint(EVP_PKEY *soft, const char *name, SECBUF *b, size_t cap, int
         return 0;
     p[0] = OSSL_PARAM_construct_BN(name, buf, cap);
     p[1] = OSSL_PARAM_construct_end();
-    if (!EVP_PKEY_get_params(soft, p) || !OSSL_PARAM_modified(p)
-        || p[0].return_size == 0 || p[0].return_size > cap) {
+    if (!EVP_PKEY_get_params(soft, p) || !OSSL_PARAM_modified(p) || p[0].return_size == 0 ||
+        p[0].return_size > cap) {
         if (optional)
             return 1;
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the software key has no usable \"%s\" component",
-                    name);
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the software key has no usable \"%s\" component", name);
         return 0;
     }
     if (host_is_little_endian()) {
@@ -135,10 +134,9 @@ static int get_octets(EVP_PKEY *soft, const char *name, SECBUF *b, size_t cap,
         return 0;
     p[0] = OSSL_PARAM_construct_octet_string(name, buf, cap);
     p[1] = OSSL_PARAM_construct_end();
-    if (!EVP_PKEY_get_params(soft, p) || !OSSL_PARAM_modified(p) || p[0].return_size == 0
-        || p[0].return_size > cap) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the software key has no usable \"%s\" component",
-                    name);
+    if (!EVP_PKEY_get_params(soft, p) || !OSSL_PARAM_modified(p) || p[0].return_size == 0 ||
+        p[0].return_size > cap) {
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the software key has no usable \"%s\" component", name);
         return 0;
     }
     *val = buf;
@@ -147,8 +145,8 @@ static int get_octets(EVP_PKEY *soft, const char *name, SECBUF *b, size_t cap,
 }
 
 /* CKA_EC_POINT: the point as a DER OCTET STRING (PKCS#11 2.40 §2.3.3), in b. */
-static int ec_point_der(const unsigned char *pt, size_t ptlen, SECBUF *b,
-                        const unsigned char **val, size_t *len)
+static int ec_point_der(const unsigned char *pt, size_t ptlen, SECBUF *b, const unsigned char **val,
+                        size_t *len)
 {
     size_t hdr = ptlen < 0x80 ? 2 : 3;
     unsigned char *der;
@@ -188,8 +186,10 @@ static int rsa_templates(EVP_PKEY *soft, SECBUF *b, TEMPLATES *t, HWKEY_KEYINFO 
     const unsigned char *v;
 
     if (info->bits < 2048 || info->bits > IMPORT_RSA_MAX_BITS) {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "RSA keys of %d bits are not imported "
-                    "(2048..%d)", info->bits, IMPORT_RSA_MAX_BITS);
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                    "RSA keys of %d bits are not imported "
+                    "(2048..%d)",
+                    info->bits, IMPORT_RSA_MAX_BITS);
         return 0;
     }
     /* A third prime has no PKCS#11 attribute: the token would get a wrong CRT key. */
@@ -197,7 +197,7 @@ static int rsa_templates(EVP_PKEY *soft, SECBUF *b, TEMPLATES *t, HWKEY_KEYINFO 
         return 0;
     if (len > 0) {
         hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "multi-prime RSA keys cannot be imported "
-                    "into a PKCS#11 token");
+                                                   "into a PKCS#11 token");
         return 0;
     }
     if (!get_uint(soft, OSSL_PKEY_PARAM_RSA_N, b, cap, 0, &v, &len))
@@ -228,30 +228,31 @@ static int ec_templates(EVP_PKEY *soft, SECBUF *b, TEMPLATES *t, HWKEY_KEYINFO *
     char group[64];
 
     if (info->alg == HWKEY_ALG_EC) {
-        if (!EVP_PKEY_get_utf8_string_param(soft, OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                            sizeof(group), NULL)) {
+        if (!EVP_PKEY_get_utf8_string_param(soft, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                            NULL)) {
             hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "the EC key has no named curve "
-                        "(explicit parameters cannot be imported)");
+                                                       "(explicit parameters cannot be imported)");
             return 0;
         }
         info->curve_nid = OBJ_sn2nid(group);
         if (info->curve_nid == NID_undef)
             info->curve_nid = OBJ_txt2nid(group);
-        if (info->curve_nid != NID_X9_62_prime256v1 && info->curve_nid != NID_secp384r1
-            && info->curve_nid != NID_secp521r1) {
-            hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "EC curve %s is not imported (P-256, "
-                        "P-384 or P-521)", group);
+        if (info->curve_nid != NID_X9_62_prime256v1 && info->curve_nid != NID_secp384r1 &&
+            info->curve_nid != NID_secp521r1) {
+            hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                        "EC curve %s is not imported (P-256, "
+                        "P-384 or P-521)",
+                        group);
             return 0;
         }
         fbytes = (size_t)(info->bits + 7) / 8;
-        if (!get_uint(soft, OSSL_PKEY_PARAM_PRIV_KEY, b, fbytes + 8, 0, &v, &len)
-            || !get_octets(soft, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, b, 2 * fbytes + 1, &pt,
-                           &ptlen))
+        if (!get_uint(soft, OSSL_PKEY_PARAM_PRIV_KEY, b, fbytes + 8, 0, &v, &len) ||
+            !get_octets(soft, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, b, 2 * fbytes + 1, &pt, &ptlen))
             return 0;
     } else {
         info->curve_nid = NID_ED25519;
-        if (!get_octets(soft, OSSL_PKEY_PARAM_PRIV_KEY, b, 32, &v, &len)
-            || !get_octets(soft, OSSL_PKEY_PARAM_PUB_KEY, b, 32, &pt, &ptlen))
+        if (!get_octets(soft, OSSL_PKEY_PARAM_PRIV_KEY, b, 32, &v, &len) ||
+            !get_octets(soft, OSSL_PKEY_PARAM_PUB_KEY, b, 32, &pt, &ptlen))
             return 0;
         if (len != 32 || ptlen != 32) {
             hwkey_raise(HWKEY_R_BAD_ARGUMENT, "Ed25519 key of %zu/%zu bytes, expected 32", len,
@@ -295,7 +296,8 @@ static int classify(EVP_PKEY *soft, HWKEY_KEYINFO *info, CK_KEY_TYPE *kt, CK_MEC
         *kt = CKK_EC_EDWARDS;
         *m = CKM_EDDSA;
     } else {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "%s keys cannot be imported into a token "
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                    "%s keys cannot be imported into a token "
                     "(RSA, EC P-256/P-384/P-521 or Ed25519)",
                     EVP_PKEY_get0_type_name(soft) != NULL ? EVP_PKEY_get0_type_name(soft)
                                                           : "these");
@@ -310,8 +312,8 @@ static CK_RV create(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, 
     CK_RV rv = tok->mod->fl->C_CreateObject(s, t, n, h);
 
     if (rv != CKR_OK)
-        hwkey_raise(hwkey_p11_rv_reason(rv), "C_CreateObject (%s) on token \"%s\" failed: %s",
-                    what, tok->name, hwkey_p11_rv_name(rv));
+        hwkey_raise(hwkey_p11_rv_reason(rv), "C_CreateObject (%s) on token \"%s\" failed: %s", what,
+                    tok->name, hwkey_p11_rv_name(rv));
     return rv;
 }
 
@@ -340,20 +342,20 @@ int hwkey_p11_key_import(HWKEY_DEVICE *dev, EVP_PKEY *soft, const HWKEY_GENOPTS 
         return 0;
     /* Everything the key holds fits in 10 components of the modulus size, DER included. */
     b.size = 10 * ((size_t)(info.bits + 7) / 8 + 16);
-    if ((b.mem = hwkey_secmem_alloc(b.size)) == NULL
-        || (t = hwkey_secmem_alloc(sizeof(*t))) == NULL)
+    if ((b.mem = hwkey_secmem_alloc(b.size)) == NULL ||
+        (t = hwkey_secmem_alloc(sizeof(*t))) == NULL)
         goto end;
     if (!(info.alg == HWKEY_ALG_RSA ? rsa_templates(soft, &b, t, &info)
                                     : ec_templates(soft, &b, t, &info, &params, &plen)))
         goto end;
     /* The token only once the key is known to be importable: no login for a bad file. */
-    if (!hwkey_p11_create_open((HWKEY_P11_DEVICE *)dev, opts, "importing", &uri, &tok, &s,
-                               &epoch))
+    if (!hwkey_p11_create_open((HWKEY_P11_DEVICE *)dev, opts, "importing", &uri, &tok, &s, &epoch))
         goto end;
     if (!hwkey_p11_token_has_mech(tok, mech)) {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "token \"%s\" cannot sign with this key "
-                    "type (no mechanism 0x%lx); nothing imported", tok->name,
-                    (unsigned long)mech);
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                    "token \"%s\" cannot sign with this key "
+                    "type (no mechanism 0x%lx); nothing imported",
+                    tok->name, (unsigned long)mech);
         goto end;
     }
     if (!hwkey_p11_new_key_id(tok, s, uri, rid, &id, &id_len))
@@ -410,7 +412,7 @@ end:
         hwkey_p11_session_put(tok, s, epoch, dead);
     hwkey_p11_uri_free(uri);
     OPENSSL_free(params);
-    hwkey_secmem_free(t);              /* wiped: the templates pointed at the key */
-    hwkey_secmem_free(b.mem);          /* wiped: the key's components */
+    hwkey_secmem_free(t);     /* wiped: the templates pointed at the key */
+    hwkey_secmem_free(b.mem); /* wiped: the key's components */
     return ok;
 }

@@ -74,7 +74,7 @@
 
 /* p11-kit's proxy (configure asks pkg-config p11-kit-1 for its proxy_module). */
 #define HWKEY_P11_PROXY_MODULE HWKEY_P11KIT_PROXY
-#define HWKEY_P11_MAX_SESSIONS 64  /* cap when the token reports no limit */
+#define HWKEY_P11_MAX_SESSIONS 64 /* cap when the token reports no limit */
 /* Re-initialisation back-off of a lost module (p11_recover.c): 100 ms doubling to this. */
 #define HWKEY_P11_REINIT_BACKOFF_MIN_MS 100u
 #define HWKEY_P11_REINIT_BACKOFF_MAX_MS 800u
@@ -85,14 +85,14 @@ typedef struct {
     char *token, *manufacturer, *model, *serial; /* NULL when absent */
     int has_slot_id;
     CK_SLOT_ID slot_id;
-    char *object;                                /* CKA_LABEL */
-    unsigned char *id;                           /* CKA_ID, decoded */
+    char *object;      /* CKA_LABEL */
+    unsigned char *id; /* CKA_ID, decoded */
     size_t id_len;
     int has_id;
     int has_class;
-    CK_OBJECT_CLASS klass;                       /* type= */
+    CK_OBJECT_CLASS klass; /* type= */
     char *pin_source;
-    char *pin_value;                             /* protected memory */
+    char *pin_value; /* protected memory */
     char *module_path;
     char *module_name;
 } HWKEY_P11_URI;
@@ -108,8 +108,7 @@ const char *hwkey_p11_uri_describe(const HWKEY_P11_URI *u);
  * user gave, may be NULL) had them.  OPENSSL_free the result.
  */
 char *hwkey_p11_uri_for_object(const CK_TOKEN_INFO *ti, const unsigned char *id, size_t id_len,
-                               const char *label, CK_OBJECT_CLASS klass,
-                               const HWKEY_P11_URI *base);
+                               const char *label, CK_OBJECT_CLASS klass, const HWKEY_P11_URI *base);
 
 /* --- module, tokens (p11_module.c) --------------------------------------- */
 
@@ -117,13 +116,13 @@ typedef struct hwkey_p11_module HWKEY_P11_MODULE;
 typedef struct hwkey_p11_token HWKEY_P11_TOKEN;
 
 typedef struct {
-    HWKEY_DEVICE base;               /* first member (backend.h) */
-    pthread_mutex_t lock;            /* the module list */
-    char *module_path;               /* pkcs11-module, NULL: URI's or the proxy */
-    char *pin_source;                /* pkcs11-pin-source */
-    unsigned int quirks;             /* HWKEY_P11_QUIRK_* */
-    int failover;                    /* pkcs11-failover: keys resolve to every token */
-    char **paths;                    /* failover: module_path, then pkcs11-modules */
+    HWKEY_DEVICE base;    /* first member (backend.h) */
+    pthread_mutex_t lock; /* the module list */
+    char *module_path;    /* pkcs11-module, NULL: URI's or the proxy */
+    char *pin_source;     /* pkcs11-pin-source */
+    unsigned int quirks;  /* HWKEY_P11_QUIRK_* */
+    int failover;         /* pkcs11-failover: keys resolve to every token */
+    char **paths;         /* failover: module_path, then pkcs11-modules */
     size_t n_paths;
     HWKEY_P11_MODULE *modules;
 } HWKEY_P11_DEVICE;
@@ -131,17 +130,17 @@ typedef struct {
 struct hwkey_p11_module {
     HWKEY_P11_DEVICE *dev;
     char *path;
-    void *dl;                        /* dlopen handle, never dlclose'd */
+    void *dl; /* dlopen handle, never dlclose'd */
     CK_FUNCTION_LIST *fl;
-    pthread_mutex_t lock;            /* token list, (re)initialisation */
-    uint64_t fork_gen;               /* generation C_Initialize ran in */
-    unsigned long initialize_calls;  /* tests: C_Initialize count */
+    pthread_mutex_t lock;           /* token list, (re)initialisation */
+    uint64_t fork_gen;              /* generation C_Initialize ran in */
+    unsigned long initialize_calls; /* tests: C_Initialize count */
     /* Device loss (p11_recover.c), under lock. */
-    int down;                        /* the last re-initialisation failed */
-    CK_RV down_rv;                   /* the error that lost it */
+    int down;                            /* the last re-initialisation failed */
+    CK_RV down_rv;                       /* the error that lost it */
     uint64_t down_since_ms, next_try_ms; /* CLOCK_MONOTONIC */
     unsigned int backoff_ms;
-    unsigned long recoveries;        /* tests: successful re-initialisations */
+    unsigned long recoveries; /* tests: successful re-initialisations */
     HWKEY_P11_TOKEN *tokens;
     HWKEY_P11_MODULE *next;
 };
@@ -149,8 +148,8 @@ struct hwkey_p11_module {
 struct hwkey_p11_token {
     HWKEY_P11_MODULE *mod;
     CK_SLOT_ID slot;
-    CK_TOKEN_INFO info;              /* as of first use (label etc.) */
-    char name[33];                   /* the label without its padding, for messages */
+    CK_TOKEN_INFO info; /* as of first use (label etc.) */
+    char name[33];      /* the label without its padding, for messages */
     CK_MECHANISM_TYPE *mechs;
     CK_ULONG n_mechs;
 
@@ -159,17 +158,17 @@ struct hwkey_p11_token {
     pthread_cond_t cond;
     CK_SESSION_HANDLE *idle;
     size_t n_idle, n_open, max_open;
-    size_t n_out;                    /* checked out or being opened (recovery waits for 0) */
-    int closing;                     /* recovery in progress: session_get waits */
-    uint64_t epoch;                  /* bumped by re-initialisation (fork, recovery) */
+    size_t n_out;   /* checked out or being opened (recovery waits for 0) */
+    int closing;    /* recovery in progress: session_get waits */
+    uint64_t epoch; /* bumped by re-initialisation (fork, recovery) */
 
     /* Login state (p11_login.c), under lock. */
     int logged_in;
-    char *pin;                       /* PIN that worked: protected memory that forked
-                                      * children inherit (hwkey_secmem_alloc_inherited) */
-    unsigned char rejected[32];      /* SHA-256 of the last PIN the token refused */
+    char *pin;                  /* PIN that worked: protected memory that forked
+                                 * children inherit (hwkey_secmem_alloc_inherited) */
+    unsigned char rejected[32]; /* SHA-256 of the last PIN the token refused */
     int have_rejected;
-    unsigned long login_calls;       /* tests: C_Login(CKU_USER) count */
+    unsigned long login_calls; /* tests: C_Login(CKU_USER) count */
 
     HWKEY_P11_TOKEN *next;
 };
@@ -230,7 +229,7 @@ int hwkey_p11_recover(HWKEY_P11_TOKEN *tok, uint64_t seen, CK_RV rv);
 int hwkey_p11_reinit_locked(HWKEY_P11_MODULE *mod, CK_RV why);
 /* Raises the fail-fast error of a module that is down (mod->lock held). */
 void hwkey_p11_raise_down_at(const char *file, int line, const char *func, HWKEY_P11_MODULE *mod);
-#define hwkey_p11_raise_down(mod) \
+#define hwkey_p11_raise_down(mod)                                                                  \
     hwkey_p11_raise_down_at(OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, (mod))
 /* The back-off state after a failed (ok = 0) or successful (ok = 1) attempt; logs once. */
 void hwkey_p11_mark(HWKEY_P11_MODULE *mod, int ok, CK_RV rv);
@@ -252,7 +251,7 @@ uint64_t hwkey_p11_now_ms(void);
 void hwkey_p11_raise_init_failure_at(const char *file, int line, const char *func,
                                      HWKEY_P11_MODULE *mod, const char *what, CK_RV rv);
 /* The error's location is the caller's line (a plain expression, no hidden return). */
-#define hwkey_p11_raise_init_failure(mod, what, rv) \
+#define hwkey_p11_raise_init_failure(mod, what, rv)                                                \
     hwkey_p11_raise_init_failure_at(OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, (mod), (what), (rv))
 /* The same hint for a token that is not found (SoftHSM's 0700 token directories). */
 int hwkey_p11_store_hint(const char *module_path, char *buf, size_t len);
@@ -264,8 +263,7 @@ int hwkey_p11_store_hint(const char *module_path, char *buf, size_t len);
  * the token epoch it belongs to.  put() returns it; broken != 0 closes it.
  */
 int hwkey_p11_session_get(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE *s, uint64_t *epoch);
-void hwkey_p11_session_put(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, uint64_t epoch,
-                           int broken);
+void hwkey_p11_session_put(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, uint64_t epoch, int broken);
 /* 1 if rv means the session itself is gone (close it, do not reuse). */
 int hwkey_p11_rv_session_dead(CK_RV rv);
 
@@ -291,11 +289,11 @@ int hwkey_p11_login_context(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s);
 typedef struct hwkey_p11_replicas HWKEY_P11_REPLICAS;
 
 typedef struct {
-    HWKEY_BKEY base;                 /* first member (backend.h) */
+    HWKEY_BKEY base; /* first member (backend.h) */
     HWKEY_P11_TOKEN *tok;
-    HWKEY_P11_REPLICAS *reps;        /* failover: every token holding this key (it is the
-                                      * first); NULL for a key on one token */
-    HWKEY_P11_URI *uri;              /* as given: PIN sources for re-login */
+    HWKEY_P11_REPLICAS *reps; /* failover: every token holding this key (it is the
+                               * first); NULL for a key on one token */
+    HWKEY_P11_URI *uri;       /* as given: PIN sources for re-login */
     const char *cfg_pin_source;
     CK_KEY_TYPE ktype;
     int always_auth;
@@ -307,9 +305,9 @@ typedef struct {
     pthread_mutex_t lock;
     CK_OBJECT_HANDLE priv;
     uint64_t priv_epoch;
-    unsigned long finds;             /* tests: how often the object was looked up */
-    int found_before;                /* the object was found once: a miss now means loss */
-    uint64_t vanished_ms;            /* last time a miss was reported as a device loss */
+    unsigned long finds;  /* tests: how often the object was looked up */
+    int found_before;     /* the object was found once: a miss now means loss */
+    uint64_t vanished_ms; /* last time a miss was reported as a device loss */
     /* Public half: RSA n/e, or EC/EdDSA params (DER OID) and raw point. */
     unsigned char *pub_a, *pub_b;
     size_t pub_a_len, pub_b_len;
@@ -322,13 +320,12 @@ HWKEY_LOOKUP hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
  * one private key, reads its public half and flags.  Takes uri over on
  * success (the key frees it), leaves it to the caller on failure.
  */
-HWKEY_LOOKUP hwkey_p11_key_build(HWKEY_P11_DEVICE *dev, HWKEY_P11_TOKEN *tok,
-                                 HWKEY_P11_URI *uri, CK_SESSION_HANDLE s, uint64_t epoch,
-                                 HWKEY_P11_KEY **out);
+HWKEY_LOOKUP hwkey_p11_key_build(HWKEY_P11_DEVICE *dev, HWKEY_P11_TOKEN *tok, HWKEY_P11_URI *uri,
+                                 CK_SESSION_HANDLE s, uint64_t epoch, HWKEY_P11_KEY **out);
 void hwkey_p11_key_free(HWKEY_BKEY *key);
 EVP_PKEY *hwkey_p11_key_public(HWKEY_BKEY *key, OSSL_LIB_CTX *libctx, const char *propq);
-int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
-                           const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out);
+int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec, const HWKEY_GENOPTS *opts,
+                           HWKEY_REFBLOB *out);
 int hwkey_p11_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref);
 /* p11_import.c: the software key as a sensitive, non-extractable private key object plus
  * its public key object, under the id/label of opts->uri. */
@@ -374,8 +371,7 @@ int hwkey_p11_ec_params_der(int nid, unsigned char **der, int *len);
 /* --- key attestation (p11_attest.c) ------------------------------------- */
 
 /* The vtable's key_attest: the key's origin attributes as a text report. */
-int hwkey_p11_key_attest(HWKEY_BKEY *key, const unsigned char *nonce, size_t nonce_len,
-                         BIO *out);
+int hwkey_p11_key_attest(HWKEY_BKEY *key, const unsigned char *nonce, size_t nonce_len, BIO *out);
 
 /* --- objects and public keys (p11_pubkey.c) -------------------------------- */
 
@@ -409,8 +405,8 @@ HWKEY_LOOKUP hwkey_p11_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
                                    OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
                                    OSSL_LIB_CTX *libctx, const char *propq, EVP_PKEY **out);
 HWKEY_LOOKUP hwkey_p11_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                                 OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
-                                 unsigned char **der, size_t *derlen);
+                                 OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
+                                 size_t *derlen);
 
 /* --- operations (p11_ops.c) --------------------------------------------- */
 
@@ -421,8 +417,8 @@ int hwkey_p11_rsa_private(HWKEY_BKEY *key, const unsigned char *in, size_t inlen
 int hwkey_p11_rsa_decrypt(HWKEY_BKEY *key, const HWKEY_DECRYPT_PARAMS *params,
                           const unsigned char *in, size_t inlen, unsigned char *out,
                           size_t *outlen);
-int hwkey_p11_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen,
-                   unsigned char *out, size_t *outlen);
+int hwkey_p11_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen, unsigned char *out,
+                   size_t *outlen);
 
 /* --- failover replicas (p11_replicas.c) ---------------------------------- */
 

@@ -35,13 +35,17 @@ int hwkey_p11_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref)
                             objs, 8, &n))
             goto end;
         if (c == 0 && n == 0) {
-            hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no private key \"%s\" to delete on token "
-                        "\"%s\"", hwkey_p11_uri_describe(uri), tok->name);
+            hwkey_raise(HWKEY_R_KEY_NOT_FOUND,
+                        "no private key \"%s\" to delete on token "
+                        "\"%s\"",
+                        hwkey_p11_uri_describe(uri), tok->name);
             goto end;
         }
         if (c == 0 && n > 1) {
-            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the URI matches %lu private keys; refusing to "
-                        "delete them all", (unsigned long)n);
+            hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                        "the URI matches %lu private keys; refusing to "
+                        "delete them all",
+                        (unsigned long)n);
             goto end;
         }
         for (CK_ULONG i = 0; i < n; i++) {
@@ -78,8 +82,8 @@ int hwkey_p11_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, 
     if (!hwkey_p11_ref_open((HWKEY_P11_DEVICE *)dev, filter, strlen(filter), NULL, NULL, &uri, &tok,
                             &s, &epoch))
         return 0;
-    if (!hwkey_p11_find_all(tok, s, CKO_PRIVATE_KEY, uri->id, uri->id_len, uri->has_id,
-                            uri->object, &objs, &n))
+    if (!hwkey_p11_find_all(tok, s, CKO_PRIVATE_KEY, uri->id, uri->id_len, uri->has_id, uri->object,
+                            &objs, &n))
         goto end;
     ok = 1;
     for (CK_ULONG i = 0; i < n && ok; i++) {
@@ -97,15 +101,14 @@ int hwkey_p11_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, 
             k.id = NULL;
         }
         ERR_set_mark();
-        if (tok->mod->fl->C_GetAttributeValue(s, objs[i], &a, 1) != CKR_OK
-            || !hwkey_p11_pub_read(&k, s, objs[i]))
-            ERR_pop_to_mark();         /* listed with what is known */
+        if (tok->mod->fl->C_GetAttributeValue(s, objs[i], &a, 1) != CKR_OK ||
+            !hwkey_p11_pub_read(&k, s, objs[i]))
+            ERR_pop_to_mark(); /* listed with what is known */
         else
             ERR_clear_last_mark();
         if (hwkey_p11_attr_true(tok, s, objs[i], CKA_SIGN))
             k.base.info.flags |= HWKEY_KEYF_SIGN;
-        ref = hwkey_p11_uri_for_object(&tok->info, k.id, k.id_len, k.label, CKO_PRIVATE_KEY,
-                                       NULL);
+        ref = hwkey_p11_uri_for_object(&tok->info, k.id, k.id_len, k.label, CKO_PRIVATE_KEY, NULL);
         lk.ref = ref;
         lk.info = k.base.info;
         lk.label = k.label;

@@ -1,9 +1,8 @@
 /*
  * Token keys: resolving a pkcs11: URI to a private key object, and
- * generating (deleting and listing: p11_keylist.c).  A key remembers how it was found (CKA_ID, CKA_LABEL,
- * CKO_PRIVATE_KEY) rather than trusting its object handle forever: handles
- * die with the session epoch (fork, module re-initialisation) and are
- * re-found on first use in the new epoch.
+ * generating (deleting and listing: p11_keylist.c).  A key remembers how it was found (CKA_ID,
+ * CKA_LABEL, CKO_PRIVATE_KEY) rather than trusting its object handle forever: handles die with the
+ * session epoch (fork, module re-initialisation) and are re-found on first use in the new epoch.
  */
 #include "backend/pkcs11/p11_internal.h"
 
@@ -15,8 +14,8 @@
 
 #include "util/error.h"
 
-static void pinsrc_of(HWKEY_P11_PINSRC *src, const HWKEY_P11_DEVICE *dev,
-                      const HWKEY_P11_URI *uri, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
+static void pinsrc_of(HWKEY_P11_PINSRC *src, const HWKEY_P11_DEVICE *dev, const HWKEY_P11_URI *uri,
+                      OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg)
 {
     src->uri = uri;
     src->cfg_pin_source = dev->pin_source;
@@ -35,9 +34,8 @@ int hwkey_p11_ref_open(HWKEY_P11_DEVICE *dev, const char *text, size_t len,
     *tok = NULL;
     if (!hwkey_p11_uri_parse(text, len, uri))
         return 0;
-    if ((mod = hwkey_p11_module_get(dev, (*uri)->module_path)) == NULL
-        || (*tok = hwkey_p11_token_find(mod, *uri)) == NULL
-        || !hwkey_p11_session_get(*tok, s, epoch))
+    if ((mod = hwkey_p11_module_get(dev, (*uri)->module_path)) == NULL ||
+        (*tok = hwkey_p11_token_find(mod, *uri)) == NULL || !hwkey_p11_session_get(*tok, s, epoch))
         goto err;
     pinsrc_of(&src, dev, *uri, pw_cb, pw_arg);
     if (!hwkey_p11_login(*tok, *s, &src)) {
@@ -84,9 +82,10 @@ static HWKEY_LOOKUP find_private(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, int ha
         return HWKEY_LOOKUP_ABSENT;
     }
     if (n > 1) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "several private keys match object=\"%s\" on token "
-                    "\"%s\"; add id= to the URI", key->label != NULL ? key->label : "",
-                    key->tok->name);
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                    "several private keys match object=\"%s\" on token "
+                    "\"%s\"; add id= to the URI",
+                    key->label != NULL ? key->label : "", key->tok->name);
         return HWKEY_LOOKUP_FAILED;
     }
     *obj = objs[0];
@@ -104,11 +103,11 @@ static void key_flags(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE 
         key->base.info.flags |= HWKEY_KEYF_SIGN;
     if (key->ktype == CKK_RSA && hwkey_p11_attr_true(tok, s, obj, CKA_DECRYPT))
         key->base.info.flags |= HWKEY_KEYF_DECRYPT;
-    if (key->ktype == CKK_EC && hwkey_p11_attr_true(tok, s, obj, CKA_DERIVE)
-        && hwkey_p11_token_has_mech(tok, CKM_ECDH1_DERIVE))
+    if (key->ktype == CKK_EC && hwkey_p11_attr_true(tok, s, obj, CKA_DERIVE) &&
+        hwkey_p11_token_has_mech(tok, CKM_ECDH1_DERIVE))
         key->base.info.flags |= HWKEY_KEYF_DERIVE;
-    if (key->ktype == CKK_RSA && (key->base.info.flags & HWKEY_KEYF_SIGN) != 0
-        && hwkey_p11_token_has_mech(tok, CKM_RSA_X_509))
+    if (key->ktype == CKK_RSA && (key->base.info.flags & HWKEY_KEYF_SIGN) != 0 &&
+        hwkey_p11_token_has_mech(tok, CKM_RSA_X_509))
         key->base.info.flags |= HWKEY_KEYF_RSA_RAW;
 }
 
@@ -178,8 +177,8 @@ HWKEY_LOOKUP hwkey_p11_key_build(HWKEY_P11_DEVICE *pdev, HWKEY_P11_TOKEN *tok, H
     key->base.backend = pdev->base.backend;
     key->tok = tok;
     key->cfg_pin_source = pdev->pin_source;
-    if ((uri->object != NULL && (key->label = OPENSSL_strdup(uri->object)) == NULL)
-        || (uri->id_len > 0 && (key->id = OPENSSL_memdup(uri->id, uri->id_len)) == NULL))
+    if ((uri->object != NULL && (key->label = OPENSSL_strdup(uri->object)) == NULL) ||
+        (uri->id_len > 0 && (key->id = OPENSSL_memdup(uri->id, uri->id_len)) == NULL))
         goto oom;
     key->id_len = uri->id_len;
     if ((found = find_private(key, s, uri->has_id, &obj)) != HWKEY_LOOKUP_FOUND) {
@@ -194,8 +193,8 @@ HWKEY_LOOKUP hwkey_p11_key_build(HWKEY_P11_DEVICE *pdev, HWKEY_P11_TOKEN *tok, H
         buf = NULL;
     }
     OPENSSL_free(buf);
-    if (key->id == NULL && key->label == NULL
-        && hwkey_p11_attr_get(tok, s, obj, CKA_LABEL, &buf, &len)) {
+    if (key->id == NULL && key->label == NULL &&
+        hwkey_p11_attr_get(tok, s, obj, CKA_LABEL, &buf, &len)) {
         key->label = (char *)buf;
         buf = NULL;
     }
@@ -203,7 +202,8 @@ HWKEY_LOOKUP hwkey_p11_key_build(HWKEY_P11_DEVICE *pdev, HWKEY_P11_TOKEN *tok, H
     a.pValue = &key->ktype;
     a.ulValueLen = sizeof(key->ktype);
     if (tok->mod->fl->C_GetAttributeValue(s, obj, &a, 1) != CKR_OK) {
-        hwkey_raise(HWKEY_R_DEVICE_ERROR, "cannot read CKA_KEY_TYPE of \"%s\"", hwkey_p11_uri_describe(uri));
+        hwkey_raise(HWKEY_R_DEVICE_ERROR, "cannot read CKA_KEY_TYPE of \"%s\"",
+                    hwkey_p11_uri_describe(uri));
         goto err;
     }
     if (!hwkey_p11_pub_read(key, s, obj))
@@ -238,14 +238,13 @@ HWKEY_LOOKUP hwkey_p11_key_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
         return HWKEY_LOOKUP_FAILED;
     }
     if (pdev->failover) {
-        r = hwkey_p11_replicas_load(pdev, (const char *)ref->data, ref->len, pw_cb, pw_arg,
-                                    &key);
+        r = hwkey_p11_replicas_load(pdev, (const char *)ref->data, ref->len, pw_cb, pw_arg, &key);
         *out = r == HWKEY_LOOKUP_FOUND ? &key->base : NULL;
         return r;
     }
     /* A token that is not there is a failure (with the reason), not an absent object. */
-    if (!hwkey_p11_ref_open(pdev, (const char *)ref->data, ref->len, pw_cb, pw_arg, &uri, &tok,
-                            &s, &epoch))
+    if (!hwkey_p11_ref_open(pdev, (const char *)ref->data, ref->len, pw_cb, pw_arg, &uri, &tok, &s,
+                            &epoch))
         return HWKEY_LOOKUP_FAILED;
     r = hwkey_p11_key_build(pdev, tok, uri, s, epoch, &key);
     hwkey_p11_session_put(tok, s, epoch, 0);
@@ -380,13 +379,14 @@ int hwkey_p11_new_key_id(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_
     for (size_t c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
         if (!hwkey_p11_find(tok, s, classes[c], *id, *id_len, 1, NULL, dup, 1, &n))
             return 0;
-        if (n == 0 && uri->object != NULL
-            && !hwkey_p11_find(tok, s, classes[c], NULL, 0, 0, uri->object, dup, 1, &n))
+        if (n == 0 && uri->object != NULL &&
+            !hwkey_p11_find(tok, s, classes[c], NULL, 0, 0, uri->object, dup, 1, &n))
             return 0;
         if (n > 0) {
-            hwkey_raise(HWKEY_R_BAD_ARGUMENT, "token \"%s\" already has a %s key with this "
-                        "id or object=\"%s\"", tok->name,
-                        classes[c] == CKO_PRIVATE_KEY ? "private" : "public",
+            hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                        "token \"%s\" already has a %s key with this "
+                        "id or object=\"%s\"",
+                        tok->name, classes[c] == CKO_PRIVATE_KEY ? "private" : "public",
                         uri->object != NULL ? uri->object : "");
             return 0;
         }
@@ -394,8 +394,8 @@ int hwkey_p11_new_key_id(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_
     return 1;
 }
 
-int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
-                           const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out)
+int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec, const HWKEY_GENOPTS *opts,
+                           HWKEY_REFBLOB *out)
 {
     HWKEY_P11_DEVICE *pdev = (HWKEY_P11_DEVICE *)dev;
     static CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
@@ -417,7 +417,8 @@ int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
 
     if (!hwkey_p11_create_open(pdev, opts, "generating", &uri, &tok, &s, &epoch))
         return 0;
-#define ADD(t, ty, p, l) (t[n##t].type = (ty), t[n##t].pValue = (void *)(p), t[n##t++].ulValueLen = (l))
+#define ADD(t, ty, p, l)                                                                           \
+    (t[n##t].type = (ty), t[n##t].pValue = (void *)(p), t[n##t++].ulValueLen = (l))
     switch (spec->alg) {
     case HWKEY_ALG_RSA:
         if (spec->bits != 2048 && spec->bits != 3072 && spec->bits != 4096)
@@ -429,8 +430,8 @@ int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
         ADD(priv, CKA_DECRYPT, &yes, sizeof(yes));
         break;
     case HWKEY_ALG_EC:
-        if (spec->curve_nid != NID_X9_62_prime256v1 && spec->curve_nid != NID_secp384r1
-            && spec->curve_nid != NID_secp521r1)
+        if (spec->curve_nid != NID_X9_62_prime256v1 && spec->curve_nid != NID_secp384r1 &&
+            spec->curve_nid != NID_secp521r1)
             goto badspec;
         mech.mechanism = CKM_EC_KEY_PAIR_GEN;
         if (!hwkey_p11_ec_params_der(spec->curve_nid, &params, &plen))
@@ -448,9 +449,10 @@ int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
         goto badspec;
     }
     if (!hwkey_p11_token_has_mech(tok, mech.mechanism)) {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "token \"%s\" has no key-pair generation "
-                    "mechanism 0x%lx for this algorithm", tok->name,
-                    (unsigned long)mech.mechanism);
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                    "token \"%s\" has no key-pair generation "
+                    "mechanism 0x%lx for this algorithm",
+                    tok->name, (unsigned long)mech.mechanism);
         goto end;
     }
     if (!hwkey_p11_new_key_id(tok, s, uri, rid, &id, &id_len))
@@ -486,7 +488,8 @@ int hwkey_p11_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
     ok = 1;
     goto end;
 badspec:
-    hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "pkcs11 keys are RSA 2048/3072/4096, EC "
+    hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                "pkcs11 keys are RSA 2048/3072/4096, EC "
                 "P-256/P-384/P-521 or Ed25519 (asked: alg %d, %d bits, curve NID %d)",
                 (int)spec->alg, spec->bits, spec->curve_nid);
 end:

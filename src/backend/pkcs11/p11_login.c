@@ -47,8 +47,10 @@ char *hwkey_p11_pin_from_source(const char *source)
     if (strncmp(source, "file:", 5) == 0)
         path = source + 5;
     if (*path != '/') {
-        hwkey_raise(HWKEY_R_CONFIG_INVALID, "PIN source \"%s\" is neither file:/path nor "
-                    "env:NAME", source);
+        hwkey_raise(HWKEY_R_CONFIG_INVALID,
+                    "PIN source \"%s\" is neither file:/path nor "
+                    "env:NAME",
+                    source);
         return NULL;
     }
     if ((pin = hwkey_secmem_alloc(PIN_MAX + 1)) == NULL)
@@ -62,7 +64,7 @@ char *hwkey_p11_pin_from_source(const char *source)
         len += (size_t)n;
     close(fd);
     pin[len] = '\0';
-    pin[strcspn(pin, "\r\n")] = '\0';  /* first line only, as echo > file writes it */
+    pin[strcspn(pin, "\r\n")] = '\0'; /* first line only, as echo > file writes it */
     return pin;
 err:
     hwkey_secmem_free(pin);
@@ -94,8 +96,10 @@ static char *pin_from_callback(const HWKEY_P11_TOKEN *tok, const HWKEY_P11_PINSR
     hwkey_gate_resume(depth);
     if (!ok || len > PIN_MAX) {
         hwkey_secmem_free(pin);
-        hwkey_raise(HWKEY_R_AUTH_FAILED, "the passphrase callback gave no PIN for token "
-                    "\"%s\"", tok->name);
+        hwkey_raise(HWKEY_R_AUTH_FAILED,
+                    "the passphrase callback gave no PIN for token "
+                    "\"%s\"",
+                    tok->name);
         return NULL;
     }
     pin[len] = '\0';
@@ -173,8 +177,8 @@ static int login_locked(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P
     int none, ok = 0;
     CK_RV rv;
 
-    if (fl->C_GetSessionInfo(s, &si) == CKR_OK
-        && (si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS)) {
+    if (fl->C_GetSessionInfo(s, &si) == CKR_OK &&
+        (si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS)) {
         /* Logged in already (by another user of the module in this process). */
         tok->logged_in = 1;
         return 1;
@@ -193,18 +197,22 @@ static int login_locked(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P
         return 0;
     }
     if ((ti.flags & CKF_LOGIN_REQUIRED) == 0) {
-        tok->logged_in = 1;            /* nothing to do: do not ask again per operation */
+        tok->logged_in = 1; /* nothing to do: do not ask again per operation */
         return 1;
     }
     if ((ti.flags & CKF_USER_PIN_LOCKED) != 0) {
-        hwkey_raise(HWKEY_R_PIN_LOCKED, "token \"%s\" reports CKF_USER_PIN_LOCKED: its "
-                    "security officer must reset the user PIN", tok->name);
+        hwkey_raise(HWKEY_R_PIN_LOCKED,
+                    "token \"%s\" reports CKF_USER_PIN_LOCKED: its "
+                    "security officer must reset the user PIN",
+                    tok->name);
         return 0;
     }
     if ((ti.flags & CKF_USER_PIN_FINAL_TRY) != 0) {
-        hwkey_raise(HWKEY_R_PIN_LOCKED, "token \"%s\" reports CKF_USER_PIN_FINAL_TRY: one "
+        hwkey_raise(HWKEY_R_PIN_LOCKED,
+                    "token \"%s\" reports CKF_USER_PIN_FINAL_TRY: one "
                     "more wrong PIN locks it, so hwkey will not try; log in once with a tool "
-                    "you trust to reset the counter", tok->name);
+                    "you trust to reset the counter",
+                    tok->name);
         return 0;
     }
     pin = find_pin(tok, src, cb_pin, &none);
@@ -213,9 +221,11 @@ static int login_locked(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P
     if (pin == NULL && none == NEED_CALLBACK && (ti.flags & CKF_PROTECTED_AUTHENTICATION_PATH) == 0)
         return NEED_CALLBACK;
     if (pin == NULL && (ti.flags & CKF_PROTECTED_AUTHENTICATION_PATH) == 0) {
-        hwkey_raise(HWKEY_R_AUTH_FAILED, "token \"%s\" needs a PIN and none was given "
+        hwkey_raise(HWKEY_R_AUTH_FAILED,
+                    "token \"%s\" needs a PIN and none was given "
                     "(pin-value/pin-source in the URI, pkcs11-pin-source, or a passphrase "
-                    "callback)", tok->name);
+                    "callback)",
+                    tok->name);
         return 0;
     }
     if (pin != NULL && pin[0] == '\0') {
@@ -223,10 +233,10 @@ static int login_locked(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P
                     tok->name);
         goto end;
     }
-    if (pin != NULL && (src->quirks & HWKEY_P11_QUIRK_PIN_USER_PASSWORD) != 0
-        && strchr(pin, ':') == NULL) {
+    if (pin != NULL && (src->quirks & HWKEY_P11_QUIRK_PIN_USER_PASSWORD) != 0 &&
+        strchr(pin, ':') == NULL) {
         hwkey_raise(HWKEY_R_AUTH_FAILED, "the PIN must read user:password (quirk "
-                    "pin-user-password, CloudHSM's crypto-user login)");
+                                         "pin-user-password, CloudHSM's crypto-user login)");
         goto end;
     }
     if (pin != NULL) {
@@ -235,8 +245,10 @@ static int login_locked(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P
             goto end;
         }
         if (tok->have_rejected && CRYPTO_memcmp(md, tok->rejected, sizeof(md)) == 0) {
-            hwkey_raise(HWKEY_R_AUTH_FAILED, "token \"%s\" already rejected this PIN "
-                        "(CKR_PIN_INCORRECT); not sending it again", tok->name);
+            hwkey_raise(HWKEY_R_AUTH_FAILED,
+                        "token \"%s\" already rejected this PIN "
+                        "(CKR_PIN_INCORRECT); not sending it again",
+                        tok->name);
             goto end;
         }
     }
@@ -266,8 +278,7 @@ static int login_locked(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, const HWKEY_P
     } else {
         hwkey_p11_note_rv(rv);
         hwkey_raise(rv == CKR_PIN_LOCKED ? HWKEY_R_PIN_LOCKED : hwkey_p11_rv_reason(rv),
-                    "C_Login on token \"%s\" failed: %s", tok->name,
-                    hwkey_p11_rv_name(rv));
+                    "C_Login on token \"%s\" failed: %s", tok->name, hwkey_p11_rv_name(rv));
     }
 end:
     OPENSSL_cleanse(md, sizeof(md));
@@ -302,12 +313,13 @@ int hwkey_p11_login_context(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s)
     pthread_mutex_lock(&tok->lock);
     if (tok->pin == NULL) {
         pthread_mutex_unlock(&tok->lock);
-        hwkey_raise(HWKEY_R_AUTH_FAILED, "key needs CKA_ALWAYS_AUTHENTICATE and no PIN is "
-                    "known for token \"%s\"", tok->name);
+        hwkey_raise(HWKEY_R_AUTH_FAILED,
+                    "key needs CKA_ALWAYS_AUTHENTICATE and no PIN is "
+                    "known for token \"%s\"",
+                    tok->name);
         return 0;
     }
-    rv = tok->mod->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR *)tok->pin,
-                               strlen(tok->pin));
+    rv = tok->mod->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR *)tok->pin, strlen(tok->pin));
     pthread_mutex_unlock(&tok->lock);
     if (rv != CKR_OK) {
         hwkey_raise(hwkey_p11_rv_reason(rv), "C_Login(CKU_CONTEXT_SPECIFIC) failed: %s",

@@ -68,31 +68,72 @@ int hwkey_p11_quirks_parse(const char *list, unsigned int *out)
 
 /* --- CKR codes --------------------------------------------------------- */
 
-#define RV(x) {x, #x}
+#define RV(x)                                                                                      \
+    {                                                                                              \
+        x, #x                                                                                      \
+    }
 static const struct {
     CK_RV rv;
     const char *name;
 } rv_names[] = {
-    RV(CKR_OK), RV(CKR_CANCEL), RV(CKR_HOST_MEMORY), RV(CKR_SLOT_ID_INVALID),
-    RV(CKR_GENERAL_ERROR), RV(CKR_FUNCTION_FAILED), RV(CKR_ARGUMENTS_BAD),
-    RV(CKR_ATTRIBUTE_READ_ONLY), RV(CKR_ATTRIBUTE_SENSITIVE), RV(CKR_ATTRIBUTE_TYPE_INVALID),
-    RV(CKR_ATTRIBUTE_VALUE_INVALID), RV(CKR_DATA_INVALID), RV(CKR_DATA_LEN_RANGE),
-    RV(CKR_DEVICE_ERROR), RV(CKR_DEVICE_MEMORY), RV(CKR_DEVICE_REMOVED),
-    RV(CKR_ENCRYPTED_DATA_INVALID), RV(CKR_ENCRYPTED_DATA_LEN_RANGE),
-    RV(CKR_FUNCTION_CANCELED), RV(CKR_FUNCTION_NOT_SUPPORTED), RV(CKR_KEY_HANDLE_INVALID),
-    RV(CKR_KEY_SIZE_RANGE), RV(CKR_KEY_TYPE_INCONSISTENT), RV(CKR_KEY_FUNCTION_NOT_PERMITTED),
-    RV(CKR_MECHANISM_INVALID), RV(CKR_MECHANISM_PARAM_INVALID), RV(CKR_OBJECT_HANDLE_INVALID),
-    RV(CKR_OPERATION_ACTIVE), RV(CKR_OPERATION_NOT_INITIALIZED), RV(CKR_PIN_INCORRECT),
-    RV(CKR_PIN_INVALID), RV(CKR_PIN_LEN_RANGE), RV(CKR_PIN_EXPIRED), RV(CKR_PIN_LOCKED),
-    RV(CKR_SESSION_CLOSED), RV(CKR_SESSION_COUNT), RV(CKR_SESSION_HANDLE_INVALID),
-    RV(CKR_SESSION_READ_ONLY), RV(CKR_SIGNATURE_INVALID), RV(CKR_SIGNATURE_LEN_RANGE),
-    RV(CKR_TEMPLATE_INCOMPLETE), RV(CKR_TEMPLATE_INCONSISTENT), RV(CKR_TOKEN_NOT_PRESENT),
-    RV(CKR_TOKEN_NOT_RECOGNIZED), RV(CKR_TOKEN_WRITE_PROTECTED), RV(CKR_USER_ALREADY_LOGGED_IN),
-    RV(CKR_USER_NOT_LOGGED_IN), RV(CKR_USER_PIN_NOT_INITIALIZED), RV(CKR_USER_TYPE_INVALID),
-    RV(CKR_USER_ANOTHER_ALREADY_LOGGED_IN), RV(CKR_USER_TOO_MANY_TYPES),
-    RV(CKR_BUFFER_TOO_SMALL), RV(CKR_CRYPTOKI_NOT_INITIALIZED),
-    RV(CKR_CRYPTOKI_ALREADY_INITIALIZED), RV(CKR_CANT_LOCK), RV(CKR_RANDOM_NO_RNG),
-    RV(CKR_DOMAIN_PARAMS_INVALID), RV(CKR_CURVE_NOT_SUPPORTED),
+    RV(CKR_OK),
+    RV(CKR_CANCEL),
+    RV(CKR_HOST_MEMORY),
+    RV(CKR_SLOT_ID_INVALID),
+    RV(CKR_GENERAL_ERROR),
+    RV(CKR_FUNCTION_FAILED),
+    RV(CKR_ARGUMENTS_BAD),
+    RV(CKR_ATTRIBUTE_READ_ONLY),
+    RV(CKR_ATTRIBUTE_SENSITIVE),
+    RV(CKR_ATTRIBUTE_TYPE_INVALID),
+    RV(CKR_ATTRIBUTE_VALUE_INVALID),
+    RV(CKR_DATA_INVALID),
+    RV(CKR_DATA_LEN_RANGE),
+    RV(CKR_DEVICE_ERROR),
+    RV(CKR_DEVICE_MEMORY),
+    RV(CKR_DEVICE_REMOVED),
+    RV(CKR_ENCRYPTED_DATA_INVALID),
+    RV(CKR_ENCRYPTED_DATA_LEN_RANGE),
+    RV(CKR_FUNCTION_CANCELED),
+    RV(CKR_FUNCTION_NOT_SUPPORTED),
+    RV(CKR_KEY_HANDLE_INVALID),
+    RV(CKR_KEY_SIZE_RANGE),
+    RV(CKR_KEY_TYPE_INCONSISTENT),
+    RV(CKR_KEY_FUNCTION_NOT_PERMITTED),
+    RV(CKR_MECHANISM_INVALID),
+    RV(CKR_MECHANISM_PARAM_INVALID),
+    RV(CKR_OBJECT_HANDLE_INVALID),
+    RV(CKR_OPERATION_ACTIVE),
+    RV(CKR_OPERATION_NOT_INITIALIZED),
+    RV(CKR_PIN_INCORRECT),
+    RV(CKR_PIN_INVALID),
+    RV(CKR_PIN_LEN_RANGE),
+    RV(CKR_PIN_EXPIRED),
+    RV(CKR_PIN_LOCKED),
+    RV(CKR_SESSION_CLOSED),
+    RV(CKR_SESSION_COUNT),
+    RV(CKR_SESSION_HANDLE_INVALID),
+    RV(CKR_SESSION_READ_ONLY),
+    RV(CKR_SIGNATURE_INVALID),
+    RV(CKR_SIGNATURE_LEN_RANGE),
+    RV(CKR_TEMPLATE_INCOMPLETE),
+    RV(CKR_TEMPLATE_INCONSISTENT),
+    RV(CKR_TOKEN_NOT_PRESENT),
+    RV(CKR_TOKEN_NOT_RECOGNIZED),
+    RV(CKR_TOKEN_WRITE_PROTECTED),
+    RV(CKR_USER_ALREADY_LOGGED_IN),
+    RV(CKR_USER_NOT_LOGGED_IN),
+    RV(CKR_USER_PIN_NOT_INITIALIZED),
+    RV(CKR_USER_TYPE_INVALID),
+    RV(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
+    RV(CKR_USER_TOO_MANY_TYPES),
+    RV(CKR_BUFFER_TOO_SMALL),
+    RV(CKR_CRYPTOKI_NOT_INITIALIZED),
+    RV(CKR_CRYPTOKI_ALREADY_INITIALIZED),
+    RV(CKR_CANT_LOCK),
+    RV(CKR_RANDOM_NO_RNG),
+    RV(CKR_DOMAIN_PARAMS_INVALID),
+    RV(CKR_CURVE_NOT_SUPPORTED),
 };
 
 const char *hwkey_p11_rv_name(CK_RV rv)
@@ -194,8 +235,10 @@ static HWKEY_P11_MODULE *module_load(HWKEY_P11_DEVICE *dev, const char *path)
     }
     get_list = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList");
     if (get_list == NULL) {
-        hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "%s is not a PKCS#11 module (no "
-                    "C_GetFunctionList)", path);
+        hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE,
+                    "%s is not a PKCS#11 module (no "
+                    "C_GetFunctionList)",
+                    path);
         goto err;
     }
     if ((mod = module_new(dev, path)) == NULL)
@@ -256,9 +299,11 @@ HWKEY_P11_MODULE *hwkey_p11_module_get(HWKEY_P11_DEVICE *dev, const char *path)
         path = dev->module_path;
     if (path == NULL) {
         if (access(HWKEY_P11_PROXY_MODULE, R_OK) != 0) {
-            hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "no PKCS#11 module configured "
+            hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE,
+                        "no PKCS#11 module configured "
                         "(pkcs11-module, HWKEY_PKCS11_MODULE or module-path=) and no "
-                        "p11-kit proxy at %s", HWKEY_P11_PROXY_MODULE);
+                        "p11-kit proxy at %s",
+                        HWKEY_P11_PROXY_MODULE);
             return NULL;
         }
         path = HWKEY_P11_PROXY_MODULE;
@@ -290,13 +335,12 @@ int hwkey_p11_token_matches(const HWKEY_P11_URI *u, CK_SLOT_ID slot, const CK_TO
 {
     if (u == NULL)
         return 1;
-    return (!u->has_slot_id || u->slot_id == slot)
-        && (u->token == NULL || field_eq(ti->label, sizeof(ti->label), u->token))
-        && (u->manufacturer == NULL
-            || field_eq(ti->manufacturerID, sizeof(ti->manufacturerID), u->manufacturer))
-        && (u->model == NULL || field_eq(ti->model, sizeof(ti->model), u->model))
-        && (u->serial == NULL
-            || field_eq(ti->serialNumber, sizeof(ti->serialNumber), u->serial));
+    return (!u->has_slot_id || u->slot_id == slot) &&
+           (u->token == NULL || field_eq(ti->label, sizeof(ti->label), u->token)) &&
+           (u->manufacturer == NULL ||
+            field_eq(ti->manufacturerID, sizeof(ti->manufacturerID), u->manufacturer)) &&
+           (u->model == NULL || field_eq(ti->model, sizeof(ti->model), u->model)) &&
+           (u->serial == NULL || field_eq(ti->serialNumber, sizeof(ti->serialNumber), u->serial));
 }
 
 HWKEY_P11_TOKEN *hwkey_p11_token_new(HWKEY_P11_MODULE *mod, CK_SLOT_ID slot,
@@ -311,29 +355,31 @@ HWKEY_P11_TOKEN *hwkey_p11_token_new(HWKEY_P11_MODULE *mod, CK_SLOT_ID slot,
     tok->slot = slot;
     tok->info = *ti;
     memcpy(tok->name, ti->label, sizeof(ti->label));
-    for (size_t i = sizeof(ti->label); i > 0 && (tok->name[i - 1] == ' ' || tok->name[i - 1] == 0); i--)
+    for (size_t i = sizeof(ti->label); i > 0 && (tok->name[i - 1] == ' ' || tok->name[i - 1] == 0);
+         i--)
         tok->name[i - 1] = '\0';
     pthread_mutex_init(&tok->lock, NULL);
     pthread_cond_init(&tok->cond, NULL);
     /* ulMaxSessionCount: 0 = effectively infinite, ~0 = unknown. */
     tok->max_open = HWKEY_P11_MAX_SESSIONS;
-    if (ti->ulMaxSessionCount != CK_EFFECTIVELY_INFINITE
-        && ti->ulMaxSessionCount != CK_UNAVAILABLE_INFORMATION
-        && ti->ulMaxSessionCount < tok->max_open)
+    if (ti->ulMaxSessionCount != CK_EFFECTIVELY_INFINITE &&
+        ti->ulMaxSessionCount != CK_UNAVAILABLE_INFORMATION &&
+        ti->ulMaxSessionCount < tok->max_open)
         tok->max_open = ti->ulMaxSessionCount;
-    if (ti->ulMaxRwSessionCount != CK_EFFECTIVELY_INFINITE
-        && ti->ulMaxRwSessionCount != CK_UNAVAILABLE_INFORMATION
-        && ti->ulMaxRwSessionCount < tok->max_open && ti->ulMaxRwSessionCount > 0)
+    if (ti->ulMaxRwSessionCount != CK_EFFECTIVELY_INFINITE &&
+        ti->ulMaxRwSessionCount != CK_UNAVAILABLE_INFORMATION &&
+        ti->ulMaxRwSessionCount < tok->max_open && ti->ulMaxRwSessionCount > 0)
         tok->max_open = ti->ulMaxRwSessionCount;
     if (tok->max_open == 0)
         tok->max_open = 1;
     if ((tok->idle = OPENSSL_zalloc(tok->max_open * sizeof(*tok->idle))) == NULL)
         goto oom;
-    if (mod->fl->C_GetMechanismList(slot, NULL, &n) == CKR_OK && n > 0
+    if (mod->fl->C_GetMechanismList(slot, NULL, &n) == CKR_OK &&
+        n > 0
         /* One spare element: p11-kit-client 0.24.1's mechanism_list_purge()
          * reads one past the array it is given (fixed in later p11-kit). */
-        && (tok->mechs = OPENSSL_zalloc((n + 1) * sizeof(*tok->mechs))) != NULL
-        && mod->fl->C_GetMechanismList(slot, tok->mechs, &n) == CKR_OK)
+        && (tok->mechs = OPENSSL_zalloc((n + 1) * sizeof(*tok->mechs))) != NULL &&
+        mod->fl->C_GetMechanismList(slot, tok->mechs, &n) == CKR_OK)
         tok->n_mechs = n;
     return tok;
 oom:
@@ -376,8 +422,8 @@ static int token_scan(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI *uri, HWKEY_P11
     for (CK_ULONG i = 0; i < n; i++) {
         CK_TOKEN_INFO ti;
 
-        if (mod->fl->C_GetTokenInfo(slots[i], &ti) != CKR_OK
-            || (ti.flags & CKF_TOKEN_INITIALIZED) == 0 || !hwkey_p11_token_matches(uri, slots[i], &ti))
+        if (mod->fl->C_GetTokenInfo(slots[i], &ti) != CKR_OK ||
+            (ti.flags & CKF_TOKEN_INITIALIZED) == 0 || !hwkey_p11_token_matches(uri, slots[i], &ti))
             continue;
         if ((*found = hwkey_p11_token_new(mod, slots[i], &ti)) == NULL)
             ok = 0;
@@ -421,11 +467,13 @@ HWKEY_P11_TOKEN *hwkey_p11_token_find(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI
         char hint[1024];
         int have_hint = hwkey_p11_store_hint(mod->path, hint, sizeof(hint));
 
-        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no initialised token in %s matches the URI (%lu "
-                    "slots with a token)%s%s%s%s", mod->path, (unsigned long)n,
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND,
+                    "no initialised token in %s matches the URI (%lu "
+                    "slots with a token)%s%s%s%s",
+                    mod->path, (unsigned long)n,
                     uri != NULL && uri->token != NULL ? "; token=" : "",
-                    uri != NULL && uri->token != NULL ? uri->token : "",
-                    have_hint ? "; " : "", have_hint ? hint : "");
+                    uri != NULL && uri->token != NULL ? uri->token : "", have_hint ? "; " : "",
+                    have_hint ? hint : "");
     }
 end:
     pthread_mutex_unlock(&mod->lock);
@@ -458,9 +506,9 @@ int hwkey_p11_token_reresolve(HWKEY_P11_TOKEN *tok)
     for (CK_ULONG i = 0; i < n; i++) {
         CK_TOKEN_INFO ti;
 
-        if (fl->C_GetTokenInfo(slots[i], &ti) == CKR_OK
-            && memcmp(ti.label, tok->info.label, sizeof(ti.label)) == 0
-            && memcmp(ti.serialNumber, tok->info.serialNumber, sizeof(ti.serialNumber)) == 0) {
+        if (fl->C_GetTokenInfo(slots[i], &ti) == CKR_OK &&
+            memcmp(ti.label, tok->info.label, sizeof(ti.label)) == 0 &&
+            memcmp(ti.serialNumber, tok->info.serialNumber, sizeof(ti.serialNumber)) == 0) {
             tok->slot = slots[i];
             return 1;
         }

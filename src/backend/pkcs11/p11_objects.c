@@ -69,9 +69,9 @@ static int lookup_open(LOOKUP *lk, HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
         hwkey_raise(HWKEY_R_INVALID_URI, "the URI names no object= nor id=");
         return 0;
     }
-    if ((mod = hwkey_p11_module_get(lk->dev, lk->uri->module_path)) == NULL
-        || (lk->tok = hwkey_p11_token_find(mod, lk->uri)) == NULL
-        || !hwkey_p11_session_get(lk->tok, &lk->s, &lk->epoch))
+    if ((mod = hwkey_p11_module_get(lk->dev, lk->uri->module_path)) == NULL ||
+        (lk->tok = hwkey_p11_token_find(mod, lk->uri)) == NULL ||
+        !hwkey_p11_session_get(lk->tok, &lk->s, &lk->epoch))
         return 0;
     lk->have_session = 1;
     return 1;
@@ -91,8 +91,7 @@ static void lookup_close(LOOKUP *lk)
  */
 static int lookup_find(LOOKUP *lk, CK_OBJECT_CLASS klass, CK_OBJECT_HANDLE *obj)
 {
-    HWKEY_P11_PINSRC src = {lk->uri, lk->dev->pin_source, lk->pw_cb, lk->pw_arg,
-                            lk->dev->quirks};
+    HWKEY_P11_PINSRC src = {lk->uri, lk->dev->pin_source, lk->pw_cb, lk->pw_arg, lk->dev->quirks};
     CK_OBJECT_HANDLE objs[2];
     CK_ULONG n = 0;
 
@@ -102,14 +101,16 @@ static int lookup_find(LOOKUP *lk, CK_OBJECT_CLASS klass, CK_OBJECT_HANDLE *obj)
         return 0;
     if (n == 0) {
         /* Perhaps CKA_PRIVATE: visible only after a login (a no-op when logged in). */
-        if (!hwkey_p11_login(lk->tok, lk->s, &src)
-            || !hwkey_p11_find(lk->tok, lk->s, klass, lk->uri->id, lk->uri->id_len,
-                               lk->uri->has_id, lk->uri->object, objs, 2, &n))
+        if (!hwkey_p11_login(lk->tok, lk->s, &src) ||
+            !hwkey_p11_find(lk->tok, lk->s, klass, lk->uri->id, lk->uri->id_len, lk->uri->has_id,
+                            lk->uri->object, objs, 2, &n))
             return 0;
     }
     if (n > 1) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "several %ss match object=\"%s\" on token \"%s\"; "
-                    "add id= to the URI", class_name(klass), what_of(lk->uri), lk->tok->name);
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                    "several %ss match object=\"%s\" on token \"%s\"; "
+                    "add id= to the URI",
+                    class_name(klass), what_of(lk->uri), lk->tok->name);
         return 0;
     }
     if (n == 1)
@@ -153,8 +154,10 @@ static EVP_PKEY *pubkey_of_cert(const unsigned char *der, size_t len, OSSL_LIB_C
     if (n > 0)
         pub = d2i_PUBKEY_ex(NULL, &p, n, libctx, propq);
     if (pub == NULL)
-        hwkey_raise(HWKEY_R_DEVICE_ERROR, "the token's certificate (%zu bytes) does not parse "
-                    "as X.509 with a supported public key", len);
+        hwkey_raise(HWKEY_R_DEVICE_ERROR,
+                    "the token's certificate (%zu bytes) does not parse "
+                    "as X.509 with a supported public key",
+                    len);
     OPENSSL_free(spki);
     X509_free(x);
     return pub;
@@ -167,8 +170,10 @@ static int cert_der(LOOKUP *lk, CK_OBJECT_HANDLE obj, unsigned char **der, size_
     OPENSSL_free(*der);
     *der = NULL;
     *derlen = 0;
-    hwkey_raise(HWKEY_R_DEVICE_ERROR, "the certificate \"%s\" on token \"%s\" has no readable "
-                "CKA_VALUE", what_of(lk->uri), lk->tok->name);
+    hwkey_raise(HWKEY_R_DEVICE_ERROR,
+                "the certificate \"%s\" on token \"%s\" has no readable "
+                "CKA_VALUE",
+                what_of(lk->uri), lk->tok->name);
     return 0;
 }
 
@@ -211,8 +216,7 @@ HWKEY_LOOKUP hwkey_p11_pubkey_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
     }
     if (!type_allows(lk.uri, CKO_PRIVATE_KEY)) {
         hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no %s \"%s\" on token \"%s\"",
-                    class_name(lk.uri->klass == CKO_CERTIFICATE ? CKO_CERTIFICATE
-                                                                : CKO_PUBLIC_KEY),
+                    class_name(lk.uri->klass == CKO_CERTIFICATE ? CKO_CERTIFICATE : CKO_PUBLIC_KEY),
                     what_of(lk.uri), lk.tok->name);
         r = HWKEY_LOOKUP_ABSENT;
         goto end;
@@ -235,8 +239,8 @@ end:
 }
 
 HWKEY_LOOKUP hwkey_p11_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                                 OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
-                                 unsigned char **der, size_t *derlen)
+                                 OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char **der,
+                                 size_t *derlen)
 {
     LOOKUP lk;
     CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
@@ -255,8 +259,8 @@ HWKEY_LOOKUP hwkey_p11_cert_load(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
     if (!lookup_find(&lk, CKO_CERTIFICATE, &obj))
         goto end;
     if (obj == CK_INVALID_HANDLE) {
-        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no certificate \"%s\" on token \"%s\"",
-                    what_of(lk.uri), lk.tok->name);
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no certificate \"%s\" on token \"%s\"", what_of(lk.uri),
+                    lk.tok->name);
         r = HWKEY_LOOKUP_ABSENT;
         goto end;
     }

@@ -27,10 +27,10 @@ typedef struct {
     size_t inlen;
     unsigned char *out;
     CK_ULONG outlen;
-    CK_ULONG outlen0;                /* outlen as asked: each attempt starts from it */
-    int decrypt;                     /* C_Decrypt rather than C_Sign */
-    CK_ULONG field;                  /* ECDH: bytes of the shared secret */
-    int init_failed;                 /* C_*Init refused: mechanism/parameters, not data */
+    CK_ULONG outlen0; /* outlen as asked: each attempt starts from it */
+    int decrypt;      /* C_Decrypt rather than C_Sign */
+    CK_ULONG field;   /* ECDH: bytes of the shared secret */
+    int init_failed;  /* C_*Init refused: mechanism/parameters, not data */
 } P11_OP;
 
 static CK_RV one_op(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj, P11_OP *op,
@@ -45,8 +45,8 @@ static CK_RV one_op(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE ob
         static CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
         CK_ULONG vlen = op->field;
         CK_ATTRIBUTE t[] = {
-            {CKA_CLASS, &klass, sizeof(klass)}, {CKA_KEY_TYPE, &type, sizeof(type)},
-            {CKA_TOKEN, &no, sizeof(no)}, {CKA_SENSITIVE, &no, sizeof(no)},
+            {CKA_CLASS, &klass, sizeof(klass)},   {CKA_KEY_TYPE, &type, sizeof(type)},
+            {CKA_TOKEN, &no, sizeof(no)},         {CKA_SENSITIVE, &no, sizeof(no)},
             {CKA_EXTRACTABLE, &yes, sizeof(yes)}, {CKA_VALUE_LEN, &vlen, sizeof(vlen)},
         };
         CK_ATTRIBUTE v = {CKA_VALUE, op->out, op->outlen};
@@ -77,7 +77,7 @@ static CK_RV one_op(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE ob
     if (rv != CKR_OK)
         return rv;
     if (key->always_auth && !hwkey_p11_login_context(key->tok, s)) {
-        *broken = 1;                   /* an operation is still active on it */
+        *broken = 1; /* an operation is still active on it */
         return CKR_USER_NOT_LOGGED_IN;
     }
     ERR_set_mark();
@@ -133,8 +133,7 @@ static int run_on(HWKEY_P11_KEY *key, void *vop, CK_RV *rv, int recover)
         op->outlen = op->outlen0;
         *rv = one_op(key, s, obj, op, &broken);
         lost = hwkey_p11_rv_device_lost(*rv) && !data_refused(op, *rv);
-        hwkey_p11_session_put(key->tok, s, epoch,
-                              broken || hwkey_p11_rv_session_dead(*rv) || lost);
+        hwkey_p11_session_put(key->tok, s, epoch, broken || hwkey_p11_rv_session_dead(*rv) || lost);
         if (*rv == CKR_OK) {
             ERR_pop_to_mark();
             return 1;
@@ -176,12 +175,11 @@ static int run_op(HWKEY_P11_KEY *key, P11_OP *op, CK_RV *rv)
 static int raise_rv_at(const char *file, int line, const char *func, CK_RV rv,
                        const HWKEY_P11_KEY *key, const char *what)
 {
-    hwkey_raise_at(file, line, func, hwkey_p11_rv_reason(rv),
-                   "%s with token key \"%s\" failed: %s", what,
-                   key->label != NULL ? key->label : "", hwkey_p11_rv_name(rv));
+    hwkey_raise_at(file, line, func, hwkey_p11_rv_reason(rv), "%s with token key \"%s\" failed: %s",
+                   what, key->label != NULL ? key->label : "", hwkey_p11_rv_name(rv));
     return 0;
 }
-#define raise_rv(rv, key, what) \
+#define raise_rv(rv, key, what)                                                                    \
     raise_rv_at(OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, (rv), (key), (what))
 
 static size_t modulus_bytes(const HWKEY_P11_KEY *key)
@@ -204,21 +202,40 @@ static const struct {
     unsigned char prefix[19];
     size_t prefix_len;
 } digests[] = {
-    {NID_sha1, CKM_SHA_1, CKG_MGF1_SHA1, 20,
+    {NID_sha1,
+     CKM_SHA_1,
+     CKG_MGF1_SHA1,
+     20,
      {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14},
      15},
-    {NID_sha224, CKM_SHA224, CKG_MGF1_SHA224, 28,
+    {NID_sha224,
+     CKM_SHA224,
+     CKG_MGF1_SHA224,
+     28,
      {0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04,
-      0x05, 0x00, 0x04, 0x1c}, 19},
-    {NID_sha256, CKM_SHA256, CKG_MGF1_SHA256, 32,
+      0x05, 0x00, 0x04, 0x1c},
+     19},
+    {NID_sha256,
+     CKM_SHA256,
+     CKG_MGF1_SHA256,
+     32,
      {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
-      0x05, 0x00, 0x04, 0x20}, 19},
-    {NID_sha384, CKM_SHA384, CKG_MGF1_SHA384, 48,
+      0x05, 0x00, 0x04, 0x20},
+     19},
+    {NID_sha384,
+     CKM_SHA384,
+     CKG_MGF1_SHA384,
+     48,
      {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
-      0x05, 0x00, 0x04, 0x30}, 19},
-    {NID_sha512, CKM_SHA512, CKG_MGF1_SHA512, 64,
+      0x05, 0x00, 0x04, 0x30},
+     19},
+    {NID_sha512,
+     CKM_SHA512,
+     CKG_MGF1_SHA512,
+     64,
      {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
-      0x05, 0x00, 0x04, 0x40}, 19},
+      0x05, 0x00, 0x04, 0x40},
+     19},
 };
 
 static int digest_index(int nid)
@@ -226,8 +243,10 @@ static int digest_index(int nid)
     for (size_t i = 0; i < sizeof(digests) / sizeof(digests[0]); i++)
         if (digests[i].nid == nid)
             return (int)i;
-    hwkey_raise(HWKEY_R_UNSUPPORTED_DIGEST, "digest %s is not one of SHA-1, SHA-224, SHA-256, "
-                "SHA-384, SHA-512", OBJ_nid2sn(nid));
+    hwkey_raise(HWKEY_R_UNSUPPORTED_DIGEST,
+                "digest %s is not one of SHA-1, SHA-224, SHA-256, "
+                "SHA-384, SHA-512",
+                OBJ_nid2sn(nid));
     return -1;
 }
 
@@ -254,8 +273,8 @@ static int raw_to_der(const unsigned char *raw, size_t rawlen, unsigned char *de
         /* Measure first: never write past the caller's buffer. */
         len = i2d_ECDSA_SIG(sig, NULL);
         if (len > 0 && (size_t)len > *derlen) {
-            hwkey_raise(HWKEY_R_BUFFER_TOO_SMALL, "signature buffer of %zu bytes, need %d",
-                        *derlen, len);
+            hwkey_raise(HWKEY_R_BUFFER_TOO_SMALL, "signature buffer of %zu bytes, need %d", *derlen,
+                        len);
             goto end;
         }
         if (len > 0 && i2d_ECDSA_SIG(sig, &p) == len) {
@@ -325,11 +344,11 @@ int hwkey_p11_sign(HWKEY_BKEY *bkey, const HWKEY_SIGN_PARAMS *params, const unsi
                                                                 : params->md_nid)) < 0)
             return 0;
         pss.mgf = digests[di].mgf;
-        if (params->salt_len < 0
-            || (size_t)params->salt_len + tbslen + 2 > modulus_bytes(key)) {
-            hwkey_raise(HWKEY_R_INVALID_SALT_LENGTH, "PSS salt length %d does not fit a %d-bit "
-                        "key with a %zu-byte digest", params->salt_len, key->base.info.bits,
-                        tbslen);
+        if (params->salt_len < 0 || (size_t)params->salt_len + tbslen + 2 > modulus_bytes(key)) {
+            hwkey_raise(HWKEY_R_INVALID_SALT_LENGTH,
+                        "PSS salt length %d does not fit a %d-bit "
+                        "key with a %zu-byte digest",
+                        params->salt_len, key->base.info.bits, tbslen);
             return 0;
         }
         pss.sLen = (CK_ULONG)params->salt_len;
@@ -420,8 +439,7 @@ int hwkey_p11_rsa_private(HWKEY_BKEY *bkey, const unsigned char *in, size_t inle
 }
 
 int hwkey_p11_rsa_decrypt(HWKEY_BKEY *bkey, const HWKEY_DECRYPT_PARAMS *params,
-                          const unsigned char *in, size_t inlen, unsigned char *out,
-                          size_t *outlen)
+                          const unsigned char *in, size_t inlen, unsigned char *out, size_t *outlen)
 {
     HWKEY_P11_KEY *key = (HWKEY_P11_KEY *)bkey;
     CK_RSA_PKCS_OAEP_PARAMS oaep;
@@ -454,8 +472,7 @@ int hwkey_p11_rsa_decrypt(HWKEY_BKEY *bkey, const HWKEY_DECRYPT_PARAMS *params,
     } else if (params->padding == HWKEY_PAD_PKCS1) {
         op.mech.mechanism = CKM_RSA_PKCS;
     } else {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_PADDING, "RSA decryption padding %d",
-                    (int)params->padding);
+        hwkey_raise(HWKEY_R_UNSUPPORTED_PADDING, "RSA decryption padding %d", (int)params->padding);
         return 0;
     }
     /* The plaintext is often a key: protected memory until the caller's buffer. */
@@ -472,9 +489,10 @@ int hwkey_p11_rsa_decrypt(HWKEY_BKEY *bkey, const HWKEY_DECRYPT_PARAMS *params,
          */
         if (r == 0 && op.init_failed)
             /* Refused before seeing the ciphertext (SoftHSM 2.6: OAEP with SHA-1 only). */
-            hwkey_raise(rv == CKR_MECHANISM_PARAM_INVALID || rv == CKR_ARGUMENTS_BAD
-                            || rv == CKR_MECHANISM_INVALID ? HWKEY_R_UNSUPPORTED_PADDING
-                                                           : hwkey_p11_rv_reason(rv),
+            hwkey_raise(rv == CKR_MECHANISM_PARAM_INVALID || rv == CKR_ARGUMENTS_BAD ||
+                                rv == CKR_MECHANISM_INVALID
+                            ? HWKEY_R_UNSUPPORTED_PADDING
+                            : hwkey_p11_rv_reason(rv),
                         "C_DecryptInit with token key \"%s\" failed: %s",
                         key->label != NULL ? key->label : "", hwkey_p11_rv_name(rv));
         else if (r == 0)
@@ -493,8 +511,8 @@ end:
     return ok;
 }
 
-int hwkey_p11_ecdh(HWKEY_BKEY *bkey, const unsigned char *peer, size_t peerlen,
-                   unsigned char *out, size_t *outlen)
+int hwkey_p11_ecdh(HWKEY_BKEY *bkey, const unsigned char *peer, size_t peerlen, unsigned char *out,
+                   size_t *outlen)
 {
     HWKEY_P11_KEY *key = (HWKEY_P11_KEY *)bkey;
     CK_ECDH1_DERIVE_PARAMS dp;
@@ -512,8 +530,10 @@ int hwkey_p11_ecdh(HWKEY_BKEY *bkey, const unsigned char *peer, size_t peerlen,
         return 1;
     }
     if (peerlen != 1 + 2 * n || peer[0] != 0x04) {
-        hwkey_raise(HWKEY_R_INVALID_PEER_KEY, "peer key is not an uncompressed point of this "
-                    "curve (%zu bytes, want %zu)", peerlen, 1 + 2 * n);
+        hwkey_raise(HWKEY_R_INVALID_PEER_KEY,
+                    "peer key is not an uncompressed point of this "
+                    "curve (%zu bytes, want %zu)",
+                    peerlen, 1 + 2 * n);
         return 0;
     }
     if (*outlen < n) {

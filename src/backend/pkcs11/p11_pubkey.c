@@ -24,12 +24,15 @@ int hwkey_p11_attr_get(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAND
 
     *buf = NULL;
     *len = 0;
-    if (fl->C_GetAttributeValue(s, obj, &a, 1) != CKR_OK || a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
+    if (fl->C_GetAttributeValue(s, obj, &a, 1) != CKR_OK ||
+        a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
         return 0;
     if ((a.pValue = OPENSSL_malloc(a.ulValueLen + 1)) == NULL) {
         /* Raised, so that a caller's "no such attribute" is not the only word on it. */
-        hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "reading a %lu-byte attribute of an object on token "
-                    "\"%s\"", (unsigned long)a.ulValueLen, tok->name);
+        hwkey_raise(HWKEY_R_OUT_OF_MEMORY,
+                    "reading a %lu-byte attribute of an object on token "
+                    "\"%s\"",
+                    (unsigned long)a.ulValueLen, tok->name);
         return 0;
     }
     if (fl->C_GetAttributeValue(s, obj, &a, 1) != CKR_OK) {
@@ -73,8 +76,8 @@ int hwkey_p11_find(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS kl
     }
     if (rv != CKR_OK) {
         hwkey_p11_note_rv(rv);
-        hwkey_raise(hwkey_p11_rv_reason(rv), "C_FindObjects on token \"%s\" failed: %s",
-                    tok->name, hwkey_p11_rv_name(rv));
+        hwkey_raise(hwkey_p11_rv_reason(rv), "C_FindObjects on token \"%s\" failed: %s", tok->name,
+                    hwkey_p11_rv_name(rv));
         return 0;
     }
     return 1;
@@ -134,8 +137,8 @@ int hwkey_p11_find_all(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLAS
     return 1;
 fail:
     hwkey_p11_note_rv(rv);
-    hwkey_raise(hwkey_p11_rv_reason(rv), "C_FindObjects on token \"%s\" failed: %s",
-                tok->name, hwkey_p11_rv_name(rv));
+    hwkey_raise(hwkey_p11_rv_reason(rv), "C_FindObjects on token \"%s\" failed: %s", tok->name,
+                hwkey_p11_rv_name(rv));
     return 0;
 }
 
@@ -156,7 +159,7 @@ static int unwrap_point(unsigned char **p, size_t *len)
             ok = 1;
         }
     } else {
-        ok = 1;                        /* already the bare point */
+        ok = 1; /* already the bare point */
     }
     ASN1_OCTET_STRING_free(os);
     return ok;
@@ -179,15 +182,14 @@ int hwkey_p11_curve_nid(const unsigned char *params, size_t len)
 }
 
 /* The point of a certificate's EC/Ed25519 public key, bare. */
-static int point_from_cert(const unsigned char *der, size_t len, unsigned char **pt,
-                           size_t *ptlen)
+static int point_from_cert(const unsigned char *der, size_t len, unsigned char **pt, size_t *ptlen)
 {
     X509 *x = d2i_X509(NULL, &der, (long)len);
     const unsigned char *p = NULL;
     int plen = 0, ok = 0;
 
-    if (x != NULL && X509_PUBKEY_get0_param(NULL, &p, &plen, NULL, X509_get_X509_PUBKEY(x))
-        && plen > 0)
+    if (x != NULL && X509_PUBKEY_get0_param(NULL, &p, &plen, NULL, X509_get_X509_PUBKEY(x)) &&
+        plen > 0)
         ok = (*pt = OPENSSL_memdup(p, (size_t)plen)) != NULL;
     *ptlen = ok ? (size_t)plen : 0;
     X509_free(x);
@@ -200,8 +202,10 @@ static int read_curve(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE 
     HWKEY_KEYINFO *info = &key->base.info;
 
     if (key->ktype != CKK_EC && key->ktype != CKK_EC_EDWARDS) {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "key type CKK 0x%lx is neither RSA, EC nor "
-                    "EC Edwards", (unsigned long)key->ktype);
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                    "key type CKK 0x%lx is neither RSA, EC nor "
+                    "EC Edwards",
+                    (unsigned long)key->ktype);
         return 0;
     }
     if (!hwkey_p11_attr_get(key->tok, s, obj, CKA_EC_PARAMS, &key->pub_a, &key->pub_a_len)) {
@@ -211,13 +215,27 @@ static int read_curve(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE 
     }
     info->curve_nid = hwkey_p11_curve_nid(key->pub_a, key->pub_a_len);
     switch (info->curve_nid) {
-    case NID_X9_62_prime256v1: info->alg = HWKEY_ALG_EC; info->bits = 256; break;
-    case NID_secp384r1: info->alg = HWKEY_ALG_EC; info->bits = 384; break;
-    case NID_secp521r1: info->alg = HWKEY_ALG_EC; info->bits = 521; break;
-    case NID_ED25519: info->alg = HWKEY_ALG_ED25519; info->bits = 256; break;
+    case NID_X9_62_prime256v1:
+        info->alg = HWKEY_ALG_EC;
+        info->bits = 256;
+        break;
+    case NID_secp384r1:
+        info->alg = HWKEY_ALG_EC;
+        info->bits = 384;
+        break;
+    case NID_secp521r1:
+        info->alg = HWKEY_ALG_EC;
+        info->bits = 521;
+        break;
+    case NID_ED25519:
+        info->alg = HWKEY_ALG_ED25519;
+        info->bits = 256;
+        break;
     default:
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "the key's curve (NID %d) is not one of "
-                    "P-256, P-384, P-521, Ed25519", info->curve_nid);
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                    "the key's curve (NID %d) is not one of "
+                    "P-256, P-384, P-521, Ed25519",
+                    info->curve_nid);
         return 0;
     }
     return 1;
@@ -236,17 +254,20 @@ int hwkey_p11_pub_read_object(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT
     CK_RV rv = tok->mod->fl->C_GetAttributeValue(s, pub, &a, 1);
 
     if (rv != CKR_OK) {
-        hwkey_raise(hwkey_p11_rv_reason(rv), "reading CKA_KEY_TYPE of a public key on token "
-                    "\"%s\": %s", tok->name, hwkey_p11_rv_name(rv));
+        hwkey_raise(hwkey_p11_rv_reason(rv),
+                    "reading CKA_KEY_TYPE of a public key on token "
+                    "\"%s\": %s",
+                    tok->name, hwkey_p11_rv_name(rv));
         return 0;
     }
     if (key->ktype == CKK_RSA) {
         key->base.info.alg = HWKEY_ALG_RSA;
-        if (!hwkey_p11_attr_get(tok, s, pub, CKA_MODULUS, &key->pub_a, &key->pub_a_len)
-            || !hwkey_p11_attr_get(tok, s, pub, CKA_PUBLIC_EXPONENT, &key->pub_b,
-                                   &key->pub_b_len)) {
-            hwkey_raise(HWKEY_R_DEVICE_ERROR, "token \"%s\": an RSA public key without "
-                        "CKA_MODULUS/CKA_PUBLIC_EXPONENT", tok->name);
+        if (!hwkey_p11_attr_get(tok, s, pub, CKA_MODULUS, &key->pub_a, &key->pub_a_len) ||
+            !hwkey_p11_attr_get(tok, s, pub, CKA_PUBLIC_EXPONENT, &key->pub_b, &key->pub_b_len)) {
+            hwkey_raise(HWKEY_R_DEVICE_ERROR,
+                        "token \"%s\": an RSA public key without "
+                        "CKA_MODULUS/CKA_PUBLIC_EXPONENT",
+                        tok->name);
             return 0;
         }
         strip_leading_zeros(key);
@@ -255,10 +276,12 @@ int hwkey_p11_pub_read_object(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT
     }
     if (!read_curve(key, s, pub))
         return 0;
-    if (!hwkey_p11_attr_get(tok, s, pub, CKA_EC_POINT, &key->pub_b, &key->pub_b_len)
-        || !unwrap_point(&key->pub_b, &key->pub_b_len)) {
-        hwkey_raise(HWKEY_R_DEVICE_ERROR, "token \"%s\": an EC public key without a readable "
-                    "CKA_EC_POINT", tok->name);
+    if (!hwkey_p11_attr_get(tok, s, pub, CKA_EC_POINT, &key->pub_b, &key->pub_b_len) ||
+        !unwrap_point(&key->pub_b, &key->pub_b_len)) {
+        hwkey_raise(HWKEY_R_DEVICE_ERROR,
+                    "token \"%s\": an EC public key without a readable "
+                    "CKA_EC_POINT",
+                    tok->name);
         return 0;
     }
     return 1;
@@ -276,17 +299,16 @@ int hwkey_p11_pub_read(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE
 
     if (key->ktype == CKK_RSA) {
         info->alg = HWKEY_ALG_RSA;
-        if (!hwkey_p11_attr_get(tok, s, priv, CKA_MODULUS, &key->pub_a, &key->pub_a_len)
-            || !hwkey_p11_attr_get(tok, s, priv, CKA_PUBLIC_EXPONENT, &key->pub_b,
-                                   &key->pub_b_len)) {
+        if (!hwkey_p11_attr_get(tok, s, priv, CKA_MODULUS, &key->pub_a, &key->pub_a_len) ||
+            !hwkey_p11_attr_get(tok, s, priv, CKA_PUBLIC_EXPONENT, &key->pub_b, &key->pub_b_len)) {
             OPENSSL_free(key->pub_a);
             key->pub_a = NULL;
             if (!hwkey_p11_find(tok, s, CKO_PUBLIC_KEY, key->id, key->id_len, key->id != NULL,
-                                key->label, &other, 1, &n) || n == 0
-                || !hwkey_p11_attr_get(tok, s, other, CKA_MODULUS, &key->pub_a,
-                                       &key->pub_a_len)
-                || !hwkey_p11_attr_get(tok, s, other, CKA_PUBLIC_EXPONENT, &key->pub_b,
-                                       &key->pub_b_len))
+                                key->label, &other, 1, &n) ||
+                n == 0 ||
+                !hwkey_p11_attr_get(tok, s, other, CKA_MODULUS, &key->pub_a, &key->pub_a_len) ||
+                !hwkey_p11_attr_get(tok, s, other, CKA_PUBLIC_EXPONENT, &key->pub_b,
+                                    &key->pub_b_len))
                 goto nopub;
         }
         strip_leading_zeros(key);
@@ -296,19 +318,20 @@ int hwkey_p11_pub_read(HWKEY_P11_KEY *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE
     if (!read_curve(key, s, priv))
         return 0;
     if (hwkey_p11_find(tok, s, CKO_PUBLIC_KEY, key->id, key->id_len, key->id != NULL, key->label,
-                       &other, 1, &n) && n == 1
-        && hwkey_p11_attr_get(tok, s, other, CKA_EC_POINT, &key->pub_b, &key->pub_b_len)) {
+                       &other, 1, &n) &&
+        n == 1 && hwkey_p11_attr_get(tok, s, other, CKA_EC_POINT, &key->pub_b, &key->pub_b_len)) {
         ok = unwrap_point(&key->pub_b, &key->pub_b_len);
     } else if (hwkey_p11_find(tok, s, CKO_CERTIFICATE, key->id, key->id_len, key->id != NULL,
-                              key->label, &other, 1, &n) && n == 1
-               && hwkey_p11_attr_get(tok, s, other, CKA_VALUE, &cert, &certlen)) {
+                              key->label, &other, 1, &n) &&
+               n == 1 && hwkey_p11_attr_get(tok, s, other, CKA_VALUE, &cert, &certlen)) {
         ok = point_from_cert(cert, certlen, &key->pub_b, &key->pub_b_len);
     }
     OPENSSL_free(cert);
     if (ok)
         return 1;
 nopub:
-    hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "token \"%s\" has no public key or certificate for "
+    hwkey_raise(HWKEY_R_KEY_NOT_FOUND,
+                "token \"%s\" has no public key or certificate for "
                 "the private key \"%s\" (needed for its public half)",
                 tok->name, key->label != NULL ? key->label : "");
     return 0;
@@ -329,10 +352,10 @@ EVP_PKEY *hwkey_p11_key_public(HWKEY_BKEY *bkey, OSSL_LIB_CTX *libctx, const cha
     switch (key->base.info.alg) {
     case HWKEY_ALG_RSA:
         type = "RSA";
-        if ((n = BN_bin2bn(key->pub_a, (int)key->pub_a_len, NULL)) == NULL
-            || (e = BN_bin2bn(key->pub_b, (int)key->pub_b_len, NULL)) == NULL
-            || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n)
-            || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e))
+        if ((n = BN_bin2bn(key->pub_a, (int)key->pub_a_len, NULL)) == NULL ||
+            (e = BN_bin2bn(key->pub_b, (int)key->pub_b_len, NULL)) == NULL ||
+            !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
+            !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e))
             goto err;
         break;
     case HWKEY_ALG_EC:
@@ -351,10 +374,10 @@ EVP_PKEY *hwkey_p11_key_public(HWKEY_BKEY *bkey, OSSL_LIB_CTX *libctx, const cha
     default:
         goto err;
     }
-    if ((params = OSSL_PARAM_BLD_to_param(bld)) == NULL
-        || (ctx = EVP_PKEY_CTX_new_from_name(libctx, type, propq)) == NULL
-        || EVP_PKEY_fromdata_init(ctx) <= 0
-        || EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0) {
+    if ((params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+        (ctx = EVP_PKEY_CTX_new_from_name(libctx, type, propq)) == NULL ||
+        EVP_PKEY_fromdata_init(ctx) <= 0 ||
+        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0) {
         pkey = NULL;
         goto err;
     }

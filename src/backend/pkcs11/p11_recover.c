@@ -50,7 +50,7 @@ int hwkey_p11_rv_device_lost(CK_RV rv)
     case CKR_SESSION_HANDLE_INVALID:
     case CKR_SESSION_CLOSED:
     case CKR_CRYPTOKI_NOT_INITIALIZED:
-    case CKR_GENERAL_ERROR:            /* p11-kit-client and others on a lost connection */
+    case CKR_GENERAL_ERROR: /* p11-kit-client and others on a lost connection */
         return 1;
     default:
         return 0;
@@ -147,8 +147,10 @@ int hwkey_p11_reinit_locked(HWKEY_P11_MODULE *mod, CK_RV why)
     if (!quiet) {
         for (tok = mod->tokens; tok != NULL; tok = tok->next)
             reopen(tok, 0);
-        hwkey_raise(HWKEY_R_DEVICE_BUSY, "%s answered %s; cannot re-initialise it: sessions "
-                    "still in use after %u ms", mod->path, hwkey_p11_rv_name(why), QUIESCE_MS);
+        hwkey_raise(HWKEY_R_DEVICE_BUSY,
+                    "%s answered %s; cannot re-initialise it: sessions "
+                    "still in use after %u ms",
+                    mod->path, hwkey_p11_rv_name(why), QUIESCE_MS);
         return 0;
     }
     /* Its answer does not matter: a module whose device is gone may refuse it. */
@@ -166,9 +168,11 @@ int hwkey_p11_reinit_locked(HWKEY_P11_MODULE *mod, CK_RV why)
 
             hint[0] = '\0';
             hwkey_p11_store_hint(mod->path, hint, sizeof(hint));
-            hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "token \"%s\" is not present in %s after "
-                        "re-initialising it (lost with %s)%s%s", tok->name, mod->path,
-                        hwkey_p11_rv_name(why), hint[0] != '\0' ? "; " : "", hint);
+            hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE,
+                        "token \"%s\" is not present in %s after "
+                        "re-initialising it (lost with %s)%s%s",
+                        tok->name, mod->path, hwkey_p11_rv_name(why), hint[0] != '\0' ? "; " : "",
+                        hint);
             ok = 0;
         }
         /* Sessions died with C_Finalize whether or not C_Initialize worked. */
@@ -184,12 +188,15 @@ void hwkey_p11_mark(HWKEY_P11_MODULE *mod, int ok, CK_RV rv)
     if (ok) {
         /* Under failover the replica logs "back" itself (p11_replicas.c). */
         if (!recovery_quiet && mod->down)
-            hwkey_log(HWKEY_LOG_ERROR, "pkcs11: %s is back after %llu ms: re-initialised, "
-                      "logging in again", mod->path,
-                      (unsigned long long)(now - mod->down_since_ms));
+            hwkey_log(HWKEY_LOG_ERROR,
+                      "pkcs11: %s is back after %llu ms: re-initialised, "
+                      "logging in again",
+                      mod->path, (unsigned long long)(now - mod->down_since_ms));
         else if (!recovery_quiet)
-            hwkey_log(HWKEY_LOG_ERROR, "pkcs11: %s answered %s: re-initialised it, tokens "
-                      "usable again", mod->path, hwkey_p11_rv_name(rv));
+            hwkey_log(HWKEY_LOG_ERROR,
+                      "pkcs11: %s answered %s: re-initialised it, tokens "
+                      "usable again",
+                      mod->path, hwkey_p11_rv_name(rv));
         mod->recoveries++;
         mod->backoff_ms = 0;
         __atomic_store_n(&mod->down, 0, __ATOMIC_RELEASE);
@@ -201,12 +208,13 @@ void hwkey_p11_mark(HWKEY_P11_MODULE *mod, int ok, CK_RV rv)
         mod->backoff_ms = BACKOFF_MIN_MS;
         __atomic_store_n(&mod->down, 1, __ATOMIC_RELEASE);
         if (!recovery_quiet)
-            hwkey_log(HWKEY_LOG_ERROR, "pkcs11: lost %s (%s): operations fail at once until "
-                      "it is back; reconnecting every %u ms at most", mod->path,
-                      hwkey_p11_rv_name(rv), BACKOFF_MAX_MS);
+            hwkey_log(HWKEY_LOG_ERROR,
+                      "pkcs11: lost %s (%s): operations fail at once until "
+                      "it is back; reconnecting every %u ms at most",
+                      mod->path, hwkey_p11_rv_name(rv), BACKOFF_MAX_MS);
     } else {
-        mod->backoff_ms = mod->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
-                                                               : mod->backoff_ms * 2;
+        mod->backoff_ms =
+            mod->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : mod->backoff_ms * 2;
     }
     mod->next_try_ms = now + mod->backoff_ms;
 }
@@ -217,9 +225,10 @@ void hwkey_p11_raise_down_at(const char *file, int line, const char *func, HWKEY
 
     hwkey_raise_at(file, line, func, HWKEY_R_DEVICE_UNREACHABLE,
                    "PKCS#11 module %s is unreachable (lost %llu ms "
-                "ago with %s); next reconnection attempt in %llu ms", mod->path,
-                (unsigned long long)(now - mod->down_since_ms), hwkey_p11_rv_name(mod->down_rv),
-                (unsigned long long)(mod->next_try_ms > now ? mod->next_try_ms - now : 0));
+                   "ago with %s); next reconnection attempt in %llu ms",
+                   mod->path, (unsigned long long)(now - mod->down_since_ms),
+                   hwkey_p11_rv_name(mod->down_rv),
+                   (unsigned long long)(mod->next_try_ms > now ? mod->next_try_ms - now : 0));
 }
 
 int hwkey_p11_recover(HWKEY_P11_TOKEN *tok, uint64_t seen, CK_RV rv)
@@ -229,7 +238,7 @@ int hwkey_p11_recover(HWKEY_P11_TOKEN *tok, uint64_t seen, CK_RV rv)
 
     pthread_mutex_lock(&mod->lock);
     if (hwkey_p11_token_epoch(tok) != seen) {
-        ok = 1;                        /* another thread re-initialised it meanwhile */
+        ok = 1; /* another thread re-initialised it meanwhile */
     } else if (mod->down && hwkey_p11_now_ms() < mod->next_try_ms) {
         hwkey_p11_raise_down(mod);
         ok = 0;

@@ -16,9 +16,9 @@
  * token is ready now.  A replica that is out is tried again by one operation
  * (the "probe") after a back-off of 100 ms doubling to 400 ms; the probe runs
  * with the full recovery (re-initialise, log in, re-find; the module's own
- * back-off paces those) and puts the replica back when it answers.  When every replica is out, an operation
- * tries each with recovery, as a key on one token would (the module's own
- * back-off keeps that cheap while the devices stay away).
+ * back-off paces those) and puts the replica back when it answers.  When every replica is out, an
+ * operation tries each with recovery, as a key on one token would (the module's own back-off keeps
+ * that cheap while the devices stay away).
  *
  * One log line per change ("out", "back") per key and process; the
  * module-level lines of p11_recover.c are silenced for replica operations.
@@ -50,16 +50,16 @@
 #define REINIT_MAX_MS HWKEY_P11_REINIT_BACKOFF_MAX_MS /* for the log line */
 
 typedef struct {
-    HWKEY_P11_KEY *key;              /* r[0].key is the key that owns the set */
-    int out;                         /* taken out after a failure */
-    int probing;                     /* one operation is trying it again */
+    HWKEY_P11_KEY *key; /* r[0].key is the key that owns the set */
+    int out;            /* taken out after a failure */
+    int probing;        /* one operation is trying it again */
     uint64_t out_since_ms, next_try_ms;
     unsigned int backoff_ms;
 } REPLICA;
 
 struct hwkey_p11_replicas {
     pthread_mutex_t lock;
-    unsigned int next;               /* round robin, atomic */
+    unsigned int next; /* round robin, atomic */
     size_t n;
     REPLICA r[MAX_REPLICAS];
 };
@@ -72,7 +72,7 @@ static int path_add(HWKEY_P11_DEVICE *dev, const char *p, size_t n)
 
     for (size_t i = 0; i < dev->n_paths; i++)
         if (strlen(dev->paths[i]) == n && strncmp(dev->paths[i], p, n) == 0)
-            return 1;                  /* named twice: one module, loaded once */
+            return 1; /* named twice: one module, loaded once */
     grown = OPENSSL_realloc(dev->paths, (dev->n_paths + 1) * sizeof(*grown));
     if (grown == NULL || (grown[dev->n_paths] = OPENSSL_strndup(p, n)) == NULL) {
         if (grown != NULL)
@@ -99,8 +99,10 @@ int hwkey_p11_paths_parse(HWKEY_P11_DEVICE *dev, const char *list)
         while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
             n--;
         if (n == 0) {
-            hwkey_raise(HWKEY_R_CONFIG_INVALID, "pkcs11-modules has an empty entry in \"%s\" "
-                        "(a comma-separated list of module paths)", list);
+            hwkey_raise(HWKEY_R_CONFIG_INVALID,
+                        "pkcs11-modules has an empty entry in \"%s\" "
+                        "(a comma-separated list of module paths)",
+                        list);
             return 0;
         }
         if (!path_add(dev, p, n))
@@ -110,8 +112,8 @@ int hwkey_p11_paths_parse(HWKEY_P11_DEVICE *dev, const char *list)
             p++;
     }
     /* The first listed module is the default one when pkcs11-module is not set. */
-    if (dev->module_path == NULL && dev->n_paths > 0
-        && (dev->module_path = OPENSSL_strdup(dev->paths[0])) == NULL) {
+    if (dev->module_path == NULL && dev->n_paths > 0 &&
+        (dev->module_path = OPENSSL_strdup(dev->paths[0])) == NULL) {
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying pkcs11-modules");
         return 0;
     }
@@ -121,8 +123,8 @@ int hwkey_p11_paths_parse(HWKEY_P11_DEVICE *dev, const char *list)
 /* --- resolving -------------------------------------------------------------- */
 
 /* Every initialised token of mod matching uri, as token objects of mod (made if new). */
-static int tokens_all(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI *uri,
-                      HWKEY_P11_TOKEN **toks, size_t max, size_t *n)
+static int tokens_all(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI *uri, HWKEY_P11_TOKEN **toks,
+                      size_t max, size_t *n)
 {
     CK_SLOT_ID slots[64];
     CK_ULONG ns = 64;
@@ -142,15 +144,13 @@ static int tokens_all(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI *uri,
         HWKEY_P11_TOKEN *tok;
         CK_TOKEN_INFO ti;
 
-        if (mod->fl->C_GetTokenInfo(slots[i], &ti) != CKR_OK
-            || (ti.flags & CKF_TOKEN_INITIALIZED) == 0
-            || !hwkey_p11_token_matches(uri, slots[i], &ti))
+        if (mod->fl->C_GetTokenInfo(slots[i], &ti) != CKR_OK ||
+            (ti.flags & CKF_TOKEN_INITIALIZED) == 0 || !hwkey_p11_token_matches(uri, slots[i], &ti))
             continue;
         /* The same token (label and serial) keeps its one object, pool and login. */
         for (tok = mod->tokens; tok != NULL; tok = tok->next)
-            if (memcmp(tok->info.label, ti.label, sizeof(ti.label)) == 0
-                && memcmp(tok->info.serialNumber, ti.serialNumber,
-                          sizeof(ti.serialNumber)) == 0)
+            if (memcmp(tok->info.label, ti.label, sizeof(ti.label)) == 0 &&
+                memcmp(tok->info.serialNumber, ti.serialNumber, sizeof(ti.serialNumber)) == 0)
                 break;
         if (tok == NULL && (tok = hwkey_p11_token_new(mod, slots[i], &ti)) != NULL) {
             tok->next = mod->tokens;
@@ -167,9 +167,8 @@ static int tokens_all(HWKEY_P11_MODULE *mod, const HWKEY_P11_URI *uri,
  * The key of the URI text on tok: its own parsed URI (PIN sources), a
  * session, a login.  1: *out is the key; -1: the token lacks it; 0: failed.
  */
-static int key_on_token(HWKEY_P11_DEVICE *dev, HWKEY_P11_TOKEN *tok, const char *text,
-                        size_t len, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
-                        HWKEY_P11_KEY **out)
+static int key_on_token(HWKEY_P11_DEVICE *dev, HWKEY_P11_TOKEN *tok, const char *text, size_t len,
+                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_P11_KEY **out)
 {
     HWKEY_P11_URI *uri = NULL;
     HWKEY_P11_PINSRC src;
@@ -202,9 +201,9 @@ end:
 
 static int same_public(const HWKEY_P11_KEY *a, const HWKEY_P11_KEY *b)
 {
-    return a->ktype == b->ktype && a->pub_a_len == b->pub_a_len && a->pub_b_len == b->pub_b_len
-        && (a->pub_a_len == 0 || memcmp(a->pub_a, b->pub_a, a->pub_a_len) == 0)
-        && (a->pub_b_len == 0 || memcmp(a->pub_b, b->pub_b, a->pub_b_len) == 0);
+    return a->ktype == b->ktype && a->pub_a_len == b->pub_a_len && a->pub_b_len == b->pub_b_len &&
+           (a->pub_a_len == 0 || memcmp(a->pub_a, b->pub_a, a->pub_a_len) == 0) &&
+           (a->pub_b_len == 0 || memcmp(a->pub_b, b->pub_b, a->pub_b_len) == 0);
 }
 
 static const char *key_name(const HWKEY_P11_KEY *key)
@@ -226,9 +225,10 @@ static const char *last_error(void)
 static void replica_add(HWKEY_P11_KEY **keys, size_t *n, HWKEY_P11_KEY *k)
 {
     if (*n > 0 && !same_public(keys[0], k)) {
-        hwkey_log(HWKEY_LOG_ERROR, "pkcs11: token \"%s\" of %s holds a different key under "
-                  "\"%s\": not used (failover replicas must hold the same key)", k->tok->name,
-                  k->tok->mod->path, key_name(k));
+        hwkey_log(HWKEY_LOG_ERROR,
+                  "pkcs11: token \"%s\" of %s holds a different key under "
+                  "\"%s\": not used (failover replicas must hold the same key)",
+                  k->tok->name, k->tok->mod->path, key_name(k));
         hwkey_p11_key_free(&k->base);
         return;
     }
@@ -238,18 +238,20 @@ static void replica_add(HWKEY_P11_KEY **keys, size_t *n, HWKEY_P11_KEY *k)
 /* Every token of the module at path (NULL: the default) that holds the key. */
 /* *failed: set when a module or token could not be asked (not merely lacks the key). */
 static void load_module(HWKEY_P11_DEVICE *dev, const char *path, const HWKEY_P11_URI *uri,
-                        const char *text, size_t len, OSSL_PASSPHRASE_CALLBACK *pw_cb,
-                        void *pw_arg, HWKEY_P11_KEY **keys, size_t *n, int *failed)
+                        const char *text, size_t len, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                        HWKEY_P11_KEY **keys, size_t *n, int *failed)
 {
     HWKEY_P11_TOKEN *toks[MAX_REPLICAS];
     HWKEY_P11_MODULE *mod;
     size_t nt = 0;
 
     ERR_set_mark();
-    if ((mod = hwkey_p11_module_get(dev, path)) == NULL
-        || !tokens_all(mod, uri, toks, MAX_REPLICAS, &nt)) {
-        hwkey_log(HWKEY_LOG_ERROR, "pkcs11: failover: module %s not usable now (%s); key "
-                  "\"%s\" goes without it", path != NULL ? path : "(default)", last_error(),
+    if ((mod = hwkey_p11_module_get(dev, path)) == NULL ||
+        !tokens_all(mod, uri, toks, MAX_REPLICAS, &nt)) {
+        hwkey_log(HWKEY_LOG_ERROR,
+                  "pkcs11: failover: module %s not usable now (%s); key "
+                  "\"%s\" goes without it",
+                  path != NULL ? path : "(default)", last_error(),
                   uri->object != NULL ? uri->object : "(by id)");
         ERR_pop_to_mark();
         *failed = 1;
@@ -267,8 +269,8 @@ static void load_module(HWKEY_P11_DEVICE *dev, const char *path, const HWKEY_P11
         } else {
             if (r == 0)
                 *failed = 1;
-            hwkey_log(HWKEY_LOG_INFO, "pkcs11: failover: token \"%s\" of %s: %s",
-                      toks[i]->name, mod->path, last_error());
+            hwkey_log(HWKEY_LOG_INFO, "pkcs11: failover: token \"%s\" of %s: %s", toks[i]->name,
+                      mod->path, last_error());
         }
         ERR_pop_to_mark();
     }
@@ -318,16 +320,20 @@ HWKEY_LOOKUP hwkey_p11_replicas_load(HWKEY_P11_DEVICE *dev, const char *text, si
         /* Absent only if every token answered and none holds it. */
         if (!failed)
             r = HWKEY_LOOKUP_ABSENT;
-        hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "pkcs11-failover: no token of the %zu configured "
+        hwkey_raise(HWKEY_R_KEY_NOT_FOUND,
+                    "pkcs11-failover: no token of the %zu configured "
                     "module(s) holds a usable private key with object=\"%s\" (log-level 2 "
-                    "names each token's reason)", dev->n_paths > 0 ? dev->n_paths : 1,
+                    "names each token's reason)",
+                    dev->n_paths > 0 ? dev->n_paths : 1,
                     uri->object != NULL ? uri->object : "(by id)");
         goto end;
     }
     /* One token: a plain key, with the single-key recovery (p11_recover.c). */
     if (n == 1)
-        hwkey_log(HWKEY_LOG_INFO, "pkcs11: key \"%s\" on 1 token (failover: no other token "
-                  "holds it)", key_name(keys[0]));
+        hwkey_log(HWKEY_LOG_INFO,
+                  "pkcs11: key \"%s\" on 1 token (failover: no other token "
+                  "holds it)",
+                  key_name(keys[0]));
     else if (!hwkey_p11_replicas_adopt(keys, n)) {
         for (size_t i = 0; i < n; i++)
             hwkey_p11_key_free(&keys[i]->base);
@@ -402,14 +408,18 @@ static void settle(HWKEY_P11_REPLICAS *reps, REPLICA *r, int probe, int ok, CK_R
     pthread_mutex_unlock(&reps->lock);
     /* Logged outside the lock: one line per change, none per operation. */
     if (went_out)
-        hwkey_log(HWKEY_LOG_ERROR, "pkcs11: token \"%s\" of %s out (%s): key \"%s\" continues "
-                  "on %zu other token(s); retrying it every %u ms at most", r->key->tok->name,
-                  r->key->tok->mod->path, rv != CKR_OK ? hwkey_p11_rv_name(rv) : last_error(),
-                  key_name(r->key), n_in, REINIT_MAX_MS);
+        hwkey_log(HWKEY_LOG_ERROR,
+                  "pkcs11: token \"%s\" of %s out (%s): key \"%s\" continues "
+                  "on %zu other token(s); retrying it every %u ms at most",
+                  r->key->tok->name, r->key->tok->mod->path,
+                  rv != CKR_OK ? hwkey_p11_rv_name(rv) : last_error(), key_name(r->key), n_in,
+                  REINIT_MAX_MS);
     if (came_back)
-        hwkey_log(HWKEY_LOG_ERROR, "pkcs11: token \"%s\" of %s back after %llu ms: key \"%s\" "
-                  "uses it again", r->key->tok->name, r->key->tok->mod->path,
-                  (unsigned long long)away, key_name(r->key));
+        hwkey_log(HWKEY_LOG_ERROR,
+                  "pkcs11: token \"%s\" of %s back after %llu ms: key \"%s\" "
+                  "uses it again",
+                  r->key->tok->name, r->key->tok->mod->path, (unsigned long long)away,
+                  key_name(r->key));
 }
 
 /*
@@ -418,8 +428,8 @@ static void settle(HWKEY_P11_REPLICAS *reps, REPLICA *r, int probe, int ok, CK_R
  * recover: r is out and this is its retry (re-initialise, log in, re-find);
  * probe: this attempt holds r's probe claim.
  */
-static int attempt(HWKEY_P11_REPLICAS *reps, REPLICA *r, HWKEY_P11_RUN_FN *run, void *op,
-                   CK_RV *rv, int recover, int probe, int *res)
+static int attempt(HWKEY_P11_REPLICAS *reps, REPLICA *r, HWKEY_P11_RUN_FN *run, void *op, CK_RV *rv,
+                   int recover, int probe, int *res)
 {
     int answered;
 
@@ -430,8 +440,8 @@ static int attempt(HWKEY_P11_REPLICAS *reps, REPLICA *r, HWKEY_P11_RUN_FN *run, 
     *rv = CKR_OK;
     *res = run(r->key, op, rv, recover);
     hwkey_p11_recovery_quiet(0);
-    answered = *res == 1 || (*res == 0 && !hwkey_p11_rv_device_lost(*rv)
-                             && !hwkey_p11_rv_session_dead(*rv));
+    answered = *res == 1 ||
+               (*res == 0 && !hwkey_p11_rv_device_lost(*rv) && !hwkey_p11_rv_session_dead(*rv));
     settle(reps, r, probe, answered, *res == 0 ? *rv : hwkey_p11_noted_rv());
     return answered;
 }

@@ -13,9 +13,9 @@
 
 int hwkey_p11_rv_session_dead(CK_RV rv)
 {
-    return rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED
-        || rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT
-        || rv == CKR_CRYPTOKI_NOT_INITIALIZED;
+    return rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
+           rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT ||
+           rv == CKR_CRYPTOKI_NOT_INITIALIZED;
 }
 
 static CK_RV open_session(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE *s)
@@ -58,7 +58,7 @@ int hwkey_p11_session_get(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE *s, uint64_t *
             uint64_t ep = tok->epoch;
             CK_RV rv;
 
-            tok->n_open++;                     /* reserve the slot, open unlocked */
+            tok->n_open++; /* reserve the slot, open unlocked */
             tok->n_out++;
             pthread_mutex_unlock(&tok->lock);
             rv = open_session(tok, s);
@@ -103,7 +103,7 @@ void hwkey_p11_session_put(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, uint64_t e
         tok->n_open--;
         tok->mod->fl->C_CloseSession(s);
         if (tok->n_open == 0)
-            tok->logged_in = 0;        /* the last session closed: the token logged out */
+            tok->logged_in = 0; /* the last session closed: the token logged out */
     } else if (tok->n_idle < tok->max_open) {
         tok->idle[tok->n_idle++] = s;
     }

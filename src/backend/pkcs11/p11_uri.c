@@ -18,12 +18,22 @@
 
 #define URI_MAX_LEN 4096
 
-static const char *const path_attrs[] = {
-    "token", "manufacturer", "model", "serial", "slot-id", "slot-description",
-    "slot-manufacturer", "library-manufacturer", "library-description", "library-version",
-    "object", "id", "type", NULL};
-static const char *const query_attrs[] = {"pin-source", "pin-value", "module-name",
-                                          "module-path", NULL};
+static const char *const path_attrs[] = {"token",
+                                         "manufacturer",
+                                         "model",
+                                         "serial",
+                                         "slot-id",
+                                         "slot-description",
+                                         "slot-manufacturer",
+                                         "library-manufacturer",
+                                         "library-description",
+                                         "library-version",
+                                         "object",
+                                         "id",
+                                         "type",
+                                         NULL};
+static const char *const query_attrs[] = {"pin-source", "pin-value", "module-name", "module-path",
+                                          NULL};
 
 static int known(const char *const *names, const char *name, size_t n)
 {
@@ -74,20 +84,22 @@ static int check_attrs(const char *s, size_t len, char sep, const char *const *n
             continue;
         }
         if (!known(names, p, nlen)) {
-            hwkey_raise(HWKEY_R_INVALID_URI, "unknown URI %s attribute \"%.*s\"", part,
-                        (int)nlen, p);
+            hwkey_raise(HWKEY_R_INVALID_URI, "unknown URI %s attribute \"%.*s\"", part, (int)nlen,
+                        p);
             return 0;
         }
-        if (nlen == 4 && memcmp(p, "type", 4) == 0
-            && !known(type_values, eq + 1, (size_t)(next - eq - 1))) {
-            hwkey_raise(HWKEY_R_INVALID_URI, "URI type=\"%.*s\" is not one of public, private, "
-                        "cert, secret-key, data", (int)(next - eq - 1), eq + 1);
+        if (nlen == 4 && memcmp(p, "type", 4) == 0 &&
+            !known(type_values, eq + 1, (size_t)(next - eq - 1))) {
+            hwkey_raise(HWKEY_R_INVALID_URI,
+                        "URI type=\"%.*s\" is not one of public, private, "
+                        "cert, secret-key, data",
+                        (int)(next - eq - 1), eq + 1);
             return 0;
         }
         for (size_t i = 0; i < n_seen; i++) {
             if (seen_len[i] == nlen && memcmp(seen[i], p, nlen) == 0) {
-                hwkey_raise(HWKEY_R_INVALID_URI, "URI attribute \"%.*s\" is given twice",
-                            (int)nlen, p);
+                hwkey_raise(HWKEY_R_INVALID_URI, "URI attribute \"%.*s\" is given twice", (int)nlen,
+                            p);
                 return 0;
             }
         }
@@ -151,11 +163,11 @@ int hwkey_p11_uri_parse(const char *s, size_t len, HWKEY_P11_URI **out)
         goto end;
     path = text + 7;
     query = strchr(path, '?');
-    if (!check_attrs(path, query != NULL ? (size_t)(query - path) : strlen(path), ';',
-                     path_attrs, "path", &vendor_seen))
+    if (!check_attrs(path, query != NULL ? (size_t)(query - path) : strlen(path), ';', path_attrs,
+                     "path", &vendor_seen))
         goto end;
-    if (query != NULL && !check_attrs(query + 1, strlen(query + 1), '&', query_attrs, "query",
-                                      &vendor_seen))
+    if (query != NULL &&
+        !check_attrs(query + 1, strlen(query + 1), '&', query_attrs, "query", &vendor_seen))
         goto end;
 
     if ((pu = p11_kit_uri_new()) == NULL || (u = OPENSSL_zalloc(sizeof(*u))) == NULL) {
@@ -179,19 +191,19 @@ int hwkey_p11_uri_parse(const char *s, size_t len, HWKEY_P11_URI **out)
     }
 
     ti = p11_kit_uri_get_token_info(pu);
-    if ((is_set(ti->label, sizeof(ti->label)) && (u->token = unpad(ti->label, 32)) == NULL)
-        || (is_set(ti->manufacturerID, 32) && (u->manufacturer = unpad(ti->manufacturerID, 32))
-                                                  == NULL)
-        || (is_set(ti->model, 16) && (u->model = unpad(ti->model, 16)) == NULL)
-        || (is_set(ti->serialNumber, 16) && (u->serial = unpad(ti->serialNumber, 16)) == NULL))
+    if ((is_set(ti->label, sizeof(ti->label)) && (u->token = unpad(ti->label, 32)) == NULL) ||
+        (is_set(ti->manufacturerID, 32) &&
+         (u->manufacturer = unpad(ti->manufacturerID, 32)) == NULL) ||
+        (is_set(ti->model, 16) && (u->model = unpad(ti->model, 16)) == NULL) ||
+        (is_set(ti->serialNumber, 16) && (u->serial = unpad(ti->serialNumber, 16)) == NULL))
         goto oom;
     slot = p11_kit_uri_get_slot_id(pu);
     if (slot != (CK_SLOT_ID)-1) {
         u->has_slot_id = 1;
         u->slot_id = slot;
     }
-    if ((a = p11_kit_uri_get_attribute(pu, CKA_LABEL)) != NULL
-        && (u->object = OPENSSL_strndup(a->pValue, a->ulValueLen)) == NULL)
+    if ((a = p11_kit_uri_get_attribute(pu, CKA_LABEL)) != NULL &&
+        (u->object = OPENSSL_strndup(a->pValue, a->ulValueLen)) == NULL)
         goto oom;
     if ((a = p11_kit_uri_get_attribute(pu, CKA_ID)) != NULL) {
         u->has_id = 1;
@@ -199,8 +211,8 @@ int hwkey_p11_uri_parse(const char *s, size_t len, HWKEY_P11_URI **out)
         if (a->ulValueLen > 0 && (u->id = OPENSSL_memdup(a->pValue, a->ulValueLen)) == NULL)
             goto oom;
     }
-    if ((a = p11_kit_uri_get_attribute(pu, CKA_CLASS)) != NULL
-        && a->ulValueLen == sizeof(CK_OBJECT_CLASS)) {
+    if ((a = p11_kit_uri_get_attribute(pu, CKA_CLASS)) != NULL &&
+        a->ulValueLen == sizeof(CK_OBJECT_CLASS)) {
         u->has_class = 1;
         memcpy(&u->klass, a->pValue, sizeof(u->klass));
     }
@@ -210,9 +222,9 @@ int hwkey_p11_uri_parse(const char *s, size_t len, HWKEY_P11_URI **out)
         if ((u->pin_value = hwkey_secmem_strndup(pv, strlen(pv))) == NULL)
             goto end;
     }
-    if (!dup_opt(p11_kit_uri_get_pin_source(pu), &u->pin_source)
-        || !dup_opt(p11_kit_uri_get_module_path(pu), &u->module_path)
-        || !dup_opt(p11_kit_uri_get_module_name(pu), &u->module_name))
+    if (!dup_opt(p11_kit_uri_get_pin_source(pu), &u->pin_source) ||
+        !dup_opt(p11_kit_uri_get_module_path(pu), &u->module_path) ||
+        !dup_opt(p11_kit_uri_get_module_name(pu), &u->module_name))
         goto oom;
     *out = u;
     u = NULL;
@@ -252,8 +264,7 @@ void hwkey_p11_uri_free(HWKEY_P11_URI *u)
 }
 
 char *hwkey_p11_uri_for_object(const CK_TOKEN_INFO *ti, const unsigned char *id, size_t id_len,
-                               const char *label, CK_OBJECT_CLASS klass,
-                               const HWKEY_P11_URI *base)
+                               const char *label, CK_OBJECT_CLASS klass, const HWKEY_P11_URI *base)
 {
     P11KitUri *pu = p11_kit_uri_new();
     CK_TOKEN_INFO *uti;
@@ -293,8 +304,7 @@ char *hwkey_p11_uri_for_object(const CK_TOKEN_INFO *ti, const unsigned char *id,
         if (base->pin_source != NULL)
             p11_kit_uri_set_pin_source(pu, base->pin_source);
     }
-    if (p11_kit_uri_format(pu, P11_KIT_URI_FOR_OBJECT_ON_TOKEN_AND_MODULE, &text)
-        != P11_KIT_URI_OK)
+    if (p11_kit_uri_format(pu, P11_KIT_URI_FOR_OBJECT_ON_TOKEN_AND_MODULE, &text) != P11_KIT_URI_OK)
         goto oom;
     res = OPENSSL_strdup(text);
     if (res == NULL)

@@ -103,7 +103,7 @@ typedef struct {
     unsigned char *ek_cert; /* OPENSSL_malloc, may stay NULL */
     size_t ek_cert_len;
     TPM2_HANDLE ek_cert_index; /* NV index it came from, 0 if none */
-    const char *failed; /* which step the returned rc belongs to */
+    const char *failed;        /* which step the returned rc belongs to */
 } CERTIFY;
 
 static TSS2_RC endorsement_primary(ESYS_CONTEXT *esys, const TPM2B_PUBLIC *tmpl, ESYS_TR *tr,

@@ -46,8 +46,8 @@ int hwkey_tpm2_parse_handle_ex(const unsigned char *data, size_t len, uint32_t *
     if (ask_pass != NULL)
         *ask_pass = 0;
     /* tpm2-openssl's "handle:0x81000020?pass": the key has an auth value, ask for it. */
-    if (ask_pass != NULL && len > suffix_len
-        && memcmp(data + len - suffix_len, pass_suffix, suffix_len) == 0) {
+    if (ask_pass != NULL && len > suffix_len &&
+        memcmp(data + len - suffix_len, pass_suffix, suffix_len) == 0) {
         *ask_pass = 1;
         len -= suffix_len;
     }
@@ -57,14 +57,15 @@ int hwkey_tpm2_parse_handle_ex(const unsigned char *data, size_t len, uint32_t *
     buf[len - 7] = '\0';
     errno = 0;
     v = strtoul(buf, &end, 0);
-    if (errno != 0 || end == buf || *end != '\0' || (v >> 24) != TPM2_HT_PERSISTENT
-        || v > 0xfffffffful)
+    if (errno != 0 || end == buf || *end != '\0' || (v >> 24) != TPM2_HT_PERSISTENT ||
+        v > 0xfffffffful)
         goto bad;
     *handle = (uint32_t)v;
     return 1;
 bad:
-    hwkey_raise(HWKEY_R_BAD_ARGUMENT, "\"%.*s\" is not a persistent TPM handle "
-                                      "(handle:0x81000000 .. handle:0x81ffffff%s)",
+    hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                "\"%.*s\" is not a persistent TPM handle "
+                "(handle:0x81000000 .. handle:0x81ffffff%s)",
                 (int)(len > 40 ? 40 : len), (const char *)data,
                 ask_pass != NULL ? ", optionally followed by ?pass" : "");
     return 0;
@@ -93,9 +94,9 @@ static int from_keyfile(HWKEY_TPM2_KEY *key, const HWKEY_KEYREF *ref, int want_a
     if (!hwkey_tss2_keyfile_decode(ref->data, ref->len, &kf))
         return 0;
     /* Importable (offline import): TPM2_Import runs at the first load (tpm2_offline.c). */
-    if (kf.type == HWKEY_TSS2_IMPORTABLE
-        && (kf.secret == NULL
-            || !hwkey_tpm2_import_seed_parse(kf.secret, kf.secret_len, &key->import_seed))) {
+    if (kf.type == HWKEY_TSS2_IMPORTABLE &&
+        (kf.secret == NULL ||
+         !hwkey_tpm2_import_seed_parse(kf.secret, kf.secret_len, &key->import_seed))) {
         if (kf.secret == NULL)
             hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
                         "importable TSS2 key file (2.23.133.10.1.4) without its secret seed");
@@ -106,15 +107,14 @@ static int from_keyfile(HWKEY_TPM2_KEY *key, const HWKEY_KEYREF *ref, int want_a
                     "only loadable or importable TSS2 keys (2.23.133.10.1.3/4) can be used");
         goto end;
     }
-    if (!hwkey_tpm2_keyfile_parts(&kf, "key", &key->pub, &key->priv, &key->parent,
-                                  &key->policy))
+    if (!hwkey_tpm2_keyfile_parts(&kf, "key", &key->pub, &key->priv, &key->parent, &key->policy))
         goto end;
     /*
      * emptyAuth FALSE: ask, and take what the application gives, an empty
      * value too (tpm2-tools 5.4 marks keys without one this way, docs/tpm2.md).
      */
-    if (want_auth && !kf.empty_auth
-        && !ask_auth(key, HWKEY_TPM2_AUTH_REQUIRED, "in the key file", pw_cb, pw_arg))
+    if (want_auth && !kf.empty_auth &&
+        !ask_auth(key, HWKEY_TPM2_AUTH_REQUIRED, "in the key file", pw_cb, pw_arg))
         goto end;
     ok = 1;
 end:
@@ -129,8 +129,8 @@ static int read_persistent_public(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys)
     TSS2_RC rc;
 
     do {
-        rc = Esys_ReadPublic(esys, key->tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub,
-                             NULL, NULL);
+        rc = Esys_ReadPublic(esys, key->tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL,
+                             NULL);
     } while (hwkey_tpm2_retry(&retry, rc));
     if (rc != TSS2_RC_SUCCESS)
         return hwkey_tpm2_raise_rc(rc, "reading the persistent key's public area");
@@ -152,8 +152,7 @@ static int public_helper(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, void *out)
     q->key.tr = ESYS_TR_NONE;
     q->key.base.device = NULL; /* open_persistent() only reports through it on failure */
     if (Esys_TR_FromTPMPublic(esys, q->key.persistent, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                              &q->key.tr)
-        != TSS2_RC_SUCCESS) {
+                              &q->key.tr) != TSS2_RC_SUCCESS) {
         hwkey_raise(HWKEY_R_KEY_NOT_FOUND, "no TPM key at handle:0x%08x",
                     (unsigned int)q->key.persistent);
         return 0;
@@ -169,8 +168,7 @@ static int persistent_public_from_helper(HWKEY_TPM2_KEY *key)
     if (q == NULL)
         return 0;
     q->key.persistent = key->persistent;
-    ok = hwkey_tpm2_run_helper((HWKEY_TPM2_DEVICE *)key->base.device, public_helper, q,
-                               sizeof(*q));
+    ok = hwkey_tpm2_run_helper((HWKEY_TPM2_DEVICE *)key->base.device, public_helper, q, sizeof(*q));
     if (ok)
         key->pub = q->key.pub;
     OPENSSL_free(q);
@@ -297,7 +295,7 @@ end:
 
 /* FOUND or FAILED: a TPM reference always names one object (no "absent"). */
 static HWKEY_LOOKUP tpm2_key_load(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref,
-                         OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out)
+                                  OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out)
 {
     HWKEY_TPM2_KEY *key = NULL;
 

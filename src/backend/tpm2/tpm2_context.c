@@ -120,8 +120,8 @@ HWKEY_DEVICE *hwkey_tpm2_device_open(const HWKEY_CONFIG *cfg)
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "copying the TCTI string");
         goto err;
     }
-    if (cfg != NULL && cfg->tpm2_parent != NULL && cfg->tpm2_parent[0] != '\0'
-        && !parse_parent(cfg->tpm2_parent, &dev->cfg_parent))
+    if (cfg != NULL && cfg->tpm2_parent != NULL && cfg->tpm2_parent[0] != '\0' &&
+        !parse_parent(cfg->tpm2_parent, &dev->cfg_parent))
         goto err;
     dev->rm_mode = hwkey_tpm2_tcti_is_rm(conf);
     hwkey_tpm2_tss_log_apply();
@@ -202,8 +202,8 @@ static int connect_locked(HWKEY_TPM2_DEVICE *dev)
  */
 static void abandon_after_fork(HWKEY_TPM2_DEVICE *dev)
 {
-    hwkey_log(HWKEY_LOG_INFO, "tpm2: fork detected (pid %ld -> %ld), reconnecting",
-              (long)dev->pid, (long)getpid());
+    hwkey_log(HWKEY_LOG_INFO, "tpm2: fork detected (pid %ld -> %ld), reconnecting", (long)dev->pid,
+              (long)getpid());
     dev->esys = NULL;
     dev->tcti = NULL; /* a caller-supplied TCTI is the parent's connection too */
     dev->pid = getpid();
@@ -248,18 +248,17 @@ static int stale_handle(TSS2_RC rc)
 {
     TSS2_RC base = hwkey_tpm2_rc_base(rc), layer = rc & TSS2_RC_LAYER_MASK;
 
-    return (layer == TSS2_TPM_RC_LAYER || layer == TSS2_RESMGR_TPM_RC_LAYER)
-           && base >= TPM2_RC_REFERENCE_H0
-           && base <= TPM2_RC_REFERENCE_H6;
+    return (layer == TSS2_TPM_RC_LAYER || layer == TSS2_RESMGR_TPM_RC_LAYER) &&
+           base >= TPM2_RC_REFERENCE_H0 && base <= TPM2_RC_REFERENCE_H6;
 }
 
 void hwkey_tpm2_rc_seen(TSS2_RC rc)
 {
-    if (held_dev != NULL && hwkey_tpm2_reason(rc) == HWKEY_R_DEVICE_BUSY
-        && hwkey_tpm2_rc_base(rc) == TPM2_RC_SESSION_MEMORY)
+    if (held_dev != NULL && hwkey_tpm2_reason(rc) == HWKEY_R_DEVICE_BUSY &&
+        hwkey_tpm2_rc_base(rc) == TPM2_RC_SESSION_MEMORY)
         held_dev->flush_sessions = 1;
-    if (held_dev != NULL && held_dev->esys != NULL
-        && (hwkey_tpm2_conn_broken(rc) || (held_dev->rm_mode && stale_handle(rc)))) {
+    if (held_dev != NULL && held_dev->esys != NULL &&
+        (hwkey_tpm2_conn_broken(rc) || (held_dev->rm_mode && stale_handle(rc)))) {
         if (!held_dev->broken)
             hwkey_tpm2_mark_lost(held_dev, rc);
         held_dev->broken = 1;
@@ -312,8 +311,8 @@ static ESYS_CONTEXT *acquire(HWKEY_TPM2_DEVICE *dev, int loads_objects)
      * that command, fetches from OpenSSL, which asks hwkey.so what the TPM
      * supports (seen: 25 s per `hwkey decrypt`, the probe timing out).
      */
-    if ((dev->esys == NULL && !connect_locked(dev))
-        || (loads_objects && !hwkey_tpm2_lock_take(dev))) {
+    if ((dev->esys == NULL && !connect_locked(dev)) ||
+        (loads_objects && !hwkey_tpm2_lock_take(dev))) {
         unlock_all(dev);
         return NULL;
     }

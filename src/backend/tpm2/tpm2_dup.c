@@ -93,9 +93,8 @@ static int digest_parts(TPMI_ALG_HASH alg, const unsigned char *key, size_t keyl
     if (key != NULL) {
         params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)mdname, 0);
         params[1] = OSSL_PARAM_construct_end();
-        if ((mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL
-            || (mctx = EVP_MAC_CTX_new(mac)) == NULL
-            || !EVP_MAC_init(mctx, key, keylen, params))
+        if ((mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL ||
+            (mctx = EVP_MAC_CTX_new(mac)) == NULL || !EVP_MAC_init(mctx, key, keylen, params))
             goto fail;
         for (size_t i = 0; i < nparts; i++)
             if (parts[i].n > 0 && !EVP_MAC_update(mctx, parts[i].p, parts[i].n))
@@ -105,8 +104,8 @@ static int digest_parts(TPMI_ALG_HASH alg, const unsigned char *key, size_t keyl
     } else {
         unsigned int dlen = 0;
 
-        if ((md = EVP_MD_fetch(NULL, mdname, NULL)) == NULL || (dctx = EVP_MD_CTX_new()) == NULL
-            || !EVP_DigestInit_ex(dctx, md, NULL))
+        if ((md = EVP_MD_fetch(NULL, mdname, NULL)) == NULL || (dctx = EVP_MD_CTX_new()) == NULL ||
+            !EVP_DigestInit_ex(dctx, md, NULL))
             goto fail;
         for (size_t i = 0; i < nparts; i++)
             if (parts[i].n > 0 && !EVP_DigestUpdate(dctx, parts[i].p, parts[i].n))
@@ -232,19 +231,19 @@ static int share_seed_ecc(const TPMT_PUBLIC *parent, unsigned char *seed, size_t
     }
     if ((peer = hwkey_tpm2_public_to_pkey(parent, NULL, NULL)) == NULL)
         return 0;
-    if ((eph = EVP_PKEY_Q_keygen(NULL, NULL, "EC", group)) == NULL
-        || (ctx = EVP_PKEY_CTX_new_from_pkey(NULL, eph, NULL)) == NULL
-        || EVP_PKEY_derive_init(ctx) <= 0 || EVP_PKEY_derive_set_peer(ctx, peer) <= 0
-        || EVP_PKEY_derive(ctx, NULL, &zlen) <= 0 || zlen > sizeof(point.x.buffer)
-        || (z = hwkey_secmem_alloc(zlen)) == NULL || EVP_PKEY_derive(ctx, z, &zlen) <= 0) {
+    if ((eph = EVP_PKEY_Q_keygen(NULL, NULL, "EC", group)) == NULL ||
+        (ctx = EVP_PKEY_CTX_new_from_pkey(NULL, eph, NULL)) == NULL ||
+        EVP_PKEY_derive_init(ctx) <= 0 || EVP_PKEY_derive_set_peer(ctx, peer) <= 0 ||
+        EVP_PKEY_derive(ctx, NULL, &zlen) <= 0 || zlen > sizeof(point.x.buffer) ||
+        (z = hwkey_secmem_alloc(zlen)) == NULL || EVP_PKEY_derive(ctx, z, &zlen) <= 0) {
         hwkey_raise(HWKEY_R_INTERNAL, "ephemeral ECDH with the parent key on %s failed", group);
         goto end;
     }
     /* Coordinates at the field's full length: the TPM hashes x as it receives it. */
-    if (!EVP_PKEY_get_bn_param(eph, OSSL_PKEY_PARAM_EC_PUB_X, &x)
-        || !EVP_PKEY_get_bn_param(eph, OSSL_PKEY_PARAM_EC_PUB_Y, &y)
-        || BN_bn2binpad(x, point.x.buffer, (int)zlen) < 0
-        || BN_bn2binpad(y, point.y.buffer, (int)zlen) < 0) {
+    if (!EVP_PKEY_get_bn_param(eph, OSSL_PKEY_PARAM_EC_PUB_X, &x) ||
+        !EVP_PKEY_get_bn_param(eph, OSSL_PKEY_PARAM_EC_PUB_Y, &y) ||
+        BN_bn2binpad(x, point.x.buffer, (int)zlen) < 0 ||
+        BN_bn2binpad(y, point.y.buffer, (int)zlen) < 0) {
         hwkey_raise(HWKEY_R_INTERNAL, "reading the ephemeral key's point");
         goto end;
     }
@@ -284,12 +283,12 @@ static int share_seed_rsa(const TPMT_PUBLIC *parent, unsigned char *seed, size_t
         hwkey_raise(HWKEY_R_INTERNAL, "no random bytes for the import seed");
         goto end;
     }
-    if ((label = OPENSSL_memdup("DUPLICATE", sizeof("DUPLICATE"))) == NULL
-        || (ctx = EVP_PKEY_CTX_new_from_pkey(NULL, peer, NULL)) == NULL
-        || EVP_PKEY_encrypt_init(ctx) <= 0
-        || EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) <= 0
-        || EVP_PKEY_CTX_set_rsa_oaep_md_name(ctx, mdname, NULL) <= 0
-        || EVP_PKEY_CTX_set0_rsa_oaep_label(ctx, label, sizeof("DUPLICATE")) <= 0) {
+    if ((label = OPENSSL_memdup("DUPLICATE", sizeof("DUPLICATE"))) == NULL ||
+        (ctx = EVP_PKEY_CTX_new_from_pkey(NULL, peer, NULL)) == NULL ||
+        EVP_PKEY_encrypt_init(ctx) <= 0 ||
+        EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) <= 0 ||
+        EVP_PKEY_CTX_set_rsa_oaep_md_name(ctx, mdname, NULL) <= 0 ||
+        EVP_PKEY_CTX_set0_rsa_oaep_label(ctx, label, sizeof("DUPLICATE")) <= 0) {
         hwkey_raise(HWKEY_R_INTERNAL, "setting up RSA-OAEP to the parent key");
         goto end;
     }
@@ -378,8 +377,10 @@ int hwkey_tpm2_dup_wrap(const TPMT_PUBLIC *parent, const TPMT_PUBLIC *obj,
     s->plain[1] = (unsigned char)plainlen;
     plainlen += 2;
     if (2 + dlen + plainlen > sizeof(dup->buffer)) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the key's sensitive area (%zu bytes) does not fit "
-                                          "a TPM2B_PRIVATE", plainlen);
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                    "the key's sensitive area (%zu bytes) does not fit "
+                    "a TPM2B_PRIVATE",
+                    plainlen);
         goto end;
     }
 
@@ -398,16 +399,16 @@ int hwkey_tpm2_dup_wrap(const TPMT_PUBLIC *parent, const TPMT_PUBLIC *obj,
         goto end;
     }
     if (!hwkey_tpm2_kdfa(parent->nameAlg, s->seed, dlen, "STORAGE", name.name, name.size, NULL, 0,
-                         s->sym_key, keylen)
-        || !hwkey_tpm2_kdfa(parent->nameAlg, s->seed, dlen, "INTEGRITY", NULL, 0, NULL, 0,
-                            s->hmac_key, dlen))
+                         s->sym_key, keylen) ||
+        !hwkey_tpm2_kdfa(parent->nameAlg, s->seed, dlen, "INTEGRITY", NULL, 0, NULL, 0, s->hmac_key,
+                         dlen))
         goto end;
 
     enc = dup->buffer + 2 + dlen;
-    if ((cctx = EVP_CIPHER_CTX_new()) == NULL
-        || !EVP_EncryptInit_ex2(cctx, cipher, s->sym_key, iv, NULL)
-        || !EVP_EncryptUpdate(cctx, enc, &outl, s->plain, (int)plainlen)
-        || !EVP_EncryptFinal_ex(cctx, enc + outl, &finl) || (size_t)(outl + finl) != plainlen) {
+    if ((cctx = EVP_CIPHER_CTX_new()) == NULL ||
+        !EVP_EncryptInit_ex2(cctx, cipher, s->sym_key, iv, NULL) ||
+        !EVP_EncryptUpdate(cctx, enc, &outl, s->plain, (int)plainlen) ||
+        !EVP_EncryptFinal_ex(cctx, enc + outl, &finl) || (size_t)(outl + finl) != plainlen) {
         hwkey_raise(HWKEY_R_INTERNAL, "AES-CFB encryption of the sensitive area failed");
         goto end;
     }

@@ -79,8 +79,8 @@ int hwkey_tpm2_glib_check(HWKEY_TPM2_DEVICE *dev)
 }
 
 /* In the helper child: connect, run fn, write "ok | out | message", exit. */
-static void helper_child(HWKEY_TPM2_DEVICE *dev, hwkey_tpm2_helper_fn *fn, void *out,
-                         size_t outlen, int fd)
+static void helper_child(HWKEY_TPM2_DEVICE *dev, hwkey_tpm2_helper_fn *fn, void *out, size_t outlen,
+                         int fd)
 {
     TSS2_TCTI_CONTEXT *tcti = NULL;
     ESYS_CONTEXT *esys = NULL;
@@ -100,8 +100,8 @@ static void helper_child(HWKEY_TPM2_DEVICE *dev, hwkey_tpm2_helper_fn *fn, void 
     if (!ok && ERR_peek_last_error_data(&data, &flags) != 0 && data != NULL)
         snprintf(msg, sizeof(msg), "%s", data);
     /* Short pipe writes of < PIPE_BUF bytes each are atomic: no loop needed. */
-    if (write(fd, &ok, sizeof(ok)) < 0 || write(fd, out, outlen) < 0
-        || write(fd, msg, sizeof(msg)) < 0)
+    if (write(fd, &ok, sizeof(ok)) < 0 || write(fd, out, outlen) < 0 ||
+        write(fd, msg, sizeof(msg)) < 0)
         _exit(2);
     _exit(0); /* no atexit, no OpenSSL cleanup: this is a copy of the caller */
 }
@@ -148,8 +148,8 @@ int hwkey_tpm2_run_helper(HWKEY_TPM2_DEVICE *dev, hwkey_tpm2_helper_fn *fn, void
         helper_child(dev, fn, out, outlen, fds[1]);
     }
     close(fds[1]);
-    if (!read_full(fds[0], &ok, sizeof(ok)) || !read_full(fds[0], out, outlen)
-        || !read_full(fds[0], msg, sizeof(msg))) {
+    if (!read_full(fds[0], &ok, sizeof(ok)) || !read_full(fds[0], out, outlen) ||
+        !read_full(fds[0], msg, sizeof(msg))) {
         kill(pid, SIGKILL);
         ok = 0;
         snprintf(msg, sizeof(msg), "the tpm2-abrmd helper process gave no answer within %d s",
@@ -161,6 +161,7 @@ int hwkey_tpm2_run_helper(HWKEY_TPM2_DEVICE *dev, hwkey_tpm2_helper_fn *fn, void
         ;
     msg[sizeof(msg) - 1] = '\0';
     if (!ok)
-        hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "%s", msg[0] != '\0' ? msg : "tpm2-abrmd helper failed");
+        hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "%s",
+                    msg[0] != '\0' ? msg : "tpm2-abrmd helper failed");
     return ok;
 }

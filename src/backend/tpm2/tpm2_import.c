@@ -30,17 +30,18 @@
 #include "util/tss2_keyfile.h"
 
 /* Attributes an imported object may not carry (TPM 2.0 Part 3, TPM2_Import). */
-#define IMPORT_FORBIDDEN_ATTRS                                                                    \
-    (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN            \
-     | TPMA_OBJECT_ENCRYPTEDDUPLICATION)
+#define IMPORT_FORBIDDEN_ATTRS                                                                     \
+    (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |            \
+     TPMA_OBJECT_ENCRYPTEDDUPLICATION)
 
 /* A big number into a TPM2B buffer at exactly len bytes (left-padded). */
 static int bn_to_buf(const BIGNUM *bn, BYTE *buf, size_t max, size_t len, UINT16 *size,
                      const char *what)
 {
     if (len > max || BN_num_bytes(bn) > (int)len || BN_bn2binpad(bn, buf, (int)len) < 0) {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "the key's %s (%d bytes) does not fit the "
-                                                   "TPM structure (%zu bytes)",
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                    "the key's %s (%d bytes) does not fit the "
+                    "TPM structure (%zu bytes)",
                     what, BN_num_bytes(bn), len);
         return 0;
     }
@@ -82,8 +83,8 @@ static int fill_ec(EVP_PKEY *soft, TPM2B_PUBLIC *pub, TPMT_SENSITIVE *sens)
     if (!ec_curve_of(soft, &spec.curve_nid) || !hwkey_tpm2_key_template(&spec, pub))
         return 0;
     flen = ((size_t)EVP_PKEY_get_bits(soft) + 7) / 8;
-    if (!EVP_PKEY_get_bn_param(soft, OSSL_PKEY_PARAM_EC_PUB_X, &x)
-        || !EVP_PKEY_get_bn_param(soft, OSSL_PKEY_PARAM_EC_PUB_Y, &y)) {
+    if (!EVP_PKEY_get_bn_param(soft, OSSL_PKEY_PARAM_EC_PUB_X, &x) ||
+        !EVP_PKEY_get_bn_param(soft, OSSL_PKEY_PARAM_EC_PUB_Y, &y)) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the EC key has no public point");
         goto end;
     }
@@ -91,10 +92,10 @@ static int fill_ec(EVP_PKEY *soft, TPM2B_PUBLIC *pub, TPMT_SENSITIVE *sens)
         hwkey_raise(HWKEY_R_NO_PRIVATE_KEY, "the EC key has no private scalar to import");
         goto end;
     }
-    ok = bn_to_buf(x, pt->x.buffer, sizeof(pt->x.buffer), flen, &pt->x.size, "public x")
-         && bn_to_buf(y, pt->y.buffer, sizeof(pt->y.buffer), flen, &pt->y.size, "public y")
-         && bn_to_buf(d, sens->sensitive.ecc.buffer, sizeof(sens->sensitive.ecc.buffer), flen,
-                      &sens->sensitive.ecc.size, "private scalar");
+    ok = bn_to_buf(x, pt->x.buffer, sizeof(pt->x.buffer), flen, &pt->x.size, "public x") &&
+         bn_to_buf(y, pt->y.buffer, sizeof(pt->y.buffer), flen, &pt->y.size, "public y") &&
+         bn_to_buf(d, sens->sensitive.ecc.buffer, sizeof(sens->sensitive.ecc.buffer), flen,
+                   &sens->sensitive.ecc.size, "private scalar");
     sens->sensitiveType = TPM2_ALG_ECC;
 end:
     BN_free(x);
@@ -120,8 +121,8 @@ static int fill_rsa(EVP_PKEY *soft, TPM2B_PUBLIC *pub, TPMT_SENSITIVE *sens)
     }
     if (!hwkey_tpm2_key_template(&spec, pub))
         return 0;
-    if (!EVP_PKEY_get_bn_param(soft, OSSL_PKEY_PARAM_RSA_N, &n)
-        || !EVP_PKEY_get_bn_param(soft, OSSL_PKEY_PARAM_RSA_E, &e)) {
+    if (!EVP_PKEY_get_bn_param(soft, OSSL_PKEY_PARAM_RSA_N, &n) ||
+        !EVP_PKEY_get_bn_param(soft, OSSL_PKEY_PARAM_RSA_E, &e)) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the RSA key has no modulus or exponent");
         goto end;
     }
@@ -143,9 +144,9 @@ static int fill_rsa(EVP_PKEY *soft, TPM2B_PUBLIC *pub, TPMT_SENSITIVE *sens)
     /* 0 stands for 65537 in a TPM public area; some TPMs accept only that. */
     rp->exponent = ev == 65537 ? 0 : (UINT32)ev;
     ok = bn_to_buf(n, pub->publicArea.unique.rsa.buffer, sizeof(pub->publicArea.unique.rsa.buffer),
-                   (size_t)spec.bits / 8, &pub->publicArea.unique.rsa.size, "modulus")
-         && bn_to_buf(p, sens->sensitive.rsa.buffer, sizeof(sens->sensitive.rsa.buffer),
-                      (size_t)spec.bits / 16, &sens->sensitive.rsa.size, "prime");
+                   (size_t)spec.bits / 8, &pub->publicArea.unique.rsa.size, "modulus") &&
+         bn_to_buf(p, sens->sensitive.rsa.buffer, sizeof(sens->sensitive.rsa.buffer),
+                   (size_t)spec.bits / 16, &sens->sensitive.rsa.size, "prime");
     sens->sensitiveType = TPM2_ALG_RSA;
 end:
     BN_free(n);
@@ -163,14 +164,13 @@ static int fill_key(EVP_PKEY *soft, TPM2B_PUBLIC *pub, TPMT_SENSITIVE *sens)
         return fill_rsa(soft, pub, sens);
     hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
                 "%s keys cannot be imported into a TPM (TPM keys are EC or RSA)",
-                EVP_PKEY_get0_type_name(soft) != NULL ? EVP_PKEY_get0_type_name(soft)
-                                                      : "these");
+                EVP_PKEY_get0_type_name(soft) != NULL ? EVP_PKEY_get0_type_name(soft) : "these");
     return 0;
 }
 
 /* Build the public area and sensitive area (auth value, seed) to import (tpm2_dup.h). */
 int hwkey_tpm2_import_object(EVP_PKEY *soft, const HWKEY_GENOPTS *opts, TPM2B_PUBLIC *pub,
-                        TPMT_SENSITIVE *sens)
+                             TPMT_SENSITIVE *sens)
 {
     size_t auth_len = opts != NULL && opts->auth != NULL ? opts->auth_len : 0;
 
@@ -214,8 +214,7 @@ static TSS2_RC read_public(ESYS_CONTEXT *esys, ESYS_TR tr, TPM2B_PUBLIC **pub)
  * parent-wrapped private blob for the key file.
  */
 static int import_under_parent(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, const TPM2B_PUBLIC *pub,
-                               const TPMT_SENSITIVE *sens, TPM2B_PRIVATE **priv,
-                               uint32_t *recorded)
+                               const TPMT_SENSITIVE *sens, TPM2B_PRIVATE **priv, uint32_t *recorded)
 {
     ESYS_TR parent = ESYS_TR_NONE;
     TPM2B_PUBLIC *ppub = NULL;
@@ -242,8 +241,8 @@ static int import_under_parent(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, const
     if (!hwkey_tpm2_dup_wrap(&ppub->publicArea, &pub->publicArea, sens, dup, &seed))
         goto end;
     do {
-        rc = Esys_Import(esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
-                         &no_inner_key, pub, dup, &seed, &no_inner, priv);
+        rc = Esys_Import(esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &no_inner_key,
+                         pub, dup, &seed, &no_inner, priv);
     } while (hwkey_tpm2_retry(&retry, rc));
     if (rc != TSS2_RC_SUCCESS) {
         *priv = NULL;

@@ -31,25 +31,43 @@ static const struct {
     TPM2_ALG_ID id;
     const char *name;
 } alg_names[] = {
-    {TPM2_ALG_RSA, "rsa"},           {TPM2_ALG_TDES, "tdes"},
-    {TPM2_ALG_MGF1, "mgf1"},         {TPM2_ALG_CMAC, "cmac"},
+    {TPM2_ALG_RSA, "rsa"},
+    {TPM2_ALG_TDES, "tdes"},
+    {TPM2_ALG_MGF1, "mgf1"},
+    {TPM2_ALG_CMAC, "cmac"},
     {TPM2_ALG_SHA1, "sha1"},
-    {TPM2_ALG_HMAC, "hmac"},         {TPM2_ALG_AES, "aes"},
-    {TPM2_ALG_KEYEDHASH, "keyedhash"}, {TPM2_ALG_XOR, "xor"},
-    {TPM2_ALG_SHA256, "sha256"},     {TPM2_ALG_SHA384, "sha384"},
-    {TPM2_ALG_SHA512, "sha512"},     {TPM2_ALG_SM3_256, "sm3_256"},
-    {TPM2_ALG_SM4, "sm4"},           {TPM2_ALG_RSASSA, "rsassa"},
-    {TPM2_ALG_RSAES, "rsaes"},       {TPM2_ALG_RSAPSS, "rsapss"},
-    {TPM2_ALG_OAEP, "oaep"},         {TPM2_ALG_ECDSA, "ecdsa"},
-    {TPM2_ALG_ECDH, "ecdh"},         {TPM2_ALG_ECDAA, "ecdaa"},
-    {TPM2_ALG_SM2, "sm2"},           {TPM2_ALG_ECSCHNORR, "ecschnorr"},
-    {TPM2_ALG_ECMQV, "ecmqv"},       {TPM2_ALG_KDF1_SP800_56A, "kdf1_sp800_56a"},
-    {TPM2_ALG_KDF2, "kdf2"},         {TPM2_ALG_KDF1_SP800_108, "kdf1_sp800_108"},
-    {TPM2_ALG_ECC, "ecc"},           {TPM2_ALG_SYMCIPHER, "symcipher"},
-    {TPM2_ALG_CAMELLIA, "camellia"}, {TPM2_ALG_SHA3_256, "sha3_256"},
-    {TPM2_ALG_SHA3_384, "sha3_384"}, {TPM2_ALG_SHA3_512, "sha3_512"},
-    {TPM2_ALG_CTR, "ctr"},           {TPM2_ALG_OFB, "ofb"},
-    {TPM2_ALG_CBC, "cbc"},           {TPM2_ALG_CFB, "cfb"},
+    {TPM2_ALG_HMAC, "hmac"},
+    {TPM2_ALG_AES, "aes"},
+    {TPM2_ALG_KEYEDHASH, "keyedhash"},
+    {TPM2_ALG_XOR, "xor"},
+    {TPM2_ALG_SHA256, "sha256"},
+    {TPM2_ALG_SHA384, "sha384"},
+    {TPM2_ALG_SHA512, "sha512"},
+    {TPM2_ALG_SM3_256, "sm3_256"},
+    {TPM2_ALG_SM4, "sm4"},
+    {TPM2_ALG_RSASSA, "rsassa"},
+    {TPM2_ALG_RSAES, "rsaes"},
+    {TPM2_ALG_RSAPSS, "rsapss"},
+    {TPM2_ALG_OAEP, "oaep"},
+    {TPM2_ALG_ECDSA, "ecdsa"},
+    {TPM2_ALG_ECDH, "ecdh"},
+    {TPM2_ALG_ECDAA, "ecdaa"},
+    {TPM2_ALG_SM2, "sm2"},
+    {TPM2_ALG_ECSCHNORR, "ecschnorr"},
+    {TPM2_ALG_ECMQV, "ecmqv"},
+    {TPM2_ALG_KDF1_SP800_56A, "kdf1_sp800_56a"},
+    {TPM2_ALG_KDF2, "kdf2"},
+    {TPM2_ALG_KDF1_SP800_108, "kdf1_sp800_108"},
+    {TPM2_ALG_ECC, "ecc"},
+    {TPM2_ALG_SYMCIPHER, "symcipher"},
+    {TPM2_ALG_CAMELLIA, "camellia"},
+    {TPM2_ALG_SHA3_256, "sha3_256"},
+    {TPM2_ALG_SHA3_384, "sha3_384"},
+    {TPM2_ALG_SHA3_512, "sha3_512"},
+    {TPM2_ALG_CTR, "ctr"},
+    {TPM2_ALG_OFB, "ofb"},
+    {TPM2_ALG_CBC, "cbc"},
+    {TPM2_ALG_CFB, "cfb"},
     {TPM2_ALG_ECB, "ecb"},
 };
 
@@ -61,7 +79,7 @@ static HWKEY_TPM2_DEVICE *tpm2_dev(HWKEY_DEVICE *dev)
 /* ---- capabilities ------------------------------------------------------ */
 
 TSS2_RC hwkey_tpm2_get_cap(ESYS_CONTEXT *esys, TPM2_CAP cap, UINT32 prop, UINT32 count,
-                            TPMI_YES_NO *more, TPMS_CAPABILITY_DATA **data)
+                           TPMI_YES_NO *more, TPMS_CAPABILITY_DATA **data)
 {
     HWKEY_TPM2_RETRY retry = {0};
     TSS2_RC rc;
@@ -115,8 +133,8 @@ static int caps_fill(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys)
     data = NULL;
 
     if (dev->caps_ecc) {
-        rc = hwkey_tpm2_get_cap(esys, TPM2_CAP_ECC_CURVES, TPM2_ECC_NONE, TPM2_MAX_ECC_CURVES, &more,
-                     &data);
+        rc = hwkey_tpm2_get_cap(esys, TPM2_CAP_ECC_CURVES, TPM2_ECC_NONE, TPM2_MAX_ECC_CURVES,
+                                &more, &data);
         if (rc != TSS2_RC_SUCCESS)
             return hwkey_tpm2_raise_rc(rc, "asking the TPM for its ECC curves");
         for (UINT32 i = 0; i < data->data.eccCurves.count; i++)
@@ -243,7 +261,7 @@ static int read_props(ESYS_CONTEXT *esys, UINT32 first, UINT32 last, TPM_PROPS *
 
     while (more == TPM2_YES && prop <= last) {
         rc = hwkey_tpm2_get_cap(esys, TPM2_CAP_TPM_PROPERTIES, prop, TPM2_MAX_TPM_PROPERTIES, &more,
-                     &data);
+                                &data);
         if (rc != TSS2_RC_SUCCESS)
             return hwkey_tpm2_raise_rc(rc, "asking the TPM for its properties");
         if (data->data.tpmProperties.count == 0) {
@@ -255,22 +273,53 @@ static int read_props(ESYS_CONTEXT *esys, UINT32 first, UINT32 last, TPM_PROPS *
 
             prop = t->property + 1;
             switch (t->property) {
-            case TPM2_PT_MANUFACTURER: p->manufacturer = t->value; break;
-            case TPM2_PT_VENDOR_STRING_1: p->vendor[0] = t->value; break;
-            case TPM2_PT_VENDOR_STRING_2: p->vendor[1] = t->value; break;
-            case TPM2_PT_VENDOR_STRING_3: p->vendor[2] = t->value; break;
-            case TPM2_PT_VENDOR_STRING_4: p->vendor[3] = t->value; break;
-            case TPM2_PT_FIRMWARE_VERSION_1: p->fw1 = t->value; break;
-            case TPM2_PT_FIRMWARE_VERSION_2: p->fw2 = t->value; break;
-            case TPM2_PT_FAMILY_INDICATOR: p->family = t->value; break;
-            case TPM2_PT_LEVEL: p->level = t->value; break;
-            case TPM2_PT_REVISION: p->revision = t->value; break;
-            case TPM2_PT_YEAR: p->year = t->value; break;
-            case TPM2_PT_DAY_OF_YEAR: p->day = t->value; break;
-            case TPM2_PT_HR_TRANSIENT_AVAIL: p->transient_avail = t->value; break;
-            case TPM2_PT_HR_PERSISTENT_AVAIL: p->persistent_avail = t->value; break;
-            case TPM2_PT_HR_LOADED_AVAIL: p->loaded_sessions = t->value; break;
-            default: break;
+            case TPM2_PT_MANUFACTURER:
+                p->manufacturer = t->value;
+                break;
+            case TPM2_PT_VENDOR_STRING_1:
+                p->vendor[0] = t->value;
+                break;
+            case TPM2_PT_VENDOR_STRING_2:
+                p->vendor[1] = t->value;
+                break;
+            case TPM2_PT_VENDOR_STRING_3:
+                p->vendor[2] = t->value;
+                break;
+            case TPM2_PT_VENDOR_STRING_4:
+                p->vendor[3] = t->value;
+                break;
+            case TPM2_PT_FIRMWARE_VERSION_1:
+                p->fw1 = t->value;
+                break;
+            case TPM2_PT_FIRMWARE_VERSION_2:
+                p->fw2 = t->value;
+                break;
+            case TPM2_PT_FAMILY_INDICATOR:
+                p->family = t->value;
+                break;
+            case TPM2_PT_LEVEL:
+                p->level = t->value;
+                break;
+            case TPM2_PT_REVISION:
+                p->revision = t->value;
+                break;
+            case TPM2_PT_YEAR:
+                p->year = t->value;
+                break;
+            case TPM2_PT_DAY_OF_YEAR:
+                p->day = t->value;
+                break;
+            case TPM2_PT_HR_TRANSIENT_AVAIL:
+                p->transient_avail = t->value;
+                break;
+            case TPM2_PT_HR_PERSISTENT_AVAIL:
+                p->persistent_avail = t->value;
+                break;
+            case TPM2_PT_HR_LOADED_AVAIL:
+                p->loaded_sessions = t->value;
+                break;
+            default:
+                break;
             }
         }
         Esys_Free(data);
@@ -295,7 +344,8 @@ static int list_algorithms(ESYS_CONTEXT *esys, BIO *out)
 {
     TPMS_CAPABILITY_DATA *data = NULL;
     TPMI_YES_NO more = TPM2_NO;
-    TSS2_RC rc = hwkey_tpm2_get_cap(esys, TPM2_CAP_ALGS, TPM2_ALG_FIRST, TPM2_MAX_CAP_ALGS, &more, &data);
+    TSS2_RC rc =
+        hwkey_tpm2_get_cap(esys, TPM2_CAP_ALGS, TPM2_ALG_FIRST, TPM2_MAX_CAP_ALGS, &more, &data);
 
     if (rc != TSS2_RC_SUCCESS)
         return hwkey_tpm2_raise_rc(rc, "asking the TPM for its algorithms");
@@ -355,8 +405,8 @@ int hwkey_tpm2_describe(HWKEY_DEVICE *base, BIO *out)
     memset(&p, 0, sizeof(p));
     if ((esys = hwkey_tpm2_acquire(dev)) == NULL)
         return 0;
-    if (!read_props(esys, TPM2_PT_FIXED, TPM2_PT_FIXED + 0xff, &p)
-        || !read_props(esys, TPM2_PT_VAR, TPM2_PT_VAR + 0xff, &p) || !caps_fill(dev, esys))
+    if (!read_props(esys, TPM2_PT_FIXED, TPM2_PT_FIXED + 0xff, &p) ||
+        !read_props(esys, TPM2_PT_VAR, TPM2_PT_VAR + 0xff, &p) || !caps_fill(dev, esys))
         goto end;
 
     ascii4(p.manufacturer, manu, &m);
@@ -396,4 +446,3 @@ end:
     hwkey_tpm2_release(dev);
     return ok;
 }
-

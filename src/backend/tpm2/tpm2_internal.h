@@ -42,66 +42,66 @@
 #include "util/tss2_keyfile.h"
 
 /* The parent handle a key file records for "the standard owner primary". */
-#define HWKEY_TPM2_PARENT_OWNER TPM2_RH_OWNER      /* 0x40000001 */
+#define HWKEY_TPM2_PARENT_OWNER TPM2_RH_OWNER /* 0x40000001 */
 /* The TCG well-known SRK handle, used as default parent when present. */
 #define HWKEY_TPM2_SRK_HANDLE 0x81000001u
 #define HWKEY_TPM2_DEFAULT_TCTI "device:/dev/tpmrm0"
 
 typedef struct hwkey_tpm2_device {
-    HWKEY_DEVICE base;            /* first member (backend.h) */
-    pthread_mutex_t lock;         /* around every ESAPI use */
-    char *tcti_conf;              /* TCTI string as configured (for messages) */
-    int rm_mode;                  /* 1: resource manager in front of the TPM */
-    uint32_t cfg_parent;          /* tpm2-parent from config, 0 = default */
+    HWKEY_DEVICE base;    /* first member (backend.h) */
+    pthread_mutex_t lock; /* around every ESAPI use */
+    char *tcti_conf;      /* TCTI string as configured (for messages) */
+    int rm_mode;          /* 1: resource manager in front of the TPM */
+    uint32_t cfg_parent;  /* tpm2-parent from config, 0 = default */
 
     /* Connection: created lazily by acquire(), recreated after fork. */
-    TSS2_TCTI_CONTEXT *tcti;      /* owned unless tcti_external */
-    int tcti_external;            /* opened with hwkey_tpm2_open_with_tcti */
+    TSS2_TCTI_CONTEXT *tcti; /* owned unless tcti_external */
+    int tcti_external;       /* opened with hwkey_tpm2_open_with_tcti */
     ESYS_CONTEXT *esys;
-    pid_t pid;                    /* process that created esys */
+    pid_t pid; /* process that created esys */
     /* Bumped whenever esys is replaced: ESYS_TRs of older generations are dead. */
     uint64_t generation;
 
     /* Cross-process lock, no-RM mode only (tpm2_lock.c). */
-    int lock_fd;                  /* -1: not open yet (or dropped after fork) */
-    pid_t lock_pid;               /* process that opened lock_fd */
+    int lock_fd;    /* -1: not open yet (or dropped after fork) */
+    pid_t lock_pid; /* process that opened lock_fd */
     int lock_held;
     unsigned long lock_released_ms; /* when this context last released it (fairness) */
-    int flush_sessions;           /* TPM_RC_SESSION_MEMORY seen: flush orphan sessions too */
-    int used_keys;                /* this process loaded keys: flush orphans at close too */
-    int conn_used;                /* esys has served a command (not a fresh connect) */
-    int broken;                   /* a command failed for transport reasons: drop at release */
+    int flush_sessions;             /* TPM_RC_SESSION_MEMORY seen: flush orphan sessions too */
+    int used_keys;                  /* this process loaded keys: flush orphans at close too */
+    int conn_used;                  /* esys has served a command (not a fresh connect) */
+    int broken;                     /* a command failed for transport reasons: drop at release */
 
     /* Device lost / back (tpm2_tcti.c): fail fast while it is away. */
-    int lost;                     /* 1 after a lost line was logged, until back */
-    int ever_connected;           /* a command got through once (only then "lost") */
-    unsigned long backoff_ms;     /* 0, or the wait after the last failed connect */
-    uint64_t retry_at_ms;         /* monotonic ms before which connect fails at once */
-    char last_err[320];           /* why the last connect failed (repeated while away) */
+    int lost;                 /* 1 after a lost line was logged, until back */
+    int ever_connected;       /* a command got through once (only then "lost") */
+    unsigned long backoff_ms; /* 0, or the wait after the last failed connect */
+    uint64_t retry_at_ms;     /* monotonic ms before which connect fails at once */
+    char last_err[320];       /* why the last connect failed (repeated while away) */
 
     /* Parent cache (tpm2_parent.c). */
-    int default_parent_known;     /* default_parent is resolved */
-    uint32_t default_parent;      /* 0x81000001 or HWKEY_TPM2_PARENT_OWNER */
-    ESYS_TR primary_tr;           /* RM mode: the owner primary, kept loaded */
-    uint64_t primary_gen;         /* generation of primary_tr */
-    TPMS_CONTEXT *primary_saved;  /* no-RM mode: saved context of the primary */
+    int default_parent_known;    /* default_parent is resolved */
+    uint32_t default_parent;     /* 0x81000001 or HWKEY_TPM2_PARENT_OWNER */
+    ESYS_TR primary_tr;          /* RM mode: the owner primary, kept loaded */
+    uint64_t primary_gen;        /* generation of primary_tr */
+    TPMS_CONTEXT *primary_saved; /* no-RM mode: saved context of the primary */
 
     /*
      * Capability cache (tpm2_info.c): filled under the
      * lock on the first supports()/describe(); plain values, nothing to free,
      * still valid after fork (same TPM).
      */
-    int caps_known;               /* the fields below are filled */
-    int caps_rsa, caps_ecc;       /* TPM2_ALG_RSA / TPM2_ALG_ECC listed */
-    unsigned int caps_rsa_bits;   /* bit i: rsa_sizes[i] of tpm2_info.c passes TestParms */
-    unsigned int caps_curves;     /* bit i: curve i of tpm2_info.c's table listed */
+    int caps_known;             /* the fields below are filled */
+    int caps_rsa, caps_ecc;     /* TPM2_ALG_RSA / TPM2_ALG_ECC listed */
+    unsigned int caps_rsa_bits; /* bit i: rsa_sizes[i] of tpm2_info.c passes TestParms */
+    unsigned int caps_curves;   /* bit i: curve i of tpm2_info.c's table listed */
 } HWKEY_TPM2_DEVICE;
 
 /* One step of a key's policy (tpm2_policy.c). */
 typedef struct {
-    uint32_t cc;                  /* TPM2_CC_PolicyPCR or TPM2_CC_PolicyAuthValue */
-    TPM2B_DIGEST pcr_digest;      /* PolicyPCR: H(the PCR values at creation) */
-    TPML_PCR_SELECTION pcrs;      /* PolicyPCR: the PCRs (hwkey writes one per step) */
+    uint32_t cc;             /* TPM2_CC_PolicyPCR or TPM2_CC_PolicyAuthValue */
+    TPM2B_DIGEST pcr_digest; /* PolicyPCR: H(the PCR values at creation) */
+    TPML_PCR_SELECTION pcrs; /* PolicyPCR: the PCRs (hwkey writes one per step) */
 } HWKEY_TPM2_POLICY_STEP;
 
 /* The policy to satisfy before each use, in order (OPENSSL_free). */
@@ -112,23 +112,23 @@ typedef struct {
 
 /* A loaded key (tpm2_backend.c). */
 typedef struct hwkey_tpm2_key {
-    HWKEY_BKEY base;              /* first member (backend.h) */
+    HWKEY_BKEY base; /* first member (backend.h) */
     TPM2B_PUBLIC pub;
-    TPM2B_PRIVATE priv;           /* blob to reload from; size 0 for handle: keys */
-    uint32_t parent;              /* parent handle as recorded in the file */
-    uint32_t persistent;          /* 0x81xxxxxx for handle: keys, else 0 */
+    TPM2B_PRIVATE priv;  /* blob to reload from; size 0 for handle: keys */
+    uint32_t parent;     /* parent handle as recorded in the file */
+    uint32_t persistent; /* 0x81xxxxxx for handle: keys, else 0 */
     int has_auth;
-    TPM2B_AUTH *auth;             /* hwkey_secmem_alloc_inherited; NULL if !has_auth */
-    ESYS_TR tr;                   /* RM mode: loaded object (or persistent TR) */
-    uint64_t tr_gen;              /* device generation tr belongs to */
-    TPMS_CONTEXT *saved;          /* no-RM mode: saved context of the key */
+    TPM2B_AUTH *auth;    /* hwkey_secmem_alloc_inherited; NULL if !has_auth */
+    ESYS_TR tr;          /* RM mode: loaded object (or persistent TR) */
+    uint64_t tr_gen;     /* device generation tr belongs to */
+    TPMS_CONTEXT *saved; /* no-RM mode: saved context of the key */
     /*
      * An importable key file (offline import, tpm2_offline.c): priv holds
      * the duplicate and this the encrypted seed until the first load runs
      * TPM2_Import; then priv is the TPM's own blob and this is NULL.
      */
     TPM2B_ENCRYPTED_SECRET *import_seed;
-    HWKEY_TPM2_POLICY *policy;    /* PCR-bound key: satisfied before each use; else NULL */
+    HWKEY_TPM2_POLICY *policy; /* PCR-bound key: satisfied before each use; else NULL */
 } HWKEY_TPM2_KEY;
 
 /* ---- tpm2_context.c -------------------------------------------------- */
@@ -278,8 +278,8 @@ void hwkey_tpm2_flush_quiet(ESYS_CONTEXT *esys, ESYS_TR *tr);
  * (0x81xxxxxx or HWKEY_TPM2_PARENT_OWNER).  Pair every successful get with
  * parent_put(): it flushes the primary in no-RM mode.
  */
-int hwkey_tpm2_parent_get(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, uint32_t handle,
-                          ESYS_TR *tr, uint32_t *recorded);
+int hwkey_tpm2_parent_get(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, uint32_t handle, ESYS_TR *tr,
+                          uint32_t *recorded);
 void hwkey_tpm2_parent_put(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, ESYS_TR *tr);
 /* Forget cached parent state (after fork, on close). */
 void hwkey_tpm2_parent_reset(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys_or_null);
@@ -344,9 +344,8 @@ typedef enum {
  * children when inherit), an empty value included; NULL when none is to be
  * used.  0 with one error when a required value is not given.
  */
-int hwkey_tpm2_ask_auth(HWKEY_TPM2_AUTH_MODE mode, const char *info, const char *what,
-                        int inherit, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
-                        TPM2B_AUTH **out);
+int hwkey_tpm2_ask_auth(HWKEY_TPM2_AUTH_MODE mode, const char *info, const char *what, int inherit,
+                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, TPM2B_AUTH **out);
 
 /*
  * TPM2_Load of pub/priv under the parent at parent_handle, retried while
@@ -410,12 +409,12 @@ int hwkey_tpm2_rc_busy(TSS2_RC rc);
  */
 int hwkey_tpm2_raise_rc_at(const char *file, int line, const char *func, TSS2_RC rc,
                            const char *what);
-#define hwkey_tpm2_raise_rc(rc, what) \
+#define hwkey_tpm2_raise_rc(rc, what)                                                              \
     hwkey_tpm2_raise_rc_at(OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, (rc), (what))
 /* Same, on a Load/ContextLoad: integrity/size/value errors become KEY_FILE_INVALID. */
 int hwkey_tpm2_raise_load_rc_at(const char *file, int line, const char *func, TSS2_RC rc,
                                 const char *what);
-#define hwkey_tpm2_raise_load_rc(rc, what) \
+#define hwkey_tpm2_raise_load_rc(rc, what)                                                         \
     hwkey_tpm2_raise_load_rc_at(OPENSSL_FILE, OPENSSL_LINE, OPENSSL_FUNC, (rc), (what))
 /* The TPM_RC_ code without handle/session/parameter number (format-1 aware). */
 TSS2_RC hwkey_tpm2_rc_base(TSS2_RC rc);
@@ -483,8 +482,8 @@ int hwkey_tpm2_parse_handle_ex(const unsigned char *data, size_t len, uint32_t *
 
 int hwkey_tpm2_supports(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec);
 int hwkey_tpm2_describe(HWKEY_DEVICE *dev, BIO *out);
-int hwkey_tpm2_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec,
-                            const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out);
+int hwkey_tpm2_key_generate(HWKEY_DEVICE *dev, const HWKEY_KEYSPEC *spec, const HWKEY_GENOPTS *opts,
+                            HWKEY_REFBLOB *out);
 int hwkey_tpm2_key_delete(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref);
 int hwkey_tpm2_key_list(HWKEY_DEVICE *dev, const char *filter, hwkey_list_cb cb, void *arg);
 int hwkey_tpm2_random(HWKEY_DEVICE *dev, unsigned char *buf, size_t len);
@@ -501,8 +500,8 @@ int hwkey_tpm2_rsa_private(HWKEY_BKEY *key, const unsigned char *in, size_t inle
 int hwkey_tpm2_rsa_decrypt(HWKEY_BKEY *key, const HWKEY_DECRYPT_PARAMS *params,
                            const unsigned char *in, size_t inlen, unsigned char *out,
                            size_t *outlen);
-int hwkey_tpm2_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen,
-                    unsigned char *out, size_t *outlen);
+int hwkey_tpm2_ecdh(HWKEY_BKEY *key, const unsigned char *peer, size_t peerlen, unsigned char *out,
+                    size_t *outlen);
 
 /*
  * Make the key usable in the current connection and return its ESYS_TR
@@ -535,10 +534,8 @@ void hwkey_tpm2_session_end(ESYS_CONTEXT *esys, ESYS_TR *session, TSS2_RC cmd_rc
 
 /* ---- tpm2_seal.c (engineer "bulk"): data keys as sealed objects ------- */
 
-int hwkey_tpm2_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts,
-                              HWKEY_REFBLOB *out);
+int hwkey_tpm2_datakey_create(HWKEY_DEVICE *dev, const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out);
 int hwkey_tpm2_datakey_unwrap(HWKEY_DEVICE *dev, const HWKEY_KEYREF *ref,
-                              OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
-                              unsigned char key[32]);
+                              OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char key[32]);
 
 #endif

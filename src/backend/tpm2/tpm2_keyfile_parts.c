@@ -42,9 +42,8 @@ int hwkey_tpm2_keyfile_parts(const HWKEY_TSS2_KEYFILE *kf, const char *what, TPM
     return hwkey_tpm2_policy_from_keyfile(kf, policy);
 }
 
-int hwkey_tpm2_ask_auth(HWKEY_TPM2_AUTH_MODE mode, const char *info, const char *what,
-                        int inherit, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
-                        TPM2B_AUTH **out)
+int hwkey_tpm2_ask_auth(HWKEY_TPM2_AUTH_MODE mode, const char *info, const char *what, int inherit,
+                        OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, TPM2B_AUTH **out)
 {
     const size_t max = sizeof((*out)->buffer);
     OSSL_PARAM params[2];
@@ -58,8 +57,10 @@ int hwkey_tpm2_ask_auth(HWKEY_TPM2_AUTH_MODE mode, const char *info, const char 
     if (pw_cb == NULL) {
         if (mode == HWKEY_TPM2_AUTH_ASK)
             return 1;
-        hwkey_raise(HWKEY_R_AUTH_FAILED, "the %s needs an auth value and no passphrase callback "
-                    "was given (an empty one is given explicitly, e.g. -passin pass:)", what);
+        hwkey_raise(HWKEY_R_AUTH_FAILED,
+                    "the %s needs an auth value and no passphrase callback "
+                    "was given (an empty one is given explicitly, e.g. -passin pass:)",
+                    what);
         return 0;
     }
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PASSPHRASE_PARAM_INFO, (char *)info, 0);
@@ -68,9 +69,9 @@ int hwkey_tpm2_ask_auth(HWKEY_TPM2_AUTH_MODE mode, const char *info, const char 
      * A key's auth value must survive fork (inherit): nginx loads keys in
      * the master and signs in the workers, when the callback is long gone.
      */
-    if ((pass = hwkey_secmem_alloc(max + 1)) == NULL
-        || (*out = inherit ? hwkey_secmem_alloc_inherited(sizeof(**out))
-                           : hwkey_secmem_alloc(sizeof(**out))) == NULL)
+    if ((pass = hwkey_secmem_alloc(max + 1)) == NULL ||
+        (*out = inherit ? hwkey_secmem_alloc_inherited(sizeof(**out))
+                        : hwkey_secmem_alloc(sizeof(**out))) == NULL)
         goto end;
     if (mode == HWKEY_TPM2_AUTH_ASK)
         ERR_set_mark();
@@ -79,8 +80,10 @@ int hwkey_tpm2_ask_auth(HWKEY_TPM2_AUTH_MODE mode, const char *info, const char 
         /* No answer (no terminal, no -passin): the object is used with an empty value. */
         ERR_pop_to_mark();
         if (!answered) {
-            hwkey_log(HWKEY_LOG_INFO, "tpm2: no auth value given for the %s: using it without "
-                      "one", what);
+            hwkey_log(HWKEY_LOG_INFO,
+                      "tpm2: no auth value given for the %s: using it without "
+                      "one",
+                      what);
             hwkey_secmem_free(*out);
             *out = NULL;
             ok = 1;
@@ -91,8 +94,7 @@ int hwkey_tpm2_ask_auth(HWKEY_TPM2_AUTH_MODE mode, const char *info, const char 
         goto end;
     }
     if (pass_len > max) {
-        hwkey_raise(HWKEY_R_AUTH_FAILED, "the %s's auth value is longer than %zu bytes", what,
-                    max);
+        hwkey_raise(HWKEY_R_AUTH_FAILED, "the %s's auth value is longer than %zu bytes", what, max);
         goto end;
     }
     (*out)->size = (UINT16)pass_len;
@@ -125,8 +127,7 @@ TSS2_RC hwkey_tpm2_load_under(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, uint32
                 hwkey_tpm2_parent_put(dev, esys, &parent);
             return HWKEY_TPM2_RC_RAISED;
         }
-        rc = Esys_Load(esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub,
-                       obj);
+        rc = Esys_Load(esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub, obj);
         if (rc == TSS2_RC_SUCCESS)
             break;
         *obj = ESYS_TR_NONE;

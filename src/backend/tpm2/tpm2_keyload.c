@@ -44,8 +44,8 @@ static int open_persistent(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
     char what[64];
 
     do {
-        rc = Esys_TR_FromTPMPublic(esys, key->persistent, ESYS_TR_NONE, ESYS_TR_NONE,
-                                   ESYS_TR_NONE, tr);
+        rc = Esys_TR_FromTPMPublic(esys, key->persistent, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                   tr);
     } while (hwkey_tpm2_retry(&retry, rc));
     if (rc != TSS2_RC_SUCCESS) {
         *tr = ESYS_TR_NONE;
@@ -127,9 +127,9 @@ static int load_blob(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
         return 1;
     if (rc == HWKEY_TPM2_RC_RAISED)
         return 0;
-    if (key->parent == HWKEY_TPM2_PARENT_OWNER && dev->esys == esys
-        && hwkey_tpm2_rc_base(rc) == TPM2_RC_INTEGRITY
-        && load_under_tools_primary(key, esys, tr) == TSS2_RC_SUCCESS) {
+    if (key->parent == HWKEY_TPM2_PARENT_OWNER && dev->esys == esys &&
+        hwkey_tpm2_rc_base(rc) == TPM2_RC_INTEGRITY &&
+        load_under_tools_primary(key, esys, tr) == TSS2_RC_SUCCESS) {
         hwkey_log(HWKEY_LOG_INFO, "tpm2: the key loads under tpm2-tools' default (RSA) primary");
         return 1;
     }
@@ -201,8 +201,8 @@ int hwkey_tpm2_key_get(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *tr)
     if (key->saved == NULL || rc != TSS2_RC_SUCCESS) {
         int reason = hwkey_tpm2_reason(rc);
 
-        if (key->saved != NULL
-            && (reason == HWKEY_R_DEVICE_BUSY || reason == HWKEY_R_DEVICE_UNREACHABLE)) {
+        if (key->saved != NULL &&
+            (reason == HWKEY_R_DEVICE_BUSY || reason == HWKEY_R_DEVICE_UNREACHABLE)) {
             hwkey_tpm2_raise_rc(rc, "loading the key's saved context");
             hwkey_tpm2_note_rc(dev, rc);
             return 0;
@@ -279,9 +279,9 @@ int hwkey_tpm2_session_start(HWKEY_TPM2_KEY *key, ESYS_CONTEXT *esys, ESYS_TR *s
     if (!key->has_auth)
         return 1;
     do {
-        rc = Esys_StartAuthSession(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                                   ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
-                                   session);
+        rc =
+            Esys_StartAuthSession(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                  ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256, session);
     } while (hwkey_tpm2_retry(&retry, rc));
     if (rc != TSS2_RC_SUCCESS) {
         *session = ESYS_TR_NONE;
@@ -308,8 +308,8 @@ void hwkey_tpm2_wipe_response(ESYS_CONTEXT *esys)
     const uint8_t *rp = NULL;
     size_t len = 0;
 
-    if (Esys_GetSysContext(esys, &sys) == TSS2_RC_SUCCESS && sys != NULL
-        && Tss2_Sys_GetRpBuffer(sys, &len, &rp) == TSS2_RC_SUCCESS && rp != NULL)
+    if (Esys_GetSysContext(esys, &sys) == TSS2_RC_SUCCESS && sys != NULL &&
+        Tss2_Sys_GetRpBuffer(sys, &len, &rp) == TSS2_RC_SUCCESS && rp != NULL)
         OPENSSL_cleanse((void *)rp, len);
 }
 
@@ -337,14 +337,14 @@ void hwkey_tpm2_session_scrub(ESYS_CONTEXT *esys, ESYS_TR session, ESYS_TR obj,
     TPM2B_SENSITIVE_DATA *out = NULL;
     TSS2_RC rc;
 
-    if (session == ESYS_TR_NONE || session == ESYS_TR_PASSWORD || obj == ESYS_TR_NONE
-        || auth == NULL || auth->size == 0)
+    if (session == ESYS_TR_NONE || session == ESYS_TR_PASSWORD || obj == ESYS_TR_NONE ||
+        auth == NULL || auth->size == 0)
         return;
     memset(&zero, 0, sizeof(zero));
     zero.size = auth->size;
-    if (Esys_TR_SetAuth(esys, obj, &zero) != TSS2_RC_SUCCESS
-        || Esys_TRSess_SetAttributes(esys, session, TPMA_SESSION_ENCRYPT, TPMA_SESSION_ENCRYPT)
-               != TSS2_RC_SUCCESS)
+    if (Esys_TR_SetAuth(esys, obj, &zero) != TSS2_RC_SUCCESS ||
+        Esys_TRSess_SetAttributes(esys, session, TPMA_SESSION_ENCRYPT, TPMA_SESSION_ENCRYPT) !=
+            TSS2_RC_SUCCESS)
         goto end;
     if (Esys_Unseal_Async(esys, obj, session, session, ESYS_TR_NONE) == TSS2_RC_SUCCESS) {
         hwkey_log(HWKEY_LOG_INFO, "tpm2: the session scrub command was sent; collecting it");

@@ -254,9 +254,8 @@ static unsigned int flush_type(ESYS_CONTEXT *esys, TSS2_SYS_CONTEXT *sys, TPM2_H
     TPMI_YES_NO more = 0;
     unsigned int n = 0;
 
-    if (Esys_GetCapability(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_HANDLES,
-                           first, TPM2_MAX_CAP_HANDLES, &more, &cap)
-        != TSS2_RC_SUCCESS)
+    if (Esys_GetCapability(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_HANDLES, first,
+                           TPM2_MAX_CAP_HANDLES, &more, &cap) != TSS2_RC_SUCCESS)
         return 0;
     for (UINT32 i = 0; i < cap->data.handles.count; i++) {
         TPM2_HANDLE h = cap->data.handles.handle[i];

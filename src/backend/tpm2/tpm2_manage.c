@@ -1,8 +1,8 @@
 /*
  * Key management on the TPM: generate (a loadable TSS2 key file, or a
  * persistent handle), delete and list persistent keys, and random bytes.
- * describe/supports live in tpm2_info.c.  Every ESAPI call sits between acquire() and release(); in no-RM
- * mode nothing loaded here outlives the call (slot rule, tpm2_internal.h).
+ * describe/supports live in tpm2_info.c.  Every ESAPI call sits between acquire() and release(); in
+ * no-RM mode nothing loaded here outlives the call (slot rule, tpm2_internal.h).
  */
 #include "backend/tpm2/tpm2_internal.h"
 
@@ -42,8 +42,7 @@ static int persist_key(ESYS_CONTEXT *esys, ESYS_TR parent, ESYS_TR parent_sessio
     int ok = 0;
 
     do {
-        rc = Esys_Load(esys, parent, parent_session, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub,
-                       &obj);
+        rc = Esys_Load(esys, parent, parent_session, ESYS_TR_NONE, ESYS_TR_NONE, priv, pub, &obj);
     } while (hwkey_tpm2_retry(&retry, rc));
     if (rc != TSS2_RC_SUCCESS) {
         hwkey_tpm2_raise_rc(rc, "loading the new key to make it persistent");
@@ -99,7 +98,7 @@ int hwkey_tpm2_key_generate(HWKEY_DEVICE *base, const HWKEY_KEYSPEC *spec,
     memset(out, 0, sizeof(*out));
     if (pcr_bound && persist != 0) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT, "a PCR-bound key needs a key file to record its "
-                    "policy; it cannot be a persistent handle");
+                                          "policy; it cannot be a persistent handle");
         return 0;
     }
     if (persist != 0 && (persist < PERSISTENT_FIRST || persist > PERSISTENT_LAST)) {
@@ -132,10 +131,9 @@ int hwkey_tpm2_key_generate(HWKEY_DEVICE *base, const HWKEY_KEYSPEC *spec,
      * Salted by the parent: the new key's auth value in TPM2_Create's
      * inSensitive then crosses the bus encrypted.
      */
-    if (auth_len > 0
-        && !hwkey_tpm2_salted_session(esys, parent, TPMA_SESSION_DECRYPT,
-                                      "starting an encrypted session with the parent key",
-                                      &session))
+    if (auth_len > 0 &&
+        !hwkey_tpm2_salted_session(esys, parent, TPMA_SESSION_DECRYPT,
+                                   "starting an encrypted session with the parent key", &session))
         goto release;
     do {
         rc = Esys_Create(esys, parent, session != ESYS_TR_NONE ? session : ESYS_TR_PASSWORD,
@@ -245,7 +243,8 @@ int hwkey_tpm2_key_delete(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref)
     if (handle == HWKEY_TPM2_SRK_HANDLE || handle == dev->cfg_parent) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT,
                     "0x%08x is the parent of other keys; remove it with tpm2_evictcontrol "
-                    "if you really mean to", (unsigned int)handle);
+                    "if you really mean to",
+                    (unsigned int)handle);
         return 0;
     }
     if ((esys = hwkey_tpm2_acquire(dev)) == NULL)
@@ -287,8 +286,7 @@ static int read_listed(ESYS_CONTEXT *esys, uint32_t handle, LISTED *l)
     if (!open_persistent(esys, handle, &tr))
         return 0;
     do {
-        rc = Esys_ReadPublic(esys, tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL,
-                             NULL);
+        rc = Esys_ReadPublic(esys, tr, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL, NULL);
     } while (hwkey_tpm2_retry(&retry, rc));
     Esys_TR_Close(esys, &tr);
     if (rc != TSS2_RC_SUCCESS)
@@ -296,9 +294,9 @@ static int read_listed(ESYS_CONTEXT *esys, uint32_t handle, LISTED *l)
     snprintf(l->ref, sizeof(l->ref), "handle:0x%08x", (unsigned int)handle);
     ok = hwkey_tpm2_public_info(&pub->publicArea, &l->info);
     if (ok && (pub->publicArea.objectAttributes & TPMA_OBJECT_RESTRICTED))
-        l->label = handle == HWKEY_TPM2_SRK_HANDLE      ? "SRK (storage parent)"
-                   : (handle >> 16) == 0x8101u ? "endorsement key (restricted)"
-                                               : "restricted (storage/attestation key)";
+        l->label = handle == HWKEY_TPM2_SRK_HANDLE ? "SRK (storage parent)"
+                   : (handle >> 16) == 0x8101u     ? "endorsement key (restricted)"
+                                                   : "restricted (storage/attestation key)";
     Esys_Free(pub);
     return ok;
 }
@@ -316,8 +314,8 @@ int hwkey_tpm2_key_list(HWKEY_DEVICE *base, const char *filter, hwkey_list_cb cb
     int ok = 0;
 
     /* "handle:0x81..." lists that one key; "", NULL and "tpm2" list all. */
-    if (filter != NULL && *filter != '\0' && strcmp(filter, "tpm2") != 0
-        && !hwkey_tpm2_parse_handle((const unsigned char *)filter, strlen(filter), &only))
+    if (filter != NULL && *filter != '\0' && strcmp(filter, "tpm2") != 0 &&
+        !hwkey_tpm2_parse_handle((const unsigned char *)filter, strlen(filter), &only))
         return 0;
     if ((esys = hwkey_tpm2_acquire(dev)) == NULL)
         return 0;
@@ -389,8 +387,8 @@ int hwkey_tpm2_random(HWKEY_DEVICE *base, unsigned char *buf, size_t len)
             TSS2_RC rc;
 
             do {
-                rc = Esys_GetRandom(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                                    (UINT16)want, &rnd);
+                rc = Esys_GetRandom(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, (UINT16)want,
+                                    &rnd);
             } while (hwkey_tpm2_retry(&retry, rc));
             if (rc != TSS2_RC_SUCCESS || rnd->size == 0) {
                 if (rc == TSS2_RC_SUCCESS)

@@ -27,13 +27,12 @@ static int srk_present(ESYS_CONTEXT *esys, int *present)
     TSS2_RC rc;
 
     do {
-        rc = Esys_GetCapability(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                                TPM2_CAP_HANDLES, HWKEY_TPM2_SRK_HANDLE, 1, &more, &cap);
+        rc = Esys_GetCapability(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_HANDLES,
+                                HWKEY_TPM2_SRK_HANDLE, 1, &more, &cap);
     } while (hwkey_tpm2_retry(&retry, rc));
     if (rc != TSS2_RC_SUCCESS)
         return hwkey_tpm2_raise_rc(rc, "looking for the SRK 0x81000001");
-    *present = cap->data.handles.count > 0
-               && cap->data.handles.handle[0] == HWKEY_TPM2_SRK_HANDLE;
+    *present = cap->data.handles.count > 0 && cap->data.handles.handle[0] == HWKEY_TPM2_SRK_HANDLE;
     Esys_Free(cap);
     return 1;
 }
@@ -49,9 +48,9 @@ static int create_primary(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, ESYS_TR *t
 
     hwkey_tpm2_primary_template(&tmpl);
     do {
-        rc = Esys_CreatePrimary(esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                                ESYS_TR_NONE, &sensitive, &tmpl, &outside, &pcrs, tr, NULL, NULL,
-                                NULL, NULL);
+        rc =
+            Esys_CreatePrimary(esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+                               &sensitive, &tmpl, &outside, &pcrs, tr, NULL, NULL, NULL, NULL);
     } while (hwkey_tpm2_retry(&retry, rc));
     if (rc != TSS2_RC_SUCCESS) {
         *tr = ESYS_TR_NONE;
@@ -121,8 +120,8 @@ static int persistent_parent(ESYS_CONTEXT *esys, uint32_t handle, ESYS_TR *tr)
     return 1;
 }
 
-int hwkey_tpm2_parent_get(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, uint32_t handle,
-                          ESYS_TR *tr, uint32_t *recorded)
+int hwkey_tpm2_parent_get(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, uint32_t handle, ESYS_TR *tr,
+                          uint32_t *recorded)
 {
     *tr = ESYS_TR_NONE;
     if (handle == 0)
@@ -162,8 +161,7 @@ void hwkey_tpm2_parent_put(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, ESYS_TR *
     /* Persistent parent: forget the TR; transient primary (no RM): flush. */
     TPM2_HANDLE h = 0;
 
-    if (Esys_TR_GetTpmHandle(esys, *tr, &h) == TSS2_RC_SUCCESS
-        && (h >> 24) == TPM2_HT_PERSISTENT) {
+    if (Esys_TR_GetTpmHandle(esys, *tr, &h) == TSS2_RC_SUCCESS && (h >> 24) == TPM2_HT_PERSISTENT) {
         Esys_TR_Close(esys, tr);
         *tr = ESYS_TR_NONE;
         return;
@@ -173,8 +171,8 @@ void hwkey_tpm2_parent_put(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, ESYS_TR *
 
 void hwkey_tpm2_parent_reset(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys_or_null)
 {
-    if (esys_or_null != NULL && dev->primary_tr != ESYS_TR_NONE
-        && dev->primary_gen == dev->generation)
+    if (esys_or_null != NULL && dev->primary_tr != ESYS_TR_NONE &&
+        dev->primary_gen == dev->generation)
         hwkey_tpm2_flush_quiet(esys_or_null, &dev->primary_tr);
     dev->primary_tr = ESYS_TR_NONE;
     /* A TPM-side saved context stays valid across fork: keep primary_saved. */
@@ -193,16 +191,15 @@ void hwkey_tpm2_parent_reset(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys_or_null)
 int hwkey_tpm2_salted_session(ESYS_CONTEXT *esys, ESYS_TR parent, TPMA_SESSION attr,
                               const char *what, ESYS_TR *session)
 {
-    const TPMT_SYM_DEF sym = {.algorithm = TPM2_ALG_AES,
-                              .keyBits = {.aes = 128},
-                              .mode = {.aes = TPM2_ALG_CFB}};
+    const TPMT_SYM_DEF sym = {
+        .algorithm = TPM2_ALG_AES, .keyBits = {.aes = 128}, .mode = {.aes = TPM2_ALG_CFB}};
     HWKEY_TPM2_RETRY retry = {0};
     TSS2_RC rc;
 
     do {
-        rc = Esys_StartAuthSession(esys, parent, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                                   ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256,
-                                   session);
+        rc =
+            Esys_StartAuthSession(esys, parent, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                  ESYS_TR_NONE, NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256, session);
     } while (hwkey_tpm2_retry(&retry, rc));
     if (rc != TSS2_RC_SUCCESS) {
         *session = ESYS_TR_NONE;
@@ -216,9 +213,9 @@ int hwkey_tpm2_salted_session(ESYS_CONTEXT *esys, ESYS_TR parent, TPMA_SESSION a
     return 1;
 }
 
-int hwkey_tpm2_keyfile_out(HWKEY_TSS2_KEYTYPE type, const TPM2B_PUBLIC *pub, const TPM2B_PRIVATE *priv,
-                           uint32_t parent, int empty_auth, const char *pub_what,
-                           const char *priv_what, HWKEY_REFBLOB *out)
+int hwkey_tpm2_keyfile_out(HWKEY_TSS2_KEYTYPE type, const TPM2B_PUBLIC *pub,
+                           const TPM2B_PRIVATE *priv, uint32_t parent, int empty_auth,
+                           const char *pub_what, const char *priv_what, HWKEY_REFBLOB *out)
 {
     return hwkey_tpm2_keyfile_out_policy(type, pub, priv, parent, empty_auth, NULL, pub_what,
                                          priv_what, out);

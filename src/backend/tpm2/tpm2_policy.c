@@ -107,8 +107,8 @@ static int extend_digest(TPM2B_DIGEST *digest, const HWKEY_TPM2_POLICY_STEP *ste
     p[1] = cc;
     n[1] = sizeof(cc);
     if (step->cc == TPM2_CC_PolicyPCR) {
-        if (Tss2_MU_TPML_PCR_SELECTION_Marshal(&step->pcrs, sel, sizeof(sel), &sel_len)
-            != TSS2_RC_SUCCESS) {
+        if (Tss2_MU_TPML_PCR_SELECTION_Marshal(&step->pcrs, sel, sizeof(sel), &sel_len) !=
+            TSS2_RC_SUCCESS) {
             hwkey_raise(HWKEY_R_INTERNAL, "marshalling a PCR selection");
             return 0;
         }
@@ -137,15 +137,16 @@ static int read_pcr(ESYS_CONTEXT *esys, TPMI_ALG_HASH bank, int md_nid, unsigned
 
     single_selection(bank, pcr, &sel);
     do {
-        rc = Esys_PCR_Read(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &sel, &counter,
-                           &sel_out, &values);
+        rc = Esys_PCR_Read(esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &sel, &counter, &sel_out,
+                           &values);
     } while (hwkey_tpm2_retry(&retry, rc));
     if (rc != TSS2_RC_SUCCESS) {
         hwkey_tpm2_raise_rc(rc, "reading the PCRs to bind to (TPM2_PCR_Read)");
         return 0;
     }
     if (values->count != 1 || values->digests[0].size != digest_len(bank)) {
-        hwkey_raise(HWKEY_R_BAD_ARGUMENT, "the TPM has no %s value for PCR %u (no such PCR "
+        hwkey_raise(HWKEY_R_BAD_ARGUMENT,
+                    "the TPM has no %s value for PCR %u (no such PCR "
                     "bank active; tpm2_getcap pcrs lists them)",
                     hwkey_pcrsel_bank_name(md_nid), pcr);
         goto end;
@@ -223,7 +224,8 @@ int hwkey_tpm2_policy_from_keyfile(const HWKEY_TSS2_KEYFILE *kf, HWKEY_TPM2_POLI
 
     *out = NULL;
     if (kf->has_auth_policy) {
-        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "the key file has an authPolicy (signed "
+        hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                    "the key file has an authPolicy (signed "
                     "policy); hwkey satisfies only PolicyPCR and PolicyAuthValue");
         return 0;
     }
@@ -242,19 +244,23 @@ int hwkey_tpm2_policy_from_keyfile(const HWKEY_TSS2_KEYFILE *kf, HWKEY_TPM2_POLI
         if (in->cc == TPM2_CC_PolicyAuthValue && in->params_len == 0)
             continue;
         if (in->cc != TPM2_CC_PolicyPCR) {
-            hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "the key file's policy step %zu is TPM "
+            hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                        "the key file's policy step %zu is TPM "
                         "command 0x%x; hwkey satisfies only PolicyPCR (0x%x) and "
-                        "PolicyAuthValue (0x%x)", i + 1, (unsigned int)in->cc,
-                        (unsigned int)TPM2_CC_PolicyPCR, (unsigned int)TPM2_CC_PolicyAuthValue);
+                        "PolicyAuthValue (0x%x)",
+                        i + 1, (unsigned int)in->cc, (unsigned int)TPM2_CC_PolicyPCR,
+                        (unsigned int)TPM2_CC_PolicyAuthValue);
             goto err;
         }
-        if (Tss2_MU_TPM2B_DIGEST_Unmarshal(in->params, in->params_len, &off, &step->pcr_digest)
-                != TSS2_RC_SUCCESS
-            || Tss2_MU_TPML_PCR_SELECTION_Unmarshal(in->params, in->params_len, &off,
-                                                    &step->pcrs) != TSS2_RC_SUCCESS
-            || off != in->params_len || selection_mask(&step->pcrs) == 0) {
-            hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "the key file's policy step %zu (PolicyPCR) "
-                        "does not hold a pcrDigest and a PCR selection", i + 1);
+        if (Tss2_MU_TPM2B_DIGEST_Unmarshal(in->params, in->params_len, &off, &step->pcr_digest) !=
+                TSS2_RC_SUCCESS ||
+            Tss2_MU_TPML_PCR_SELECTION_Unmarshal(in->params, in->params_len, &off, &step->pcrs) !=
+                TSS2_RC_SUCCESS ||
+            off != in->params_len || selection_mask(&step->pcrs) == 0) {
+            hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
+                        "the key file's policy step %zu (PolicyPCR) "
+                        "does not hold a pcrDigest and a PCR selection",
+                        i + 1);
             goto err;
         }
     }
@@ -276,10 +282,10 @@ int hwkey_tpm2_policy_to_keyfile(const HWKEY_TPM2_POLICY *pol, HWKEY_TSS2_KEYFIL
 
         kf->policy[i].cc = step->cc;
         if (step->cc == TPM2_CC_PolicyPCR) {
-            if (Tss2_MU_TPM2B_DIGEST_Marshal(&step->pcr_digest, buf, sizeof(buf), &len)
-                    != TSS2_RC_SUCCESS
-                || Tss2_MU_TPML_PCR_SELECTION_Marshal(&step->pcrs, buf, sizeof(buf), &len)
-                       != TSS2_RC_SUCCESS) {
+            if (Tss2_MU_TPM2B_DIGEST_Marshal(&step->pcr_digest, buf, sizeof(buf), &len) !=
+                    TSS2_RC_SUCCESS ||
+                Tss2_MU_TPML_PCR_SELECTION_Marshal(&step->pcrs, buf, sizeof(buf), &len) !=
+                    TSS2_RC_SUCCESS) {
                 hwkey_raise(HWKEY_R_INTERNAL, "marshalling the PCR policy");
                 return 0;
             }
@@ -331,18 +337,18 @@ static void raise_changed(const HWKEY_TPM2_POLICY *pol, const int *failed)
     }
     hwkey_pcrsel_list(mask, list, sizeof(list));
     /* A step over several PCRs (another tool's file) only says that one of them moved. */
-    hwkey_raise(HWKEY_R_POLICY_FAILED, "%s %s changed since the key was bound to %s "
+    hwkey_raise(HWKEY_R_POLICY_FAILED,
+                "%s %s changed since the key was bound to %s "
                 "(%s bank); re-seal the data key or make a new key (docs/pcr-policy.md)",
-                several_in_one ? "one of PCR" : "PCR", list,
-                (mask & (mask - 1)) ? "them" : "it", hwkey_pcrsel_bank_name(bank_nid));
+                several_in_one ? "one of PCR" : "PCR", list, (mask & (mask - 1)) ? "them" : "it",
+                hwkey_pcrsel_bank_name(bank_nid));
 }
 
 int hwkey_tpm2_policy_session(ESYS_CONTEXT *esys, const HWKEY_TPM2_POLICY *pol, ESYS_TR salt,
                               TPMA_SESSION attrs, ESYS_TR *session)
 {
-    const TPMT_SYM_DEF aes = {.algorithm = TPM2_ALG_AES,
-                              .keyBits = {.aes = 128},
-                              .mode = {.aes = TPM2_ALG_CFB}};
+    const TPMT_SYM_DEF aes = {
+        .algorithm = TPM2_ALG_AES, .keyBits = {.aes = 128}, .mode = {.aes = TPM2_ALG_CFB}};
     const TPMT_SYM_DEF none = {.algorithm = TPM2_ALG_NULL};
     int failed[HWKEY_TSS2_POLICY_MAX] = {0}, any_failed = 0;
     HWKEY_TPM2_RETRY retry = {0};
@@ -366,8 +372,7 @@ int hwkey_tpm2_policy_session(ESYS_CONTEXT *esys, const HWKEY_TPM2_POLICY *pol, 
                 rc = Esys_PolicyPCR(esys, *session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
                                     &step->pcr_digest, &step->pcrs);
             else
-                rc = Esys_PolicyAuthValue(esys, *session, ESYS_TR_NONE, ESYS_TR_NONE,
-                                          ESYS_TR_NONE);
+                rc = Esys_PolicyAuthValue(esys, *session, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE);
         } while (hwkey_tpm2_retry(&retry, rc));
         /*
          * TPM_RC_VALUE: this PCR differs.  The session's digest is left as

@@ -121,11 +121,13 @@ static EVP_PKEY *fromdata(OSSL_LIB_CTX *libctx, const char *propq, const char *n
         goto end;
     }
     ctx = EVP_PKEY_CTX_new_from_name(libctx, name, propq);
-    if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) <= 0
-        || EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0) {
+    if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) <= 0 ||
+        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0) {
         pkey = NULL;
-        hwkey_raise(HWKEY_R_INTERNAL, "cannot build the %s public key of a TPM key in the "
-                                      "library context", name);
+        hwkey_raise(HWKEY_R_INTERNAL,
+                    "cannot build the %s public key of a TPM key in the "
+                    "library context",
+                    name);
     }
 end:
     EVP_PKEY_CTX_free(ctx);
@@ -152,9 +154,9 @@ static EVP_PKEY *ec_pkey(const TPMS_ECC_POINT *pt, TPMI_ECC_CURVE curve, OSSL_LI
     point[0] = POINT_CONVERSION_UNCOMPRESSED;
     memcpy(point + 1 + flen - pt->x.size, pt->x.buffer, pt->x.size);
     memcpy(point + 1 + 2 * flen - pt->y.size, pt->y.buffer, pt->y.size);
-    if ((bld = OSSL_PARAM_BLD_new()) == NULL
-        || !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0)
-        || !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, 1 + 2 * flen)) {
+    if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
+        !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) ||
+        !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, 1 + 2 * flen)) {
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "building the EC public key parameters");
         goto end;
     }
@@ -175,9 +177,9 @@ static EVP_PKEY *rsa_pkey(const TPMT_PUBLIC *pub, OSSL_LIB_CTX *libctx, const ch
         exp = 65537; /* TPM 2.0 Part 2: 0 means the default exponent */
     n = BN_bin2bn(pub->unique.rsa.buffer, pub->unique.rsa.size, NULL);
     e = BN_new();
-    if (n == NULL || e == NULL || !BN_set_word(e, exp) || (bld = OSSL_PARAM_BLD_new()) == NULL
-        || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n)
-        || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e)) {
+    if (n == NULL || e == NULL || !BN_set_word(e, exp) || (bld = OSSL_PARAM_BLD_new()) == NULL ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e)) {
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "building the RSA public key parameters");
         goto end;
     }
@@ -189,8 +191,7 @@ end:
     return pkey;
 }
 
-EVP_PKEY *hwkey_tpm2_public_to_pkey(const TPMT_PUBLIC *pub, OSSL_LIB_CTX *libctx,
-                                    const char *propq)
+EVP_PKEY *hwkey_tpm2_public_to_pkey(const TPMT_PUBLIC *pub, OSSL_LIB_CTX *libctx, const char *propq)
 {
     switch (pub->type) {
     case TPM2_ALG_ECC:
@@ -214,9 +215,9 @@ int hwkey_tpm2_key_template(const HWKEY_KEYSPEC *spec, TPM2B_PUBLIC *tmpl)
      * Unrestricted sign + decrypt with scheme NULL: the caller picks the
      * scheme per operation, and the raw RSA op (any PSS salt) stays possible.
      */
-    p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT
-                          | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH
-                          | TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_DECRYPT;
+    p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                          TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
+                          TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_DECRYPT;
     switch (spec->alg) {
     case HWKEY_ALG_EC:
         p->type = TPM2_ALG_ECC;
@@ -235,10 +236,8 @@ int hwkey_tpm2_key_template(const HWKEY_KEYSPEC *spec, TPM2B_PUBLIC *tmpl)
         p->parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_NULL;
         p->parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
         p->parameters.rsaDetail.exponent = 0;
-        if (spec->bits != 1024 && spec->bits != 2048 && spec->bits != 3072
-            && spec->bits != 4096) {
-            hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "RSA-%d is not a TPM key size",
-                        spec->bits);
+        if (spec->bits != 1024 && spec->bits != 2048 && spec->bits != 3072 && spec->bits != 4096) {
+            hwkey_raise(HWKEY_R_UNSUPPORTED_ALGORITHM, "RSA-%d is not a TPM key size", spec->bits);
             return 0;
         }
         p->parameters.rsaDetail.keyBits = (TPMI_RSA_KEY_BITS)spec->bits;
@@ -261,9 +260,9 @@ void hwkey_tpm2_primary_template(TPM2B_PUBLIC *tmpl)
     memset(tmpl, 0, sizeof(*tmpl));
     p->type = TPM2_ALG_ECC;
     p->nameAlg = TPM2_ALG_SHA256;
-    p->objectAttributes = TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED
-                          | TPMA_OBJECT_DECRYPT | TPMA_OBJECT_NODA | TPMA_OBJECT_FIXEDTPM
-                          | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN;
+    p->objectAttributes = TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT |
+                          TPMA_OBJECT_NODA | TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                          TPMA_OBJECT_SENSITIVEDATAORIGIN;
     p->parameters.eccDetail.symmetric.algorithm = TPM2_ALG_AES;
     p->parameters.eccDetail.symmetric.keyBits.aes = 128;
     p->parameters.eccDetail.symmetric.mode.aes = TPM2_ALG_CFB;
@@ -286,9 +285,9 @@ void hwkey_tpm2_tools_primary_template(TPM2B_PUBLIC *tmpl)
     memset(tmpl, 0, sizeof(*tmpl));
     p->type = TPM2_ALG_RSA;
     p->nameAlg = TPM2_ALG_SHA256;
-    p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT
-                          | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH
-                          | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
+    p->objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                          TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
+                          TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
     p->parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_AES;
     p->parameters.rsaDetail.symmetric.keyBits.aes = 128;
     p->parameters.rsaDetail.symmetric.mode.aes = TPM2_ALG_CFB;

@@ -52,10 +52,10 @@ int hwkey_tpm2_key_describe(HWKEY_BKEY *key, const HWKEY_KEYREF *ref, BIO *out)
     memset(&kf, 0, sizeof(kf));
     if (!hwkey_tss2_keyfile_decode(ref->data, ref->len, &kf))
         return 0;
-    ok = BIO_printf(out, "Private key: held by TPM 2.0 (TSS2 key file, parent 0x%08x, %s%s)\n",
-                    (unsigned int)kf.parent,
-                    kf.empty_auth ? "no auth value" : "auth value required",
-                    kf.policy_count > 0 ? ", use bound by a policy" : "") > 0;
+    ok =
+        BIO_printf(out, "Private key: held by TPM 2.0 (TSS2 key file, parent 0x%08x, %s%s)\n",
+                   (unsigned int)kf.parent, kf.empty_auth ? "no auth value" : "auth value required",
+                   kf.policy_count > 0 ? ", use bound by a policy" : "") > 0;
     hwkey_tss2_keyfile_clear(&kf);
     return ok;
 }

@@ -68,8 +68,7 @@ end:
     return ok;
 }
 
-int hwkey_tpm2_datakey_create(HWKEY_DEVICE *base, const HWKEY_GENOPTS *opts,
-                              HWKEY_REFBLOB *out)
+int hwkey_tpm2_datakey_create(HWKEY_DEVICE *base, const HWKEY_GENOPTS *opts, HWKEY_REFBLOB *out)
 {
     HWKEY_TPM2_DEVICE *dev = (HWKEY_TPM2_DEVICE *)base;
     size_t auth_len = opts != NULL && opts->auth != NULL ? opts->auth_len : 0;
@@ -108,13 +107,13 @@ int hwkey_tpm2_datakey_create(HWKEY_DEVICE *base, const HWKEY_GENOPTS *opts,
             goto release;
         hwkey_tpm2_policy_bind(&tmpl, &policy_digest);
     }
-    if (!hwkey_tpm2_parent_get(dev, esys, 0, &parent, &recorded)
-        || !hwkey_tpm2_salted_session(esys, parent, TPMA_SESSION_DECRYPT,
-                                      "starting a session salted by the parent key", &session))
+    if (!hwkey_tpm2_parent_get(dev, esys, 0, &parent, &recorded) ||
+        !hwkey_tpm2_salted_session(esys, parent, TPMA_SESSION_DECRYPT,
+                                   "starting a session salted by the parent key", &session))
         goto release;
     do {
-        rc = Esys_Create(esys, parent, session, ESYS_TR_NONE, ESYS_TR_NONE, sens, &tmpl,
-                         &outside, &pcrs, &priv, &pub, NULL, NULL, NULL);
+        rc = Esys_Create(esys, parent, session, ESYS_TR_NONE, ESYS_TR_NONE, sens, &tmpl, &outside,
+                         &pcrs, &priv, &pub, NULL, NULL, NULL);
     } while (hwkey_tpm2_retry(&retry, rc));
     if (rc != TSS2_RC_SUCCESS) {
         hwkey_tpm2_raise_rc(rc, "sealing the data key in the TPM (TPM2_Create)");
@@ -130,9 +129,8 @@ release:
     }
     hwkey_tpm2_release(dev);
     if (ok) {
-        ok = hwkey_tpm2_keyfile_out_policy(HWKEY_TSS2_SEALED, pub, priv, recorded,
-                                           auth_len == 0, policy,
-                                           "marshalling the sealed data key",
+        ok = hwkey_tpm2_keyfile_out_policy(HWKEY_TSS2_SEALED, pub, priv, recorded, auth_len == 0,
+                                           policy, "marshalling the sealed data key",
                                            "marshalling the sealed data key", out);
         if (ok)
             hwkey_log(HWKEY_LOG_INFO, "tpm2: sealed a new data key under parent 0x%08x",
@@ -156,8 +154,8 @@ typedef struct {
     HWKEY_TPM2_POLICY *policy; /* PCR-bound (datakey --pcr): OPENSSL_free; else NULL */
 } SEALED;
 
-static int sealed_from_ref(const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw_cb,
-                           void *pw_arg, SEALED *s)
+static int sealed_from_ref(const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
+                           SEALED *s)
 {
     HWKEY_TSS2_KEYFILE kf;
     int ok = 0;
@@ -170,8 +168,9 @@ static int sealed_from_ref(const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw
     if (!hwkey_tss2_keyfile_decode(ref->data, ref->len, &kf))
         return 0;
     if (kf.type != HWKEY_TSS2_SEALED) {
-        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "this TSS2 key file holds a %s, not a sealed data "
-                                              "key (2.23.133.10.1.5; make one with hwkey datakey)",
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
+                    "this TSS2 key file holds a %s, not a sealed data "
+                    "key (2.23.133.10.1.5; make one with hwkey datakey)",
                     kf.type == HWKEY_TSS2_LOADABLE ? "loadable key" : "importable key");
         goto end;
     }
@@ -183,8 +182,7 @@ static int sealed_from_ref(const HWKEY_KEYREF *ref, OSSL_PASSPHRASE_CALLBACK *pw
         goto end;
     }
     ok = hwkey_tpm2_ask_auth(kf.empty_auth ? HWKEY_TPM2_AUTH_SKIP : HWKEY_TPM2_AUTH_REQUIRED,
-                             "TPM data key auth value", "TPM data key", 0, pw_cb, pw_arg,
-                             &s->auth);
+                             "TPM data key auth value", "TPM data key", 0, pw_cb, pw_arg, &s->auth);
 end:
     hwkey_tss2_keyfile_clear(&kf);
     return ok;
@@ -211,8 +209,7 @@ static int load_sealed(HWKEY_TPM2_DEVICE *dev, ESYS_CONTEXT *esys, SEALED *s, ES
     if (s->policy != NULL
             ? !hwkey_tpm2_policy_session(esys, s->policy, parent, TPMA_SESSION_ENCRYPT, session)
             : !hwkey_tpm2_salted_session(esys, parent, TPMA_SESSION_ENCRYPT,
-                                         "starting a session salted by the parent key",
-                                         session)) {
+                                         "starting a session salted by the parent key", session)) {
         hwkey_tpm2_parent_put(dev, esys, &parent);
         hwkey_tpm2_flush_quiet(esys, obj);
         return 0;
@@ -228,8 +225,7 @@ fail:
 }
 
 int hwkey_tpm2_datakey_unwrap(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref,
-                              OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
-                              unsigned char key[32])
+                              OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, unsigned char key[32])
 {
     HWKEY_TPM2_DEVICE *dev = (HWKEY_TPM2_DEVICE *)base;
     ESYS_TR obj = ESYS_TR_NONE, session = ESYS_TR_NONE;
@@ -261,8 +257,10 @@ int hwkey_tpm2_datakey_unwrap(HWKEY_DEVICE *base, const HWKEY_KEYREF *ref,
         goto release;
     }
     if (data->size != DATAKEY_LEN) {
-        hwkey_raise(HWKEY_R_KEY_FILE_INVALID, "the sealed object holds %u bytes, not a %d-byte "
-                                              "data key", (unsigned int)data->size, DATAKEY_LEN);
+        hwkey_raise(HWKEY_R_KEY_FILE_INVALID,
+                    "the sealed object holds %u bytes, not a %d-byte "
+                    "data key",
+                    (unsigned int)data->size, DATAKEY_LEN);
         goto release;
     }
     memcpy(key, data->buffer, DATAKEY_LEN);

@@ -124,8 +124,8 @@ static size_t key_bytes(const HWKEY_TPM2_KEY *key)
 static int check_out(unsigned char *out, size_t *outlen, size_t need)
 {
     if (out != NULL && *outlen < need) {
-        hwkey_raise(HWKEY_R_BUFFER_TOO_SMALL, "output buffer of %zu bytes, %zu needed",
-                    *outlen, need);
+        hwkey_raise(HWKEY_R_BUFFER_TOO_SMALL, "output buffer of %zu bytes, %zu needed", *outlen,
+                    need);
         return 0;
     }
     return 1;
@@ -458,16 +458,15 @@ int hwkey_tpm2_rsa_decrypt(HWKEY_BKEY *base, const HWKEY_DECRYPT_PARAMS *params,
     if (params->padding == HWKEY_PAD_OAEP) {
         TPMI_ALG_HASH h = hwkey_tpm2_hash_alg(params->oaep_md_nid);
 
-        if (h == TPM2_ALG_ERROR
-            || (params->mgf1_md_nid != 0 && params->mgf1_md_nid != params->oaep_md_nid)) {
+        if (h == TPM2_ALG_ERROR ||
+            (params->mgf1_md_nid != 0 && params->mgf1_md_nid != params->oaep_md_nid)) {
             hwkey_raise(HWKEY_R_UNSUPPORTED_PADDING,
                         "the TPM's OAEP needs one SHA-1/256/384/512 digest for OAEP and MGF1");
             return 0;
         }
         /* The TPM hashes the label with its terminating zero byte included. */
-        if (params->label_len > 0
-            && (params->label_len > sizeof(a.label.buffer)
-                || params->label[params->label_len - 1] != 0)) {
+        if (params->label_len > 0 && (params->label_len > sizeof(a.label.buffer) ||
+                                      params->label[params->label_len - 1] != 0)) {
             hwkey_raise(HWKEY_R_UNSUPPORTED_PADDING,
                         "the TPM accepts only NUL-terminated OAEP labels");
             return 0;
@@ -521,8 +520,8 @@ static TSS2_RC do_ecdh(ESYS_CONTEXT *esys, ESYS_TR key, ESYS_TR session, void *a
     return Esys_ECDH_ZGen(esys, key, session, ESYS_TR_NONE, ESYS_TR_NONE, &a->peer, &a->z);
 }
 
-int hwkey_tpm2_ecdh(HWKEY_BKEY *base, const unsigned char *peer, size_t peerlen,
-                    unsigned char *out, size_t *outlen)
+int hwkey_tpm2_ecdh(HWKEY_BKEY *base, const unsigned char *peer, size_t peerlen, unsigned char *out,
+                    size_t *outlen)
 {
     HWKEY_TPM2_KEY *key = (HWKEY_TPM2_KEY *)base;
     size_t flen = key_bytes(key);

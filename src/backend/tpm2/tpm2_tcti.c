@@ -72,8 +72,8 @@ static int tcti_known(const char *conf)
     memcpy(name, conf, n);
     name[n] = '\0';
     snprintf(lib, sizeof(lib), "libtss2-tcti-%s.so.0", name);
-    if ((h = dlopen(lib, RTLD_LAZY | RTLD_LOCAL)) == NULL
-        && (h = dlopen(name, RTLD_LAZY | RTLD_LOCAL)) == NULL)
+    if ((h = dlopen(lib, RTLD_LAZY | RTLD_LOCAL)) == NULL &&
+        (h = dlopen(name, RTLD_LAZY | RTLD_LOCAL)) == NULL)
         return 0;
     dlclose(h);
     return 1;
@@ -87,14 +87,17 @@ static void raise_device(const char *conf, const char *path, TSS2_RC rc)
 
     if (fd >= 0) {
         close(fd); /* it opens now: the failure was something else */
-        hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "cannot connect to the TPM through TCTI "
-                    "\"%s\": %s (0x%x)", conf, Tss2_RC_Decode(rc), (unsigned int)rc);
+        hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE,
+                    "cannot connect to the TPM through TCTI "
+                    "\"%s\": %s (0x%x)",
+                    conf, Tss2_RC_Decode(rc), (unsigned int)rc);
     } else if (e == EACCES || e == EPERM) {
         hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE,
                     "TPM device %s: Permission denied for uid %ld (gid %ld): add this user "
                     "to group %s (usermod -a -G tss USER; /dev/tpmrm0 is root:tss 0660 on "
                     "Debian), or run the process as a user that may open it",
-                    path, (long)geteuid(), (long)getegid(), tss != NULL ? "tss" : "tss (create it)");
+                    path, (long)geteuid(), (long)getegid(),
+                    tss != NULL ? "tss" : "tss (create it)");
     } else if (e == ENOENT || e == ENXIO || e == ENODEV) {
         hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE,
                     "TPM device %s: No such file or device: this machine has no kernel TPM "
@@ -123,8 +126,10 @@ void hwkey_tpm2_tcti_raise(const char *conf, TSS2_RC rc)
                     (int)strcspn(inner, ":"), inner, conf, (int)strcspn(inner, ":"), inner);
         return;
     }
-    hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE, "cannot connect to the TPM through TCTI \"%s\": "
-                "%s (0x%x)", conf, Tss2_RC_Decode(rc), (unsigned int)rc);
+    hwkey_raise(HWKEY_R_DEVICE_UNREACHABLE,
+                "cannot connect to the TPM through TCTI \"%s\": "
+                "%s (0x%x)",
+                conf, Tss2_RC_Decode(rc), (unsigned int)rc);
 }
 
 /* --- backoff ------------------------------------------------------------- */
@@ -163,8 +168,8 @@ void hwkey_tpm2_backoff_failed(HWKEY_TPM2_DEVICE *dev)
 
     hwkey_tpm2_backoff_bump(dev);
     /* Repeat the connect's own error while in backoff: it says what to fix. */
-    if (ERR_peek_last_error_data(&data, &flags) != 0 && data != NULL
-        && (flags & ERR_TXT_STRING) != 0 && data[0] != '\0')
+    if (ERR_peek_last_error_data(&data, &flags) != 0 && data != NULL &&
+        (flags & ERR_TXT_STRING) != 0 && data[0] != '\0')
         snprintf(dev->last_err, sizeof(dev->last_err), "%s", data);
     else
         snprintf(dev->last_err, sizeof(dev->last_err), "cannot connect through TCTI \"%s\"",
@@ -176,8 +181,10 @@ void hwkey_tpm2_backoff_failed(HWKEY_TPM2_DEVICE *dev)
      */
     if (!dev->lost && dev->ever_connected) {
         dev->lost = 1;
-        hwkey_log(HWKEY_LOG_ERROR, "tpm2: TPM unavailable: %s; operations fail until it is "
-                  "back", dev->last_err);
+        hwkey_log(HWKEY_LOG_ERROR,
+                  "tpm2: TPM unavailable: %s; operations fail until it is "
+                  "back",
+                  dev->last_err);
     }
 }
 
@@ -203,8 +210,10 @@ void hwkey_tpm2_back(HWKEY_TPM2_DEVICE *dev)
 
 void hwkey_tpm2_mark_lost(HWKEY_TPM2_DEVICE *dev, TSS2_RC rc)
 {
-    snprintf(dev->last_err, sizeof(dev->last_err), "lost the TPM connection through TCTI "
-             "\"%s\": %s (0x%x)", dev->tcti_conf, Tss2_RC_Decode(rc), (unsigned int)rc);
+    snprintf(dev->last_err, sizeof(dev->last_err),
+             "lost the TPM connection through TCTI "
+             "\"%s\": %s (0x%x)",
+             dev->tcti_conf, Tss2_RC_Decode(rc), (unsigned int)rc);
     if (!dev->lost && dev->ever_connected) {
         dev->lost = 1;
         hwkey_log(HWKEY_LOG_ERROR, "tpm2: %s; reconnecting", dev->last_err);

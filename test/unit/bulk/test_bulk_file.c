@@ -133,8 +133,7 @@ static BUF encrypt_buf(const BUF *pt, PROGRESS *p)
     BUF ct;
 
     ERR_clear_error();
-    assert_int_equal(hwkey_bulk_file_encrypt(gcm, in, out, p != NULL ? on_progress : NULL, p),
-                     1);
+    assert_int_equal(hwkey_bulk_file_encrypt(gcm, in, out, p != NULL ? on_progress : NULL, p), 1);
     assert_int_equal(ERR_peek_error(), 0);
     ct = fd_contents(out);
     close(in);
@@ -186,8 +185,8 @@ static void assert_decrypt_fails(HWKEY_BULK_GCM *g, const unsigned char *ct, siz
     assert_int_equal(decrypt_buf(g, ct, len, &out, NULL), 0);
     assert_one_error(HWKEY_R_DECRYPTION_FAILED, what);
     if (out.len != verified)
-        fail_msg("after \"%s\": %zu bytes written, expected the %zu that verified", what,
-                 out.len, verified);
+        fail_msg("after \"%s\": %zu bytes written, expected the %zu that verified", what, out.len,
+                 verified);
     assert_true(verified <= pt->len);
     assert_memory_equal(out.data, pt->data, verified);
     free(out.data);
@@ -201,8 +200,7 @@ static void assert_decrypt_fails(HWKEY_BULK_GCM *g, const unsigned char *ct, siz
  * extra_empty appends an empty final chunk after a full last one (the format
  * allows both; hwkey writes none).
  */
-static BUF doc_encode(uint32_t chunk, const unsigned char nonce[8], const BUF *pt,
-                      int extra_empty)
+static BUF doc_encode(uint32_t chunk, const unsigned char nonce[8], const BUF *pt, int extra_empty)
 {
     size_t chunks = pt->len == 0 ? 1 : (pt->len + chunk - 1) / chunk;
     BUF f;
@@ -233,9 +231,8 @@ static BUF doc_encode(uint32_t chunk, const unsigned char nonce[8], const BUF *p
         for (int k = 0; k < 8; k++)
             aad[HDR + k] = (unsigned char)((uint64_t)i >> (56 - 8 * k));
         aad[HDR + 8] = i == chunks - 1;
-        assert_int_equal(hwkey_bulk_gcm_encrypt(gcm, iv, aad, sizeof(aad), pt->data + off, p, n,
-                                                p + n),
-                         1);
+        assert_int_equal(
+            hwkey_bulk_gcm_encrypt(gcm, iv, aad, sizeof(aad), pt->data + off, p, n, p + n), 1);
         p += n + TAG;
     }
     assert_int_equal((size_t)(p - f.data), f.len);
@@ -261,9 +258,8 @@ static void test_round_trip_sizes(void **state)
         assert_int_equal(ct.data[8], 1);
         assert_int_equal(ct.data[9], 1);
         assert_int_equal(ct.data[10] | ct.data[11], 0);
-        assert_int_equal((uint32_t)ct.data[12] << 24 | ct.data[13] << 16 | ct.data[14] << 8
-                             | ct.data[15],
-                         C);
+        assert_int_equal(
+            (uint32_t)ct.data[12] << 24 | ct.data[13] << 16 | ct.data[14] << 8 | ct.data[15], C);
         assert_progress(&pe, n, chunks);
         /* Byte for byte what the documented format gives with the same nonce. */
         doc = doc_encode(C, ct.data + 16, &pt, 0);
@@ -298,7 +294,8 @@ static void test_fresh_nonce(void **state)
     free(b.data);
 }
 
-/* Files the code does not write but the format allows: tiny and huge chunks, an empty final chunk. */
+/* Files the code does not write but the format allows: tiny and huge chunks, an empty final chunk.
+ */
 static void test_documented_variants_decrypt(void **state)
 {
     static const struct {
@@ -306,8 +303,10 @@ static void test_documented_variants_decrypt(void **state)
         size_t len;
         int extra_empty;
     } cases[] = {
-        {.chunk = 16, .len = 50}, {.chunk = 16, .len = 48, .extra_empty = 1},
-        {.chunk = C, .len = 2 * C, .extra_empty = 1}, {.chunk = 1u << 24, .len = 5},
+        {.chunk = 16, .len = 50},
+        {.chunk = 16, .len = 48, .extra_empty = 1},
+        {.chunk = C, .len = 2 * C, .extra_empty = 1},
+        {.chunk = 1u << 24, .len = 5},
     };
     unsigned char nonce[8];
 
@@ -356,8 +355,7 @@ static void test_truncated_at_structural_points(void **state)
         {"after chunk 1", HDR + 2 * REC, C, "chunk 1 does not authenticate"},
         {"inside chunk 2's tag", HDR + 2 * REC + 10, 2 * C,
          "ends at chunk 2 before its final chunk"},
-        {"last byte removed", HDR + 2 * REC + 5 + TAG - 1, 2 * C,
-         "chunk 2 does not authenticate"},
+        {"last byte removed", HDR + 2 * REC + 5 + TAG - 1, 2 * C, "chunk 2 does not authenticate"},
     };
     BUF pt = random_buf(2 * C + 5), ct = encrypt_buf(&pt, NULL);
 

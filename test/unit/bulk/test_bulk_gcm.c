@@ -58,15 +58,22 @@ static const struct vector {
 } vectors[] = {
     {.name = "MV 13: empty plaintext, empty AAD",
      .key = "0000000000000000000000000000000000000000000000000000000000000000",
-     .iv = "000000000000000000000000", .aad = "", .pt = "", .ct = "",
+     .iv = "000000000000000000000000",
+     .aad = "",
+     .pt = "",
+     .ct = "",
      .tag = "530f8afbc74536b9a963b4f1c4cb738b"},
     {.name = "MV 14: one zero block",
      .key = "0000000000000000000000000000000000000000000000000000000000000000",
-     .iv = "000000000000000000000000", .aad = "", .pt = "00000000000000000000000000000000",
-     .ct = "cea7403d4d606b6e074ec5d3baf39d18", .tag = "d0d1c8a799996bf0265b98b5d48ab919"},
+     .iv = "000000000000000000000000",
+     .aad = "",
+     .pt = "00000000000000000000000000000000",
+     .ct = "cea7403d4d606b6e074ec5d3baf39d18",
+     .tag = "d0d1c8a799996bf0265b98b5d48ab919"},
     {.name = "MV 15: four blocks",
      .key = "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
-     .iv = "cafebabefacedbaddecaf888", .aad = "",
+     .iv = "cafebabefacedbaddecaf888",
+     .aad = "",
      .pt = "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
            "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255",
      .ct = "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
@@ -74,7 +81,8 @@ static const struct vector {
      .tag = "b094dac5d93471bdec1a502270e3cc6c"},
     {.name = "MV 16: 60 bytes (not a block multiple) with 20 bytes of AAD",
      .key = "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
-     .iv = "cafebabefacedbaddecaf888", .aad = "feedfacedeadbeeffeedfacedeadbeefabaddad2",
+     .iv = "cafebabefacedbaddecaf888",
+     .aad = "feedfacedeadbeeffeedfacedeadbeefabaddad2",
      .pt = "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
            "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
      .ct = "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
@@ -110,9 +118,9 @@ static void test_vectors(void **state)
     }
 }
 
-static void openssl_gcm(const unsigned char *key, const unsigned char *iv,
-                        const unsigned char *aad, size_t aadlen, const unsigned char *in,
-                        size_t len, unsigned char *out, unsigned char tag[16])
+static void openssl_gcm(const unsigned char *key, const unsigned char *iv, const unsigned char *aad,
+                        size_t aadlen, const unsigned char *in, size_t len, unsigned char *out,
+                        unsigned char tag[16])
 {
     EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
     int n = 0, m = 0;
@@ -201,8 +209,8 @@ static void test_streaming_pieces(void **state)
             /* Mostly small, sometimes large pieces: partial blocks on both sides. */
             piece = r[0] < 200 ? (size_t)r[1] % 40 : ((size_t)r[0] << 8 | r[1]) % 1500;
             piece = piece > len - done ? len - done : piece;
-            assert_int_equal(hwkey_bulk_gcm_update(g, enc, enc ? pt + done : ref + done,
-                                                   out + done, piece), 1);
+            assert_int_equal(
+                hwkey_bulk_gcm_update(g, enc, enc ? pt + done : ref + done, out + done, piece), 1);
             done += piece;
         }
         hwkey_bulk_gcm_tag(g, tag);
@@ -263,7 +271,7 @@ static void test_bad_tag_rejected(void **state)
     expect_rejected(g, iv, aad, sizeof(aad), ct, sizeof(ct), tag);
     aad[0] ^= 0x80;
     expect_rejected(g, iv, aad, sizeof(aad), ct, sizeof(ct) - 1, tag); /* truncated */
-    iv[11] ^= 1; /* another IV */
+    iv[11] ^= 1;                                                       /* another IV */
     expect_rejected(g, iv, aad, sizeof(aad), ct, sizeof(ct), tag);
     iv[11] ^= 1;
     key[31] ^= 1; /* another key */
@@ -308,8 +316,8 @@ static void test_mixed_cores(void **state)
                              1);
             piece = ((size_t)r[0] << 8 | r[1]) % 1200;
             piece = piece > len - done ? len - done : piece;
-            assert_int_equal(hwkey_bulk_gcm_update(g, enc, enc ? pt + done : ref + done,
-                                                   out + done, piece), 1);
+            assert_int_equal(
+                hwkey_bulk_gcm_update(g, enc, enc ? pt + done : ref + done, out + done, piece), 1);
             done += piece;
         }
         hwkey_bulk_gcm_tag(g, tag);

@@ -244,8 +244,7 @@ static int describe_soft(EVP_PKEY *soft, HWKEY_KEYINFO *info)
 }
 
 static HWKEY_LOOKUP fake_key_load(HWKEY_DEVICE *d, const HWKEY_KEYREF *ref,
-                                  OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg,
-                                  HWKEY_BKEY **out)
+                                  OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_arg, HWKEY_BKEY **out)
 {
     FAKE_DEVICE *dev = (FAKE_DEVICE *)d;
     HWKEY_TSS2_KEYFILE kf;

@@ -24,9 +24,9 @@ typedef enum {
     HWKEY_FAKE_OP_RSA_DECRYPT,
     HWKEY_FAKE_OP_ECDH,
     HWKEY_FAKE_OP_GENERATE,
-    HWKEY_FAKE_OP_DESCRIBE,    /* key_describe: the `pkey -text` holder line */
-    HWKEY_FAKE_OP_ENCODE,      /* ref_encode: writing the key file back */
-    HWKEY_FAKE_OP_RECOGNISE,   /* keyfile_recognise: the decoders asking "yours?" */
+    HWKEY_FAKE_OP_DESCRIBE,  /* key_describe: the `pkey -text` holder line */
+    HWKEY_FAKE_OP_ENCODE,    /* ref_encode: writing the key file back */
+    HWKEY_FAKE_OP_RECOGNISE, /* keyfile_recognise: the decoders asking "yours?" */
     HWKEY_FAKE_OP_N
 } HWKEY_FAKE_OP;
 

@@ -30,7 +30,7 @@ typedef struct {
 } SESSION;
 
 static CK_FUNCTION_LIST fl;
-static FAKE_OBJ objs[MAX_OBJS];             /* handle = index + 1 */
+static FAKE_OBJ objs[MAX_OBJS];        /* handle = index + 1 */
 static SESSION sessions[MAX_SESSIONS]; /* handle = index + 1 */
 static int initialized, logged_in;
 static CK_FLAGS token_flags;
@@ -68,9 +68,16 @@ static void crypto_end(void)
 }
 
 static const CK_MECHANISM_TYPE all_mechs[] = {
-    CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_RSA_PKCS, CKM_RSA_X_509, CKM_RSA_PKCS_OAEP,
-    CKM_RSA_PKCS_PSS, CKM_EC_KEY_PAIR_GEN, CKM_ECDSA, CKM_ECDH1_DERIVE,
-    CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EDDSA,
+    CKM_RSA_PKCS_KEY_PAIR_GEN,
+    CKM_RSA_PKCS,
+    CKM_RSA_X_509,
+    CKM_RSA_PKCS_OAEP,
+    CKM_RSA_PKCS_PSS,
+    CKM_EC_KEY_PAIR_GEN,
+    CKM_ECDSA,
+    CKM_ECDH1_DERIVE,
+    CKM_EC_EDWARDS_KEY_PAIR_GEN,
+    CKM_EDDSA,
 };
 
 static CK_RV scripted(FAKE_P11_FN fn)
@@ -417,8 +424,8 @@ static CK_RV f_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR ti)
     pad(ti->manufacturerID, sizeof(ti->manufacturerID), "hwkey tests");
     pad(ti->model, sizeof(ti->model), "fake");
     pad(ti->serialNumber, sizeof(ti->serialNumber), "0001");
-    ti->flags = CKF_TOKEN_INITIALIZED | CKF_LOGIN_REQUIRED | CKF_USER_PIN_INITIALIZED | CKF_RNG
-        | token_flags;
+    ti->flags = CKF_TOKEN_INITIALIZED | CKF_LOGIN_REQUIRED | CKF_USER_PIN_INITIALIZED | CKF_RNG |
+                token_flags;
     ti->ulMaxSessionCount = ti->ulMaxRwSessionCount = CK_EFFECTIVELY_INFINITE;
     ti->ulSessionCount = ti->ulRwSessionCount = CK_UNAVAILABLE_INFORMATION;
     ti->ulMaxPinLen = 64;
@@ -481,7 +488,7 @@ static CK_RV f_CloseSession(CK_SESSION_HANDLE h)
     for (size_t i = 0; i < MAX_SESSIONS; i++)
         any |= sessions[i].open;
     if (!any)
-        logged_in = 0;                 /* PKCS#11: the last session closed logs out */
+        logged_in = 0; /* PKCS#11: the last session closed logs out */
     return CKR_OK;
 }
 
@@ -530,8 +537,8 @@ static int matches(FAKE_OBJ *o, const CK_ATTRIBUTE *t, CK_ULONG n)
     for (CK_ULONG i = 0; i < n; i++) {
         FAKE_ATTR *a = fake_attr_find(o, t[i].type);
 
-        if (a == NULL || a->len != t[i].ulValueLen
-            || (a->len > 0 && memcmp(a->val, t[i].pValue, a->len) != 0))
+        if (a == NULL || a->len != t[i].ulValueLen ||
+            (a->len > 0 && memcmp(a->val, t[i].pValue, a->len) != 0))
             return 0;
     }
     return 1;
@@ -588,9 +595,9 @@ static CK_RV f_FindObjectsFinal(CK_SESSION_HANDLE h)
 
 static int sensitive_attr(CK_ATTRIBUTE_TYPE type)
 {
-    return type == CKA_VALUE || type == CKA_PRIVATE_EXPONENT || type == CKA_PRIME_1
-        || type == CKA_PRIME_2 || type == CKA_EXPONENT_1 || type == CKA_EXPONENT_2
-        || type == CKA_COEFFICIENT;
+    return type == CKA_VALUE || type == CKA_PRIVATE_EXPONENT || type == CKA_PRIME_1 ||
+           type == CKA_PRIME_2 || type == CKA_EXPONENT_1 || type == CKA_EXPONENT_2 ||
+           type == CKA_COEFFICIENT;
 }
 
 static CK_RV f_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj, CK_ATTRIBUTE_PTR t,
@@ -696,7 +703,8 @@ static CK_RV f_GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_ATTRI
     if (m->mechanism == CKM_RSA_PKCS_KEY_PAIR_GEN)
         pkey = EVP_PKEY_Q_keygen(NULL, NULL, "RSA",
                                  (size_t)fake_attr_ulong(&tmp, CKA_MODULUS_BITS, 2048));
-    else if (m->mechanism == CKM_EC_KEY_PAIR_GEN && (a = fake_attr_find(&tmp, CKA_EC_PARAMS)) != NULL)
+    else if (m->mechanism == CKM_EC_KEY_PAIR_GEN &&
+             (a = fake_attr_find(&tmp, CKA_EC_PARAMS)) != NULL)
         pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", OBJ_nid2sn(fake_curve_nid(a->val, a->len)));
     else if (m->mechanism == CKM_EC_EDWARDS_KEY_PAIR_GEN)
         pkey = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
@@ -807,8 +815,8 @@ static CK_RV finish(SESSION *s, CK_BYTE_PTR in, CK_ULONG inlen, CK_BYTE_PTR out,
     case CKM_EDDSA: {
         EVP_MD_CTX *md = EVP_MD_CTX_new();
 
-        ok = md != NULL && EVP_DigestSignInit(md, NULL, NULL, NULL, o->pkey) > 0
-            && EVP_DigestSign(md, out, &n, in, inlen) > 0;
+        ok = md != NULL && EVP_DigestSignInit(md, NULL, NULL, NULL, o->pkey) > 0 &&
+             EVP_DigestSign(md, out, &n, in, inlen) > 0;
         EVP_MD_CTX_free(md);
         break;
     }
@@ -885,26 +893,25 @@ static CK_RV f_DeriveKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HAND
         return CKR_SESSION_HANDLE_INVALID;
     if (o == NULL || !visible(o) || o->pkey == NULL)
         return CKR_KEY_HANDLE_INVALID;
-    if (m->mechanism != CKM_ECDH1_DERIVE || !mech_listed(m->mechanism) || p == NULL
-        || m->ulParameterLen != sizeof(*p) || p->kdf != CKD_NULL)
+    if (m->mechanism != CKM_ECDH1_DERIVE || !mech_listed(m->mechanism) || p == NULL ||
+        m->ulParameterLen != sizeof(*p) || p->kdf != CKD_NULL)
         return CKR_MECHANISM_PARAM_INVALID;
     if (!fake_attr_true(o, CKA_DERIVE))
         return CKR_KEY_FUNCTION_NOT_PERMITTED;
     mech_record(m);
     template_record(t, n);
-    EVP_PKEY_get_utf8_string_param(o->pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-                                   NULL);
+    EVP_PKEY_get_utf8_string_param(o->pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL);
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0);
     params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, p->pPublicData,
                                                   p->ulPublicDataLen);
     params[2] = OSSL_PARAM_construct_end();
     rv = CKR_FUNCTION_FAILED;
     crypto_begin();
-    if ((pctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) == NULL
-        || EVP_PKEY_fromdata_init(pctx) <= 0
-        || EVP_PKEY_fromdata(pctx, &peer, EVP_PKEY_PUBLIC_KEY, params) <= 0
-        || (dctx = EVP_PKEY_CTX_new(o->pkey, NULL)) == NULL || EVP_PKEY_derive_init(dctx) <= 0
-        || EVP_PKEY_derive_set_peer(dctx, peer) <= 0 || EVP_PKEY_derive(dctx, z, &zlen) <= 0)
+    if ((pctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) == NULL ||
+        EVP_PKEY_fromdata_init(pctx) <= 0 ||
+        EVP_PKEY_fromdata(pctx, &peer, EVP_PKEY_PUBLIC_KEY, params) <= 0 ||
+        (dctx = EVP_PKEY_CTX_new(o->pkey, NULL)) == NULL || EVP_PKEY_derive_init(dctx) <= 0 ||
+        EVP_PKEY_derive_set_peer(dctx, peer) <= 0 || EVP_PKEY_derive(dctx, z, &zlen) <= 0)
         goto end;
     if ((secret = obj_new(out)) == NULL) {
         rv = CKR_DEVICE_MEMORY;

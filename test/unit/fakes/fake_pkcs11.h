@@ -32,12 +32,28 @@
 
 /* The functions a failure can be scripted for and that are counted. */
 typedef enum {
-    FAKE_C_Initialize, FAKE_C_Finalize, FAKE_C_GetSlotList, FAKE_C_GetTokenInfo,
-    FAKE_C_GetMechanismList, FAKE_C_OpenSession, FAKE_C_CloseSession, FAKE_C_GetSessionInfo,
-    FAKE_C_Login, FAKE_C_FindObjectsInit, FAKE_C_FindObjects, FAKE_C_FindObjectsFinal,
-    FAKE_C_GetAttributeValue, FAKE_C_CreateObject, FAKE_C_DestroyObject,
-    FAKE_C_GenerateKeyPair, FAKE_C_SignInit, FAKE_C_Sign, FAKE_C_DecryptInit, FAKE_C_Decrypt,
-    FAKE_C_DeriveKey, FAKE_C_GenerateRandom,
+    FAKE_C_Initialize,
+    FAKE_C_Finalize,
+    FAKE_C_GetSlotList,
+    FAKE_C_GetTokenInfo,
+    FAKE_C_GetMechanismList,
+    FAKE_C_OpenSession,
+    FAKE_C_CloseSession,
+    FAKE_C_GetSessionInfo,
+    FAKE_C_Login,
+    FAKE_C_FindObjectsInit,
+    FAKE_C_FindObjects,
+    FAKE_C_FindObjectsFinal,
+    FAKE_C_GetAttributeValue,
+    FAKE_C_CreateObject,
+    FAKE_C_DestroyObject,
+    FAKE_C_GenerateKeyPair,
+    FAKE_C_SignInit,
+    FAKE_C_Sign,
+    FAKE_C_DecryptInit,
+    FAKE_C_Decrypt,
+    FAKE_C_DeriveKey,
+    FAKE_C_GenerateRandom,
     FAKE_N_FUNCS
 } FAKE_P11_FN;
 

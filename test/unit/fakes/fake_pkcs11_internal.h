@@ -18,7 +18,7 @@ typedef struct {
     int used;
     FAKE_ATTR attrs[FAKE_P11_MAX_ATTRS];
     size_t n;
-    EVP_PKEY *pkey;                    /* private key objects */
+    EVP_PKEY *pkey; /* private key objects */
 } FAKE_OBJ;
 
 /* fake_pkcs11.c */

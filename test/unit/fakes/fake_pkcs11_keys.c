@@ -21,7 +21,7 @@ static const struct {
     CK_RSA_PKCS_MGF_TYPE mgf;
     const char *name;
 } hashes[] = {
-    {CKM_SHA_1, CKG_MGF1_SHA1, "SHA1"},     {CKM_SHA224, CKG_MGF1_SHA224, "SHA224"},
+    {CKM_SHA_1, CKG_MGF1_SHA1, "SHA1"},      {CKM_SHA224, CKG_MGF1_SHA224, "SHA224"},
     {CKM_SHA256, CKG_MGF1_SHA256, "SHA256"}, {CKM_SHA384, CKG_MGF1_SHA384, "SHA384"},
     {CKM_SHA512, CKG_MGF1_SHA512, "SHA512"},
 };
@@ -129,9 +129,11 @@ EVP_PKEY *fake_key_from_attrs(FAKE_OBJ *o)
         CK_ATTRIBUTE_TYPE type;
         const char *name;
     } rsa[] = {
-        {CKA_MODULUS, OSSL_PKEY_PARAM_RSA_N}, {CKA_PUBLIC_EXPONENT, OSSL_PKEY_PARAM_RSA_E},
+        {CKA_MODULUS, OSSL_PKEY_PARAM_RSA_N},
+        {CKA_PUBLIC_EXPONENT, OSSL_PKEY_PARAM_RSA_E},
         {CKA_PRIVATE_EXPONENT, OSSL_PKEY_PARAM_RSA_D},
-        {CKA_PRIME_1, OSSL_PKEY_PARAM_RSA_FACTOR1}, {CKA_PRIME_2, OSSL_PKEY_PARAM_RSA_FACTOR2},
+        {CKA_PRIME_1, OSSL_PKEY_PARAM_RSA_FACTOR1},
+        {CKA_PRIME_2, OSSL_PKEY_PARAM_RSA_FACTOR2},
         {CKA_EXPONENT_1, OSSL_PKEY_PARAM_RSA_EXPONENT1},
         {CKA_EXPONENT_2, OSSL_PKEY_PARAM_RSA_EXPONENT2},
         {CKA_COEFFICIENT, OSSL_PKEY_PARAM_RSA_COEFFICIENT1},
@@ -153,20 +155,20 @@ EVP_PKEY *fake_key_from_attrs(FAKE_OBJ *o)
     }
     if (kt == CKK_RSA) {
         for (size_t i = 0; ok && i < sizeof(rsa) / sizeof(rsa[0]); i++)
-            ok = (bns[i] = attr_bn(o, rsa[i].type)) != NULL
-                && OSSL_PARAM_BLD_push_BN(bld, rsa[i].name, bns[i]);
+            ok = (bns[i] = attr_bn(o, rsa[i].type)) != NULL &&
+                 OSSL_PARAM_BLD_push_BN(bld, rsa[i].name, bns[i]);
     } else if (kt == CKK_EC) {
         a = fake_attr_find(o, CKA_EC_PARAMS);
-        ok = ok && a != NULL && (bns[0] = attr_bn(o, CKA_VALUE)) != NULL
-            && OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
-                                               OBJ_nid2sn(fake_curve_nid(a->val, a->len)), 0)
-            && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, bns[0]);
+        ok = ok && a != NULL && (bns[0] = attr_bn(o, CKA_VALUE)) != NULL &&
+             OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
+                                             OBJ_nid2sn(fake_curve_nid(a->val, a->len)), 0) &&
+             OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, bns[0]);
     } else {
         ok = 0;
     }
-    if (ok && (params = OSSL_PARAM_BLD_to_param(bld)) != NULL
-        && (ctx = EVP_PKEY_CTX_new_from_name(NULL, kt == CKK_RSA ? "RSA" : "EC", NULL)) != NULL
-        && EVP_PKEY_fromdata_init(ctx) > 0)
+    if (ok && (params = OSSL_PARAM_BLD_to_param(bld)) != NULL &&
+        (ctx = EVP_PKEY_CTX_new_from_name(NULL, kt == CKK_RSA ? "RSA" : "EC", NULL)) != NULL &&
+        EVP_PKEY_fromdata_init(ctx) > 0)
         EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_KEYPAIR, params);
     for (size_t i = 0; i < 8; i++)
         BN_clear_free(bns[i]);
@@ -178,18 +180,18 @@ EVP_PKEY *fake_key_from_attrs(FAKE_OBJ *o)
 
 /* ECDSA: OpenSSL's DER signature as r || s of the field's width. */
 int fake_ecdsa_raw(EVP_PKEY *pkey, const unsigned char *in, size_t inlen, unsigned char *out,
-                     size_t *outlen)
+                   size_t *outlen)
 {
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(pkey, NULL);
     unsigned char der[160];
     const unsigned char *p = der;
     size_t derlen = sizeof(der), n = ((size_t)EVP_PKEY_get_bits(pkey) + 7) / 8;
     ECDSA_SIG *sig = NULL;
-    int ok = ctx != NULL && EVP_PKEY_sign_init(ctx) > 0
-        && EVP_PKEY_sign(ctx, der, &derlen, in, inlen) > 0
-        && (sig = d2i_ECDSA_SIG(NULL, &p, (long)derlen)) != NULL && *outlen >= 2 * n
-        && BN_bn2binpad(ECDSA_SIG_get0_r(sig), out, (int)n) == (int)n
-        && BN_bn2binpad(ECDSA_SIG_get0_s(sig), out + n, (int)n) == (int)n;
+    int ok = ctx != NULL && EVP_PKEY_sign_init(ctx) > 0 &&
+             EVP_PKEY_sign(ctx, der, &derlen, in, inlen) > 0 &&
+             (sig = d2i_ECDSA_SIG(NULL, &p, (long)derlen)) != NULL && *outlen >= 2 * n &&
+             BN_bn2binpad(ECDSA_SIG_get0_r(sig), out, (int)n) == (int)n &&
+             BN_bn2binpad(ECDSA_SIG_get0_s(sig), out + n, (int)n) == (int)n;
 
     *outlen = 2 * n;
     ECDSA_SIG_free(sig);
@@ -198,7 +200,7 @@ int fake_ecdsa_raw(EVP_PKEY *pkey, const unsigned char *in, size_t inlen, unsign
 }
 
 int fake_rsa_op(EVP_PKEY *pkey, const CK_MECHANISM *m, int decrypt, const unsigned char *in,
-                  size_t inlen, unsigned char *out, size_t *outlen)
+                size_t inlen, unsigned char *out, size_t *outlen)
 {
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(pkey, NULL);
     int ok = ctx != NULL && (decrypt ? EVP_PKEY_decrypt_init(ctx) : EVP_PKEY_sign_init(ctx)) > 0;
@@ -210,22 +212,24 @@ int fake_rsa_op(EVP_PKEY *pkey, const CK_MECHANISM *m, int decrypt, const unsign
         const char *md = p != NULL ? hash_name(p->hashAlg, 0) : NULL;
         const char *mgf = p != NULL ? hash_name(0, p->mgf) : NULL;
 
-        ok = md != NULL && mgf != NULL && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) > 0
-            && EVP_PKEY_CTX_set_signature_md(ctx, EVP_get_digestbyname(md)) > 0
-            && EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_get_digestbyname(mgf)) > 0
-            && EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, (int)p->sLen) > 0;
+        ok = md != NULL && mgf != NULL &&
+             EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) > 0 &&
+             EVP_PKEY_CTX_set_signature_md(ctx, EVP_get_digestbyname(md)) > 0 &&
+             EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_get_digestbyname(mgf)) > 0 &&
+             EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, (int)p->sLen) > 0;
     } else if (ok && m->mechanism == CKM_RSA_PKCS_OAEP) {
         const CK_RSA_PKCS_OAEP_PARAMS *p = m->pParameter;
         const char *md = p != NULL ? hash_name(p->hashAlg, 0) : NULL;
         const char *mgf = p != NULL ? hash_name(0, p->mgf) : NULL;
         unsigned char *label = NULL;
 
-        ok = md != NULL && mgf != NULL && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0
-            && EVP_PKEY_CTX_set_rsa_oaep_md(ctx, EVP_get_digestbyname(md)) > 0
-            && EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_get_digestbyname(mgf)) > 0;
+        ok = md != NULL && mgf != NULL &&
+             EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0 &&
+             EVP_PKEY_CTX_set_rsa_oaep_md(ctx, EVP_get_digestbyname(md)) > 0 &&
+             EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_get_digestbyname(mgf)) > 0;
         if (ok && p->ulSourceDataLen > 0) {
-            ok = (label = OPENSSL_memdup(p->pSourceData, p->ulSourceDataLen)) != NULL
-                && EVP_PKEY_CTX_set0_rsa_oaep_label(ctx, label, (int)p->ulSourceDataLen) > 0;
+            ok = (label = OPENSSL_memdup(p->pSourceData, p->ulSourceDataLen)) != NULL &&
+                 EVP_PKEY_CTX_set0_rsa_oaep_label(ctx, label, (int)p->ulSourceDataLen) > 0;
             if (!ok)
                 OPENSSL_free(label);
         }
@@ -234,8 +238,8 @@ int fake_rsa_op(EVP_PKEY *pkey, const CK_MECHANISM *m, int decrypt, const unsign
         EVP_PKEY_CTX_free(ctx);
         ctx = EVP_PKEY_CTX_new(pkey, NULL);
         decrypt = 1;
-        ok = ctx != NULL && EVP_PKEY_decrypt_init(ctx) > 0
-            && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_NO_PADDING) > 0;
+        ok = ctx != NULL && EVP_PKEY_decrypt_init(ctx) > 0 &&
+             EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_NO_PADDING) > 0;
     }
     ok = ok && (decrypt ? EVP_PKEY_decrypt(ctx, out, outlen, in, inlen)
                         : EVP_PKEY_sign(ctx, out, outlen, in, inlen)) > 0;

@@ -32,8 +32,8 @@ static TSS2_RC fake_transmit(TSS2_TCTI_CONTEXT *ctx, size_t size, const uint8_t 
     TPM2_CC cc = 0;
 
     (void)ctx;
-    if (size < 10 || size > sizeof(fake.cmd)
-        || Tss2_MU_UINT32_Unmarshal(cmd, size, &off, &cc) != TSS2_RC_SUCCESS)
+    if (size < 10 || size > sizeof(fake.cmd) ||
+        Tss2_MU_UINT32_Unmarshal(cmd, size, &off, &cc) != TSS2_RC_SUCCESS)
         return TSS2_TCTI_RC_BAD_VALUE;
     memcpy(fake.cmd, cmd, size);
     fake.cmd_len = size;
@@ -189,8 +189,8 @@ void fake_tcti_rsp_params_end(void)
     TPMS_AUTH_RESPONSE auth;
     size_t p = fake.params_at, off = fake.rsp_len;
 
-    Tss2_MU_UINT32_Marshal((UINT32)(fake.rsp_len - fake.params_at - 4), fake.rsp,
-                           sizeof(fake.rsp), &p);
+    Tss2_MU_UINT32_Marshal((UINT32)(fake.rsp_len - fake.params_at - 4), fake.rsp, sizeof(fake.rsp),
+                           &p);
     /* One password session: empty nonce and hmac. */
     memset(&auth, 0, sizeof(auth));
     auth.sessionAttributes = TPMA_SESSION_CONTINUESESSION;

@@ -38,8 +38,10 @@ static int p11_test_token_setup(const char *reset_on_fork)
     if (mkdtemp(p11_test_dir) == NULL)
         return 0;
     atexit(p11_test_token_cleanup);
-    snprintf(cmd, sizeof(cmd), "HWKEY_SOFTHSM_RESET_ON_FORK=%s '%s/scripts/softhsm-setup.sh' '%s' "
-             ">/dev/null", reset_on_fork, src != NULL ? src : ".", p11_test_dir);
+    snprintf(cmd, sizeof(cmd),
+             "HWKEY_SOFTHSM_RESET_ON_FORK=%s '%s/scripts/softhsm-setup.sh' '%s' "
+             ">/dev/null",
+             reset_on_fork, src != NULL ? src : ".", p11_test_dir);
     if (system(cmd) != 0)
         return 0;
     snprintf(conf, sizeof(conf), "%s/softhsm2.conf", p11_test_dir);

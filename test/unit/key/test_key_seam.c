@@ -115,7 +115,7 @@ static int op_write_reference(HWKEY_KEY *key)
 
 typedef struct {
     const char *name;
-    int key;                      /* EC256 / RSA2048 */
+    int key; /* EC256 / RSA2048 */
     int (*op)(HWKEY_KEY *key);
 } REFUSE_CASE;
 
@@ -275,15 +275,15 @@ static void test_recognise(void **state)
     (void)state;
     hwkey_fake_reset();
     ERR_clear_error();
-    assert_int_equal(hwkey_devices_recognise_keyfile(devs, NULL, junk, sizeof(junk), &kind, &alg,
-                                                     &structure),
-                     0);
-    assert_int_equal(hwkey_devices_recognise_keyfile(devs, "PRIVATE KEY", junk, sizeof(junk),
-                                                     &kind, &alg, &structure),
+    assert_int_equal(
+        hwkey_devices_recognise_keyfile(devs, NULL, junk, sizeof(junk), &kind, &alg, &structure),
+        0);
+    assert_int_equal(hwkey_devices_recognise_keyfile(devs, "PRIVATE KEY", junk, sizeof(junk), &kind,
+                                                     &alg, &structure),
                      0);
     assert_int_equal(ERR_peek_error(), 0);
-    assert_int_equal(hwkey_devices_recognise_keyfile(devs, "TSS2 PRIVATE KEY", junk,
-                                                     sizeof(junk), &kind, &alg, &structure),
+    assert_int_equal(hwkey_devices_recognise_keyfile(devs, "TSS2 PRIVATE KEY", junk, sizeof(junk),
+                                                     &kind, &alg, &structure),
                      -1);
     assert_int_equal(count_errors(HWKEY_R_KEY_FILE_INVALID, &all_match), 1);
     assert_true(all_match);

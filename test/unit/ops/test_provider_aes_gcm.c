@@ -136,8 +136,7 @@ static void test_interop(void **state)
             assert_memory_equal(tag_hw, tag_sw, 16);
             assert_int_equal(run(SOFT, 0, key, iv, aad, aadlen, ct_hw, len, back, tag_hw, 0), 1);
             assert_memory_equal(back, pt, len);
-            assert_int_equal(run(HW, 0, key, iv, aad, aadlen, ct_sw, len, back, tag_sw, piece),
-                             1);
+            assert_int_equal(run(HW, 0, key, iv, aad, aadlen, ct_sw, len, back, tag_sw, piece), 1);
             assert_memory_equal(back, pt, len);
             /* A modified tag fails in both. */
             memcpy(bad, tag_hw, 16);
@@ -151,8 +150,7 @@ static void test_interop(void **state)
             /* Modified AAD fails too. */
             if (aadlen > 0) {
                 aad[0] ^= 1;
-                assert_int_equal(run(HW, 0, key, iv, aad, aadlen, ct_sw, len, back, tag_sw, 0),
-                                 0);
+                assert_int_equal(run(HW, 0, key, iv, aad, aadlen, ct_sw, len, back, tag_sw, 0), 0);
                 ERR_clear_error();
             }
         }
@@ -283,12 +281,9 @@ int main(void)
     /* The fixture's provider offers the cipher: the user opted in. */
     setenv("HWKEY_BULK_CIPHER", "yes", 1);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_never_implicit),
-        cmocka_unit_test(test_algorithm_params),
-        cmocka_unit_test(test_interop),
-        cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_dup_midstream),
-        cmocka_unit_test(test_not_offered_without_opt_in),
+        cmocka_unit_test(test_never_implicit), cmocka_unit_test(test_algorithm_params),
+        cmocka_unit_test(test_interop),        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_dup_midstream),  cmocka_unit_test(test_not_offered_without_opt_in),
     };
 
     if (!hwkey_bulk_cpu_ok()) {

@@ -103,12 +103,22 @@ typedef struct {
 
 static const GEN_CASE gen_cases[] = {
     {.name = "EC P-256", .type = "EC", .group = "P-256", .expect_bits = 256, .md = "SHA256"},
-    {.name = "EC prime256v1", .type = "EC", .group = "prime256v1", .expect_bits = 256,
+    {.name = "EC prime256v1",
+     .type = "EC",
+     .group = "prime256v1",
+     .expect_bits = 256,
      .md = "SHA256"},
     {.name = "EC P-384", .type = "EC", .group = "P-384", .expect_bits = 384, .md = "SHA384"},
-    {.name = "EC secp384r1", .type = "EC", .group = "secp384r1", .expect_bits = 384,
+    {.name = "EC secp384r1",
+     .type = "EC",
+     .group = "secp384r1",
+     .expect_bits = 384,
      .md = "SHA384"},
-    {.name = "RSA 2048", .type = "RSA", .bits = 2048, .expect_bits = 2048, .md = "SHA256",
+    {.name = "RSA 2048",
+     .type = "RSA",
+     .bits = 2048,
+     .expect_bits = 2048,
+     .md = "SHA256",
      .pad = RSA_PKCS1_PADDING},
 };
 
@@ -292,8 +302,7 @@ static void test_pubout(void **state)
 static void test_unsupported_parameters(void **state)
 {
     /* P-521 is a device question (the TPM's curve list), not refused here. */
-    static const char *const bad_groups[] = {"secp256k1", "brainpoolP256r1", "X25519",
-                                             "nonsense"};
+    static const char *const bad_groups[] = {"secp256k1", "brainpoolP256r1", "X25519", "nonsense"};
     EVP_PKEY_CTX *ctx;
     BIGNUM *e3 = BN_new();
     const char *text = NULL;
@@ -379,9 +388,9 @@ static void test_public_only_and_cipher_refused(void **state)
 
     /* -aes256: refused with the reason, not written in the clear. */
     gen = generate("EC", "P-256", 0);
-    assert_int_equal(PEM_write_bio_PrivateKey(bio, gen, EVP_aes_256_cbc(), NULL, 0, NULL,
-                                              (void *)"passphrase"),
-                     0);
+    assert_int_equal(
+        PEM_write_bio_PrivateKey(bio, gen, EVP_aes_256_cbc(), NULL, 0, NULL, (void *)"passphrase"),
+        0);
     assert_true(drain_errors_for(HWKEY_R_BAD_ARGUMENT, &text));
     assert_non_null(strstr(text, "cipher"));
     assert_true(BIO_get_mem_data(bio, &data) == 0 || strstr(data, "TSS2") == NULL);

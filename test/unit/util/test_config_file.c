@@ -92,8 +92,10 @@ static void environment_wins(void **state)
 
     (void)state;
     memset(&cfg, 0, sizeof(cfg));
-    snprintf(text, sizeof(text), "%s[provider_sect]\nhwkey = h\n[h]\nmodule = hwkey.so\n"
-             "tpm2-tcti = swtpm:port=1\npkcs11-module = /m.so\n", head);
+    snprintf(text, sizeof(text),
+             "%s[provider_sect]\nhwkey = h\n[h]\nmodule = hwkey.so\n"
+             "tpm2-tcti = swtpm:port=1\npkcs11-module = /m.so\n",
+             head);
     path = write_cnf(text);
     setenv(HWKEY_ENV_TPM2_TCTI, "swtpm:port=2", 1);
     assert_int_equal(hwkey_config_load_file(&cfg, path, 1), 1);

@@ -95,11 +95,11 @@ static size_t put_uint(unsigned char *out, unsigned long v)
 
 typedef struct {
     const char *name;
-    unsigned char version_tag;  /* 0x02 */
-    long version;               /* -1: the INTEGER -1 */
-    unsigned char uri_tag;      /* 0x0c UTF8String */
+    unsigned char version_tag; /* 0x02 */
+    long version;              /* -1: the INTEGER -1 */
+    unsigned char uri_tag;     /* 0x0c UTF8String */
     const char *uri;
-    size_t uri_len;             /* 0: strlen(uri) */
+    size_t uri_len; /* 0: strlen(uri) */
     unsigned long mech;
     size_t wrapped_len;
     int omit_wrapped;
@@ -161,8 +161,12 @@ static void test_roundtrip(void **state)
 static void test_builder_matches_encoder(void **state)
 {
     HWKEY_DATAKEY_FILE in = sample(HWKEY_DATAKEY_MECH_AES_KEY_WRAP_PAD);
-    const CASE c = {.version_tag = 0x02, .version = 1, .uri_tag = 0x0c, .uri = good_uri,
-                    .mech = 0x210a, .wrapped_len = 40};
+    const CASE c = {.version_tag = 0x02,
+                    .version = 1,
+                    .uri_tag = 0x0c,
+                    .uri = good_uri,
+                    .mech = 0x210a,
+                    .wrapped_len = 40};
     unsigned char built[8192], *der = NULL;
     size_t len = 0, blen;
 
@@ -193,40 +197,127 @@ static void test_corrupt_table(void **state)
 {
     static char long_uri[HWKEY_DATAKEY_URI_MAX + 2];
     const CASE cases[] = {
-        {.name = "version 2", .version_tag = 0x02, .version = 2, .uri_tag = 0x0c,
-         .uri = good_uri, .mech = 0x210a, .wrapped_len = 40},
-        {.name = "version 0", .version_tag = 0x02, .version = 0, .uri_tag = 0x0c,
-         .uri = good_uri, .mech = 0x210a, .wrapped_len = 40},
-        {.name = "version -1", .version_tag = 0x02, .version = -1, .uri_tag = 0x0c,
-         .uri = good_uri, .mech = 0x210a, .wrapped_len = 40},
-        {.name = "version as ENUMERATED", .version_tag = 0x0a, .version = 1, .uri_tag = 0x0c,
-         .uri = good_uri, .mech = 0x210a, .wrapped_len = 40},
-        {.name = "uri as OCTET STRING", .version_tag = 0x02, .version = 1, .uri_tag = 0x04,
-         .uri = good_uri, .mech = 0x210a, .wrapped_len = 40},
-        {.name = "not a pkcs11: uri", .version_tag = 0x02, .version = 1, .uri_tag = 0x0c,
-         .uri = "handle:0x81000001", .mech = 0x210a, .wrapped_len = 40},
-        {.name = "empty uri", .version_tag = 0x02, .version = 1, .uri_tag = 0x0c, .uri = "",
-         .mech = 0x210a, .wrapped_len = 40},
-        {.name = "uri with a NUL", .version_tag = 0x02, .version = 1, .uri_tag = 0x0c,
-         .uri = "pkcs11:object=a\0b", .uri_len = 17, .mech = 0x210a, .wrapped_len = 40},
-        {.name = "uri with a pin-value", .version_tag = 0x02, .version = 1, .uri_tag = 0x0c,
-         .uri = "pkcs11:token=t;object=kek?pin-value=1234", .mech = 0x210a, .wrapped_len = 40},
-        {.name = "uri too long", .version_tag = 0x02, .version = 1, .uri_tag = 0x0c,
-         .uri = long_uri, .mech = 0x210a, .wrapped_len = 40},
-        {.name = "unknown mechanism", .version_tag = 0x02, .version = 1, .uri_tag = 0x0c,
-         .uri = good_uri, .mech = 0x1087 /* CKM_AES_GCM */, .wrapped_len = 40},
-        {.name = "huge mechanism", .version_tag = 0x02, .version = 1, .uri_tag = 0x0c,
-         .uri = good_uri, .mech = 0x100000000210aul, .wrapped_len = 40},
-        {.name = "wrapped 39 bytes", .version_tag = 0x02, .version = 1, .uri_tag = 0x0c,
-         .uri = good_uri, .mech = 0x210a, .wrapped_len = 39},
-        {.name = "wrapped 48 bytes", .version_tag = 0x02, .version = 1, .uri_tag = 0x0c,
-         .uri = good_uri, .mech = 0x2109, .wrapped_len = 48},
-        {.name = "wrapped 0 bytes", .version_tag = 0x02, .version = 1, .uri_tag = 0x0c,
-         .uri = good_uri, .mech = 0x2109, .wrapped_len = 0},
-        {.name = "no wrapped field", .version_tag = 0x02, .version = 1, .uri_tag = 0x0c,
-         .uri = good_uri, .mech = 0x2109, .omit_wrapped = 1},
-        {.name = "trailing byte", .version_tag = 0x02, .version = 1, .uri_tag = 0x0c,
-         .uri = good_uri, .mech = 0x210a, .wrapped_len = 40, .trailing = 1},
+        {.name = "version 2",
+         .version_tag = 0x02,
+         .version = 2,
+         .uri_tag = 0x0c,
+         .uri = good_uri,
+         .mech = 0x210a,
+         .wrapped_len = 40},
+        {.name = "version 0",
+         .version_tag = 0x02,
+         .version = 0,
+         .uri_tag = 0x0c,
+         .uri = good_uri,
+         .mech = 0x210a,
+         .wrapped_len = 40},
+        {.name = "version -1",
+         .version_tag = 0x02,
+         .version = -1,
+         .uri_tag = 0x0c,
+         .uri = good_uri,
+         .mech = 0x210a,
+         .wrapped_len = 40},
+        {.name = "version as ENUMERATED",
+         .version_tag = 0x0a,
+         .version = 1,
+         .uri_tag = 0x0c,
+         .uri = good_uri,
+         .mech = 0x210a,
+         .wrapped_len = 40},
+        {.name = "uri as OCTET STRING",
+         .version_tag = 0x02,
+         .version = 1,
+         .uri_tag = 0x04,
+         .uri = good_uri,
+         .mech = 0x210a,
+         .wrapped_len = 40},
+        {.name = "not a pkcs11: uri",
+         .version_tag = 0x02,
+         .version = 1,
+         .uri_tag = 0x0c,
+         .uri = "handle:0x81000001",
+         .mech = 0x210a,
+         .wrapped_len = 40},
+        {.name = "empty uri",
+         .version_tag = 0x02,
+         .version = 1,
+         .uri_tag = 0x0c,
+         .uri = "",
+         .mech = 0x210a,
+         .wrapped_len = 40},
+        {.name = "uri with a NUL",
+         .version_tag = 0x02,
+         .version = 1,
+         .uri_tag = 0x0c,
+         .uri = "pkcs11:object=a\0b",
+         .uri_len = 17,
+         .mech = 0x210a,
+         .wrapped_len = 40},
+        {.name = "uri with a pin-value",
+         .version_tag = 0x02,
+         .version = 1,
+         .uri_tag = 0x0c,
+         .uri = "pkcs11:token=t;object=kek?pin-value=1234",
+         .mech = 0x210a,
+         .wrapped_len = 40},
+        {.name = "uri too long",
+         .version_tag = 0x02,
+         .version = 1,
+         .uri_tag = 0x0c,
+         .uri = long_uri,
+         .mech = 0x210a,
+         .wrapped_len = 40},
+        {.name = "unknown mechanism",
+         .version_tag = 0x02,
+         .version = 1,
+         .uri_tag = 0x0c,
+         .uri = good_uri,
+         .mech = 0x1087 /* CKM_AES_GCM */,
+         .wrapped_len = 40},
+        {.name = "huge mechanism",
+         .version_tag = 0x02,
+         .version = 1,
+         .uri_tag = 0x0c,
+         .uri = good_uri,
+         .mech = 0x100000000210aul,
+         .wrapped_len = 40},
+        {.name = "wrapped 39 bytes",
+         .version_tag = 0x02,
+         .version = 1,
+         .uri_tag = 0x0c,
+         .uri = good_uri,
+         .mech = 0x210a,
+         .wrapped_len = 39},
+        {.name = "wrapped 48 bytes",
+         .version_tag = 0x02,
+         .version = 1,
+         .uri_tag = 0x0c,
+         .uri = good_uri,
+         .mech = 0x2109,
+         .wrapped_len = 48},
+        {.name = "wrapped 0 bytes",
+         .version_tag = 0x02,
+         .version = 1,
+         .uri_tag = 0x0c,
+         .uri = good_uri,
+         .mech = 0x2109,
+         .wrapped_len = 0},
+        {.name = "no wrapped field",
+         .version_tag = 0x02,
+         .version = 1,
+         .uri_tag = 0x0c,
+         .uri = good_uri,
+         .mech = 0x2109,
+         .omit_wrapped = 1},
+        {.name = "trailing byte",
+         .version_tag = 0x02,
+         .version = 1,
+         .uri_tag = 0x0c,
+         .uri = good_uri,
+         .mech = 0x210a,
+         .wrapped_len = 40,
+         .trailing = 1},
     };
     static unsigned char der[16384];
 
@@ -260,7 +351,7 @@ static void test_encoder_refuses(void **state)
     assert_one_invalid_error();
 
     f = sample(HWKEY_DATAKEY_MECH_AES_KEY_WRAP_PAD);
-    f.wrapped_len = 32;            /* a key that was never wrapped */
+    f.wrapped_len = 32; /* a key that was never wrapped */
     assert_int_equal(hwkey_datakey_file_encode(&f, &der, &len), 0);
     assert_one_invalid_error();
 

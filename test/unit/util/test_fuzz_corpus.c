@@ -137,10 +137,8 @@ static void test_decoder_corpus(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_tss2_keyfile_corpus),
-        cmocka_unit_test(test_keyref_corpus),
-        cmocka_unit_test(test_p11_uri_corpus),
-        cmocka_unit_test(test_decoder_corpus),
+        cmocka_unit_test(test_tss2_keyfile_corpus), cmocka_unit_test(test_keyref_corpus),
+        cmocka_unit_test(test_p11_uri_corpus),      cmocka_unit_test(test_decoder_corpus),
         cmocka_unit_test(test_attest_corpus),
     };
 

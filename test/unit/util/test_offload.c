@@ -23,7 +23,7 @@
 #include "util/offload.h"
 
 typedef struct {
-    int fail;                     /* raise an error instead of answering */
+    int fail; /* raise an error instead of answering */
     unsigned int delay_ms;
 } FAKE_CTX;
 
@@ -60,8 +60,12 @@ static int job_main(void *arg)
 {
     JOB_ARGS *a = *(JOB_ARGS **)arg;
     static const unsigned char in[4] = {1, 2, 3, 4};
-    HWKEY_OFFLOAD_CALL call = {.fn = fake_device, .ctx = &a->ctx, .ctx_size = sizeof(a->ctx),
-                               .in = in, .inlen = sizeof(in), .out = a->out,
+    HWKEY_OFFLOAD_CALL call = {.fn = fake_device,
+                               .ctx = &a->ctx,
+                               .ctx_size = sizeof(a->ctx),
+                               .in = in,
+                               .inlen = sizeof(in),
+                               .out = a->out,
                                .outlen = &a->outlen};
 
     a->outlen = sizeof(a->out);
@@ -205,8 +209,8 @@ static void fork_after_use(void **state)
 
         alarm(10); /* a pool inherited from the parent would never answer */
         caller_thread = pthread_self();
-        while ((rc = ASYNC_start_job(&job, child_wctx, &ret, job_main, &bp, sizeof(bp)))
-               == ASYNC_PAUSE)
+        while ((rc = ASYNC_start_job(&job, child_wctx, &ret, job_main, &bp, sizeof(bp))) ==
+               ASYNC_PAUSE)
             usleep(1000);
         _exit(rc == ASYNC_FINISH && ret == 1 && b.out[0] == 0xfe && ran_elsewhere ? 0 : 3);
     }

@@ -160,7 +160,7 @@ static void test_wipe_on_fork(void **state)
 
         for (size_t i = 0; i < 48; i++)
             bad |= p[i];
-        memset(p, 0x77, 48);   /* must not reach the parent either */
+        memset(p, 0x77, 48); /* must not reach the parent either */
         hwkey_secmem_free(p);
         _exit(bad == 0 ? 0 : 3);
     }
@@ -189,7 +189,7 @@ static void test_inherited_survives_fork(void **state)
 
         for (size_t i = 0; i < 40; i++)
             bad |= p[i] ^ 0x3c;
-        memset(p, 0x11, 40);   /* the child's copy is private */
+        memset(p, 0x11, 40); /* the child's copy is private */
         hwkey_secmem_free(p);
         _exit(bad == 0 ? 0 : 4);
     }
@@ -208,20 +208,20 @@ static void test_foreign_free_ignored(void **state)
 
     assert_non_null(p);
     p[0] = 9;
-    hwkey_secmem_free(p + 16);   /* not an allocation: must not unmap p */
+    hwkey_secmem_free(p + 16); /* not an allocation: must not unmap p */
     assert_int_equal(p[0], 9);
     hwkey_secmem_free(p);
 }
 
-#define SECMEM_TESTS(mode)                                                          \
-    {                                                                               \
-        cmocka_unit_test_prestate(test_alloc_zeroed_free, &mode),                   \
-            cmocka_unit_test_prestate(test_kind, &mode),                            \
-            cmocka_unit_test_prestate(test_strndup, &mode),                         \
-            cmocka_unit_test_prestate(test_guard_pages, &mode),                     \
-            cmocka_unit_test_prestate(test_wipe_on_fork, &mode),                    \
-            cmocka_unit_test_prestate(test_inherited_survives_fork, &mode),         \
-            cmocka_unit_test_prestate(test_foreign_free_ignored, &mode),            \
+#define SECMEM_TESTS(mode)                                                                         \
+    {                                                                                              \
+        cmocka_unit_test_prestate(test_alloc_zeroed_free, &mode),                                  \
+            cmocka_unit_test_prestate(test_kind, &mode),                                           \
+            cmocka_unit_test_prestate(test_strndup, &mode),                                        \
+            cmocka_unit_test_prestate(test_guard_pages, &mode),                                    \
+            cmocka_unit_test_prestate(test_wipe_on_fork, &mode),                                   \
+            cmocka_unit_test_prestate(test_inherited_survives_fork, &mode),                        \
+            cmocka_unit_test_prestate(test_foreign_free_ignored, &mode),                           \
     }
 
 int main(void)

@@ -32,9 +32,20 @@ static const struct {
     /* only one trailing newline goes: an auth value may end in one */
     {.content = "s3cret\n\n", .len = 8, .mode = WHOLE, .min = 1, .max = 16, .want = "s3cret\n"},
     /* bytes are bytes: a NUL inside an auth value is kept */
-    {.content = "a\0b", .len = 3, .mode = WHOLE, .min = 1, .max = 16, .want = "a\0b", .want_len = 3},
+    {.content = "a\0b",
+     .len = 3,
+     .mode = WHOLE,
+     .min = 1,
+     .max = 16,
+     .want = "a\0b",
+     .want_len = 3},
     {.content = "", .len = 0, .mode = WHOLE, .min = 1, .max = 16, .error = "must hold 1..16 bytes"},
-    {.content = "\n", .len = 1, .mode = WHOLE, .min = 1, .max = 16, .error = "must hold 1..16 bytes"},
+    {.content = "\n",
+     .len = 1,
+     .mode = WHOLE,
+     .min = 1,
+     .max = 16,
+     .error = "must hold 1..16 bytes"},
     {.content = "0123456789abcdefX",
      .len = 17,
      .mode = WHOLE,
@@ -91,8 +102,9 @@ static void table(void **state)
             assert_int_equal(fwrite(cases[i].content, 1, cases[i].len, f), cases[i].len);
             fclose(f);
         }
-        s = cases[i].mode == WHOLE ? hwkey_secret_read_file(path, cases[i].min, cases[i].max, "test file")
-                                   : hwkey_secret_read_line(path, cases[i].max, "test file");
+        s = cases[i].mode == WHOLE
+                ? hwkey_secret_read_file(path, cases[i].min, cases[i].max, "test file")
+                : hwkey_secret_read_line(path, cases[i].max, "test file");
         if (cases[i].want == NULL) {
             char *err = last_error();
 

@@ -122,8 +122,7 @@ static void der_tlv(DERBUF *d, unsigned char tag, const unsigned char *v, size_t
 static const unsigned char oid_loadable[] = {0x67, 0x81, 0x05, 0x0a, 0x01, 0x03};
 
 /* SEQUENCE { loadable OID, INTEGER parent (raw bytes), [pubkey], [privkey] } */
-static DERBUF hand_made(const unsigned char *parent, size_t parent_len, int with_pub,
-                        int with_priv)
+static DERBUF hand_made(const unsigned char *parent, size_t parent_len, int with_pub, int with_priv)
 {
     DERBUF body = {.n = 0}, out = {.n = 0};
 
@@ -247,8 +246,13 @@ static void test_corrupt_table(void **state)
     assert_non_null(oid_at);
     size_t oid_last = (size_t)(oid_at - good) + sizeof(oid_loadable) - 1;
 
-    enum { TRAILING, WRONG_OID, PUB_PREFIX, PRIV_PREFIX, BAD_BOOL } kinds[] = {
-        TRAILING, WRONG_OID, PUB_PREFIX, PRIV_PREFIX, BAD_BOOL};
+    enum {
+        TRAILING,
+        WRONG_OID,
+        PUB_PREFIX,
+        PRIV_PREFIX,
+        BAD_BOOL
+    } kinds[] = {TRAILING, WRONG_OID, PUB_PREFIX, PRIV_PREFIX, BAD_BOOL};
 
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         unsigned char buf[4096];
@@ -260,7 +264,7 @@ static void test_corrupt_table(void **state)
             buf[len++] = 0x00;
             break;
         case WRONG_OID:
-            buf[oid_last] = 0x09;  /* 2.23.133.10.1.9 */
+            buf[oid_last] = 0x09; /* 2.23.133.10.1.9 */
             break;
         case PUB_PREFIX:
         case PRIV_PREFIX: {
@@ -296,10 +300,10 @@ static void test_hand_made_rejects(void **state)
     HWKEY_TSS2_KEYFILE kf;
     (void)state;
 
-    sample(HWKEY_TSS2_LOADABLE, 0, 0);  /* fills the blobs */
+    sample(HWKEY_TSS2_LOADABLE, 0, 0); /* fills the blobs */
     d = hand_made(owner, sizeof(owner), 1, 1);
     ERR_clear_error();
-    assert_int_equal(hwkey_tss2_keyfile_decode(d.b, d.n, &kf), 1);  /* the builder is right */
+    assert_int_equal(hwkey_tss2_keyfile_decode(d.b, d.n, &kf), 1); /* the builder is right */
     assert_int_equal(kf.parent, 0x40000001);
     assert_int_equal(kf.empty_auth, 0);
     hwkey_tss2_keyfile_clear(&kf);
@@ -317,15 +321,15 @@ static void test_hand_made_rejects(void **state)
 /* policy [1]: steps survive a round trip in order; a malformed one is named. */
 static void test_policy_roundtrip(void **state)
 {
-    static unsigned char pcr_params[] = {0x00, 0x02, 0xaa, 0xbb, 0x00, 0x00, 0x00, 0x01,
-                                         0x00, 0x0b, 0x03, 0x80, 0x00, 0x00};
+    static unsigned char pcr_params[] = {0x00, 0x02, 0xaa, 0xbb, 0x00, 0x00, 0x00,
+                                         0x01, 0x00, 0x0b, 0x03, 0x80, 0x00, 0x00};
     HWKEY_TSS2_KEYFILE kf = sample(HWKEY_TSS2_SEALED, 0, 0x81000001), out;
     unsigned char *der = NULL, *p;
     size_t len = 0;
     (void)state;
 
-    kf.policy[0] = (HWKEY_TSS2_POLICY){.cc = 0x17f, .params = pcr_params,
-                                       .params_len = sizeof(pcr_params)};
+    kf.policy[0] =
+        (HWKEY_TSS2_POLICY){.cc = 0x17f, .params = pcr_params, .params_len = sizeof(pcr_params)};
     kf.policy[1] = (HWKEY_TSS2_POLICY){.cc = 0x16b};
     kf.policy_count = 2;
     assert_int_equal(hwkey_tss2_keyfile_encode(&kf, &der, &len), 1);
@@ -413,9 +417,9 @@ static void test_pem_rejects(void **state)
 
     static const char *const broken[] = {
         "-----BEGIN TSS2 PRIVATE KEY-----\nnot base64 !!\n-----END TSS2 PRIVATE KEY-----\n",
-        "-----BEGIN TSS2 PRIVATE KEY-----\nMIHw\n",  /* no end line */
-        "",                                           /* empty */
-        "hello, not a key\n",                         /* neither PEM nor DER */
+        "-----BEGIN TSS2 PRIVATE KEY-----\nMIHw\n", /* no end line */
+        "",                                         /* empty */
+        "hello, not a key\n",                       /* neither PEM nor DER */
     };
     for (size_t i = 0; i < sizeof(broken) / sizeof(broken[0]); i++) {
         BIO *bio = BIO_new_mem_buf(broken[i], -1);
@@ -473,16 +477,11 @@ static void test_tpm2_openssl_file(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip_der),
-        cmocka_unit_test(test_roundtrip_pem),
-        cmocka_unit_test(test_read_der_raw),
-        cmocka_unit_test(test_truncated_at_every_length),
-        cmocka_unit_test(test_corrupt_table),
-        cmocka_unit_test(test_hand_made_rejects),
-        cmocka_unit_test(test_policy_roundtrip),
-        cmocka_unit_test(test_oversized),
-        cmocka_unit_test(test_pem_rejects),
-        cmocka_unit_test(test_tpm2_openssl_file),
+        cmocka_unit_test(test_roundtrip_der),    cmocka_unit_test(test_roundtrip_pem),
+        cmocka_unit_test(test_read_der_raw),     cmocka_unit_test(test_truncated_at_every_length),
+        cmocka_unit_test(test_corrupt_table),    cmocka_unit_test(test_hand_made_rejects),
+        cmocka_unit_test(test_policy_roundtrip), cmocka_unit_test(test_oversized),
+        cmocka_unit_test(test_pem_rejects),      cmocka_unit_test(test_tpm2_openssl_file),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -15,8 +15,10 @@ static const struct {
 } cases[] = {
     {.in = "pkcs11:token=t;object=k", .out = "pkcs11:token=t;object=k"},
     {.in = "pkcs11:token=t;object=k?pin-value=1234", .out = "pkcs11:token=t;object=k"},
-    {.in = "pkcs11:token=t?pin-value=1234&module-path=/m.so", .out = "pkcs11:token=t?module-path=/m.so"},
-    {.in = "pkcs11:token=t?module-path=/m.so&pin-value=1234", .out = "pkcs11:token=t?module-path=/m.so"},
+    {.in = "pkcs11:token=t?pin-value=1234&module-path=/m.so",
+     .out = "pkcs11:token=t?module-path=/m.so"},
+    {.in = "pkcs11:token=t?module-path=/m.so&pin-value=1234",
+     .out = "pkcs11:token=t?module-path=/m.so"},
     {.in = "pkcs11:token=t?pin-source=file:/p", .out = "pkcs11:token=t?pin-source=file:/p"},
     {.in = "pkcs11:token=t;pin-value=1234;object=k", .out = "pkcs11:token=t;object=k"},
     {.in = "pkcs11:token=t?PIN-VALUE=1234", .out = "pkcs11:token=t"},

@@ -24,9 +24,9 @@ int fx_setup(void **state)
     setenv("HWKEY_FAKE_P11_PIN", FAKE_P11_PIN, 1);
     cfg.pkcs11_module = FX_MODULE;
     cfg.pkcs11_pin_source = "env:HWKEY_FAKE_P11_PIN";
-    if ((fx_dev = hwkey_pkcs11_backend.open(&cfg)) == NULL
-        || (fx_mod = hwkey_p11_module_adopt((HWKEY_P11_DEVICE *)fx_dev, FX_MODULE,
-                                            fake_p11_functions())) == NULL)
+    if ((fx_dev = hwkey_pkcs11_backend.open(&cfg)) == NULL ||
+        (fx_mod = hwkey_p11_module_adopt((HWKEY_P11_DEVICE *)fx_dev, FX_MODULE,
+                                         fake_p11_functions())) == NULL)
         return -1;
     ERR_clear_error();
     return 0;
@@ -73,8 +73,8 @@ void fx_assert_one_error(int reason, const char *what)
         fail_msg("no error raised (expected \"%s\")", what);
     if (ERR_GET_LIB(e) != ERR_LIB_USER || ERR_GET_REASON(e) != reason)
         fail_msg("error %s (reason %d, text \"%s\"), expected reason %d with \"%s\"",
-                 ERR_error_string(e, NULL), ERR_GET_REASON(e),
-                 (flags & ERR_TXT_STRING) ? data : "", reason, what);
+                 ERR_error_string(e, NULL), ERR_GET_REASON(e), (flags & ERR_TXT_STRING) ? data : "",
+                 reason, what);
     if ((flags & ERR_TXT_STRING) == 0 || strstr(data, what) == NULL)
         fail_msg("error text \"%s\" lacks \"%s\"", (flags & ERR_TXT_STRING) ? data : "", what);
     assert_int_equal(ERR_get_error(), e);

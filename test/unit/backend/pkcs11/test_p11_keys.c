@@ -76,18 +76,18 @@ static void assert_signs(HWKEY_BKEY *key, EVP_PKEY *pub)
 
         p.scheme = HWKEY_SIG_EDDSA;
         assert_int_equal(hwkey_pkcs11_backend.sign(key, &p, dgst, 32, sig, &siglen), 1);
-        ok = EVP_DigestVerifyInit(v, NULL, NULL, NULL, pub) == 1
-            && EVP_DigestVerify(v, sig, siglen, dgst, 32) == 1;
+        ok = EVP_DigestVerifyInit(v, NULL, NULL, NULL, pub) == 1 &&
+             EVP_DigestVerify(v, sig, siglen, dgst, 32) == 1;
         EVP_MD_CTX_free(v);
     } else {
         EVP_PKEY_CTX *v = EVP_PKEY_CTX_new(pub, NULL);
 
         p.scheme = EVP_PKEY_is_a(pub, "RSA") ? HWKEY_SIG_RSA_PKCS1 : HWKEY_SIG_ECDSA;
         assert_int_equal(hwkey_pkcs11_backend.sign(key, &p, dgst, 32, sig, &siglen), 1);
-        ok = EVP_PKEY_verify_init(v) == 1
-            && (p.scheme != HWKEY_SIG_RSA_PKCS1
-                || EVP_PKEY_CTX_set_signature_md(v, EVP_sha256()) == 1)
-            && EVP_PKEY_verify(v, sig, siglen, dgst, 32) == 1;
+        ok = EVP_PKEY_verify_init(v) == 1 &&
+             (p.scheme != HWKEY_SIG_RSA_PKCS1 ||
+              EVP_PKEY_CTX_set_signature_md(v, EVP_sha256()) == 1) &&
+             EVP_PKEY_verify(v, sig, siglen, dgst, 32) == 1;
         EVP_PKEY_CTX_free(v);
     }
     assert_true(ok);
@@ -211,7 +211,7 @@ static void test_load_failures(void **state)
 {
     static const struct {
         const char *what, *uri;
-        FAKE_P11_FN fn;                /* scripted: answers rv from its next call on */
+        FAKE_P11_FN fn; /* scripted: answers rv from its next call on */
         CK_RV rv;
         CK_FLAGS token_flags;
         const char *pin;
@@ -265,7 +265,7 @@ static void test_load_failures(void **state)
         assert_null(key);
         fx_assert_one_error(cases[i].reason, cases[i].error);
         if (cases[i].token_flags != 0)
-            assert_int_equal(fake_p11_calls(FAKE_C_Login), logins);   /* no PIN try spent */
+            assert_int_equal(fake_p11_calls(FAKE_C_Login), logins); /* no PIN try spent */
     }
     EVP_PKEY_free(k1);
 }
@@ -292,8 +292,8 @@ static void assert_bool(const FAKE_P11_TEMPLATE *t, CK_ATTRIBUTE_TYPE type, CK_B
         fail_msg("template lacks attribute 0x%lx", (unsigned long)type);
     assert_int_equal(a->ulValueLen, sizeof(CK_BBOOL));
     if (*(CK_BBOOL *)a->pValue != want)
-        fail_msg("attribute 0x%lx is %d, want %d", (unsigned long)type,
-                 *(CK_BBOOL *)a->pValue, want);
+        fail_msg("attribute 0x%lx is %d, want %d", (unsigned long)type, *(CK_BBOOL *)a->pValue,
+                 want);
 }
 
 static void assert_ulong(const FAKE_P11_TEMPLATE *t, CK_ATTRIBUTE_TYPE type, CK_ULONG want)
@@ -393,8 +393,7 @@ static void test_keygen_templates(void **state)
         print_message("keygen: %s\n", cases[i].label);
         snprintf(uri, sizeof(uri), FX_URI ";object=%s", cases[i].label);
         opts.uri = uri;
-        assert_int_equal(hwkey_pkcs11_backend.key_generate(fx_dev, &cases[i].spec, &opts, &out),
-                         1);
+        assert_int_equal(hwkey_pkcs11_backend.key_generate(fx_dev, &cases[i].spec, &opts, &out), 1);
         assert_int_equal(fake_p11_last_mech()->mechanism, cases[i].mech);
         pub = fake_p11_template(before);
         priv = fake_p11_template(before + 1);
@@ -402,7 +401,7 @@ static void test_keygen_templates(void **state)
         assert_no_duplicates(pub);
         assert_no_duplicates(priv);
         assert_bool(pub, CKA_TOKEN, CK_TRUE);
-        assert_bool(pub, CKA_PRIVATE, CK_FALSE);       /* readable without a login */
+        assert_bool(pub, CKA_PRIVATE, CK_FALSE); /* readable without a login */
         assert_bool(pub, CKA_VERIFY, CK_TRUE);
         assert_bytes(pub, CKA_LABEL, cases[i].label, strlen(cases[i].label));
         assert_bool(priv, CKA_TOKEN, CK_TRUE);
@@ -555,8 +554,8 @@ static void check_import_templates(int k, const FAKE_P11_TEMPLATE *priv,
         assert_oid(priv, k == K_P256 ? NID_X9_62_prime256v1 : NID_secp384r1);
         assert_oid(pub, k == K_P256 ? NID_X9_62_prime256v1 : NID_secp384r1);
         assert_bn(priv, CKA_VALUE, s, OSSL_PKEY_PARAM_PRIV_KEY);
-        assert_int_equal(EVP_PKEY_get_octet_string_param(s, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY,
-                                                         pt, sizeof(pt), &ptlen),
+        assert_int_equal(EVP_PKEY_get_octet_string_param(s, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pt,
+                                                         sizeof(pt), &ptlen),
                          1);
         assert_bool(priv, CKA_DERIVE, CK_TRUE);
     }
@@ -582,7 +581,7 @@ static void test_import_templates(void **state)
         opts.uri = uri;
         assert_int_equal(hwkey_pkcs11_backend.key_import(fx_dev, soft[k], &opts, &out), 1);
         assert_int_equal(ERR_peek_error(), 0);
-        assert_int_equal(fake_p11_template_count(), before + 2);       /* private, then public */
+        assert_int_equal(fake_p11_template_count(), before + 2); /* private, then public */
         assert_int_equal(fake_p11_object_count(), objects + 2);
         check_import_templates(k, fake_p11_template(before), fake_p11_template(before + 1),
                                labels[k]);
@@ -612,11 +611,10 @@ static void test_import_refused_offline(void **state)
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        EVP_PKEY *k = cases[i].bits != 0 ? EVP_PKEY_Q_keygen(NULL, NULL, cases[i].alg,
-                                                             cases[i].bits)
-                      : cases[i].arg != NULL ? EVP_PKEY_Q_keygen(NULL, NULL, cases[i].alg,
-                                                                 cases[i].arg)
-                                             : EVP_PKEY_Q_keygen(NULL, NULL, cases[i].alg);
+        EVP_PKEY *k =
+            cases[i].bits != 0     ? EVP_PKEY_Q_keygen(NULL, NULL, cases[i].alg, cases[i].bits)
+            : cases[i].arg != NULL ? EVP_PKEY_Q_keygen(NULL, NULL, cases[i].alg, cases[i].arg)
+                                   : EVP_PKEY_Q_keygen(NULL, NULL, cases[i].alg);
         HWKEY_REFBLOB out = {0};
 
         assert_non_null(k);
@@ -648,15 +646,16 @@ static void test_import_refused_by_token(void **state)
     opts.uri = FX_URI ";object=half";
     fake_p11_fail(FAKE_C_CreateObject, 2, 1, CKR_DEVICE_MEMORY);
     assert_int_equal(hwkey_pkcs11_backend.key_import(fx_dev, soft[K_P256], &opts, &out), 0);
-    fx_assert_one_error(HWKEY_R_OUT_OF_MEMORY, "C_CreateObject (public key) on token \""
-                                               FAKE_P11_LABEL "\" failed: CKR_DEVICE_MEMORY");
+    fx_assert_one_error(HWKEY_R_OUT_OF_MEMORY,
+                        "C_CreateObject (public key) on token \"" FAKE_P11_LABEL
+                        "\" failed: CKR_DEVICE_MEMORY");
     assert_int_equal(fake_p11_calls(FAKE_C_DestroyObject), 1);
     assert_int_equal(fake_p11_object_count(), objects);
     fake_p11_fail(FAKE_C_CreateObject, 1, 1, CKR_TEMPLATE_INCONSISTENT);
     assert_int_equal(hwkey_pkcs11_backend.key_import(fx_dev, soft[K_P256], &opts, &out), 0);
-    fx_assert_one_error(HWKEY_R_DEVICE_ERROR, "C_CreateObject (private key) on token \""
-                                              FAKE_P11_LABEL "\" failed: "
-                                              "CKR_TEMPLATE_INCONSISTENT");
+    fx_assert_one_error(HWKEY_R_DEVICE_ERROR,
+                        "C_CreateObject (private key) on token \"" FAKE_P11_LABEL "\" failed: "
+                        "CKR_TEMPLATE_INCONSISTENT");
     assert_int_equal(fake_p11_object_count(), objects);
     assert_null(out.data);
 

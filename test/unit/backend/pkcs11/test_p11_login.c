@@ -55,18 +55,18 @@ static int setup(void **state)
 
     if (!p11_test_token_setup("false"))
         exit(77);
-    if ((dl = dlopen(P11_TEST_MODULE, RTLD_NOW)) == NULL
-        || (get = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList")) == NULL
-        || get(&real) != CKR_OK || real->C_Initialize(&args) != CKR_OK)
+    if ((dl = dlopen(P11_TEST_MODULE, RTLD_NOW)) == NULL ||
+        (get = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList")) == NULL ||
+        get(&real) != CKR_OK || real->C_Initialize(&args) != CKR_OK)
         return -1;
     wrapped = *real;
     wrapped.C_Login = counting_login;
     wrapped.C_GetTokenInfo = flagging_token_info;
-    if ((dev = hwkey_pkcs11_backend.open(&cfg)) == NULL
-        || (mod = hwkey_p11_module_adopt((HWKEY_P11_DEVICE *)dev, "wrapped-softhsm", &wrapped))
-               == NULL
-        || (tok = hwkey_p11_token_find(mod, NULL)) == NULL
-        || !hwkey_p11_session_get(tok, &sess, &epoch))
+    if ((dev = hwkey_pkcs11_backend.open(&cfg)) == NULL ||
+        (mod = hwkey_p11_module_adopt((HWKEY_P11_DEVICE *)dev, "wrapped-softhsm", &wrapped)) ==
+            NULL ||
+        (tok = hwkey_p11_token_find(mod, NULL)) == NULL ||
+        !hwkey_p11_session_get(tok, &sess, &epoch))
         return -1;
     return 0;
 }

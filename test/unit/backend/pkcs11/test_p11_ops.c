@@ -100,7 +100,7 @@ static void test_ecdsa_each_curve(void **state)
         int key;
         const char *md;
         int md_nid;
-        size_t der_max;                /* 2 INTEGERs of field+1 bytes, SEQUENCE header */
+        size_t der_max; /* 2 INTEGERs of field+1 bytes, SEQUENCE header */
     } cases[] = {
         {K_P256, "SHA256", NID_sha256, 72},
         {K_P384, "SHA384", NID_sha384, 104},
@@ -145,7 +145,7 @@ static CK_RV canned_sign(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG inlen, CK
 {
     unsigned char scratch[512];
     CK_ULONG n = sizeof(scratch);
-    CK_RV rv = fake_sign(s, in, inlen, scratch, &n);   /* ends the operation */
+    CK_RV rv = fake_sign(s, in, inlen, scratch, &n); /* ends the operation */
 
     if (rv != CKR_OK)
         return rv;
@@ -211,9 +211,9 @@ static void test_rsa_pkcs1_digestinfo(void **state)
     static const struct {
         const char *md;
         int nid;
-        size_t prefix;                 /* DigestInfo header bytes before the digest */
+        size_t prefix; /* DigestInfo header bytes before the digest */
     } mds[] = {
-        {"SHA1", NID_sha1, 15}, {"SHA224", NID_sha224, 19}, {"SHA256", NID_sha256, 19},
+        {"SHA1", NID_sha1, 15},     {"SHA224", NID_sha224, 19}, {"SHA256", NID_sha256, 19},
         {"SHA384", NID_sha384, 19}, {"SHA512", NID_sha512, 19},
     };
     HWKEY_BKEY *key = load(K_RSA);
@@ -289,8 +289,10 @@ static void test_rsa_pss_params(void **state)
 
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        HWKEY_SIGN_PARAMS p = {.scheme = HWKEY_SIG_RSA_PSS, .md_nid = cases[i].nid,
-                               .mgf1_md_nid = cases[i].mgf1_nid, .salt_len = cases[i].salt};
+        HWKEY_SIGN_PARAMS p = {.scheme = HWKEY_SIG_RSA_PSS,
+                               .md_nid = cases[i].nid,
+                               .mgf1_md_nid = cases[i].mgf1_nid,
+                               .salt_len = cases[i].salt};
         const CK_MECHANISM *m;
         const CK_RSA_PKCS_PSS_PARAMS *pp;
         unsigned char dgst[64], sig[256];
@@ -329,30 +331,80 @@ static void test_sign_refusals(void **state)
         int reason;
         const char *error;
     } cases[] = {
-        {K_RSA, {.scheme = HWKEY_SIG_RSA_PSS, .md_nid = NID_sha256, .salt_len = 256 - 32 - 1},
-         32, 256, HWKEY_R_INVALID_SALT_LENGTH,
+        {K_RSA,
+         {.scheme = HWKEY_SIG_RSA_PSS, .md_nid = NID_sha256, .salt_len = 256 - 32 - 1},
+         32,
+         256,
+         HWKEY_R_INVALID_SALT_LENGTH,
          "PSS salt length 223 does not fit a 2048-bit key with a 32-byte digest"},
-        {K_RSA, {.scheme = HWKEY_SIG_RSA_PSS, .md_nid = NID_sha256, .salt_len = -1}, 32, 256,
-         HWKEY_R_INVALID_SALT_LENGTH, "PSS salt length -1"},
-        {K_RSA, {.scheme = HWKEY_SIG_RSA_PSS, .md_nid = NID_sha256, .salt_len = 32}, 20, 256,
-         HWKEY_R_BAD_ARGUMENT, "digest of 20 bytes does not match SHA256"},
-        {K_RSA, {.scheme = HWKEY_SIG_RSA_PKCS1, .md_nid = NID_sha256}, 31, 256,
-         HWKEY_R_BAD_ARGUMENT, "digest of 31 bytes does not match SHA256"},
-        {K_RSA, {.scheme = HWKEY_SIG_RSA_PKCS1, .md_nid = NID_md5}, 16, 256,
-         HWKEY_R_UNSUPPORTED_DIGEST, "digest MD5 is not one of"},
-        {K_RSA, {.scheme = HWKEY_SIG_RSA_PSS, .md_nid = NID_sha256, .mgf1_md_nid = NID_md5,
-                 .salt_len = 32}, 32, 256, HWKEY_R_UNSUPPORTED_DIGEST, "digest MD5"},
-        {K_RSA, {.scheme = HWKEY_SIG_RSA_PKCS1, .md_nid = NID_sha256}, 32, 255,
-         HWKEY_R_BUFFER_TOO_SMALL, "signature buffer of 255 bytes, need 256"},
-        {K_RSA, {.scheme = HWKEY_SIG_ECDSA, .md_nid = NID_sha256}, 32, 256,
-         HWKEY_R_UNSUPPORTED_ALGORITHM, "does not fit this key type"},
-        {K_P256, {.scheme = HWKEY_SIG_RSA_PKCS1, .md_nid = NID_sha256}, 32, 256,
-         HWKEY_R_UNSUPPORTED_ALGORITHM, "does not fit this key type"},
-        {K_P256, {.scheme = HWKEY_SIG_EDDSA}, 32, 256, HWKEY_R_UNSUPPORTED_ALGORITHM,
+        {K_RSA,
+         {.scheme = HWKEY_SIG_RSA_PSS, .md_nid = NID_sha256, .salt_len = -1},
+         32,
+         256,
+         HWKEY_R_INVALID_SALT_LENGTH,
+         "PSS salt length -1"},
+        {K_RSA,
+         {.scheme = HWKEY_SIG_RSA_PSS, .md_nid = NID_sha256, .salt_len = 32},
+         20,
+         256,
+         HWKEY_R_BAD_ARGUMENT,
+         "digest of 20 bytes does not match SHA256"},
+        {K_RSA,
+         {.scheme = HWKEY_SIG_RSA_PKCS1, .md_nid = NID_sha256},
+         31,
+         256,
+         HWKEY_R_BAD_ARGUMENT,
+         "digest of 31 bytes does not match SHA256"},
+        {K_RSA,
+         {.scheme = HWKEY_SIG_RSA_PKCS1, .md_nid = NID_md5},
+         16,
+         256,
+         HWKEY_R_UNSUPPORTED_DIGEST,
+         "digest MD5 is not one of"},
+        {K_RSA,
+         {.scheme = HWKEY_SIG_RSA_PSS,
+          .md_nid = NID_sha256,
+          .mgf1_md_nid = NID_md5,
+          .salt_len = 32},
+         32,
+         256,
+         HWKEY_R_UNSUPPORTED_DIGEST,
+         "digest MD5"},
+        {K_RSA,
+         {.scheme = HWKEY_SIG_RSA_PKCS1, .md_nid = NID_sha256},
+         32,
+         255,
+         HWKEY_R_BUFFER_TOO_SMALL,
+         "signature buffer of 255 bytes, need 256"},
+        {K_RSA,
+         {.scheme = HWKEY_SIG_ECDSA, .md_nid = NID_sha256},
+         32,
+         256,
+         HWKEY_R_UNSUPPORTED_ALGORITHM,
          "does not fit this key type"},
-        {K_ED, {.scheme = HWKEY_SIG_ECDSA, .md_nid = NID_sha256}, 32, 256,
-         HWKEY_R_UNSUPPORTED_ALGORITHM, "does not fit this key type"},
-        {K_ED, {.scheme = 99}, 32, 256, HWKEY_R_UNSUPPORTED_ALGORITHM,
+        {K_P256,
+         {.scheme = HWKEY_SIG_RSA_PKCS1, .md_nid = NID_sha256},
+         32,
+         256,
+         HWKEY_R_UNSUPPORTED_ALGORITHM,
+         "does not fit this key type"},
+        {K_P256,
+         {.scheme = HWKEY_SIG_EDDSA},
+         32,
+         256,
+         HWKEY_R_UNSUPPORTED_ALGORITHM,
+         "does not fit this key type"},
+        {K_ED,
+         {.scheme = HWKEY_SIG_ECDSA, .md_nid = NID_sha256},
+         32,
+         256,
+         HWKEY_R_UNSUPPORTED_ALGORITHM,
+         "does not fit this key type"},
+        {K_ED,
+         {.scheme = 99},
+         32,
+         256,
+         HWKEY_R_UNSUPPORTED_ALGORITHM,
          "unknown signature scheme 99"},
     };
 
@@ -364,9 +416,8 @@ static void test_sign_refusals(void **state)
         unsigned long inits = fake_p11_calls(FAKE_C_SignInit);
 
         print_message("refusal: %s\n", cases[i].error);
-        assert_int_equal(hwkey_pkcs11_backend.sign(key, &cases[i].p, tbs, cases[i].tbslen, sig,
-                                                   &siglen),
-                         0);
+        assert_int_equal(
+            hwkey_pkcs11_backend.sign(key, &cases[i].p, tbs, cases[i].tbslen, sig, &siglen), 0);
         fx_assert_one_error(cases[i].reason, cases[i].error);
         assert_int_equal(fake_p11_calls(FAKE_C_SignInit), inits);
         hwkey_pkcs11_backend.key_free(key);
@@ -390,7 +441,7 @@ static void test_eddsa(void **state)
     assert_int_equal(siglen, 64);
     assert_int_equal(fake_p11_last_mech()->mechanism, CKM_EDDSA);
     in = fake_p11_last_input(&inlen);
-    assert_int_equal(inlen, sizeof(msg));              /* the message, not a digest */
+    assert_int_equal(inlen, sizeof(msg)); /* the message, not a digest */
     assert_memory_equal(in, msg, sizeof(msg));
     assert_int_equal(EVP_DigestVerifyInit(v, NULL, NULL, NULL, soft[K_ED]), 1);
     assert_int_equal(EVP_DigestVerify(v, sig, siglen, msg, sizeof(msg)), 1);
@@ -408,7 +459,7 @@ static void test_rsa_private_raw(void **state)
     (void)state;
     assert_true((key->info.flags & HWKEY_KEYF_RSA_RAW) != 0);
     assert_int_equal(RAND_bytes(m, sizeof(m)), 1);
-    m[0] = 0;                                          /* below the modulus */
+    m[0] = 0; /* below the modulus */
     assert_int_equal(hwkey_pkcs11_backend.rsa_private(key, m, sizeof(m), out, &outlen), 1);
     assert_int_equal(fake_p11_last_mech()->mechanism, CKM_RSA_X_509);
     assert_int_equal(outlen, 256);
@@ -445,14 +496,28 @@ static const struct dec_case {
     CK_RSA_PKCS_MGF_TYPE mgf;
 } dec_cases[] = {
     {"PKCS#1 v1.5", {.padding = HWKEY_PAD_PKCS1}, NULL, NULL, 0, 0},
-    {"OAEP SHA-1", {.padding = HWKEY_PAD_OAEP, .oaep_md_nid = NID_sha1}, "SHA1", "SHA1",
-     CKM_SHA_1, CKG_MGF1_SHA1},
-    {"OAEP SHA-256", {.padding = HWKEY_PAD_OAEP, .oaep_md_nid = NID_sha256}, "SHA256", "SHA256",
-     CKM_SHA256, CKG_MGF1_SHA256},
+    {"OAEP SHA-1",
+     {.padding = HWKEY_PAD_OAEP, .oaep_md_nid = NID_sha1},
+     "SHA1",
+     "SHA1",
+     CKM_SHA_1,
+     CKG_MGF1_SHA1},
+    {"OAEP SHA-256",
+     {.padding = HWKEY_PAD_OAEP, .oaep_md_nid = NID_sha256},
+     "SHA256",
+     "SHA256",
+     CKM_SHA256,
+     CKG_MGF1_SHA256},
     {"OAEP SHA-256, MGF1 SHA-1, label",
-     {.padding = HWKEY_PAD_OAEP, .oaep_md_nid = NID_sha256, .mgf1_md_nid = NID_sha1,
-      .label = (const unsigned char *)"hwkey-label", .label_len = 11},
-     "SHA256", "SHA1", CKM_SHA256, CKG_MGF1_SHA1},
+     {.padding = HWKEY_PAD_OAEP,
+      .oaep_md_nid = NID_sha256,
+      .mgf1_md_nid = NID_sha1,
+      .label = (const unsigned char *)"hwkey-label",
+      .label_len = 11},
+     "SHA256",
+     "SHA1",
+     CKM_SHA256,
+     CKG_MGF1_SHA1},
 };
 
 static size_t encrypt_for(const struct dec_case *c, const unsigned char *pt, size_t ptlen,
@@ -469,10 +534,10 @@ static size_t encrypt_for(const struct dec_case *c, const unsigned char *pt, siz
         assert_int_equal(EVP_PKEY_CTX_set_rsa_oaep_md(e, EVP_get_digestbyname(c->md)), 1);
         assert_int_equal(EVP_PKEY_CTX_set_rsa_mgf1_md(e, EVP_get_digestbyname(c->mgf1)), 1);
         if (c->p.label_len > 0)
-            assert_int_equal(EVP_PKEY_CTX_set0_rsa_oaep_label(
-                                 e, OPENSSL_memdup(c->p.label, c->p.label_len),
-                                 (int)c->p.label_len),
-                             1);
+            assert_int_equal(
+                EVP_PKEY_CTX_set0_rsa_oaep_label(e, OPENSSL_memdup(c->p.label, c->p.label_len),
+                                                 (int)c->p.label_len),
+                1);
     }
     assert_int_equal(EVP_PKEY_encrypt(e, ct, &ctlen, pt, ptlen), 1);
     EVP_PKEY_CTX_free(e);
@@ -494,8 +559,7 @@ static void test_rsa_decrypt(void **state)
         print_message("decrypt: %s\n", c->name);
         assert_int_equal(RAND_bytes(pt, sizeof(pt)), 1);
         ctlen = encrypt_for(c, pt, sizeof(pt), ct);
-        assert_int_equal(hwkey_pkcs11_backend.rsa_decrypt(key, &c->p, ct, ctlen, out, &outlen),
-                         1);
+        assert_int_equal(hwkey_pkcs11_backend.rsa_decrypt(key, &c->p, ct, ctlen, out, &outlen), 1);
         assert_int_equal(outlen, sizeof(pt));
         assert_memory_equal(out, pt, sizeof(pt));
         m = fake_p11_last_mech();
@@ -517,8 +581,7 @@ static void test_rsa_decrypt(void **state)
         /* A modified ciphertext: the same one line whatever the padding (no oracle). */
         ct[ctlen - 1] ^= 1;
         outlen = sizeof(out);
-        assert_int_equal(hwkey_pkcs11_backend.rsa_decrypt(key, &c->p, ct, ctlen, out, &outlen),
-                         0);
+        assert_int_equal(hwkey_pkcs11_backend.rsa_decrypt(key, &c->p, ct, ctlen, out, &outlen), 0);
         fx_assert_one_error(HWKEY_R_DECRYPTION_FAILED, "decryption failed");
     }
     hwkey_pkcs11_backend.key_free(key);
@@ -545,9 +608,8 @@ static void test_rsa_decrypt_softhsm_answers(void **state)
         unsigned long decrypts = fake_p11_calls(FAKE_C_Decrypt);
 
         ct[10] ^= 1;
-        assert_int_equal(hwkey_pkcs11_backend.rsa_decrypt(key, &dec_cases[i].p, ct, ctlen, out,
-                                                          &outlen),
-                         0);
+        assert_int_equal(
+            hwkey_pkcs11_backend.rsa_decrypt(key, &dec_cases[i].p, ct, ctlen, out, &outlen), 0);
         fx_assert_one_error(HWKEY_R_DECRYPTION_FAILED, "decryption failed");
         assert_int_equal(fake_p11_calls(FAKE_C_Decrypt), decrypts + 1);
     }
@@ -697,7 +759,7 @@ static void test_refused_by_token(void **state)
         fake_p11_fail(cases[i].fn, 1, 1, cases[i].rv);
         assert_false(sign_p256(key));
         fx_assert_one_error(cases[i].reason, cases[i].error);
-        assert_true(sign_p256(key));                   /* the next call works */
+        assert_true(sign_p256(key)); /* the next call works */
     }
     hwkey_pkcs11_backend.key_free(key);
 }
@@ -709,10 +771,9 @@ static void test_repaired_once(void **state)
         const char *what;
         FAKE_P11_FN fn;
         CK_RV rv;
-        FAKE_P11_FN repair;            /* the call that must have happened again */
+        FAKE_P11_FN repair; /* the call that must have happened again */
     } cases[] = {
-        {"stale object handle", FAKE_C_SignInit, CKR_OBJECT_HANDLE_INVALID,
-         FAKE_C_FindObjectsInit},
+        {"stale object handle", FAKE_C_SignInit, CKR_OBJECT_HANDLE_INVALID, FAKE_C_FindObjectsInit},
         {"stale key handle", FAKE_C_SignInit, CKR_KEY_HANDLE_INVALID, FAKE_C_FindObjectsInit},
         {"logged out", FAKE_C_Sign, CKR_USER_NOT_LOGGED_IN, FAKE_C_GetSessionInfo},
         {"session gone", FAKE_C_Sign, CKR_SESSION_HANDLE_INVALID, FAKE_C_Initialize},
@@ -745,7 +806,7 @@ static void test_device_stays_lost(void **state)
     assert_false(sign_p256(key));
     fx_assert_one_error(HWKEY_R_DEVICE_UNREACHABLE,
                         "C_Sign with token key \"p256\" failed: CKR_DEVICE_REMOVED");
-    assert_int_equal(fake_p11_calls(FAKE_C_Initialize), inits + 1);    /* once, not a loop */
+    assert_int_equal(fake_p11_calls(FAKE_C_Initialize), inits + 1); /* once, not a loop */
     hwkey_pkcs11_backend.key_free(key);
 }
 

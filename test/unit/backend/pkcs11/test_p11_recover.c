@@ -42,7 +42,7 @@
 static CK_FUNCTION_LIST *real;
 static CK_FUNCTION_LIST fake;
 static volatile int away;
-static CK_RV sign_once_rv;             /* answered by the next C_Sign, then cleared */
+static CK_RV sign_once_rv; /* answered by the next C_Sign, then cleared */
 static unsigned long fake_inits;
 
 static CK_RV fake_Initialize(CK_VOID_PTR args)
@@ -73,19 +73,19 @@ static CK_RV fake_Sign(CK_SESSION_HANDLE s, CK_BYTE_PTR d, CK_ULONG dl, CK_BYTE_
 }
 
 /* While away every call answers CKR_DEVICE_ERROR, as p11-kit-client does. */
-#define AWAY_WRAP(name, params, args)                                                     \
-    static CK_RV fake_##name params                                                       \
-    {                                                                                     \
-        return away ? CKR_DEVICE_ERROR : real->C_##name args;                             \
+#define AWAY_WRAP(name, params, args)                                                              \
+    static CK_RV fake_##name params                                                                \
+    {                                                                                              \
+        return away ? CKR_DEVICE_ERROR : real->C_##name args;                                      \
     }
 AWAY_WRAP(GetSlotList, (CK_BBOOL p, CK_SLOT_ID_PTR l, CK_ULONG_PTR n), (p, l, n))
 AWAY_WRAP(GetTokenInfo, (CK_SLOT_ID s, CK_TOKEN_INFO_PTR i), (s, i))
-AWAY_WRAP(OpenSession, (CK_SLOT_ID s, CK_FLAGS f, CK_VOID_PTR a, CK_NOTIFY n,
-                        CK_SESSION_HANDLE_PTR h), (s, f, a, n, h))
+AWAY_WRAP(OpenSession,
+          (CK_SLOT_ID s, CK_FLAGS f, CK_VOID_PTR a, CK_NOTIFY n, CK_SESSION_HANDLE_PTR h),
+          (s, f, a, n, h))
 AWAY_WRAP(CloseSession, (CK_SESSION_HANDLE s), (s))
 AWAY_WRAP(GetSessionInfo, (CK_SESSION_HANDLE s, CK_SESSION_INFO_PTR i), (s, i))
-AWAY_WRAP(Login, (CK_SESSION_HANDLE s, CK_USER_TYPE u, CK_UTF8CHAR_PTR p, CK_ULONG l),
-          (s, u, p, l))
+AWAY_WRAP(Login, (CK_SESSION_HANDLE s, CK_USER_TYPE u, CK_UTF8CHAR_PTR p, CK_ULONG l), (s, u, p, l))
 AWAY_WRAP(FindObjectsInit, (CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR t, CK_ULONG n), (s, t, n))
 AWAY_WRAP(SignInit, (CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE o), (s, m, o))
 
@@ -127,20 +127,20 @@ static int setup(void **state)
     if (!p11_test_token_setup("false"))
         exit(77);
     setenv("P11_TEST_PIN", "1234", 1);
-    if ((dl = dlopen(P11_TEST_MODULE, RTLD_NOW)) == NULL
-        || (get = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList")) == NULL
-        || get(&real) != CKR_OK || real->C_Initialize(&args) != CKR_OK)
+    if ((dl = dlopen(P11_TEST_MODULE, RTLD_NOW)) == NULL ||
+        (get = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList")) == NULL ||
+        get(&real) != CKR_OK || real->C_Initialize(&args) != CKR_OK)
         return -1;
     fake_module_make();
     cfg.pkcs11_module = FAKE_PATH;
     cfg.pkcs11_pin_source = "env:P11_TEST_PIN";
-    if ((dev = hwkey_pkcs11_backend.open(&cfg)) == NULL
-        || (mod = hwkey_p11_module_adopt((HWKEY_P11_DEVICE *)dev, FAKE_PATH, &fake)) == NULL
-        || hwkey_pkcs11_backend.key_generate(dev, &spec, &opts, &ref) != 1)
+    if ((dev = hwkey_pkcs11_backend.open(&cfg)) == NULL ||
+        (mod = hwkey_p11_module_adopt((HWKEY_P11_DEVICE *)dev, FAKE_PATH, &fake)) == NULL ||
+        hwkey_pkcs11_backend.key_generate(dev, &spec, &opts, &ref) != 1)
         return -1;
     kr = (HWKEY_KEYREF){HWKEY_REF_PKCS11_URI, ref.data, ref.len};
-    if (hwkey_pkcs11_backend.key_load(dev, &kr, NULL, NULL, &key) != 1
-        || (pub = hwkey_pkcs11_backend.key_public(key, NULL, NULL)) == NULL)
+    if (hwkey_pkcs11_backend.key_load(dev, &kr, NULL, NULL, &key) != 1 ||
+        (pub = hwkey_pkcs11_backend.key_public(key, NULL, NULL)) == NULL)
         return -1;
     OPENSSL_free(ref.data);
     return 0;
@@ -166,8 +166,8 @@ static int sign_verify(void)
     if (hwkey_pkcs11_backend.sign(key, &p, dgst, sizeof(dgst), sig, &siglen) != 1)
         return 0;
     v = EVP_PKEY_CTX_new_from_pkey(NULL, pub, NULL);
-    ok = v != NULL && EVP_PKEY_verify_init(v) > 0
-        && EVP_PKEY_verify(v, sig, siglen, dgst, sizeof(dgst)) == 1;
+    ok = v != NULL && EVP_PKEY_verify_init(v) > 0 &&
+         EVP_PKEY_verify(v, sig, siglen, dgst, sizeof(dgst)) == 1;
     EVP_PKEY_CTX_free(v);
     return ok;
 }
@@ -222,8 +222,9 @@ static int log_count(const char *what)
 /* --- tests ----------------------------------------------------------------- */
 
 static const CK_RV lost_rvs[] = {
-    CKR_DEVICE_REMOVED, CKR_DEVICE_ERROR, CKR_TOKEN_NOT_PRESENT, CKR_SESSION_HANDLE_INVALID,
-    CKR_SESSION_CLOSED, CKR_CRYPTOKI_NOT_INITIALIZED, CKR_GENERAL_ERROR,
+    CKR_DEVICE_REMOVED,         CKR_DEVICE_ERROR,   CKR_TOKEN_NOT_PRESENT,
+    CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED, CKR_CRYPTOKI_NOT_INITIALIZED,
+    CKR_GENERAL_ERROR,
 };
 
 static void test_lost_once_recovers_in_flight(void **state)
@@ -243,8 +244,8 @@ static void test_lost_once_recovers_in_flight(void **state)
                      hwkey_p11_rv_name(lost_rvs[i]));
         assert_int_equal(mod->recoveries, rec + 1);
         assert_true(fake_inits > inits);
-        assert_true(k->tok->login_calls > logins);          /* logged in again */
-        assert_true(k->finds > finds);                      /* the key was re-found */
+        assert_true(k->tok->login_calls > logins); /* logged in again */
+        assert_true(k->finds > finds);             /* the key was re-found */
         /* Nothing left behind: not the first failure, not the module's stale line. */
         assert_int_equal(ERR_peek_error(), 0);
         assert_int_equal(log_count("re-initialised it"), 1);
@@ -302,8 +303,8 @@ static void test_away_fails_fast_backs_off_and_returns(void **state)
     assert_int_equal(log_count("pkcs11: lost"), 1);
     assert_int_equal(log_count("is back after"), 1);
     print_message("away: %d failures, slowest %lld ms, %lu C_Initialize attempts in 1.5 s; "
-                  "served again %lld ms after the return\n", failures, worst,
-                  fake_inits - inits, served_at - back_at);
+                  "served again %lld ms after the return\n",
+                  failures, worst, fake_inits - inits, served_at - back_at);
 }
 
 int main(void)

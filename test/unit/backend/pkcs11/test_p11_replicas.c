@@ -31,7 +31,7 @@
 static HWKEY_P11_MODULE mods[N];
 static HWKEY_P11_TOKEN toks[N];
 static HWKEY_P11_KEY *keys[N];
-static CK_RV answer[N];                  /* what each token's operation answers */
+static CK_RV answer[N]; /* what each token's operation answers */
 static int calls[N], recover_calls[N];
 
 static int index_of(const HWKEY_P11_KEY *key)
@@ -82,7 +82,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    hwkey_p11_key_free(&keys[0]->base);  /* frees the set and the other replicas */
+    hwkey_p11_key_free(&keys[0]->base); /* frees the set and the other replicas */
     return 0;
 }
 
@@ -140,7 +140,7 @@ static void lose_a_under_load(void)
 
     answer[0] = CKR_DEVICE_ERROR;
     for (int i = 0; i < 30; i++)
-        assert_int_equal(run_once(&rv), 1);  /* every operation succeeds */
+        assert_int_equal(run_once(&rv), 1); /* every operation succeeds */
 }
 
 static void probe_a_back(void)
@@ -148,7 +148,7 @@ static void probe_a_back(void)
     CK_RV rv;
 
     answer[0] = CKR_OK;
-    usleep(150 * 1000);                       /* past the first back-off (100 ms) */
+    usleep(150 * 1000); /* past the first back-off (100 ms) */
     for (int i = 0; i < 30; i++)
         assert_int_equal(run_once(&rv), 1);
 }
@@ -157,14 +157,16 @@ static void test_out_and_back(void **state)
 {
     (void)state;
     assert_int_equal(log_lines_during(lose_a_under_load, "token \"hsm-a\" of /fake/hsm-a.so out "
-                                      "(CKR_DEVICE_ERROR)"), 1);
+                                                         "(CKR_DEVICE_ERROR)"),
+                     1);
     /* Out at the first failure: that one call only, no recovery inline. */
     assert_int_equal(calls[0], 1);
     assert_int_equal(recover_calls[0], 0);
     assert_int_equal(calls[1] + calls[2], 30);
     reset_calls();
     assert_int_equal(log_lines_during(probe_a_back, "token \"hsm-a\" of /fake/hsm-a.so back "
-                                      "after"), 1);
+                                                    "after"),
+                     1);
     /* The first call after the back-off is the retry, with recovery; then round robin. */
     assert_true(recover_calls[0] == 1);
     assert_in_range(calls[0], 9, 11);
@@ -177,31 +179,31 @@ static void test_failed_retry_backs_off(void **state)
 
     (void)state;
     answer[0] = CKR_DEVICE_ERROR;
-    assert_int_equal(run_once(&rv), 1);       /* a goes out */
+    assert_int_equal(run_once(&rv), 1); /* a goes out */
     usleep(150 * 1000);
     for (int i = 0; i < 6; i++)
         assert_int_equal(run_once(&rv), 1);
-    assert_int_equal(recover_calls[0], 1);    /* one retry, failed: back-off now 200 ms */
+    assert_int_equal(recover_calls[0], 1); /* one retry, failed: back-off now 200 ms */
     reset_calls();
     usleep(120 * 1000);
     for (int i = 0; i < 6; i++)
         assert_int_equal(run_once(&rv), 1);
-    assert_int_equal(calls[0], 0);            /* 120 ms < 200 ms: not tried */
+    assert_int_equal(calls[0], 0); /* 120 ms < 200 ms: not tried */
     usleep(150 * 1000);
     for (int i = 0; i < 6; i++)
         assert_int_equal(run_once(&rv), 1);
-    assert_int_equal(recover_calls[0], 1);    /* second retry, failed: 400 ms, the cap */
+    assert_int_equal(recover_calls[0], 1); /* second retry, failed: 400 ms, the cap */
     reset_calls();
     usleep(300 * 1000);
     for (int i = 0; i < 6; i++)
         assert_int_equal(run_once(&rv), 1);
-    assert_int_equal(calls[0], 0);            /* 300 ms < 400 ms */
-    usleep(150 * 1000);                       /* 450 ms: due; fails again */
+    assert_int_equal(calls[0], 0); /* 300 ms < 400 ms */
+    usleep(150 * 1000);            /* 450 ms: due; fails again */
     for (int i = 0; i < 6; i++)
         assert_int_equal(run_once(&rv), 1);
     assert_int_equal(recover_calls[0], 1);
     reset_calls();
-    usleep(450 * 1000);                       /* due again: the cap held it at 400, not 800 */
+    usleep(450 * 1000); /* due again: the cap held it at 400, not 800 */
     answer[0] = CKR_OK;
     for (int i = 0; i < 6; i++)
         assert_int_equal(run_once(&rv), 1);
@@ -209,7 +211,7 @@ static void test_failed_retry_backs_off(void **state)
     reset_calls();
     for (int i = 0; i < 6; i++)
         assert_int_equal(run_once(&rv), 1);
-    assert_int_equal(calls[0], 2);            /* back in the rotation */
+    assert_int_equal(calls[0], 2); /* back in the rotation */
     assert_int_equal(recover_calls[0], 0);
 }
 
@@ -229,7 +231,7 @@ static void test_data_error_not_retried(void **state)
     for (int i = 0; i < 9; i++)
         assert_int_equal(run_once(&rv), 1);
     for (int i = 0; i < N; i++)
-        assert_int_equal(calls[i], 3);        /* nobody was taken out */
+        assert_int_equal(calls[i], 3); /* nobody was taken out */
 }
 
 static void test_all_out(void **state)
@@ -242,7 +244,7 @@ static void test_all_out(void **state)
     assert_int_equal(run_once(&rv), 0);
     assert_int_equal(rv, CKR_DEVICE_ERROR);
     for (int i = 0; i < N; i++) {
-        assert_int_equal(calls[i], 2);        /* once without, once with recovery */
+        assert_int_equal(calls[i], 2); /* once without, once with recovery */
         assert_int_equal(recover_calls[i], 1);
     }
     /* A token that returns is used by the next operation, back-off or not. */

@@ -40,9 +40,9 @@ static int setup(void **state)
     if (!p11_test_token_setup("true"))
         exit(77);
     cfg.pkcs11_module = P11_TEST_MODULE;
-    if ((dev = hwkey_pkcs11_backend.open(&cfg)) == NULL
-        || (mod = hwkey_p11_module_get((HWKEY_P11_DEVICE *)dev, NULL)) == NULL
-        || (tok = hwkey_p11_token_find(mod, NULL)) == NULL)
+    if ((dev = hwkey_pkcs11_backend.open(&cfg)) == NULL ||
+        (mod = hwkey_p11_module_get((HWKEY_P11_DEVICE *)dev, NULL)) == NULL ||
+        (tok = hwkey_p11_token_find(mod, NULL)) == NULL)
         return -1;
     return 0;
 }
@@ -73,7 +73,7 @@ static void *worker(void *arg)
         /* A real module call on it, so the session is used, not just counted. */
         if (mod->fl->C_GetSessionInfo(s, &si) != CKR_OK)
             return (void *)1;
-        usleep(100);                     /* hold it a while: makes the threads overlap */
+        usleep(100); /* hold it a while: makes the threads overlap */
         pthread_mutex_lock(&held_lock);
         for (int j = 0; j < n_held; j++)
             if (held[j] == s) {
@@ -100,7 +100,7 @@ static void test_pool_limit_and_exclusive_use(void **state)
     }
     assert_false(clash);
     assert_true(max_held <= LIMIT);
-    assert_true(max_held >= 2);          /* the threads did overlap */
+    assert_true(max_held >= 2); /* the threads did overlap */
     assert_true(tok->n_open <= LIMIT);
     assert_int_equal(tok->n_idle, tok->n_open);
 }
@@ -135,9 +135,9 @@ static void test_fork_reinitialises_once(void **state)
         CK_SESSION_INFO si;
         int ok;
 
-        ok = hwkey_p11_session_get(tok, &s, &ep) && ep == old_epoch + 1
-            && mod->initialize_calls >= inits + 1 && tok->n_open == 1
-            && mod->fl->C_GetSessionInfo(s, &si) == CKR_OK;
+        ok = hwkey_p11_session_get(tok, &s, &ep) && ep == old_epoch + 1 &&
+             mod->initialize_calls >= inits + 1 && tok->n_open == 1 &&
+             mod->fl->C_GetSessionInfo(s, &si) == CKR_OK;
         hwkey_p11_session_put(tok, s, ep, 0);
         /* Only once: a second use in the child does not re-initialise again. */
         inits = mod->initialize_calls;

@@ -19,37 +19,51 @@ static const struct {
     const char *uri;
     const char *token, *object, *serial, *manufacturer, *model, *pin_value, *pin_source,
         *module_path;
-    const char *id;       /* bytes, with id_len */
+    const char *id; /* bytes, with id_len */
     size_t id_len;
-    long slot_id;         /* -1: none */
-    long klass;           /* -1: none */
+    long slot_id; /* -1: none */
+    long klass;   /* -1: none */
 } valid[] = {
     {.uri = "pkcs11:", .slot_id = -1, .klass = -1},
-    {.uri = "pkcs11:token=hwkey-test;object=web", .token = "hwkey-test", .object = "web",
-     .slot_id = -1, .klass = -1},
-    {.uri = "pkcs11:token=My%20Token;object=a%2Fb%3Bc", .token = "My Token", .object = "a/b;c",
-     .slot_id = -1, .klass = -1},
-    {.uri = "pkcs11:id=%01%02%ff", .id = "\x01\x02\xff", .id_len = 3, .slot_id = -1,
+    {.uri = "pkcs11:token=hwkey-test;object=web",
+     .token = "hwkey-test",
+     .object = "web",
+     .slot_id = -1,
      .klass = -1},
+    {.uri = "pkcs11:token=My%20Token;object=a%2Fb%3Bc",
+     .token = "My Token",
+     .object = "a/b;c",
+     .slot_id = -1,
+     .klass = -1},
+    {.uri = "pkcs11:id=%01%02%ff", .id = "\x01\x02\xff", .id_len = 3, .slot_id = -1, .klass = -1},
     {.uri = "pkcs11:id=%00", .id = "\x00", .id_len = 1, .slot_id = -1, .klass = -1},
     {.uri = "pkcs11:slot-id=5;type=private", .slot_id = 5, .klass = CKO_PRIVATE_KEY},
     {.uri = "pkcs11:type=cert", .slot_id = -1, .klass = CKO_CERTIFICATE},
     {.uri = "pkcs11:type=public", .slot_id = -1, .klass = CKO_PUBLIC_KEY},
     {.uri = "pkcs11:manufacturer=SoftHSM%20project;model=SoftHSM%20v2;serial=a79569cfe92d607a",
-     .manufacturer = "SoftHSM project", .model = "SoftHSM v2", .serial = "a79569cfe92d607a",
-     .slot_id = -1, .klass = -1},
-    {.uri = "pkcs11:object=k?pin-value=12%2034", .object = "k", .pin_value = "12 34",
-     .slot_id = -1, .klass = -1},
+     .manufacturer = "SoftHSM project",
+     .model = "SoftHSM v2",
+     .serial = "a79569cfe92d607a",
+     .slot_id = -1,
+     .klass = -1},
+    {.uri = "pkcs11:object=k?pin-value=12%2034",
+     .object = "k",
+     .pin_value = "12 34",
+     .slot_id = -1,
+     .klass = -1},
     {.uri = "pkcs11:object=k?pin-source=file:/etc/pin&module-path=/usr/lib/softhsm/libsofthsm2.so",
-     .object = "k", .pin_source = "file:/etc/pin",
-     .module_path = "/usr/lib/softhsm/libsofthsm2.so", .slot_id = -1, .klass = -1},
+     .object = "k",
+     .pin_source = "file:/etc/pin",
+     .module_path = "/usr/lib/softhsm/libsofthsm2.so",
+     .slot_id = -1,
+     .klass = -1},
     /* RFC 7512 §2.3: vendor attributes (x-) are ignored. */
     {.uri = "pkcs11:object=k;x-vendor=1?x-other=2", .object = "k", .slot_id = -1, .klass = -1},
 };
 
 static const struct {
     const char *uri;
-    const char *text;     /* must appear in the error's text */
+    const char *text; /* must appear in the error's text */
 } malformed[] = {
     {"http://example.com/", "does not start with \"pkcs11:\""},
     {"pkcs11", "does not start with \"pkcs11:\""},
@@ -76,10 +90,10 @@ static void test_valid(void **state)
             ERR_print_errors_fp(stderr);
             fail_msg("rejected valid URI %s", valid[i].uri);
         }
-#define CHECK_STR(f)                                                                   \
-    if (valid[i].f == NULL)                                                            \
-        assert_null(u->f);                                                             \
-    else                                                                               \
+#define CHECK_STR(f)                                                                               \
+    if (valid[i].f == NULL)                                                                        \
+        assert_null(u->f);                                                                         \
+    else                                                                                           \
         assert_string_equal(u->f, valid[i].f)
         CHECK_STR(token);
         CHECK_STR(object);

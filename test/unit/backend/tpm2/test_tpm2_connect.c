@@ -115,8 +115,8 @@ static void test_permission_denied(void **state)
         if (acquire_fails(dev, text, sizeof(text)) != HWKEY_R_DEVICE_UNREACHABLE)
             _exit(4);
         snprintf(want, sizeof(want), "uid %ld", (long)geteuid());
-        if (strstr(text, "Permission denied") == NULL || strstr(text, want) == NULL
-            || strstr(text, "group tss") == NULL || strstr(text, "/tpm0") == NULL) {
+        if (strstr(text, "Permission denied") == NULL || strstr(text, want) == NULL ||
+            strstr(text, "group tss") == NULL || strstr(text, "/tpm0") == NULL) {
             fprintf(stderr, "unexpected: %s\n", text);
             _exit(5);
         }
@@ -152,7 +152,7 @@ static void test_backoff_fails_fast(void **state)
             assert_non_null(strstr(text, "No such file"));
         }
     }
-    assert_true(now_s() - t0 < 0.1);   /* 1000 failures, no waiting */
+    assert_true(now_s() - t0 < 0.1);        /* 1000 failures, no waiting */
     assert_int_equal(dev->backoff_ms, 100); /* and no new attempt counted */
     /* After the wait, one real attempt, and the backoff doubles, up to 1 s. */
     dev->retry_at_ms = 1;
@@ -191,10 +191,8 @@ static void test_lock_path(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_missing_device),
-        cmocka_unit_test(test_unknown_tcti),
-        cmocka_unit_test(test_permission_denied),
-        cmocka_unit_test(test_backoff_fails_fast),
+        cmocka_unit_test(test_missing_device),    cmocka_unit_test(test_unknown_tcti),
+        cmocka_unit_test(test_permission_denied), cmocka_unit_test(test_backoff_fails_fast),
         cmocka_unit_test(test_lock_path),
     };
 

@@ -53,18 +53,40 @@ static const struct {
     size_t outlen;
     const char *hex;
 } vectors[] = {
-    {.kdfa = 1, .alg = TPM2_ALG_SHA256, .label = "STORAGE", .use_u = 1, .outlen = 16,
+    {.kdfa = 1,
+     .alg = TPM2_ALG_SHA256,
+     .label = "STORAGE",
+     .use_u = 1,
+     .outlen = 16,
      .hex = "30476cb97de910bef6a6a2c406648583"},
-    {.kdfa = 1, .alg = TPM2_ALG_SHA256, .label = "INTEGRITY", .outlen = 32,
+    {.kdfa = 1,
+     .alg = TPM2_ALG_SHA256,
+     .label = "INTEGRITY",
+     .outlen = 32,
      .hex = "bacf689f634ece301e1f1b15b072d9c87db6a69585db42b1a0cb8f73ebe2692e"},
-    {.kdfa = 1, .alg = TPM2_ALG_SHA384, .label = "TEST", .use_u = 1, .use_v = 1, .outlen = 70,
+    {.kdfa = 1,
+     .alg = TPM2_ALG_SHA384,
+     .label = "TEST",
+     .use_u = 1,
+     .use_v = 1,
+     .outlen = 70,
      .hex = "f385da63519ff57cbce8d9d15faf3cccd11e0dd44f07e1ed001eed5768f0897c86a2b0903b7db2e7"
             "243edea1f2fef543f2159160ccfbfacbcdb9a7b897562eaa3216dd86c374"},
-    {.kdfa = 0, .alg = TPM2_ALG_SHA256, .label = "DUPLICATE", .use_u = 1, .use_v = 1,
-     .outlen = 32, .hex = "c8795b9d43b77873ebaa0f36f429738421e2b6cdf7e969470a3c2c4f6bff0847"},
-    {.kdfa = 0, .alg = TPM2_ALG_SHA256, .label = "DUPLICATE", .use_u = 1, .use_v = 1,
-     .outlen = 50, .hex = "c8795b9d43b77873ebaa0f36f429738421e2b6cdf7e969470a3c2c4f6bff0847"
-                          "06307a7f69ed996605c7ce6821b52e398ff1"},
+    {.kdfa = 0,
+     .alg = TPM2_ALG_SHA256,
+     .label = "DUPLICATE",
+     .use_u = 1,
+     .use_v = 1,
+     .outlen = 32,
+     .hex = "c8795b9d43b77873ebaa0f36f429738421e2b6cdf7e969470a3c2c4f6bff0847"},
+    {.kdfa = 0,
+     .alg = TPM2_ALG_SHA256,
+     .label = "DUPLICATE",
+     .use_u = 1,
+     .use_v = 1,
+     .outlen = 50,
+     .hex = "c8795b9d43b77873ebaa0f36f429738421e2b6cdf7e969470a3c2c4f6bff0847"
+            "06307a7f69ed996605c7ce6821b52e398ff1"},
 };
 
 static void test_kdf_vectors(void **state)
@@ -84,8 +106,8 @@ static void test_kdf_vectors(void **state)
         hex_to_bin(vectors[i].hex, want, vectors[i].outlen);
         memset(got, 0, sizeof(got));
         if (vectors[i].kdfa)
-            ok = hwkey_tpm2_kdfa(vectors[i].alg, key, sizeof(key), vectors[i].label, up, ul, vp,
-                                 vl, got, vectors[i].outlen);
+            ok = hwkey_tpm2_kdfa(vectors[i].alg, key, sizeof(key), vectors[i].label, up, ul, vp, vl,
+                                 got, vectors[i].outlen);
         else
             ok = hwkey_tpm2_kdfe(vectors[i].alg, z, sizeof(z), vectors[i].label, up, ul, vp, vl,
                                  got, vectors[i].outlen);
@@ -149,8 +171,8 @@ static void test_kdfe_vs_sskdf(void **state)
         p[3] = OSSL_PARAM_construct_end();
         assert_int_equal(EVP_KDF_derive(kctx, theirs, len, p), 1);
         EVP_KDF_CTX_free(kctx);
-        assert_int_equal(hwkey_tpm2_kdfe(TPM2_ALG_SHA384, z, sizeof(z), "DUPLICATE", info + 10,
-                                         48, info + 58, 48, mine, len),
+        assert_int_equal(hwkey_tpm2_kdfe(TPM2_ALG_SHA384, z, sizeof(z), "DUPLICATE", info + 10, 48,
+                                         info + 58, 48, mine, len),
                          1);
         assert_memory_equal(mine, theirs, len);
     }
@@ -224,8 +246,7 @@ static void recover_seed(EVP_PKEY *parent, const TPMT_PUBLIC *ppub,
         assert_int_equal(EVP_PKEY_decrypt_init(ctx), 1);
         assert_int_equal(EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING), 1);
         assert_int_equal(EVP_PKEY_CTX_set_rsa_oaep_md_name(ctx, "SHA256", NULL), 1);
-        assert_int_equal(EVP_PKEY_CTX_set0_rsa_oaep_label(ctx, OPENSSL_memdup("DUPLICATE", 10),
-                                                          10),
+        assert_int_equal(EVP_PKEY_CTX_set0_rsa_oaep_label(ctx, OPENSSL_memdup("DUPLICATE", 10), 10),
                          1);
         assert_int_equal(EVP_PKEY_decrypt(ctx, out, &len, in->secret, in->size), 1);
         assert_int_equal(len, 32);
@@ -236,9 +257,9 @@ static void recover_seed(EVP_PKEY *parent, const TPMT_PUBLIC *ppub,
 
 static void unwrap_and_compare(const char *parent_alg)
 {
-    EVP_PKEY *parent = strcmp(parent_alg, "EC") == 0 ? EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256")
-                                                     : EVP_PKEY_Q_keygen(NULL, NULL, "RSA",
-                                                                         (size_t)2048);
+    EVP_PKEY *parent = strcmp(parent_alg, "EC") == 0
+                           ? EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256")
+                           : EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
     TPMT_PUBLIC ppub, obj;
     TPMT_SENSITIVE sens, back;
     TPM2B_PRIVATE dup;
@@ -281,8 +302,8 @@ static void unwrap_and_compare(const char *parent_alg)
     assert_int_equal(hwkey_tpm2_kdfa(TPM2_ALG_SHA256, seed, 32, "STORAGE", name.name, name.size,
                                      NULL, 0, sym, sizeof(sym)),
                      1);
-    assert_int_equal(hwkey_tpm2_kdfa(TPM2_ALG_SHA256, seed, 32, "INTEGRITY", NULL, 0, NULL, 0,
-                                     hkey, sizeof(hkey)),
+    assert_int_equal(hwkey_tpm2_kdfa(TPM2_ALG_SHA256, seed, 32, "INTEGRITY", NULL, 0, NULL, 0, hkey,
+                                     sizeof(hkey)),
                      1);
     /* duplicate = TPM2B(outerHMAC) || encSensitive; HMAC over encSensitive || Name */
     assert_int_equal(dup.buffer[0] << 8 | dup.buffer[1], 32);
@@ -362,12 +383,9 @@ static void test_refuses_non_storage_parent(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_kdf_vectors),
-        cmocka_unit_test(test_kdfa_vs_kbkdf),
-        cmocka_unit_test(test_kdfe_vs_sskdf),
-        cmocka_unit_test(test_unwrap_ecc_parent),
-        cmocka_unit_test(test_unwrap_rsa_parent),
-        cmocka_unit_test(test_refuses_non_storage_parent),
+        cmocka_unit_test(test_kdf_vectors),       cmocka_unit_test(test_kdfa_vs_kbkdf),
+        cmocka_unit_test(test_kdfe_vs_sskdf),     cmocka_unit_test(test_unwrap_ecc_parent),
+        cmocka_unit_test(test_unwrap_rsa_parent), cmocka_unit_test(test_refuses_non_storage_parent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -39,9 +39,9 @@ static TPM2B_PUBLIC key_public(void)
     memset(&pub, 0, sizeof(pub));
     pub.publicArea.type = TPM2_ALG_ECC;
     pub.publicArea.nameAlg = TPM2_ALG_SHA256;
-    pub.publicArea.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT
-                                      | TPMA_OBJECT_SENSITIVEDATAORIGIN
-                                      | TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_SIGN_ENCRYPT;
+    pub.publicArea.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                                      TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
+                                      TPMA_OBJECT_SIGN_ENCRYPT;
     pub.publicArea.parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
     pub.publicArea.parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
     pub.publicArea.parameters.eccDetail.curveID = TPM2_ECC_NIST_P256;

@@ -47,7 +47,7 @@
 #define EC_KEY 0x81000002u
 #define RSA_KEY 0x81000003u
 #define SEALED 0x81000010u
-#define RANDOM_CHUNK 20           /* the fake TPM's longest TPM2_GetRandom answer */
+#define RANDOM_CHUNK 20 /* the fake TPM's longest TPM2_GetRandom answer */
 
 /* --- the fake TPM's persistent objects --------------------------------------- */
 
@@ -58,7 +58,7 @@ static struct {
 } objects[4];
 static UINT32 page_size = TPM2_MAX_CAP_HANDLES;
 static TPM2_HANDLE evicted;
-static EVP_PKEY *srk_key;          /* the SRK's key pair: a real point for the import seed */
+static EVP_PKEY *srk_key; /* the SRK's key pair: a real point for the import seed */
 
 static TPM2B_PUBLIC ecc_public(TPMA_OBJECT attrs)
 {
@@ -89,9 +89,9 @@ static void srk_public(TPM2B_PUBLIC *pub, TPMA_OBJECT attrs)
     pub->publicArea.parameters.eccDetail.symmetric.algorithm = TPM2_ALG_AES;
     pub->publicArea.parameters.eccDetail.symmetric.keyBits.aes = 128;
     pub->publicArea.parameters.eccDetail.symmetric.mode.aes = TPM2_ALG_CFB;
-    if (EVP_PKEY_get_octet_string_param(srk_key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pt,
-                                        sizeof(pt), &ptlen)
-        && ptlen == sizeof(pt)) {
+    if (EVP_PKEY_get_octet_string_param(srk_key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pt, sizeof(pt),
+                                        &ptlen) &&
+        ptlen == sizeof(pt)) {
         memcpy(pub->publicArea.unique.ecc.x.buffer, pt + 1, 32);
         memcpy(pub->publicArea.unique.ecc.y.buffer, pt + 33, 32);
     }
@@ -116,16 +116,16 @@ static void sealed_public(TPM2B_PUBLIC *pub)
     memset(pub, 0, sizeof(*pub));
     pub->publicArea.type = TPM2_ALG_KEYEDHASH;
     pub->publicArea.nameAlg = TPM2_ALG_SHA256;
-    pub->publicArea.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT
-                                       | TPMA_OBJECT_USERWITHAUTH;
+    pub->publicArea.objectAttributes =
+        TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_USERWITHAUTH;
     pub->publicArea.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL;
     pub->publicArea.unique.keyedHash.size = 32;
 }
 
 static void objects_reset(void)
 {
-    const TPMA_OBJECT key = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT
-                            | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH;
+    const TPMA_OBJECT key = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                            TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH;
 
     memset(objects, 0, sizeof(objects));
     objects[0].handle = SRK;
@@ -167,7 +167,7 @@ static void answer_read_public(const uint8_t *cmd, size_t len)
     TPM2B_NAME name = {.size = 2 + SHA256_DIGEST_LENGTH};
 
     if (pub == NULL) {
-        answer_rc(TPM2_RC_HANDLE + TPM2_RC_1);         /* what a TPM answers: no object */
+        answer_rc(TPM2_RC_HANDLE + TPM2_RC_1); /* what a TPM answers: no object */
         return;
     }
     if (Tss2_MU_TPMT_PUBLIC_Marshal(&pub->publicArea, area, sizeof(area), &alen) != 0) {
@@ -175,7 +175,7 @@ static void answer_read_public(const uint8_t *cmd, size_t len)
         return;
     }
     name.name[0] = 0x00;
-    name.name[1] = 0x0b;                               /* TPM2_ALG_SHA256 */
+    name.name[1] = 0x0b; /* TPM2_ALG_SHA256 */
     SHA256(area, alen, name.name + 2);
     fake_tcti_rsp_header(TPM2_ST_NO_SESSIONS, TPM2_RC_SUCCESS);
     rsp = fake_tcti_rsp_buf(&size, &off);
@@ -392,7 +392,7 @@ static int collect(const HWKEY_LISTED_KEY *k, void *arg)
 
 static void assert_listed_all(const SEEN *s)
 {
-    assert_int_equal(s->n, 3);                         /* the sealed object is not a key */
+    assert_int_equal(s->n, 3); /* the sealed object is not a key */
     assert_string_equal(s->ref[0], "handle:0x81000001");
     assert_non_null(s->label[0]);
     assert_string_equal(s->label[0], "SRK (storage parent)");
@@ -513,7 +513,7 @@ static void test_random(void **state)
     open_device(retry, 1);
     assert_int_equal(hwkey_tpm2_random(dev, buf, sizeof(buf)), 1);
     assert_int_equal(ERR_peek_error(), 0);
-    assert_int_equal(fake_tcti_served(), 1);          /* TPM_RC_RETRY, then retried */
+    assert_int_equal(fake_tcti_served(), 1); /* TPM_RC_RETRY, then retried */
     /* 50 bytes from answers of at most 20: three answers, the TPM's bytes in order. */
     assert_int_equal(fake_tcti_count(TPM2_CC_GetRandom), 1 + 3);
     for (size_t i = 0; i < sizeof(buf); i++)
@@ -592,7 +592,7 @@ static void answer_import(const uint8_t *cmd, size_t len)
 static void check_imported_file(const HWKEY_REFBLOB *out, int empty_auth)
 {
     HWKEY_TSS2_KEYFILE kf;
-    TPM2B_PUBLIC pub = {0};        /* tss2-mu reads a TPM2B's size before unmarshalling into it */
+    TPM2B_PUBLIC pub = {0}; /* tss2-mu reads a TPM2B's size before unmarshalling into it */
     TPM2B_PRIVATE priv = {0};
     size_t off = 0;
     TPMA_OBJECT attrs = imported.object.publicArea.objectAttributes;
@@ -624,11 +624,11 @@ static void check_imported_file(const HWKEY_REFBLOB *out, int empty_auth)
     assert_int_equal(imported.encryption_key.size, 0);
     assert_int_equal(imported.sym.algorithm, TPM2_ALG_NULL);
     assert_true(imported.duplicate.size > 32);
-    assert_int_equal(imported.seed.size, 2 + 32 + 2 + 32);  /* an ephemeral P-256 point */
+    assert_int_equal(imported.seed.size, 2 + 32 + 2 + 32); /* an ephemeral P-256 point */
     /* Part 3: an imported object is neither fixedTPM nor fixedParent nor TPM-generated. */
-    assert_int_equal(attrs & (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT
-                              | TPMA_OBJECT_SENSITIVEDATAORIGIN),
-                     0);
+    assert_int_equal(
+        attrs & (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN),
+        0);
     assert_true((attrs & TPMA_OBJECT_SIGN_ENCRYPT) != 0);
     assert_true((attrs & TPMA_OBJECT_USERWITHAUTH) != 0);
     assert_int_equal((attrs & TPMA_OBJECT_NODA) != 0, empty_auth);
