@@ -561,7 +561,7 @@ static void test_unwrap_auth(void **state)
     /* A wrong auth value: the TPM's HMAC check fails, one error, the object still flushed. */
     memset(key, 0, sizeof(key));
     assert_int_equal(unwrap(&out, "wrong!", key), 0);
-    assert_one_error(HWKEY_R_AUTH_FAILED, "TPM_RC_AUTH_FAIL");
+    assert_one_error(HWKEY_R_AUTH_FAILED, "unsealing the data key (TPM2_Unseal): TPM_RC_AUTH_FAIL");
     assert_int_equal(fake_tcti_count(TPM2_CC_Unseal), 2);
     assert_int_equal(flushed_objects, 2);
     {
@@ -597,8 +597,13 @@ static void test_unwrap_load_retried(void **state)
 static void test_unwrap_refusals(void **state)
 {
     static const unsigned char garbage[] = {0x30, 0x03, 0x02, 0x01, 0x00};
-    HWKEY_REFBLOB out = {0}, loadable = {HWKEY_REF_TSS2_KEYFILE, NULL, 0};
+    HWKEY_REFBLOB out = {0}, loadable = {HWKEY_REF_TSS2_KEYFILE, NULL, 0},
+                  ecc = {HWKEY_REF_TSS2_KEYFILE, NULL, 0};
     HWKEY_KEYREF bad = {HWKEY_REF_TSS2_KEYFILE, garbage, sizeof(garbage)};
+    HWKEY_KEYREF handle = {HWKEY_REF_TPM2_HANDLE, (const unsigned char *)"handle:0x81000010", 17};
+    unsigned char pubbuf[sizeof(TPM2B_PUBLIC)];
+    size_t publen = 0, free_len;
+    unsigned char *free_pub;
     HWKEY_TSS2_KEYFILE kf;
     unsigned char key[32];
     unsigned int before;
@@ -610,16 +615,32 @@ static void test_unwrap_refusals(void **state)
     assert_int_equal(hwkey_tss2_keyfile_decode(out.data, out.len, &kf), 1);
     kf.type = HWKEY_TSS2_LOADABLE;
     assert_int_equal(hwkey_tss2_keyfile_encode(&kf, &loadable.data, &loadable.len), 1);
+    /* A sealed file whose public area is the SRK's (an ECC key), not a keyedHash object. */
+    kf.type = HWKEY_TSS2_SEALED;
+    assert_int_equal(Tss2_MU_TPM2B_PUBLIC_Marshal(&srk_pub, pubbuf, sizeof(pubbuf), &publen), 0);
+    free_pub = kf.pubkey;
+    free_len = kf.pubkey_len;
+    kf.pubkey = pubbuf;
+    kf.pubkey_len = publen;
+    assert_int_equal(hwkey_tss2_keyfile_encode(&kf, &ecc.data, &ecc.len), 1);
+    kf.pubkey = free_pub; /* pubbuf is not the decoder's to free */
+    kf.pubkey_len = free_len;
     hwkey_tss2_keyfile_clear(&kf);
     before = fake_tcti_count(0);
 
     assert_int_equal(hwkey_tpm2_backend.datakey_unwrap(dev, &bad, NULL, NULL, key), 0);
-    assert_one_error(HWKEY_R_KEY_FILE_INVALID, "");
+    assert_one_error(HWKEY_R_KEY_FILE_INVALID, "not a TPMKey ASN.1 structure");
     assert_int_equal(unwrap(&loadable, NULL, key), 0);
     assert_one_error(HWKEY_R_KEY_FILE_INVALID, "holds a loadable key, not a sealed data key");
+    assert_int_equal(unwrap(&ecc, NULL, key), 0);
+    assert_one_error(HWKEY_R_KEY_FILE_INVALID,
+                     "the data key file's public area is not a sealed data object");
+    assert_int_equal(hwkey_tpm2_backend.datakey_unwrap(dev, &handle, NULL, NULL, key), 0);
+    assert_one_error(HWKEY_R_BAD_ARGUMENT, "a TPM data key is a TSS2 key file of type sealed");
     /* Refused before any TPM command. */
     assert_int_equal(fake_tcti_count(0), before);
     OPENSSL_free(loadable.data);
+    OPENSSL_free(ecc.data);
     OPENSSL_free(out.data);
 }
 
