@@ -12,13 +12,18 @@
 
 #include "fake_tcti.h"
 
-#define SESSION_HANDLE 0x02000000u /* the first HMAC session a TPM hands out */
-#define DIGEST 32                  /* SHA-256, the only hash hwkey's sessions use */
+#define HMAC_HANDLE 0x02000000u   /* the first HMAC session a TPM hands out */
+#define POLICY_HANDLE 0x03000000u /* the first policy session */
+#define DIGEST 32                 /* SHA-256, the only hash hwkey's sessions use */
 
 static struct {
     EVP_PKEY *parent_key;
     TPM2B_PUBLIC parent_pub;
     int active;
+    TPM2_SE type;
+    TPM2_HANDLE handle;
+    TPM2B_DIGEST policy; /* policy sessions: policyDigest so far */
+    int auth_needed;     /* policy sessions: TPM2_PolicyAuthValue ran */
     uint8_t key[DIGEST]; /* sessionKey */
     TPM2B_NONCE nonce_tpm, nonce_caller;
     TPMA_SESSION attrs;
@@ -112,13 +117,16 @@ static int hmac4(const uint8_t *key, size_t keylen, const uint8_t *a, size_t ale
            n == DIGEST;
 }
 
-/* sessionKey || authValue: the HMAC key and the parameter-encryption secret. */
+/*
+ * sessionKey || authValue: the HMAC key and the parameter-encryption secret.
+ * A policy session adds the authValue only once TPM2_PolicyAuthValue ran.
+ */
 static size_t session_value(const TPM2B_AUTH *auth, uint8_t *out)
 {
     size_t n = DIGEST;
 
     memcpy(out, sess.key, DIGEST);
-    if (auth != NULL) {
+    if (auth != NULL && (sess.type == TPM2_SE_HMAC || sess.auth_needed)) {
         memcpy(out + DIGEST, auth->buffer, auth->size);
         n += auth->size;
     }
@@ -224,10 +232,10 @@ void fake_session_answer_start(const uint8_t *cmd, size_t len)
         fake_tcti_refuse(__LINE__);
         return;
     }
-    /* What hwkey_tpm2_salted_session asks: salted by the parent, unbound, AES-128-CFB, SHA-256. */
-    if (bind != TPM2_RH_NULL || type != TPM2_SE_HMAC || hash != TPM2_ALG_SHA256 ||
-        sym.algorithm != TPM2_ALG_AES || sym.keyBits.aes != 128 || sym.mode.aes != TPM2_ALG_CFB ||
-        sess.nonce_caller.size != DIGEST) {
+    /* What hwkey asks: salted by the parent, unbound, AES-128-CFB, SHA-256; HMAC or policy. */
+    if (bind != TPM2_RH_NULL || (type != TPM2_SE_HMAC && type != TPM2_SE_POLICY) ||
+        hash != TPM2_ALG_SHA256 || sym.algorithm != TPM2_ALG_AES || sym.keyBits.aes != 128 ||
+        sym.mode.aes != TPM2_ALG_CFB || sess.nonce_caller.size != DIGEST) {
         fake_tcti_refuse(__LINE__);
         return;
     }
@@ -246,9 +254,14 @@ void fake_session_answer_start(const uint8_t *cmd, size_t len)
     }
     OPENSSL_cleanse(salt, sizeof(salt));
     sess.active = 1;
+    sess.type = type;
+    sess.handle = type == TPM2_SE_POLICY ? POLICY_HANDLE : HMAC_HANDLE;
+    sess.auth_needed = 0;
+    memset(&sess.policy, 0, sizeof(sess.policy));
+    sess.policy.size = DIGEST; /* a policy starts as 32 zero bytes */
     fake_tcti_rsp_header(TPM2_ST_NO_SESSIONS, TPM2_RC_SUCCESS);
     rsp = fake_tcti_rsp_buf(&size, &off);
-    if (Tss2_MU_UINT32_Marshal(SESSION_HANDLE, rsp, size, &off) != 0 ||
+    if (Tss2_MU_UINT32_Marshal(sess.handle, rsp, size, &off) != 0 ||
         Tss2_MU_TPM2B_NONCE_Marshal(&sess.nonce_tpm, rsp, size, &off) != 0) {
         fake_tcti_refuse(__LINE__);
         return;
@@ -257,8 +270,43 @@ void fake_session_answer_start(const uint8_t *cmd, size_t len)
     fake_tcti_rsp_finish();
 }
 
+TPM2B_DIGEST *fake_session_policy(const uint8_t *cmd, size_t len)
+{
+    return sess.active && sess.type == TPM2_SE_POLICY &&
+                   fake_tcti_cmd_handle(cmd, len) == sess.handle
+               ? &sess.policy
+               : NULL;
+}
+
+int fake_session_policy_extend(const uint8_t *cmd, size_t len, const uint8_t *params, size_t plen)
+{
+    uint8_t buf[DIGEST + 4 + 512];
+    TPM2B_DIGEST *policy = fake_session_policy(cmd, len);
+
+    if (policy == NULL || plen > sizeof(buf) - DIGEST - 4)
+        return 0;
+    memcpy(buf, policy->buffer, DIGEST);
+    memcpy(buf + DIGEST, cmd + 6, 4); /* the command code */
+    memcpy(buf + DIGEST + 4, params, plen);
+    SHA256(buf, DIGEST + 4 + plen, policy->buffer);
+    return 1;
+}
+
+/* TPM2_PolicyAuthValue(session): the digest extended by the command code alone. */
+void fake_session_answer_policy_auth_value(const uint8_t *cmd, size_t len)
+{
+    if (len != 14 || !fake_session_policy_extend(cmd, len, NULL, 0)) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    sess.auth_needed = 1;
+    fake_tcti_rsp_header(TPM2_ST_NO_SESSIONS, TPM2_RC_SUCCESS);
+    fake_tcti_rsp_finish();
+}
+
 FAKE_SESSION_CHECK fake_session_command(const uint8_t *cmd, size_t len, const TPM2B_NAME *name,
-                                        const TPM2B_AUTH *auth, FAKE_SESSION_CMD *out)
+                                        const TPM2B_AUTH *auth, const TPM2B_DIGEST *auth_policy,
+                                        FAKE_SESSION_CMD *out)
 {
     size_t in = 14;
     UINT32 auth_size = 0;
@@ -272,12 +320,13 @@ FAKE_SESSION_CHECK fake_session_command(const uint8_t *cmd, size_t len, const TP
     memset(out, 0, sizeof(*out));
     if (len > sizeof(out->cmd) || Tss2_MU_UINT32_Unmarshal(cmd, len, &in, &auth_size) != 0 ||
         Tss2_MU_TPMS_AUTH_COMMAND_Unmarshal(cmd, len, &in, &a) != 0 || in != 18 + auth_size ||
-        !sess.active || a.sessionHandle != SESSION_HANDLE)
+        !sess.active || a.sessionHandle != sess.handle)
         return FAKE_SESSION_MALFORMED;
     memcpy(out->cmd, cmd, len);
     out->len = len;
     out->params = in;
     out->attrs = a.sessionAttributes;
+    out->policy = sess.type == TPM2_SE_POLICY;
     /* cpHash = H(commandCode || name || parameters as sent), then the HMAC over the nonces. */
     memcpy(cp, cmd + 6, 4);
     memcpy(cp + 4, name->name, name->size);
@@ -291,6 +340,11 @@ FAKE_SESSION_CHECK fake_session_command(const uint8_t *cmd, size_t len, const TP
     OPENSSL_cleanse(value, sizeof(value));
     if (a.hmac.size != DIGEST || CRYPTO_memcmp(a.hmac.buffer, want, DIGEST) != 0)
         return FAKE_SESSION_BAD_HMAC;
+    /* A policy session authorizes only an object whose authPolicy it has reached. */
+    if (sess.type == TPM2_SE_POLICY &&
+        (auth_policy == NULL || auth_policy->size != DIGEST ||
+         memcmp(auth_policy->buffer, sess.policy.buffer, DIGEST) != 0))
+        return FAKE_SESSION_POLICY_FAIL;
     sess.nonce_caller = a.nonce;
     sess.attrs = a.sessionAttributes;
     if (a.sessionAttributes & TPMA_SESSION_DECRYPT) {

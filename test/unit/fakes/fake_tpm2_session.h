@@ -13,6 +13,9 @@
  *     session has TPMA_SESSION_DECRYPT;
  *   - the response: its first parameter encrypted when the session has
  *     TPMA_SESSION_ENCRYPT, then the response HMAC ESAPI verifies.
+ * Policy sessions (PCR-bound data keys) the same way, salted too; their
+ * policyDigest is extended by the policy commands, and a command they
+ * authorize fails unless it equals the object's authPolicy.
  * One session at a time (all tpm2_seal.c uses); sessions with
  * continueSession clear end with their command, as in a TPM.
  */
@@ -41,18 +44,31 @@ typedef struct {
     size_t params; /* offset of the parameters in cmd */
     TPMA_SESSION attrs;
     int encrypted_in; /* the first parameter came encrypted */
+    int policy;       /* authorized by a policy session, not an HMAC session */
 } FAKE_SESSION_CMD;
 
 /* What fake_session_command found. */
 typedef enum {
     FAKE_SESSION_OK = 0,
-    FAKE_SESSION_BAD_HMAC,  /* answer TPM_RC_AUTH_FAIL */
-    FAKE_SESSION_MALFORMED, /* not one live HMAC session: refuse */
+    FAKE_SESSION_BAD_HMAC,    /* answer TPM_RC_AUTH_FAIL */
+    FAKE_SESSION_POLICY_FAIL, /* answer TPM_RC_POLICY_FAIL */
+    FAKE_SESSION_MALFORMED,   /* not one live HMAC session: refuse */
 } FAKE_SESSION_CHECK;
 
-/* Checks the session's HMAC for the entity (name, auth value), decrypts the first parameter. */
+/*
+ * Checks the session's HMAC for the entity (name, auth value; its
+ * authPolicy for a policy session), decrypts the first parameter.
+ */
 FAKE_SESSION_CHECK fake_session_command(const uint8_t *cmd, size_t len, const TPM2B_NAME *name,
-                                        const TPM2B_AUTH *auth, FAKE_SESSION_CMD *out);
+                                        const TPM2B_AUTH *auth, const TPM2B_DIGEST *auth_policy,
+                                        FAKE_SESSION_CMD *out);
+
+/* The policyDigest of the policy session a policy command names; NULL if it names none. */
+TPM2B_DIGEST *fake_session_policy(const uint8_t *cmd, size_t len);
+/* policyDigest' = H(policyDigest || commandCode || params): a policy command's effect. */
+int fake_session_policy_extend(const uint8_t *cmd, size_t len, const uint8_t *params, size_t plen);
+/* The TPM2_PolicyAuthValue responder. */
+void fake_session_answer_policy_auth_value(const uint8_t *cmd, size_t len);
 
 /*
  * Ends a response built with fake_tcti_rsp_header(TPM2_ST_SESSIONS) and

@@ -17,8 +17,14 @@
  *     with an auth value, the right one works and a wrong one is one
  *     AUTH_FAILED error (the fake checks the command's HMAC as a TPM does);
  *     TPM_RC_OBJECT_MEMORY on TPM2_Load retried
- *   - refusals: a malformed file and a loadable key file refused before any
- *     TPM command; a sealed object holding 16 bytes is KEY_FILE_INVALID
+ *   - refusals: a malformed file, a loadable key file, a sealed file with an
+ *     ECC public area and a handle refused before any TPM command; a sealed
+ *     object holding 16 bytes is KEY_FILE_INVALID
+ *   - PCR-bound (datakey --pcr): authPolicy = PolicyPCR(PCR 7) [then
+ *     PolicyAuthValue] computed here in software, no userWithAuth; unwrap
+ *     through a salted policy session (the fake refuses an HMAC session for
+ *     such an object, as a TPM does); a changed PCR is POLICY_FAILED naming
+ *     it, with no TPM2_Unseal sent; with an auth value, a wrong one fails
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -31,6 +37,8 @@
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/obj_mac.h>
+#include <openssl/sha.h>
 #include <tss2/tss2_mu.h>
 
 #include "backend/tpm2/tpm2_internal.h"
@@ -60,7 +68,8 @@ static struct {
     int encrypted_in;
     int clear_on_wire; /* the data key was in the command bytes as sent */
 } created;
-static int loaded = -1; /* index of the object loaded at LOADED, -1: none */
+static TPM2B_DIGEST pcr[24]; /* the fake TPM's sha256 bank */
+static int loaded = -1;      /* index of the object loaded at LOADED, -1: none */
 static TPM2B_PUBLIC loaded_pub;
 static unsigned int flushed_objects;
 
@@ -208,7 +217,7 @@ static void answer_create(const uint8_t *cmd, size_t len)
     memset(&created, 0, sizeof(created));
     created.parent = fake_tcti_cmd_handle(cmd, len);
     if (created.parent != SRK || !fake_session_name(&srk_pub, &parent_name) ||
-        fake_session_command(cmd, len, &parent_name, NULL, &c) != FAKE_SESSION_OK) {
+        fake_session_command(cmd, len, &parent_name, NULL, NULL, &c) != FAKE_SESSION_OK) {
         fake_tcti_refuse(__LINE__);
         return;
     }
@@ -314,9 +323,18 @@ static void answer_unseal(const uint8_t *cmd, size_t len)
         fake_tcti_refuse(__LINE__);
         return;
     }
-    switch (fake_session_command(cmd, len, &name, &sealed[loaded].auth, &c)) {
+    switch (fake_session_command(cmd, len, &name, &sealed[loaded].auth,
+                                 &loaded_pub.publicArea.authPolicy, &c)) {
     case FAKE_SESSION_OK:
+        /* Without userWithAuth only a policy session may authorize (Part 1, 19.7.4). */
+        if (!c.policy && !(loaded_pub.publicArea.objectAttributes & TPMA_OBJECT_USERWITHAUTH)) {
+            answer_rc(TPM2_RC_AUTH_UNAVAILABLE);
+            return;
+        }
         break;
+    case FAKE_SESSION_POLICY_FAIL:
+        answer_rc(TPM2_RC_POLICY_FAIL + TPM2_RC_S + TPM2_RC_1);
+        return;
     case FAKE_SESSION_BAD_HMAC:
         /* What a TPM answers for a wrong auth value on a DA-protected object. */
         answer_rc(TPM2_RC_AUTH_FAIL + TPM2_RC_S + TPM2_RC_1);
@@ -336,6 +354,84 @@ static void answer_unseal(const uint8_t *cmd, size_t len)
     fake_tcti_rsp_set_end(off);
     if (!fake_session_rsp_end(TPM2_CC_Unseal, params_at, &sealed[loaded].auth))
         fake_tcti_refuse(__LINE__);
+}
+
+/* The PCRs a selection names, hashed in order: what TPM2_PolicyPCR compares. */
+static int pcr_digest(const TPML_PCR_SELECTION *sel, TPM2B_DIGEST *out)
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = md != NULL && sel->count == 1 && sel->pcrSelections[0].hash == TPM2_ALG_SHA256 &&
+             EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+
+    for (unsigned int i = 0; ok && i < 24; i++)
+        if (sel->pcrSelections[0].pcrSelect[i / 8] & (1u << (i % 8)))
+            ok = EVP_DigestUpdate(md, pcr[i].buffer, pcr[i].size);
+    ok = ok && EVP_DigestFinal_ex(md, out->buffer, NULL);
+    out->size = 32;
+    EVP_MD_CTX_free(md);
+    return ok;
+}
+
+/* TPM2_PCR_Read(pcrSelectionIn): updateCounter, the selection, the values (sha256 only). */
+static void answer_pcr_read(const uint8_t *cmd, size_t len)
+{
+    size_t in = 10, size, off;
+    TPML_PCR_SELECTION sel = {0};
+    TPML_DIGEST values = {0};
+    uint8_t *rsp;
+
+    if (Tss2_MU_TPML_PCR_SELECTION_Unmarshal(cmd, len, &in, &sel) != 0 || in != len ||
+        sel.count != 1 || sel.pcrSelections[0].hash != TPM2_ALG_SHA256) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    for (unsigned int i = 0; i < 24 && values.count < 8; i++)
+        if (sel.pcrSelections[0].pcrSelect[i / 8] & (1u << (i % 8)))
+            values.digests[values.count++] = pcr[i];
+    fake_tcti_rsp_header(TPM2_ST_NO_SESSIONS, TPM2_RC_SUCCESS);
+    rsp = fake_tcti_rsp_buf(&size, &off);
+    if (Tss2_MU_UINT32_Marshal(1, rsp, size, &off) != 0 ||
+        Tss2_MU_TPML_PCR_SELECTION_Marshal(&sel, rsp, size, &off) != 0 ||
+        Tss2_MU_TPML_DIGEST_Marshal(&values, rsp, size, &off) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    fake_tcti_rsp_set_end(off);
+    fake_tcti_rsp_finish();
+}
+
+/*
+ * TPM2_PolicyPCR(session, pcrDigest, pcrs): TPM_RC_VALUE if the PCRs no
+ * longer hash to pcrDigest, else policyDigest extended by pcrs || digest.
+ */
+static void answer_policy_pcr(const uint8_t *cmd, size_t len)
+{
+    size_t in = 14, plen = 0;
+    TPM2B_DIGEST want = {0}, now;
+    TPML_PCR_SELECTION sel = {0};
+    uint8_t params[sizeof(TPML_PCR_SELECTION) + 32];
+
+    if (fake_session_policy(cmd, len) == NULL ||
+        Tss2_MU_TPM2B_DIGEST_Unmarshal(cmd, len, &in, &want) != 0 ||
+        Tss2_MU_TPML_PCR_SELECTION_Unmarshal(cmd, len, &in, &sel) != 0 || in != len ||
+        !pcr_digest(&sel, &now)) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    if (want.size != 0 && (want.size != now.size || memcmp(want.buffer, now.buffer, 32) != 0)) {
+        answer_rc(TPM2_RC_VALUE + TPM2_RC_P + TPM2_RC_1);
+        return;
+    }
+    if (Tss2_MU_TPML_PCR_SELECTION_Marshal(&sel, params, sizeof(params), &plen) != 0) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    memcpy(params + plen, now.buffer, 32);
+    if (!fake_session_policy_extend(cmd, len, params, plen + 32)) {
+        fake_tcti_refuse(__LINE__);
+        return;
+    }
+    answer_rc(TPM2_RC_SUCCESS);
 }
 
 /* TPM2_FlushContext(handle): the loaded object, or the session (already ended). */
@@ -368,6 +464,10 @@ static void open_device(const FAKE_TCTI_STEP *script, size_t nsteps)
     seal_keep = 0;
     loaded = -1;
     flushed_objects = 0;
+    for (size_t i = 0; i < 24; i++) {
+        pcr[i].size = 32;
+        memset(pcr[i].buffer, (int)i, 32);
+    }
     fake_session_reset(srk_key, &srk_pub);
     fake_tcti_on(TPM2_CC_GetCapability, answer_get_capability);
     fake_tcti_on(TPM2_CC_ReadPublic, answer_read_public);
@@ -377,6 +477,9 @@ static void open_device(const FAKE_TCTI_STEP *script, size_t nsteps)
     fake_tcti_on(TPM2_CC_Load, answer_load);
     fake_tcti_on(TPM2_CC_Unseal, answer_unseal);
     fake_tcti_on(TPM2_CC_FlushContext, answer_flush);
+    fake_tcti_on(TPM2_CC_PCR_Read, answer_pcr_read);
+    fake_tcti_on(TPM2_CC_PolicyPCR, answer_policy_pcr);
+    fake_tcti_on(TPM2_CC_PolicyAuthValue, fake_session_answer_policy_auth_value);
     ERR_clear_error();
     /* No resource manager, as with swtpm: nothing stays loaded between calls. */
     dev = hwkey_tpm2_open_with_tcti(tcti, 0);
@@ -660,6 +763,107 @@ static void test_unwrap_short_data(void **state)
     OPENSSL_free(out.data);
 }
 
+/* --- PCR-bound data keys -------------------------------------------------------------- */
+
+static void put_cc(uint8_t *p, TPM2_CC cc)
+{
+    p[0] = (uint8_t)(cc >> 24);
+    p[1] = (uint8_t)(cc >> 16);
+    p[2] = (uint8_t)(cc >> 8);
+    p[3] = (uint8_t)cc;
+}
+
+/* policyDigest of PolicyPCR(PCR 7 of sha256 = value) [then PolicyAuthValue], in software. */
+static void expected_policy(const TPM2B_DIGEST *value, int with_auth, uint8_t out[32])
+{
+    TPML_PCR_SELECTION sel = {.count = 1};
+    uint8_t buf[32 + 4 + sizeof(TPML_PCR_SELECTION) + 32];
+    size_t n = 36;
+
+    sel.pcrSelections[0].hash = TPM2_ALG_SHA256;
+    sel.pcrSelections[0].sizeofSelect = 3;
+    sel.pcrSelections[0].pcrSelect[0] = 0x80; /* PCR 7 */
+    memset(buf, 0, 32);                       /* a policy starts as 32 zero bytes */
+    put_cc(buf + 32, TPM2_CC_PolicyPCR);
+    assert_int_equal(Tss2_MU_TPML_PCR_SELECTION_Marshal(&sel, buf, sizeof(buf), &n), 0);
+    SHA256(value->buffer, value->size, buf + n); /* pcrDigest: H(the one PCR) */
+    SHA256(buf, n + 32, out);
+    if (with_auth) {
+        memcpy(buf, out, 32);
+        put_cc(buf + 32, TPM2_CC_PolicyAuthValue);
+        SHA256(buf, 36, out);
+    }
+}
+
+static void check_pcr_template(int with_auth)
+{
+    uint8_t want[32];
+    TPMA_OBJECT attrs = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT;
+
+    expected_policy(&pcr[7], with_auth, want);
+    assert_int_equal(created.tmpl.publicArea.authPolicy.size, 32);
+    assert_memory_equal(created.tmpl.publicArea.authPolicy.buffer, want, 32);
+    /* No userWithAuth: only the policy session may authorize an unseal. */
+    if (!with_auth)
+        attrs |= TPMA_OBJECT_NODA;
+    assert_int_equal(created.tmpl.publicArea.objectAttributes, attrs);
+}
+
+static void test_pcr_bound(void **state)
+{
+    HWKEY_GENOPTS opts = {.pcrs = {.md_nid = NID_sha256, .mask = 1u << 7}};
+    HWKEY_REFBLOB out = {0};
+    HWKEY_TSS2_KEYFILE kf;
+    unsigned char key[32];
+    size_t wire_len = 0;
+    const uint8_t *wire;
+
+    (void)state;
+    open_device(NULL, 0);
+    seal(&opts, &out);
+    check_pcr_template(0);
+    assert_int_equal(hwkey_tss2_keyfile_decode(out.data, out.len, &kf), 1);
+    assert_int_equal(kf.policy_count, 1);
+    assert_int_equal(kf.policy[0].cc, TPM2_CC_PolicyPCR);
+    hwkey_tss2_keyfile_clear(&kf);
+    /* The PCR as it was: the policy session reaches authPolicy; outData still encrypted. */
+    assert_int_equal(unwrap(&out, NULL, key), 1);
+    assert_int_equal(ERR_peek_error(), 0);
+    assert_memory_equal(key, sealed[0].data.buffer, 32);
+    wire = fake_session_last_response(&wire_len);
+    assert_false(contains(wire, wire_len, key, 32));
+    assert_int_equal(fake_tcti_count(TPM2_CC_PolicyPCR), 1);
+    /* PCR 7 extended since: refused by TPM2_PolicyPCR, the unseal never sent. */
+    pcr[7].buffer[0] ^= 0xff;
+    assert_int_equal(unwrap(&out, NULL, key), 0);
+    assert_one_error(HWKEY_R_POLICY_FAILED,
+                     "PCR 7 changed since the key was bound to it (sha256 bank)");
+    assert_int_equal(fake_tcti_count(TPM2_CC_Unseal), 1);
+    assert_int_equal(flushed_objects, 2);
+    OPENSSL_free(out.data);
+}
+
+static void test_pcr_bound_with_auth(void **state)
+{
+    HWKEY_GENOPTS opts = {
+        .auth = "s3cret", .auth_len = 6, .pcrs = {.md_nid = NID_sha256, .mask = 1u << 7}};
+    HWKEY_REFBLOB out = {0};
+    unsigned char key[32];
+
+    (void)state;
+    open_device(NULL, 0);
+    seal(&opts, &out);
+    check_pcr_template(1);
+    /* PolicyPCR then PolicyAuthValue: the HMAC and the CFB key take the auth value. */
+    assert_int_equal(unwrap(&out, "s3cret", key), 1);
+    assert_int_equal(ERR_peek_error(), 0);
+    assert_memory_equal(key, sealed[0].data.buffer, 32);
+    assert_int_equal(fake_tcti_count(TPM2_CC_PolicyAuthValue), 1);
+    assert_int_equal(unwrap(&out, "wrong!", key), 0);
+    assert_one_error(HWKEY_R_AUTH_FAILED, "unsealing the data key (TPM2_Unseal): TPM_RC_AUTH_FAIL");
+    OPENSSL_free(out.data);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_teardown(name, teardown)
@@ -667,6 +871,7 @@ int main(void)
         T(test_create),          T(test_unwrap),
         T(test_unwrap_auth),     T(test_unwrap_load_retried),
         T(test_unwrap_refusals), T(test_unwrap_short_data),
+        T(test_pcr_bound),       T(test_pcr_bound_with_auth),
     };
 #undef T
 
