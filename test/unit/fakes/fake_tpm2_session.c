@@ -287,7 +287,8 @@ int fake_session_policy_extend(const uint8_t *cmd, size_t len, const uint8_t *pa
         return 0;
     memcpy(buf, policy->buffer, DIGEST);
     memcpy(buf + DIGEST, cmd + 6, 4); /* the command code */
-    memcpy(buf + DIGEST + 4, params, plen);
+    if (plen > 0)
+        memcpy(buf + DIGEST + 4, params, plen);
     SHA256(buf, DIGEST + 4 + plen, policy->buffer);
     return 1;
 }

@@ -52,7 +52,7 @@ typedef enum {
     FAKE_SESSION_OK = 0,
     FAKE_SESSION_BAD_HMAC,    /* answer TPM_RC_AUTH_FAIL */
     FAKE_SESSION_POLICY_FAIL, /* answer TPM_RC_POLICY_FAIL */
-    FAKE_SESSION_MALFORMED,   /* not one live HMAC session: refuse */
+    FAKE_SESSION_MALFORMED,   /* not one handle and the live session: refuse */
 } FAKE_SESSION_CHECK;
 
 /*
