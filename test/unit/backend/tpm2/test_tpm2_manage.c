@@ -19,9 +19,9 @@
  *     area, the parent and emptyAuth.  (That the duplicate decrypts to the
  *     key is test_tpm2_dup's.)  TPM2_Import refused, a persistent handle
  *     asked, a key type a TPM cannot hold: one error, no key file.
- * Not here: sealing and unsealing data keys (tpm2_seal.c) run through a
- * salted HMAC session with parameter encryption, which this fake TPM does
- * not implement.
+ * Not here: sealing and unsealing data keys (tpm2_seal.c), which run
+ * through a salted HMAC session with parameter encryption: test_tpm2_seal.c,
+ * over the same fake TCTI with fake_tpm2_session.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
