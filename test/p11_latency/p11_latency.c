@@ -15,6 +15,14 @@
  *                        so a test can see operations overlap (async) or
  *                        wait until one is in flight (to cancel it); "%p"
  *                        in it: the writing process's id (one file per worker)
+ *   P11_LATENCY_HOLD_FOR N: each private-key operation waits (at most
+ *                        P11_LATENCY_HOLD_MS, default 10000) until N have
+ *                        been in flight at once, then goes on; so a test of
+ *                        overlap does not depend on how fast its clients
+ *                        start (an application that serialises never
+ *                        reaches N, and its operations wait the timeout);
+ *                        operations before the first one has finished (an
+ *                        application's warm-up request) are never held
  *   P11_LATENCY_TOKEN    only the slots whose token has this label are shown
  *                        (C_GetSlotList); unset: all
  *
@@ -60,6 +68,8 @@ static int broken; /* unplugged since the last C_Initialize */
 static const char *stats_path;
 static const char *token_label;
 static unsigned long inflight, max_inflight, ops_done;
+static unsigned long hold_for, hold_ms;
+static pthread_cond_t hold_cond = PTHREAD_COND_INITIALIZER;
 
 static void pause_us(unsigned long us)
 {
@@ -132,10 +142,25 @@ static void stats_write_locked(void)
 /* Around a private-key operation: counts what overlaps. */
 static void op_begin(void)
 {
+    struct timespec deadline;
+
     pthread_mutex_lock(&state_lock);
     if (++inflight > max_inflight)
         max_inflight = inflight;
     stats_write_locked();
+    pthread_cond_broadcast(&hold_cond);
+    if (hold_for > 1 && ops_done > 0 && max_inflight < hold_for) {
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += (time_t)(hold_ms / 1000);
+        deadline.tv_nsec += (long)(hold_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+        while (max_inflight < hold_for &&
+               pthread_cond_timedwait(&hold_cond, &state_lock, &deadline) != ETIMEDOUT)
+            ;
+    }
     pthread_mutex_unlock(&state_lock);
 }
 
@@ -422,6 +447,8 @@ static CK_RV load_real(void)
     }
     call_us = env_ulong("P11_LATENCY_CALL_US");
     op_us = env_ulong("P11_LATENCY_OP_US");
+    hold_for = env_ulong("P11_LATENCY_HOLD_FOR");
+    hold_ms = getenv("P11_LATENCY_HOLD_MS") != NULL ? env_ulong("P11_LATENCY_HOLD_MS") : 10000;
     control = env_expanded("P11_LATENCY_CONTROL");
     stats_path = env_expanded("P11_LATENCY_STATS");
     token_label = env_expanded("P11_LATENCY_TOKEN");
