@@ -74,7 +74,9 @@ for kind in ec rsa; do
         </dev/null >"$HW_DIR/s_server.$kind.log" 2>&1) &
     spid=$!
     hw_register_pid "$spid"
-    for ((i = 0; i < 100; i++)); do grep -q '^ACCEPT' "s_server.$kind.log" 2>/dev/null && break; sleep 0.1; done
+    # up to 30 s: a loaded machine starts s_server (and loads the TPM key) slowly
+    for ((i = 0; i < 300; i++)); do grep -q '^ACCEPT' "s_server.$kind.log" 2>/dev/null && break; sleep 0.1; done
+    grep -q '^ACCEPT' "s_server.$kind.log" || hw_fail "s_server -async $kind did not start: $(tail -5 "s_server.$kind.log")"
     for proto in tlsv1.3 tlsv1.2; do
         out=$(OPENSSL_CONF=$HW_SW_CNF curl -sk --max-time 30 "--$proto" --tls-max "${proto#tlsv}" \
             "https://127.0.0.1:$port/index.txt" 2>&1) || hw_fail "s_server -async $kind $proto: $out"
