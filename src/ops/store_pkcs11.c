@@ -39,6 +39,7 @@
 #include "ops/ops.h"
 #include "ops/provctx.h"
 #include "util/error.h"
+#include "util/secmem.h"
 
 #define SCHEME "pkcs11:"
 
@@ -107,7 +108,8 @@ static void *p11store_open(void *provctx, const char *uri)
         return NULL;
     }
     ctx = OPENSSL_zalloc(sizeof(*ctx));
-    if (ctx == NULL || (ctx->uri = OPENSSL_strdup(uri)) == NULL) {
+    /* The URI may carry a pin-value: kept in protected memory, wiped at close. */
+    if (ctx == NULL || (ctx->uri = hwkey_secmem_strndup(uri, strlen(uri))) == NULL) {
         OPENSSL_free(ctx);
         hwkey_raise(HWKEY_R_OUT_OF_MEMORY, "opening a pkcs11: store");
         return NULL;
@@ -280,7 +282,7 @@ static int p11store_close(void *vctx)
     P11_STORE_CTX *ctx = vctx;
 
     if (ctx != NULL) {
-        OPENSSL_clear_free(ctx->uri, strlen(ctx->uri)); /* may hold pin-value */
+        hwkey_secmem_free(ctx->uri); /* may hold a pin-value: wiped */
         OPENSSL_free(ctx);
     }
     return 1;
