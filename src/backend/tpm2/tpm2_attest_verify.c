@@ -130,18 +130,10 @@ static int public_of(const unsigned char *d, size_t len, TPM2B_PUBLIC *pub, cons
     return 1;
 }
 
+/* The AK's signature hash: SHA-256/384/512; SHA-1 is not accepted for evidence. */
 static const char *md_of(TPMI_ALG_HASH alg)
 {
-    switch (alg) {
-    case TPM2_ALG_SHA256:
-        return "SHA256";
-    case TPM2_ALG_SHA384:
-        return "SHA384";
-    case TPM2_ALG_SHA512:
-        return "SHA512";
-    default:
-        return NULL;
-    }
+    return alg == TPM2_ALG_SHA1 ? NULL : hwkey_tpm2_hash_name(alg);
 }
 
 /* The AK's checks: restricted signing key, pinned if asked, signature. */

@@ -25,7 +25,7 @@
 /* Largest digest we accept as a parent nameAlg (SHA-512). */
 #define DUP_MAX_DIGEST 64
 
-static const char *digest_name(TPMI_ALG_HASH alg)
+const char *hwkey_tpm2_hash_name(TPMI_ALG_HASH alg)
 {
     switch (alg) {
     case TPM2_ALG_SHA1:
@@ -41,7 +41,7 @@ static const char *digest_name(TPMI_ALG_HASH alg)
     }
 }
 
-static size_t digest_size(TPMI_ALG_HASH alg)
+size_t hwkey_tpm2_hash_size(TPMI_ALG_HASH alg)
 {
     switch (alg) {
     case TPM2_ALG_SHA1:
@@ -77,7 +77,7 @@ typedef struct {
 static int digest_parts(TPMI_ALG_HASH alg, const unsigned char *key, size_t keylen,
                         const PART *parts, size_t nparts, unsigned char *out)
 {
-    const char *mdname = digest_name(alg);
+    const char *mdname = hwkey_tpm2_hash_name(alg);
     EVP_MAC *mac = NULL;
     EVP_MAC_CTX *mctx = NULL;
     EVP_MD *md = NULL;
@@ -131,7 +131,7 @@ static int kdf_counter(int is_kdfa, TPMI_ALG_HASH alg, const unsigned char *secr
                        size_t secretlen, const char *label, const unsigned char *u, size_t ulen,
                        const unsigned char *v, size_t vlen, unsigned char *out, size_t outlen)
 {
-    size_t dlen = digest_size(alg), done = 0;
+    size_t dlen = hwkey_tpm2_hash_size(alg), done = 0;
     unsigned char counter[4], bits[4], block[DUP_MAX_DIGEST];
     uint32_t i = 1;
     int ok = 0;
@@ -187,7 +187,7 @@ int hwkey_tpm2_kdfe(TPMI_ALG_HASH alg, const unsigned char *z, size_t zlen, cons
 int hwkey_tpm2_object_name(const TPMT_PUBLIC *pub, TPM2B_NAME *name)
 {
     unsigned char buf[sizeof(TPMT_PUBLIC)];
-    size_t off = 0, dlen = digest_size(pub->nameAlg);
+    size_t off = 0, dlen = hwkey_tpm2_hash_size(pub->nameAlg);
     TSS2_RC rc;
     PART part;
 
@@ -270,7 +270,7 @@ end:
 static int share_seed_rsa(const TPMT_PUBLIC *parent, unsigned char *seed, size_t seedlen,
                           TPM2B_ENCRYPTED_SECRET *sym_seed)
 {
-    const char *mdname = digest_name(parent->nameAlg);
+    const char *mdname = hwkey_tpm2_hash_name(parent->nameAlg);
     EVP_PKEY *peer = NULL;
     EVP_PKEY_CTX *ctx = NULL;
     unsigned char *label = NULL;
@@ -342,7 +342,7 @@ int hwkey_tpm2_dup_wrap(const TPMT_PUBLIC *parent, const TPMT_PUBLIC *obj,
                         const TPMT_SENSITIVE *sens, TPM2B_PRIVATE *dup,
                         TPM2B_ENCRYPTED_SECRET *sym_seed)
 {
-    size_t dlen = digest_size(parent->nameAlg), keylen = 0, plainlen = 0;
+    size_t dlen = hwkey_tpm2_hash_size(parent->nameAlg), keylen = 0, plainlen = 0;
     const EVP_CIPHER *cipher;
     DUP_SECRETS *s = NULL;
     EVP_CIPHER_CTX *cctx = NULL;
@@ -355,7 +355,7 @@ int hwkey_tpm2_dup_wrap(const TPMT_PUBLIC *parent, const TPMT_PUBLIC *obj,
 
     memset(dup, 0, sizeof(*dup));
     memset(sym_seed, 0, sizeof(*sym_seed));
-    if (dlen == 0 || digest_name(parent->nameAlg) == NULL) {
+    if (dlen == 0 || hwkey_tpm2_hash_name(parent->nameAlg) == NULL) {
         hwkey_raise(HWKEY_R_UNSUPPORTED_DIGEST, "parent name algorithm 0x%04x",
                     (unsigned int)parent->nameAlg);
         return 0;

@@ -42,6 +42,13 @@ int hwkey_tpm2_kdfe(TPMI_ALG_HASH alg, const unsigned char *z, size_t zlen, cons
                     const unsigned char *u, size_t ulen, const unsigned char *v, size_t vlen,
                     unsigned char *out, size_t outlen);
 
+/*
+ * The TPM hash algorithms hwkey handles (SHA-1/256/384/512): OpenSSL's name
+ * and the digest size; NULL / 0 for any other.  The one table of them.
+ */
+const char *hwkey_tpm2_hash_name(TPMI_ALG_HASH alg);
+size_t hwkey_tpm2_hash_size(TPMI_ALG_HASH alg);
+
 /* The object's Name: nameAlg (big-endian) || H(marshalled TPMT_PUBLIC). */
 int hwkey_tpm2_object_name(const TPMT_PUBLIC *pub, TPM2B_NAME *name);
 

@@ -26,27 +26,13 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/obj_mac.h>
+#include <openssl/objects.h>
 #include <tss2/tss2_mu.h>
 
+#include "backend/tpm2/tpm2_dup.h"
 #include "util/error.h"
 
 #define POLICY_HASH "SHA256" /* the sessions' and the objects' nameAlg */
-
-static size_t digest_len(TPMI_ALG_HASH alg)
-{
-    switch (alg) {
-    case TPM2_ALG_SHA1:
-        return 20;
-    case TPM2_ALG_SHA256:
-        return 32;
-    case TPM2_ALG_SHA384:
-        return 48;
-    case TPM2_ALG_SHA512:
-        return 64;
-    default:
-        return 0;
-    }
-}
 
 /* The PCR numbers a selection names, as a bit mask. */
 static uint32_t selection_mask(const TPML_PCR_SELECTION *sel)
@@ -144,7 +130,7 @@ static int read_pcr(ESYS_CONTEXT *esys, TPMI_ALG_HASH bank, int md_nid, unsigned
         hwkey_tpm2_raise_rc(rc, "reading the PCRs to bind to (TPM2_PCR_Read)");
         return 0;
     }
-    if (values->count != 1 || values->digests[0].size != digest_len(bank)) {
+    if (values->count != 1 || values->digests[0].size != hwkey_tpm2_hash_size(bank)) {
         hwkey_raise(HWKEY_R_BAD_ARGUMENT,
                     "the TPM has no %s value for PCR %u (no such PCR "
                     "bank active; tpm2_getcap pcrs lists them)",
@@ -309,6 +295,7 @@ static void raise_changed(const HWKEY_TPM2_POLICY *pol, const int *failed)
     char list[3 * HWKEY_PCR_COUNT + 1];
     uint32_t mask = 0;
     int bank_nid = 0, several_in_one = 0;
+    const char *name;
 
     for (size_t i = 0; i < pol->count; i++) {
         uint32_t m;
@@ -318,22 +305,8 @@ static void raise_changed(const HWKEY_TPM2_POLICY *pol, const int *failed)
         m = selection_mask(&pol->step[i].pcrs);
         several_in_one |= (m & (m - 1)) != 0;
         mask |= m;
-        switch (pol->step[i].pcrs.pcrSelections[0].hash) {
-        case TPM2_ALG_SHA1:
-            bank_nid = NID_sha1;
-            break;
-        case TPM2_ALG_SHA256:
-            bank_nid = NID_sha256;
-            break;
-        case TPM2_ALG_SHA384:
-            bank_nid = NID_sha384;
-            break;
-        case TPM2_ALG_SHA512:
-            bank_nid = NID_sha512;
-            break;
-        default:
-            break;
-        }
+        name = hwkey_tpm2_hash_name(pol->step[i].pcrs.pcrSelections[0].hash);
+        bank_nid = name != NULL ? OBJ_sn2nid(name) : 0;
     }
     hwkey_pcrsel_list(mask, list, sizeof(list));
     /* A step over several PCRs (another tool's file) only says that one of them moved. */

@@ -13,6 +13,7 @@
 #include <openssl/ec.h>
 #include <openssl/obj_mac.h>
 
+#include "backend/tpm2/tpm2_dup.h"
 #include "util/error.h"
 #include "util/testhook.h"
 
@@ -212,22 +213,8 @@ static TPMI_ALG_HASH ecdsa_scheme_hash(const HWKEY_TPM2_KEY *key, size_t *dlen)
 
     /* A key created with a fixed scheme signs with that scheme's hash only. */
     if (fixed->scheme == TPM2_ALG_ECDSA) {
-        switch (fixed->details.anySig.hashAlg) {
-        case TPM2_ALG_SHA1:
-            *dlen = 20;
-            break;
-        case TPM2_ALG_SHA256:
-            *dlen = 32;
-            break;
-        case TPM2_ALG_SHA384:
-            *dlen = 48;
-            break;
-        case TPM2_ALG_SHA512:
-            *dlen = 64;
-            break;
-        default:
+        if ((*dlen = hwkey_tpm2_hash_size(fixed->details.anySig.hashAlg)) == 0)
             return TPM2_ALG_ERROR;
-        }
         return fixed->details.anySig.hashAlg;
     }
     /* Else the hash the curve is paired with, which every TPM with the curve has. */
