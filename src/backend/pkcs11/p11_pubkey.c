@@ -45,19 +45,15 @@ int hwkey_p11_attr_get(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAND
     return 1;
 }
 
-/* Finds up to max objects of class klass with the given id/label (either may be absent). */
-int hwkey_p11_find(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass,
-                   const unsigned char *id, size_t id_len, int has_id, const char *label,
-                   CK_OBJECT_HANDLE *objs, CK_ULONG max, CK_ULONG *n)
+/* The search template: class, and id and label where given; returns its length. */
+static CK_ULONG find_template(CK_ATTRIBUTE t[3], CK_OBJECT_CLASS *klass, const unsigned char *id,
+                              size_t id_len, int has_id, const char *label)
 {
-    CK_FUNCTION_LIST *fl = tok->mod->fl;
-    CK_ATTRIBUTE t[3];
     CK_ULONG nt = 0;
-    CK_RV rv;
 
     t[nt].type = CKA_CLASS;
-    t[nt].pValue = &klass;
-    t[nt++].ulValueLen = sizeof(klass);
+    t[nt].pValue = klass;
+    t[nt++].ulValueLen = sizeof(*klass);
     if (has_id) {
         t[nt].type = CKA_ID;
         t[nt].pValue = (void *)id;
@@ -68,19 +64,34 @@ int hwkey_p11_find(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS kl
         t[nt].pValue = (void *)label;
         t[nt++].ulValueLen = strlen(label);
     }
+    return nt;
+}
+
+static int find_failed(HWKEY_P11_TOKEN *tok, CK_RV rv)
+{
+    hwkey_p11_note_rv(rv);
+    hwkey_raise(hwkey_p11_rv_reason(rv), "C_FindObjects on token \"%s\" failed: %s", tok->name,
+                hwkey_p11_rv_name(rv));
+    return 0;
+}
+
+/* Finds up to max objects of class klass with the given id/label (either may be absent). */
+int hwkey_p11_find(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass,
+                   const unsigned char *id, size_t id_len, int has_id, const char *label,
+                   CK_OBJECT_HANDLE *objs, CK_ULONG max, CK_ULONG *n)
+{
+    CK_FUNCTION_LIST *fl = tok->mod->fl;
+    CK_ATTRIBUTE t[3];
+    CK_ULONG nt = find_template(t, &klass, id, id_len, has_id, label);
+    CK_RV rv;
+
     *n = 0;
     rv = fl->C_FindObjectsInit(s, t, nt);
     if (rv == CKR_OK) {
         rv = fl->C_FindObjects(s, objs, max, n);
         fl->C_FindObjectsFinal(s);
     }
-    if (rv != CKR_OK) {
-        hwkey_p11_note_rv(rv);
-        hwkey_raise(hwkey_p11_rv_reason(rv), "C_FindObjects on token \"%s\" failed: %s", tok->name,
-                    hwkey_p11_rv_name(rv));
-        return 0;
-    }
-    return 1;
+    return rv == CKR_OK ? 1 : find_failed(tok, rv);
 }
 
 int hwkey_p11_find_all(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLASS klass,
@@ -89,27 +100,14 @@ int hwkey_p11_find_all(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLAS
 {
     CK_FUNCTION_LIST *fl = tok->mod->fl;
     CK_ATTRIBUTE t[3];
-    CK_ULONG nt = 0, cap = 0, got = 0;
+    CK_ULONG nt = find_template(t, &klass, id, id_len, has_id, label), cap = 0, got = 0;
     CK_OBJECT_HANDLE *all = NULL, *bigger;
     CK_RV rv;
 
-    t[nt].type = CKA_CLASS;
-    t[nt].pValue = &klass;
-    t[nt++].ulValueLen = sizeof(klass);
-    if (has_id) {
-        t[nt].type = CKA_ID;
-        t[nt].pValue = (void *)id;
-        t[nt++].ulValueLen = id_len;
-    }
-    if (label != NULL) {
-        t[nt].type = CKA_LABEL;
-        t[nt].pValue = (void *)label;
-        t[nt++].ulValueLen = strlen(label);
-    }
     *objs = NULL;
     *n = 0;
     if ((rv = fl->C_FindObjectsInit(s, t, nt)) != CKR_OK)
-        goto fail;
+        return find_failed(tok, rv);
     /* C_FindObjects hands out a chunk at a time; 0 new objects means the end. */
     do {
         if (*n == cap) {
@@ -131,15 +129,10 @@ int hwkey_p11_find_all(HWKEY_P11_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_CLAS
     if (rv != CKR_OK) {
         OPENSSL_free(all);
         *n = 0;
-        goto fail;
+        return find_failed(tok, rv);
     }
     *objs = all;
     return 1;
-fail:
-    hwkey_p11_note_rv(rv);
-    hwkey_raise(hwkey_p11_rv_reason(rv), "C_FindObjects on token \"%s\" failed: %s", tok->name,
-                hwkey_p11_rv_name(rv));
-    return 0;
 }
 
 /* CKA_EC_POINT is a DER OCTET STRING by the standard, the bare point on some tokens. */
