@@ -161,7 +161,7 @@ int hwkey_key_can(const HWKEY_KEY *key, unsigned int flag)
 
 /* --- the route from an operation to the device --------------------------- */
 
-static const char *alg_name(HWKEY_ALG alg)
+const char *hwkey_key_alg_name(HWKEY_ALG alg)
 {
     switch (alg) {
     case HWKEY_ALG_EC:
@@ -169,9 +169,9 @@ static const char *alg_name(HWKEY_ALG alg)
     case HWKEY_ALG_RSA:
         return "RSA";
     case HWKEY_ALG_ED25519:
-        return "Ed25519";
+        return "ED25519";
     }
-    return "empty";
+    return NULL;
 }
 
 int hwkey_key_has_private(const HWKEY_KEY *key)
@@ -185,7 +185,9 @@ int hwkey_key_require_private(const HWKEY_KEY *key, const char *what)
         return 1;
     hwkey_raise(HWKEY_R_NO_PRIVATE_KEY,
                 "this %s key is public only (imported, not loaded from a device): it cannot %s",
-                key != NULL ? alg_name(key->alg) : "missing", what);
+                key != NULL && hwkey_key_alg_name(key->alg) != NULL ? hwkey_key_alg_name(key->alg)
+                                                                    : "empty",
+                what);
     return 0;
 }
 

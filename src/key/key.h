@@ -89,6 +89,8 @@ int hwkey_key_can(const HWKEY_KEY *key, unsigned int flag);
  */
 int hwkey_key_has_private(const HWKEY_KEY *key);
 int hwkey_key_require_private(const HWKEY_KEY *key, const char *what);
+/* OpenSSL's key type name of alg ("EC", "RSA", "ED25519"), NULL for none. */
+const char *hwkey_key_alg_name(HWKEY_ALG alg);
 
 /*
  * Private-key operations (backend.h documents params and buffers).  Each

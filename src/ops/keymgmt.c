@@ -18,17 +18,12 @@
 #include "util/error.h"
 #include "util/log.h"
 
+/* For messages: the key type's name, "unknown" for none. */
 static const char *alg_name(HWKEY_ALG alg)
 {
-    switch (alg) {
-    case HWKEY_ALG_EC:
-        return "EC";
-    case HWKEY_ALG_RSA:
-        return "RSA";
-    case HWKEY_ALG_ED25519:
-        return "ED25519";
-    }
-    return "unknown";
+    const char *name = hwkey_key_alg_name(alg);
+
+    return name != NULL ? name : "unknown";
 }
 
 void *hwkey_keymgmt_new(void *provctx)

@@ -26,23 +26,10 @@
 
 #include "util/error.h"
 
-const char *hwkey_objref_type_name(HWKEY_ALG alg)
-{
-    switch (alg) {
-    case HWKEY_ALG_EC:
-        return "EC";
-    case HWKEY_ALG_RSA:
-        return "RSA";
-    case HWKEY_ALG_ED25519:
-        return "ED25519";
-    }
-    return NULL;
-}
-
 int hwkey_objref_emit(HWKEY_KEY **keyp, OSSL_CALLBACK *cb, void *cbarg)
 {
     int object_type = OSSL_OBJECT_PKEY;
-    const char *type = hwkey_objref_type_name((*keyp)->alg);
+    const char *type = hwkey_key_alg_name((*keyp)->alg);
     OSSL_PARAM params[4];
     int ok = 0;
 

@@ -16,9 +16,6 @@
 
 #include "key/key.h"
 
-/* "EC" / "RSA": the OSSL_OBJECT_PARAM_DATA_TYPE of a key; NULL if unknown. */
-const char *hwkey_objref_type_name(HWKEY_ALG alg);
-
 /*
  * Calls cb with an OSSL_OBJECT_PKEY referring to *keyp, then frees whatever
  * reference is left in *keyp (NULL afterwards).  Returns cb's result.
