@@ -34,6 +34,7 @@
 
 #include "bulk/bulk_file.h"
 #include "util/error.h"
+#include "../fakes/one_error.h"
 
 #define C HWKEY_BULK_FILE_CHUNK
 #define HDR HWKEY_BULK_FILE_HEADER_LEN
@@ -154,22 +155,6 @@ static int decrypt_buf(HWKEY_BULK_GCM *g, const unsigned char *ct, size_t len, B
     close(in);
     close(o);
     return rc;
-}
-
-/* Exactly one error in the queue, ours, with reason and text containing what. */
-static void assert_one_error(int reason, const char *what)
-{
-    const char *data = NULL;
-    int flags = 0;
-    unsigned long e = ERR_peek_error_data(&data, &flags);
-
-    assert_int_equal(ERR_GET_LIB(e), ERR_LIB_USER);
-    assert_int_equal(ERR_GET_REASON(e), reason);
-    assert_true((flags & ERR_TXT_STRING) != 0);
-    if (strstr(data, what) == NULL)
-        fail_msg("error text \"%s\" lacks \"%s\"", data, what);
-    assert_int_equal(ERR_get_error(), e);
-    assert_int_equal(ERR_get_error(), 0);
 }
 
 /*

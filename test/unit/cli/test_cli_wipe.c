@@ -23,6 +23,7 @@
 #include "cli/cli.h"
 #include "util/error.h"
 #include "util/secret.h"
+#include "../fakes/one_error.h"
 
 static char dir[] = "/tmp/hwkey-test-cli.XXXXXX";
 
@@ -38,19 +39,6 @@ static void write_file(const char *path, const char *content, size_t len)
     assert_non_null(f);
     assert_int_equal(fwrite(content, 1, len, f), len);
     assert_int_equal(fclose(f), 0);
-}
-
-/* Exactly one error, with reason and a part of its text. */
-static void assert_one_error(int reason, const char *part)
-{
-    const char *data = NULL;
-    int flags = 0;
-    unsigned long e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags);
-
-    assert_int_equal(ERR_GET_REASON(e), reason);
-    if (data == NULL || strstr(data, part) == NULL)
-        fail_msg("error text \"%s\" lacks \"%s\"", data != NULL ? data : "", part);
-    assert_int_equal(ERR_peek_error(), 0);
 }
 
 static int setup(void **state)

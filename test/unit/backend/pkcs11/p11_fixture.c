@@ -62,24 +62,3 @@ HWKEY_BKEY *fx_load_ok(const char *uri)
     assert_int_equal(ERR_peek_error(), 0);
     return key;
 }
-
-void fx_assert_one_error(int reason, const char *what)
-{
-    const char *data = NULL;
-    int flags = 0;
-    unsigned long e = ERR_peek_error_data(&data, &flags);
-
-    if (e == 0)
-        fail_msg("no error raised (expected \"%s\")", what);
-    if (ERR_GET_LIB(e) != ERR_LIB_USER || ERR_GET_REASON(e) != reason)
-        fail_msg("error %s (reason %d, text \"%s\"), expected reason %d with \"%s\"",
-                 ERR_error_string(e, NULL), ERR_GET_REASON(e), (flags & ERR_TXT_STRING) ? data : "",
-                 reason, what);
-    if ((flags & ERR_TXT_STRING) == 0 || strstr(data, what) == NULL)
-        fail_msg("error text \"%s\" lacks \"%s\"", (flags & ERR_TXT_STRING) ? data : "", what);
-    assert_int_equal(ERR_get_error(), e);
-    if (ERR_peek_error() != 0) {
-        ERR_print_errors_fp(stderr);
-        fail_msg("more than one error raised");
-    }
-}

@@ -9,6 +9,7 @@
 
 #include "backend/pkcs11/p11_internal.h"
 #include "../../fakes/fake_pkcs11.h"
+#include "../../fakes/one_error.h" /* assert_one_error */
 
 #define FX_MODULE "/fake/fake-pkcs11.so"
 #define FX_URI "pkcs11:token=" FAKE_P11_LABEL
@@ -23,10 +24,5 @@ int fx_teardown(void **state);
 HWKEY_LOOKUP fx_load(const char *uri, HWKEY_BKEY **out);
 /* key_load that must succeed. */
 HWKEY_BKEY *fx_load_ok(const char *uri);
-/*
- * Exactly one error in the queue, ours (ERR_LIB_USER), with this reason and
- * a text containing what; the queue is empty afterwards.
- */
-void fx_assert_one_error(int reason, const char *what);
 
 #endif

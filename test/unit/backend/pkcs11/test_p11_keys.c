@@ -192,14 +192,14 @@ static void test_load_absent_and_ambiguous(void **state)
     /* Absent: the token answered and holds nothing by that name. */
     assert_int_equal(fx_load(FX_URI ";object=nope", &key), HWKEY_LOOKUP_ABSENT);
     assert_null(key);
-    fx_assert_one_error(HWKEY_R_KEY_NOT_FOUND,
-                        "no private key with object=\"nope\" on token \"" FAKE_P11_LABEL "\"");
+    assert_one_error(HWKEY_R_KEY_NOT_FOUND,
+                     "no private key with object=\"nope\" on token \"" FAKE_P11_LABEL "\"");
     /* Several: a failure, not "absent" (a store must not move on to other objects). */
     assert_int_equal(fx_load(FX_URI ";object=dup", &key), HWKEY_LOOKUP_FAILED);
     assert_null(key);
-    fx_assert_one_error(HWKEY_R_BAD_ARGUMENT,
-                        "several private keys match object=\"dup\" on token \"" FAKE_P11_LABEL
-                        "\"; add id= to the URI");
+    assert_one_error(HWKEY_R_BAD_ARGUMENT,
+                     "several private keys match object=\"dup\" on token \"" FAKE_P11_LABEL
+                     "\"; add id= to the URI");
     /* id= disambiguates. */
     key = fx_load_ok(FX_URI ";object=dup;id=%03");
     assert_int_equal(key->info.bits, 256);
@@ -263,7 +263,7 @@ static void test_load_failures(void **state)
         logins = fake_p11_calls(FAKE_C_Login);
         assert_int_equal(fx_load(cases[i].uri, &key), HWKEY_LOOKUP_FAILED);
         assert_null(key);
-        fx_assert_one_error(cases[i].reason, cases[i].error);
+        assert_one_error(cases[i].reason, cases[i].error);
         if (cases[i].token_flags != 0)
             assert_int_equal(fake_p11_calls(FAKE_C_Login), logins); /* no PIN try spent */
     }
@@ -279,7 +279,7 @@ static void test_load_not_a_uri(void **state)
     assert_int_equal(hwkey_pkcs11_backend.key_load(fx_dev, &ref, NULL, NULL, &key),
                      HWKEY_LOOKUP_FAILED);
     assert_null(key);
-    fx_assert_one_error(HWKEY_R_BAD_ARGUMENT, "the pkcs11 backend resolves pkcs11: URIs only");
+    assert_one_error(HWKEY_R_BAD_ARGUMENT, "the pkcs11 backend resolves pkcs11: URIs only");
 }
 
 /* --- templates --------------------------------------------------------------------- */
@@ -460,21 +460,21 @@ static void test_keygen_refusals(void **state)
     (void)state;
     fake_p11_add_key(soft[K_P256], "taken", (const unsigned char *)"\x01", 1, 1);
     assert_int_equal(hwkey_pkcs11_backend.key_generate(fx_dev, &rsa1024, &opts, &out), 0);
-    fx_assert_one_error(HWKEY_R_UNSUPPORTED_ALGORITHM,
-                        "pkcs11 keys are RSA 2048/3072/4096, EC P-256/P-384/P-521 or Ed25519 "
-                        "(asked: alg 2, 1024 bits");
+    assert_one_error(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                     "pkcs11 keys are RSA 2048/3072/4096, EC P-256/P-384/P-521 or Ed25519 "
+                     "(asked: alg 2, 1024 bits");
     assert_int_equal(hwkey_pkcs11_backend.key_generate(fx_dev, &k1, &opts, &out), 0);
-    fx_assert_one_error(HWKEY_R_UNSUPPORTED_ALGORITHM, "pkcs11 keys are RSA");
+    assert_one_error(HWKEY_R_UNSUPPORTED_ALGORITHM, "pkcs11 keys are RSA");
     assert_int_equal(hwkey_pkcs11_backend.key_generate(fx_dev, &ec, &opts, &out), 0);
-    fx_assert_one_error(HWKEY_R_BAD_ARGUMENT, "token \"" FAKE_P11_LABEL "\" already has a "
-                                              "private key with this id or object=\"taken\"");
+    assert_one_error(HWKEY_R_BAD_ARGUMENT, "token \"" FAKE_P11_LABEL "\" already has a "
+                                           "private key with this id or object=\"taken\"");
     assert_int_equal(hwkey_pkcs11_backend.key_generate(fx_dev, &ec, &none, &out), 0);
-    fx_assert_one_error(HWKEY_R_BAD_ARGUMENT, "generating a token key needs a pkcs11: URI");
+    assert_one_error(HWKEY_R_BAD_ARGUMENT, "generating a token key needs a pkcs11: URI");
     opts.uri = FX_URI ";object=new";
     fake_p11_fail(FAKE_C_GenerateKeyPair, 1, 1, CKR_TEMPLATE_INCONSISTENT);
     assert_int_equal(hwkey_pkcs11_backend.key_generate(fx_dev, &ec, &opts, &out), 0);
-    fx_assert_one_error(HWKEY_R_DEVICE_ERROR, "C_GenerateKeyPair on token \"" FAKE_P11_LABEL
-                                              "\" failed: CKR_TEMPLATE_INCONSISTENT");
+    assert_one_error(HWKEY_R_DEVICE_ERROR, "C_GenerateKeyPair on token \"" FAKE_P11_LABEL
+                                           "\" failed: CKR_TEMPLATE_INCONSISTENT");
     assert_int_equal(fake_p11_calls(FAKE_C_GenerateKeyPair), 1);
     assert_null(out.data);
 
@@ -483,8 +483,8 @@ static void test_keygen_refusals(void **state)
     assert_int_equal(fx_setup(state), 0);
     fake_p11_set_mechanisms(rsa_only, 2);
     assert_int_equal(hwkey_pkcs11_backend.key_generate(fx_dev, &ec, &opts, &out), 0);
-    fx_assert_one_error(HWKEY_R_UNSUPPORTED_ALGORITHM,
-                        "has no key-pair generation mechanism 0x1040 for this algorithm");
+    assert_one_error(HWKEY_R_UNSUPPORTED_ALGORITHM,
+                     "has no key-pair generation mechanism 0x1040 for this algorithm");
     assert_int_equal(fake_p11_calls(FAKE_C_GenerateKeyPair), 0);
 }
 
@@ -619,7 +619,7 @@ static void test_import_refused_offline(void **state)
 
         assert_non_null(k);
         assert_int_equal(hwkey_pkcs11_backend.key_import(fx_dev, k, &opts, &out), 0);
-        fx_assert_one_error(HWKEY_R_UNSUPPORTED_ALGORITHM, cases[i].error);
+        assert_one_error(HWKEY_R_UNSUPPORTED_ALGORITHM, cases[i].error);
         EVP_PKEY_free(k);
     }
     assert_int_equal(fake_p11_calls(FAKE_C_OpenSession), 0);
@@ -638,24 +638,23 @@ static void test_import_refused_by_token(void **state)
     fake_p11_add_key(soft[K_P384], "taken", (const unsigned char *)"\x01", 1, 1);
     objects = fake_p11_object_count();
     assert_int_equal(hwkey_pkcs11_backend.key_import(fx_dev, soft[K_P256], &opts, &out), 0);
-    fx_assert_one_error(HWKEY_R_BAD_ARGUMENT, "already has a private key with this id or "
-                                              "object=\"taken\"");
+    assert_one_error(HWKEY_R_BAD_ARGUMENT, "already has a private key with this id or "
+                                           "object=\"taken\"");
     assert_int_equal(hwkey_pkcs11_backend.key_import(fx_dev, soft[K_P256], &none, &out), 0);
-    fx_assert_one_error(HWKEY_R_BAD_ARGUMENT, "importing a token key needs a pkcs11: URI");
+    assert_one_error(HWKEY_R_BAD_ARGUMENT, "importing a token key needs a pkcs11: URI");
     /* The private object is made, the public one refused: no half key stays behind. */
     opts.uri = FX_URI ";object=half";
     fake_p11_fail(FAKE_C_CreateObject, 2, 1, CKR_DEVICE_MEMORY);
     assert_int_equal(hwkey_pkcs11_backend.key_import(fx_dev, soft[K_P256], &opts, &out), 0);
-    fx_assert_one_error(HWKEY_R_OUT_OF_MEMORY,
-                        "C_CreateObject (public key) on token \"" FAKE_P11_LABEL
-                        "\" failed: CKR_DEVICE_MEMORY");
+    assert_one_error(HWKEY_R_OUT_OF_MEMORY, "C_CreateObject (public key) on token \"" FAKE_P11_LABEL
+                                            "\" failed: CKR_DEVICE_MEMORY");
     assert_int_equal(fake_p11_calls(FAKE_C_DestroyObject), 1);
     assert_int_equal(fake_p11_object_count(), objects);
     fake_p11_fail(FAKE_C_CreateObject, 1, 1, CKR_TEMPLATE_INCONSISTENT);
     assert_int_equal(hwkey_pkcs11_backend.key_import(fx_dev, soft[K_P256], &opts, &out), 0);
-    fx_assert_one_error(HWKEY_R_DEVICE_ERROR,
-                        "C_CreateObject (private key) on token \"" FAKE_P11_LABEL "\" failed: "
-                        "CKR_TEMPLATE_INCONSISTENT");
+    assert_one_error(HWKEY_R_DEVICE_ERROR,
+                     "C_CreateObject (private key) on token \"" FAKE_P11_LABEL "\" failed: "
+                     "CKR_TEMPLATE_INCONSISTENT");
     assert_int_equal(fake_p11_object_count(), objects);
     assert_null(out.data);
 
@@ -664,8 +663,8 @@ static void test_import_refused_by_token(void **state)
     assert_int_equal(fx_setup(state), 0);
     fake_p11_set_mechanisms(rsa_only, 2);
     assert_int_equal(hwkey_pkcs11_backend.key_import(fx_dev, soft[K_P256], &opts, &out), 0);
-    fx_assert_one_error(HWKEY_R_UNSUPPORTED_ALGORITHM, "cannot sign with this key type (no "
-                                                       "mechanism 0x1041); nothing imported");
+    assert_one_error(HWKEY_R_UNSUPPORTED_ALGORITHM, "cannot sign with this key type (no "
+                                                    "mechanism 0x1041); nothing imported");
     assert_int_equal(fake_p11_calls(FAKE_C_CreateObject), 0);
 }
 

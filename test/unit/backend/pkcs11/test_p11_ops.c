@@ -200,7 +200,7 @@ static void test_ecdsa_der_encoding(void **state)
     canned_len = 63;
     siglen = sizeof(sig);
     assert_int_equal(hwkey_pkcs11_backend.sign(key, &p, dgst, 32, sig, &siglen), 0);
-    fx_assert_one_error(HWKEY_R_DEVICE_ERROR, "token returned an ECDSA signature of 63 bytes");
+    assert_one_error(HWKEY_R_DEVICE_ERROR, "token returned an ECDSA signature of 63 bytes");
     hwkey_pkcs11_backend.key_free(key);
 }
 
@@ -418,7 +418,7 @@ static void test_sign_refusals(void **state)
         print_message("refusal: %s\n", cases[i].error);
         assert_int_equal(
             hwkey_pkcs11_backend.sign(key, &cases[i].p, tbs, cases[i].tbslen, sig, &siglen), 0);
-        fx_assert_one_error(cases[i].reason, cases[i].error);
+        assert_one_error(cases[i].reason, cases[i].error);
         assert_int_equal(fake_p11_calls(FAKE_C_SignInit), inits);
         hwkey_pkcs11_backend.key_free(key);
     }
@@ -482,7 +482,7 @@ static void test_rsa_private_raw(void **state)
 
     outlen = sizeof(out);
     assert_int_equal(hwkey_pkcs11_backend.rsa_private(key, m, 255, out, &outlen), 0);
-    fx_assert_one_error(HWKEY_R_BAD_ARGUMENT, "raw RSA needs 256 input and output bytes");
+    assert_one_error(HWKEY_R_BAD_ARGUMENT, "raw RSA needs 256 input and output bytes");
     hwkey_pkcs11_backend.key_free(key);
 }
 
@@ -582,7 +582,7 @@ static void test_rsa_decrypt(void **state)
         ct[ctlen - 1] ^= 1;
         outlen = sizeof(out);
         assert_int_equal(hwkey_pkcs11_backend.rsa_decrypt(key, &c->p, ct, ctlen, out, &outlen), 0);
-        fx_assert_one_error(HWKEY_R_DECRYPTION_FAILED, "decryption failed");
+        assert_one_error(HWKEY_R_DECRYPTION_FAILED, "decryption failed");
     }
     hwkey_pkcs11_backend.key_free(key);
 }
@@ -610,7 +610,7 @@ static void test_rsa_decrypt_softhsm_answers(void **state)
         ct[10] ^= 1;
         assert_int_equal(
             hwkey_pkcs11_backend.rsa_decrypt(key, &dec_cases[i].p, ct, ctlen, out, &outlen), 0);
-        fx_assert_one_error(HWKEY_R_DECRYPTION_FAILED, "decryption failed");
+        assert_one_error(HWKEY_R_DECRYPTION_FAILED, "decryption failed");
         assert_int_equal(fake_p11_calls(FAKE_C_Decrypt), decrypts + 1);
     }
     assert_int_equal(fake_p11_calls(FAKE_C_Initialize), inits);
@@ -630,17 +630,17 @@ static void test_rsa_decrypt_refusals(void **state)
     /* SoftHSM 2.6 refuses OAEP with SHA-256 in C_DecryptInit: that is a padding matter. */
     fake_p11_fail(FAKE_C_DecryptInit, 1, 1, CKR_MECHANISM_PARAM_INVALID);
     assert_int_equal(hwkey_pkcs11_backend.rsa_decrypt(key, &oaep, ct, ctlen, out, &outlen), 0);
-    fx_assert_one_error(HWKEY_R_UNSUPPORTED_PADDING,
-                        "C_DecryptInit with token key \"rsa\" failed: CKR_MECHANISM_PARAM_INVALID");
+    assert_one_error(HWKEY_R_UNSUPPORTED_PADDING,
+                     "C_DecryptInit with token key \"rsa\" failed: CKR_MECHANISM_PARAM_INVALID");
     outlen = sizeof(out);
     assert_int_equal(hwkey_pkcs11_backend.rsa_decrypt(key, &bad, ct, ctlen, out, &outlen), 0);
-    fx_assert_one_error(HWKEY_R_UNSUPPORTED_PADDING, "RSA decryption padding 7");
+    assert_one_error(HWKEY_R_UNSUPPORTED_PADDING, "RSA decryption padding 7");
     outlen = sizeof(out);
     assert_int_equal(hwkey_pkcs11_backend.rsa_decrypt(key, &md5, ct, ctlen, out, &outlen), 0);
-    fx_assert_one_error(HWKEY_R_UNSUPPORTED_DIGEST, "digest MD5");
+    assert_one_error(HWKEY_R_UNSUPPORTED_DIGEST, "digest MD5");
     outlen = 8;
     assert_int_equal(hwkey_pkcs11_backend.rsa_decrypt(key, &oaep, ct, ctlen, out, &outlen), 0);
-    fx_assert_one_error(HWKEY_R_BUFFER_TOO_SMALL, "plaintext buffer too small");
+    assert_one_error(HWKEY_R_BUFFER_TOO_SMALL, "plaintext buffer too small");
     hwkey_pkcs11_backend.key_free(key);
 }
 
@@ -695,20 +695,20 @@ static void test_ecdh(void **state)
     pt[0] = 0x02;
     zlen = sizeof(z);
     assert_int_equal(hwkey_pkcs11_backend.ecdh(key, pt, 33, z, &zlen), 0);
-    fx_assert_one_error(HWKEY_R_INVALID_PEER_KEY,
-                        "peer key is not an uncompressed point of this curve (33 bytes, want 65)");
+    assert_one_error(HWKEY_R_INVALID_PEER_KEY,
+                     "peer key is not an uncompressed point of this curve (33 bytes, want 65)");
     pt[0] = 0x04;
     assert_int_equal(hwkey_pkcs11_backend.ecdh(key, pt, 64, z, &zlen), 0);
-    fx_assert_one_error(HWKEY_R_INVALID_PEER_KEY, "(64 bytes, want 65)");
+    assert_one_error(HWKEY_R_INVALID_PEER_KEY, "(64 bytes, want 65)");
     zlen = 31;
     assert_int_equal(hwkey_pkcs11_backend.ecdh(key, pt, 65, z, &zlen), 0);
-    fx_assert_one_error(HWKEY_R_BUFFER_TOO_SMALL, "shared secret buffer of 31 bytes, need 32");
+    assert_one_error(HWKEY_R_BUFFER_TOO_SMALL, "shared secret buffer of 31 bytes, need 32");
     assert_int_equal(fake_p11_calls(FAKE_C_DeriveKey), 1);
     hwkey_pkcs11_backend.key_free(key);
     key = load(K_RSA);
     zlen = sizeof(z);
     assert_int_equal(hwkey_pkcs11_backend.ecdh(key, pt, 65, z, &zlen), 0);
-    fx_assert_one_error(HWKEY_R_UNSUPPORTED_ALGORITHM, "ECDH needs an EC key");
+    assert_one_error(HWKEY_R_UNSUPPORTED_ALGORITHM, "ECDH needs an EC key");
     hwkey_pkcs11_backend.key_free(key);
     EVP_PKEY_CTX_free(d);
     EVP_PKEY_free(peer);
@@ -758,7 +758,7 @@ static void test_refused_by_token(void **state)
         print_message("token answers %s\n", cases[i].error);
         fake_p11_fail(cases[i].fn, 1, 1, cases[i].rv);
         assert_false(sign_p256(key));
-        fx_assert_one_error(cases[i].reason, cases[i].error);
+        assert_one_error(cases[i].reason, cases[i].error);
         assert_true(sign_p256(key)); /* the next call works */
     }
     hwkey_pkcs11_backend.key_free(key);
@@ -804,8 +804,8 @@ static void test_device_stays_lost(void **state)
     (void)state;
     fake_p11_fail(FAKE_C_Sign, 1, 100, CKR_DEVICE_REMOVED);
     assert_false(sign_p256(key));
-    fx_assert_one_error(HWKEY_R_DEVICE_UNREACHABLE,
-                        "C_Sign with token key \"p256\" failed: CKR_DEVICE_REMOVED");
+    assert_one_error(HWKEY_R_DEVICE_UNREACHABLE,
+                     "C_Sign with token key \"p256\" failed: CKR_DEVICE_REMOVED");
     assert_int_equal(fake_p11_calls(FAKE_C_Initialize), inits + 1); /* once, not a loop */
     hwkey_pkcs11_backend.key_free(key);
 }

@@ -42,6 +42,7 @@
 #include "../../fakes/fake_tcti.h"
 #include "util/error.h"
 #include "util/tss2_keyfile.h"
+#include "../../fakes/one_error.h"
 
 #define SRK 0x81000001u
 #define EC_KEY 0x81000002u
@@ -349,23 +350,6 @@ static int teardown(void **state)
     /* A responder that could not parse a command says so here, outside the TPM lock. */
     assert_int_equal(fake_tcti_broken(), 0);
     return 0;
-}
-
-/* Exactly one error, ours, with this reason and text. */
-static void assert_one_error(int reason, const char *what)
-{
-    const char *data = NULL;
-    int flags = 0;
-    unsigned long e = ERR_peek_error_data(&data, &flags);
-
-    if (e == 0)
-        fail_msg("no error raised (expected \"%s\")", what);
-    if (ERR_GET_REASON(e) != reason || (flags & ERR_TXT_STRING) == 0 || strstr(data, what) == NULL)
-        fail_msg("error reason %d \"%s\", expected reason %d with \"%s\"", ERR_GET_REASON(e),
-                 (flags & ERR_TXT_STRING) ? data : "", reason, what);
-    assert_int_equal(ERR_GET_LIB(e), ERR_LIB_USER);
-    assert_int_equal(ERR_get_error(), e);
-    assert_int_equal(ERR_get_error(), 0);
 }
 
 /* --- list --------------------------------------------------------------------------- */
